@@ -1,0 +1,661 @@
+//! Loading: find the config file, read it, the environment and the command line as three
+//! layers of checked values, merge them (CLI > env > file > default), then build the typed
+//! `Config` and check the rules that span keys. Every problem of every layer is collected, so
+//! one run of `--check-config` shows them all.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use super::schema::{self, Val, EXCLUSIVE, SCHEMA, SECTIONS};
+use super::{
+    AdminConfig, AsyncConfig, Config, ConfigError, Endpoint, FunctionConfig, HookAction,
+    InitializerConfig, LogConfig, LogFormat, OnFailure, PreStopConfig, Problem, RestartPolicy,
+    ServerConfig, ShutdownConfig, Sources,
+};
+
+/// The config file read when neither `-c` nor `FC_INIT_CONFIG` names one, if it exists.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/fc-init/fc-init.toml";
+
+/// Where fc-init listens when the function serves HTTP and nothing else says where.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 9000);
+
+/// `FC_INIT_*` variables that are not config keys: the config path and the log filter.
+const NOT_CONFIG_KEYS: &[&str] = &["FC_INIT_CONFIG", "FC_INIT_LOG"];
+
+/// Builds the effective configuration from the file, the environment and the command line.
+pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
+    load_with_default(sources, Path::new(DEFAULT_CONFIG_PATH))
+}
+
+/// `load`, with the default config path as a parameter so tests do not depend on whether
+/// `/etc/fc-init/fc-init.toml` exists on the machine running them.
+pub(super) fn load_with_default(
+    sources: &Sources,
+    default_path: &Path,
+) -> Result<Config, ConfigError> {
+    let mut problems = Vec::new();
+    let mut settings = Settings::default();
+    if let Some(file) = choose_file(sources, default_path) {
+        settings.merge(file_layer(&file, &mut problems));
+    }
+    settings.merge(env_layer(&sources.env, &mut problems));
+    settings.merge(cli_layer(sources, &mut problems));
+    let config = build(&settings, sources, &mut problems);
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError { problems })
+    }
+}
+
+/// The private runtime directory: `/run/fc-init` as root; else `$XDG_RUNTIME_DIR/fc-init`;
+/// else `<temp dir>/fc-init-<uid>` (the uid keeps users sharing `/tmp` apart).
+pub fn runtime_dir(euid: u32, env: &BTreeMap<String, String>) -> PathBuf {
+    if euid == 0 {
+        return PathBuf::from("/run/fc-init");
+    }
+    // Only an absolute XDG_RUNTIME_DIR counts, as the XDG base directory spec says.
+    if let Some(xdg) = env.get("XDG_RUNTIME_DIR").filter(|d| d.starts_with('/')) {
+        return Path::new(xdg).join("fc-init");
+    }
+    let temp = env
+        .get("TMPDIR")
+        .filter(|d| !d.is_empty())
+        .map_or("/tmp", String::as_str);
+    Path::new(temp).join(format!("fc-init-{euid}"))
+}
+
+/// Which config file applies: `-c`, else `FC_INIT_CONFIG`, else the default file when it exists.
+pub fn config_path(sources: &Sources) -> Option<PathBuf> {
+    choose_file(sources, Path::new(DEFAULT_CONFIG_PATH)).map(|f| f.path)
+}
+
+struct ChosenFile {
+    path: PathBuf,
+    /// What named the file explicitly; a missing explicit file is a problem, a missing
+    /// default file is not.
+    named_by: Option<&'static str>,
+}
+
+fn choose_file(sources: &Sources, default_path: &Path) -> Option<ChosenFile> {
+    if let Some(path) = &sources.config_flag {
+        return Some(ChosenFile {
+            path: path.clone(),
+            named_by: Some("-c/--config"),
+        });
+    }
+    if let Some(path) = sources.env.get("FC_INIT_CONFIG").filter(|p| !p.is_empty()) {
+        return Some(ChosenFile {
+            path: PathBuf::from(path),
+            named_by: Some("FC_INIT_CONFIG"),
+        });
+    }
+    default_path.exists().then(|| ChosenFile {
+        path: default_path.to_owned(),
+        named_by: None,
+    })
+}
+
+/// One checked value and where it came from, for the problems that mention it later.
+#[derive(Debug, Clone)]
+struct Setting {
+    val: Val,
+    source: String,
+}
+
+type Slot = (&'static str, &'static str);
+
+/// The values one source sets, and the sections it mentions (presence of `[initializer]`
+/// and `[pre_stop]` means "configured").
+#[derive(Debug, Default)]
+struct Layer {
+    values: BTreeMap<Slot, Setting>,
+    sections: BTreeSet<&'static str>,
+}
+
+impl Layer {
+    /// Checks `value` against the key's schema; a bad value becomes a problem.
+    fn set(
+        &mut self,
+        spec: &'static schema::KeySpec,
+        value: &toml::Value,
+        source: &str,
+        problems: &mut Vec<Problem>,
+    ) {
+        match schema::convert(spec.kind, value) {
+            Ok(val) => {
+                self.values.insert(
+                    (spec.section, spec.key),
+                    Setting {
+                        val,
+                        source: source.to_owned(),
+                    },
+                );
+            }
+            Err(reason) => problems.push(problem(source, spec, reason)),
+        }
+    }
+}
+
+fn problem(source: &str, spec: &schema::KeySpec, reason: String) -> Problem {
+    Problem {
+        source: source.to_owned(),
+        key: format!("{}.{}", spec.section, spec.key),
+        reason,
+    }
+}
+
+fn file_layer(file: &ChosenFile, problems: &mut Vec<Problem>) -> Layer {
+    let source = file.path.display().to_string();
+    let mut layer = Layer::default();
+    let text = match fs::read_to_string(&file.path) {
+        Ok(text) => text,
+        Err(e) => {
+            let reason = match file.named_by {
+                Some(by) => format!("cannot read the config file named by {by}: {e}"),
+                None => format!("cannot read the config file: {e}"),
+            };
+            problems.push(Problem {
+                source,
+                key: String::new(),
+                reason,
+            });
+            return layer;
+        }
+    };
+    let table: toml::Table = match toml::from_str(&text) {
+        Ok(table) => table,
+        Err(e) => {
+            problems.push(Problem {
+                source,
+                key: String::new(),
+                reason: syntax_error(&text, &e),
+            });
+            return layer;
+        }
+    };
+    for (section_name, section_value) in &table {
+        let Some(section) = SECTIONS.iter().copied().find(|s| s == section_name) else {
+            problems.push(Problem {
+                source: source.clone(),
+                key: section_name.clone(),
+                reason: format!("unknown section; the sections are {}", SECTIONS.join(", ")),
+            });
+            continue;
+        };
+        let Some(keys) = section_value.as_table() else {
+            problems.push(Problem {
+                source: source.clone(),
+                key: section_name.clone(),
+                reason: format!("expected a table ([{section}])"),
+            });
+            continue;
+        };
+        layer.sections.insert(section);
+        for (key, value) in keys {
+            match schema::find(section, key) {
+                Some(spec) => layer.set(spec, value, &source, problems),
+                None => problems.push(Problem {
+                    source: source.clone(),
+                    key: format!("{section}.{key}"),
+                    reason: format!(
+                        "unknown key; the keys of [{section}] are {}",
+                        schema::keys_of(section)
+                    ),
+                }),
+            }
+        }
+    }
+    layer
+}
+
+/// "TOML syntax error at line L, column C: message", on one line.
+fn syntax_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("TOML syntax error at line {line}, column {column}: {message}")
+        }
+        None => format!("TOML syntax error: {message}"),
+    }
+}
+
+fn env_layer(env: &BTreeMap<String, String>, problems: &mut Vec<Problem>) -> Layer {
+    let mut layer = Layer::default();
+    for (name, raw) in env {
+        if !name.starts_with("FC_INIT_") || NOT_CONFIG_KEYS.contains(&name.as_str()) {
+            continue;
+        }
+        // Other FC_INIT_* variables that do not start with a section name are left alone: they
+        // are not config keys, whoever set them.
+        let Some((section, key_upper)) = split_env_name(name) else {
+            continue;
+        };
+        let source = format!("environment ({name})");
+        let Some(spec) = SCHEMA
+            .iter()
+            .find(|k| k.section == section && k.key.eq_ignore_ascii_case(key_upper))
+        else {
+            problems.push(Problem {
+                source,
+                key: format!("{section}.{}", key_upper.to_ascii_lowercase()),
+                reason: format!(
+                    "unknown key; the keys of [{section}] are {}",
+                    schema::keys_of(section)
+                ),
+            });
+            continue;
+        };
+        // Naming a hook's key configures the hook, even if the value turns out to be bad.
+        layer.sections.insert(section);
+        match schema::env_value(spec.kind, raw) {
+            Ok(value) => layer.set(spec, &value, &source, problems),
+            Err(reason) => problems.push(problem(&source, spec, reason)),
+        }
+    }
+    // FC's own variable, below an explicit FC_INIT_SERVER_LISTEN.
+    if let Some(port) = env.get("FC_SERVER_PORT") {
+        if !env.contains_key("FC_INIT_SERVER_LISTEN") {
+            let source = "environment (FC_SERVER_PORT)".to_owned();
+            match port.trim().parse::<u16>() {
+                Ok(port) if port != 0 => {
+                    let addr = SocketAddr::new(DEFAULT_LISTEN.ip(), port);
+                    layer.values.insert(
+                        ("server", "listen"),
+                        Setting {
+                            val: Val::Addr(addr),
+                            source,
+                        },
+                    );
+                }
+                _ => problems.push(Problem {
+                    source,
+                    key: "server.listen".to_owned(),
+                    reason: format!("{port:?} is not a port between 1 and 65535"),
+                }),
+            }
+        }
+    }
+    layer
+}
+
+/// `FC_INIT_PRE_STOP_TIMEOUT` → `("pre_stop", "TIMEOUT")`. Section names contain underscores,
+/// so the known names are matched rather than splitting at the first underscore.
+fn split_env_name(name: &str) -> Option<(&'static str, &str)> {
+    let rest = name.strip_prefix("FC_INIT_")?;
+    let mut sections: Vec<&'static str> = SECTIONS.to_vec();
+    // Longest first, so no section name can shadow a longer one that starts with it.
+    sections.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    sections.into_iter().find_map(|section| {
+        let upper = section.to_ascii_uppercase();
+        let key = rest.strip_prefix(upper.as_str())?.strip_prefix('_')?;
+        Some((section, key))
+    })
+}
+
+fn cli_layer(sources: &Sources, problems: &mut Vec<Problem>) -> Layer {
+    let mut layer = Layer::default();
+    let mut set = |section: &str, key: &str, flag: &str, value: toml::Value| {
+        if let Some(spec) = schema::find(section, key) {
+            layer.set(spec, &value, &format!("command line ({flag})"), problems);
+        }
+    };
+    if let Some(listen) = &sources.listen {
+        set(
+            "server",
+            "listen",
+            "--listen",
+            toml::Value::String(listen.clone()),
+        );
+    }
+    if let Some(socket) = &sources.function_socket {
+        set(
+            "function",
+            "socket",
+            "--function-socket",
+            toml::Value::String(socket.clone()),
+        );
+    }
+    // An empty command is not a problem here: the CLI layer reports "no command".
+    if !sources.command.is_empty() {
+        let args = sources
+            .command
+            .iter()
+            .map(|a| toml::Value::String(a.clone()))
+            .collect();
+        set("function", "command", "COMMAND", toml::Value::Array(args));
+    }
+    layer
+}
+
+/// The layers merged so far.
+#[derive(Debug, Default)]
+struct Settings {
+    values: BTreeMap<Slot, Setting>,
+    sections: BTreeSet<&'static str>,
+}
+
+impl Settings {
+    /// Lays `layer` over what is there. A layer that sets one key of an exclusive pair also
+    /// removes the other key set by a lower layer (`--function-socket` beats a file's
+    /// `port`); both keys in one layer stay, to be reported by `build`.
+    fn merge(&mut self, layer: Layer) {
+        for (section, a, b) in EXCLUSIVE {
+            let has = |key: &str| layer.values.contains_key(&(*section, key));
+            match (has(a), has(b)) {
+                (true, false) => {
+                    self.values.remove(&(*section, *b));
+                }
+                (false, true) => {
+                    self.values.remove(&(*section, *a));
+                }
+                _ => {}
+            }
+        }
+        self.values.extend(layer.values);
+        self.sections.extend(layer.sections);
+    }
+
+    fn get(&self, section: &'static str, key: &'static str) -> Option<&Setting> {
+        self.values.get(&(section, key))
+    }
+
+    fn val(&self, section: &'static str, key: &'static str) -> Option<&Val> {
+        self.get(section, key).map(|s| &s.val)
+    }
+
+    // The typed getters below fall back to the default when a key is unset. A value of
+    // another variant cannot occur: `schema::convert` makes each key's variant from its kind.
+
+    fn duration(&self, section: &'static str, key: &'static str, default: Duration) -> Duration {
+        match self.val(section, key) {
+            Some(Val::Duration(d)) => *d,
+            _ => default,
+        }
+    }
+
+    fn int(&self, section: &'static str, key: &'static str, default: u64) -> u64 {
+        match self.val(section, key) {
+            Some(Val::Int(n)) => *n,
+            _ => default,
+        }
+    }
+
+    fn count(&self, section: &'static str, key: &'static str, default: usize) -> usize {
+        // The schema bounds counts by i64::MAX; saturate on a 32-bit target.
+        usize::try_from(self.int(section, key, default as u64)).unwrap_or(usize::MAX)
+    }
+
+    fn count_u32(&self, section: &'static str, key: &'static str, default: u32) -> u32 {
+        // The schema bounds these keys by u32::MAX.
+        u32::try_from(self.int(section, key, u64::from(default))).unwrap_or(u32::MAX)
+    }
+
+    fn size(&self, section: &'static str, key: &'static str, default: u64) -> u64 {
+        match self.val(section, key) {
+            Some(Val::Size(n)) => *n,
+            _ => default,
+        }
+    }
+
+    fn bool(&self, section: &'static str, key: &'static str, default: bool) -> bool {
+        match self.val(section, key) {
+            Some(Val::Bool(b)) => *b,
+            _ => default,
+        }
+    }
+
+    fn text(&self, section: &'static str, key: &'static str) -> Option<&str> {
+        match self.val(section, key) {
+            Some(Val::Text(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn list(&self, section: &'static str, key: &'static str) -> Option<&[String]> {
+        match self.val(section, key) {
+            Some(Val::List(items)) => Some(items),
+            _ => None,
+        }
+    }
+
+    fn addr(&self, section: &'static str, key: &'static str) -> Option<SocketAddr> {
+        match self.val(section, key) {
+            Some(Val::Addr(a)) => Some(*a),
+            _ => None,
+        }
+    }
+
+    /// Both keys of an exclusive pair left after merging come from the same source.
+    fn check_exclusive(
+        &self,
+        section: &'static str,
+        a: &'static str,
+        b: &'static str,
+    ) -> Option<Problem> {
+        let (Some(first), Some(_)) = (self.get(section, a), self.get(section, b)) else {
+            return None;
+        };
+        Some(Problem {
+            source: first.source.clone(),
+            key: format!("{section}.{a}"),
+            reason: format!("{section}.{a} and {section}.{b} are exclusive; set only one"),
+        })
+    }
+
+    fn hook(
+        &self,
+        section: &'static str,
+        default_path: &str,
+        problems: &mut Vec<Problem>,
+    ) -> Option<HookAction> {
+        if !self.sections.contains(section) {
+            return None;
+        }
+        problems.extend(self.check_exclusive(section, "path", "command"));
+        Some(match self.list(section, "command") {
+            Some(command) => HookAction::Command(command.to_vec()),
+            None => HookAction::Http {
+                path: self
+                    .text(section, "path")
+                    .unwrap_or(default_path)
+                    .to_owned(),
+            },
+        })
+    }
+}
+
+fn build(s: &Settings, sources: &Sources, problems: &mut Vec<Problem>) -> Config {
+    let runtime = runtime_dir(sources.euid, &sources.env);
+
+    problems.extend(s.check_exclusive("function", "socket", "port"));
+    let port = match s.val("function", "port") {
+        Some(Val::Int(p)) => u16::try_from(*p).ok(),
+        _ => None,
+    };
+    let socket = s.text("function", "socket");
+    let endpoint_set = port.is_some() || socket.is_some();
+    let endpoint = match (port, socket) {
+        (Some(port), _) => Endpoint::Tcp(port),
+        (None, Some(path)) => Endpoint::Unix(PathBuf::from(path)),
+        (None, None) => Endpoint::Unix(runtime.join("function.sock")),
+    };
+
+    let command = s
+        .list("function", "command")
+        .map(<[String]>::to_vec)
+        .unwrap_or_default();
+    let name = match s.text("function", "name") {
+        Some(name) => name.to_owned(),
+        None => command
+            .first()
+            .and_then(|program| Path::new(program).file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    };
+    let function = FunctionConfig {
+        env: match s.val("function", "env") {
+            Some(Val::Map(env)) => env.clone(),
+            _ => BTreeMap::new(),
+        },
+        working_dir: s.text("function", "working_dir").map(PathBuf::from),
+        endpoint,
+        start_timeout: s.duration("function", "start_timeout", Duration::from_secs(120)),
+        name,
+        timeout: s.duration("function", "timeout", Duration::from_secs(60)),
+        user: match s.val("function", "user") {
+            Some(Val::User(user)) => Some(user.clone()),
+            _ => None,
+        },
+        restart: match s.text("function", "restart") {
+            Some("on-failure") => RestartPolicy::OnFailure,
+            Some("always") => RestartPolicy::Always,
+            _ => RestartPolicy::Never,
+        },
+        restart_backoff_max: s.duration("function", "restart_backoff_max", Duration::from_secs(30)),
+        command,
+    };
+
+    let initializer = s
+        .hook("initializer", "/initialize", problems)
+        .map(|action| {
+            let backoff = s.duration("initializer", "backoff", Duration::from_millis(100));
+            let backoff_max = s.duration("initializer", "backoff_max", Duration::from_secs(10));
+            if backoff_max < backoff {
+                // Blame whichever of the two was set (backoff_max first: it is the usual culprit).
+                let blamed = s
+                    .get("initializer", "backoff_max")
+                    .map(|b| (b, "initializer.backoff_max"))
+                    .or_else(|| {
+                        s.get("initializer", "backoff")
+                            .map(|b| (b, "initializer.backoff"))
+                    });
+                if let Some((setting, key)) = blamed {
+                    problems.push(Problem {
+                        source: setting.source.clone(),
+                        key: key.to_owned(),
+                        reason: format!(
+                            "backoff_max ({}) is less than backoff ({})",
+                            super::format_duration(backoff_max),
+                            super::format_duration(backoff)
+                        ),
+                    });
+                }
+            }
+            InitializerConfig {
+                action,
+                timeout: s.duration("initializer", "timeout", Duration::from_secs(60)),
+                on_failure: match s.text("initializer", "on_failure") {
+                    Some("next-request") => OnFailure::NextRequest,
+                    Some("exit") => OnFailure::Exit,
+                    _ => OnFailure::Retry,
+                },
+                max_attempts: s.count_u32("initializer", "max_attempts", 0),
+                backoff,
+                backoff_max,
+            }
+        });
+    let pre_stop = s
+        .hook("pre_stop", "/pre-stop", problems)
+        .map(|action| PreStopConfig {
+            action,
+            timeout: s.duration("pre_stop", "timeout", Duration::from_secs(10)),
+        });
+
+    // The serving rule: fc-init listens only when the function serves HTTP, so that a plain
+    // command runs under fc-init exactly as under tini.
+    let http_hook = |action: Option<&HookAction>| matches!(action, Some(HookAction::Http { .. }));
+    let function_serves = endpoint_set
+        || http_hook(initializer.as_ref().map(|i| &i.action))
+        || http_hook(pre_stop.as_ref().map(|p| &p.action));
+    let listen = s
+        .addr("server", "listen")
+        .or(function_serves.then_some(DEFAULT_LISTEN));
+    if let (Some(listen), Some(port)) = (listen, port) {
+        if listen.port() == port && (listen.ip().is_unspecified() || listen.ip().is_loopback()) {
+            let source = s
+                .get("function", "port")
+                .map(|p| p.source.clone())
+                .unwrap_or_default();
+            problems.push(Problem {
+                source,
+                key: "function.port".to_owned(),
+                reason: format!(
+                    "the function cannot serve on port {port}: fc-init itself listens on {listen}"
+                ),
+            });
+        }
+    }
+    let admin_listen = s.addr("admin", "listen");
+    if let (Some(admin), Some(server)) = (admin_listen, listen) {
+        if admin == server {
+            let source = s
+                .get("admin", "listen")
+                .map(|a| a.source.clone())
+                .unwrap_or_default();
+            problems.push(Problem {
+                source,
+                key: "admin.listen".to_owned(),
+                reason: format!("{admin} is also server.listen"),
+            });
+        }
+    }
+
+    Config {
+        function,
+        server: ServerConfig {
+            listen,
+            max_concurrency: s.count("server", "max_concurrency", 100),
+            max_queue: s.count("server", "max_queue", 1000),
+            max_connections: s.count("server", "max_connections", 4096),
+            max_header_bytes: usize::try_from(s.size("server", "max_header_bytes", 8 << 10))
+                .unwrap_or(usize::MAX),
+            max_body: s.size("server", "max_body", 32 << 20),
+            header_timeout: s.duration("server", "header_timeout", Duration::from_secs(10)),
+            idle_timeout: s.duration("server", "idle_timeout", Duration::from_secs(60)),
+        },
+        initializer,
+        pre_stop,
+        shutdown: ShutdownConfig {
+            stop_signal: match s.val("shutdown", "stop_signal") {
+                Some(Val::Signal(signal)) => *signal,
+                _ => Signal::SIGTERM,
+            },
+            drain_timeout: s.duration("shutdown", "drain_timeout", Duration::from_secs(30)),
+            grace_period: s.duration("shutdown", "grace_period", Duration::from_secs(10)),
+            kill_group: s.bool("shutdown", "kill_group", true),
+        },
+        async_: AsyncConfig {
+            enabled: s.bool("async", "enabled", true),
+            store: s
+                .text("async", "store")
+                .map_or_else(|| runtime.join("events.db"), PathBuf::from),
+            retention: s.duration("async", "retention", Duration::from_secs(72 * 3600)),
+            max_concurrency: s.count("async", "max_concurrency", 10),
+            max_retries: s.count_u32("async", "max_retries", 3),
+            max_queued: s.int("async", "max_queued", 10_000),
+            max_payload: s.size("async", "max_payload", 128 << 10),
+        },
+        admin: AdminConfig {
+            socket: s
+                .text("admin", "socket")
+                .map_or_else(|| runtime.join("admin.sock"), PathBuf::from),
+            listen: admin_listen,
+        },
+        log: LogConfig {
+            invocations: s.bool("log", "invocations", true),
+            format: match s.text("log", "format") {
+                Some("json") => LogFormat::Json,
+                _ => LogFormat::Text,
+            },
+        },
+    }
+}

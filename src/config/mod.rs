@@ -1,0 +1,244 @@
+//! Typed configuration: the keys of CONTRACT.md section 2, their defaults, and how a file, the
+//! environment (`FC_INIT_<SECTION>_<KEY>`) and the command line are merged (CLI > env > file >
+//! default). Every problem is collected and reported at once, each naming the file, key and reason.
+//!
+//! Layout: `schema` lists every key with its type and limits and checks single values;
+//! `load` finds the file, reads the three sources as layers, merges them and checks the rules
+//! that span keys (exclusive keys, the serving rule); `print` writes the effective config back
+//! as TOML for `--check-config`; `units` reads and writes durations, sizes and signals.
+//! The documented sample, `config/fc-init.toml`, is parsed by the tests so it cannot drift.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+mod load;
+mod print;
+mod schema;
+#[cfg(test)]
+mod tests;
+mod units;
+
+pub use load::{config_path, load, runtime_dir, DEFAULT_CONFIG_PATH, DEFAULT_LISTEN};
+pub use units::{format_duration, format_size, parse_duration, parse_signal, parse_size};
+
+/// Inputs to `load`, gathered by the CLI layer. Everything is passed in (no global environment
+/// reads inside `load`) so tests can drive it.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// `-c/--config` if given.
+    pub config_flag: Option<PathBuf>,
+    /// Snapshot of the process environment (`FC_INIT_CONFIG`, `FC_INIT_<SECTION>_<KEY>`,
+    /// `FC_SERVER_PORT`, `XDG_RUNTIME_DIR`, `TMPDIR`).
+    pub env: BTreeMap<String, String>,
+    /// `--listen ADDR`
+    pub listen: Option<String>,
+    /// `--function-socket PATH`
+    pub function_socket: Option<String>,
+    /// COMMAND [ARG...] from the command line; non-empty overrides `function.command`.
+    pub command: Vec<String>,
+    /// Effective uid (root → runtime directory `/run/fc-init`).
+    pub euid: u32,
+}
+
+/// Every problem found while loading, from every source at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub problems: Vec<Problem>,
+}
+
+impl std::fmt::Display for ConfigError {
+    /// One line per problem.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, problem) in self.problems.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// One problem: where it was found, which key, and why it is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The file path, `environment (FC_INIT_X_Y)` or `command line (--listen)`.
+    pub source: String,
+    /// `section.key`, e.g. `initializer.timeout`; empty for a problem with the whole file
+    /// (unreadable, TOML syntax).
+    pub key: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Problem {
+    /// `<source>: <key>: <reason>`, or `<source>: <reason>` when no key applies.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.source, self.reason)
+        } else {
+            write!(f, "{}: {}: {}", self.source, self.key, self.reason)
+        }
+    }
+}
+
+impl Config {
+    /// The effective configuration as TOML: every key, defaults included; `load` reads it
+    /// back to an equal `Config` (given the same runtime directory).
+    pub fn to_toml(&self) -> String {
+        print::to_toml(self)
+    }
+
+    /// True when fc-init serves HTTP traffic (`server.listen` is set).
+    pub fn serves_http(&self) -> bool {
+        self.server.listen.is_some()
+    }
+}
+
+/// The effective configuration after every source has been merged and validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub function: FunctionConfig,
+    pub server: ServerConfig,
+    /// `Some` when an `[initializer]` section is present (presence means "configured").
+    pub initializer: Option<InitializerConfig>,
+    /// `Some` when a `[pre_stop]` section is present.
+    pub pre_stop: Option<PreStopConfig>,
+    pub shutdown: ShutdownConfig,
+    pub async_: AsyncConfig,
+    pub admin: AdminConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FunctionConfig {
+    /// Program and arguments; empty when neither the config nor the command line names one.
+    pub command: Vec<String>,
+    pub working_dir: Option<PathBuf>,
+    /// Added to the inherited environment.
+    pub env: BTreeMap<String, String>,
+    /// Where the function serves HTTP/1.1: a unix socket (the default, in the runtime directory)
+    /// or 127.0.0.1:PORT.
+    pub endpoint: Endpoint,
+    pub start_timeout: Duration,
+    /// Sent as `x-fc-function-name`; defaults to the file name of `command[0]`.
+    pub name: String,
+    pub timeout: Duration,
+    pub user: Option<UserSpec>,
+    pub restart: RestartPolicy,
+    pub restart_backoff_max: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `function.socket` (or the default `<runtime dir>/function.sock`).
+    Unix(PathBuf),
+    /// `function.port`: the function serves on 127.0.0.1:PORT.
+    Tcp(u16),
+}
+
+/// `function.user`: a name, a uid, or `uid:gid` (either side may be a name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserSpec {
+    pub user: String,
+    pub group: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartPolicy {
+    Never,
+    OnFailure,
+    Always,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// `None` = plain init: nothing listens. Defaults to `0.0.0.0:9000` (or `FC_SERVER_PORT`)
+    /// when the function serves HTTP, i.e. when `function.socket`, `function.port` or an HTTP
+    /// hook is configured; `listen` itself, `--listen` or `FC_SERVER_PORT` also turn serving on.
+    pub listen: Option<SocketAddr>,
+    /// Requests in flight to the function; 0 = unlimited.
+    pub max_concurrency: usize,
+    pub max_queue: usize,
+    pub max_connections: usize,
+    pub max_header_bytes: usize,
+    pub max_body: u64,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+/// What a lifecycle hook does: an HTTP request to the function, or a command fc-init runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookAction {
+    Http { path: String },
+    Command(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct InitializerConfig {
+    pub action: HookAction,
+    /// Per attempt; at most 300s.
+    pub timeout: Duration,
+    pub on_failure: OnFailure,
+    /// 0 = unlimited.
+    pub max_attempts: u32,
+    pub backoff: Duration,
+    pub backoff_max: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    Retry,
+    NextRequest,
+    Exit,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreStopConfig {
+    pub action: HookAction,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShutdownConfig {
+    pub stop_signal: Signal,
+    pub drain_timeout: Duration,
+    pub grace_period: Duration,
+    pub kill_group: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AsyncConfig {
+    pub enabled: bool,
+    /// Defaults to `<runtime dir>/events.db`.
+    pub store: PathBuf,
+    pub retention: Duration,
+    pub max_concurrency: usize,
+    pub max_retries: u32,
+    pub max_queued: u64,
+    pub max_payload: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    /// Defaults to `<runtime dir>/admin.sock`.
+    pub socket: PathBuf,
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    pub invocations: bool,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}

@@ -1,0 +1,252 @@
+//! Printing the effective configuration as TOML (`--check-config`): every key with its value,
+//! defaults included, in the contract's order, as a file that `load` reads back to an equal
+//! `Config`. Options that are not set are printed as comments, so the output stays valid.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use super::units::{format_duration, format_size};
+use super::{Config, Endpoint, HookAction, LogFormat, OnFailure, RestartPolicy};
+
+pub(super) fn to_toml(c: &Config) -> String {
+    let mut out = Out::default();
+    out.line("# fc-init effective configuration: every key after the file, the environment and");
+    out.line("# the command line are merged. Options that are not set appear as comments.");
+
+    let f = &c.function;
+    out.section("function");
+    out.key("command", list(&f.command));
+    match &f.working_dir {
+        Some(dir) => out.key("working_dir", path(dir)),
+        None => out.unset(
+            "working_dir",
+            "\"\"",
+            "not set: fc-init's working directory",
+        ),
+    }
+    out.key("env", table(&f.env));
+    // With no listener the function need not serve at all; the socket line stays a comment so
+    // that reading this output back keeps plain-init mode (setting it would turn serving on).
+    match (&f.endpoint, c.serves_http()) {
+        (Endpoint::Unix(socket), true) => {
+            out.key("socket", path(socket));
+            out.unset("port", "9001", "not set: the function serves on socket");
+        }
+        (Endpoint::Unix(socket), false) => {
+            out.unset(
+                "socket",
+                &path(socket),
+                "plain-init mode: nothing listens and the function need not serve",
+            );
+            out.unset("port", "9001", "not set");
+        }
+        (Endpoint::Tcp(port), _) => {
+            out.unset("socket", "\"\"", "not set: the function serves on port");
+            out.key("port", port.to_string());
+        }
+    }
+    out.key("start_timeout", duration(f.start_timeout));
+    out.key("name", quote(&f.name));
+    out.key("timeout", duration(f.timeout));
+    match &f.user {
+        Some(user) => {
+            let spec = match &user.group {
+                Some(group) => format!("{}:{group}", user.user),
+                None => user.user.clone(),
+            };
+            out.key("user", quote(&spec));
+        }
+        None => out.unset("user", "\"\"", "not set: runs as fc-init's user"),
+    }
+    let restart = match f.restart {
+        RestartPolicy::Never => "never",
+        RestartPolicy::OnFailure => "on-failure",
+        RestartPolicy::Always => "always",
+    };
+    out.key("restart", quote(restart));
+    out.key("restart_backoff_max", duration(f.restart_backoff_max));
+
+    let s = &c.server;
+    out.section("server");
+    match s.listen {
+        Some(listen) => out.key("listen", quote(&listen.to_string())),
+        None => out.unset(
+            "listen",
+            "\"0.0.0.0:9000\"",
+            "plain-init mode: nothing listens, as with tini",
+        ),
+    }
+    out.key("max_concurrency", s.max_concurrency.to_string());
+    out.key("max_queue", s.max_queue.to_string());
+    out.key("max_connections", s.max_connections.to_string());
+    out.key("max_header_bytes", size(s.max_header_bytes as u64));
+    out.key("max_body", size(s.max_body));
+    out.key("header_timeout", duration(s.header_timeout));
+    out.key("idle_timeout", duration(s.idle_timeout));
+
+    match &c.initializer {
+        Some(init) => {
+            out.section("initializer");
+            out.hook(&init.action);
+            out.key("timeout", duration(init.timeout));
+            let on_failure = match init.on_failure {
+                OnFailure::Retry => "retry",
+                OnFailure::NextRequest => "next-request",
+                OnFailure::Exit => "exit",
+            };
+            out.key("on_failure", quote(on_failure));
+            out.key("max_attempts", init.max_attempts.to_string());
+            out.key("backoff", duration(init.backoff));
+            out.key("backoff_max", duration(init.backoff_max));
+        }
+        None => out.absent("initializer"),
+    }
+
+    match &c.pre_stop {
+        Some(pre_stop) => {
+            out.section("pre_stop");
+            out.hook(&pre_stop.action);
+            out.key("timeout", duration(pre_stop.timeout));
+        }
+        None => out.absent("pre_stop"),
+    }
+
+    let sd = &c.shutdown;
+    out.section("shutdown");
+    out.key("stop_signal", quote(sd.stop_signal.as_str()));
+    out.key("drain_timeout", duration(sd.drain_timeout));
+    out.key("grace_period", duration(sd.grace_period));
+    out.key("kill_group", sd.kill_group.to_string());
+
+    let a = &c.async_;
+    out.section("async");
+    out.key("enabled", a.enabled.to_string());
+    out.key("store", path(&a.store));
+    out.key("retention", duration(a.retention));
+    out.key("max_concurrency", a.max_concurrency.to_string());
+    out.key("max_retries", a.max_retries.to_string());
+    out.key("max_queued", a.max_queued.to_string());
+    out.key("max_payload", size(a.max_payload));
+
+    out.section("admin");
+    out.key("socket", path(&c.admin.socket));
+    match c.admin.listen {
+        Some(listen) => out.key("listen", quote(&listen.to_string())),
+        None => out.unset("listen", "\"\"", "not set: only the admin socket serves"),
+    }
+
+    out.section("log");
+    out.key("invocations", c.log.invocations.to_string());
+    let format = match c.log.format {
+        LogFormat::Text => "text",
+        LogFormat::Json => "json",
+    };
+    out.key("format", quote(format));
+    out.text
+}
+
+#[derive(Default)]
+struct Out {
+    text: String,
+}
+
+impl Out {
+    fn line(&mut self, line: &str) {
+        self.text.push_str(line);
+        self.text.push('\n');
+    }
+
+    fn section(&mut self, name: &str) {
+        self.line("");
+        self.line(&format!("[{name}]"));
+    }
+
+    /// A hook section that is not configured: printing the header would configure it.
+    fn absent(&mut self, name: &str) {
+        self.line("");
+        self.line(&format!("# [{name}]  (not configured)"));
+    }
+
+    fn key(&mut self, key: &str, value: String) {
+        self.line(&format!("{key} = {value}"));
+    }
+
+    fn unset(&mut self, key: &str, example: &str, why: &str) {
+        self.line(&format!("# {key} = {example}  ({why})"));
+    }
+
+    fn hook(&mut self, action: &HookAction) {
+        match action {
+            HookAction::Http { path } => {
+                self.key("path", quote(path));
+                self.unset(
+                    "command",
+                    "[]",
+                    "not set: the hook is an HTTP request to path",
+                );
+            }
+            HookAction::Command(command) => {
+                self.unset("path", "\"\"", "not set: the hook runs command");
+                self.key("command", list(command));
+            }
+        }
+    }
+}
+
+/// A TOML basic string; every control character is escaped so the value stays on one line.
+fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Paths are printed as strings; a non-UTF-8 path loses its invalid bytes here (the loader
+/// only reads UTF-8 TOML, so such a path cannot have come from a file anyway).
+fn path(p: &Path) -> String {
+    quote(&p.to_string_lossy())
+}
+
+fn list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|i| quote(i)).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+fn table(map: &BTreeMap<String, String>) -> String {
+    if map.is_empty() {
+        return "{}".to_owned();
+    }
+    let bare = |k: &str| {
+        !k.is_empty()
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    };
+    let pairs: Vec<String> = map
+        .iter()
+        .map(|(k, v)| {
+            let key = if bare(k) { k.clone() } else { quote(k) };
+            format!("{key} = {}", quote(v))
+        })
+        .collect();
+    format!("{{ {} }}", pairs.join(", "))
+}
+
+fn duration(d: Duration) -> String {
+    quote(&format_duration(d))
+}
+
+fn size(n: u64) -> String {
+    quote(&format_size(n))
+}

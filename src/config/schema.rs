@@ -1,0 +1,532 @@
+//! The schema: every section and key of CONTRACT.md section 2 with its type and limits, and the
+//! conversion of one raw TOML value (from the file, or built from an environment string) into a
+//! checked value. The loader walks the file against this table itself rather than through
+//! serde's `deny_unknown_fields`, which stops at the first problem.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use toml::Value;
+
+use super::units::{format_size, parse_duration, parse_signal, parse_size};
+use super::UserSpec;
+
+/// Section names in the contract's order.
+pub(super) const SECTIONS: &[&str] = &[
+    "function",
+    "server",
+    "initializer",
+    "pre_stop",
+    "shutdown",
+    "async",
+    "admin",
+    "log",
+];
+
+/// Pairs of keys of one section that may not both be set: a source that sets one replaces
+/// the other from a source of lower precedence, and setting both in one source is a problem.
+pub(super) const EXCLUSIVE: &[(&str, &str, &str)] = &[
+    ("function", "socket", "port"),
+    ("initializer", "path", "command"),
+    ("pre_stop", "path", "command"),
+];
+
+/// The longest path a unix socket address holds: `sun_path` is 108 bytes with the NUL.
+const MAX_SOCKET_PATH: usize = 107;
+
+/// The largest integer a TOML file can hold, hence the upper bound for unbounded counts.
+const TOML_INT_MAX: u64 = i64::MAX as u64;
+
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Kind {
+    /// Free text without control characters (it may end up in a header).
+    Text,
+    /// A non-empty path.
+    Path,
+    /// A non-empty path short enough for a unix socket address.
+    SocketPath,
+    Bool,
+    Int {
+        min: u64,
+        max: u64,
+    },
+    Duration {
+        nonzero: bool,
+        max: Option<Duration>,
+    },
+    Size {
+        min: u64,
+    },
+    /// An array of strings (program and arguments).
+    Args {
+        nonempty: bool,
+    },
+    /// A table of environment variables.
+    EnvTable,
+    /// `IP:PORT`.
+    Addr,
+    /// A signal the function can catch.
+    CatchableSignal,
+    Choice(&'static [&'static str]),
+    User,
+    /// An HTTP request path for a hook.
+    HookPath,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(super) struct KeySpec {
+    pub section: &'static str,
+    pub key: &'static str,
+    pub kind: Kind,
+}
+
+const fn key(section: &'static str, key: &'static str, kind: Kind) -> KeySpec {
+    KeySpec { section, key, kind }
+}
+
+const POSITIVE: Kind = Kind::Duration {
+    nonzero: true,
+    max: None,
+};
+const ANY_DURATION: Kind = Kind::Duration {
+    nonzero: false,
+    max: None,
+};
+const COUNT: Kind = Kind::Int {
+    min: 0,
+    max: TOML_INT_MAX,
+};
+const AT_LEAST_ONE: Kind = Kind::Int {
+    min: 1,
+    max: TOML_INT_MAX,
+};
+const COUNT_U32: Kind = Kind::Int {
+    min: 0,
+    max: u32::MAX as u64,
+};
+
+/// The initializer's per-attempt timeout may not exceed this (as in Function Compute).
+pub(super) const MAX_INITIALIZER_TIMEOUT: Duration = Duration::from_secs(300);
+
+pub(super) const RESTART_CHOICES: &[&str] = &["never", "on-failure", "always"];
+pub(super) const ON_FAILURE_CHOICES: &[&str] = &["retry", "next-request", "exit"];
+pub(super) const FORMAT_CHOICES: &[&str] = &["text", "json"];
+
+/// Every key, in the contract's order (the sample file follows it; a test checks that).
+pub(super) const SCHEMA: &[KeySpec] = &[
+    key("function", "command", Kind::Args { nonempty: false }),
+    key("function", "working_dir", Kind::Path),
+    key("function", "env", Kind::EnvTable),
+    key("function", "socket", Kind::SocketPath),
+    key("function", "port", Kind::Int { min: 1, max: 65535 }),
+    key("function", "start_timeout", POSITIVE),
+    key("function", "name", Kind::Text),
+    key("function", "timeout", POSITIVE),
+    key("function", "user", Kind::User),
+    key("function", "restart", Kind::Choice(RESTART_CHOICES)),
+    key("function", "restart_backoff_max", ANY_DURATION),
+    key("server", "listen", Kind::Addr),
+    key("server", "max_concurrency", COUNT),
+    key("server", "max_queue", COUNT),
+    key("server", "max_connections", AT_LEAST_ONE),
+    key("server", "max_header_bytes", Kind::Size { min: 1024 }),
+    key("server", "max_body", Kind::Size { min: 0 }),
+    key("server", "header_timeout", POSITIVE),
+    key("server", "idle_timeout", POSITIVE),
+    key("initializer", "path", Kind::HookPath),
+    key("initializer", "command", Kind::Args { nonempty: true }),
+    key(
+        "initializer",
+        "timeout",
+        Kind::Duration {
+            nonzero: true,
+            max: Some(MAX_INITIALIZER_TIMEOUT),
+        },
+    ),
+    key(
+        "initializer",
+        "on_failure",
+        Kind::Choice(ON_FAILURE_CHOICES),
+    ),
+    key("initializer", "max_attempts", COUNT_U32),
+    key("initializer", "backoff", POSITIVE),
+    key("initializer", "backoff_max", POSITIVE),
+    key("pre_stop", "path", Kind::HookPath),
+    key("pre_stop", "command", Kind::Args { nonempty: true }),
+    key("pre_stop", "timeout", POSITIVE),
+    key("shutdown", "stop_signal", Kind::CatchableSignal),
+    key("shutdown", "drain_timeout", ANY_DURATION),
+    key("shutdown", "grace_period", ANY_DURATION),
+    key("shutdown", "kill_group", Kind::Bool),
+    key("async", "enabled", Kind::Bool),
+    key("async", "store", Kind::Path),
+    key("async", "retention", ANY_DURATION),
+    key("async", "max_concurrency", AT_LEAST_ONE),
+    key("async", "max_retries", COUNT_U32),
+    key("async", "max_queued", AT_LEAST_ONE),
+    key("async", "max_payload", Kind::Size { min: 0 }),
+    key("admin", "socket", Kind::SocketPath),
+    key("admin", "listen", Kind::Addr),
+    key("log", "invocations", Kind::Bool),
+    key("log", "format", Kind::Choice(FORMAT_CHOICES)),
+];
+
+pub(super) fn find(section: &str, key: &str) -> Option<&'static KeySpec> {
+    SCHEMA.iter().find(|k| k.section == section && k.key == key)
+}
+
+/// The keys of one section, for "unknown key" hints.
+pub(super) fn keys_of(section: &str) -> String {
+    SCHEMA
+        .iter()
+        .filter(|k| k.section == section)
+        .map(|k| k.key)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A checked value; which variant a key holds follows from its `Kind`.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Val {
+    Text(String),
+    Bool(bool),
+    Int(u64),
+    Duration(Duration),
+    Size(u64),
+    List(Vec<String>),
+    Map(BTreeMap<String, String>),
+    Addr(SocketAddr),
+    Signal(Signal),
+    User(UserSpec),
+}
+
+/// Checks one raw value against its key's kind; the error is the reason of a problem.
+pub(super) fn convert(kind: Kind, value: &Value) -> Result<Val, String> {
+    match kind {
+        Kind::Text => {
+            let s = expect_str(value, "a string")?;
+            if s.chars().any(char::is_control) {
+                return Err(format!("{s:?} contains a control character"));
+            }
+            Ok(Val::Text(s.to_owned()))
+        }
+        Kind::Path => non_empty_path(value).map(|p| Val::Text(p.to_owned())),
+        Kind::SocketPath => {
+            let p = non_empty_path(value)?;
+            if p.len() > MAX_SOCKET_PATH {
+                return Err(format!(
+                    "{p:?} is {} bytes long; a unix socket path holds at most {MAX_SOCKET_PATH}",
+                    p.len()
+                ));
+            }
+            Ok(Val::Text(p.to_owned()))
+        }
+        Kind::Bool => value
+            .as_bool()
+            .map(Val::Bool)
+            .ok_or_else(|| expected("true or false", value)),
+        Kind::Int { min, max } => {
+            let n = value
+                .as_integer()
+                .ok_or_else(|| expected("an integer", value))?;
+            match u64::try_from(n) {
+                Ok(n) if (min..=max).contains(&n) => Ok(Val::Int(n)),
+                _ if max == TOML_INT_MAX => Err(format!("{n} is below the minimum of {min}")),
+                _ => Err(format!("{n} is not between {min} and {max}")),
+            }
+        }
+        Kind::Duration { nonzero, max } => {
+            let s = expect_str(value, "a duration string such as \"30s\"")?;
+            let d = parse_duration(s)?;
+            if nonzero && d.is_zero() {
+                return Err(format!("{} must be greater than 0s", s.trim()));
+            }
+            match max {
+                // The maximum is printed in seconds, as the contract states it ("at most 300s").
+                Some(max) if d > max => Err(format!(
+                    "{} exceeds the maximum of {}s",
+                    s.trim(),
+                    max.as_secs()
+                )),
+                _ => Ok(Val::Duration(d)),
+            }
+        }
+        Kind::Size { min } => {
+            let (n, shown) = match value {
+                Value::String(s) => (parse_size(s)?, s.trim().to_owned()),
+                Value::Integer(i) => match u64::try_from(*i) {
+                    Ok(n) => (n, n.to_string()),
+                    Err(_) => return Err(format!("{i} is negative")),
+                },
+                other => return Err(expected("a size such as \"32MiB\"", other)),
+            };
+            if n < min {
+                return Err(format!(
+                    "{shown} is below the minimum of {}",
+                    format_size(min)
+                ));
+            }
+            Ok(Val::Size(n))
+        }
+        Kind::Args { nonempty } => {
+            let items = string_array(value)?;
+            if nonempty && items.is_empty() {
+                return Err("the command must not be empty".to_owned());
+            }
+            Ok(Val::List(items))
+        }
+        Kind::EnvTable => env_table(value).map(Val::Map),
+        Kind::Addr => {
+            let s = expect_str(value, "an address such as \"0.0.0.0:9000\"")?;
+            s.trim().parse::<SocketAddr>().map(Val::Addr).map_err(|_| {
+                format!("{s:?} is not an address of the form IP:PORT such as \"0.0.0.0:9000\"")
+            })
+        }
+        Kind::CatchableSignal => {
+            let signal = match value {
+                Value::String(s) => parse_signal(s)?,
+                Value::Integer(i) => parse_signal(&i.to_string())?,
+                other => return Err(expected("a signal such as \"SIGTERM\"", other)),
+            };
+            // SIGKILL and SIGSTOP cannot be caught: the function would get no chance to
+            // shut down cleanly, which is the point of a stop signal followed by a grace period.
+            if matches!(signal, Signal::SIGKILL | Signal::SIGSTOP) {
+                return Err(format!(
+                    "{} cannot be caught, so the function could not shut down cleanly; \
+                     fc-init already sends SIGKILL after the grace period",
+                    signal.as_str()
+                ));
+            }
+            Ok(Val::Signal(signal))
+        }
+        Kind::Choice(choices) => {
+            let s = expect_str(value, "a string")?;
+            if choices.contains(&s) {
+                Ok(Val::Text(s.to_owned()))
+            } else {
+                let list: Vec<String> = choices.iter().map(|c| format!("{c:?}")).collect();
+                Err(format!("{s:?} is not one of {}", list.join(", ")))
+            }
+        }
+        Kind::User => parse_user(expect_str(
+            value,
+            "a user such as \"app\" or \"1000:1000\"",
+        )?)
+        .map(Val::User),
+        Kind::HookPath => {
+            let s = expect_str(value, "a path such as \"/initialize\"")?;
+            if !s.starts_with('/') {
+                return Err(format!("{s:?} must start with '/'"));
+            }
+            // The path goes verbatim into a request line, where whitespace would split it.
+            if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(format!("{s:?} contains whitespace or a control character"));
+            }
+            Ok(Val::Text(s.to_owned()))
+        }
+    }
+}
+
+/// Turns an environment variable's text into the TOML value its key expects, so that the
+/// file and the environment share one conversion.
+pub(super) fn env_value(kind: Kind, raw: &str) -> Result<Value, String> {
+    match kind {
+        Kind::Bool => match raw.trim().to_ascii_lowercase().as_str() {
+            "true" => Ok(Value::Boolean(true)),
+            "false" => Ok(Value::Boolean(false)),
+            _ => Err(format!("expected true or false, got {raw:?}")),
+        },
+        Kind::Int { .. } => raw
+            .trim()
+            .parse::<i64>()
+            .map(Value::Integer)
+            .map_err(|_| format!("expected an integer, got {raw:?}")),
+        Kind::Args { .. } => {
+            if raw.trim_start().starts_with('[') {
+                inline_toml(raw, "a TOML array such as [\"/bin/app\", \"--flag\"]")
+            } else {
+                Ok(Value::Array(
+                    raw.split_whitespace()
+                        .map(|s| Value::String(s.to_owned()))
+                        .collect(),
+                ))
+            }
+        }
+        Kind::EnvTable => inline_toml(raw, "a TOML inline table such as { NAME = \"value\" }"),
+        _ => Ok(Value::String(raw.to_owned())),
+    }
+}
+
+/// Parses `raw` as one TOML value by reading it as the right-hand side of an assignment.
+fn inline_toml(raw: &str, what: &str) -> Result<Value, String> {
+    let document = format!("v = {raw}");
+    let mut table: toml::Table = toml::from_str(&document)
+        .map_err(|e| format!("expected {what}: {}", e.message().trim()))?;
+    // A value with a newline could smuggle in further assignments; only `v` may exist.
+    match (table.remove("v"), table.is_empty()) {
+        (Some(v), true) => Ok(v),
+        _ => Err(format!("expected {what}, got {raw:?}")),
+    }
+}
+
+/// `function.user`: `name`, `uid`, `uid:gid`, `name:group`.
+fn parse_user(s: &str) -> Result<UserSpec, String> {
+    let bad = || format!("{s:?} is not a user of the form NAME, UID, UID:GID or NAME:GROUP");
+    let valid =
+        |part: &str| !part.is_empty() && !part.chars().any(|c| c.is_whitespace() || c.is_control());
+    match s.split_once(':') {
+        None if valid(s) => Ok(UserSpec {
+            user: s.to_owned(),
+            group: None,
+        }),
+        Some((user, group)) if valid(user) && valid(group) && !group.contains(':') => {
+            Ok(UserSpec {
+                user: user.to_owned(),
+                group: Some(group.to_owned()),
+            })
+        }
+        _ => Err(bad()),
+    }
+}
+
+fn expect_str<'v>(value: &'v Value, what: &str) -> Result<&'v str, String> {
+    value.as_str().ok_or_else(|| expected(what, value))
+}
+
+fn non_empty_path(value: &Value) -> Result<&str, String> {
+    let s = expect_str(value, "a path")?;
+    if s.is_empty() {
+        return Err("the path must not be empty".to_owned());
+    }
+    if s.contains('\0') {
+        return Err(format!("{s:?} contains a NUL byte"));
+    }
+    Ok(s)
+}
+
+fn string_array(value: &Value) -> Result<Vec<String>, String> {
+    let array = value
+        .as_array()
+        .ok_or_else(|| expected("an array of strings", value))?;
+    array
+        .iter()
+        .enumerate()
+        .map(|(i, item)| match item.as_str() {
+            Some(s) if s.contains('\0') => Err(format!("element {i} contains a NUL byte")),
+            Some(s) => Ok(s.to_owned()),
+            None => Err(format!(
+                "expected an array of strings, but element {i} is {}",
+                describe(item)
+            )),
+        })
+        .collect()
+}
+
+fn env_table(value: &Value) -> Result<BTreeMap<String, String>, String> {
+    let table = value
+        .as_table()
+        .ok_or_else(|| expected("a table of NAME = \"value\"", value))?;
+    let mut out = BTreeMap::new();
+    for (name, v) in table {
+        if name.is_empty() || name.contains(['=', '\0']) {
+            return Err(format!(
+                "{name:?} is not a valid variable name (empty, or contains '=' or NUL)"
+            ));
+        }
+        // Numbers and booleans are accepted as a convenience (`PORT = 8080`); they reach
+        // the function as their TOML text.
+        let text = match v {
+            Value::String(s) => s.clone(),
+            Value::Integer(i) => i.to_string(),
+            Value::Float(f) => f.to_string(),
+            Value::Boolean(b) => b.to_string(),
+            other => {
+                return Err(format!(
+                    "variable {name}: expected a string, got {}",
+                    describe(other)
+                ))
+            }
+        };
+        if text.contains('\0') {
+            return Err(format!("variable {name}: the value contains a NUL byte"));
+        }
+        out.insert(name.clone(), text);
+    }
+    Ok(out)
+}
+
+fn expected(what: &str, got: &Value) -> String {
+    format!("expected {what}, got {}", describe(got))
+}
+
+fn describe(value: &Value) -> String {
+    match value {
+        Value::String(s) => format!("the string {s:?}"),
+        Value::Integer(i) => format!("the integer {i}"),
+        Value::Float(f) => format!("the number {f}"),
+        Value::Boolean(b) => format!("the boolean {b}"),
+        Value::Datetime(d) => format!("the date-time {d}"),
+        Value::Array(_) => "an array".to_owned(),
+        Value::Table(_) => "a table".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_parse_in_every_documented_form() {
+        let spec = |u: &str, g: Option<&str>| UserSpec {
+            user: u.to_owned(),
+            group: g.map(str::to_owned),
+        };
+        assert_eq!(parse_user("app"), Ok(spec("app", None)));
+        assert_eq!(parse_user("1000"), Ok(spec("1000", None)));
+        assert_eq!(parse_user("1000:1000"), Ok(spec("1000", Some("1000"))));
+        assert_eq!(parse_user("app:staff"), Ok(spec("app", Some("staff"))));
+        for bad in ["", ":", "app:", ":staff", "a:b:c", "my user"] {
+            assert!(parse_user(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn env_text_becomes_the_value_its_key_expects() {
+        let args = Kind::Args { nonempty: false };
+        assert_eq!(
+            env_value(args, "/bin/app  --flag x"),
+            Ok(Value::Array(vec![
+                Value::String("/bin/app".into()),
+                Value::String("--flag".into()),
+                Value::String("x".into()),
+            ]))
+        );
+        assert_eq!(
+            env_value(args, r#"["/bin/sh", "-c", "echo hi"]"#),
+            Ok(Value::Array(vec![
+                Value::String("/bin/sh".into()),
+                Value::String("-c".into()),
+                Value::String("echo hi".into()),
+            ]))
+        );
+        assert!(env_value(args, "[\"a\"]\nx = 1").is_err());
+        assert!(env_value(Kind::EnvTable, "{ A = \"1\" }").is_ok());
+        assert!(env_value(Kind::EnvTable, "A=1").is_err());
+        assert_eq!(env_value(Kind::Bool, "TRUE"), Ok(Value::Boolean(true)));
+        assert!(env_value(Kind::Bool, "yes").is_err());
+        assert_eq!(env_value(COUNT, " 12 "), Ok(Value::Integer(12)));
+        assert!(env_value(COUNT, "12x").is_err());
+    }
+
+    #[test]
+    fn every_section_has_keys_and_every_key_a_known_section() {
+        for section in SECTIONS {
+            assert!(!keys_of(section).is_empty(), "{section}");
+        }
+        for k in SCHEMA {
+            assert!(SECTIONS.contains(&k.section), "{}.{}", k.section, k.key);
+        }
+    }
+}

@@ -1,0 +1,957 @@
+//! Tests of loading, merging, checking and printing the configuration.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use super::load::load_with_default;
+use super::schema::{SCHEMA, SECTIONS};
+use super::*;
+
+const RUNTIME: &str = "/run/user/1000/fc-init";
+
+/// A default path that never exists, so the machine's /etc does not leak into the tests.
+fn load_test(sources: &Sources) -> Result<Config, ConfigError> {
+    load_with_default(sources, Path::new("/nonexistent/fc-init/fc-init.toml"))
+}
+
+fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    let mut env: BTreeMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    env.entry("XDG_RUNTIME_DIR".to_owned())
+        .or_insert_with(|| "/run/user/1000".to_owned());
+    env
+}
+
+fn sources() -> Sources {
+    Sources {
+        env: env(&[]),
+        euid: 1000,
+        ..Sources::default()
+    }
+}
+
+fn write_config(text: &str) -> PathBuf {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!("fc-init-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create the test directory");
+    let path = dir.join(format!("{}.toml", COUNTER.fetch_add(1, Ordering::SeqCst)));
+    std::fs::write(&path, text).expect("write the test config");
+    path
+}
+
+fn with_file(text: &str) -> Sources {
+    Sources {
+        config_flag: Some(write_config(text)),
+        ..sources()
+    }
+}
+
+fn ok(sources: &Sources) -> Config {
+    match load_test(sources) {
+        Ok(config) => config,
+        Err(e) => panic!("unexpected problems:\n{e}"),
+    }
+}
+
+fn problems(sources: &Sources) -> Vec<Problem> {
+    match load_test(sources) {
+        Ok(config) => panic!("expected problems, got {config:#?}"),
+        Err(e) => e.problems,
+    }
+}
+
+/// Asserts that exactly one problem has this source and key, and that its reason mentions
+/// `reason`.
+#[track_caller]
+fn assert_problem(problems: &[Problem], source: &str, key: &str, reason: &str) {
+    let found: Vec<&Problem> = problems
+        .iter()
+        .filter(|p| p.source == source && p.key == key && p.reason.contains(reason))
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "want one problem {source}: {key}: ...{reason}...; got:\n{}",
+        ConfigError {
+            problems: problems.to_vec()
+        }
+    );
+}
+
+fn addr(s: &str) -> Option<SocketAddr> {
+    Some(s.parse().expect("a test address"))
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Defaults
+
+#[test]
+fn defaults_are_those_of_the_contract() {
+    let c = ok(&sources());
+    let f = &c.function;
+    assert!(f.command.is_empty());
+    assert_eq!(f.working_dir, None);
+    assert!(f.env.is_empty());
+    assert_eq!(
+        f.endpoint,
+        Endpoint::Unix(PathBuf::from(RUNTIME).join("function.sock"))
+    );
+    assert_eq!(f.start_timeout, secs(120));
+    assert_eq!(f.name, "");
+    assert_eq!(f.timeout, secs(60));
+    assert_eq!(f.user, None);
+    assert_eq!(f.restart, RestartPolicy::Never);
+    assert_eq!(f.restart_backoff_max, secs(30));
+
+    let s = &c.server;
+    assert_eq!(s.listen, None, "plain init by default");
+    assert!(!c.serves_http());
+    assert_eq!(s.max_concurrency, 100);
+    assert_eq!(s.max_queue, 1000);
+    assert_eq!(s.max_connections, 4096);
+    assert_eq!(s.max_header_bytes, 8 * 1024);
+    assert_eq!(s.max_body, 32 * 1024 * 1024);
+    assert_eq!(s.header_timeout, secs(10));
+    assert_eq!(s.idle_timeout, secs(60));
+
+    assert_eq!(c.initializer, None);
+    assert_eq!(c.pre_stop, None);
+
+    assert_eq!(c.shutdown.stop_signal, Signal::SIGTERM);
+    assert_eq!(c.shutdown.drain_timeout, secs(30));
+    assert_eq!(c.shutdown.grace_period, secs(10));
+    assert!(c.shutdown.kill_group);
+
+    let a = &c.async_;
+    assert!(a.enabled);
+    assert_eq!(a.store, PathBuf::from(RUNTIME).join("events.db"));
+    assert_eq!(a.retention, secs(72 * 3600));
+    assert_eq!(a.max_concurrency, 10);
+    assert_eq!(a.max_retries, 3);
+    assert_eq!(a.max_queued, 10_000);
+    assert_eq!(a.max_payload, 128 * 1024);
+
+    assert_eq!(c.admin.socket, PathBuf::from(RUNTIME).join("admin.sock"));
+    assert_eq!(c.admin.listen, None);
+    assert!(c.log.invocations);
+    assert_eq!(c.log.format, LogFormat::Text);
+}
+
+#[test]
+fn empty_hook_sections_configure_the_hooks_with_their_defaults() {
+    let c = ok(&with_file("[initializer]\n[pre_stop]\n"));
+    let init = c.initializer.expect("initializer configured");
+    assert_eq!(
+        init.action,
+        HookAction::Http {
+            path: "/initialize".into()
+        }
+    );
+    assert_eq!(init.timeout, secs(60));
+    assert_eq!(init.on_failure, OnFailure::Retry);
+    assert_eq!(init.max_attempts, 0);
+    assert_eq!(init.backoff, Duration::from_millis(100));
+    assert_eq!(init.backoff_max, secs(10));
+    let pre_stop = c.pre_stop.expect("pre_stop configured");
+    assert_eq!(
+        pre_stop.action,
+        HookAction::Http {
+            path: "/pre-stop".into()
+        }
+    );
+    assert_eq!(pre_stop.timeout, secs(10));
+}
+
+#[test]
+fn function_name_defaults_to_the_file_name_of_the_program() {
+    let c = ok(&with_file(
+        "[function]\ncommand = [\"/usr/bin/python3\", \"app.py\"]\n",
+    ));
+    assert_eq!(c.function.name, "python3");
+    let c = ok(&with_file(
+        "[function]\ncommand = [\"/usr/bin/python3\"]\nname = \"orders\"\n",
+    ));
+    assert_eq!(c.function.name, "orders");
+}
+
+#[test]
+fn the_command_line_command_replaces_the_configured_one() {
+    let mut s = with_file("[function]\ncommand = [\"/bin/from-file\", \"x\"]\n");
+    s.command = strings(&["/opt/app/server", "--port", "1"]);
+    let c = ok(&s);
+    assert_eq!(
+        c.function.command,
+        strings(&["/opt/app/server", "--port", "1"])
+    );
+    assert_eq!(c.function.name, "server");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Paths
+
+#[test]
+fn runtime_dir_follows_root_xdg_then_temp() {
+    let none = BTreeMap::new();
+    assert_eq!(runtime_dir(0, &env(&[])), PathBuf::from("/run/fc-init"));
+    assert_eq!(
+        runtime_dir(1000, &env(&[("XDG_RUNTIME_DIR", "/run/user/1000")])),
+        PathBuf::from("/run/user/1000/fc-init")
+    );
+    let tmp = env(&[("XDG_RUNTIME_DIR", "relative"), ("TMPDIR", "/var/tmp")]);
+    assert_eq!(
+        runtime_dir(1000, &tmp),
+        PathBuf::from("/var/tmp/fc-init-1000")
+    );
+    assert_eq!(runtime_dir(42, &none), PathBuf::from("/tmp/fc-init-42"));
+}
+
+#[test]
+fn config_path_prefers_the_flag_then_the_environment() {
+    let mut s = sources();
+    s.env
+        .insert("FC_INIT_CONFIG".into(), "/from/env.toml".into());
+    assert_eq!(config_path(&s), Some(PathBuf::from("/from/env.toml")));
+    s.config_flag = Some(PathBuf::from("/from/flag.toml"));
+    assert_eq!(config_path(&s), Some(PathBuf::from("/from/flag.toml")));
+}
+
+#[test]
+fn an_existing_default_file_is_read_and_a_missing_one_is_not_a_problem() {
+    let default = write_config("[log]\nformat = \"json\"\n");
+    let c = load_with_default(&sources(), &default).expect("loads the default file");
+    assert_eq!(c.log.format, LogFormat::Json);
+    let c = load_with_default(&sources(), Path::new("/nonexistent/fc-init.toml"))
+        .expect("no default file is fine");
+    assert_eq!(c.log.format, LogFormat::Text);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Problems
+
+#[test]
+fn a_missing_explicit_file_is_a_problem() {
+    let mut s = sources();
+    s.config_flag = Some(PathBuf::from("/nonexistent/flag.toml"));
+    let p = problems(&s);
+    assert_problem(&p, "/nonexistent/flag.toml", "", "named by -c/--config");
+
+    let mut s = sources();
+    s.env
+        .insert("FC_INIT_CONFIG".into(), "/nonexistent/env.toml".into());
+    let p = problems(&s);
+    assert_problem(&p, "/nonexistent/env.toml", "", "named by FC_INIT_CONFIG");
+}
+
+#[test]
+fn a_syntax_error_names_the_file_and_line() {
+    let s = with_file("[server]\nmax_queue = 10\nlisten = \"0.0.0.0:1\n");
+    let path = s.config_flag.clone().expect("set by with_file");
+    let p = problems(&s);
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].source, path.display().to_string());
+    assert!(p[0].reason.contains("line 3"), "{}", p[0]);
+    assert!(!p[0].to_string().contains('\n'), "one line: {}", p[0]);
+}
+
+#[test]
+fn unknown_sections_and_keys_are_problems() {
+    let s = with_file("[function]\ncomand = [\"x\"]\n[sever]\nlisten = \"0.0.0.0:1\"\n");
+    let file = s.config_flag.clone().expect("set").display().to_string();
+    let p = problems(&s);
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert_problem(&p, &file, "function.comand", "unknown key");
+    assert_problem(&p, &file, "sever", "unknown section");
+}
+
+#[test]
+fn a_section_that_is_not_a_table_is_a_problem() {
+    let s = with_file("server = 3\n");
+    let file = s.config_flag.clone().expect("set").display().to_string();
+    assert_problem(&problems(&s), &file, "server", "expected a table");
+}
+
+#[test]
+fn wrong_types_and_bad_values_are_problems() {
+    let s = with_file(
+        r#"
+[function]
+command = "/bin/app"
+port = 70000
+restart = "sometimes"
+user = ""
+timeout = 30
+env = { A = [1] }
+[server]
+listen = "localhost:9000"
+max_connections = 0
+max_header_bytes = "512"
+max_body = "lots"
+header_timeout = "0s"
+max_concurrency = -1
+[initializer]
+path = "initialize"
+on_failure = "panic"
+[shutdown]
+stop_signal = "SIGKILL"
+kill_group = "yes"
+[async]
+max_concurrency = 0
+max_queued = 0
+[log]
+format = "xml"
+"#,
+    );
+    let file = s.config_flag.clone().expect("set").display().to_string();
+    let p = problems(&s);
+    let expected = [
+        ("function.command", "expected an array of strings"),
+        ("function.port", "not between 1 and 65535"),
+        (
+            "function.restart",
+            "is not one of \"never\", \"on-failure\", \"always\"",
+        ),
+        ("function.user", "is not a user"),
+        ("function.timeout", "expected a duration string"),
+        ("function.env", "variable A"),
+        ("server.listen", "IP:PORT"),
+        ("server.max_connections", "below the minimum of 1"),
+        (
+            "server.max_header_bytes",
+            "512 is below the minimum of 1KiB",
+        ),
+        ("server.max_body", "invalid size"),
+        ("server.header_timeout", "must be greater than 0s"),
+        ("server.max_concurrency", "-1 is below the minimum of 0"),
+        ("initializer.path", "must start with '/'"),
+        ("initializer.on_failure", "\"panic\" is not one of"),
+        ("shutdown.stop_signal", "SIGKILL cannot be caught"),
+        ("shutdown.kill_group", "expected true or false"),
+        ("async.max_concurrency", "below the minimum of 1"),
+        ("async.max_queued", "below the minimum of 1"),
+        ("log.format", "\"xml\" is not one of \"text\", \"json\""),
+    ];
+    for (key, reason) in expected {
+        assert_problem(&p, &file, key, reason);
+    }
+    assert_eq!(p.len(), expected.len(), "{p:#?}");
+}
+
+#[test]
+fn initializer_timeout_above_300s_is_refused() {
+    let s = with_file("[initializer]\ntimeout = \"400s\"\n");
+    let file = s.config_flag.clone().expect("set").display().to_string();
+    let p = problems(&s);
+    assert_eq!(p.len(), 1);
+    assert_eq!(
+        p[0].to_string(),
+        format!("{file}: initializer.timeout: 400s exceeds the maximum of 300s")
+    );
+    assert!(ok(&with_file("[initializer]\ntimeout = \"5m\"\n"))
+        .initializer
+        .is_some());
+}
+
+#[test]
+fn stop_signal_must_be_catchable_and_reads_every_form() {
+    for (text, signal) in [
+        ("\"SIGQUIT\"", Signal::SIGQUIT),
+        ("\"int\"", Signal::SIGINT),
+        ("\"15\"", Signal::SIGTERM),
+        ("10", Signal::SIGUSR1),
+    ] {
+        let c = ok(&with_file(&format!("[shutdown]\nstop_signal = {text}\n")));
+        assert_eq!(c.shutdown.stop_signal, signal, "{text}");
+    }
+    for bad in ["\"SIGSTOP\"", "9", "\"SIGNOPE\""] {
+        problems(&with_file(&format!("[shutdown]\nstop_signal = {bad}\n")));
+    }
+}
+
+#[test]
+fn backoff_max_below_backoff_is_a_problem() {
+    let s = with_file("[initializer]\nbackoff = \"2s\"\nbackoff_max = \"1s\"\n");
+    let file = s.config_flag.clone().expect("set").display().to_string();
+    assert_problem(
+        &problems(&s),
+        &file,
+        "initializer.backoff_max",
+        "backoff_max (1s) is less than backoff (2s)",
+    );
+    // Only backoff set, above the default backoff_max: blame backoff.
+    let s = with_file("[initializer]\nbackoff = \"1m\"\n");
+    assert_problem(
+        &problems(&s),
+        &file_of(&s),
+        "initializer.backoff",
+        "less than",
+    );
+}
+
+fn file_of(s: &Sources) -> String {
+    s.config_flag.clone().expect("set").display().to_string()
+}
+
+#[test]
+fn problems_from_file_environment_and_command_line_are_reported_together() {
+    let mut s = with_file("[function]\ntimeout = \"forever\"\nbogus = 1\n");
+    let file = file_of(&s);
+    s.env = env(&[
+        ("FC_INIT_SERVER_MAX_QUEUE", "many"),
+        ("FC_INIT_LOG_COLOUR", "yes"),
+    ]);
+    s.listen = Some("not an address".into());
+    let e = load_test(&s).expect_err("four problems");
+    let p = &e.problems;
+    assert_problem(p, &file, "function.timeout", "invalid duration");
+    assert_problem(p, &file, "function.bogus", "unknown key");
+    assert_problem(
+        p,
+        "environment (FC_INIT_SERVER_MAX_QUEUE)",
+        "server.max_queue",
+        "expected an integer",
+    );
+    assert_problem(
+        p,
+        "environment (FC_INIT_LOG_COLOUR)",
+        "log.colour",
+        "unknown key",
+    );
+    assert_problem(p, "command line (--listen)", "server.listen", "IP:PORT");
+    assert_eq!(p.len(), 5);
+    // Display: one line per problem, in the documented form.
+    let text = e.to_string();
+    assert_eq!(text.lines().count(), 5);
+    assert!(text.contains(&format!("{file}: function.bogus: unknown key")));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Environment and precedence
+
+#[test]
+fn environment_overrides_the_file() {
+    let mut s = with_file(
+        "[function]\nrestart_backoff_max = \"1m\"\n[async]\nmax_queued = 5\n[server]\nmax_body = \"1MiB\"\n",
+    );
+    s.env = env(&[
+        ("FC_INIT_FUNCTION_RESTART_BACKOFF_MAX", "5s"),
+        ("FC_INIT_ASYNC_MAX_QUEUED", "7"),
+        ("FC_INIT_ASYNC_ENABLED", "false"),
+        ("FC_INIT_SHUTDOWN_STOP_SIGNAL", "quit"),
+        ("FC_INIT_FUNCTION_COMMAND", "/bin/app --verbose"),
+        (
+            "FC_INIT_FUNCTION_ENV",
+            "{ LANG = \"C.UTF-8\", PORT = 8080 }",
+        ),
+        ("FC_INIT_FUNCTION_USER", "app:staff"),
+    ]);
+    let c = ok(&s);
+    assert_eq!(c.function.restart_backoff_max, secs(5));
+    assert_eq!(c.async_.max_queued, 7);
+    assert!(!c.async_.enabled);
+    assert_eq!(c.shutdown.stop_signal, Signal::SIGQUIT);
+    assert_eq!(
+        c.server.max_body,
+        1 << 20,
+        "file value kept where env is silent"
+    );
+    assert_eq!(c.function.command, strings(&["/bin/app", "--verbose"]));
+    assert_eq!(
+        c.function.env.get("LANG").map(String::as_str),
+        Some("C.UTF-8")
+    );
+    assert_eq!(c.function.env.get("PORT").map(String::as_str), Some("8080"));
+    assert_eq!(
+        c.function.user,
+        Some(UserSpec {
+            user: "app".into(),
+            group: Some("staff".into())
+        })
+    );
+}
+
+#[test]
+fn environment_command_may_be_a_toml_array() {
+    let mut s = sources();
+    s.env = env(&[(
+        "FC_INIT_FUNCTION_COMMAND",
+        r#"["/bin/sh", "-c", "echo hi"]"#,
+    )]);
+    assert_eq!(
+        ok(&s).function.command,
+        strings(&["/bin/sh", "-c", "echo hi"])
+    );
+}
+
+#[test]
+fn an_environment_hook_key_configures_the_hook() {
+    let mut s = sources();
+    s.env = env(&[("FC_INIT_PRE_STOP_TIMEOUT", "3s")]);
+    let c = ok(&s);
+    let pre_stop = c.pre_stop.clone().expect("configured by the environment");
+    assert_eq!(pre_stop.timeout, secs(3));
+    assert_eq!(
+        pre_stop.action,
+        HookAction::Http {
+            path: "/pre-stop".into()
+        }
+    );
+    assert_eq!(c.initializer, None);
+    assert!(c.serves_http(), "an HTTP hook means the function serves");
+}
+
+#[test]
+fn non_key_fc_init_variables_are_ignored_and_unknown_keys_refused() {
+    let mut s = sources();
+    s.env = env(&[
+        ("FC_INIT_CONFIG", ""),
+        ("FC_INIT_LOG", "debug"),
+        ("FC_INIT_SOMETHING_ELSE", "x"),
+        ("FC_INIT_PRE_STOP_PATHS", "/x"),
+    ]);
+    let p = problems(&s);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_problem(
+        &p,
+        "environment (FC_INIT_PRE_STOP_PATHS)",
+        "pre_stop.paths",
+        "unknown key",
+    );
+}
+
+#[test]
+fn command_line_beats_environment_beats_file() {
+    let mut s = with_file("[server]\nlisten = \"127.0.0.1:1000\"\n");
+    assert_eq!(ok(&s).server.listen, addr("127.0.0.1:1000"));
+    s.env = env(&[("FC_INIT_SERVER_LISTEN", "127.0.0.1:2000")]);
+    assert_eq!(ok(&s).server.listen, addr("127.0.0.1:2000"));
+    s.listen = Some("127.0.0.1:3000".into());
+    assert_eq!(ok(&s).server.listen, addr("127.0.0.1:3000"));
+}
+
+#[test]
+fn fc_server_port_sets_the_listen_port_below_explicit_settings() {
+    let mut s = with_file("[server]\nlisten = \"127.0.0.1:1000\"\n");
+    s.env = env(&[("FC_SERVER_PORT", "9100")]);
+    assert_eq!(ok(&s).server.listen, addr("0.0.0.0:9100"));
+    s.env = env(&[
+        ("FC_SERVER_PORT", "9100"),
+        ("FC_INIT_SERVER_LISTEN", "127.0.0.1:2000"),
+    ]);
+    assert_eq!(ok(&s).server.listen, addr("127.0.0.1:2000"));
+    s.env = env(&[("FC_SERVER_PORT", "9100")]);
+    s.listen = Some("127.0.0.1:3000".into());
+    assert_eq!(ok(&s).server.listen, addr("127.0.0.1:3000"));
+
+    let mut s = sources();
+    s.env = env(&[("FC_SERVER_PORT", "nine thousand")]);
+    assert_problem(
+        &problems(&s),
+        "environment (FC_SERVER_PORT)",
+        "server.listen",
+        "not a port",
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exclusive keys
+
+#[test]
+fn socket_and_port_in_one_source_are_exclusive() {
+    let s = with_file("[function]\nsocket = \"/tmp/f.sock\"\nport = 9001\n");
+    assert_problem(&problems(&s), &file_of(&s), "function.socket", "exclusive");
+
+    let mut s = sources();
+    s.env = env(&[
+        ("FC_INIT_FUNCTION_SOCKET", "/tmp/f.sock"),
+        ("FC_INIT_FUNCTION_PORT", "9001"),
+    ]);
+    assert_problem(
+        &problems(&s),
+        "environment (FC_INIT_FUNCTION_SOCKET)",
+        "function.socket",
+        "exclusive",
+    );
+}
+
+#[test]
+fn a_higher_source_replaces_the_other_endpoint_key() {
+    let mut s = with_file("[function]\nport = 9001\n");
+    assert_eq!(ok(&s).function.endpoint, Endpoint::Tcp(9001));
+    s.function_socket = Some("/tmp/cli.sock".into());
+    assert_eq!(
+        ok(&s).function.endpoint,
+        Endpoint::Unix(PathBuf::from("/tmp/cli.sock"))
+    );
+
+    let mut s = with_file("[function]\nsocket = \"/tmp/file.sock\"\n");
+    s.env = env(&[("FC_INIT_FUNCTION_PORT", "9001")]);
+    assert_eq!(ok(&s).function.endpoint, Endpoint::Tcp(9001));
+}
+
+#[test]
+fn hook_path_and_command_are_exclusive() {
+    let s = with_file("[initializer]\npath = \"/init\"\ncommand = [\"/bin/init\"]\n");
+    assert_problem(&problems(&s), &file_of(&s), "initializer.path", "exclusive");
+    let s = with_file("[pre_stop]\npath = \"/stop\"\ncommand = [\"/bin/stop\"]\n");
+    assert_problem(&problems(&s), &file_of(&s), "pre_stop.path", "exclusive");
+    let s = with_file("[initializer]\ncommand = []\n");
+    assert_problem(
+        &problems(&s),
+        &file_of(&s),
+        "initializer.command",
+        "must not be empty",
+    );
+
+    // The environment's command replaces the file's path.
+    let mut s = with_file("[initializer]\npath = \"/init\"\n");
+    s.env = env(&[("FC_INIT_INITIALIZER_COMMAND", "/bin/init --once")]);
+    assert_eq!(
+        ok(&s).initializer.map(|i| i.action),
+        Some(HookAction::Command(strings(&["/bin/init", "--once"])))
+    );
+}
+
+#[test]
+fn the_function_port_cannot_be_the_listen_port() {
+    let s = with_file("[function]\nport = 9000\n");
+    assert_problem(
+        &problems(&s),
+        &file_of(&s),
+        "function.port",
+        "fc-init itself listens",
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The serving rule
+
+#[test]
+fn serving_is_off_unless_the_function_serves_http() {
+    assert_eq!(ok(&sources()).server.listen, None);
+    // A command hook does not need the function to listen.
+    let c = ok(&with_file(
+        "[initializer]\ncommand = [\"/bin/init\"]\n[pre_stop]\ncommand = [\"/bin/stop\"]\n",
+    ));
+    assert_eq!(c.server.listen, None);
+    assert!(!c.serves_http());
+}
+
+#[test]
+fn serving_turns_on_with_an_endpoint_an_http_hook_or_a_listen_setting() {
+    let on = addr("0.0.0.0:9000");
+    assert_eq!(
+        ok(&with_file("[function]\nport = 8080\n")).server.listen,
+        on
+    );
+    assert_eq!(
+        ok(&with_file("[function]\nsocket = \"/tmp/f.sock\"\n"))
+            .server
+            .listen,
+        on
+    );
+    assert_eq!(ok(&with_file("[initializer]\n")).server.listen, on);
+    assert_eq!(
+        ok(&with_file("[pre_stop]\npath = \"/stop\"\n"))
+            .server
+            .listen,
+        on
+    );
+    let mut s = sources();
+    s.function_socket = Some("/tmp/f.sock".into());
+    assert_eq!(ok(&s).server.listen, on);
+
+    let mut s = sources();
+    s.listen = Some("127.0.0.1:0".into());
+    assert_eq!(ok(&s).server.listen, addr("127.0.0.1:0"));
+    let mut s = sources();
+    s.env = env(&[("FC_SERVER_PORT", "9500")]);
+    assert_eq!(ok(&s).server.listen, addr("0.0.0.0:9500"));
+    assert_eq!(
+        ok(&with_file("[server]\nlisten = \"[::1]:9000\"\n"))
+            .server
+            .listen,
+        addr("[::1]:9000")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Printing
+
+#[track_caller]
+fn assert_round_trip(config: &Config) {
+    let text = config.to_toml();
+    let again = match load_test(&with_file(&text)) {
+        Ok(again) => again,
+        Err(e) => panic!("to_toml output does not load:\n{e}\n---\n{text}"),
+    };
+    assert_eq!(
+        &again, config,
+        "round trip changed the config; output was:\n{text}"
+    );
+}
+
+#[test]
+fn defaults_round_trip_through_to_toml() {
+    let c = ok(&sources());
+    assert_round_trip(&c);
+    let text = c.to_toml();
+    assert!(!text.contains("[initializer]\n"), "{text}");
+    assert!(text.contains("# listen = "), "{text}");
+    assert!(text.contains("# socket = "), "{text}");
+    assert!(text.contains("retention = \"72h\""), "{text}");
+    assert!(text.contains("max_payload = \"128KiB\""), "{text}");
+    assert!(text.contains("# working_dir = \"\"  (not set"), "{text}");
+}
+
+const BUSY: &str = r#"
+[function]
+command = ["/usr/bin/env", "python3", "app \"quoted\"", "tab\there"]
+working_dir = "/code"
+env = { LANG = "C.UTF-8", "ODD KEY" = "line1\nline2", EMPTY = "" }
+port = 9001
+start_timeout = "1m30s"
+name = "orders"
+timeout = "250ms"
+user = "1000:1000"
+restart = "on-failure"
+restart_backoff_max = "0s"
+
+[server]
+listen = "[::]:8080"
+max_concurrency = 0
+max_queue = 0
+max_connections = 1
+max_header_bytes = "1536"
+max_body = "1GiB"
+header_timeout = "2s"
+idle_timeout = "5m"
+
+[initializer]
+path = "/init?x=1"
+timeout = "300s"
+on_failure = "next-request"
+max_attempts = 5
+backoff = "1s"
+backoff_max = "1s"
+
+[pre_stop]
+command = ["/bin/sh", "-c", "kill -TERM 1"]
+timeout = "1s"
+
+[shutdown]
+stop_signal = "SIGUSR2"
+drain_timeout = "0s"
+grace_period = "1h"
+kill_group = false
+
+[async]
+enabled = false
+store = "/data/events.db"
+retention = "1h30m"
+max_concurrency = 1
+max_retries = 0
+max_queued = 1
+max_payload = "1000"
+
+[admin]
+socket = "/tmp/admin.sock"
+listen = "127.0.0.1:9100"
+
+[log]
+invocations = false
+format = "json"
+"#;
+
+#[test]
+fn a_busy_config_round_trips_through_to_toml() {
+    let c = ok(&with_file(BUSY));
+    assert_eq!(c.function.endpoint, Endpoint::Tcp(9001));
+    assert_eq!(c.server.max_header_bytes, 1536);
+    assert_eq!(c.async_.max_payload, 1000);
+    assert_round_trip(&c);
+    let text = c.to_toml();
+    assert!(text.contains("start_timeout = \"1m30s\""), "{text}");
+    assert!(text.contains("max_payload = \"1000B\""), "{text}");
+    assert!(text.contains("stop_signal = \"SIGUSR2\""), "{text}");
+    assert!(text.contains("\n[pre_stop]\n"), "{text}");
+}
+
+#[test]
+fn other_shapes_round_trip_through_to_toml() {
+    // Serving on the default socket because of --listen; command initializer; no pre_stop.
+    let mut s = with_file("[initializer]\ncommand = [\"/bin/init\"]\n");
+    s.listen = Some("127.0.0.1:0".into());
+    s.command = strings(&["/bin/app"]);
+    assert_round_trip(&ok(&s));
+    // Serving because of an explicit socket, with env and CLI overrides applied.
+    let mut s = with_file("[function]\nsocket = \"/tmp/f.sock\"\n[pre_stop]\n");
+    s.env = env(&[
+        ("FC_INIT_PRE_STOP_TIMEOUT", "2s"),
+        ("FC_SERVER_PORT", "9200"),
+    ]);
+    let c = ok(&s);
+    assert_eq!(c.server.listen, addr("0.0.0.0:9200"));
+    assert_round_trip(&c);
+}
+
+#[test]
+fn to_toml_mentions_every_key() {
+    for config in [ok(&sources()), ok(&with_file(BUSY))] {
+        let text = config.to_toml();
+        let keys = documented_keys(&text);
+        for spec in SCHEMA {
+            // Unconfigured hooks are left out entirely; the busy config has both.
+            if config.initializer.is_none() && matches!(spec.section, "initializer" | "pre_stop") {
+                continue;
+            }
+            assert!(
+                keys.contains(&(spec.section.to_owned(), spec.key.to_owned())),
+                "{}.{} missing from:\n{text}",
+                spec.section,
+                spec.key
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The sample config
+
+fn sample_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("config/fc-init.toml")
+}
+
+fn sample_text() -> String {
+    std::fs::read_to_string(sample_path()).expect("config/fc-init.toml is readable")
+}
+
+#[test]
+fn the_sample_config_loads_and_holds_the_defaults() {
+    let mut s = sources();
+    s.config_flag = Some(sample_path());
+    let c = ok(&s);
+    assert_eq!(c.server.max_concurrency, 100);
+    assert_eq!(c.server.max_header_bytes, 8 * 1024);
+    assert_eq!(c.async_.retention, secs(72 * 3600));
+    assert_eq!(c.shutdown.stop_signal, Signal::SIGTERM);
+    assert_eq!(c.server.listen, None);
+    // Every value it sets is the default, so the documentation cannot drift from the code.
+    assert_eq!(c, ok(&sources()));
+}
+
+#[test]
+fn the_sample_config_uncommented_loads() {
+    // Every commented-out example must be a valid value: uncomment them all, except the
+    // second key of each exclusive pair.
+    let skip = [
+        ("function", "port"),
+        ("initializer", "path"),
+        ("pre_stop", "path"),
+    ];
+    let mut section = String::new();
+    let mut text = String::new();
+    for line in sample_text().lines() {
+        if let Some(name) = section_header(line) {
+            section = name;
+        }
+        let example = line.strip_prefix("# ").filter(|rest| {
+            section_header(rest).is_some()
+                || rest
+                    .split_once(" = ")
+                    .is_some_and(|(key, _)| is_key(key) && !skip.contains(&(section.as_str(), key)))
+        });
+        text.push_str(example.unwrap_or(line));
+        text.push('\n');
+    }
+    let c = ok(&with_file(&text));
+    assert_eq!(
+        c.function.command,
+        strings(&["/usr/bin/python3", "/code/app.py"])
+    );
+    assert_eq!(
+        c.function.endpoint,
+        Endpoint::Unix("/run/fc-init/function.sock".into())
+    );
+    assert!(matches!(
+        c.initializer.map(|i| i.action),
+        Some(HookAction::Command(_))
+    ));
+    assert!(matches!(
+        c.pre_stop.map(|p| p.action),
+        Some(HookAction::Command(_))
+    ));
+    assert_eq!(c.server.listen, addr("0.0.0.0:9000"));
+    assert_eq!(c.admin.listen, addr("127.0.0.1:9100"));
+}
+
+#[test]
+fn the_sample_config_documents_every_key_in_the_contract_order() {
+    let text = sample_text();
+    let documented = documented_key_list(&text);
+    let known: Vec<(String, String)> = SCHEMA
+        .iter()
+        .map(|k| (k.section.to_owned(), k.key.to_owned()))
+        .collect();
+    assert_eq!(
+        documented, known,
+        "config/fc-init.toml and the schema differ"
+    );
+    let sections: Vec<String> = section_headers(&text);
+    assert_eq!(
+        sections,
+        SECTIONS.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()
+    );
+}
+
+fn is_key(k: &str) -> bool {
+    !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+}
+
+fn section_header(line: &str) -> Option<String> {
+    let bare = line.strip_prefix("# ").unwrap_or(line);
+    let (name, rest) = bare.strip_prefix('[')?.split_once(']')?;
+    let rest = rest.trim();
+    (is_key(name) && (rest.is_empty() || rest.starts_with('('))).then(|| name.to_owned())
+}
+
+fn section_headers(text: &str) -> Vec<String> {
+    text.lines().filter_map(section_header).collect()
+}
+
+/// `(section, key)` for every line `key = ...` or `# key = ...`, in order.
+fn documented_key_list(text: &str) -> Vec<(String, String)> {
+    let mut section = String::new();
+    let mut keys = Vec::new();
+    for line in text.lines() {
+        if let Some(name) = section_header(line) {
+            section = name;
+            continue;
+        }
+        let bare = line.strip_prefix("# ").unwrap_or(line);
+        if let Some((key, _)) = bare.split_once(" = ") {
+            if is_key(key) {
+                keys.push((section.clone(), key.to_owned()));
+            }
+        }
+    }
+    keys
+}
+
+fn documented_keys(text: &str) -> BTreeSet<(String, String)> {
+    documented_key_list(text).into_iter().collect()
+}

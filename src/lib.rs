@@ -1,0 +1,21 @@
+//! fc-init: a small, trustworthy PID 1 and function supervisor with Function-Compute-style
+//! lifecycle hooks.
+//!
+//! Layout, one module per concern:
+//! - [`cli`]: arguments, configuration loading, exit statuses (the only place they are decided).
+//! - [`config`]: typed configuration from file, environment and command line.
+//! - [`supervisor`]: the one thread that owns children — spawning ([`supervisor::spawn`]),
+//!   signals ([`supervisor::signals`]), reaping ([`supervisor::reaper`]), lifecycle hooks,
+//!   restarts and shutdown.
+//! - [`state`]: the instance state the supervisor publishes to the rest.
+//! - [`http`]: strict HTTP/1.1 parsing, framing and the hook client.
+//! - [`notify`]: systemd's `NOTIFY_SOCKET` readiness protocol.
+//! - [`logging`]: diagnostics on stderr (`FC_INIT_LOG`).
+
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod logging;
+pub mod notify;
+pub mod state;
+pub mod supervisor;

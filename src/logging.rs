@@ -1,0 +1,53 @@
+//! fc-init's own diagnostics: stderr, filtered by `FC_INIT_LOG` (env_logger syntax) or `-v`.
+//! `RUST_LOG` is never read: it belongs to the function.
+
+use std::io::Write;
+
+use crate::config::LogFormat;
+
+pub fn init(verbosity: u8, format: LogFormat) {
+    let level = match verbosity {
+        0 => log::LevelFilter::Warn,
+        1 => log::LevelFilter::Info,
+        2 => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    };
+    let mut builder = env_logger::Builder::new();
+    builder.filter_level(level).target(env_logger::Target::Stderr);
+    if let Ok(filters) = std::env::var("FC_INIT_LOG") {
+        builder.parse_filters(&filters);
+    }
+    match format {
+        LogFormat::Text => builder.format(|buf, record| writeln!(buf, "fc-init {}: {}", record.level(), record.args())),
+        LogFormat::Json => builder.format(|buf, record| {
+            writeln!(
+                buf,
+                r#"{{"time":"{}","level":"{}","message":{}}}"#,
+                buf.timestamp_millis(),
+                record.level(),
+                json_string(&record.args().to_string())
+            )
+        }),
+    };
+    // A second init (only possible in tests) keeps the first logger.
+    let _ = builder.try_init();
+}
+
+/// A JSON string literal for `s`.
+pub fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}

@@ -1,0 +1,124 @@
+//! The instance state other parts of fc-init can see: the supervisor thread writes it, the
+//! traffic, admin and health code read it and wait on its changes.
+//!
+//! The supervisor is the only writer of the lifecycle fields; readers never act on a child
+//! themselves, they send the supervisor an event instead (see `supervisor::Events`).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Instant;
+
+/// Where the instance is in its life (the contract's health states).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// The function is being started or restarted and does not yet accept connections.
+    Starting,
+    /// The initializer is running or a retry is scheduled.
+    Initializing,
+    /// Initialized (or nothing to initialize): traffic flows.
+    Ready,
+    /// Initialization failed and nothing is under way or scheduled (`next-request`, `exit`).
+    Failed,
+    /// Shutting down.
+    Stopping,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Initializing => "initializing",
+            Phase::Ready => "ready",
+            Phase::Failed => "failed",
+            Phase::Stopping => "stopping",
+        }
+    }
+}
+
+/// A snapshot of the lifecycle, as `GET /status` reports it.
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub phase: Phase,
+    pub function_pid: Option<i32>,
+    /// Counts instances: bumped at every spawn of the function.
+    pub instance: u64,
+    pub restarts: u64,
+    pub initializer_attempts: u64,
+    pub initializer_failures: u64,
+    /// The last initializer attempt's failure, for `InitializationError` answers.
+    pub last_init_error: Option<String>,
+}
+
+/// Shared between the supervisor and everything else.
+pub struct Shared {
+    status: Mutex<Status>,
+    changed: Condvar,
+    /// Requests currently being forwarded to the function.
+    pub in_flight: AtomicUsize,
+    pub started: Instant,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared {
+            status: Mutex::new(Status {
+                phase: Phase::Starting,
+                function_pid: None,
+                instance: 0,
+                restarts: 0,
+                initializer_attempts: 0,
+                initializer_failures: 0,
+                last_init_error: None,
+            }),
+            changed: Condvar::new(),
+            in_flight: AtomicUsize::new(0),
+            started: Instant::now(),
+        }
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Status> {
+        // A panic while holding this lock cannot leave the plain-data Status half-written in a
+        // way that matters more than stopping would; keep serving with what is there.
+        self.status.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn snapshot(&self) -> Status {
+        self.lock().clone()
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.lock().phase
+    }
+
+    /// Changes the status and wakes every waiter.
+    pub fn update(&self, f: impl FnOnce(&mut Status)) {
+        let mut status = self.lock();
+        f(&mut status);
+        drop(status);
+        self.changed.notify_all();
+    }
+
+    /// Waits until `done` holds or `deadline` passes; returns the last status seen.
+    pub fn wait_until(&self, deadline: Instant, mut done: impl FnMut(&Status) -> bool) -> Status {
+        let mut status = self.lock();
+        loop {
+            if done(&status) {
+                return status.clone();
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return status.clone();
+            }
+            status = match self.changed.wait_timeout(status, deadline - now) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+}
