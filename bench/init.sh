@@ -227,8 +227,8 @@ main() {
     size[tini]=$(size_kib "$(command -v tini)")
     size[catatonit]=$(size_kib "$(command -v catatonit)")
 
-    echo "fc-init $("$FC_INIT" --version 2>&1 | head -n1 || true) ($FC_INIT)," \
-        "$(tini --version), $(catatonit --version);" \
+    echo "fc-init: \`$("$FC_INIT" --version 2>&1 | head -n1)\` ($FC_INIT);" \
+        "tini: \`$(tini --version)\`; catatonit: \`$(catatonit --version)\`;" \
         "Linux $(uname -r), $(nproc) CPUs"
     echo
     echo "| measure | fc-init | tini | catatonit |"

@@ -53,7 +53,10 @@ enum Mode {
 fn parse(args: Vec<OsString>) -> Result<Mode, String> {
     let mut args = args
         .into_iter()
-        .map(|a| a.into_string().map_err(|a| format!("argument is not valid UTF-8: {a:?}")))
+        .map(|a| {
+            a.into_string()
+                .map_err(|a| format!("argument is not valid UTF-8: {a:?}"))
+        })
         .collect::<Result<Vec<_>, _>>()?
         .into_iter();
     let mut opts = Options::default();
@@ -63,7 +66,10 @@ fn parse(args: Vec<OsString>) -> Result<Mode, String> {
             _ => (arg.clone(), None),
         };
         let mut value = |what: &str| -> Result<String, String> {
-            inline.clone().or_else(|| args.next()).ok_or_else(|| format!("{what} needs a value"))
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .ok_or_else(|| format!("{what} needs a value"))
         };
         match name.as_str() {
             "--" => {
@@ -102,7 +108,10 @@ pub fn main() -> i32 {
     };
     let opts = match mode {
         Mode::Help => {
-            println!("fc-init {}: a PID 1 and function supervisor\n\n{USAGE}", env!("CARGO_PKG_VERSION"));
+            println!(
+                "fc-init {}: a PID 1 and function supervisor\n\n{USAGE}",
+                env!("CARGO_PKG_VERSION")
+            );
             return 0;
         }
         Mode::Version => {
@@ -195,7 +204,15 @@ mod tests {
 
     #[test]
     fn options_stop_at_the_command() {
-        let o = run_opts(&["-vv", "-c", "x.toml", "--listen=127.0.0.1:1", "sleep", "-v", "5"]);
+        let o = run_opts(&[
+            "-vv",
+            "-c",
+            "x.toml",
+            "--listen=127.0.0.1:1",
+            "sleep",
+            "-v",
+            "5",
+        ]);
         assert_eq!(o.verbosity, 2);
         assert_eq!(o.config, Some("x.toml".into()));
         assert_eq!(o.listen.as_deref(), Some("127.0.0.1:1"));
@@ -205,7 +222,10 @@ mod tests {
     #[test]
     fn double_dash_runs_a_program_named_ctl() {
         assert_eq!(run_opts(&["--", "ctl", "x"]).command, ["ctl", "x"]);
-        assert_eq!(parse(args(&["ctl", "health"])), Ok(Mode::Ctl(vec!["health".into()])));
+        assert_eq!(
+            parse(args(&["ctl", "health"])),
+            Ok(Mode::Ctl(vec!["health".into()]))
+        );
         assert_eq!(run_opts(&["-v", "ctl"]).command, ["ctl"]);
     }
 
@@ -213,6 +233,9 @@ mod tests {
     fn usage_errors() {
         assert!(parse(args(&["--nope"])).is_err());
         assert!(parse(args(&["-c"])).is_err());
-        assert_eq!(run_opts(&["--check-config", "-cfile"]).config, Some("file".into()));
+        assert_eq!(
+            run_opts(&["--check-config", "-cfile"]).config,
+            Some("file".into())
+        );
     }
 }

@@ -13,12 +13,15 @@ pub fn init(verbosity: u8, format: LogFormat) {
         _ => log::LevelFilter::Trace,
     };
     let mut builder = env_logger::Builder::new();
-    builder.filter_level(level).target(env_logger::Target::Stderr);
+    builder
+        .filter_level(level)
+        .target(env_logger::Target::Stderr);
     if let Ok(filters) = std::env::var("FC_INIT_LOG") {
         builder.parse_filters(&filters);
     }
     match format {
-        LogFormat::Text => builder.format(|buf, record| writeln!(buf, "fc-init {}: {}", record.level(), record.args())),
+        LogFormat::Text => builder
+            .format(|buf, record| writeln!(buf, "fc-init {}: {}", record.level(), record.args())),
         LogFormat::Json => builder.format(|buf, record| {
             writeln!(
                 buf,

@@ -21,6 +21,9 @@ pub fn notify(state: &str) {
         sock.send_to_addr(state.as_bytes(), &addr)
     })();
     if let Err(e) = result {
-        log::warn!("NOTIFY_SOCKET {}: sending {state}: {e}", path.to_string_lossy());
+        log::warn!(
+            "NOTIFY_SOCKET {}: sending {state}: {e}",
+            path.to_string_lossy()
+        );
     }
 }

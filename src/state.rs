@@ -81,7 +81,9 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, Status> {
         // A panic while holding this lock cannot leave the plain-data Status half-written in a
         // way that matters more than stopping would; keep serving with what is there.
-        self.status.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.status
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn snapshot(&self) -> Status {

@@ -54,7 +54,9 @@ pub fn log_end(kind: HookKind, request_id: &str, result: &Result<(), String>) {
     };
     match result {
         Ok(()) => line(format_args!("FC {name} End RequestId: {request_id}")),
-        Err(reason) => line(format_args!("FC {name} End RequestId: {request_id}, Error: {reason}")),
+        Err(reason) => line(format_args!(
+            "FC {name} End RequestId: {request_id}, Error: {reason}"
+        )),
     }
 }
 
@@ -80,10 +82,15 @@ pub struct HttpCall {
 }
 
 pub fn spawn_http(call: HttpCall) {
-    let spawned = std::thread::Builder::new().name("fc-init-hook".into()).spawn(move || {
-        let result = http_hook(&call);
-        call.events.send(Event::HookDone { token: call.token, result });
-    });
+    let spawned = std::thread::Builder::new()
+        .name("fc-init-hook".into())
+        .spawn(move || {
+            let result = http_hook(&call);
+            call.events.send(Event::HookDone {
+                token: call.token,
+                result,
+            });
+        });
     if let Err(e) = spawned {
         // The supervisor's deadline ends the attempt as a timeout.
         log::error!("starting a hook thread: {e}");
@@ -92,10 +99,12 @@ pub fn spawn_http(call: HttpCall) {
 
 /// Waits until the function accepts a connection, up to `deadline`.
 pub fn spawn_probe(cfg: Arc<Config>, deadline: Instant, token: u64, events: Events) {
-    let spawned = std::thread::Builder::new().name("fc-init-probe".into()).spawn(move || {
-        let result = connect(&cfg.function.endpoint, deadline).map(drop);
-        events.send(Event::HookDone { token, result });
-    });
+    let spawned = std::thread::Builder::new()
+        .name("fc-init-probe".into())
+        .spawn(move || {
+            let result = connect(&cfg.function.endpoint, deadline).map(drop);
+            events.send(Event::HookDone { token, result });
+        });
     if let Err(e) = spawned {
         log::error!("starting a probe thread: {e}");
     }
@@ -117,7 +126,8 @@ fn http_hook(call: &HttpCall) -> Result<(), String> {
         }
         _ => "GET",
     };
-    let response = client::request(&mut conn, method, &call.path, &headers, b"", deadline).map_err(|e| e.to_string())?;
+    let response = client::request(&mut conn, method, &call.path, &headers, b"", deadline)
+        .map_err(|e| e.to_string())?;
     if (200..300).contains(&response.status) {
         Ok(())
     } else {
@@ -137,8 +147,10 @@ fn connect(endpoint: &Endpoint, connect_by: Instant) -> Result<Conn, String> {
         // when no waiting is allowed.
         let bound = connect_by.max(now + Duration::from_secs(1));
         let result = match endpoint {
-            Endpoint::Unix(path) => Conn::connect_unix(path, bound),
-            Endpoint::Tcp(port) => Conn::connect_tcp(&std::net::SocketAddr::from(([127, 0, 0, 1], *port)), bound),
+            Endpoint::Unix(path) => client::connect_unix(path, bound),
+            Endpoint::Tcp(port) => {
+                client::connect_tcp(std::net::SocketAddr::from(([127, 0, 0, 1], *port)), bound)
+            }
         };
         match result {
             Ok(conn) => return Ok(conn),

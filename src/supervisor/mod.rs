@@ -44,7 +44,10 @@ const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(100);
 #[derive(Debug)]
 pub enum Event {
     /// An HTTP hook thread finished (the token tells which attempt; stale ones are ignored).
-    HookDone { token: u64, result: Result<(), String> },
+    HookDone {
+        token: u64,
+        result: Result<(), String>,
+    },
     /// A request is waiting while the initializer is in the `failed` state under `next-request`.
     InitRequested,
     /// The last in-flight request finished (checked during the drain).
@@ -77,7 +80,10 @@ pub enum SupervisorError {
     /// Creating the wake pipe failed.
     WakePipe(nix::Error),
     /// Making the private runtime directory failed.
-    RuntimeDir { path: std::path::PathBuf, source: std::io::Error },
+    RuntimeDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     /// The function could not be started (126/127).
     Spawn(SpawnError),
 }
@@ -97,7 +103,11 @@ impl std::fmt::Display for SupervisorError {
             SupervisorError::Signals(e) => write!(f, "setting up signal handling: {e}"),
             SupervisorError::WakePipe(e) => write!(f, "creating the wake pipe: {e}"),
             SupervisorError::RuntimeDir { path, source } => {
-                write!(f, "creating the runtime directory {}: {source}", path.display())
+                write!(
+                    f,
+                    "creating the runtime directory {}: {source}",
+                    path.display()
+                )
             }
             SupervisorError::Spawn(e) => e.fmt(f),
         }
@@ -124,15 +134,21 @@ pub fn setup() -> Result<Setup, SupervisorError> {
         // are reaped and stopped with the rest. PR_SET_CHILD_SUBREAPER: prctl(2).
         // SAFETY: prctl with integer arguments only.
         if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
-            log::warn!("cannot become child subreaper: {}", std::io::Error::last_os_error());
+            log::warn!(
+                "cannot become child subreaper: {}",
+                std::io::Error::last_os_error()
+            );
         }
     }
-    let (wake_rx, wake_tx) =
-        nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(SupervisorError::WakePipe)?;
+    let (wake_rx, wake_tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+        .map_err(SupervisorError::WakePipe)?;
     let (tx, receiver) = mpsc::channel();
     Ok(Setup {
         signals,
-        events: Events { tx, wake: Arc::new(wake_tx) },
+        events: Events {
+            tx,
+            wake: Arc::new(wake_tx),
+        },
         receiver,
         wake_rx,
         shared: Arc::new(Shared::default()),
@@ -146,7 +162,10 @@ pub fn make_private_dir(path: &Path) -> Result<(), SupervisorError> {
         .recursive(true)
         .mode(0o700)
         .create(path)
-        .map_err(|source| SupervisorError::RuntimeDir { path: path.to_owned(), source })
+        .map_err(|source| SupervisorError::RuntimeDir {
+            path: path.to_owned(),
+            source,
+        })
 }
 
 struct Function {
@@ -218,7 +237,10 @@ impl Supervisor {
         if cfg.serves_http() {
             match &cfg.function.endpoint {
                 Endpoint::Unix(path) => {
-                    function_env.insert("FC_FUNCTION_SOCKET".into(), path.to_string_lossy().into_owned());
+                    function_env.insert(
+                        "FC_FUNCTION_SOCKET".into(),
+                        path.to_string_lossy().into_owned(),
+                    );
                 }
                 Endpoint::Tcp(port) => {
                     function_env.insert("FC_SERVER_PORT".into(), port.to_string());
@@ -226,7 +248,11 @@ impl Supervisor {
                 }
             }
         }
-        let backoff = cfg.initializer.as_ref().map(|i| i.backoff).unwrap_or_default();
+        let backoff = cfg
+            .initializer
+            .as_ref()
+            .map(|i| i.backoff)
+            .unwrap_or_default();
         Supervisor {
             cfg,
             setup,
@@ -238,7 +264,12 @@ impl Supervisor {
             respawn_at: None,
             restart_delay: RESTART_BACKOFF_MIN,
             hook: None,
-            init: InitProgress { failures: 0, retry_at: None, backoff, first: true },
+            init: InitProgress {
+                failures: 0,
+                retry_at: None,
+                backoff,
+                first: true,
+            },
             stop: None,
             childless: true,
         }
@@ -246,7 +277,8 @@ impl Supervisor {
 
     /// Runs until everything has been stopped and reaped; returns fc-init's exit status.
     pub fn run(mut self) -> Result<i32, SupervisorError> {
-        self.spawn_function(Instant::now()).map_err(SupervisorError::Spawn)?;
+        self.spawn_function(Instant::now())
+            .map_err(SupervisorError::Spawn)?;
         loop {
             let now = Instant::now();
             self.advance(now);
@@ -265,7 +297,10 @@ impl Supervisor {
             None => PollTimeout::NONE,
             Some(d) => {
                 // Round up so a wake-up never comes a fraction of a millisecond early and spins.
-                let ms = d.saturating_duration_since(Instant::now()).as_micros().div_ceil(1000);
+                let ms = d
+                    .saturating_duration_since(Instant::now())
+                    .as_micros()
+                    .div_ceil(1000);
                 PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
             }
         };
@@ -284,10 +319,15 @@ impl Supervisor {
             Stage::Drain { until } | Stage::Grace { until } => Some(until),
             _ => None,
         });
-        [self.respawn_at, self.init.retry_at, self.hook.as_ref().map(|h| h.deadline), stage]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.respawn_at,
+            self.init.retry_at,
+            self.hook.as_ref().map(|h| h.deadline),
+            stage,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn handle_signals(&mut self) {
@@ -315,7 +355,9 @@ impl Supervisor {
         let mut buf = [0u8; 64];
         // Drain the wake pipe first, then the queue: an event sent after the drain writes the
         // pipe again, so nothing is missed.
-        while matches!(nix::unistd::read(self.setup.wake_rx.as_raw_fd(), &mut buf), Ok(n) if n > 0) {}
+        while matches!(nix::unistd::read(self.setup.wake_rx.as_raw_fd(), &mut buf), Ok(n) if n > 0)
+        {
+        }
         while let Ok(event) = self.setup.receiver.try_recv() {
             match event {
                 Event::HookDone { token, result } => {
@@ -336,7 +378,11 @@ impl Supervisor {
             log::debug!("no function to forward {} to", signals::name(signo));
             return;
         };
-        let target = if self.cfg.shutdown.kill_group { -f.pid.as_raw() } else { f.pid.as_raw() };
+        let target = if self.cfg.shutdown.kill_group {
+            -f.pid.as_raw()
+        } else {
+            f.pid.as_raw()
+        };
         // SAFETY: kill(2) with plain integers; real-time signals have no nix `Signal` variant.
         let rc = unsafe { libc::kill(target, signo) };
         if rc != 0 {
@@ -369,7 +415,11 @@ impl Supervisor {
         if self.function.as_ref().is_some_and(|f| f.pid == pid) {
             self.function_exited(exit, now);
         } else if self.hook.as_ref().is_some_and(|h| h.command == Some(pid)) {
-            let result = if exit.success() { Ok(()) } else { Err(exit.to_string()) };
+            let result = if exit.success() {
+                Ok(())
+            } else {
+                Err(exit.to_string())
+            };
             self.finish_hook(result, now);
         } else {
             log::debug!("reaped pid {pid}: {exit}");
@@ -377,7 +427,10 @@ impl Supervisor {
     }
 
     fn function_exited(&mut self, exit: Exit, now: Instant) {
-        let f = self.function.take().expect("called only for the running function");
+        let f = self
+            .function
+            .take()
+            .expect("called only for the running function");
         self.last_exit = Some(exit);
         log::info!("function (pid {}) {exit}", f.pid);
         self.setup.shared.update(|s| s.function_pid = None);
@@ -403,8 +456,13 @@ impl Supervisor {
             // It ran long enough to count as healthy: a new crash starts the backoff over.
             self.restart_delay = RESTART_BACKOFF_MIN;
         }
-        let delay = self.restart_delay.min(self.cfg.function.restart_backoff_max);
-        log::warn!("function {exit}; restarting in {}", humantime::format_duration(delay));
+        let delay = self
+            .restart_delay
+            .min(self.cfg.function.restart_backoff_max);
+        log::warn!(
+            "function {exit}; restarting in {}",
+            humantime::format_duration(delay)
+        );
         self.respawn_at = Some(now + delay);
         self.restart_delay = (delay * 2).min(self.cfg.function.restart_backoff_max);
         self.init.retry_at = None;
@@ -431,14 +489,26 @@ impl Supervisor {
             credentials: self.credentials.as_ref(),
             foreground: true,
         })?;
-        log::info!("started function (pid {pid}): {:?}", self.cfg.function.command);
+        log::info!(
+            "started function (pid {pid}): {:?}",
+            self.cfg.function.command
+        );
         self.childless = false;
-        self.function = Some(Function { pid, started: now, ready: false });
+        self.function = Some(Function {
+            pid,
+            started: now,
+            ready: false,
+        });
         self.pgid = Some(pid);
         self.init = InitProgress {
             failures: 0,
             retry_at: None,
-            backoff: self.cfg.initializer.as_ref().map(|i| i.backoff).unwrap_or_default(),
+            backoff: self
+                .cfg
+                .initializer
+                .as_ref()
+                .map(|i| i.backoff)
+                .unwrap_or_default(),
             first: true,
         };
         self.setup.shared.update(|s| {
@@ -458,7 +528,10 @@ impl Supervisor {
     }
 
     fn has_http_initializer(&self) -> bool {
-        matches!(self.cfg.initializer.as_ref().map(|i| &i.action), Some(HookAction::Http { .. }))
+        matches!(
+            self.cfg.initializer.as_ref().map(|i| &i.action),
+            Some(HookAction::Http { .. })
+        )
     }
 
     fn set_ready(&mut self) {
@@ -476,7 +549,11 @@ impl Supervisor {
         let (action, timeout) = match kind {
             HookKind::Probe => (None, Duration::ZERO),
             HookKind::Initialize => {
-                let init = self.cfg.initializer.as_ref().expect("initializer configured");
+                let init = self
+                    .cfg
+                    .initializer
+                    .as_ref()
+                    .expect("initializer configured");
                 (Some(&init.action), init.timeout)
             }
             HookKind::PreStop => {
@@ -484,7 +561,7 @@ impl Supervisor {
                 (Some(&pre.action), pre.timeout)
             }
         };
-        let request_id = crate::http::new_request_id();
+        let request_id = crate::http::request_id::new_request_id();
         if kind == HookKind::Initialize {
             self.setup.shared.update(|s| {
                 s.phase = Phase::Initializing;
@@ -503,7 +580,13 @@ impl Supervisor {
         if kind == HookKind::Initialize {
             self.init.first = false;
         }
-        let mut hook = Hook { token, kind, request_id, deadline: now + timeout, command: None };
+        let mut hook = Hook {
+            token,
+            kind,
+            request_id,
+            deadline: now + timeout,
+            command: None,
+        };
         match action {
             Some(HookAction::Command(argv)) => {
                 let mut env = self.function_env.clone();
@@ -546,7 +629,12 @@ impl Supervisor {
             }
             None => {
                 hook.deadline = listen_wait.unwrap_or(now);
-                hooks::spawn_probe(self.cfg.clone(), hook.deadline, token, self.setup.events.clone());
+                hooks::spawn_probe(
+                    self.cfg.clone(),
+                    hook.deadline,
+                    token,
+                    self.setup.events.clone(),
+                );
                 self.hook = Some(hook);
             }
         }
@@ -604,7 +692,11 @@ impl Supervisor {
     }
 
     fn initializer_failed(&mut self, reason: String, now: Instant) {
-        let init = self.cfg.initializer.clone().expect("initializer configured");
+        let init = self
+            .cfg
+            .initializer
+            .clone()
+            .expect("initializer configured");
         self.init.failures += 1;
         self.setup.shared.update(|s| {
             s.initializer_failures += 1;
@@ -620,12 +712,18 @@ impl Supervisor {
             OnFailure::NextRequest => false,
         };
         if give_up {
-            log::error!("initializer failed after {} attempt(s): {reason}", self.init.failures);
+            log::error!(
+                "initializer failed after {} attempt(s): {reason}",
+                self.init.failures
+            );
             self.setup.shared.update(|s| s.phase = Phase::Failed);
             self.begin_stop(Some(3), now);
         } else if init.on_failure == OnFailure::Retry {
             let delay = self.init.backoff;
-            log::warn!("initializer failed: {reason}; retrying in {}", humantime::format_duration(delay));
+            log::warn!(
+                "initializer failed: {reason}; retrying in {}",
+                humantime::format_duration(delay)
+            );
             self.init.retry_at = Some(now + delay);
             self.init.backoff = (delay * 2).min(init.backoff_max);
         } else {
@@ -670,9 +768,15 @@ impl Supervisor {
         let stage = if ready && code.is_none() && self.cfg.pre_stop.is_some() {
             Stage::PreStop
         } else {
-            Stage::Drain { until: now + self.cfg.shutdown.drain_timeout }
+            Stage::Drain {
+                until: now + self.cfg.shutdown.drain_timeout,
+            }
         };
-        self.stop = Some(Stop { stage, forced: false, code });
+        self.stop = Some(Stop {
+            stage,
+            forced: false,
+            code,
+        });
         if stage == Stage::PreStop {
             self.start_hook(HookKind::PreStop, now);
         }
@@ -702,11 +806,19 @@ impl Supervisor {
         };
         let (stage, forced) = (stop.stage, stop.forced);
         let next = match stage {
-            Stage::PreStop if self.hook.is_none() => Some(Stage::Drain { until: now + self.cfg.shutdown.drain_timeout }),
+            Stage::PreStop if self.hook.is_none() => Some(Stage::Drain {
+                until: now + self.cfg.shutdown.drain_timeout,
+            }),
             Stage::PreStop => None,
-            Stage::Drain { until } if forced || now >= until || self.setup.shared.in_flight() == 0 => {
+            // Nothing left to stop (the function exited and left no one behind): done.
+            Stage::Drain { .. } if self.childless => Some(Stage::Killed),
+            Stage::Drain { until }
+                if forced || now >= until || self.setup.shared.in_flight() == 0 =>
+            {
                 self.send_stop_signal();
-                Some(Stage::Grace { until: now + self.cfg.shutdown.grace_period })
+                Some(Stage::Grace {
+                    until: now + self.cfg.shutdown.grace_period,
+                })
             }
             Stage::Grace { until } if forced || now >= until || self.childless => {
                 if !self.childless {

@@ -68,16 +68,48 @@ pub fn reap(mut on_exit: impl FnMut(Pid, Exit)) -> Remaining {
 
 /// The pids whose parent is fc-init: the function, hook commands and adopted orphans.
 ///
-/// Read from /proc, since an adopted orphan is never announced until it exits. When /proc cannot
-/// be read the list is empty and the callers fall back on killing by process group.
+/// An adopted orphan is never announced until it exits, so the kernel is asked: first through
+/// `/proc/self/task/*/children` (cheap: one small file per thread of fc-init), else by scanning
+/// every process's parent in /proc. When neither can be read the list is empty and the callers
+/// fall back on killing by process group.
 pub fn children() -> Vec<Pid> {
+    from_task_children().unwrap_or_else(scan_proc)
+}
+
+/// Children as listed per thread (proc(5), CONFIG_PROC_CHILDREN). An orphan may be attached to
+/// any live thread of its new parent, so every thread's list is read.
+fn from_task_children() -> Option<Vec<Pid>> {
+    let mut pids = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        match std::fs::read_to_string(task.path().join("children")) {
+            Ok(list) => pids.extend(
+                list.split_ascii_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .map(Pid::from_raw),
+            ),
+            // The thread ended between readdir and read: it has no children to list any more.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && task.path().exists() => {
+                return None
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(_) => return None,
+        }
+    }
+    Some(pids)
+}
+
+fn scan_proc() -> Vec<Pid> {
     let me = std::process::id() as i32;
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     let mut pids = Vec::new();
     for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
             continue;
         };
         // The process may exit between readdir and read: such an entry is simply skipped.
@@ -96,4 +128,26 @@ pub fn children() -> Vec<Pid> {
         }
     }
     pids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_ways_of_listing_children_agree() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("100")
+            .spawn()
+            .expect("spawn sleep");
+        let pid = Pid::from_raw(child.id() as i32);
+        let listed = from_task_children();
+        let scanned = scan_proc();
+        child.kill().expect("kill sleep");
+        child.wait().expect("reap sleep");
+        assert!(scanned.contains(&pid), "{scanned:?}");
+        if let Some(listed) = listed {
+            assert!(listed.contains(&pid), "{listed:?}");
+        }
+    }
 }

@@ -70,7 +70,10 @@ impl Signals {
         for sig in [Signal::SIGTTIN, Signal::SIGTTOU] {
             // SAFETY: installing SIG_IGN runs no code of ours in signal context.
             unsafe {
-                sigaction(sig, &SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty()))?;
+                sigaction(
+                    sig,
+                    &SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty()),
+                )?;
             }
         }
         mask.thread_set_mask()?;
@@ -119,7 +122,14 @@ mod tests {
         assert_eq!(disposition(libc::SIGTERM), Disposition::Shutdown);
         assert_eq!(disposition(libc::SIGINT), Disposition::Shutdown);
         assert_eq!(disposition(libc::SIGCHLD), Disposition::Reap);
-        for sig in [libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2, libc::SIGWINCH, libc::SIGCONT] {
+        for sig in [
+            libc::SIGHUP,
+            libc::SIGQUIT,
+            libc::SIGUSR1,
+            libc::SIGUSR2,
+            libc::SIGWINCH,
+            libc::SIGCONT,
+        ] {
             assert_eq!(disposition(sig), Disposition::Forward, "{}", name(sig));
         }
         assert_eq!(disposition(libc::SIGRTMIN() + 2), Disposition::Forward);

@@ -67,7 +67,9 @@ impl fmt::Display for SpawnError {
 impl std::error::Error for SpawnError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            SpawnError::NotFound { source, .. } | SpawnError::NotExecutable { source, .. } => Some(source),
+            SpawnError::NotFound { source, .. } | SpawnError::NotExecutable { source, .. } => {
+                Some(source)
+            }
             SpawnError::Lookup { source, .. } => Some(source),
             _ => None,
         }
@@ -90,7 +92,10 @@ pub struct Credentials {
 impl Credentials {
     /// Resolves `function.user`: a name or uid, optionally `:group` (a name or gid).
     pub fn resolve(spec: &UserSpec) -> Result<Credentials, SpawnError> {
-        let lookup = |what: &str, source| SpawnError::Lookup { what: what.to_owned(), source };
+        let lookup = |what: &str, source| SpawnError::Lookup {
+            what: what.to_owned(),
+            source,
+        };
         let user = match spec.user.parse::<u32>() {
             Ok(uid) => User::from_uid(Uid::from_raw(uid)).map_err(|e| lookup(&spec.user, e))?,
             Err(_) => Some(
@@ -114,12 +119,17 @@ impl Credentials {
                         .gid
                 }
             },
-            None => user.as_ref().map(|u| u.gid).unwrap_or(Gid::from_raw(uid.as_raw())),
+            None => user
+                .as_ref()
+                .map(|u| u.gid)
+                .unwrap_or(Gid::from_raw(uid.as_raw())),
         };
         let groups = match &user {
             Some(u) => {
-                let name = CString::new(u.name.as_bytes()).map_err(|_| SpawnError::UnknownUser(u.name.clone()))?;
-                nix::unistd::getgrouplist(&name, gid).map_err(|e| lookup("supplementary groups", e))?
+                let name = CString::new(u.name.as_bytes())
+                    .map_err(|_| SpawnError::UnknownUser(u.name.clone()))?;
+                nix::unistd::getgrouplist(&name, gid)
+                    .map_err(|e| lookup("supplementary groups", e))?
             }
             None => vec![gid],
         };
@@ -194,27 +204,49 @@ pub fn spawn(spec: &Spec<'_>) -> Result<Pid, SpawnError> {
         // The `Child` handle is dropped without waiting: dropping neither waits nor kills, and the
         // reaper collects the exit status.
         Ok(child) => Ok(Pid::from_raw(child.id() as i32)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(SpawnError::NotFound { program, source: e }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Err(SpawnError::NotFound { program, source: e })
+        }
         Err(e) => Err(SpawnError::NotExecutable { program, source: e }),
     }
 }
 
 /// Empty signal mask and default dispositions for every signal, whatever fc-init inherited or set.
 ///
-/// Runs in the forked child: async-signal-safe calls only.
+/// Runs in the forked child: async-signal-safe calls only. The dispositions are reset with the
+/// raw `rt_sigaction` system call because the C library's `sigaction` refuses to touch the
+/// real-time signals it reserves for itself (32 and 33 in glibc), and a parent may still have
+/// left those ignored.
 fn reset_signals() {
-    // SAFETY: sigemptyset/sigprocmask/sigaction on a local, zero-initialised struct.
+    /// The kernel's `struct sigaction` (asm-generic/signal.h); SIG_DFL needs no restorer.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: libc::c_ulong,
+        flags: libc::c_ulong,
+        restorer: libc::c_ulong,
+        mask: u64,
+    }
+    let dfl = KernelSigaction {
+        handler: libc::SIG_DFL as libc::c_ulong,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    // SAFETY: sigprocmask on a local set and rt_sigaction with a valid struct and the kernel's
+    // sigset size (8 bytes); both are plain system calls.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-        let mut dfl: libc::sigaction = std::mem::zeroed();
-        dfl.sa_sigaction = libc::SIG_DFL;
-        libc::sigemptyset(&mut dfl.sa_mask);
-        for sig in 1..=libc::SIGRTMAX() {
-            // EINVAL for SIGKILL, SIGSTOP and the C library's reserved real-time signals: those
-            // cannot be changed and are already at their defaults.
-            libc::sigaction(sig, &dfl, std::ptr::null_mut());
+        for sig in 1..=64 {
+            // EINVAL for SIGKILL and SIGSTOP: those cannot be changed and are at their defaults.
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &dfl as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            );
         }
     }
 }

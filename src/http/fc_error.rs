@@ -1,0 +1,225 @@
+//! The answers fc-init makes itself when it cannot (or must not) forward a request, shaped as
+//! Function Compute's (CONTRACT §4): header `X-Fc-Error-Type`, a JSON body
+//! `{"errorType":…,"errorMessage":…,"requestId":…}`, and a status that depends on whether the
+//! request was an event invocation (`POST /invoke`: 200 like FC, except 429/503/4xx) or an HTTP
+//! invocation (the HTTP status of the table).
+//!
+//! Building cannot fail; the message is JSON-escaped, so any text (an io::Error, a reason from
+//! the function) is safe to pass.
+
+use super::reason_phrase;
+use super::write::{push_field, push_u64};
+
+/// The `X-Fc-Error-Type` values fc-init produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorType {
+    /// The initializer failed or timed out and this request cannot be served.
+    InitializationError,
+    /// The function died, reset the connection or answered malformed HTTP.
+    UnhandledInvocationError,
+    /// No complete answer within `function.timeout`.
+    FunctionTimeout,
+    /// The queue is full.
+    TooManyRequests,
+    /// fc-init is shutting down.
+    InstanceStopping,
+    /// Malformed request, headers too large or body too large.
+    InvalidArgument,
+}
+
+/// Which kind of invocation is being answered: it decides the status (CONTRACT §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Invocation {
+    /// `POST /invoke`.
+    Event,
+    /// Any other request.
+    Http,
+}
+
+impl ErrorType {
+    /// The name written in `X-Fc-Error-Type` and `errorType`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorType::InitializationError => "InitializationError",
+            ErrorType::UnhandledInvocationError => "UnhandledInvocationError",
+            ErrorType::FunctionTimeout => "FunctionTimeout",
+            ErrorType::TooManyRequests => "TooManyRequests",
+            ErrorType::InstanceStopping => "InstanceStopping",
+            ErrorType::InvalidArgument => "InvalidArgument",
+        }
+    }
+
+    /// The status for this error. `InvalidArgument` answers 400 here; pass the specific status
+    /// instead (413/431, e.g. from [`super::HttpError::status`]) when it is known.
+    pub fn status(self, invocation: Invocation) -> u16 {
+        match (self, invocation) {
+            (ErrorType::TooManyRequests, _) => 429,
+            (ErrorType::InstanceStopping, _) => 503,
+            (ErrorType::InvalidArgument, _) => 400,
+            // FC answers failed event invocations with 200 and the error in the body.
+            (_, Invocation::Event) => 200,
+            (ErrorType::InitializationError, Invocation::Http) => 503,
+            (ErrorType::UnhandledInvocationError, Invocation::Http) => 502,
+            (ErrorType::FunctionTimeout, Invocation::Http) => 504,
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Write a complete HTTP/1.1 error response into `out` (replacing its content).
+/// `close` adds `Connection: close` (after a malformed request the connection must close).
+pub fn write_error_response(
+    out: &mut Vec<u8>,
+    status: u16,
+    error: ErrorType,
+    request_id: &str,
+    message: &str,
+    close: bool,
+) {
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_u64(out, u64::from(status));
+    out.push(b' ');
+    out.extend_from_slice(reason_phrase(status).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    push_field(out, "X-Fc-Error-Type", error.as_str());
+    push_field(out, "x-fc-request-id", request_id);
+    push_field(out, "Content-Type", "application/json");
+    if close {
+        push_field(out, "Connection", "close");
+    }
+    // Compute the escaped body length first so the body can be written straight after the
+    // head into the same buffer (no second buffer, no patching).
+    let len = json_body_len(error.as_str(), message, request_id);
+    out.extend_from_slice(b"Content-Length: ");
+    push_u64(out, len as u64);
+    out.extend_from_slice(b"\r\n\r\n");
+    let before = out.len();
+    push_json_body(out, error.as_str(), message, request_id);
+    debug_assert_eq!(out.len() - before, len);
+}
+
+/// [`write_error_response`] into a new `Vec`.
+pub fn error_response(
+    status: u16,
+    error: ErrorType,
+    request_id: &str,
+    message: &str,
+    close: bool,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256 + message.len());
+    write_error_response(&mut out, status, error, request_id, message, close);
+    out
+}
+
+fn push_json_body(out: &mut Vec<u8>, error: &str, message: &str, request_id: &str) {
+    out.extend_from_slice(b"{\"errorType\":\"");
+    push_json_str(out, error);
+    out.extend_from_slice(b"\",\"errorMessage\":\"");
+    push_json_str(out, message);
+    out.extend_from_slice(b"\",\"requestId\":\"");
+    push_json_str(out, request_id);
+    out.extend_from_slice(b"\"}");
+}
+
+fn json_body_len(error: &str, message: &str, request_id: &str) -> usize {
+    const FIXED: usize = r#"{"errorType":"","errorMessage":"","requestId":""}"#.len();
+    FIXED + json_str_len(error) + json_str_len(message) + json_str_len(request_id)
+}
+
+/// Escaped length of one byte of a JSON string.
+fn json_escaped_len(b: u8) -> usize {
+    match b {
+        b'"' | b'\\' | b'\n' | b'\r' | b'\t' => 2,
+        0..=0x1f | 0x7f => 6,
+        _ => 1,
+    }
+}
+
+fn json_str_len(s: &str) -> usize {
+    s.bytes().map(json_escaped_len).sum()
+}
+
+/// Append `s` JSON-escaped (RFC 8259 §7). `s` is UTF-8, so bytes ≥ 0x80 pass through.
+pub fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    for b in s.bytes() {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0..=0x1f | 0x7f => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 0xf)]);
+            }
+            _ => out.push(b),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::body::{copy_body, Output};
+    use crate::http::buffered::Buffered;
+    use crate::http::response::read_response_head;
+    use crate::http::Limits;
+
+    #[test]
+    fn statuses_follow_the_contract() {
+        use ErrorType::*;
+        use Invocation::*;
+        let table = [
+            (InitializationError, 200, 503),
+            (UnhandledInvocationError, 200, 502),
+            (FunctionTimeout, 200, 504),
+            (TooManyRequests, 429, 429),
+            (InstanceStopping, 503, 503),
+            (InvalidArgument, 400, 400),
+        ];
+        for (t, event, http) in table {
+            assert_eq!(t.status(Event), event, "{t}");
+            assert_eq!(t.status(Http), http, "{t}");
+        }
+    }
+
+    #[test]
+    fn response_is_well_formed_and_escaped() {
+        let msg = "bad \"thing\"\n\\ \u{1} é";
+        let out = error_response(431, ErrorType::InvalidArgument, "req-1", msg, true);
+        let mut b = Buffered::new(&out[..]);
+        let h = read_response_head(&mut b, &Limits::default(), false).unwrap();
+        assert_eq!(h.status, 431);
+        assert_eq!(h.reason(), "Request Header Fields Too Large");
+        assert_eq!(h.header("x-fc-error-type"), Some(&b"InvalidArgument"[..]));
+        assert_eq!(h.header("X-FC-REQUEST-ID"), Some(&b"req-1"[..]));
+        assert_eq!(h.header("content-type"), Some(&b"application/json"[..]));
+        assert!(!h.keep_alive);
+        let mut body = Vec::new();
+        copy_body(&mut b, &mut body, h.framing, Output::Raw, 4096).unwrap();
+        assert_eq!(
+            String::from_utf8(body).unwrap(),
+            r#"{"errorType":"InvalidArgument","errorMessage":"bad \"thing\"\n\\ \u0001 é","requestId":"req-1"}"#
+        );
+        assert!(b.buffer().is_empty());
+    }
+
+    #[test]
+    fn keep_alive_when_not_closing() {
+        let out = error_response(200, ErrorType::FunctionTimeout, "r", "timeout", false);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"));
+        assert!(!text.contains("Connection"));
+        assert!(text.ends_with(
+            r#"{"errorType":"FunctionTimeout","errorMessage":"timeout","requestId":"r"}"#
+        ));
+    }
+}

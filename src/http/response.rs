@@ -1,0 +1,288 @@
+//! Read one response head from the function and decide how its body is framed
+//! (RFC 9112 §6.3, in order: HEAD/1xx/204/304 have no body; Transfer-Encoding; Content-Length;
+//! otherwise the body runs until the connection closes).
+//!
+//! Interim 1xx responses (100 Continue, 102, 103) are read and skipped: fc-init answers
+//! `Expect: 100-continue` to its client itself. `101 Switching Protocols` is an error because
+//! fc-init never forwards `Upgrade` (it is hop-by-hop), so the function cannot have agreed to
+//! one. At most [`MAX_INTERIM`] interim responses are skipped.
+//!
+//! Failure modes: [`HttpError::BadResponse`] (malformed head, conflicting or unsupported
+//! framing), [`HttpError::HeadersTooLarge`], [`HttpError::Timeout`] (the buffer's deadline:
+//! `function.timeout`), [`HttpError::ConnectionClosed`] / [`HttpError::UnexpectedEof`] (the
+//! function closed the connection before or while answering), [`HttpError::Read`]. The proxy
+//! answers all of them with 502 or 504; none is the client's fault.
+
+use std::io::Read;
+use std::mem::MaybeUninit;
+use std::ops::Range;
+
+use super::buffered::{Buffered, Timeouts};
+use super::head::{self, Headers};
+use super::{BodyFraming, HttpError, Limits, MAX_HEADERS};
+
+/// Interim (1xx) responses skipped before giving up.
+pub const MAX_INTERIM: usize = 16;
+
+/// A parsed, validated response head.
+#[derive(Debug, Clone, Default)]
+pub struct ResponseHead {
+    /// The fields, in order, original case.
+    pub headers: Headers,
+    /// Status code, 200..=999 (interim 1xx are never returned).
+    pub status: u16,
+    reason: Range<usize>,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub version_minor: u8,
+    /// How the body that follows is delimited.
+    pub framing: BodyFraming,
+    /// Whether the function's connection may be reused after this body (RFC 9112 §9.3); false
+    /// whenever the body is close-delimited.
+    pub keep_alive: bool,
+}
+
+impl ResponseHead {
+    /// The reason phrase as sent (may be empty).
+    pub fn reason(&self) -> &str {
+        std::str::from_utf8(&self.headers.raw[self.reason.clone()]).unwrap_or("")
+    }
+
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.get(name)
+    }
+
+    /// Whether header `name` is hop-by-hop for this message.
+    pub fn is_hop_by_hop(&self, name: &str) -> bool {
+        self.headers.is_hop_by_hop(name)
+    }
+}
+
+/// Read the final response head to a request. `head_request` must be true when the request
+/// was `HEAD` (its response has no body whatever its headers say, RFC 9112 §6.3 rule 1).
+pub fn read_response_head<S: Read + Timeouts>(
+    src: &mut Buffered<S>,
+    limits: &Limits,
+    head_request: bool,
+) -> Result<ResponseHead, HttpError> {
+    let mut head = ResponseHead::default();
+    read_response_head_into(src, limits, head_request, &mut head)?;
+    Ok(head)
+}
+
+/// [`read_response_head`] into an existing value, reusing its allocations.
+pub fn read_response_head_into<S: Read + Timeouts>(
+    src: &mut Buffered<S>,
+    limits: &Limits,
+    head_request: bool,
+    head: &mut ResponseHead,
+) -> Result<(), HttpError> {
+    let max = limits.max_header_bytes.max(1);
+    src.ensure_capacity(max);
+    let mut interim = 0;
+    loop {
+        read_one(src, limits, max, head)?;
+        match head.status {
+            101 => return Err(HttpError::BadResponse("unexpected 101 Switching Protocols")),
+            100..=199 => {
+                interim += 1;
+                if interim > MAX_INTERIM {
+                    return Err(HttpError::BadResponse("too many interim responses"));
+                }
+            }
+            _ => break,
+        }
+    }
+    let ff =
+        head::framing_fields(&head.headers, head.version_minor).map_err(HttpError::BadResponse)?;
+    let bodyless = head_request || matches!(head.status, 204 | 304);
+    head.framing = if bodyless {
+        BodyFraming::None
+    } else if ff.chunked {
+        BodyFraming::Chunked
+    } else if let Some(n) = ff.content_length {
+        BodyFraming::Length(n)
+    } else {
+        BodyFraming::UntilClose
+    };
+    head.keep_alive = head.framing != BodyFraming::UntilClose
+        && head::keep_alive(&head.headers, head.version_minor);
+    Ok(())
+}
+
+/// Read and parse one head (interim or final) into `out`.
+fn read_one<S: Read + Timeouts>(
+    src: &mut Buffered<S>,
+    limits: &Limits,
+    max: usize,
+    out: &mut ResponseHead,
+) -> Result<(), HttpError> {
+    let mut scanned = 0;
+    loop {
+        let pending = src.buffer();
+        let window = &pending[..pending.len().min(max)];
+        if !window.is_empty() && (scanned == 0 || head::may_end_head(window, scanned)) {
+            if let Some(n) = parse_into(window, limits, out)? {
+                src.consume_bytes(n);
+                return Ok(());
+            }
+        }
+        if pending.len() >= max {
+            return Err(HttpError::HeadersTooLarge);
+        }
+        scanned = pending.len();
+        src.make_room(max);
+        match src.fill_more() {
+            Ok(0) if src.buffer().is_empty() => return Err(HttpError::ConnectionClosed),
+            Ok(0) => return Err(HttpError::UnexpectedEof),
+            Ok(_) => {}
+            Err(e) => return Err(HttpError::from_read(e)),
+        }
+    }
+}
+
+fn parse_into(
+    buf: &[u8],
+    limits: &Limits,
+    out: &mut ResponseHead,
+) -> Result<Option<usize>, HttpError> {
+    let mut storage = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
+    let slots = &mut storage[..limits.max_headers.clamp(1, MAX_HEADERS)];
+    let mut resp = httparse::Response::new(&mut []);
+    // Strict defaults: no spaces before colons, no obs-fold, no multiple spaces.
+    let config = httparse::ParserConfig::default();
+    let n = match config.parse_response_with_uninit_headers(&mut resp, buf, slots) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeadersTooLarge),
+        Err(e) => return Err(HttpError::BadResponse(head::httparse_reason(e))),
+    };
+    let (Some(version), Some(code)) = (resp.version, resp.code) else {
+        return Err(HttpError::BadResponse("incomplete status line"));
+    };
+    if code < 100 {
+        return Err(HttpError::BadResponse("status code below 100"));
+    }
+    let raw = &buf[..n];
+    out.headers.clear();
+    out.headers.raw.extend_from_slice(raw);
+    out.status = code;
+    out.version_minor = version;
+    out.reason = match resp.reason {
+        Some(r) if !r.is_empty() => head::range_in(raw, r.as_bytes()),
+        _ => 0..0,
+    };
+    for h in resp.headers.iter() {
+        out.headers.push(
+            head::range_in(raw, h.name.as_bytes()),
+            head::range_in(raw, h.value),
+        );
+    }
+    out.headers.mark_hop_by_hop();
+    Ok(Some(n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::body::{copy_body, Output};
+
+    fn read(raw: &[u8], head_request: bool) -> Result<(ResponseHead, Vec<u8>), HttpError> {
+        let mut b = Buffered::new(raw);
+        let h = read_response_head(&mut b, &Limits::default(), head_request)?;
+        let mut body = Vec::new();
+        copy_body(&mut b, &mut body, h.framing, Output::Raw, 1 << 20)?;
+        Ok((h, body))
+    }
+
+    #[test]
+    fn framing_cases() {
+        let (h, body) = read(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi", false).unwrap();
+        assert_eq!(
+            (h.status, h.reason(), h.framing, &body[..]),
+            (200, "OK", BodyFraming::Length(2), &b"hi"[..])
+        );
+        assert!(h.keep_alive);
+
+        let (h, body) = read(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        assert_eq!((h.framing, &body[..]), (BodyFraming::Chunked, &b"hi"[..]));
+
+        let (h, body) = read(b"HTTP/1.1 200 OK\r\n\r\nuntil close", false).unwrap();
+        assert_eq!(
+            (h.framing, &body[..]),
+            (BodyFraming::UntilClose, &b"until close"[..])
+        );
+        assert!(!h.keep_alive);
+
+        let (h, _) = read(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", true).unwrap();
+        assert_eq!(h.framing, BodyFraming::None);
+        assert_eq!(h.header("content-length"), Some(&b"10"[..]));
+
+        for status in [204, 304] {
+            let raw = format!("HTTP/1.1 {status} X\r\nContent-Length: 3\r\n\r\n");
+            let (h, _) = read(raw.as_bytes(), false).unwrap();
+            assert_eq!(h.framing, BodyFraming::None, "{status}");
+        }
+
+        let (h, _) = read(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false).unwrap();
+        assert!(!h.keep_alive);
+        let (h, _) = read(
+            b"HTTP/1.1 200\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        assert!(!h.keep_alive);
+        assert_eq!(h.reason(), "");
+    }
+
+    #[test]
+    fn interim_responses_are_skipped() {
+        let raw = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n\
+                    HTTP/1.1 201 Created\r\nContent-Length: 1\r\n\r\nx";
+        let (h, body) = read(raw, false).unwrap();
+        assert_eq!((h.status, &body[..]), (201, &b"x"[..]));
+        assert_eq!(h.header("link"), None);
+    }
+
+    #[test]
+    fn too_many_interim_responses() {
+        let raw = b"HTTP/1.1 100 Continue\r\n\r\n".repeat(MAX_INTERIM + 1);
+        assert!(matches!(read(&raw, false), Err(HttpError::BadResponse(_))));
+    }
+
+    #[test]
+    fn bad_responses() {
+        let cases: &[&[u8]] = &[
+            b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length : 1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n",
+            b"HTTP/1.1 20 OK\r\n\r\n",
+            b"HTTP/2 200 OK\r\n\r\n",
+            b"garbage\r\n\r\n",
+        ];
+        for c in cases {
+            let r = read(c, false);
+            assert!(
+                matches!(r, Err(HttpError::BadResponse(_))),
+                "{:?}: {r:?}",
+                String::from_utf8_lossy(c)
+            );
+        }
+    }
+
+    #[test]
+    fn closed_before_answer() {
+        assert!(matches!(read(b"", false), Err(HttpError::ConnectionClosed)));
+        assert!(matches!(
+            read(b"HTTP/1.1 200 OK\r\n", false),
+            Err(HttpError::UnexpectedEof)
+        ));
+    }
+}

@@ -1,0 +1,423 @@
+//! Test harness: runs the real `fc-init` binary against real processes and signals, either as a
+//! child subreaper (plain `cargo test`) or as PID 1 of a new PID namespace
+//! (`unshare --pid --fork --mount-proc`). Readiness is always a handshake (a line on stdout, a
+//! file, a socket) under a deadline; a failing wait prints the command, its stdout and stderr.
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How long any single wait in a test may take before the test fails.
+pub const WATCHDOG: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// fc-init is a normal child of the test and makes itself a child subreaper.
+    Subreaper,
+    /// fc-init is PID 1 of a fresh PID namespace.
+    Pid1,
+}
+
+/// The modes available on this machine; PID 1 is skipped, with a printed reason, where
+/// `unshare` is not permitted.
+pub fn modes() -> Vec<Mode> {
+    static PID1: OnceLock<bool> = OnceLock::new();
+    let pid1 = *PID1.get_or_init(|| {
+        let ok = Command::new("unshare")
+            .args(["--pid", "--fork", "--mount-proc", "true"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("note: `unshare --pid --fork --mount-proc` is not permitted here; PID 1 mode skipped");
+        }
+        ok
+    });
+    if pid1 {
+        vec![Mode::Subreaper, Mode::Pid1]
+    } else {
+        vec![Mode::Subreaper]
+    }
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_fc-init")
+}
+
+pub fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A private scratch directory, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("fc-init-it-{}-{tag}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, text).expect("write temp file");
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A builder for one fc-init run.
+pub struct Run {
+    mode: Mode,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    stdin: Option<Vec<u8>>,
+    keep_stdin: bool,
+    block_and_ignore: bool,
+}
+
+pub fn fc_init(mode: Mode) -> Run {
+    Run {
+        mode,
+        args: Vec::new(),
+        env: Vec::new(),
+        stdin: None,
+        keep_stdin: false,
+        block_and_ignore: false,
+    }
+}
+
+impl Run {
+    pub fn args<S: AsRef<str>>(mut self, args: impl IntoIterator<Item = S>) -> Run {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    pub fn env(mut self, k: &str, v: impl AsRef<str>) -> Run {
+        self.env.push((k.into(), v.as_ref().into()));
+        self
+    }
+
+    pub fn stdin(mut self, data: &[u8]) -> Run {
+        self.stdin = Some(data.to_vec());
+        self
+    }
+
+    /// Keep fc-init's stdin open until [`Proc::close_stdin`]: a function blocked reading it
+    /// stays alive as long as the test needs.
+    pub fn keep_stdin_open(mut self) -> Run {
+        self.keep_stdin = true;
+        self
+    }
+
+    /// Start fc-init with many signals blocked and ignored, as a careless parent would.
+    pub fn block_and_ignore_signals(mut self) -> Run {
+        self.block_and_ignore = true;
+        self
+    }
+
+    pub fn start(self) -> Proc {
+        let mut cmd = match self.mode {
+            Mode::Subreaper => Command::new(bin()),
+            Mode::Pid1 => {
+                let mut c = Command::new("unshare");
+                c.args(["--pid", "--fork", "--mount-proc", "--kill-child", bin()]);
+                c
+            }
+        };
+        cmd.args(&self.args);
+        cmd.env_remove("FC_INIT_CONFIG")
+            .env_remove("FC_INIT_LOG")
+            .env_remove("NOTIFY_SOCKET");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(if self.stdin.is_some() || self.keep_stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        if self.block_and_ignore {
+            // SAFETY: only sigprocmask and signal between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    let mut set: libc::sigset_t = std::mem::zeroed();
+                    libc::sigemptyset(&mut set);
+                    for sig in [
+                        libc::SIGUSR1,
+                        libc::SIGUSR2,
+                        libc::SIGHUP,
+                        libc::SIGTERM,
+                        libc::SIGQUIT,
+                        libc::SIGALRM,
+                    ] {
+                        libc::sigaddset(&mut set, sig);
+                    }
+                    libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+                    for sig in [
+                        libc::SIGINT,
+                        libc::SIGPIPE,
+                        libc::SIGWINCH,
+                        libc::SIGUSR2,
+                        libc::SIGTSTP,
+                    ] {
+                        libc::signal(sig, libc::SIG_IGN);
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let description = format!("{:?} {:?} env {:?}", self.mode, self.args, self.env);
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {description}: {e}"));
+        let kept_stdin = if self.keep_stdin {
+            child.stdin.take()
+        } else {
+            None
+        };
+        if let Some(data) = self.stdin {
+            let mut stdin = child.stdin.take().expect("piped stdin");
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let _ = stdin.write_all(&data);
+            });
+        }
+        let (tx, lines) = mpsc::channel();
+        let stdout_log = Arc::new(Mutex::new(String::new()));
+        let out = child.stdout.take().expect("piped stdout");
+        let log = stdout_log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                log.lock().unwrap().push_str(&format!("{line}\n"));
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let err = child.stderr.take().expect("piped stderr");
+        let log = stderr.clone();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(err);
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                log.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Proc {
+            mode: self.mode,
+            child,
+            stdin: kept_stdin,
+            lines,
+            stdout: stdout_log,
+            stderr,
+            description,
+            status: None,
+        }
+    }
+
+    /// Runs to completion and returns (exit code, stdout, stderr).
+    pub fn output(self) -> (i32, String, String) {
+        let mut p = self.start();
+        let code = p.wait(WATCHDOG);
+        (code, p.stdout(), p.stderr())
+    }
+}
+
+pub struct Proc {
+    pub mode: Mode,
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    lines: Receiver<String>,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+    description: String,
+    status: Option<ExitStatus>,
+}
+
+impl Proc {
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn fail(&self, what: &str) -> ! {
+        panic!(
+            "{what}\n--- command: {}\n--- stdout:\n{}\n--- stderr:\n{}",
+            self.description,
+            self.stdout(),
+            self.stderr()
+        )
+    }
+
+    /// Waits for the next stdout line satisfying `pred`, skipping others.
+    pub fn expect_line(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + WATCHDOG;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if pred(&line) => return line,
+                Ok(_) => continue,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.fail(&format!("timed out waiting for a line: {what}"))
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.fail(&format!("stdout closed before a line: {what}"))
+                }
+            }
+        }
+    }
+
+    /// The pid of fc-init itself, as seen from the test (outside the namespace in PID 1 mode).
+    pub fn pid(&self) -> i32 {
+        match self.mode {
+            Mode::Subreaper => self.child.id() as i32,
+            Mode::Pid1 => {
+                let unshare = self.child.id();
+                let path = format!("/proc/{unshare}/task/{unshare}/children");
+                let pid = wait_for(&format!("fc-init forked by unshare {unshare}"), || {
+                    std::fs::read_to_string(&path)
+                        .ok()?
+                        .split_whitespace()
+                        .next()?
+                        .parse::<i32>()
+                        .ok()
+                });
+                pid
+            }
+        }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child.
+        let rc = unsafe { libc::kill(self.pid(), sig) };
+        assert_eq!(rc, 0, "kill({}, {sig}) failed", self.pid());
+    }
+
+    /// Waits for fc-init to exit; returns its exit code. Kills it and fails after `timeout`.
+    pub fn wait(&mut self, timeout: Duration) -> i32 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                self.status = Some(status);
+                // Let the reader threads collect the last output.
+                let _ = wait_until(Instant::now() + Duration::from_secs(5), || {
+                    Arc::strong_count(&self.stdout) == 1 && Arc::strong_count(&self.stderr) == 1
+                });
+                return status
+                    .code()
+                    .unwrap_or_else(|| self.fail(&format!("fc-init died: {status:?}")));
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                self.fail("fc-init did not exit in time");
+            }
+            // A child's exit is not an event a test thread can block on without racing
+            // `try_wait`; a short pause between checks bounds only the latency of the test.
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Polls `f` until it returns `Some`, under the watchdog.
+pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + WATCHDOG;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Polls `f` until it is true or `deadline` passes; returns whether it became true.
+pub fn wait_until(deadline: Instant, mut f: impl FnMut() -> bool) -> bool {
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Children of `pid` with their state letter ('Z' for zombies), read from /proc.
+pub fn children_of(pid: i32) -> Vec<(i32, char)> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(p) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            continue;
+        };
+        let mut f = rest.split(' ');
+        let state = f.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        if f.next().and_then(|s| s.parse::<i32>().ok()) == Some(pid) {
+            out.push((p, state));
+        }
+    }
+    out
+}
+
+pub fn pid_alive(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| s.rfind(')').and_then(|i| s[i + 2..].chars().next()) != Some('Z'))
+}
