@@ -36,6 +36,14 @@ pub fn init(verbosity: u8, format: LogFormat) {
     let _ = builder.try_init();
 }
 
+/// Writes one whole line to stdout: the contract's `FC ... RequestId:` lines. The lock keeps
+/// lines from several threads whole; a closed stdout is no reason to stop supervising.
+pub fn line(args: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{args}");
+    let _ = out.flush();
+}
+
 /// A JSON string literal for `s`.
 pub fn json_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);

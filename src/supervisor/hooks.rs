@@ -5,13 +5,13 @@
 //! so it does not linger, and a result that arrives after the supervisor gave up carries a stale
 //! token and is ignored. Command hooks are children of the supervisor and never waited on here.
 
-use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Event, Events};
 use crate::config::{Config, Endpoint};
 use crate::http::client::{self, Conn};
+use crate::logging::line;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HookKind {
@@ -58,13 +58,6 @@ pub fn log_end(kind: HookKind, request_id: &str, result: &Result<(), String>) {
             "FC {name} End RequestId: {request_id}, Error: {reason}"
         )),
     }
-}
-
-/// Writes one whole line to stdout. A closed stdout is no reason to stop supervising.
-pub fn line(args: std::fmt::Arguments<'_>) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{args}");
-    let _ = out.flush();
 }
 
 /// One HTTP hook attempt.

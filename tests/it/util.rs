@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -48,6 +48,7 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_fc-init")
 }
 
+#[allow(dead_code)] // used by the hook tests
 pub fn fixture(name: &str) -> String {
     format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
 }
@@ -414,10 +415,4 @@ pub fn children_of(pid: i32) -> Vec<(i32, char)> {
         }
     }
     out
-}
-
-pub fn pid_alive(pid: i32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .is_ok_and(|s| s.rfind(')').and_then(|i| s[i + 2..].chars().next()) != Some('Z'))
 }
