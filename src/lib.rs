@@ -9,6 +9,7 @@
 //!   restarts and shutdown.
 //! - [`state`]: the instance state the supervisor publishes to the rest.
 //! - [`http`]: strict HTTP/1.1 parsing, framing and the hook client.
+//! - [`proxy`]: the listener and the forwarding of invocations to the function.
 //! - [`notify`]: systemd's `NOTIFY_SOCKET` readiness protocol.
 //! - [`logging`]: diagnostics on stderr (`FC_INIT_LOG`).
 
@@ -17,5 +18,6 @@ pub mod config;
 pub mod http;
 pub mod logging;
 pub mod notify;
+pub mod proxy;
 pub mod state;
 pub mod supervisor;

@@ -49,9 +49,13 @@ pub struct Status {
     pub last_init_error: Option<String>,
 }
 
+type StopHook = Box<dyn Fn() + Send + Sync>;
+
 /// Shared between the supervisor and everything else.
 pub struct Shared {
     status: Mutex<Status>,
+    /// Run once when the shutdown starts (e.g. the listener stops accepting).
+    stop_hooks: Mutex<Vec<StopHook>>,
     changed: Condvar,
     /// Requests currently being forwarded to the function.
     pub in_flight: AtomicUsize,
@@ -70,6 +74,7 @@ impl Default for Shared {
                 initializer_failures: 0,
                 last_init_error: None,
             }),
+            stop_hooks: Mutex::new(Vec::new()),
             changed: Condvar::new(),
             in_flight: AtomicUsize::new(0),
             started: Instant::now(),
@@ -100,6 +105,20 @@ impl Shared {
         f(&mut status);
         drop(status);
         self.changed.notify_all();
+    }
+
+    /// Registers `hook` to run (on the supervisor thread, so it must not block) when the
+    /// shutdown starts.
+    pub fn on_stopping(&self, hook: impl Fn() + Send + Sync + 'static) {
+        self.stop_hooks.lock().unwrap_or_else(|p| p.into_inner()).push(Box::new(hook));
+    }
+
+    /// Enters [`Phase::Stopping`] and runs the stop hooks; the supervisor calls this once.
+    pub fn begin_stopping(&self) {
+        self.update(|s| s.phase = Phase::Stopping);
+        for hook in self.stop_hooks.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            hook();
+        }
     }
 
     /// Waits until `done` holds or `deadline` passes; returns the last status seen.

@@ -758,7 +758,7 @@ impl Supervisor {
         if self.stop.is_some() {
             return;
         }
-        self.setup.shared.update(|s| s.phase = Phase::Stopping);
+        self.setup.shared.begin_stopping();
         notify("STOPPING=1");
         self.respawn_at = None;
         self.init.retry_at = None;

@@ -1,0 +1,1 @@
+//! Lifecycle hooks: Initializer and PreStop, HTTP and command hooks, NOTIFY_SOCKET.

@@ -1,0 +1,1 @@
+//! Traffic forwarding: the listener, limits, errors and the FC Invoke lines.
