@@ -48,7 +48,6 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_fc-init")
 }
 
-#[allow(dead_code)] // used by the hook tests
 pub fn fixture(name: &str) -> String {
     format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
 }
@@ -415,4 +414,74 @@ pub fn children_of(pid: i32) -> Vec<(i32, char)> {
         }
     }
     out
+}
+
+/// A port on 127.0.0.1 that was free a moment ago (bound to port 0, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind 127.0.0.1:0")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
+/// A test function run by fc-init: the Python fixture with its socket, record file and a free
+/// listen port in `dir`.
+pub struct FixtureConfig {
+    pub port: u16,
+    pub record: PathBuf,
+    pub socket: PathBuf,
+}
+
+impl FixtureConfig {
+    /// Writes `fc-init.toml` in `dir`: `[function]` running the fixture with `fixture_env`, then
+    /// `extra` (more sections) appended verbatim. Returns the config path and the details.
+    pub fn write(
+        dir: &TempDir,
+        fixture_env: &[(&str, &str)],
+        function_extra: &str,
+        extra: &str,
+    ) -> (PathBuf, FixtureConfig) {
+        let port = free_port();
+        let record = dir.path("record.jsonl");
+        let socket = dir.path("fn.sock");
+        let mut env = format!("FIXTURE_RECORD = {:?}", record.display().to_string());
+        for (k, v) in fixture_env {
+            env.push_str(&format!(", {k} = {v:?}"));
+        }
+        let text = format!(
+            "[function]\ncommand = [\"python3\", {fixture:?}]\nsocket = {socket:?}\nenv = {{ {env} }}\n{function_extra}\n\
+             [server]\nlisten = \"127.0.0.1:{port}\"\n\n{extra}\n",
+            fixture = fixture("function.py"),
+            socket = socket.display().to_string(),
+        );
+        let path = dir.write("fc-init.toml", &text);
+        (
+            path,
+            FixtureConfig {
+                port,
+                record,
+                socket,
+            },
+        )
+    }
+
+    /// The fixture's record so far, one JSON value per line.
+    pub fn record(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.record)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("bad record line {l:?}: {e}"))
+            })
+            .collect()
+    }
+
+    /// The recorded requests to `path`.
+    pub fn requests(&self, path: &str) -> Vec<serde_json::Value> {
+        self.record()
+            .into_iter()
+            .filter(|r| r["event"] == "request" && r["path"] == path)
+            .collect()
+    }
 }
