@@ -1,0 +1,27 @@
+# fc-init as the entrypoint of a function image.
+#
+#   docker build -t fc-init-example .
+#   docker run --rm -p 9000:9000 fc-init-example
+#   curl -X POST -d '{"name": "Ada"}' http://127.0.0.1:9000/invoke
+#
+# For your own image, copy /usr/local/bin/fc-init from the build stage and set your
+# function's command (or a config file at /etc/fc-init/fc-init.toml).
+
+FROM rust:1-slim-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+RUN cargo build --release --locked
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=build /src/target/release/fc-init /usr/local/bin/fc-init
+COPY examples/python /opt/function
+COPY config/fc-init.toml /usr/share/doc/fc-init/fc-init.toml
+WORKDIR /opt/function
+ENV FC_INIT_FUNCTION_NAME=python-example \
+    FC_INIT_SERVER_LISTEN=0.0.0.0:9000
+ENTRYPOINT ["fc-init"]
+CMD ["-c", "/opt/function/fc-init.toml", "--listen", "0.0.0.0:9000", "--", "python3", "/opt/function/function.py"]
