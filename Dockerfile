@@ -21,7 +21,5 @@ COPY --from=build /src/target/release/fc-init /usr/local/bin/fc-init
 COPY examples/python /opt/function
 COPY config/fc-init.toml /usr/share/doc/fc-init/fc-init.toml
 WORKDIR /opt/function
-ENV FC_INIT_FUNCTION_NAME=python-example \
-    FC_INIT_SERVER_LISTEN=0.0.0.0:9000
 ENTRYPOINT ["fc-init"]
 CMD ["-c", "/opt/function/fc-init.toml", "--listen", "0.0.0.0:9000", "--", "python3", "/opt/function/function.py"]

@@ -183,7 +183,8 @@ fn run(cfg: Config) -> Result<i32, (Box<dyn std::error::Error>, i32)> {
     let cfg = Arc::new(cfg);
     if cfg.serves_http() {
         // The listener accepts from the start; requests wait until the instance is ready.
-        crate::proxy::start(cfg.clone(), setup.shared.clone(), setup.events.clone()).map_err(|e| (e.into(), 1))?;
+        crate::proxy::start(cfg.clone(), setup.shared.clone(), setup.events.clone())
+            .map_err(|e| (e.into(), 1))?;
     }
     Supervisor::new(cfg, setup, credentials).run().map_err(|e| {
         let code = e.exit_code();

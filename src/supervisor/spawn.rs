@@ -11,14 +11,13 @@
 //! reaper owns `waitpid` (a `Child::wait` elsewhere would race it and get ECHILD).
 
 use std::collections::BTreeMap;
-use std::ffi::CString;
 use std::fmt;
 use std::io;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use nix::unistd::{Gid, Group, Pid, Uid, User};
+use nix::unistd::{Gid, Pid, Uid};
 
 use crate::config::UserSpec;
 
@@ -33,8 +32,8 @@ pub enum SpawnError {
     UnknownUser(String),
     /// `function.user` names no group.
     UnknownGroup(String),
-    /// Looking up users or groups failed.
-    Lookup { what: String, source: nix::Error },
+    /// Reading /etc/passwd or /etc/group failed.
+    Lookup { what: String, source: io::Error },
 }
 
 impl SpawnError {
@@ -59,7 +58,7 @@ impl fmt::Display for SpawnError {
             }
             SpawnError::UnknownUser(u) => write!(f, "function.user: no such user {u:?}"),
             SpawnError::UnknownGroup(g) => write!(f, "function.user: no such group {g:?}"),
-            SpawnError::Lookup { what, source } => write!(f, "looking up {what}: {source}"),
+            SpawnError::Lookup { what, source } => write!(f, "reading {what}: {source}"),
         }
     }
 }
@@ -91,56 +90,115 @@ pub struct Credentials {
 
 impl Credentials {
     /// Resolves `function.user`: a name or uid, optionally `:group` (a name or gid).
+    ///
+    /// Names are looked up in /etc/passwd and /etc/group of the container, as runc and Docker
+    /// do, rather than through the C library's NSS (which a static binary cannot load). A numeric
+    /// uid without an entry is allowed and gets gid 0, as with Docker's `USER 1000`.
     pub fn resolve(spec: &UserSpec) -> Result<Credentials, SpawnError> {
-        let lookup = |what: &str, source| SpawnError::Lookup {
-            what: what.to_owned(),
-            source,
+        let read = |path: &str| {
+            std::fs::read_to_string(path).or_else(|e| match e.kind() {
+                // A minimal image may have no such file: numeric ids still work.
+                io::ErrorKind::NotFound => Ok(String::new()),
+                _ => Err(SpawnError::Lookup {
+                    what: path.to_owned(),
+                    source: e,
+                }),
+            })
         };
-        let user = match spec.user.parse::<u32>() {
-            Ok(uid) => User::from_uid(Uid::from_raw(uid)).map_err(|e| lookup(&spec.user, e))?,
-            Err(_) => Some(
-                User::from_name(&spec.user)
-                    .map_err(|e| lookup(&spec.user, e))?
-                    .ok_or_else(|| SpawnError::UnknownUser(spec.user.clone()))?,
+        let passwd = read("/etc/passwd")?;
+        let group = read("/etc/group")?;
+        Credentials::resolve_in(spec, &passwd, &group)
+    }
+
+    fn resolve_in(spec: &UserSpec, passwd: &str, group: &str) -> Result<Credentials, SpawnError> {
+        let numeric = spec.user.parse::<u32>().ok();
+        let entry = passwd_entries(passwd).find(|e| match numeric {
+            Some(uid) => e.uid == uid,
+            None => e.name == spec.user,
+        });
+        let (uid, name, primary, home) = match (entry, numeric) {
+            (Some(e), _) => (
+                e.uid,
+                Some(e.name.to_owned()),
+                e.gid,
+                Some(PathBuf::from(e.home)),
             ),
-        };
-        let uid = match &user {
-            Some(u) => u.uid,
-            // A numeric uid without a passwd entry is allowed, as in Docker's USER.
-            None => Uid::from_raw(spec.user.parse().expect("checked numeric above")),
+            (None, Some(uid)) => (uid, None, 0, None),
+            (None, None) => return Err(SpawnError::UnknownUser(spec.user.clone())),
         };
         let gid = match &spec.group {
+            None => primary,
             Some(g) => match g.parse::<u32>() {
-                Ok(gid) => Gid::from_raw(gid),
-                Err(_) => {
-                    Group::from_name(g)
-                        .map_err(|e| lookup(g, e))?
-                        .ok_or_else(|| SpawnError::UnknownGroup(g.clone()))?
-                        .gid
-                }
+                Ok(gid) => gid,
+                Err(_) => group_entries(group)
+                    .find(|e| e.name == g)
+                    .map(|e| e.gid)
+                    .ok_or_else(|| SpawnError::UnknownGroup(g.clone()))?,
             },
-            None => user
-                .as_ref()
-                .map(|u| u.gid)
-                .unwrap_or(Gid::from_raw(uid.as_raw())),
         };
-        let groups = match &user {
-            Some(u) => {
-                let name = CString::new(u.name.as_bytes())
-                    .map_err(|_| SpawnError::UnknownUser(u.name.clone()))?;
-                nix::unistd::getgrouplist(&name, gid)
-                    .map_err(|e| lookup("supplementary groups", e))?
+        // initgroups(3): the primary group plus every group that lists the user as a member.
+        let mut groups = vec![Gid::from_raw(gid)];
+        if let Some(name) = &name {
+            for e in group_entries(group) {
+                if e.members.split(',').any(|m| m == name)
+                    && !groups.contains(&Gid::from_raw(e.gid))
+                {
+                    groups.push(Gid::from_raw(e.gid));
+                }
             }
-            None => vec![gid],
-        };
+        }
         Ok(Credentials {
-            uid,
-            gid,
+            uid: Uid::from_raw(uid),
+            gid: Gid::from_raw(gid),
             groups,
-            home: user.as_ref().map(|u| u.dir.clone()),
-            name: user.map(|u| u.name),
+            home,
+            name,
         })
     }
+}
+
+struct PasswdEntry<'a> {
+    name: &'a str,
+    uid: u32,
+    gid: u32,
+    home: &'a str,
+}
+
+/// `name:password:uid:gid:gecos:home:shell` lines (passwd(5)); malformed lines are skipped.
+fn passwd_entries(text: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
+    text.lines().filter_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        if f.len() < 7 || line.starts_with('#') {
+            return None;
+        }
+        Some(PasswdEntry {
+            name: f[0],
+            uid: f[2].parse().ok()?,
+            gid: f[3].parse().ok()?,
+            home: f[5],
+        })
+    })
+}
+
+struct GroupEntry<'a> {
+    name: &'a str,
+    gid: u32,
+    members: &'a str,
+}
+
+/// `name:password:gid:member,member` lines (group(5)); malformed lines are skipped.
+fn group_entries(text: &str) -> impl Iterator<Item = GroupEntry<'_>> {
+    text.lines().filter_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        if f.len() < 4 || line.starts_with('#') {
+            return None;
+        }
+        Some(GroupEntry {
+            name: f[0],
+            gid: f[2].parse().ok()?,
+            members: f[3],
+        })
+    })
 }
 
 /// What to start.
@@ -265,5 +323,51 @@ fn take_terminal() {
             libc::tcsetpgrp(libc::STDIN_FILENO, libc::getpid());
             libc::signal(libc::SIGTTOU, libc::SIG_DFL);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWD: &str =
+        "root:x:0:0:root:/root:/bin/bash\nweb:x:1000:1001:Web:/home/web:/bin/sh\nbroken line\n";
+    const GROUP: &str = "root:x:0:\nweb:x:1001:\nadm:x:4:web,other\nstaff:x:50:other\n";
+
+    fn resolve(user: &str, group: Option<&str>) -> Result<Credentials, SpawnError> {
+        let spec = UserSpec {
+            user: user.into(),
+            group: group.map(String::from),
+        };
+        Credentials::resolve_in(&spec, PASSWD, GROUP)
+    }
+
+    #[test]
+    fn a_name_gets_its_primary_and_supplementary_groups() {
+        let c = resolve("web", None).unwrap();
+        assert_eq!((c.uid.as_raw(), c.gid.as_raw()), (1000, 1001));
+        assert_eq!(c.groups, [Gid::from_raw(1001), Gid::from_raw(4)]);
+        assert_eq!(c.home, Some(PathBuf::from("/home/web")));
+    }
+
+    #[test]
+    fn numeric_ids_need_no_entry() {
+        let c = resolve("1234", None).unwrap();
+        assert_eq!((c.uid.as_raw(), c.gid.as_raw()), (1234, 0));
+        let c = resolve("1000", Some("staff")).unwrap();
+        assert_eq!((c.uid.as_raw(), c.gid.as_raw()), (1000, 50));
+        assert_eq!(c.name.as_deref(), Some("web"));
+    }
+
+    #[test]
+    fn unknown_names_are_errors() {
+        assert!(matches!(
+            resolve("nobody-here", None),
+            Err(SpawnError::UnknownUser(_))
+        ));
+        assert!(matches!(
+            resolve("web", Some("nogroup-here")),
+            Err(SpawnError::UnknownGroup(_))
+        ));
     }
 }
