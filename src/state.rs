@@ -44,6 +44,7 @@ pub struct Status {
     pub instance: u64,
     pub restarts: u64,
     pub initializer_attempts: u64,
+    pub initializer_successes: u64,
     pub initializer_failures: u64,
     /// The last initializer attempt's failure, for `InitializationError` answers.
     pub last_init_error: Option<String>,
@@ -71,6 +72,7 @@ impl Default for Shared {
                 instance: 0,
                 restarts: 0,
                 initializer_attempts: 0,
+                initializer_successes: 0,
                 initializer_failures: 0,
                 last_init_error: None,
             }),
@@ -99,6 +101,13 @@ impl Shared {
         self.lock().phase
     }
 
+    /// The phase and the instance counter in one lock, without cloning the status: the
+    /// traffic side reads both for every request.
+    pub fn phase_and_instance(&self) -> (Phase, u64) {
+        let status = self.lock();
+        (status.phase, status.instance)
+    }
+
     /// Changes the status and wakes every waiter.
     pub fn update(&self, f: impl FnOnce(&mut Status)) {
         let mut status = self.lock();
@@ -110,13 +119,21 @@ impl Shared {
     /// Registers `hook` to run (on the supervisor thread, so it must not block) when the
     /// shutdown starts.
     pub fn on_stopping(&self, hook: impl Fn() + Send + Sync + 'static) {
-        self.stop_hooks.lock().unwrap_or_else(|p| p.into_inner()).push(Box::new(hook));
+        self.stop_hooks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Box::new(hook));
     }
 
     /// Enters [`Phase::Stopping`] and runs the stop hooks; the supervisor calls this once.
     pub fn begin_stopping(&self) {
         self.update(|s| s.phase = Phase::Stopping);
-        for hook in self.stop_hooks.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        for hook in self
+            .stop_hooks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
             hook();
         }
     }

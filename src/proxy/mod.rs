@@ -1,28 +1,184 @@
-//! Invocation traffic: the listener and the forwarding of requests to the function.
+//! Invocation traffic: the listener and the forwarding of requests to the function
+//! (CONTRACT §3, §4, §5, §6, §8).
+//!
+//! Threads, not an event loop: one accept thread ([`listener`]) and one small-stack thread per
+//! client connection ([`connection`]), each doing blocking I/O under deadlines. A request goes
+//! through, in order: strict head parsing (`crate::http`), the concurrency limit and its FIFO
+//! queue ([`limiter`]), the wait for an initialized instance (`state::Shared`), then one
+//! exchange with the function over a pooled keep-alive connection ([`forward`], [`pool`]),
+//! bodies streamed both ways through fixed buffers. Every way that can fail ends in one of
+//! fc-init's own answers ([`errors`]) or, once the function's answer has started, in closing
+//! the client connection.
+//!
+//! Shutdown: a hook registered with `Shared::on_stopping` stops the accept loop, sends queued
+//! requests away (`InstanceStopping`) and makes later requests on open connections fail the
+//! same way; requests already forwarded continue, and the last one to finish tells the
+//! supervisor (`Event::Drained`). `Shared::in_flight` counts exactly the requests that hold a
+//! slot and have been let through to the function.
+//!
+//! Robustness: a panic in a connection thread is caught there (the connection is closed, the
+//! counters are restored by guards) and never takes fc-init down.
 
+mod connection;
+mod errors;
+mod forward;
+mod limiter;
+mod listener;
+mod pool;
+mod timed;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::config::Config;
+use crate::http::Limits;
 use crate::state::Shared;
-use crate::supervisor::Events;
+use crate::supervisor::{Event, Events};
 
 /// Why the listener could not be started.
 #[derive(Debug)]
 pub enum ProxyError {
-    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    /// Binding or listening on `server.listen` failed.
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    /// The accept thread could not be started.
+    Thread(std::io::Error),
 }
 
 impl std::fmt::Display for ProxyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ProxyError::Bind { addr, source } => write!(f, "listening on {addr}: {source}"),
+            ProxyError::Thread(e) => write!(f, "starting the accept thread: {e}"),
         }
     }
 }
 
-impl std::error::Error for ProxyError {}
+impl std::error::Error for ProxyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ProxyError::Bind { source, .. } => Some(source),
+            ProxyError::Thread(e) => Some(e),
+        }
+    }
+}
+
+/// Everything the traffic threads share.
+pub(crate) struct Proxy {
+    cfg: Arc<Config>,
+    shared: Arc<Shared>,
+    events: Events,
+    limiter: limiter::Limiter,
+    pool: pool::Pool,
+    /// Set once by the stop hook; read on every request.
+    stopping: AtomicBool,
+    /// Client connections open now (for `max_connections`).
+    open: AtomicUsize,
+    limits: Limits,
+    /// `x-fc-function-timeout`: whole seconds, rounded up.
+    function_timeout: String,
+    /// The coarse socket timeout of [`timed::Timed`].
+    tick: Duration,
+}
+
+impl Proxy {
+    fn new(cfg: Arc<Config>, shared: Arc<Shared>, events: Events) -> Proxy {
+        let s = &cfg.server;
+        let tick = [s.header_timeout, s.idle_timeout, cfg.function.timeout]
+            .into_iter()
+            .min()
+            .unwrap_or(Duration::from_secs(5))
+            .min(Duration::from_secs(5));
+        let limits = Limits {
+            max_header_bytes: s.max_header_bytes,
+            ..Limits::default()
+        };
+        Proxy {
+            limiter: limiter::Limiter::new(s.max_concurrency, s.max_queue),
+            pool: pool::Pool::new(cfg.function.endpoint.clone(), tick),
+            stopping: AtomicBool::new(false),
+            open: AtomicUsize::new(0),
+            limits,
+            function_timeout: whole_seconds_up(cfg.function.timeout).to_string(),
+            tick,
+            cfg,
+            shared,
+            events,
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// The stop hook: runs once, on the supervisor thread; must not block.
+    fn begin_stopping(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        // An RMW on `in_flight` after the flag: a request that incremented it before seeing
+        // the flag is ordered before this, so the supervisor's next read of `in_flight`
+        // includes it (see `InFlight::enter`).
+        self.shared.in_flight.fetch_add(0, Ordering::SeqCst);
+        self.limiter.close();
+    }
+}
+
+/// A request counted in `Shared::in_flight`; dropping it (also while unwinding) uncounts it and
+/// tells the supervisor when it was the last one during the drain.
+struct InFlight<'a> {
+    proxy: &'a Proxy,
+}
+
+impl<'a> InFlight<'a> {
+    /// Counts a request in, unless fc-init is stopping (then `None`: answer InstanceStopping).
+    fn enter(proxy: &'a Proxy) -> Option<InFlight<'a>> {
+        // Increment first, then look at the flag (both SeqCst): either the stop hook's RMW sees
+        // this increment, or this load sees the flag. The supervisor can never see 0 while a
+        // request it did not stop is on its way to the function.
+        proxy.shared.in_flight.fetch_add(1, Ordering::SeqCst);
+        let guard = InFlight { proxy };
+        if proxy.stopping() {
+            return None;
+        }
+        Some(guard)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let before = self.proxy.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if before == 1 && self.proxy.stopping() {
+            self.proxy.events.send(Event::Drained);
+        }
+    }
+}
+
+/// `d` in whole seconds, rounded up (CONTRACT §8).
+fn whole_seconds_up(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
 
 /// Binds `server.listen` and starts serving on background threads.
-pub fn start(_cfg: Arc<Config>, _shared: Arc<Shared>, _events: Events) -> Result<(), ProxyError> {
-    Ok(())
+pub fn start(cfg: Arc<Config>, shared: Arc<Shared>, events: Events) -> Result<(), ProxyError> {
+    let Some(addr) = cfg.server.listen else {
+        return Ok(());
+    };
+    let listener = listener::bind(addr)?;
+    let proxy = Arc::new(Proxy::new(cfg, shared, events));
+    listener::spawn(proxy, listener)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeout_header_rounds_up() {
+        assert_eq!(whole_seconds_up(Duration::from_secs(60)), 60);
+        assert_eq!(whole_seconds_up(Duration::from_millis(1500)), 2);
+        assert_eq!(whole_seconds_up(Duration::from_millis(1)), 1);
+        assert_eq!(whole_seconds_up(Duration::ZERO), 0);
+    }
 }

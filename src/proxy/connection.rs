@@ -1,0 +1,272 @@
+//! One client connection: read requests one after the other (keep-alive, pipelining), decide
+//! for each whether it may go to the function, forward it, and write the FC Invoke lines.
+//!
+//! Timeouts: waiting for the first byte of a request is bounded by `server.idle_timeout`; from
+//! that byte, the whole head by `server.header_timeout` (a 408 is sent, then the connection is
+//! closed). Admission: a request waits for a slot ([`super::limiter`]) and for an initialized
+//! instance, both within `function.timeout` from its arrival; under `next-request` a request
+//! that finds initialization failed asks the supervisor for one attempt and waits for its
+//! outcome.
+//!
+//! After a malformed request, an error that left the request body unread, or a failure once
+//! the answer had started, the connection is closed: where the next request would begin is
+//! unknown. A panic anywhere in here is caught in [`run`] and closes only this connection.
+
+use std::net::TcpStream;
+use std::panic::AssertUnwindSafe;
+use std::time::Instant;
+
+use crate::config::OnFailure;
+use crate::http::fc_error::{write_error_response, Invocation};
+use crate::http::{
+    new_request_id, read_request_head_into, valid_request_id, BodyFraming, Buffered, HttpError,
+    RequestHead,
+};
+use crate::state::Phase;
+use crate::supervisor::Event;
+
+use super::errors::Failure;
+use super::forward::{forward, write_client, Client, Scratch};
+use super::timed::Timed;
+use super::{InFlight, Proxy};
+
+/// Serves `stream` until it closes; never panics.
+pub(super) fn run(p: &Proxy, stream: TcpStream) {
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| serve(p, stream)));
+    if result.is_err() {
+        log::error!("a connection thread panicked; the connection was closed");
+    }
+}
+
+fn serve(p: &Proxy, stream: TcpStream) {
+    // Small answers must not wait for Nagle (RFC 896) on a keep-alive connection.
+    let _ = stream.set_nodelay(true);
+    let capacity = p.cfg.server.max_header_bytes.max(1024);
+    let mut client: Client = Buffered::with_capacity(Timed::new(stream, p.tick), capacity);
+    let mut head = RequestHead::default();
+    let mut scratch = Scratch::default();
+    let mut request_id = String::with_capacity(40);
+    loop {
+        // Wait for the next request, up to the idle timeout.
+        if client.buffer().is_empty() {
+            client.set_deadline(Some(Instant::now() + p.cfg.server.idle_timeout));
+            match client.fill_more() {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+        client.set_deadline(Some(Instant::now() + p.cfg.server.header_timeout));
+        match read_request_head_into(&mut client, &p.limits, &mut head) {
+            Ok(()) => {}
+            Err(HttpError::ConnectionClosed) => return,
+            Err(e) => {
+                let failure = Failure::BadRequest(e);
+                log::debug!("closing a client connection: {failure}");
+                let id = new_request_id();
+                answer_error(
+                    p,
+                    &mut client,
+                    &mut scratch.out,
+                    &failure,
+                    Invocation::Http,
+                    &id,
+                    false,
+                );
+                return;
+            }
+        }
+        client.set_deadline(None);
+        if !handle(p, &mut client, &head, &mut scratch, &mut request_id) {
+            return;
+        }
+    }
+}
+
+/// Serves one parsed request; returns whether the connection stays open.
+fn handle(
+    p: &Proxy,
+    client: &mut Client,
+    head: &RequestHead,
+    scratch: &mut Scratch,
+    request_id: &mut String,
+) -> bool {
+    let invocation = if head.method() == "POST" && head.path() == "/invoke" {
+        Invocation::Event
+    } else {
+        Invocation::Http
+    };
+    request_id.clear();
+    match head.header("x-fc-request-id") {
+        Some(id) if valid_request_id(id) => {
+            // Valid ids are ASCII.
+            request_id.push_str(std::str::from_utf8(id).unwrap_or_default());
+        }
+        _ => request_id.push_str(&new_request_id()),
+    }
+    let log = p.cfg.log.invocations;
+    if log {
+        crate::logging::line(format_args!("FC Invoke Start RequestId: {request_id}"));
+    }
+    let (keep_alive, failed) = match invoke(p, client, head, scratch, request_id, invocation) {
+        Ok(x) => {
+            let failed = invocation == Invocation::Event
+                && (!(200..300).contains(&x.status) || x.fc_status_404);
+            (x.keep_alive, failed)
+        }
+        Err(failure) => {
+            log::debug!("request {request_id}: {failure}");
+            let keep = can_continue(&failure) && body_consumed(client, head);
+            let keep = keep && head.keep_alive && !p.stopping();
+            let answered = answer_error(
+                p,
+                client,
+                &mut scratch.out,
+                &failure,
+                invocation,
+                request_id,
+                keep,
+            );
+            (keep && answered, true)
+        }
+    };
+    if log {
+        if failed {
+            crate::logging::line(format_args!(
+                "FC Invoke End RequestId: {request_id}, Error: Unhandled function error"
+            ));
+        } else {
+            crate::logging::line(format_args!("FC Invoke End RequestId: {request_id}"));
+        }
+    }
+    keep_alive
+}
+
+/// Whether a failure leaves the client connection in a state where the next request can be
+/// read (the request body not half-read, nothing half-written).
+fn can_continue(f: &Failure) -> bool {
+    matches!(
+        f,
+        Failure::QueueFull
+            | Failure::QueueTimeout
+            | Failure::Initialization(_)
+            | Failure::Connect(_)
+    )
+}
+
+/// Consumes the request body when it is already complete in the buffer (then the connection
+/// can go on after an error answer); false when it is not.
+fn body_consumed(client: &mut Client, head: &RequestHead) -> bool {
+    match head.framing {
+        BodyFraming::None => true,
+        BodyFraming::Length(n) if n as usize <= client.buffer().len() => {
+            client.consume_bytes(n as usize);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Writes fc-init's own answer for `failure`; returns whether it was written.
+fn answer_error(
+    p: &Proxy,
+    client: &mut Client,
+    out: &mut Vec<u8>,
+    failure: &Failure,
+    invocation: Invocation,
+    request_id: &str,
+    keep_alive: bool,
+) -> bool {
+    let Some(a) = failure.answer(invocation) else {
+        return false;
+    };
+    write_error_response(out, a.status, a.error, request_id, &a.message, !keep_alive);
+    write_client(p, client, [out, b"", b""]).is_ok()
+}
+
+/// Admission, then the exchange with the function.
+fn invoke(
+    p: &Proxy,
+    client: &mut Client,
+    head: &RequestHead,
+    scratch: &mut Scratch,
+    request_id: &str,
+    invocation: Invocation,
+) -> Result<super::forward::Exchange, Failure> {
+    if let BodyFraming::Length(n) = head.framing {
+        if n > p.cfg.server.max_body {
+            return Err(Failure::BodyTooLarge);
+        }
+    }
+    if p.stopping() {
+        return Err(Failure::Stopping);
+    }
+    let arrival_deadline = Instant::now() + p.cfg.function.timeout;
+    let _permit = p.limiter.acquire(arrival_deadline).map_err(|d| match d {
+        super::limiter::Denied::Full => Failure::QueueFull,
+        super::limiter::Denied::Timeout => Failure::QueueTimeout,
+        super::limiter::Denied::Closed => Failure::Stopping,
+    })?;
+    let instance = wait_ready(p, arrival_deadline)?;
+    let Some(_in_flight) = InFlight::enter(p) else {
+        return Err(Failure::Stopping);
+    };
+    match forward(p, client, head, scratch, request_id, invocation, instance) {
+        Err(Failure::Connect(e)) if e.is_absent() => {
+            // Refused or no socket: the instance has most likely just died and the supervisor
+            // is about to start another. Nothing reached the function, so the request can go
+            // to the next instance once it is ready.
+            log::debug!("request {request_id}: {e}; waiting for a new instance");
+            let status = p.shared.wait_until(arrival_deadline, |s| {
+                s.phase == Phase::Stopping
+                    || (s.instance != instance
+                        && !matches!(s.phase, Phase::Starting | Phase::Initializing))
+            });
+            if status.phase != Phase::Ready || status.instance == instance {
+                return Err(Failure::Connect(e));
+            }
+            forward(
+                p,
+                client,
+                head,
+                scratch,
+                request_id,
+                invocation,
+                status.instance,
+            )
+        }
+        other => other,
+    }
+}
+
+/// Waits until the instance is ready (at most until `deadline`); returns its number.
+fn wait_ready(p: &Proxy, deadline: Instant) -> Result<u64, Failure> {
+    let (phase, instance) = p.shared.phase_and_instance();
+    if phase == Phase::Ready {
+        return Ok(instance);
+    }
+    let waiting =
+        |s: &crate::state::Status| matches!(s.phase, Phase::Starting | Phase::Initializing);
+    let mut status = p.shared.wait_until(deadline, |s| !waiting(s));
+    if status.phase == Phase::Failed
+        && p.cfg
+            .initializer
+            .as_ref()
+            .is_some_and(|i| i.on_failure == OnFailure::NextRequest)
+    {
+        // `next-request`: this request triggers one attempt and waits for its outcome.
+        let seen = status.initializer_failures;
+        p.events.send(Event::InitRequested);
+        status = p.shared.wait_until(deadline, |s| {
+            matches!(s.phase, Phase::Ready | Phase::Stopping) || s.initializer_failures > seen
+        });
+    }
+    match status.phase {
+        Phase::Ready => Ok(status.instance),
+        Phase::Stopping => Err(Failure::Stopping),
+        _ => Err(Failure::Initialization(
+            status
+                .last_init_error
+                .unwrap_or_else(|| "timed out waiting for the instance to initialize".into()),
+        )),
+    }
+}

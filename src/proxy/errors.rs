@@ -1,0 +1,150 @@
+//! Every way a request can fail, and what fc-init answers for it (CONTRACT §4).
+//!
+//! [`Failure`] is the proxy's error enum: each variant names the step that failed and carries
+//! its cause. [`Failure::answer`] maps it to the error answer (type, status, message) or to
+//! `None` when no answer can be given any more (the client is gone, or the function's answer
+//! has already started and the connection must simply be closed).
+
+use std::fmt;
+use std::io;
+
+use crate::http::fc_error::{ErrorType, Invocation};
+use crate::http::HttpError;
+
+use super::pool::ConnectError;
+
+/// Why a request was not (completely) served.
+#[derive(Debug)]
+pub enum Failure {
+    /// The request head was malformed, too large or too slow.
+    BadRequest(HttpError),
+    /// Content-Length above `server.max_body`, refused before reading the body.
+    BodyTooLarge,
+    /// The queue was full.
+    QueueFull,
+    /// fc-init is shutting down.
+    Stopping,
+    /// No slot within the request's time.
+    QueueTimeout,
+    /// The initializer failed or timed out (the last attempt's reason).
+    Initialization(String),
+    /// Connecting to the function failed.
+    Connect(ConnectError),
+    /// Sending the request head to the function failed.
+    SendHead(io::Error),
+    /// Copying the request body failed (either side; the variant inside tells which).
+    RequestBody(HttpError),
+    /// Reading the function's response head failed.
+    ResponseHead(HttpError),
+    /// Writing the response head to the client failed.
+    WriteResponse(io::Error),
+    /// Copying the response body failed, after its head was sent.
+    ResponseBody(HttpError),
+}
+
+/// An error answer: type, status, message.
+pub struct Answer {
+    pub error: ErrorType,
+    pub status: u16,
+    pub message: String,
+}
+
+fn answer(error: ErrorType, invocation: Invocation, message: impl Into<String>) -> Option<Answer> {
+    Some(Answer {
+        error,
+        status: error.status(invocation),
+        message: message.into(),
+    })
+}
+
+fn invalid(status: u16, message: impl Into<String>) -> Option<Answer> {
+    Some(Answer {
+        error: ErrorType::InvalidArgument,
+        status,
+        message: message.into(),
+    })
+}
+
+impl Failure {
+    /// What to answer, or `None` when the connection can only be closed.
+    pub fn answer(&self, invocation: Invocation) -> Option<Answer> {
+        use ErrorType::*;
+        match self {
+            Failure::BadRequest(e) => match e {
+                HttpError::Timeout => invalid(408, "timed out reading the request head"),
+                e => invalid(e.status()?, e.to_string()),
+            },
+            Failure::BodyTooLarge => invalid(413, "request body larger than server.max_body"),
+            Failure::QueueFull => answer(TooManyRequests, invocation, "too many requests queued"),
+            Failure::Stopping => answer(InstanceStopping, invocation, "the instance is stopping"),
+            Failure::QueueTimeout => answer(
+                FunctionTimeout,
+                invocation,
+                "timed out waiting for a free slot (server.max_concurrency)",
+            ),
+            Failure::Initialization(reason) => answer(InitializationError, invocation, reason),
+            Failure::Connect(e) => answer(UnhandledInvocationError, invocation, e.to_string()),
+            Failure::SendHead(e) => answer(
+                UnhandledInvocationError,
+                invocation,
+                format!("sending the request to the function: {e}"),
+            ),
+            Failure::RequestBody(e) => match e {
+                HttpError::Write(w) if w.kind() == io::ErrorKind::TimedOut => answer(
+                    FunctionTimeout,
+                    invocation,
+                    "the function did not read the request in time",
+                ),
+                HttpError::Write(w) => answer(
+                    UnhandledInvocationError,
+                    invocation,
+                    format!("sending the request body to the function: {w}"),
+                ),
+                HttpError::Timeout => invalid(408, "timed out reading the request body"),
+                HttpError::BodyTooLarge => invalid(413, "request body larger than server.max_body"),
+                // The client is gone: nobody to answer.
+                HttpError::Read(_) => None,
+                e => invalid(e.status().unwrap_or(400), e.to_string()),
+            },
+            Failure::ResponseHead(e) => match e {
+                HttpError::Timeout => answer(
+                    FunctionTimeout,
+                    invocation,
+                    "the function did not answer within function.timeout",
+                ),
+                HttpError::ConnectionClosed | HttpError::UnexpectedEof => answer(
+                    UnhandledInvocationError,
+                    invocation,
+                    "the function closed the connection without a complete answer",
+                ),
+                e => answer(
+                    UnhandledInvocationError,
+                    invocation,
+                    format!("reading the function's answer: {e}"),
+                ),
+            },
+            Failure::WriteResponse(_) | Failure::ResponseBody(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::BadRequest(e) => write!(f, "bad request: {e}"),
+            Failure::BodyTooLarge => f.write_str("request body too large"),
+            Failure::QueueFull => f.write_str("queue full"),
+            Failure::Stopping => f.write_str("stopping"),
+            Failure::QueueTimeout => f.write_str("timed out in the queue"),
+            Failure::Initialization(r) => write!(f, "initialization failed: {r}"),
+            Failure::Connect(e) => e.fmt(f),
+            Failure::SendHead(e) => write!(f, "sending the request head: {e}"),
+            Failure::RequestBody(e) => write!(f, "copying the request body: {e}"),
+            Failure::ResponseHead(e) => write!(f, "reading the response head: {e}"),
+            Failure::WriteResponse(e) => write!(f, "writing the response: {e}"),
+            Failure::ResponseBody(e) => write!(f, "copying the response body: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Failure {}

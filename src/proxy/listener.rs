@@ -1,0 +1,141 @@
+//! The accept loop: one thread that accepts client connections on `server.listen` and starts a
+//! connection thread for each, until the shutdown begins.
+//!
+//! Rules: at most `server.max_connections` connections are served at once; one more is
+//! answered `503` (`TooManyRequests`, "too many open connections") with a non-blocking send and
+//! closed at once, so the accept loop never waits on a client. When the shutdown starts, the
+//! stop hook `shutdown(2)`s the listening socket: a blocked `accept` returns (EINVAL) and new
+//! connection attempts are refused by the kernel.
+//!
+//! Failure modes: binding fails at start-up ([`ProxyError::Bind`]). Later, `accept` errors are
+//! tolerated: ECONNABORTED/EPROTO (the client gave up) are skipped; EMFILE/ENFILE/ENOBUFS/ENOMEM
+//! (out of resources) are logged and retried after a short pause, since retrying at once would
+//! spin; a thread that cannot be started drops its connection.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::http::fc_error::{error_response, ErrorType};
+use crate::http::new_request_id;
+
+use super::{connection, Proxy, ProxyError};
+
+/// Stack of a connection thread. Only touched pages count in RSS; the parser keeps its field
+/// array (4 KiB) on the stack, and debug builds need far bigger frames.
+const STACK_SIZE: usize = if cfg!(debug_assertions) {
+    1024 * 1024
+} else {
+    128 * 1024
+};
+
+/// `listen(2)` backlog: bursts of new connections (a load balancer opening its pool) should
+/// wait in the kernel rather than be refused.
+const BACKLOG: i32 = 1024;
+
+/// Pause after an out-of-resources `accept` error.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
+
+pub(super) fn bind(addr: SocketAddr) -> Result<TcpListener, ProxyError> {
+    let listener = TcpListener::bind(addr).map_err(|source| ProxyError::Bind { addr, source })?;
+    // std listens with a backlog of 128; a second listen(2) only changes the backlog.
+    // SAFETY: listen on a socket fd owned by `listener`, integer arguments only.
+    if unsafe { libc::listen(listener.as_raw_fd(), BACKLOG) } != 0 {
+        log::warn!(
+            "raising the listen backlog on {addr}: {}",
+            io::Error::last_os_error()
+        );
+    }
+    Ok(listener)
+}
+
+pub(super) fn spawn(proxy: Arc<Proxy>, listener: TcpListener) -> Result<(), ProxyError> {
+    let listener = Arc::new(listener);
+    {
+        let (proxy, listener) = (proxy.clone(), listener.clone());
+        proxy.shared.clone().on_stopping(move || {
+            proxy.begin_stopping();
+            // Wakes the blocked accept (it fails with EINVAL) and refuses new connections.
+            // The fd stays open as long as this hook holds the listener, so it cannot have
+            // been reused for something else.
+            // SAFETY: shutdown on a socket fd owned by `listener`.
+            unsafe { libc::shutdown(listener.as_raw_fd(), libc::SHUT_RDWR) };
+        });
+    }
+    std::thread::Builder::new()
+        .name("fc-init-accept".into())
+        .spawn(move || accept_loop(&proxy, &listener))
+        .map(|_| ())
+        .map_err(ProxyError::Thread)
+}
+
+fn accept_loop(proxy: &Arc<Proxy>, listener: &TcpListener) {
+    loop {
+        let stream = match listener.accept() {
+            Ok((stream, _)) => stream,
+            Err(_) if proxy.stopping() => break,
+            Err(e) => match e.raw_os_error() {
+                // The client reset the connection before it was accepted.
+                Some(libc::ECONNABORTED | libc::EPROTO | libc::EINTR) => continue,
+                Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+                    log::error!("accepting a connection: {e}; pausing");
+                    std::thread::sleep(ACCEPT_BACKOFF);
+                    continue;
+                }
+                _ => {
+                    log::error!("accepting a connection: {e}");
+                    std::thread::sleep(ACCEPT_BACKOFF);
+                    continue;
+                }
+            },
+        };
+        if proxy.stopping() {
+            break;
+        }
+        let open = proxy.open.fetch_add(1, Ordering::AcqRel);
+        if open >= proxy.cfg.server.max_connections {
+            proxy.open.fetch_sub(1, Ordering::AcqRel);
+            refuse(&stream);
+            continue;
+        }
+        let p = proxy.clone();
+        let started = std::thread::Builder::new()
+            .name("fc-init-conn".into())
+            .stack_size(STACK_SIZE)
+            .spawn(move || {
+                connection::run(&p, stream);
+                p.open.fetch_sub(1, Ordering::AcqRel);
+            });
+        if let Err(e) = started {
+            // The closure (and the stream) was dropped: only the count is left to undo.
+            proxy.open.fetch_sub(1, Ordering::AcqRel);
+            log::error!("starting a connection thread: {e}; connection dropped");
+        }
+    }
+    log::debug!("listener closed");
+}
+
+/// Answers a connection over `max_connections` without ever blocking, then closes it.
+fn refuse(stream: &TcpStream) {
+    let answer = error_response(
+        503,
+        ErrorType::TooManyRequests,
+        &new_request_id(),
+        "too many open connections",
+        true,
+    );
+    // SAFETY: send on a socket fd owned by `stream`, from a live buffer of the given length.
+    // MSG_DONTWAIT: a full socket buffer drops the answer rather than stalling the accept loop.
+    let _ = unsafe {
+        libc::send(
+            stream.as_raw_fd(),
+            answer.as_ptr().cast(),
+            answer.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+}
