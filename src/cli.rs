@@ -118,13 +118,7 @@ pub fn main() -> i32 {
             println!("fc-init {}", env!("CARGO_PKG_VERSION"));
             return 0;
         }
-        Mode::Ctl(_) => {
-            eprintln!(
-                "fc-init ctl: the admin API is not part of this build yet; \
-                 to run a program named ctl, use `fc-init -- ctl`"
-            );
-            return EXIT_USAGE;
-        }
+        Mode::Ctl(args) => return crate::admin::ctl::main(args),
         Mode::Run(opts) => opts,
     };
     let sources = Sources {
@@ -182,6 +176,15 @@ fn run(cfg: Config) -> Result<i32, (Box<dyn std::error::Error>, i32)> {
     }
     let cfg = Arc::new(cfg);
     if cfg.serves_http() {
+        // Like the listener, the admin API exists only when fc-init serves: a plain init
+        // listens nowhere.
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let ctx = crate::admin::Context {
+            shared: setup.shared.clone(),
+            metrics: metrics.clone(),
+            async_events: None,
+        };
+        crate::admin::start(&cfg, Arc::new(ctx)).map_err(|e| (e.into(), 1))?;
         // The listener accepts from the start; requests wait until the instance is ready.
         crate::proxy::start(cfg.clone(), setup.shared.clone(), setup.events.clone())
             .map_err(|e| (e.into(), 1))?;

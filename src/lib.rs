@@ -2,6 +2,7 @@
 //! lifecycle hooks.
 //!
 //! Layout, one module per concern:
+//! - [`admin`]: the admin API on a private socket, and `fc-init ctl`.
 //! - [`cli`]: arguments, configuration loading, exit statuses (the only place they are decided).
 //! - [`config`]: typed configuration from file, environment and command line.
 //! - [`supervisor`]: the one thread that owns children — spawning ([`supervisor::spawn`]),
@@ -10,13 +11,16 @@
 //! - [`state`]: the instance state the supervisor publishes to the rest.
 //! - [`http`]: strict HTTP/1.1 parsing, framing and the hook client.
 //! - [`proxy`]: the listener and the forwarding of invocations to the function.
+//! - [`metrics`]: request counters and the Prometheus text.
 //! - [`notify`]: systemd's `NOTIFY_SOCKET` readiness protocol.
 //! - [`logging`]: diagnostics on stderr (`FC_INIT_LOG`).
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod notify;
 pub mod proxy;
 pub mod state;

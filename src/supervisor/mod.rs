@@ -523,6 +523,7 @@ impl Supervisor {
             self.start_hook(HookKind::Initialize, now);
         } else {
             self.set_ready();
+            notify("READY=1");
         }
         Ok(())
     }
@@ -540,7 +541,6 @@ impl Supervisor {
         }
         self.setup.shared.update(|s| s.phase = Phase::Ready);
         log::info!("instance ready");
-        notify("READY=1");
     }
 
     /// Starts a hook attempt: a thread for HTTP hooks, a child process for command hooks.
@@ -661,15 +661,17 @@ impl Supervisor {
             // Timed out or aborted: the hook's whole process group goes (ESRCH: already gone).
             let _ = killpg(pid, Signal::SIGKILL);
         }
-        hooks::log_end(hook.kind, &hook.request_id, &result);
-        match (hook.kind, result) {
+        // The state changes first, so whoever reads the End line sees the instance ready (or
+        // failed) already; systemd hears READY=1 after the line.
+        let mut ready = false;
+        match (hook.kind, result.clone()) {
             (HookKind::PreStop, _) => {}
             (_, _) if self.stop.is_some() => {}
             (HookKind::Probe, Ok(())) => {
                 if self.cfg.initializer.is_some() {
                     self.start_hook(HookKind::Initialize, now);
                 } else {
-                    self.set_ready();
+                    ready = true;
                 }
             }
             (HookKind::Probe, Err(reason)) => {
@@ -685,9 +687,17 @@ impl Supervisor {
             }
             (HookKind::Initialize, Ok(())) => {
                 self.init.failures = 0;
-                self.set_ready();
+                self.setup.shared.update(|s| s.initializer_successes += 1);
+                ready = true;
             }
             (HookKind::Initialize, Err(reason)) => self.initializer_failed(reason, now),
+        }
+        if ready {
+            self.set_ready();
+        }
+        hooks::log_end(hook.kind, &hook.request_id, &result);
+        if ready {
+            notify("READY=1");
         }
     }
 

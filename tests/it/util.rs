@@ -428,6 +428,7 @@ pub fn free_port() -> u16 {
 /// A test function run by fc-init: the Python fixture with its socket, record file and a free
 /// listen port in `dir`.
 pub struct FixtureConfig {
+    pub admin: PathBuf,
     pub port: u16,
     pub record: PathBuf,
     pub socket: PathBuf,
@@ -451,14 +452,16 @@ impl FixtureConfig {
         }
         let text = format!(
             "[function]\ncommand = [\"python3\", {fixture:?}]\nsocket = {socket:?}\nenv = {{ {env} }}\n{function_extra}\n\
-             [server]\nlisten = \"127.0.0.1:{port}\"\n\n{extra}\n",
+             [server]\nlisten = \"127.0.0.1:{port}\"\n[admin]\nsocket = {admin:?}\n\n{extra}\n",
             fixture = fixture("function.py"),
             socket = socket.display().to_string(),
+            admin = dir.path("admin.sock").display().to_string(),
         );
         let path = dir.write("fc-init.toml", &text);
         (
             path,
             FixtureConfig {
+                admin: dir.path("admin.sock"),
                 port,
                 record,
                 socket,

@@ -1,0 +1,166 @@
+//! `fc-init ctl`: the admin API from the command line. Prints the API's JSON unchanged on stdout;
+//! exits 0 on a 2xx answer, 1 on any other answer or when the socket cannot be reached, 2 on a
+//! usage error. `ctl health` exits 0 only when the instance is ready, so it works as an exec
+//! readiness probe.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::config::{self, Sources};
+use crate::http::client;
+
+const USAGE: &str = "\
+Usage: fc-init ctl [--socket PATH] [-c FILE] SUBCOMMAND
+  health                                   exit 0 only when the instance is ready
+  status                                   instance state, pid, restarts, in flight, queued
+  events list [--status S,..] [--limit N] [--offset N]
+  events get ID
+  events terminate ID [--grace]            abort an event (SIGTERM first with --grace)";
+
+/// How long one admin call may take; terminate waits for the event to end.
+const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub fn main(args: Vec<String>) -> i32 {
+    match run(args) {
+        Ok(code) => code,
+        Err(Usage(msg)) => {
+            eprintln!("fc-init ctl: {msg}\n\n{USAGE}");
+            crate::cli::EXIT_USAGE
+        }
+    }
+}
+
+struct Usage(String);
+
+fn run(args: Vec<String>) -> Result<i32, Usage> {
+    let mut socket: Option<PathBuf> = None;
+    let mut config_flag: Option<PathBuf> = None;
+    let mut words = Vec::new();
+    let mut it = args.into_iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--socket" => socket = Some(it.next().ok_or(Usage("--socket needs a path".into()))?.into()),
+            "-c" | "--config" => config_flag = Some(it.next().ok_or(Usage(format!("{arg} needs a file")))?.into()),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(0);
+            }
+            s if s.starts_with("--socket=") => socket = Some(s["--socket=".len()..].into()),
+            _ => words.push(arg),
+        }
+    }
+    let (method, path, body) = request_for(&words)?;
+    let socket = match socket {
+        Some(s) => s,
+        None => match find_socket(config_flag) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("fc-init ctl: {e}");
+                return Ok(crate::cli::EXIT_USAGE);
+            }
+        },
+    };
+    let deadline = Instant::now() + CALL_TIMEOUT;
+    let answer = client::connect_unix(&socket, deadline).and_then(|mut conn| {
+        let headers: &[(&str, &str)] = if body.is_empty() { &[] } else { &[("Content-Type", "application/json")] };
+        client::request(&mut conn, method, &path, headers, body.as_bytes(), deadline)
+    });
+    match answer {
+        Ok(resp) => {
+            println!("{}", String::from_utf8_lossy(&resp.body));
+            Ok(if resp.is_success() { 0 } else { 1 })
+        }
+        Err(e) => {
+            eprintln!("fc-init ctl: {}: {e}", socket.display());
+            Ok(1)
+        }
+    }
+}
+
+/// The admin request a subcommand makes.
+fn request_for(words: &[String]) -> Result<(&'static str, String, String), Usage> {
+    let w: Vec<&str> = words.iter().map(String::as_str).collect();
+    match w.as_slice() {
+        ["health"] => Ok(("GET", "/health".into(), String::new())),
+        ["status"] => Ok(("GET", "/status".into(), String::new())),
+        ["events", "list", opts @ ..] => {
+            let mut query = Vec::new();
+            let mut it = opts.iter();
+            while let Some(opt) = it.next() {
+                let (name, value) = match opt.split_once('=') {
+                    Some((n, v)) => (n, v.to_owned()),
+                    None => (*opt, it.next().ok_or_else(|| Usage(format!("{opt} needs a value")))?.to_string()),
+                };
+                let key = match name {
+                    "--status" => "status",
+                    "--limit" => "limit",
+                    "--offset" => "offset",
+                    other => return Err(Usage(format!("unknown option for events list: {other}"))),
+                };
+                if key != "status" && value.parse::<u64>().is_err() {
+                    return Err(Usage(format!("{name} takes a whole number, not {value:?}")));
+                }
+                query.push(format!("{key}={}", encode(&value)));
+            }
+            let path = if query.is_empty() { "/async-events".into() } else { format!("/async-events?{}", query.join("&")) };
+            Ok(("GET", path, String::new()))
+        }
+        ["events", "get", id] => Ok(("GET", format!("/async-events/{}", encode(id)), String::new())),
+        ["events", "terminate", id, rest @ ..] => {
+            let grace = match rest {
+                [] => false,
+                ["--grace"] => true,
+                other => return Err(Usage(format!("unexpected arguments: {other:?}"))),
+            };
+            Ok(("POST", format!("/async-events/{}/terminate", encode(id)), format!(r#"{{"graceShutdown":{grace}}}"#)))
+        }
+        [] => Err(Usage("no subcommand".into())),
+        other => Err(Usage(format!("unknown subcommand: {}", other.join(" ")))),
+    }
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986 section 2.3) and commas.
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~,".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The admin socket named by the configuration (`-c`, `FC_INIT_CONFIG`, the default file), or
+/// its default path.
+fn find_socket(config_flag: Option<PathBuf>) -> Result<PathBuf, config::ConfigError> {
+    let sources = Sources {
+        config_flag,
+        env: std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect(),
+        euid: nix::unistd::geteuid().as_raw(),
+        ..Sources::default()
+    };
+    Ok(config::load(&sources)?.admin.socket)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(words: &[&str]) -> Result<(&'static str, String, String), Usage> {
+        request_for(&words.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn subcommands_map_to_admin_requests() {
+        assert_eq!(req(&["health"]).ok().unwrap().1, "/health");
+        let (_, path, _) = req(&["events", "list", "--status", "QUEUED,RUNNING", "--limit=5"]).ok().unwrap();
+        assert_eq!(path, "/async-events?status=QUEUED,RUNNING&limit=5");
+        let (m, path, body) = req(&["events", "terminate", "a b", "--grace"]).ok().unwrap();
+        assert_eq!((m, path.as_str(), body.as_str()), ("POST", "/async-events/a%20b/terminate", r#"{"graceShutdown":true}"#));
+        assert!(req(&["events", "list", "--limit", "x"]).is_err());
+        assert!(req(&["bogus"]).is_err());
+        assert!(req(&[]).is_err());
+    }
+}
