@@ -9,6 +9,7 @@
 //!   signals ([`supervisor::signals`]), reaping ([`supervisor::reaper`]), lifecycle hooks,
 //!   restarts and shutdown.
 //! - [`state`]: the instance state the supervisor publishes to the rest.
+//! - [`events`]: asynchronous invocations: the durable store, workers, terminate.
 //! - [`http`]: strict HTTP/1.1 parsing, framing and the hook client.
 //! - [`proxy`]: the listener and the forwarding of invocations to the function.
 //! - [`metrics`]: request counters and the Prometheus text.
@@ -18,6 +19,7 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod events;
 pub mod http;
 pub mod logging;
 pub mod metrics;

@@ -52,6 +52,10 @@ pub enum Event {
     InitRequested,
     /// The last in-flight request finished (checked during the drain).
     Drained,
+    /// An operator terminated a running asynchronous event: SIGKILL the function's group
+    /// (`graceful`: SIGTERM to the function process). Either way a new instance is started and
+    /// initialized, whatever `restart` says.
+    KillFunction { graceful: bool },
 }
 
 /// The sending side of the supervisor's event queue; cheap to clone into any thread.
@@ -229,6 +233,8 @@ pub struct Supervisor {
     stop: Option<Stop>,
     /// waitpid said ECHILD: nothing left to reap.
     childless: bool,
+    /// The next exit of the function is followed by a new instance, whatever `restart` says.
+    respawn_forced: bool,
 }
 
 impl Supervisor {
@@ -272,6 +278,7 @@ impl Supervisor {
             },
             stop: None,
             childless: true,
+            respawn_forced: false,
         }
     }
 
@@ -368,8 +375,27 @@ impl Supervisor {
                 Event::InitRequested => self.init_requested(Instant::now()),
                 // The drain stage re-checks the in-flight count in `advance`.
                 Event::Drained => {}
+                Event::KillFunction { graceful } => self.kill_function(graceful),
             }
         }
+    }
+
+    /// Ends the instance for an operator's terminate; the function is started again once reaped.
+    fn kill_function(&mut self, graceful: bool) {
+        let Some(f) = &self.function else {
+            return;
+        };
+        if self.stop.is_some() {
+            return;
+        }
+        self.respawn_forced = true;
+        let (sig, result) = if graceful {
+            (Signal::SIGTERM, kill(f.pid, Signal::SIGTERM))
+        } else {
+            (Signal::SIGKILL, killpg(f.pid, Signal::SIGKILL))
+        };
+        log::warn!("terminating the instance (pid {}) for an asynchronous event with {sig}", f.pid);
+        tolerate_esrch(result, "function", sig);
     }
 
     /// Passes a signal on to the function: its process group (`kill_group`) or its pid.
@@ -443,11 +469,13 @@ impl Supervisor {
         if self.stop.is_some() {
             return;
         }
-        let restart = match self.cfg.function.restart {
-            RestartPolicy::Never => false,
-            RestartPolicy::OnFailure => !exit.success(),
-            RestartPolicy::Always => true,
-        };
+        let forced = std::mem::take(&mut self.respawn_forced);
+        let restart = forced
+            || match self.cfg.function.restart {
+                RestartPolicy::Never => false,
+                RestartPolicy::OnFailure => !exit.success(),
+                RestartPolicy::Always => true,
+            };
         if !restart {
             self.begin_stop(None, now);
             return;
@@ -456,15 +484,19 @@ impl Supervisor {
             // It ran long enough to count as healthy: a new crash starts the backoff over.
             self.restart_delay = RESTART_BACKOFF_MIN;
         }
-        let delay = self
-            .restart_delay
-            .min(self.cfg.function.restart_backoff_max);
+        // An operator's terminate is not a crash: the new instance starts at once.
+        let delay = match forced {
+            true => Duration::ZERO,
+            false => self.restart_delay.min(self.cfg.function.restart_backoff_max),
+        };
         log::warn!(
             "function {exit}; restarting in {}",
             humantime::format_duration(delay)
         );
         self.respawn_at = Some(now + delay);
-        self.restart_delay = (delay * 2).min(self.cfg.function.restart_backoff_max);
+        if !forced {
+            self.restart_delay = (delay * 2).min(self.cfg.function.restart_backoff_max);
+        }
         self.init.retry_at = None;
         self.setup.shared.update(|s| s.phase = Phase::Starting);
     }
