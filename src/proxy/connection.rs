@@ -13,8 +13,11 @@
 //! unknown. A panic anywhere in here is caught in [`run`] and closes only this connection.
 
 use std::net::TcpStream;
+use std::os::fd::AsFd;
 use std::panic::AssertUnwindSafe;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 use crate::config::OnFailure;
 use crate::http::fc_error::{write_error_response, Invocation};
@@ -38,25 +41,66 @@ pub(super) fn run(p: &Proxy, stream: TcpStream) {
     }
 }
 
+/// How long a keep-alive connection may sit idle before its buffers are given back: a busy
+/// connection keeps them (no allocation per request), an idle one costs only its thread.
+const RELEASE_AFTER: Duration = Duration::from_secs(1);
+
+/// Waits until `io` is readable or `deadline` passes; true when there is something to read
+/// (data or end of stream).
+fn wait_readable(io: &Timed<TcpStream>, deadline: Instant) -> bool {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ms = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(io.get_ref().as_fd(), PollFlags::POLLIN)];
+        match nix::poll::poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(0) if Instant::now() >= deadline => return false,
+            Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+            Ok(_) => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
 fn serve(p: &Proxy, stream: TcpStream) {
     // Small answers must not wait for Nagle (RFC 896) on a keep-alive connection.
     let _ = stream.set_nodelay(true);
     let capacity = p.cfg.server.max_header_bytes.max(1024);
-    let mut client: Client = Buffered::with_capacity(Timed::new(stream, p.tick), capacity);
+    let mut idle_io = Some(Timed::new(stream, p.tick));
+    let mut client: Option<Client> = None;
     let mut head = RequestHead::default();
     let mut scratch = Scratch::default();
-    let mut request_id = String::with_capacity(40);
+    let mut request_id = String::new();
     loop {
-        // Wait for the next request, up to the idle timeout.
-        if client.buffer().is_empty() {
-            client.set_deadline(Some(Instant::now() + p.cfg.server.idle_timeout));
-            match client.fill_more() {
-                Ok(0) | Err(_) => return,
+        // Wait for the next request, up to the idle timeout; without buffers after a while.
+        let idle_until = Instant::now() + p.cfg.server.idle_timeout;
+        if let Some(c) = client.as_mut().filter(|c| c.buffer().is_empty()) {
+            c.set_deadline(Some(idle_until.min(Instant::now() + RELEASE_AFTER)));
+            match c.fill_more() {
+                Ok(0) => return,
                 Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    if let Some(c) = client.take() {
+                        idle_io = Some(c.into_inner());
+                    }
+                    head = RequestHead::default();
+                    scratch = Scratch::default();
+                    request_id = String::new();
+                    super::give_back_memory();
+                }
+                Err(_) => return,
             }
         }
+        if let Some(io) = idle_io.take() {
+            if !wait_readable(&io, idle_until) {
+                return;
+            }
+            client = Some(Buffered::with_capacity(io, capacity));
+        }
+        let Some(client) = client.as_mut() else {
+            return;
+        };
         client.set_deadline(Some(Instant::now() + p.cfg.server.header_timeout));
-        match read_request_head_into(&mut client, &p.limits, &mut head) {
+        match read_request_head_into(client, &p.limits, &mut head) {
             Ok(()) => {}
             Err(HttpError::ConnectionClosed) => return,
             Err(e) => {
@@ -65,7 +109,7 @@ fn serve(p: &Proxy, stream: TcpStream) {
                 let id = new_request_id();
                 answer_error(
                     p,
-                    &mut client,
+                    client,
                     &mut scratch.out,
                     &failure,
                     Invocation::Http,
@@ -76,7 +120,7 @@ fn serve(p: &Proxy, stream: TcpStream) {
             }
         }
         client.set_deadline(None);
-        if !handle(p, &mut client, &head, &mut scratch, &mut request_id) {
+        if !handle(p, client, &head, &mut scratch, &mut request_id) {
             return;
         }
     }

@@ -27,9 +27,9 @@ mod listener;
 mod pool;
 mod timed;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::http::Limits;
@@ -151,6 +151,27 @@ impl Drop for InFlight<'_> {
         let before = self.proxy.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
         if before == 1 && self.proxy.stopping() {
             self.proxy.events.send(Event::Drained);
+        }
+    }
+}
+
+/// Returns freed heap memory to the kernel, at most once a second process-wide. glibc keeps
+/// the small buffers that idle connections free in its per-thread arenas, so without this the
+/// memory of a burst of connections stays resident after they go idle.
+fn give_back_memory() {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let now = EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1000;
+    let last = LAST.load(Ordering::Relaxed);
+    if now.saturating_sub(last) >= 1000
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only walks glibc's own arenas; it takes their locks itself.
+        unsafe {
+            libc::malloc_trim(0);
         }
     }
 }

@@ -797,3 +797,18 @@ fn retried_initialization_that_never_succeeds_times_requests_out() {
     assert!(start.elapsed() < Duration::from_secs(5));
     assert!(s.fx.requests("/never").is_empty());
 }
+
+#[test]
+fn a_connection_idle_long_enough_to_give_back_its_buffers_still_serves() {
+    let s = Server::ready("release", &[], "", &[("idle_timeout", "5s")], "");
+    let mut c = s.conn();
+    assert_eq!(c.send(&get("/one", &[])).status, 200);
+    // Not a settling pause: the behaviour under test is what happens after 1 s of idleness,
+    // when the connection drops its buffers (RELEASE_AFTER) and waits without them.
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut raw = get("/two", &[]);
+    raw.extend(request("POST", "/invoke", &[], b"pipelined"));
+    c.write(&raw);
+    assert_eq!(c.read().unwrap().json()["path"], "/two");
+    assert_eq!(c.read().unwrap().body, b"pipelined");
+}

@@ -1,0 +1,223 @@
+#!/usr/bin/env bash
+# Benchmark fc-init's traffic forwarding against nginx and HAProxy as reverse proxies, all in
+# front of the same trivial function (nginx `return 200` on a unix socket), in one run, and
+# print a markdown table: requests/s, ratio to hitting the function directly, p50 latency and
+# the latency added at one connection; then fc-init's RSS with 256 open idle connections.
+# See bench/README.md.
+#
+#     bench/proxy.sh                  # from anywhere; builds fc-init if needed
+#     FC_INIT=path/to/fc-init DURATION=5s bench/proxy.sh
+#
+# Progress goes to stderr, the table to stdout.
+set -euo pipefail
+export LC_ALL=C
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+FC_INIT=${FC_INIT:-target/release/fc-init}
+DURATION=${DURATION:-10s}   # per wrk run
+CONNS=${CONNS:-64}          # connections of the loaded run
+IDLE_CONNS=${IDLE_CONNS:-256}
+
+log() { printf '%s\n' "$*" >&2; }
+die() { log "proxy.sh: $*"; exit 1; }
+
+install_missing() {
+    local missing=()
+    command -v nginx >/dev/null || missing+=(nginx-light)
+    command -v haproxy >/dev/null || missing+=(haproxy)
+    command -v wrk >/dev/null || missing+=(wrk)
+    command -v python3 >/dev/null || missing+=(python3)
+    ((${#missing[@]})) || return 0
+    local sudo=
+    ((EUID == 0)) || sudo=sudo
+    log "installing ${missing[*]}"
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq "${missing[@]}" >&2
+}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_port() { # wait_port PORT: until it answers HTTP 200, at most 30 s
+    local deadline=$((SECONDS + 30))
+    until curl -fs -o /dev/null "http://127.0.0.1:$1/"; do
+        if ((SECONDS >= deadline)); then
+            tail -n 20 "$T"/*.err >&2 || true
+            die "nothing answers on port $1"
+        fi
+        sleep 0.05
+    done
+}
+
+install_missing
+if [[ ! -x $FC_INIT ]]; then
+    [[ $FC_INIT == target/release/fc-init ]] || die "FC_INIT=$FC_INIT is not executable"
+    log "building fc-init"
+    cargo build --release >&2
+fi
+FC_INIT=$(realpath "$FC_INIT")
+NGINX=$(command -v nginx)
+
+T=$(mktemp -d /tmp/fc-init-bench.XXXXXX)
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$T"
+}
+trap cleanup EXIT
+
+DIRECT=$(free_port) NGINX_PROXY=$(free_port) HAPROXY=$(free_port) FC=$(free_port)
+SOCK=$T/fn.sock
+
+# The function: one nginx worker answering 200 on the unix socket fc-init gives it, and on a
+# TCP port for the direct baseline. fc-init starts it, so the same process serves every run.
+cat >"$T/function.conf" <<EOF
+daemon off;
+worker_processes 1;
+pid $T/function.pid;
+error_log $T/function.err warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    server {
+        listen unix:$SOCK;
+        listen 127.0.0.1:$DIRECT;
+        location / { return 200 "ok\n"; }
+    }
+}
+EOF
+
+cat >"$T/fc-init.toml" <<EOF
+[function]
+command = ["$NGINX", "-c", "$T/function.conf"]
+socket = "$SOCK"
+[server]
+listen = "127.0.0.1:$FC"
+[admin]
+socket = "$T/admin.sock"
+EOF
+
+# As root, nginx workers drop to "nobody", who may not connect to the function's socket in
+# this private directory.
+USER_LINE=
+((EUID == 0)) && USER_LINE="user root;"
+
+cat >"$T/nginx-proxy.conf" <<EOF
+$USER_LINE
+daemon off;
+worker_processes auto;
+pid $T/nginx-proxy.pid;
+error_log $T/nginx-proxy.err warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    upstream function { server unix:$SOCK; keepalive 128; keepalive_requests 1000000; }
+    server {
+        listen 127.0.0.1:$NGINX_PROXY;
+        location / {
+            proxy_pass http://function;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+
+cat >"$T/haproxy.cfg" <<EOF
+global
+    maxconn 4096
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse always
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+frontend fe
+    bind 127.0.0.1:$HAPROXY
+    default_backend be
+backend be
+    server function unix@$SOCK
+EOF
+
+log "starting fc-init (and the function), nginx and haproxy"
+"$FC_INIT" -c "$T/fc-init.toml" >/dev/null 2>"$T/fc-init.err" &
+FC_PID=$!
+PIDS+=("$FC_PID")
+wait_port "$FC"
+"$NGINX" -c "$T/nginx-proxy.conf" 2>"$T/nginx-proxy.err" &
+PIDS+=($!)
+haproxy -f "$T/haproxy.cfg" -db >"$T/haproxy.out" 2>&1 &
+PIDS+=($!)
+wait_port "$DIRECT"
+wait_port "$NGINX_PROXY"
+wait_port "$HAPROXY"
+
+# run_wrk PORT CONNS THREADS: prints "rps p50_us"
+run_wrk() {
+    local out
+    out=$(wrk -t"$3" -c"$2" -d"$DURATION" --latency "http://127.0.0.1:$1/")
+    local rps p50
+    rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+    p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
+    # wrk prints latencies as 123.45us, 1.23ms or 1.01s.
+    p50=$(awk -v v="$p50" 'BEGIN {
+        if (v ~ /us$/) { sub(/us$/, "", v); print v }
+        else if (v ~ /ms$/) { sub(/ms$/, "", v); print v * 1000 }
+        else { sub(/s$/, "", v); print v * 1000000 } }')
+    echo "$rps $p50"
+}
+
+declare -A RPS64 RPS1 P50
+NAMES=(direct nginx haproxy fc-init)
+declare -A PORT=([direct]=$DIRECT [nginx]=$NGINX_PROXY [haproxy]=$HAPROXY [fc-init]=$FC)
+for name in "${NAMES[@]}"; do
+    log "wrk: $name, $CONNS connections"
+    read -r RPS64[$name] _ < <(run_wrk "${PORT[$name]}" "$CONNS" 2)
+    log "wrk: $name, 1 connection"
+    read -r RPS1[$name] P50[$name] < <(run_wrk "${PORT[$name]}" 1 1)
+done
+
+log "fc-init RSS with $IDLE_CONNS open idle connections"
+rss() { awk '/^VmRSS/ {print $2}' "/proc/$FC_PID/status"; }
+RSS_BEFORE=$(rss)
+RSS_IDLE=$(python3 - "$FC" "$IDLE_CONNS" "$FC_PID" <<'EOF'
+import socket, sys, time
+port, n, pid = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+conns = []
+for _ in range(n):
+    s = socket.create_connection(("127.0.0.1", port))
+    # One request each, so every connection thread has run and holds its buffers.
+    s.sendall(b"GET / HTTP/1.1\r\nHost: b\r\n\r\n")
+    data = b""
+    while not data.endswith(b"ok\n"):
+        chunk = s.recv(4096)
+        if not chunk:
+            sys.exit("connection closed")
+        data += chunk
+    conns.append(s)
+time.sleep(0.5)
+with open(f"/proc/{pid}/status") as f:
+    print(next(l.split()[1] for l in f if l.startswith("VmRSS")))
+EOF
+)
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+added() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.0f", a - b }'; }
+
+printf '| target | req/s, %s conns | ratio to direct | req/s, 1 conn | ratio to direct | p50 at 1 conn (µs) | added p50 (µs) |\n' "$CONNS"
+printf '|---|---:|---:|---:|---:|---:|---:|\n'
+for name in "${NAMES[@]}"; do
+    printf '| %s | %.0f | %s | %.0f | %s | %.0f | %s |\n' "$name" \
+        "${RPS64[$name]}" "$(ratio "${RPS64[$name]}" "${RPS64[direct]}")" \
+        "${RPS1[$name]}" "$(ratio "${RPS1[$name]}" "${RPS1[direct]}")" \
+        "${P50[$name]}" "$(added "${P50[$name]}" "${P50[direct]}")"
+done
+printf '\nfc-init RSS: %s KiB after the runs, %s KiB with %s open idle connections (%s cores).\n' \
+    "$RSS_BEFORE" "$RSS_IDLE" "$IDLE_CONNS" "$(nproc)"
