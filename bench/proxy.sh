@@ -202,7 +202,8 @@ for _ in range(n):
             sys.exit("connection closed")
         data += chunk
     conns.append(s)
-time.sleep(0.5)
+# Past fc-init's 1 s buffer release, so the figure is that of idle connections.
+time.sleep(2.5)
 with open(f"/proc/{pid}/status") as f:
     print(next(l.split()[1] for l in f if l.startswith("VmRSS")))
 EOF
