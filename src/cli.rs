@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::{self, Config, Sources};
+use crate::events::service::AsyncService;
 use crate::supervisor::{self, spawn::Credentials, Supervisor};
 
 const USAGE: &str = "\
@@ -179,15 +180,33 @@ fn run(cfg: Config) -> Result<i32, (Box<dyn std::error::Error>, i32)> {
         // Like the listener, the admin API exists only when fc-init serves: a plain init
         // listens nowhere.
         let metrics = Arc::new(crate::metrics::Metrics::default());
+        let asynchronous = match cfg.async_.enabled {
+            true => Some(
+                AsyncService::open(cfg.clone(), setup.shared.clone(), setup.events.clone())
+                    .map_err(|e| (format!("async.store: {e}").into(), 1))?,
+            ),
+            false => None,
+        };
+        let async_events = asynchronous
+            .clone()
+            .map(|a| a as Arc<dyn crate::admin::AsyncEvents>);
         let ctx = crate::admin::Context {
             shared: setup.shared.clone(),
             metrics: metrics.clone(),
-            async_events: None,
+            async_events,
         };
         crate::admin::start(&cfg, Arc::new(ctx)).map_err(|e| (e.into(), 1))?;
         // The listener accepts from the start; requests wait until the instance is ready.
-        crate::proxy::start(cfg.clone(), setup.shared.clone(), setup.events.clone())
-            .map_err(|e| (e.into(), 1))?;
+        let wiring = crate::proxy::Wiring {
+            shared: setup.shared.clone(),
+            events: setup.events.clone(),
+            metrics,
+            asynchronous: asynchronous.clone(),
+        };
+        let bound = crate::proxy::start(cfg.clone(), wiring).map_err(|e| (e.into(), 1))?;
+        if let (Some(service), Some(addr)) = (asynchronous, bound) {
+            service.start(addr);
+        }
     }
     Supervisor::new(cfg, setup, credentials).run().map_err(|e| {
         let code = e.exit_code();

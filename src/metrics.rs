@@ -3,7 +3,8 @@
 //! API renders them together with the lifecycle status and the async store's counts.
 
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::http::fc_error::ErrorType;
@@ -18,9 +19,11 @@ pub enum Outcome {
     FunctionError,
     /// fc-init answered with one of its own errors.
     Error(ErrorType),
+    /// fc-init itself failed (the async store could not store an event).
+    InternalError,
 }
 
-const OUTCOMES: [&str; 8] = [
+const OUTCOMES: [&str; 9] = [
     "success",
     "function_error",
     "InitializationError",
@@ -29,6 +32,7 @@ const OUTCOMES: [&str; 8] = [
     "TooManyRequests",
     "InstanceStopping",
     "InvalidArgument",
+    "InternalError",
 ];
 
 impl Outcome {
@@ -42,12 +46,15 @@ impl Outcome {
             Outcome::Error(ErrorType::TooManyRequests) => 5,
             Outcome::Error(ErrorType::InstanceStopping) => 6,
             Outcome::Error(ErrorType::InvalidArgument) => 7,
+            Outcome::InternalError => 8,
         }
     }
 }
 
 /// Upper bounds of the latency histogram's buckets, in seconds.
-const BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 #[derive(Default)]
 pub struct Metrics {
@@ -55,9 +62,11 @@ pub struct Metrics {
     /// Non-cumulative counts per bucket; the last one is +Inf.
     buckets: [AtomicU64; BUCKETS.len() + 1],
     duration_sum_nanos: AtomicU64,
-    /// Requests waiting for a concurrency slot.
-    pub queued: AtomicUsize,
+    /// Reads how many requests wait for a concurrency slot (set by the traffic side).
+    queued: OnceLock<QueuedSource>,
 }
+
+type QueuedSource = Box<dyn Fn() -> usize + Send + Sync>;
 
 /// Lifecycle and async figures the metrics text includes besides the request counters.
 pub struct Snapshot<'a> {
@@ -71,13 +80,23 @@ impl Metrics {
     pub fn record(&self, outcome: Outcome, took: Duration) {
         self.requests[outcome.index()].fetch_add(1, Ordering::Relaxed);
         let secs = took.as_secs_f64();
-        let bucket = BUCKETS.iter().position(|&b| secs <= b).unwrap_or(BUCKETS.len());
+        let bucket = BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(BUCKETS.len());
         self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        self.duration_sum_nanos.fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+        self.duration_sum_nanos
+            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
     }
 
+    /// Requests waiting for a concurrency slot now.
     pub fn queued(&self) -> usize {
-        self.queued.load(Ordering::Relaxed)
+        self.queued.get().map_or(0, |f| f())
+    }
+
+    /// Where [`Metrics::queued`] reads from; set once.
+    pub fn set_queued_source(&self, f: impl Fn() -> usize + Send + Sync + 'static) {
+        let _ = self.queued.set(Box::new(f));
     }
 
     /// The whole exposition, served as `text/plain; version=0.0.4`.
@@ -85,35 +104,82 @@ impl Metrics {
         let mut out = String::with_capacity(4096);
         // Writing to a String cannot fail.
         let w = &mut out;
-        family(w, "fc_init_requests_total", "counter", "Requests by how they ended.");
+        family(
+            w,
+            "fc_init_requests_total",
+            "counter",
+            "Requests by how they ended.",
+        );
         for (i, name) in OUTCOMES.iter().enumerate() {
             let n = self.requests[i].load(Ordering::Relaxed);
             let _ = writeln!(w, "fc_init_requests_total{{outcome=\"{name}\"}} {n}");
         }
-        family(w, "fc_init_request_duration_seconds", "histogram", "Time from a request's head to its answer.");
+        family(
+            w,
+            "fc_init_request_duration_seconds",
+            "histogram",
+            "Time from a request's head to its answer.",
+        );
         let mut cumulative = 0;
         for (i, bound) in BUCKETS.iter().enumerate() {
             cumulative += self.buckets[i].load(Ordering::Relaxed);
-            let _ = writeln!(w, "fc_init_request_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}");
+            let _ = writeln!(
+                w,
+                "fc_init_request_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
+            );
         }
         cumulative += self.buckets[BUCKETS.len()].load(Ordering::Relaxed);
-        let _ = writeln!(w, "fc_init_request_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(
+            w,
+            "fc_init_request_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+        );
         let sum = self.duration_sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
         let _ = writeln!(w, "fc_init_request_duration_seconds_sum {sum}");
         let _ = writeln!(w, "fc_init_request_duration_seconds_count {cumulative}");
-        gauge(w, "fc_init_in_flight_requests", "Requests being forwarded to the function.", snap.in_flight as u64);
-        gauge(w, "fc_init_queued_requests", "Requests waiting for a concurrency slot.", self.queued() as u64);
-        family(w, "fc_init_initializer_attempts_total", "counter", "Initializer attempts by result.");
+        gauge(
+            w,
+            "fc_init_in_flight_requests",
+            "Requests being forwarded to the function.",
+            snap.in_flight as u64,
+        );
+        gauge(
+            w,
+            "fc_init_queued_requests",
+            "Requests waiting for a concurrency slot.",
+            self.queued() as u64,
+        );
+        family(
+            w,
+            "fc_init_initializer_attempts_total",
+            "counter",
+            "Initializer attempts by result.",
+        );
         let s = snap.status;
         let failed = s.initializer_failures;
         // An attempt under way is neither yet.
         let succeeded = s.initializer_successes;
-        let _ = writeln!(w, "fc_init_initializer_attempts_total{{result=\"success\"}} {succeeded}");
-        let _ = writeln!(w, "fc_init_initializer_attempts_total{{result=\"failure\"}} {failed}");
-        family(w, "fc_init_function_restarts_total", "counter", "Times the function was started again.");
+        let _ = writeln!(
+            w,
+            "fc_init_initializer_attempts_total{{result=\"success\"}} {succeeded}"
+        );
+        let _ = writeln!(
+            w,
+            "fc_init_initializer_attempts_total{{result=\"failure\"}} {failed}"
+        );
+        family(
+            w,
+            "fc_init_function_restarts_total",
+            "counter",
+            "Times the function was started again.",
+        );
         let _ = writeln!(w, "fc_init_function_restarts_total {}", s.restarts);
         if let Some(counts) = &snap.async_events {
-            family(w, "fc_init_async_events", "gauge", "Stored asynchronous events by status.");
+            family(
+                w,
+                "fc_init_async_events",
+                "gauge",
+                "Stored asynchronous events by status.",
+            );
             for (status, n) in counts {
                 let _ = writeln!(w, "fc_init_async_events{{status=\"{status}\"}} {n}");
             }
@@ -141,15 +207,40 @@ mod tests {
         let m = Metrics::default();
         m.record(Outcome::Success, Duration::from_micros(300));
         m.record(Outcome::Success, Duration::from_millis(30));
-        m.record(Outcome::Error(ErrorType::FunctionTimeout), Duration::from_secs(60));
+        m.record(
+            Outcome::Error(ErrorType::FunctionTimeout),
+            Duration::from_secs(60),
+        );
         let status = Shared::default().snapshot();
-        let text = m.render(&Snapshot { status: &status, in_flight: 2, async_events: None });
-        assert!(text.contains("fc_init_requests_total{outcome=\"success\"} 2"), "{text}");
-        assert!(text.contains("fc_init_requests_total{outcome=\"FunctionTimeout\"} 1"), "{text}");
-        assert!(text.contains("fc_init_request_duration_seconds_bucket{le=\"0.0005\"} 1"), "{text}");
-        assert!(text.contains("fc_init_request_duration_seconds_bucket{le=\"0.05\"} 2"), "{text}");
-        assert!(text.contains("fc_init_request_duration_seconds_bucket{le=\"+Inf\"} 3"), "{text}");
-        assert!(text.contains("fc_init_request_duration_seconds_count 3"), "{text}");
+        let text = m.render(&Snapshot {
+            status: &status,
+            in_flight: 2,
+            async_events: None,
+        });
+        assert!(
+            text.contains("fc_init_requests_total{outcome=\"success\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fc_init_requests_total{outcome=\"FunctionTimeout\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fc_init_request_duration_seconds_bucket{le=\"0.0005\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fc_init_request_duration_seconds_bucket{le=\"0.05\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fc_init_request_duration_seconds_bucket{le=\"+Inf\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fc_init_request_duration_seconds_count 3"),
+            "{text}"
+        );
         assert!(text.contains("fc_init_in_flight_requests 2"), "{text}");
     }
 }

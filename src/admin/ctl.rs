@@ -39,8 +39,20 @@ fn run(args: Vec<String>) -> Result<i32, Usage> {
     let mut it = args.into_iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
-            "--socket" => socket = Some(it.next().ok_or(Usage("--socket needs a path".into()))?.into()),
-            "-c" | "--config" => config_flag = Some(it.next().ok_or(Usage(format!("{arg} needs a file")))?.into()),
+            "--socket" => {
+                socket = Some(
+                    it.next()
+                        .ok_or(Usage("--socket needs a path".into()))?
+                        .into(),
+                )
+            }
+            "-c" | "--config" => {
+                config_flag = Some(
+                    it.next()
+                        .ok_or(Usage(format!("{arg} needs a file")))?
+                        .into(),
+                )
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(0);
@@ -62,7 +74,11 @@ fn run(args: Vec<String>) -> Result<i32, Usage> {
     };
     let deadline = Instant::now() + CALL_TIMEOUT;
     let answer = client::connect_unix(&socket, deadline).and_then(|mut conn| {
-        let headers: &[(&str, &str)] = if body.is_empty() { &[] } else { &[("Content-Type", "application/json")] };
+        let headers: &[(&str, &str)] = if body.is_empty() {
+            &[]
+        } else {
+            &[("Content-Type", "application/json")]
+        };
         client::request(&mut conn, method, &path, headers, body.as_bytes(), deadline)
     });
     match answer {
@@ -89,7 +105,12 @@ fn request_for(words: &[String]) -> Result<(&'static str, String, String), Usage
             while let Some(opt) = it.next() {
                 let (name, value) = match opt.split_once('=') {
                     Some((n, v)) => (n, v.to_owned()),
-                    None => (*opt, it.next().ok_or_else(|| Usage(format!("{opt} needs a value")))?.to_string()),
+                    None => (
+                        *opt,
+                        it.next()
+                            .ok_or_else(|| Usage(format!("{opt} needs a value")))?
+                            .to_string(),
+                    ),
                 };
                 let key = match name {
                     "--status" => "status",
@@ -102,17 +123,29 @@ fn request_for(words: &[String]) -> Result<(&'static str, String, String), Usage
                 }
                 query.push(format!("{key}={}", encode(&value)));
             }
-            let path = if query.is_empty() { "/async-events".into() } else { format!("/async-events?{}", query.join("&")) };
+            let path = if query.is_empty() {
+                "/async-events".into()
+            } else {
+                format!("/async-events?{}", query.join("&"))
+            };
             Ok(("GET", path, String::new()))
         }
-        ["events", "get", id] => Ok(("GET", format!("/async-events/{}", encode(id)), String::new())),
+        ["events", "get", id] => Ok((
+            "GET",
+            format!("/async-events/{}", encode(id)),
+            String::new(),
+        )),
         ["events", "terminate", id, rest @ ..] => {
             let grace = match rest {
                 [] => false,
                 ["--grace"] => true,
                 other => return Err(Usage(format!("unexpected arguments: {other:?}"))),
             };
-            Ok(("POST", format!("/async-events/{}/terminate", encode(id)), format!(r#"{{"graceShutdown":{grace}}}"#)))
+            Ok((
+                "POST",
+                format!("/async-events/{}/terminate", encode(id)),
+                format!(r#"{{"graceShutdown":{grace}}}"#),
+            ))
         }
         [] => Err(Usage("no subcommand".into())),
         other => Err(Usage(format!("unknown subcommand: {}", other.join(" ")))),
@@ -137,7 +170,9 @@ fn encode(s: &str) -> String {
 fn find_socket(config_flag: Option<PathBuf>) -> Result<PathBuf, config::ConfigError> {
     let sources = Sources {
         config_flag,
-        env: std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect(),
+        env: std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect(),
         euid: nix::unistd::geteuid().as_raw(),
         ..Sources::default()
     };
@@ -155,10 +190,21 @@ mod tests {
     #[test]
     fn subcommands_map_to_admin_requests() {
         assert_eq!(req(&["health"]).ok().unwrap().1, "/health");
-        let (_, path, _) = req(&["events", "list", "--status", "QUEUED,RUNNING", "--limit=5"]).ok().unwrap();
+        let (_, path, _) = req(&["events", "list", "--status", "QUEUED,RUNNING", "--limit=5"])
+            .ok()
+            .unwrap();
         assert_eq!(path, "/async-events?status=QUEUED,RUNNING&limit=5");
-        let (m, path, body) = req(&["events", "terminate", "a b", "--grace"]).ok().unwrap();
-        assert_eq!((m, path.as_str(), body.as_str()), ("POST", "/async-events/a%20b/terminate", r#"{"graceShutdown":true}"#));
+        let (m, path, body) = req(&["events", "terminate", "a b", "--grace"])
+            .ok()
+            .unwrap();
+        assert_eq!(
+            (m, path.as_str(), body.as_str()),
+            (
+                "POST",
+                "/async-events/a%20b/terminate",
+                r#"{"graceShutdown":true}"#
+            )
+        );
         assert!(req(&["events", "list", "--limit", "x"]).is_err());
         assert!(req(&["bogus"]).is_err());
         assert!(req(&[]).is_err());

@@ -57,13 +57,20 @@ pub struct Context {
 pub enum AdminError {
     /// Another fc-init answers on the socket already.
     InUse(PathBuf),
-    Bind { what: String, source: io::Error },
+    Bind {
+        what: String,
+        source: io::Error,
+    },
 }
 
 impl std::fmt::Display for AdminError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            AdminError::InUse(p) => write!(f, "admin socket {}: another fc-init is serving on it", p.display()),
+            AdminError::InUse(p) => write!(
+                f,
+                "admin socket {}: another fc-init is serving on it",
+                p.display()
+            ),
             AdminError::Bind { what, source } => write!(f, "admin API: binding {what}: {source}"),
         }
     }
@@ -77,15 +84,21 @@ pub fn start(cfg: &Config, ctx: Arc<Context>) -> Result<(), AdminError> {
     let c = ctx.clone();
     spawn("fc-init-admin", move || accept_unix(listener, c));
     if let Some(addr) = cfg.admin.listen {
-        let listener =
-            TcpListener::bind(addr).map_err(|source| AdminError::Bind { what: addr.to_string(), source })?;
+        let listener = TcpListener::bind(addr).map_err(|source| AdminError::Bind {
+            what: addr.to_string(),
+            source,
+        })?;
         spawn("fc-init-admin-tcp", move || accept_tcp(listener, ctx));
     }
     Ok(())
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) {
-    if let Err(e) = std::thread::Builder::new().name(name.into()).stack_size(THREAD_STACK).spawn(f) {
+    if let Err(e) = std::thread::Builder::new()
+        .name(name.into())
+        .stack_size(THREAD_STACK)
+        .spawn(f)
+    {
         log::error!("{name}: cannot start a thread: {e}");
     }
 }
@@ -98,7 +111,10 @@ fn bind_private(path: &Path) -> Result<UnixListener, AdminError> {
         if UnixStream::connect(path).is_ok() {
             return Err(AdminError::InUse(path.to_owned()));
         }
-        std::fs::remove_file(path).map_err(|source| AdminError::Bind { what: what(), source })?;
+        std::fs::remove_file(path).map_err(|source| AdminError::Bind {
+            what: what(),
+            source,
+        })?;
     }
     if let Some(dir) = path.parent() {
         crate::supervisor::make_private_dir(dir).map_err(|e| AdminError::Bind {
@@ -113,9 +129,16 @@ fn bind_private(path: &Path) -> Result<UnixListener, AdminError> {
     let bound = UnixListener::bind(path);
     // SAFETY: as above, restoring the previous mask.
     unsafe { libc::umask(old) };
-    let listener = bound.map_err(|source| AdminError::Bind { what: what(), source })?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|source| AdminError::Bind { what: what(), source })?;
+    let listener = bound.map_err(|source| AdminError::Bind {
+        what: what(),
+        source,
+    })?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
+        AdminError::Bind {
+            what: what(),
+            source,
+        }
+    })?;
     Ok(listener)
 }
 
@@ -146,7 +169,9 @@ fn accept_tcp(listener: TcpListener, ctx: Arc<Context>) {
         match conn {
             Ok(conn) => {
                 let ctx = ctx.clone();
-                spawn("fc-init-admin-conn", move || serve(conn, &ctx, Access::HealthAndMetrics));
+                spawn("fc-init-admin-conn", move || {
+                    serve(conn, &ctx, Access::HealthAndMetrics)
+                });
             }
             Err(e) => log::warn!("admin listener: accept: {e}"),
         }
@@ -182,39 +207,80 @@ enum Access {
 fn serve<S: io::Read + Write + Timeouts>(conn: S, ctx: &Context, access: Access) {
     let mut buf = Buffered::with_capacity(conn, 8 * 1024);
     buf.set_deadline(Some(Instant::now() + CONNECTION_DEADLINE));
-    let limits = Limits { max_header_bytes: 16 * 1024, require_host: false, ..Limits::default() };
+    let limits = Limits {
+        max_header_bytes: 16 * 1024,
+        require_host: false,
+        ..Limits::default()
+    };
     let head = match http::read_request_head(&mut buf, &limits) {
         Ok(head) => head,
         Err(http::HttpError::ConnectionClosed) => return,
         Err(e) => {
             let status = e.status().unwrap_or(400);
-            let _ = respond(&mut buf, status, "application/json", error_body("InvalidArgument", &e.to_string()).as_bytes());
+            let _ = respond(
+                &mut buf,
+                status,
+                "application/json",
+                error_body("InvalidArgument", &e.to_string()).as_bytes(),
+            );
             return;
         }
     };
     let mut body = Vec::new();
-    if let Err(e) = http::copy_body(&mut buf, &mut body, head.framing, http::Output::Raw, MAX_BODY) {
+    if let Err(e) = http::copy_body(
+        &mut buf,
+        &mut body,
+        head.framing,
+        http::Output::Raw,
+        MAX_BODY,
+    ) {
         let status = e.status().unwrap_or(400);
-        let _ = respond(&mut buf, status, "application/json", error_body("InvalidArgument", &e.to_string()).as_bytes());
+        let _ = respond(
+            &mut buf,
+            status,
+            "application/json",
+            error_body("InvalidArgument", &e.to_string()).as_bytes(),
+        );
         return;
     }
     if access == Access::Refused {
-        let body = error_body("Forbidden", "only fc-init's user or root may use the admin API");
+        let body = error_body(
+            "Forbidden",
+            "only fc-init's user or root may use the admin API",
+        );
         let _ = respond(&mut buf, 403, "application/json", body.as_bytes());
         return;
     }
     let full = access == Access::Full;
-    let (status, content_type, text) = route(ctx, head.method(), head.path(), head.query().unwrap_or(""), &body, full);
+    let (status, content_type, text) = route(
+        ctx,
+        head.method(),
+        head.path(),
+        head.query().unwrap_or(""),
+        &body,
+        full,
+    );
     let _ = respond(&mut buf, status, content_type, text.as_bytes());
 }
 
-fn route(ctx: &Context, method: &str, path: &str, query: &str, body: &[u8], full: bool) -> (u16, &'static str, String) {
+fn route(
+    ctx: &Context,
+    method: &str,
+    path: &str,
+    query: &str,
+    body: &[u8],
+    full: bool,
+) -> (u16, &'static str, String) {
     const JSON: &str = "application/json";
     match (method, path) {
         ("GET", "/health") => {
             let phase = ctx.shared.phase();
             let status = if phase == Phase::Ready { 200 } else { 503 };
-            (status, JSON, format!(r#"{{"status":"{}"}}"#, phase.as_str()))
+            (
+                status,
+                JSON,
+                format!(r#"{{"status":"{}"}}"#, phase.as_str()),
+            )
         }
         ("GET", "/metrics") => {
             let status = ctx.shared.snapshot();
@@ -225,22 +291,48 @@ fn route(ctx: &Context, method: &str, path: &str, query: &str, body: &[u8], full
             };
             (200, "text/plain; version=0.0.4", ctx.metrics.render(&snap))
         }
-        _ if !full => (404, JSON, error_body("NotFound", "only GET /health and GET /metrics are served here")),
+        _ if !full => (
+            404,
+            JSON,
+            error_body(
+                "NotFound",
+                "only GET /health and GET /metrics are served here",
+            ),
+        ),
         ("GET", "/status") => (200, JSON, status_json(ctx)),
         (_, p) if p == "/async-events" || p.starts_with("/async-events/") => {
             let Some(events) = &ctx.async_events else {
-                return (404, JSON, error_body("NotFound", "asynchronous invocations are disabled (async.enabled = false)"));
+                return (
+                    404,
+                    JSON,
+                    error_body(
+                        "NotFound",
+                        "asynchronous invocations are disabled (async.enabled = false)",
+                    ),
+                );
             };
-            let rest = p.trim_start_matches("/async-events").trim_start_matches('/');
+            let rest = p
+                .trim_start_matches("/async-events")
+                .trim_start_matches('/');
             let answer = match (method, rest.split_once('/')) {
                 ("GET", None) if rest.is_empty() => events.list(query),
                 ("GET", None) => events.get(rest),
                 ("POST", Some((id, "terminate"))) if !id.is_empty() => events.terminate(id, body),
-                _ => return (405, JSON, error_body("MethodNotAllowed", &format!("{method} {path}"))),
+                _ => {
+                    return (
+                        405,
+                        JSON,
+                        error_body("MethodNotAllowed", &format!("{method} {path}")),
+                    )
+                }
             };
             (answer.status, JSON, answer.body)
         }
-        _ => (404, JSON, error_body("NotFound", &format!("no such endpoint: {method} {path}"))),
+        _ => (
+            404,
+            JSON,
+            error_body("NotFound", &format!("no such endpoint: {method} {path}")),
+        ),
     }
 }
 
@@ -261,7 +353,10 @@ fn status_json(ctx: &Context) -> String {
 
 /// `{"errorType":..,"errorMessage":..}` with the message JSON-escaped.
 pub fn error_body(kind: &str, message: &str) -> String {
-    format!(r#"{{"errorType":"{kind}","errorMessage":{}}}"#, crate::logging::json_string(message))
+    format!(
+        r#"{{"errorType":"{kind}","errorMessage":{}}}"#,
+        crate::logging::json_string(message)
+    )
 }
 
 fn respond(w: &mut impl Write, status: u16, content_type: &str, body: &[u8]) -> io::Result<()> {

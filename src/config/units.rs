@@ -79,7 +79,7 @@ pub fn format_size(n: u64) -> String {
     const UNITS: [(u32, &str); 4] = [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")];
     if n != 0 {
         for (shift, unit) in UNITS {
-            if n % (1u64 << shift) == 0 {
+            if n.is_multiple_of(1u64 << shift) {
                 return format!("{}{unit}", n >> shift);
             }
         }

@@ -5,6 +5,6 @@
 //! - [`service`]: submissions, workers, terminate and retention at run time.
 //! - [`time`]: wall-clock milliseconds and their RFC 3339 form.
 
+pub mod service;
 pub mod store;
 pub mod time;
-pub mod service;

@@ -16,12 +16,12 @@ use std::collections::HashSet;
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::store::{
-    list_to_json, AbortResult, Claimed, ListQuery, NewEvent, Order, Outcome, Status, Store, StoreError,
-    StoreOptions, StoredRequest, Submitted,
+    list_to_json, AbortResult, Claimed, ListQuery, NewEvent, Order, Outcome, Status, Store,
+    StoreError, StoreOptions, StoredRequest, Submitted,
 };
 use super::time::now_ms;
 use crate::admin::{error_body, Answer, AsyncEvents};
@@ -43,8 +43,8 @@ pub struct AsyncService {
     store: Store,
     shared: Arc<Shared>,
     events: Events,
-    /// fc-init's own listener, as reachable on loopback.
-    target: SocketAddr,
+    /// fc-init's own listener, as reachable on loopback (known once it is bound).
+    target: OnceLock<SocketAddr>,
     /// Bumped when an operator kills the instance: attempts that fail across a bump are
     /// retried without counting.
     kills: AtomicU64,
@@ -55,31 +55,44 @@ pub struct AsyncService {
 impl AsyncService {
     /// Opens (or creates) the store of `async.store`; RUNNING events left by an earlier run are
     /// queued again.
-    pub fn open(cfg: Arc<Config>, shared: Arc<Shared>, events: Events, listen: SocketAddr) -> Result<Arc<Self>, StoreError> {
-        let opts = StoreOptions { max_queued: cfg.async_.max_queued, retention: cfg.async_.retention };
+    pub fn open(
+        cfg: Arc<Config>,
+        shared: Arc<Shared>,
+        events: Events,
+    ) -> Result<Arc<Self>, StoreError> {
+        let opts = StoreOptions {
+            max_queued: cfg.async_.max_queued,
+            retention: cfg.async_.retention,
+        };
         let store = Store::open(&cfg.async_.store, opts)?;
         let recovered = store.recovered_at_open();
         if recovered > 0 {
             log::warn!("{recovered} asynchronous event(s) were running when fc-init stopped; they run again");
         }
-        let target = match listen.ip() {
-            ip if ip.is_unspecified() && ip.is_ipv4() => SocketAddr::from(([127, 0, 0, 1], listen.port())),
-            ip if ip.is_unspecified() => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, listen.port())),
-            _ => listen,
-        };
         Ok(Arc::new(AsyncService {
             cfg,
             store,
             shared,
             events,
-            target,
+            target: OnceLock::new(),
             kills: AtomicU64::new(0),
             graceful: Mutex::new(HashSet::new()),
         }))
     }
 
-    /// Starts the workers and the retention janitor.
-    pub fn start(self: &Arc<Self>) {
+    /// Starts the workers and the retention janitor; `listen` is the traffic listener's bound
+    /// address, which the workers send events to.
+    pub fn start(self: &Arc<Self>, listen: SocketAddr) {
+        let target = match listen.ip() {
+            ip if ip.is_unspecified() && ip.is_ipv4() => {
+                SocketAddr::from(([127, 0, 0, 1], listen.port()))
+            }
+            ip if ip.is_unspecified() => {
+                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, listen.port()))
+            }
+            _ => listen,
+        };
+        let _ = self.target.set(target);
         for n in 0..self.cfg.async_.max_concurrency {
             let me = self.clone();
             let spawned = std::thread::Builder::new()
@@ -91,7 +104,10 @@ impl AsyncService {
             }
         }
         let me = self.clone();
-        let spawned = std::thread::Builder::new().name("fc-init-retention".into()).stack_size(WORKER_STACK).spawn(move || me.janitor());
+        let spawned = std::thread::Builder::new()
+            .name("fc-init-retention".into())
+            .stack_size(WORKER_STACK)
+            .spawn(move || me.janitor());
         if let Err(e) = spawned {
             log::error!("starting the retention thread: {e}");
         }
@@ -101,9 +117,16 @@ impl AsyncService {
     }
 
     /// Stores a submission durably; the caller answers 202 only on `Ok`.
-    pub fn submit(&self, request_id: &str, request: StoredRequest) -> Result<Submitted, StoreError> {
-        let submitted =
-            self.store.submit(NewEvent { request_id: request_id.to_owned(), submit_time: now_ms(), request })?;
+    pub fn submit(
+        &self,
+        request_id: &str,
+        request: StoredRequest,
+    ) -> Result<Submitted, StoreError> {
+        let submitted = self.store.submit(NewEvent {
+            request_id: request_id.to_owned(),
+            submit_time: now_ms(),
+            request,
+        })?;
         if matches!(submitted, Submitted::Created) {
             log::debug!("stored asynchronous event {request_id}");
         }
@@ -113,7 +136,9 @@ impl AsyncService {
     fn worker(&self) {
         loop {
             // Attempts are spent only on a ready instance.
-            let status = self.shared.wait_until(far_future(), |s| matches!(s.phase, Phase::Ready | Phase::Stopping));
+            let status = self.shared.wait_until(far_future(), |s| {
+                matches!(s.phase, Phase::Ready | Phase::Stopping)
+            });
             if status.phase == Phase::Stopping {
                 return;
             }
@@ -125,7 +150,8 @@ impl AsyncService {
                         Ok(Some(due)) => Duration::from_millis(due.saturating_sub(now_ms())),
                         _ => Duration::from_secs(3600),
                     };
-                    self.store.wait_for_work(seen, wait.max(Duration::from_millis(1)));
+                    self.store
+                        .wait_for_work(seen, wait.max(Duration::from_millis(1)));
                 }
                 Err(e) => {
                     log::error!("claiming an asynchronous event: {e}");
@@ -141,13 +167,20 @@ impl AsyncService {
         let kills = self.kills.load(Ordering::Acquire);
         let result = self.send(&id, &claimed.request);
         let now = now_ms();
-        let graceful = self.graceful.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        let graceful = self
+            .graceful
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
         if graceful {
             let message = match &result {
                 Attempt::Succeeded { .. } => "terminated by an operator",
                 _ => "User process exit when running",
             };
-            self.log_store_error(&id, self.store.mark_aborted(&id, Some(message), now).map(drop));
+            self.log_store_error(
+                &id,
+                self.store.mark_aborted(&id, Some(message), now).map(drop),
+            );
             return;
         }
         if self.shared.phase() == Phase::Stopping && !matches!(result, Attempt::Succeeded { .. }) {
@@ -156,19 +189,41 @@ impl AsyncService {
         }
         let (code, error_type, message) = match result {
             Attempt::Succeeded { status } => {
-                let outcome = Outcome { status: Status::Finished, status_code: Some(status), error_type: None, error_message: None, end: now };
+                let outcome = Outcome {
+                    status: Status::Finished,
+                    status_code: Some(status),
+                    error_type: None,
+                    error_message: None,
+                    end: now,
+                };
                 self.log_store_error(&id, self.store.finish(&id, &outcome).map(drop));
                 return;
             }
-            Attempt::Failed { status, error_type, message } => (status, error_type, message),
+            Attempt::Failed {
+                status,
+                error_type,
+                message,
+            } => (status, error_type, message),
         };
         let attempts = claimed.event.attempts;
         let killed_under_it = self.kills.load(Ordering::Acquire) != kills;
         if killed_under_it || attempts <= self.cfg.async_.max_retries {
-            let delay = if killed_under_it { Duration::ZERO } else { backoff(attempts) };
-            log::info!("asynchronous event {id} failed ({error_type}: {message}); retrying in {}", humantime::format_duration(delay));
+            let delay = if killed_under_it {
+                Duration::ZERO
+            } else {
+                backoff(attempts)
+            };
+            log::info!(
+                "asynchronous event {id} failed ({error_type}: {message}); retrying in {}",
+                humantime::format_duration(delay)
+            );
             let at = now + delay.as_millis() as u64;
-            self.log_store_error(&id, self.store.retry_later(&id, at, code, Some(&error_type), Some(&message)).map(drop));
+            self.log_store_error(
+                &id,
+                self.store
+                    .retry_later(&id, at, code, Some(&error_type), Some(&message))
+                    .map(drop),
+            );
         } else {
             log::warn!("asynchronous event {id} failed after {attempts} attempt(s): {error_type}: {message}");
             let outcome = Outcome {
@@ -193,10 +248,17 @@ impl AsyncService {
         // The listener waits up to function.timeout for initialization and again for the
         // answer; the margin covers the queue.
         let deadline = Instant::now() + self.cfg.function.timeout * 2 + Duration::from_secs(10);
-        let failed = |message: String| Attempt::Failed { status: None, error_type: "UnhandledInvocationError".into(), message };
-        let stream = match TcpStream::connect_timeout(&self.target, Duration::from_secs(5)) {
+        let failed = |message: String| Attempt::Failed {
+            status: None,
+            error_type: "UnhandledInvocationError".into(),
+            message,
+        };
+        let Some(target) = self.target.get() else {
+            return failed("the listener is not bound".into());
+        };
+        let stream = match TcpStream::connect_timeout(target, Duration::from_secs(5)) {
             Ok(s) => s,
-            Err(e) => return failed(format!("connecting to {}: {e}", self.target)),
+            Err(e) => return failed(format!("connecting to {target}: {e}")),
         };
         let _ = stream.set_nodelay(true);
         let mut head = Vec::with_capacity(512 + req.headers.len() * 64);
@@ -207,23 +269,48 @@ impl AsyncService {
             head.extend_from_slice(value);
             head.extend_from_slice(b"\r\n");
         }
-        let _ = write!(head, "x-fc-request-id: {id}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", req.body.len());
+        let _ = write!(
+            head,
+            "x-fc-request-id: {id}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            req.body.len()
+        );
         let mut conn = Buffered::with_capacity(stream, 16 * 1024);
         conn.set_deadline(Some(deadline));
-        if let Err(e) = conn.write_all(&head).and_then(|()| conn.write_all(&req.body)) {
+        if let Err(e) = conn
+            .write_all(&head)
+            .and_then(|()| conn.write_all(&req.body))
+        {
             return failed(format!("sending the event: {e}"));
         }
-        let response = match http::read_response_head(&mut conn, &Limits { require_host: false, ..Limits::default() }, req.method == "HEAD") {
+        let response = match http::read_response_head(
+            &mut conn,
+            &Limits {
+                require_host: false,
+                ..Limits::default()
+            },
+            req.method == "HEAD",
+        ) {
             Ok(r) => r,
             Err(e) => return failed(format!("reading the answer: {e}")),
         };
         let mut body = Vec::new();
         // Only the start of a failed answer is kept; the rest is not needed.
-        let _ = http::copy_body(&mut conn, &mut LimitedSink(&mut body), response.framing, http::Output::Raw, u64::MAX);
-        let header = |name: &str| response.header(name).map(|v| String::from_utf8_lossy(v).into_owned());
+        let _ = http::copy_body(
+            &mut conn,
+            &mut LimitedSink(&mut body),
+            response.framing,
+            http::Output::Raw,
+            u64::MAX,
+        );
+        let header = |name: &str| {
+            response
+                .header(name)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        };
         let own_error = header("x-fc-error-type");
         let fc_404 = header("x-fc-status").is_some_and(|v| v.trim() == "404");
-        let event_invocation = req.method == "POST" && req.target.split('?').next() == Some("/invoke");
+        let event_invocation =
+            req.method == "POST" && req.target.split('?').next() == Some("/invoke");
         let status = response.status;
         let failed = own_error.is_some()
             || (event_invocation && (!(200..300).contains(&status) || fc_404))
@@ -235,11 +322,16 @@ impl AsyncService {
         if message.is_empty() {
             message = format!("status {status}");
         }
-        Attempt::Failed { status: Some(status), error_type: own_error.unwrap_or_else(|| "FunctionError".into()), message }
+        Attempt::Failed {
+            status: Some(status),
+            error_type: own_error.unwrap_or_else(|| "FunctionError".into()),
+            message,
+        }
     }
 
     fn janitor(&self) {
-        let every = (self.cfg.async_.retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(3600));
+        let every = (self.cfg.async_.retention / 4)
+            .clamp(Duration::from_secs(1), Duration::from_secs(3600));
         loop {
             match self.store.purge_expired(now_ms()) {
                 Ok(0) => {}
@@ -255,20 +347,34 @@ impl AsyncService {
         // Other attempts cut short by the kill run again without counting.
         self.kills.fetch_add(1, Ordering::AcqRel);
         if grace {
-            self.graceful.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_owned());
+            self.graceful
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id.to_owned());
             let seen = self.store.ended_seq();
             self.events.send(Event::KillFunction { graceful: true });
-            let deadline = Instant::now() + self.cfg.function.timeout + self.cfg.shutdown.grace_period + Duration::from_secs(10);
+            let deadline = Instant::now()
+                + self.cfg.function.timeout
+                + self.cfg.shutdown.grace_period
+                + Duration::from_secs(10);
             let mut seen = seen;
             loop {
                 match self.store.get(id) {
-                    Ok(Some(e)) if e.status.is_ended() => return Answer { status: 200, body: e.to_json() },
+                    Ok(Some(e)) if e.status.is_ended() => {
+                        return Answer {
+                            status: 200,
+                            body: e.to_json(),
+                        }
+                    }
                     Ok(_) => {}
                     Err(e) => return store_failure(&e),
                 }
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    return Answer { status: 504, body: error_body("Timeout", "the event did not end in time") };
+                    return Answer {
+                        status: 504,
+                        body: error_body("Timeout", "the event did not end in time"),
+                    };
                 }
                 let now_seen = self.store.ended_seq();
                 if now_seen == seen {
@@ -277,8 +383,14 @@ impl AsyncService {
                 seen = self.store.ended_seq();
             }
         }
-        let answer = match self.store.mark_aborted(id, Some("terminated by an operator"), now_ms()) {
-            Ok(AbortResult::Aborted(e)) => Answer { status: 200, body: e.to_json() },
+        let answer = match self
+            .store
+            .mark_aborted(id, Some("terminated by an operator"), now_ms())
+        {
+            Ok(AbortResult::Aborted(e)) => Answer {
+                status: 200,
+                body: e.to_json(),
+            },
             Ok(other) => return abort_answer(other),
             Err(e) => return store_failure(&e),
         };
@@ -288,8 +400,14 @@ impl AsyncService {
 }
 
 enum Attempt {
-    Succeeded { status: u16 },
-    Failed { status: Option<u16>, error_type: String, message: String },
+    Succeeded {
+        status: u16,
+    },
+    Failed {
+        status: Option<u16>,
+        error_type: String,
+        message: String,
+    },
 }
 
 fn backoff(attempts: u32) -> Duration {
@@ -316,21 +434,36 @@ impl Write for LimitedSink<'_> {
 }
 
 fn store_failure(e: &StoreError) -> Answer {
-    Answer { status: 500, body: error_body("InternalError", &format!("event store: {e}")) }
+    Answer {
+        status: 500,
+        body: error_body("InternalError", &format!("event store: {e}")),
+    }
 }
 
 fn not_found(id: &str) -> Answer {
-    Answer { status: 404, body: error_body("EventNotFound", &format!("no event with request id {id:?}")) }
+    Answer {
+        status: 404,
+        body: error_body("EventNotFound", &format!("no event with request id {id:?}")),
+    }
 }
 
 fn abort_answer(result: AbortResult) -> Answer {
     match result {
-        AbortResult::NotFound => Answer { status: 404, body: error_body("EventNotFound", "no such event") },
+        AbortResult::NotFound => Answer {
+            status: 404,
+            body: error_body("EventNotFound", "no such event"),
+        },
         AbortResult::AlreadyEnded(e) => Answer {
             status: 409,
-            body: error_body("EventAlreadyEnded", &format!("the event already ended as {}", e.status.as_str())),
+            body: error_body(
+                "EventAlreadyEnded",
+                &format!("the event already ended as {}", e.status.as_str()),
+            ),
         },
-        AbortResult::Aborted(e) | AbortResult::Running(e) => Answer { status: 200, body: e.to_json() },
+        AbortResult::Aborted(e) | AbortResult::Running(e) => Answer {
+            status: 200,
+            body: e.to_json(),
+        },
     }
 }
 
@@ -338,17 +471,28 @@ impl AsyncEvents for AsyncService {
     fn list(&self, query: &str) -> Answer {
         let q = match parse_list_query(query) {
             Ok(q) => q,
-            Err(msg) => return Answer { status: 400, body: error_body("InvalidArgument", &msg) },
+            Err(msg) => {
+                return Answer {
+                    status: 400,
+                    body: error_body("InvalidArgument", &msg),
+                }
+            }
         };
         match self.store.list(&q) {
-            Ok((total, events)) => Answer { status: 200, body: list_to_json(total, &events) },
+            Ok((total, events)) => Answer {
+                status: 200,
+                body: list_to_json(total, &events),
+            },
             Err(e) => store_failure(&e),
         }
     }
 
     fn get(&self, id: &str) -> Answer {
         match self.store.get(id) {
-            Ok(Some(e)) => Answer { status: 200, body: e.to_json() },
+            Ok(Some(e)) => Answer {
+                status: 200,
+                body: e.to_json(),
+            },
             Ok(None) => not_found(id),
             Err(e) => store_failure(&e),
         }
@@ -357,7 +501,12 @@ impl AsyncEvents for AsyncService {
     fn terminate(&self, id: &str, body: &[u8]) -> Answer {
         let grace = match parse_grace(body) {
             Ok(g) => g,
-            Err(msg) => return Answer { status: 400, body: error_body("InvalidArgument", &msg) },
+            Err(msg) => {
+                return Answer {
+                    status: 400,
+                    body: error_body("InvalidArgument", &msg),
+                }
+            }
         };
         match self.store.abort_queued(id, now_ms()) {
             Ok(AbortResult::Running(_)) => self.terminate_running(id, grace),
@@ -380,19 +529,25 @@ impl AsyncEvents for AsyncService {
 
 /// `{"graceShutdown": bool}`; an empty body means forced.
 fn parse_grace(body: &[u8]) -> Result<bool, String> {
-    let text = std::str::from_utf8(body).map_err(|_| "the body is not UTF-8".to_owned())?.trim();
+    let text = std::str::from_utf8(body)
+        .map_err(|_| "the body is not UTF-8".to_owned())?
+        .trim();
     if text.is_empty() {
         return Ok(false);
     }
     let inner = text
         .strip_prefix('{')
         .and_then(|t| t.strip_suffix('}'))
-        .ok_or_else(|| format!("expected a JSON object like {{\"graceShutdown\":true}}, got {text:?}"))?
+        .ok_or_else(|| {
+            format!("expected a JSON object like {{\"graceShutdown\":true}}, got {text:?}")
+        })?
         .trim();
     if inner.is_empty() {
         return Ok(false);
     }
-    let (key, value) = inner.split_once(':').ok_or_else(|| format!("malformed JSON object: {text:?}"))?;
+    let (key, value) = inner
+        .split_once(':')
+        .ok_or_else(|| format!("malformed JSON object: {text:?}"))?;
     if key.trim() != "\"graceShutdown\"" {
         return Err(format!("unknown field {}", key.trim()));
     }
@@ -408,19 +563,30 @@ fn parse_list_query(query: &str) -> Result<ListQuery, String> {
     let mut q = ListQuery::default();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, raw) = pair.split_once('=').unwrap_or((pair, ""));
-        let value = percent_decode(raw).ok_or_else(|| format!("{key}: malformed percent-encoding"))?;
+        let value =
+            percent_decode(raw).ok_or_else(|| format!("{key}: malformed percent-encoding"))?;
         if value.is_empty() {
             continue;
         }
         match key {
             "status" => {
                 for s in value.split(',').filter(|s| !s.is_empty()) {
-                    q.statuses.push(Status::parse(s).ok_or_else(|| format!("status: unknown status {s:?}"))?);
+                    q.statuses.push(
+                        Status::parse(s).ok_or_else(|| format!("status: unknown status {s:?}"))?,
+                    );
                 }
             }
             "requestId" => q.request_id = Some(value),
-            "since" => q.since = Some(parse_time(&value).ok_or_else(|| format!("since: not a time: {value:?}"))?),
-            "until" => q.until = Some(parse_time(&value).ok_or_else(|| format!("until: not a time: {value:?}"))?),
+            "since" => {
+                q.since = Some(
+                    parse_time(&value).ok_or_else(|| format!("since: not a time: {value:?}"))?,
+                )
+            }
+            "until" => {
+                q.until = Some(
+                    parse_time(&value).ok_or_else(|| format!("until: not a time: {value:?}"))?,
+                )
+            }
             "order" => {
                 q.order = match value.to_ascii_lowercase().as_str() {
                     "asc" => Order::Asc,
@@ -428,9 +594,15 @@ fn parse_list_query(query: &str) -> Result<ListQuery, String> {
                     _ => return Err(format!("order: asc or desc, not {value:?}")),
                 }
             }
-            "offset" => q.offset = value.parse().map_err(|_| format!("offset: not a number: {value:?}"))?,
+            "offset" => {
+                q.offset = value
+                    .parse()
+                    .map_err(|_| format!("offset: not a number: {value:?}"))?
+            }
             "limit" => {
-                let limit: u32 = value.parse().map_err(|_| format!("limit: not a number: {value:?}"))?;
+                let limit: u32 = value
+                    .parse()
+                    .map_err(|_| format!("limit: not a number: {value:?}"))?;
                 if limit > 100 {
                     return Err(format!("limit: at most 100, not {limit}"));
                 }
@@ -507,17 +679,27 @@ mod tests {
     #[test]
     fn times_parse_both_ways() {
         for ms in [0u64, 1_764_000_000_123, 951_782_400_000, 4_102_444_799_999] {
-            assert_eq!(parse_time(&format_rfc3339_ms(ms)), Some(ms), "{}", format_rfc3339_ms(ms));
+            assert_eq!(
+                parse_time(&format_rfc3339_ms(ms)),
+                Some(ms),
+                "{}",
+                format_rfc3339_ms(ms)
+            );
             assert_eq!(parse_time(&ms.to_string()), Some(ms));
         }
-        assert_eq!(parse_time("2026-11-21T22:33:43Z"), parse_time("2026-11-21T22:33:43.000Z"));
+        assert_eq!(
+            parse_time("2026-11-21T22:33:43Z"),
+            parse_time("2026-11-21T22:33:43.000Z")
+        );
         assert_eq!(parse_time("yesterday"), None);
         assert_eq!(parse_time("2026-13-01T00:00:00Z"), None);
     }
 
     #[test]
     fn list_queries() {
-        let q = parse_list_query("status=QUEUED,running&order=asc&offset=5&limit=100&requestId=a%2Db").unwrap();
+        let q =
+            parse_list_query("status=QUEUED,running&order=asc&offset=5&limit=100&requestId=a%2Db")
+                .unwrap();
         assert_eq!(q.statuses, [Status::Queued, Status::Running]);
         assert_eq!((q.order, q.offset, q.limit), (Order::Asc, 5, 100));
         assert_eq!(q.request_id.as_deref(), Some("a-b"));

@@ -20,11 +20,12 @@ use std::time::{Duration, Instant};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 use crate::config::OnFailure;
-use crate::http::fc_error::{write_error_response, Invocation};
+use crate::http::fc_error::{write_error_response, ErrorType, Invocation};
 use crate::http::{
     new_request_id, read_request_head_into, valid_request_id, BodyFraming, Buffered, HttpError,
     RequestHead,
 };
+use crate::metrics::Outcome;
 use crate::state::Phase;
 use crate::supervisor::Event;
 
@@ -147,6 +148,10 @@ fn handle(
         }
         _ => request_id.push_str(&new_request_id()),
     }
+    if super::submit::is_async(head) {
+        return super::submit::submit(p, client, head, &mut scratch.out, request_id);
+    }
+    let started = Instant::now();
     let log = p.cfg.log.invocations;
     if log {
         crate::logging::line(format_args!("FC Invoke Start RequestId: {request_id}"));
@@ -155,9 +160,19 @@ fn handle(
         Ok(x) => {
             let failed = invocation == Invocation::Event
                 && (!(200..300).contains(&x.status) || x.fc_status_404);
+            let outcome = if failed {
+                Outcome::FunctionError
+            } else {
+                Outcome::Success
+            };
+            p.metrics.record(outcome, started.elapsed());
             (x.keep_alive, failed)
         }
         Err(failure) => {
+            let error = failure
+                .answer(invocation)
+                .map_or(ErrorType::UnhandledInvocationError, |a| a.error);
+            p.metrics.record(Outcome::Error(error), started.elapsed());
             log::debug!("request {request_id}: {failure}");
             let keep = can_continue(&failure) && body_consumed(client, head);
             let keep = keep && head.keep_alive && !p.stopping();

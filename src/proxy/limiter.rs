@@ -78,8 +78,7 @@ impl Limiter {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Requests waiting for a slot (`queued` of `GET /status`, once the admin API exists).
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// Requests waiting for a slot (`queued` of `GET /status` and the metrics).
     pub fn queued(&self) -> usize {
         if self.max == 0 {
             return 0;

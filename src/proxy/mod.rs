@@ -25,6 +25,7 @@ mod forward;
 mod limiter;
 mod listener;
 mod pool;
+mod submit;
 mod timed;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -32,7 +33,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
+use crate::events::service::AsyncService;
 use crate::http::Limits;
+use crate::metrics::Metrics;
 use crate::state::Shared;
 use crate::supervisor::{Event, Events};
 
@@ -71,6 +74,9 @@ pub(crate) struct Proxy {
     cfg: Arc<Config>,
     shared: Arc<Shared>,
     events: Events,
+    metrics: Arc<Metrics>,
+    /// `None` when `async.enabled = false`.
+    asynchronous: Option<Arc<AsyncService>>,
     limiter: limiter::Limiter,
     pool: pool::Pool,
     /// Set once by the stop hook; read on every request.
@@ -85,7 +91,13 @@ pub(crate) struct Proxy {
 }
 
 impl Proxy {
-    fn new(cfg: Arc<Config>, shared: Arc<Shared>, events: Events) -> Proxy {
+    fn new(
+        cfg: Arc<Config>,
+        shared: Arc<Shared>,
+        events: Events,
+        metrics: Arc<Metrics>,
+        asynchronous: Option<Arc<AsyncService>>,
+    ) -> Proxy {
         let s = &cfg.server;
         let tick = [s.header_timeout, s.idle_timeout, cfg.function.timeout]
             .into_iter()
@@ -107,6 +119,8 @@ impl Proxy {
             cfg,
             shared,
             events,
+            metrics,
+            asynchronous,
         }
     }
 
@@ -181,14 +195,33 @@ fn whole_seconds_up(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
-/// Binds `server.listen` and starts serving on background threads.
-pub fn start(cfg: Arc<Config>, shared: Arc<Shared>, events: Events) -> Result<(), ProxyError> {
+/// What the traffic side is wired to besides the configuration and the lifecycle.
+pub struct Wiring {
+    pub shared: Arc<Shared>,
+    pub events: Events,
+    pub metrics: Arc<Metrics>,
+    pub asynchronous: Option<Arc<AsyncService>>,
+}
+
+/// Binds `server.listen` and starts serving on background threads; returns the bound address
+/// (`None` when fc-init does not serve).
+pub fn start(cfg: Arc<Config>, w: Wiring) -> Result<Option<std::net::SocketAddr>, ProxyError> {
     let Some(addr) = cfg.server.listen else {
-        return Ok(());
+        return Ok(None);
     };
     let listener = listener::bind(addr)?;
-    let proxy = Arc::new(Proxy::new(cfg, shared, events));
-    listener::spawn(proxy, listener)
+    let bound = listener.local_addr().unwrap_or(addr);
+    let proxy = Arc::new(Proxy::new(
+        cfg,
+        w.shared,
+        w.events,
+        w.metrics.clone(),
+        w.asynchronous,
+    ));
+    let p = proxy.clone();
+    w.metrics.set_queued_source(move || p.limiter.queued());
+    listener::spawn(proxy, listener)?;
+    Ok(Some(bound))
 }
 
 #[cfg(test)]

@@ -394,7 +394,10 @@ impl Supervisor {
         } else {
             (Signal::SIGKILL, killpg(f.pid, Signal::SIGKILL))
         };
-        log::warn!("terminating the instance (pid {}) for an asynchronous event with {sig}", f.pid);
+        log::warn!(
+            "terminating the instance (pid {}) for an asynchronous event with {sig}",
+            f.pid
+        );
         tolerate_esrch(result, "function", sig);
     }
 
@@ -487,7 +490,9 @@ impl Supervisor {
         // An operator's terminate is not a crash: the new instance starts at once.
         let delay = match forced {
             true => Duration::ZERO,
-            false => self.restart_delay.min(self.cfg.function.restart_backoff_max),
+            false => self
+                .restart_delay
+                .min(self.cfg.function.restart_backoff_max),
         };
         log::warn!(
             "function {exit}; restarting in {}",

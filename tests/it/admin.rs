@@ -1,40 +1,44 @@
 //! The admin API on its private socket, and `fc-init ctl`.
 
-use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
 use crate::util::*;
 
-/// One request over the admin socket; returns (status, body).
-fn admin_get(socket: &std::path::Path, path: &str) -> (u16, String) {
-    let mut s = UnixStream::connect(socket).unwrap_or_else(|e| panic!("connect {}: {e}", socket.display()));
-    s.set_read_timeout(Some(WATCHDOG)).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("bad answer {text:?}"));
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (status, body)
-}
-
 fn ctl(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(bin()).arg("ctl").args(args).env_remove("FC_INIT_CONFIG").output().unwrap();
-    (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    let out = Command::new(bin())
+        .arg("ctl")
+        .args(args)
+        .env_remove("FC_INIT_CONFIG")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 #[test]
 fn health_status_and_metrics_follow_the_lifecycle() {
     let dir = TempDir::new("admin");
-    let (cfg, fx) = FixtureConfig::write(&dir, &[("FIXTURE_INIT_DELAY", "1")], "", "[initializer]\n");
-    let mut p = fc_init(Mode::Subreaper).args(["-c", cfg.to_str().unwrap()]).start();
-    p.expect_line("initializer start", |l| l.starts_with("FC Initialize Start"));
+    let (cfg, fx) =
+        FixtureConfig::write(&dir, &[("FIXTURE_INIT_DELAY", "1")], "", "[initializer]\n");
+    let mut p = fc_init(Mode::Subreaper)
+        .args(["-c", cfg.to_str().unwrap()])
+        .start();
+    p.expect_line("initializer start", |l| {
+        l.starts_with("FC Initialize Start")
+    });
     let (code, body) = admin_get(&fx.admin, "/health");
     assert_eq!((code, body.as_str()), (503, r#"{"status":"initializing"}"#));
     let socket = fx.admin.to_str().unwrap();
-    assert_eq!(ctl(&["--socket", socket, "health"]).0, 1, "health must fail while initializing");
+    assert_eq!(
+        ctl(&["--socket", socket, "health"]).0,
+        1,
+        "health must fail while initializing"
+    );
     p.expect_line("initialized", |l| l.starts_with("FC Initialize End"));
     let (code, body) = admin_get(&fx.admin, "/health");
     assert_eq!((code, body.as_str()), (200, r#"{"status":"ready"}"#));
@@ -45,7 +49,16 @@ fn health_status_and_metrics_follow_the_lifecycle() {
     let (code, out, _) = ctl(&["--socket", socket, "status"]);
     assert_eq!(code, 0);
     let status: serde_json::Value = serde_json::from_str(&out).unwrap();
-    for key in ["state", "functionPid", "restarts", "initializerAttempts", "inFlight", "queued", "version", "uptimeSeconds"] {
+    for key in [
+        "state",
+        "functionPid",
+        "restarts",
+        "initializerAttempts",
+        "inFlight",
+        "queued",
+        "version",
+        "uptimeSeconds",
+    ] {
         assert!(status.get(key).is_some(), "missing {key}: {out}");
     }
     assert_eq!(status["state"], "ready");
@@ -56,7 +69,10 @@ fn health_status_and_metrics_follow_the_lifecycle() {
     let (code, text) = admin_get(&fx.admin, "/metrics");
     assert_eq!(code, 200);
     check_prometheus_text(&text);
-    assert!(text.contains("fc_init_initializer_attempts_total{result=\"success\"} 1"), "{text}");
+    assert!(
+        text.contains("fc_init_initializer_attempts_total{result=\"success\"} 1"),
+        "{text}"
+    );
 
     p.signal(libc::SIGTERM);
     assert_eq!(p.wait(WATCHDOG), 0);
@@ -70,19 +86,33 @@ fn check_prometheus_text(text: &str) {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let mut f = rest.split(' ');
             families.insert(f.next().unwrap().to_owned());
-            assert!(matches!(f.next(), Some("counter" | "gauge" | "histogram")), "{line}");
+            assert!(
+                matches!(f.next(), Some("counter" | "gauge" | "histogram")),
+                "{line}"
+            );
             continue;
         }
         if line.starts_with("# HELP ") {
             continue;
         }
-        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad sample line {line:?}"));
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad sample line {line:?}"));
         assert!(value.parse::<f64>().is_ok(), "bad value in {line:?}");
         let name = series.split('{').next().unwrap();
-        let family = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s)).unwrap_or(name);
-        assert!(families.contains(name) || families.contains(family), "undeclared family for {line:?}");
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(name);
+        assert!(
+            families.contains(name) || families.contains(family),
+            "undeclared family for {line:?}"
+        );
         if let Some(labels) = series.strip_prefix(name) {
-            assert!(labels.is_empty() || (labels.starts_with('{') && labels.ends_with('}')), "{line:?}");
+            assert!(
+                labels.is_empty() || (labels.starts_with('{') && labels.ends_with('}')),
+                "{line:?}"
+            );
         }
     }
     for name in [
@@ -105,9 +135,13 @@ fn another_uid_is_refused_on_the_admin_socket() {
     }
     let dir = TempDir::new("admin-uid");
     let (cfg, fx) = FixtureConfig::write(&dir, &[], "", "");
-    let mut p = fc_init(Mode::Subreaper).args(["-c", cfg.to_str().unwrap()]).start();
-    wait_for("admin socket", || fx.admin.exists().then_some(()));
-    wait_for("ready", || (admin_get(&fx.admin, "/health").0 == 200).then_some(()));
+    let mut p = fc_init(Mode::Subreaper)
+        .args(["-c", cfg.to_str().unwrap()])
+        .start();
+    wait_for("admin socket", || accepting(&fx.admin).then_some(()));
+    wait_for("ready", || {
+        (admin_get(&fx.admin, "/health").0 == 200).then_some(())
+    });
     let mode = std::fs::metadata(&fx.admin).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "admin socket mode {mode:o}");
     // As nobody: the file mode already refuses the connection.
@@ -122,7 +156,10 @@ fn another_uid_is_refused_on_the_admin_socket() {
             .unwrap();
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     };
-    assert!(as_nobody(&fx.admin).starts_with("refused"), "nobody connected");
+    assert!(
+        as_nobody(&fx.admin).starts_with("refused"),
+        "nobody connected"
+    );
     // Even with the mode opened up, SO_PEERCRED refuses the peer.
     std::fs::set_permissions(&fx.admin, std::fs::Permissions::from_mode(0o666)).unwrap();
     assert_eq!(as_nobody(&fx.admin), "HTTP/1.1 403 Forbidden");
@@ -135,7 +172,11 @@ fn another_uid_is_refused_on_the_admin_socket() {
 #[test]
 fn ctl_exit_codes() {
     let dir = TempDir::new("ctl");
-    let (code, _, err) = ctl(&["--socket", dir.path("nothing.sock").to_str().unwrap(), "status"]);
+    let (code, _, err) = ctl(&[
+        "--socket",
+        dir.path("nothing.sock").to_str().unwrap(),
+        "status",
+    ]);
     assert_eq!(code, 1, "unreachable socket: {err}");
     assert_eq!(ctl(&["bogus"]).0, 2);
     assert_eq!(ctl(&[]).0, 2);
@@ -143,7 +184,10 @@ fn ctl_exit_codes() {
     let script = dir.write("ctl", "#!/bin/sh\necho i-am-ctl \"$@\"\n");
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     let path = format!("{}:{}", dir.0.display(), std::env::var("PATH").unwrap());
-    let (code, out, err) = fc_init(Mode::Subreaper).env("PATH", path).args(["--", "ctl", "x"]).output();
+    let (code, out, err) = fc_init(Mode::Subreaper)
+        .env("PATH", path)
+        .args(["--", "ctl", "x"])
+        .output();
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "i-am-ctl x\n");
 }
@@ -152,9 +196,13 @@ fn ctl_exit_codes() {
 fn ctl_finds_the_socket_through_the_config() {
     let dir = TempDir::new("ctl-config");
     let (cfg, fx) = FixtureConfig::write(&dir, &[], "", "");
-    let mut p = fc_init(Mode::Subreaper).env("FC_INIT_LOG", "debug").args(["-c", cfg.to_str().unwrap()]).start();
-    let (code, out, err) =
-        wait_for("ready through ctl", || Some(ctl(&["-c", cfg.to_str().unwrap(), "health"])).filter(|r| r.0 == 0));
+    let mut p = fc_init(Mode::Subreaper)
+        .env("FC_INIT_LOG", "debug")
+        .args(["-c", cfg.to_str().unwrap()])
+        .start();
+    let (code, out, err) = wait_for("ready through ctl", || {
+        Some(ctl(&["-c", cfg.to_str().unwrap(), "health"])).filter(|r| r.0 == 0)
+    });
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.trim(), r#"{"status":"ready"}"#);
     p.signal(libc::SIGTERM);

@@ -312,7 +312,7 @@ fn ready_and_stopping_are_sent_to_notify_socket() {
     let sock_path = dir.path("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(WATCHDOG)).unwrap();
-    let (cfg, _fx) = FixtureConfig::write(&dir, &[], "", "[initializer]\n");
+    let (cfg, fx) = FixtureConfig::write(&dir, &[], "", "[initializer]\n");
     let mut p = fc_init(Mode::Subreaper)
         .env("NOTIFY_SOCKET", sock_path.to_str().unwrap())
         .args(["-c", cfg.to_str().unwrap()])
@@ -320,11 +320,13 @@ fn ready_and_stopping_are_sent_to_notify_socket() {
     let mut buf = [0u8; 256];
     let n = sock.recv(&mut buf).expect("READY=1 within the watchdog");
     assert_eq!(&buf[..n], b"READY=1");
-    assert!(
-        p.stdout().contains(INIT_END),
-        "READY=1 before initialization: {}",
-        p.stdout()
+    // The fixture records the initializer request before it answers it.
+    assert_eq!(
+        fx.requests("/initialize").len(),
+        1,
+        "READY=1 before initialization"
     );
+    p.expect_line("initializer end", |l| l.starts_with(INIT_END));
     p.signal(libc::SIGTERM);
     let n = sock.recv(&mut buf).expect("STOPPING=1");
     assert_eq!(&buf[..n], b"STOPPING=1");

@@ -1,6 +1,7 @@
 //! Integration tests: the real binary on real processes, sockets and signals.
 
 mod admin;
+mod async_events;
 mod hooks;
 mod init;
 mod proxy;

@@ -326,6 +326,18 @@ impl Proc {
         assert_eq!(rc, 0, "kill({}, {sig}) failed", self.pid());
     }
 
+    /// Waits for fc-init to die of a signal (the test killed it); returns the signal.
+    pub fn wait_signaled(&mut self) -> i32 {
+        use std::os::unix::process::ExitStatusExt;
+        let status = wait_for("fc-init to die", || {
+            self.child.try_wait().expect("try_wait")
+        });
+        self.status = Some(status);
+        status
+            .signal()
+            .unwrap_or_else(|| self.fail(&format!("fc-init exited instead: {status:?}")))
+    }
+
     /// Waits for fc-init to exit; returns its exit code. Kills it and fails after `timeout`.
     pub fn wait(&mut self, timeout: Duration) -> i32 {
         let deadline = Instant::now() + timeout;
@@ -416,13 +428,28 @@ pub fn children_of(pid: i32) -> Vec<(i32, char)> {
     out
 }
 
-/// A port on 127.0.0.1 that was free a moment ago (bound to port 0, then released).
+/// A port on 127.0.0.1 that was free a moment ago, taken below the kernel's ephemeral range
+/// (ip_local_port_range, 32768 and up by default): a port picked from that range can be taken
+/// by some test's outgoing connection before fc-init binds it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind 127.0.0.1:0")
-        .local_addr()
-        .expect("local addr")
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Spread the test processes (pid) and the tests within one (counter) over the range.
+    let base = 20_000 + (std::process::id() % 1000) * 12;
+    for _ in 0..12_000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (20_000 + (base - 20_000 + n * 7) % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between 20000 and 32000")
+}
+
+/// Whether something accepts connections on the unix socket `path` (a socket file can exist a
+/// moment before its listener, or be left by a killed process).
+pub fn accepting(path: &std::path::Path) -> bool {
+    std::os::unix::net::UnixStream::connect(path).is_ok()
 }
 
 /// A test function run by fc-init: the Python fixture with its socket, record file and a free
@@ -457,6 +484,14 @@ impl FixtureConfig {
             socket = socket.display().to_string(),
             admin = dir.path("admin.sock").display().to_string(),
         );
+        // Each fc-init needs its own event store: the store is locked by the one using it.
+        let text = match extra.contains("[async]") {
+            true => text,
+            false => format!(
+                "{text}\n[async]\nstore = {:?}\n",
+                dir.path("events.db").display().to_string()
+            ),
+        };
         let path = dir.write("fc-init.toml", &text);
         (
             path,
@@ -487,4 +522,82 @@ impl FixtureConfig {
             .filter(|r| r["event"] == "request" && r["path"] == path)
             .collect()
     }
+}
+
+/// One request over the admin socket; returns (status, body).
+pub fn admin_get(socket: &std::path::Path, path: &str) -> (u16, String) {
+    let mut s = std::os::unix::net::UnixStream::connect(socket)
+        .unwrap_or_else(|e| panic!("connect {}: {e}", socket.display()));
+    s.set_read_timeout(Some(WATCHDOG)).unwrap();
+    std::io::Write::write_fmt(
+        &mut s,
+        format_args!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"),
+    )
+    .unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut s, &mut text).unwrap();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("bad answer {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Sends one request with `Connection: close` to 127.0.0.1:`port`; returns the status, the
+/// headers (lower-cased names) and the body.
+pub fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))
+        .unwrap_or_else(|e| panic!("connect to port {port}: {e}"));
+    s.set_read_timeout(Some(WATCHDOG)).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no head in {:?}", String::from_utf8_lossy(&raw)));
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers, raw[split + 4..].to_vec())
+}
+
+/// The first value of header `name` (lower case) in `headers`.
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }

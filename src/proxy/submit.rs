@@ -1,0 +1,181 @@
+//! Asynchronous submissions (`X-Fc-Invocation-Type: Async`, CONTRACT section 7): the request is
+//! read whole (at most `async.max_payload`), stored durably, and only then answered
+//! `202 Accepted`. Nothing reaches the function here; the async workers run the stored event
+//! later through the normal path.
+//!
+//! Failure modes: a payload over the limit is 413 before anything is stored; a full store is
+//! `TooManyRequests`; any store failure (a full disk, an I/O error) is a 500 that says so —
+//! never a 202 for an event that was not stored.
+
+use std::time::Instant;
+
+use crate::events::store::{StoreError, StoredRequest, Submitted};
+use crate::http::fc_error::{write_error_response, ErrorType};
+use crate::http::write::{push_field, push_u64};
+use crate::http::{copy_body, BodyFraming, HttpError, Output, RequestHead, CONTINUE_100};
+use crate::metrics::Outcome;
+
+use super::forward::{write_client, Client};
+use super::Proxy;
+
+/// Whether `head` asks for an asynchronous invocation.
+pub(super) fn is_async(head: &RequestHead) -> bool {
+    head.header("x-fc-invocation-type")
+        .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"async"))
+}
+
+/// Fields not stored with an event: framing (the stored body is whole), the invocation type
+/// (a replay is not asynchronous again) and the request id (the replay carries the event's).
+const NOT_STORED: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "expect",
+    "x-fc-invocation-type",
+    "x-fc-request-id",
+];
+
+/// Answers one asynchronous submission; returns whether the connection stays open.
+pub(super) fn submit(
+    p: &Proxy,
+    client: &mut Client,
+    head: &RequestHead,
+    out: &mut Vec<u8>,
+    request_id: &str,
+) -> bool {
+    let started = Instant::now();
+    let reply = |client: &mut Client,
+                 out: &mut Vec<u8>,
+                 status: u16,
+                 error: ErrorType,
+                 message: &str,
+                 keep: bool| {
+        p.metrics.record(Outcome::Error(error), started.elapsed());
+        write_error_response(out, status, error, request_id, message, !keep);
+        write_client(p, client, [out, b"", b""]).is_ok() && keep
+    };
+    let Some(service) = &p.asynchronous else {
+        let message = "asynchronous invocations are disabled (async.enabled = false)";
+        return reply(client, out, 400, ErrorType::InvalidArgument, message, false);
+    };
+    if p.stopping() {
+        return reply(
+            client,
+            out,
+            503,
+            ErrorType::InstanceStopping,
+            "fc-init is shutting down",
+            false,
+        );
+    }
+    let max = p.cfg.async_.max_payload;
+    if matches!(head.framing, BodyFraming::Length(n) if n > max) {
+        let message = format!("the payload exceeds async.max_payload ({max} bytes)");
+        return reply(
+            client,
+            out,
+            413,
+            ErrorType::InvalidArgument,
+            &message,
+            false,
+        );
+    }
+    if head.expect_continue && write_client(p, client, [CONTINUE_100, b"", b""]).is_err() {
+        return false;
+    }
+    let mut body = Vec::new();
+    client.set_deadline(Some(Instant::now() + p.cfg.server.idle_timeout));
+    let read = copy_body(client, &mut body, head.framing, Output::Raw, max);
+    client.set_deadline(None);
+    match read {
+        Ok(_) => {}
+        Err(HttpError::BodyTooLarge) => {
+            let message = format!("the payload exceeds async.max_payload ({max} bytes)");
+            return reply(
+                client,
+                out,
+                413,
+                ErrorType::InvalidArgument,
+                &message,
+                false,
+            );
+        }
+        Err(e) => {
+            return reply(
+                client,
+                out,
+                e.status().unwrap_or(400),
+                ErrorType::InvalidArgument,
+                &e.to_string(),
+                false,
+            )
+        }
+    }
+    let headers = head
+        .headers
+        .iter()
+        .filter(|f| !f.hop_by_hop && !NOT_STORED.iter().any(|n| f.name.eq_ignore_ascii_case(n)))
+        .map(|f| (f.name.to_owned(), f.value.to_vec()))
+        .collect();
+    let request = StoredRequest {
+        method: head.method().to_owned(),
+        target: head.target().to_owned(),
+        headers,
+        body,
+    };
+    let keep = head.keep_alive && !p.stopping();
+    match service.submit(request_id, request) {
+        Ok(Submitted::Created | Submitted::AlreadyExists(_)) => {
+            p.metrics.record(Outcome::Success, started.elapsed());
+            accepted(out, request_id, keep);
+            write_client(p, client, [out, b"", b""]).is_ok() && keep
+        }
+        Err(StoreError::Full { max_queued }) => {
+            let message =
+                format!("{max_queued} asynchronous events are queued already (async.max_queued)");
+            reply(client, out, 429, ErrorType::TooManyRequests, &message, keep)
+        }
+        Err(e) => {
+            log::error!("storing asynchronous event {request_id}: {e}");
+            internal_error(out, request_id, &format!("the event was not stored: {e}"));
+            p.metrics.record(Outcome::InternalError, started.elapsed());
+            let _ = write_client(p, client, [out, b"", b""]);
+            false
+        }
+    }
+}
+
+/// `202 Accepted` with `{"requestId":"<id>"}`.
+fn accepted(out: &mut Vec<u8>, request_id: &str, keep: bool) {
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 202 Accepted\r\n");
+    push_field(out, "x-fc-request-id", request_id);
+    push_field(out, "Content-Type", "application/json");
+    out.extend_from_slice(b"Content-Length: ");
+    // `{"requestId":""}` is 16 bytes; a valid id needs no escaping.
+    push_u64(out, 16 + request_id.len() as u64);
+    out.extend_from_slice(b"\r\n");
+    if !keep {
+        push_field(out, "Connection", "close");
+    }
+    out.extend_from_slice(b"\r\n{\"requestId\":\"");
+    out.extend_from_slice(request_id.as_bytes());
+    out.extend_from_slice(b"\"}");
+}
+
+/// `500` with `X-Fc-Error-Type: InternalError`: the store failed, nothing was accepted.
+fn internal_error(out: &mut Vec<u8>, request_id: &str, message: &str) {
+    let body = format!(
+        r#"{{"errorType":"InternalError","errorMessage":{},"requestId":"{request_id}"}}"#,
+        crate::logging::json_string(message)
+    );
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 500 Internal Server Error\r\n");
+    push_field(out, "X-Fc-Error-Type", "InternalError");
+    push_field(out, "x-fc-request-id", request_id);
+    push_field(out, "Content-Type", "application/json");
+    push_field(out, "Connection", "close");
+    out.extend_from_slice(b"Content-Length: ");
+    push_u64(out, body.len() as u64);
+    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(body.as_bytes());
+}
