@@ -14,6 +14,7 @@
 //! - [`proxy`]: the listener and the forwarding of invocations to the function.
 //! - [`metrics`]: request counters and the Prometheus text.
 //! - [`notify`]: systemd's `NOTIFY_SOCKET` readiness protocol.
+//! - [`json`]: JSON string literals for the JSON fc-init writes by hand.
 //! - [`logging`]: diagnostics on stderr (`FC_INIT_LOG`).
 
 pub mod admin;
@@ -21,6 +22,7 @@ pub mod cli;
 pub mod config;
 pub mod events;
 pub mod http;
+pub mod json;
 pub mod logging;
 pub mod metrics;
 pub mod notify;

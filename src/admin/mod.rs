@@ -82,13 +82,19 @@ impl std::error::Error for AdminError {}
 pub fn start(cfg: &Config, ctx: Arc<Context>) -> Result<(), AdminError> {
     let listener = bind_private(&cfg.admin.socket)?;
     let c = ctx.clone();
-    spawn("fc-init-admin", move || accept_unix(listener, c));
+    spawn("fc-init-admin", move || {
+        accept(listener.incoming(), "admin socket", c, unix_access)
+    });
     if let Some(addr) = cfg.admin.listen {
         let listener = TcpListener::bind(addr).map_err(|source| AdminError::Bind {
             what: addr.to_string(),
             source,
         })?;
-        spawn("fc-init-admin-tcp", move || accept_tcp(listener, ctx));
+        spawn("fc-init-admin-tcp", move || {
+            accept(listener.incoming(), "admin listener", ctx, |_| {
+                Access::HealthAndMetrics
+            })
+        });
     }
     Ok(())
 }
@@ -142,39 +148,37 @@ fn bind_private(path: &Path) -> Result<UnixListener, AdminError> {
     Ok(listener)
 }
 
-fn accept_unix(listener: UnixListener, ctx: Arc<Context>) {
-    for conn in listener.incoming() {
+/// Serves every connection of `incoming` on its own thread; `access` decides what each may ask.
+fn accept<S>(
+    incoming: impl Iterator<Item = io::Result<S>>,
+    what: &str,
+    ctx: Arc<Context>,
+    access: fn(&S) -> Access,
+) where
+    S: io::Read + Write + Timeouts + Send + 'static,
+{
+    for conn in incoming {
         match conn {
             Ok(conn) => {
                 let ctx = ctx.clone();
                 spawn("fc-init-admin-conn", move || {
-                    let access = match refused_peer(&conn) {
-                        Some(uid) => {
-                            log::warn!("admin socket: refused a connection from uid {uid}");
-                            Access::Refused
-                        }
-                        None => Access::Full,
-                    };
+                    let access = access(&conn);
                     serve(conn, &ctx, access);
                 });
             }
             // EMFILE and friends: transient; the next accept may succeed.
-            Err(e) => log::warn!("admin socket: accept: {e}"),
+            Err(e) => log::warn!("{what}: accept: {e}"),
         }
     }
 }
 
-fn accept_tcp(listener: TcpListener, ctx: Arc<Context>) {
-    for conn in listener.incoming() {
-        match conn {
-            Ok(conn) => {
-                let ctx = ctx.clone();
-                spawn("fc-init-admin-conn", move || {
-                    serve(conn, &ctx, Access::HealthAndMetrics)
-                });
-            }
-            Err(e) => log::warn!("admin listener: accept: {e}"),
+fn unix_access(conn: &UnixStream) -> Access {
+    match refused_peer(conn) {
+        Some(uid) => {
+            log::warn!("admin socket: refused a connection from uid {uid}");
+            Access::Refused
         }
+        None => Access::Full,
     }
 }
 
@@ -212,37 +216,31 @@ fn serve<S: io::Read + Write + Timeouts>(conn: S, ctx: &Context, access: Access)
         require_host: false,
         ..Limits::default()
     };
-    let head = match http::read_request_head(&mut buf, &limits) {
-        Ok(head) => head,
+    let read = http::read_request_head(&mut buf, &limits).and_then(|head| {
+        let mut body = Vec::new();
+        http::copy_body(
+            &mut buf,
+            &mut body,
+            head.framing,
+            http::Output::Raw,
+            MAX_BODY,
+        )?;
+        Ok((head, body))
+    });
+    let (head, body) = match read {
+        Ok(request) => request,
         Err(http::HttpError::ConnectionClosed) => return,
         Err(e) => {
-            let status = e.status().unwrap_or(400);
+            let body = error_body("InvalidArgument", &e.to_string());
             let _ = respond(
                 &mut buf,
-                status,
+                e.status().unwrap_or(400),
                 "application/json",
-                error_body("InvalidArgument", &e.to_string()).as_bytes(),
+                body.as_bytes(),
             );
             return;
         }
     };
-    let mut body = Vec::new();
-    if let Err(e) = http::copy_body(
-        &mut buf,
-        &mut body,
-        head.framing,
-        http::Output::Raw,
-        MAX_BODY,
-    ) {
-        let status = e.status().unwrap_or(400);
-        let _ = respond(
-            &mut buf,
-            status,
-            "application/json",
-            error_body("InvalidArgument", &e.to_string()).as_bytes(),
-        );
-        return;
-    }
     if access == Access::Refused {
         let body = error_body(
             "Forbidden",

@@ -396,29 +396,9 @@ fn push_json_opt_str(out: &mut String, s: Option<&str>) {
     }
 }
 
-/// A JSON string literal (RFC 8259 section 7): quote, backslash and control characters escaped;
-/// everything else, non-ASCII included, is valid as is in UTF-8 JSON. U+2028/U+2029 are escaped
-/// too so the text is also a safe JavaScript literal.
+/// Appends `s` as a JSON string literal.
 pub fn push_json_str(out: &mut String, s: &str) {
-    use std::fmt::Write as _;
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            c if c < '\u{20}' || c == '\u{2028}' || c == '\u{2029}' => {
-                // Writing into a String cannot fail.
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+    crate::json::push_string(out, s);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -68,14 +68,14 @@ pub(super) fn submit(
         );
     }
     let max = p.cfg.async_.max_payload;
+    let too_large = format!("the payload exceeds async.max_payload ({max} bytes)");
     if matches!(head.framing, BodyFraming::Length(n) if n > max) {
-        let message = format!("the payload exceeds async.max_payload ({max} bytes)");
         return reply(
             client,
             out,
             413,
             ErrorType::InvalidArgument,
-            &message,
+            &too_large,
             false,
         );
     }
@@ -86,29 +86,19 @@ pub(super) fn submit(
     client.set_deadline(Some(Instant::now() + p.cfg.server.idle_timeout));
     let read = copy_body(client, &mut body, head.framing, Output::Raw, max);
     client.set_deadline(None);
-    match read {
-        Ok(_) => {}
-        Err(HttpError::BodyTooLarge) => {
-            let message = format!("the payload exceeds async.max_payload ({max} bytes)");
-            return reply(
-                client,
-                out,
-                413,
-                ErrorType::InvalidArgument,
-                &message,
-                false,
-            );
-        }
-        Err(e) => {
-            return reply(
-                client,
-                out,
-                e.status().unwrap_or(400),
-                ErrorType::InvalidArgument,
-                &e.to_string(),
-                false,
-            )
-        }
+    if let Err(e) = read {
+        let (status, message) = match e {
+            HttpError::BodyTooLarge => (413, too_large),
+            e => (e.status().unwrap_or(400), e.to_string()),
+        };
+        return reply(
+            client,
+            out,
+            status,
+            ErrorType::InvalidArgument,
+            &message,
+            false,
+        );
     }
     let headers = head
         .headers

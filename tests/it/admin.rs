@@ -209,3 +209,40 @@ fn ctl_finds_the_socket_through_the_config() {
     let code = p.wait(WATCHDOG);
     assert_eq!(code, 0, "{}\n{:?}", p.stderr(), fx.record());
 }
+
+#[test]
+fn admin_listen_serves_only_health_and_metrics() {
+    let dir = TempDir::new("admin-tcp");
+    let port = free_port();
+    let (cfg, fx) = FixtureConfig::write(&dir, &[], "", "");
+    // The fixture config names the admin socket already; the TCP listener comes by environment.
+    let mut p = fc_init(Mode::Subreaper)
+        .env("FC_INIT_ADMIN_LISTEN", format!("127.0.0.1:{port}"))
+        .args(["-c", cfg.to_str().unwrap()])
+        .start();
+    wait_for("admin socket", || accepting(&fx.admin).then_some(()));
+    wait_for("ready", || {
+        (admin_get(&fx.admin, "/health").0 == 200).then_some(())
+    });
+    let (status, _, body) = http(port, "GET", "/health", &[], b"");
+    assert_eq!(
+        (status, body.as_slice()),
+        (200, br#"{"status":"ready"}"#.as_slice())
+    );
+    let (status, headers, body) = http(port, "GET", "/metrics", &[], b"");
+    assert_eq!(status, 200);
+    assert_eq!(
+        header(&headers, "content-type"),
+        Some("text/plain; version=0.0.4")
+    );
+    check_prometheus_text(&String::from_utf8(body).unwrap());
+    for path in ["/status", "/async-events"] {
+        assert_eq!(
+            http(port, "GET", path, &[], b"").0,
+            404,
+            "{path} served over TCP"
+        );
+    }
+    p.signal(libc::SIGTERM);
+    assert_eq!(p.wait(WATCHDOG), 0);
+}
