@@ -235,6 +235,8 @@ pub struct Supervisor {
     childless: bool,
     /// The next exit of the function is followed by a new instance, whatever `restart` says.
     respawn_forced: bool,
+    /// The stop signal went to the function; adopted orphans get it once the function is gone.
+    orphans_to_stop: bool,
 }
 
 impl Supervisor {
@@ -279,6 +281,7 @@ impl Supervisor {
             stop: None,
             childless: true,
             respawn_forced: false,
+            orphans_to_stop: false,
         }
     }
 
@@ -432,6 +435,9 @@ impl Supervisor {
         let now = Instant::now();
         for (pid, exit) in exits {
             self.on_exit(pid, exit, now);
+        }
+        if !self.childless && self.orphans_to_stop && self.function.is_none() {
+            self.stop_orphans();
         }
         if !self.childless && self.stop.as_ref().is_some_and(|s| s.stage == Stage::Killed) {
             // Killing an orphan can orphan its own children onto fc-init: kill again until
@@ -882,7 +888,12 @@ impl Supervisor {
         }
     }
 
-    /// Sends `stop_signal` to the function (group or pid) and to every adopted orphan.
+    /// Sends `stop_signal` to the function (group or pid), and to every adopted orphan once
+    /// the function is gone.
+    ///
+    /// Orphans come second: while the function runs they are usually its helpers, which it may
+    /// want to stop itself, and finding them costs a look into /proc that the common case (no
+    /// orphans at all) should not pay on its way to exiting.
     fn send_stop_signal(&mut self) {
         let sig = self.cfg.shutdown.stop_signal;
         match (&self.function, self.cfg.shutdown.kill_group) {
@@ -893,11 +904,19 @@ impl Supervisor {
                 }
             }
         }
-        let function_pid = self.function.as_ref().map(|f| f.pid);
+        if self.function.is_some() {
+            self.orphans_to_stop = true;
+        } else {
+            self.stop_orphans();
+        }
+    }
+
+    /// Sends `stop_signal` to every child left after the function (adopted orphans).
+    fn stop_orphans(&mut self) {
+        self.orphans_to_stop = false;
+        let sig = self.cfg.shutdown.stop_signal;
         for pid in reaper::children() {
-            if Some(pid) != function_pid {
-                tolerate_esrch(kill(pid, sig), "adopted process", sig);
-            }
+            tolerate_esrch(kill(pid, sig), "adopted process", sig);
         }
     }
 

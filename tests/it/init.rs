@@ -453,3 +453,24 @@ fn runs_as_another_user() {
         );
     }
 }
+
+#[test]
+fn adopted_orphans_get_the_stop_signal_once_the_function_is_gone() {
+    for mode in modes() {
+        // The orphan runs in a session of its own, so only fc-init's orphan handling reaches it.
+        let script = r#"setsid sh -c 'trap "echo orphan-term; exit 0" TERM; echo orphan-ready; while :; do sleep 0.05; done' & exec sleep 1000"#;
+        let mut p = fc_init(mode)
+            .env("FC_INIT_SHUTDOWN_GRACE_PERIOD", "20s")
+            .args(sh(script))
+            .start();
+        p.expect_line("orphan ready", |l| l == "orphan-ready");
+        let sent = Instant::now();
+        p.signal(libc::SIGTERM);
+        p.expect_line("the orphan got SIGTERM", |l| l == "orphan-term");
+        assert_eq!(p.wait(WATCHDOG), 128 + libc::SIGTERM, "{mode:?}");
+        assert!(
+            sent.elapsed() < Duration::from_secs(10),
+            "{mode:?}: waited for the grace period"
+        );
+    }
+}
