@@ -4,12 +4,14 @@
 #   docker run --rm -p 9000:9000 fc-init-example
 #   curl -X POST -d '{"name": "Ada"}' http://127.0.0.1:9000/invoke
 #
-# For your own image, copy /usr/local/bin/fc-init from the build stage and set your
-# function's command (or a config file at /etc/fc-init/fc-init.toml).
+# fc-init is linked statically (.cargo/config.toml), so for your own image copy
+# /usr/local/bin/fc-init from the build stage into any base image (Alpine, distroless,
+# scratch) and set your function's command (or a config file at /etc/fc-init/fc-init.toml).
 
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+COPY .cargo ./.cargo
 COPY src ./src
 RUN cargo build --release --locked
 
