@@ -474,3 +474,58 @@ fn adopted_orphans_get_the_stop_signal_once_the_function_is_gone() {
         );
     }
 }
+
+#[test]
+fn the_function_inherits_no_descriptor_of_fc_init() {
+    let dir = TempDir::new("fds");
+    let list = "for f in /proc/self/fd/*; do echo fd ${f##*/}; done; echo listed; exec sleep 1000";
+    let direct = std::process::Command::new("sh")
+        .args(["-c", "for f in /proc/self/fd/*; do echo fd ${f##*/}; done"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let baseline: Vec<String> = String::from_utf8_lossy(&direct.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("fd "))
+        .map(String::from)
+        .collect();
+    for serving in [false, true] {
+        let mut run = fc_init(Mode::Subreaper);
+        if serving {
+            // Listener, admin socket, event store, signalfd, wake pipe: all must be close-on-exec.
+            run = run
+                .env(
+                    "FC_INIT_SERVER_LISTEN",
+                    format!("127.0.0.1:{}", free_port()),
+                )
+                .env(
+                    "FC_INIT_FUNCTION_SOCKET",
+                    dir.path("fn.sock").to_str().unwrap(),
+                )
+                .env(
+                    "FC_INIT_ADMIN_SOCKET",
+                    dir.path("admin.sock").to_str().unwrap(),
+                )
+                .env(
+                    "FC_INIT_ASYNC_STORE",
+                    dir.path("events.db").to_str().unwrap(),
+                );
+        }
+        let mut p = run.args(sh(list)).start();
+        p.expect_line("listing done", |l| l == "listed");
+        let fds: Vec<String> = p
+            .stdout()
+            .lines()
+            .filter_map(|l| l.strip_prefix("fd "))
+            .map(String::from)
+            .collect();
+        // Exactly what the same shell gets when the test starts it directly: descriptors the
+        // test itself inherited pass through (as with tini), none of fc-init's own.
+        assert_eq!(
+            fds, baseline,
+            "serving={serving}: fc-init leaked descriptors"
+        );
+        p.signal(libc::SIGTERM);
+        assert_eq!(p.wait(WATCHDOG), 128 + libc::SIGTERM);
+    }
+}
