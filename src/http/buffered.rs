@@ -126,6 +126,16 @@ impl<S> Buffered<S> {
         }
     }
 
+    /// Wrap `inner` with a buffer of at least `capacity` bytes that already holds `pending`
+    /// (bytes read from the stream by someone else, e.g. an event loop handing a connection
+    /// over): they are served before anything is read from the stream.
+    pub fn with_pending(inner: S, capacity: usize, pending: &[u8]) -> Self {
+        let mut b = Self::with_capacity(inner, capacity.max(pending.len()));
+        b.buf[..pending.len()].copy_from_slice(pending);
+        b.end = pending.len();
+        b
+    }
+
     /// The stream.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -381,6 +391,19 @@ mod tests {
         b.set_deadline(None);
         b.arm_read().unwrap();
         assert_eq!(b.get_ref().read_timeout().unwrap(), None);
+    }
+
+    #[test]
+    fn pending_bytes_come_first() {
+        let data: &[u8] = b" world";
+        let mut b = Buffered::with_pending(data, 64, b"hello");
+        assert_eq!(b.buffer(), b"hello");
+        let mut out = String::new();
+        b.read_to_string(&mut out).unwrap();
+        assert_eq!(out, "hello world");
+        // More pending bytes than the capacity asked for: the buffer grows to hold them.
+        let b = Buffered::with_pending(&b""[..], 64, &[7u8; 100]);
+        assert_eq!((b.capacity(), b.buffer().len()), (100, 100));
     }
 
     #[test]

@@ -40,9 +40,11 @@ use std::io;
 pub use body::{copy_body, Output};
 pub use buffered::{Buffered, Timeouts};
 pub use head::{is_hop_by_hop_name, Field, Headers};
-pub use request::{read_request_head, read_request_head_into, RequestHead};
+pub use request::{parse_request_head, read_request_head, read_request_head_into, RequestHead};
 pub use request_id::{new_request_id, valid_request_id};
-pub use response::{read_response_head, read_response_head_into, ResponseHead};
+pub use response::{
+    parse_response_head, read_response_head, read_response_head_into, ResponseHead,
+};
 
 /// How the body of a message is delimited (RFC 9112 §6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

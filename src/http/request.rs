@@ -98,26 +98,16 @@ pub fn read_request_head_into<S: Read + Timeouts>(
     limits: &Limits,
     head: &mut RequestHead,
 ) -> Result<(), HttpError> {
-    let max = limits.max_header_bytes.max(1);
-    src.ensure_capacity(max);
+    src.ensure_capacity(limits.max_header_bytes.max(1));
     let mut scanned = 0;
     loop {
-        let pending = src.buffer();
-        let window = &pending[..pending.len().min(max)];
-        // Parse on the first bytes (rejects garbage such as a TLS hello at once) and whenever
-        // an empty line may have arrived; not on every trickled byte, which would be O(n²).
-        if !window.is_empty() && (scanned == 0 || head::may_end_head(window, scanned)) {
-            if let Some(n) = parse_into(window, limits, head)? {
-                src.consume_bytes(n);
-                return Ok(());
-            }
+        if let Some(n) = parse_request_head(src.buffer(), scanned, limits, head)? {
+            src.consume_bytes(n);
+            return Ok(());
         }
-        if pending.len() >= max {
-            return Err(HttpError::HeadersTooLarge);
-        }
-        scanned = pending.len();
+        scanned = src.buffer().len();
         // Keep the head contiguous with room to grow to `max` bytes.
-        src.make_room(max);
+        src.make_room(limits.max_header_bytes.max(1));
         match src.fill_more() {
             Ok(0) if src.buffer().is_empty() => return Err(HttpError::ConnectionClosed),
             Ok(0) => return Err(HttpError::UnexpectedEof),
@@ -125,6 +115,40 @@ pub fn read_request_head_into<S: Read + Timeouts>(
             Err(e) => return Err(HttpError::from_read(e)),
         }
     }
+}
+
+/// Parses a request head from bytes already received, without reading: the non-blocking
+/// counterpart of [`read_request_head_into`] (an event loop reads, this decides), with the
+/// same rules and limits.
+///
+/// `scanned` is how many leading bytes of `buf` were already seen without a complete head (0
+/// at first): parsing runs on the first bytes (garbage such as a TLS hello is rejected at
+/// once) and then only when an empty line may have arrived after them, so a head trickling in
+/// byte by byte costs O(n), not O(n²).
+///
+/// `Ok(Some(n))`: a complete head of `n` bytes is now in `head`. `Ok(None)`: more bytes are
+/// needed. A head that has not ended within `limits.max_header_bytes` is
+/// [`HttpError::HeadersTooLarge`].
+pub fn parse_request_head(
+    buf: &[u8],
+    scanned: usize,
+    limits: &Limits,
+    head: &mut RequestHead,
+) -> Result<Option<usize>, HttpError> {
+    let max = limits.max_header_bytes.max(1);
+    let window = &buf[..buf.len().min(max)];
+    // Parse on the first bytes (rejects garbage such as a TLS hello at once) and whenever
+    // an empty line may have arrived; not on every trickled byte, which would be O(n²).
+    if !window.is_empty() && (scanned == 0 || head::may_end_head(window, scanned.min(window.len())))
+    {
+        if let Some(n) = parse_into(window, limits, head)? {
+            return Ok(Some(n));
+        }
+    }
+    if buf.len() >= max {
+        return Err(HttpError::HeadersTooLarge);
+    }
+    Ok(None)
 }
 
 /// Parse a complete head from `buf`; `Ok(None)` when more bytes are needed.
@@ -441,6 +465,65 @@ pub(crate) mod tests {
             parse(b"GET / HTTP/1.1\r\nHost"),
             Err(HttpError::UnexpectedEof)
         ));
+    }
+
+    #[test]
+    fn parse_from_a_slice_matches_reading() {
+        let raw = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhiGET /b HTTP/1.1\r\n";
+        let mut head = RequestHead::default();
+        let limits = Limits::default();
+        // Every prefix shorter than the head needs more bytes, with or without `scanned`.
+        let head_len = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        for cut in 0..head_len {
+            assert!(parse_request_head(&raw[..cut], 0, &limits, &mut head)
+                .unwrap()
+                .is_none());
+            assert!(
+                parse_request_head(&raw[..cut], cut.saturating_sub(1), &limits, &mut head)
+                    .unwrap()
+                    .is_none()
+            );
+        }
+        let n = parse_request_head(raw, 10, &limits, &mut head)
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, head_len);
+        assert_eq!(head.target(), "/a");
+        assert_eq!(head.framing, BodyFraming::Length(2));
+        // The rest (body, then a partial pipelined head) is not touched.
+        assert!(parse_request_head(&raw[n + 2..], 0, &limits, &mut head)
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn parse_from_a_slice_rejects_like_reading() {
+        let mut head = RequestHead::default();
+        let limits = Limits {
+            max_header_bytes: 1000,
+            ..Limits::default()
+        };
+        let e = parse_request_head(
+            b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length : 1\r\n\r\n",
+            0,
+            &limits,
+            &mut head,
+        )
+        .unwrap_err();
+        assert_eq!(e.status(), Some(400));
+        // Garbage is refused on its first bytes.
+        let e = parse_request_head(b"\x16\x03\x01", 0, &limits, &mut head).unwrap_err();
+        assert_eq!(e.status(), Some(400));
+        // Exactly the limit is fine; a longer unfinished head is 431.
+        assert!(
+            parse_request_head(&head_of_len(1000), 0, &limits, &mut head)
+                .unwrap()
+                .is_some()
+        );
+        let e = parse_request_head(&head_of_len(1001), 0, &limits, &mut head).unwrap_err();
+        assert!(matches!(e, HttpError::HeadersTooLarge), "{e}");
+        let e = parse_request_head(&[b'a'; 1000], 500, &limits, &mut head).unwrap_err();
+        assert!(matches!(e, HttpError::HeadersTooLarge), "{e}");
     }
 
     #[test]

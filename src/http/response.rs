@@ -93,6 +93,11 @@ pub fn read_response_head_into<S: Read + Timeouts>(
             _ => break,
         }
     }
+    decide_framing(head, head_request)
+}
+
+/// The framing of a final response head, in RFC 9112 §6.3 order.
+fn decide_framing(head: &mut ResponseHead, head_request: bool) -> Result<(), HttpError> {
     let ff =
         head::framing_fields(&head.headers, head.version_minor).map_err(HttpError::BadResponse)?;
     let bodyless = head_request || matches!(head.status, 204 | 304);
@@ -108,6 +113,51 @@ pub fn read_response_head_into<S: Read + Timeouts>(
     head.keep_alive = head.framing != BodyFraming::UntilClose
         && head::keep_alive(&head.headers, head.version_minor);
     Ok(())
+}
+
+/// Parses the final response head from bytes already received, without reading: the
+/// non-blocking counterpart of [`read_response_head_into`], with the same rules (interim 1xx
+/// skipped, at most [`MAX_INTERIM`] of them, 101 refused, `limits.max_header_bytes` per head).
+///
+/// `Ok(Some(n))`: the final head ends after `n` bytes of `buf` (interim heads included) and is
+/// in `head`. `Ok(None)`: more bytes are needed.
+pub fn parse_response_head(
+    buf: &[u8],
+    limits: &Limits,
+    head_request: bool,
+    head: &mut ResponseHead,
+) -> Result<Option<usize>, HttpError> {
+    let max = limits.max_header_bytes.max(1);
+    let mut at = 0;
+    let mut interim = 0;
+    loop {
+        let rest = &buf[at..];
+        let window = &rest[..rest.len().min(max)];
+        let parsed = match window.is_empty() {
+            true => None,
+            false => parse_into(window, limits, head)?,
+        };
+        let Some(n) = parsed else {
+            if rest.len() >= max {
+                return Err(HttpError::HeadersTooLarge);
+            }
+            return Ok(None);
+        };
+        at += n;
+        match head.status {
+            101 => return Err(HttpError::BadResponse("unexpected 101 Switching Protocols")),
+            100..=199 => {
+                interim += 1;
+                if interim > MAX_INTERIM {
+                    return Err(HttpError::BadResponse("too many interim responses"));
+                }
+            }
+            _ => {
+                decide_framing(head, head_request)?;
+                return Ok(Some(at));
+            }
+        }
+    }
 }
 
 /// Read and parse one head (interim or final) into `out`.
@@ -275,6 +325,73 @@ mod tests {
                 String::from_utf8_lossy(c)
             );
         }
+    }
+
+    /// [`parse_response_head`] over `raw` whole; the body is what follows the head.
+    fn parse(raw: &[u8], head_request: bool) -> Result<Option<(ResponseHead, Vec<u8>)>, HttpError> {
+        let mut h = ResponseHead::default();
+        Ok(
+            parse_response_head(raw, &Limits::default(), head_request, &mut h)?
+                .map(|n| (h, raw[n..].to_vec())),
+        )
+    }
+
+    #[test]
+    fn parse_from_a_slice_matches_reading() {
+        let cases: &[&[u8]] = &[
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi",
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n\
+              HTTP/1.1 201 Created\r\nContent-Length: 1\r\n\r\nx",
+            b"HTTP/1.1 204 No Content\r\nContent-Length: 3\r\n\r\n",
+            b"HTTP/1.0 200 OK\r\n\r\nuntil close",
+        ];
+        for raw in cases {
+            let (want, body) = read(raw, false).unwrap();
+            let (got, rest) = parse(raw, false).unwrap().unwrap();
+            assert_eq!(
+                (got.status, got.framing, got.keep_alive),
+                (want.status, want.framing, want.keep_alive)
+            );
+            if let BodyFraming::Length(n) = got.framing {
+                assert_eq!(&rest[..n as usize], &body[..]);
+            }
+            // Every strict prefix that cuts the final head needs more bytes.
+            let end = raw.len() - rest.len();
+            for cut in 0..end {
+                assert!(parse(&raw[..cut], false).unwrap().is_none(), "cut {cut}");
+            }
+        }
+        let (h, _) = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.framing, BodyFraming::None);
+    }
+
+    #[test]
+    fn parse_from_a_slice_rejects_like_reading() {
+        assert!(matches!(
+            parse(b"HTTP/1.1 101 Switching Protocols\r\n\r\n", false),
+            Err(HttpError::BadResponse(_))
+        ));
+        let raw = b"HTTP/1.1 100 Continue\r\n\r\n".repeat(MAX_INTERIM + 1);
+        assert!(matches!(parse(&raw, false), Err(HttpError::BadResponse(_))));
+        assert!(matches!(
+            parse(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                false
+            ),
+            Err(HttpError::BadResponse(_))
+        ));
+        let limits = Limits {
+            max_header_bytes: 64,
+            ..Limits::default()
+        };
+        let mut h = ResponseHead::default();
+        let long = format!("HTTP/1.1 200 OK\r\nX: {}\r\n\r\n", "a".repeat(64));
+        assert!(matches!(
+            parse_response_head(long.as_bytes(), &limits, false, &mut h),
+            Err(HttpError::HeadersTooLarge)
+        ));
     }
 
     #[test]

@@ -30,16 +30,127 @@ use crate::state::Phase;
 use crate::supervisor::Event;
 
 use super::errors::Failure;
-use super::forward::{forward, write_client, Client, Scratch};
+use super::forward::{forward, relay as forward_relay, write_client, Client, Scratch};
 use super::timed::Timed;
 use super::{InFlight, Proxy};
 
 /// Serves `stream` until it closes; never panics.
+#[allow(dead_code)] // the listener hands connections to the event loops; kept as the plain entry
 pub(super) fn run(p: &Proxy, stream: TcpStream) {
-    let result = std::panic::catch_unwind(AssertUnwindSafe(|| serve(p, stream)));
+    // Small answers must not wait for Nagle (RFC 896) on a keep-alive connection.
+    let _ = stream.set_nodelay(true);
+    guarded(|| serve(p, Some(Timed::new(stream, p.tick)), None));
+}
+
+/// Serves a connection the event loop hands over (a request it does not serve itself),
+/// starting with the bytes the loop already read from it; never panics.
+pub(super) fn run_handed_over(p: &Proxy, stream: TcpStream, pending: &[u8]) {
+    guarded(|| {
+        if let Err(e) = stream.set_nonblocking(false) {
+            log::debug!("closing a handed-over connection: {e}");
+            return;
+        }
+        let client = Buffered::with_pending(Timed::new(stream, p.tick), capacity(p), pending);
+        serve(p, None, Some(client));
+    });
+}
+
+/// An exchange the event loop started and hands over: its request is with the function, the
+/// answer (whose start may already be in `conn`'s buffer) is too large or not Content-Length
+/// framed for the loop to relay. Everything the request holds travels with it.
+pub(super) struct Relay {
+    pub head: RequestHead,
+    pub request_id: String,
+    pub invocation: Invocation,
+    pub started: Instant,
+    pub stage: Stage,
+    pub permit: super::limiter::Permit<'static>,
+    pub in_flight: InFlight<'static>,
+}
+
+/// Where a handed-over exchange stands.
+pub(super) enum Stage {
+    /// The request is with the function; its answer comes on this connection.
+    Answer(super::pool::FnConn),
+    /// Nothing reached the function of `instance` (it refused, or the connection was reset
+    /// with the request unread): send it again, to the next instance if this one is gone.
+    /// The request body is at the start of the handed-over bytes.
+    Resend { instance: u64 },
+}
+
+/// Finishes `relay` on this thread (the answer, the metrics, the End line), then serves the
+/// connection on; never panics.
+pub(super) fn run_relay(p: &Proxy, stream: TcpStream, pending: &[u8], relay: Relay) {
+    guarded(|| {
+        let Relay {
+            head,
+            request_id,
+            invocation,
+            started,
+            stage,
+            permit,
+            in_flight,
+        } = relay;
+        // Blocking calls from here on (deadlines are on the buffers).
+        let blocking = match &stage {
+            Stage::Answer(conn) => match conn.io.get_ref().get_ref() {
+                crate::http::client::Conn::Unix(s) => s.set_nonblocking(false),
+                crate::http::client::Conn::Tcp(s) => s.set_nonblocking(false),
+            },
+            Stage::Resend { .. } => Ok(()),
+        };
+        if let Err(e) = blocking.and_then(|()| stream.set_nonblocking(false)) {
+            log::debug!("closing a handed-over connection: {e}");
+            return;
+        }
+        let mut client = Buffered::with_pending(Timed::new(stream, p.tick), capacity(p), pending);
+        let mut scratch = Scratch::default();
+        let result = match stage {
+            Stage::Answer(conn) => {
+                forward_relay(p, &mut client, &head, &mut scratch, &request_id, conn)
+            }
+            Stage::Resend { instance } => forward_or_next_instance(
+                p,
+                &mut client,
+                &head,
+                &mut scratch,
+                &request_id,
+                invocation,
+                instance,
+                started + p.cfg.function.timeout,
+            ),
+        };
+        // As in `invoke`: the request leaves the function's side before it is concluded.
+        drop(in_flight);
+        drop(permit);
+        let keep = conclude(
+            p,
+            &mut client,
+            &head,
+            &mut scratch,
+            &request_id,
+            invocation,
+            started,
+            result,
+        );
+        if keep {
+            serve(p, None, Some(client));
+        }
+    });
+}
+
+/// Runs `f`, catching a panic: it closes only this connection (the counters are restored by
+/// guards while unwinding).
+fn guarded(f: impl FnOnce()) {
+    let result = std::panic::catch_unwind(AssertUnwindSafe(f));
     if result.is_err() {
         log::error!("a connection thread panicked; the connection was closed");
     }
+}
+
+/// The client buffer's size: the longest head accepted.
+fn capacity(p: &Proxy) -> usize {
+    p.cfg.server.max_header_bytes.max(1024)
 }
 
 /// How long a keep-alive connection may sit idle before its buffers are given back: a busy
@@ -62,12 +173,10 @@ fn wait_readable(io: &Timed<TcpStream>, deadline: Instant) -> bool {
     }
 }
 
-fn serve(p: &Proxy, stream: TcpStream) {
-    // Small answers must not wait for Nagle (RFC 896) on a keep-alive connection.
-    let _ = stream.set_nodelay(true);
-    let capacity = p.cfg.server.max_header_bytes.max(1024);
-    let mut idle_io = Some(Timed::new(stream, p.tick));
-    let mut client: Option<Client> = None;
+/// The connection loop: exactly one of `idle_io` (waiting without buffers) and `client` (with
+/// its buffer, maybe holding the start of the next request) is set.
+fn serve(p: &Proxy, mut idle_io: Option<Timed<TcpStream>>, mut client: Option<Client>) {
+    let capacity = capacity(p);
     let mut head = RequestHead::default();
     let mut scratch = Scratch::default();
     let mut request_id = String::new();
@@ -152,19 +261,56 @@ fn handle(
         return super::submit::submit(p, client, head, &mut scratch.out, request_id);
     }
     let started = Instant::now();
-    let log = p.cfg.log.invocations;
-    if log {
-        crate::logging::line(format_args!("FC Invoke Start RequestId: {request_id}"));
+    if p.cfg.log.invocations {
+        crate::logging::line(format_args!("{}{request_id}", super::INVOKE_START));
     }
-    let (keep_alive, failed) = match invoke(p, client, head, scratch, request_id, invocation) {
+    let result = invoke(p, client, head, scratch, request_id, invocation);
+    conclude(
+        p, client, head, scratch, request_id, invocation, started, result,
+    )
+}
+
+/// How an exchange the function answered counts: an event invocation fails on a non-2xx
+/// answer or `x-fc-status: 404` (CONTRACT §3); an HTTP invocation never does. Returns the
+/// metrics outcome and whether the End line marks a failure.
+pub(super) fn answered(invocation: Invocation, x: &super::forward::Exchange) -> (Outcome, bool) {
+    let failed =
+        invocation == Invocation::Event && (!(200..300).contains(&x.status) || x.fc_status_404);
+    let outcome = match failed {
+        true => Outcome::FunctionError,
+        false => Outcome::Success,
+    };
+    (outcome, failed)
+}
+
+/// The End line of an invocation (CONTRACT §5), when `log.invocations` is on.
+pub(super) fn end_line(p: &Proxy, request_id: &str, failed: bool) {
+    if !p.cfg.log.invocations {
+        return;
+    }
+    let error = match failed {
+        true => super::END_ERROR,
+        false => "",
+    };
+    crate::logging::line(format_args!("{}{request_id}{error}", super::INVOKE_END));
+}
+
+/// After the exchange (or its failure): the metrics, fc-init's own answer for a failure, the
+/// End line. Returns whether the connection stays open.
+#[allow(clippy::too_many_arguments)]
+fn conclude(
+    p: &Proxy,
+    client: &mut Client,
+    head: &RequestHead,
+    scratch: &mut Scratch,
+    request_id: &str,
+    invocation: Invocation,
+    started: Instant,
+    result: Result<super::forward::Exchange, Failure>,
+) -> bool {
+    let (keep_alive, failed) = match result {
         Ok(x) => {
-            let failed = invocation == Invocation::Event
-                && (!(200..300).contains(&x.status) || x.fc_status_404);
-            let outcome = if failed {
-                Outcome::FunctionError
-            } else {
-                Outcome::Success
-            };
+            let (outcome, failed) = answered(invocation, &x);
             p.metrics.record(outcome, started.elapsed());
             (x.keep_alive, failed)
         }
@@ -188,21 +334,13 @@ fn handle(
             (keep && answered, true)
         }
     };
-    if log {
-        if failed {
-            crate::logging::line(format_args!(
-                "FC Invoke End RequestId: {request_id}, Error: Unhandled function error"
-            ));
-        } else {
-            crate::logging::line(format_args!("FC Invoke End RequestId: {request_id}"));
-        }
-    }
+    end_line(p, request_id, failed);
     keep_alive
 }
 
 /// Whether a failure leaves the client connection in a state where the next request can be
 /// read (the request body not half-read, nothing half-written).
-fn can_continue(f: &Failure) -> bool {
+pub(super) fn can_continue(f: &Failure) -> bool {
     matches!(
         f,
         Failure::QueueFull
@@ -269,13 +407,38 @@ fn invoke(
     let Some(_in_flight) = InFlight::enter(p) else {
         return Err(Failure::Stopping);
     };
+    forward_or_next_instance(
+        p,
+        client,
+        head,
+        scratch,
+        request_id,
+        invocation,
+        instance,
+        arrival_deadline,
+    )
+}
+
+/// The exchange with `instance`; when its function is not there (refused, no socket),
+/// waits for the next instance (until `deadline`) and has the exchange with that one.
+#[allow(clippy::too_many_arguments)]
+fn forward_or_next_instance(
+    p: &Proxy,
+    client: &mut Client,
+    head: &RequestHead,
+    scratch: &mut Scratch,
+    request_id: &str,
+    invocation: Invocation,
+    instance: u64,
+    deadline: Instant,
+) -> Result<super::forward::Exchange, Failure> {
     match forward(p, client, head, scratch, request_id, invocation, instance) {
         Err(Failure::Connect(e)) if e.is_absent() => {
             // Refused or no socket: the instance has most likely just died and the supervisor
             // is about to start another. Nothing reached the function, so the request can go
             // to the next instance once it is ready.
             log::debug!("request {request_id}: {e}; waiting for a new instance");
-            let status = p.shared.wait_until(arrival_deadline, |s| {
+            let status = p.shared.wait_until(deadline, |s| {
                 s.phase == Phase::Stopping
                     || (s.instance != instance
                         && !matches!(s.phase, Phase::Starting | Phase::Initializing))

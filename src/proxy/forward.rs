@@ -32,7 +32,7 @@ use crate::http::{
 };
 
 use super::errors::Failure;
-use super::pool::FUNCTION_BUFFER;
+use super::pool::{FnConn, FUNCTION_BUFFER};
 use super::timed::Timed;
 use super::Proxy;
 
@@ -137,7 +137,21 @@ pub fn forward(
         }
     }
 
-    // The answer's head.
+    relay(p, client, head, scratch, request_id, conn)
+}
+
+/// The second half of an exchange whose request has been sent: reads the function's answer
+/// from `conn` (bytes of it may already be in its buffer, e.g. from the event loop) and relays
+/// it to the client. Bounded by `conn`'s deadline for the reading side.
+pub fn relay(
+    p: &Proxy,
+    client: &mut Client,
+    head: &RequestHead,
+    scratch: &mut Scratch,
+    request_id: &str,
+    mut conn: FnConn,
+) -> Result<Exchange, Failure> {
+    let out = &mut scratch.out;
     let resp = &mut scratch.response;
     let limits = Limits {
         max_header_bytes: FUNCTION_BUFFER,
@@ -146,7 +160,47 @@ pub fn forward(
     };
     read_response_head_into(&mut conn.io, &limits, head.method() == "HEAD", resp)
         .map_err(Failure::ResponseHead)?;
+    let (exchange, output) = answer_head(p, head, resp, request_id, out);
 
+    // The answer's body.
+    match resp.framing {
+        BodyFraming::Length(n) if n as usize <= conn.io.buffer().len() => {
+            let n = n as usize;
+            write_client(p, client, [out, &conn.io.buffer()[..n], b""])
+                .map_err(Failure::WriteResponse)?;
+            conn.io.consume_bytes(n);
+        }
+        BodyFraming::None => {
+            write_client(p, client, [out, b"", b""]).map_err(Failure::WriteResponse)?;
+        }
+        src_framing => {
+            write_client(p, client, [out, b"", b""]).map_err(Failure::WriteResponse)?;
+            let mut dst = ClientOut {
+                io: client.get_mut(),
+                idle: p.cfg.server.idle_timeout,
+            };
+            copy_body(&mut conn.io, &mut dst, src_framing, output, u64::MAX)
+                .map_err(Failure::ResponseBody)?;
+        }
+    }
+    if resp.keep_alive && conn.io.buffer().is_empty() {
+        p.pool.put(conn);
+    }
+    Ok(exchange)
+}
+
+/// Decides the framing towards the client and writes the answer's head into `out`: the
+/// function's fields minus hop-by-hop ones, `x-fc-request-id`, and `Connection` as needed. A
+/// Content-Length answer keeps it; a chunked or close-delimited one goes out chunked to an
+/// HTTP/1.1 client and close-delimited to an HTTP/1.0 one. Returns what the exchange is, for
+/// the log line, and how the body must be written.
+pub fn answer_head(
+    p: &Proxy,
+    head: &RequestHead,
+    resp: &ResponseHead,
+    request_id: &str,
+    out: &mut Vec<u8>,
+) -> (Exchange, Output) {
     let client_11 = head.version_minor >= 1;
     let mut keep_alive = head.keep_alive && !p.stopping();
     let (framing, output) = match resp.framing {
@@ -180,30 +234,5 @@ pub fn forward(
             .is_some_and(|v| v.trim_ascii() == b"404"),
         keep_alive,
     };
-
-    // The answer's body.
-    match resp.framing {
-        BodyFraming::Length(n) if n as usize <= conn.io.buffer().len() => {
-            let n = n as usize;
-            write_client(p, client, [out, &conn.io.buffer()[..n], b""])
-                .map_err(Failure::WriteResponse)?;
-            conn.io.consume_bytes(n);
-        }
-        BodyFraming::None => {
-            write_client(p, client, [out, b"", b""]).map_err(Failure::WriteResponse)?;
-        }
-        src_framing => {
-            write_client(p, client, [out, b"", b""]).map_err(Failure::WriteResponse)?;
-            let mut dst = ClientOut {
-                io: client.get_mut(),
-                idle: p.cfg.server.idle_timeout,
-            };
-            copy_body(&mut conn.io, &mut dst, src_framing, output, u64::MAX)
-                .map_err(Failure::ResponseBody)?;
-        }
-    }
-    if resp.keep_alive && conn.io.buffer().is_empty() {
-        p.pool.put(conn);
-    }
-    Ok(exchange)
+    (exchange, output)
 }

@@ -142,6 +142,26 @@ impl Limiter {
         }
     }
 
+    /// Takes a slot only if one is free right now and nobody waits for one (a newcomer never
+    /// overtakes the queue); `None` otherwise, also when closed. Never blocks beyond the lock:
+    /// the event loop uses it to decide whether a request can take the fast path.
+    pub fn try_acquire(&self) -> Option<Permit<'_>> {
+        if self.closed.load(Ordering::Acquire) {
+            return None;
+        }
+        if self.max == 0 {
+            return Some(Permit { limiter: None });
+        }
+        let mut st = self.lock();
+        if st.queue.is_empty() && st.active < self.max {
+            st.active += 1;
+            return Some(Permit {
+                limiter: Some(self),
+            });
+        }
+        None
+    }
+
     /// Hands the slot to the oldest waiter, or frees it.
     fn release(&self) {
         let mut st = self.lock();
@@ -241,6 +261,26 @@ mod tests {
         assert_eq!(waiter.join().unwrap(), Some(Denied::Closed));
         assert_eq!(l.acquire(far()).err(), Some(Denied::Closed));
         drop(p);
+    }
+
+    #[test]
+    fn try_acquire_never_waits_nor_overtakes() {
+        let l = Arc::new(Limiter::new(1, 10));
+        let p = l.try_acquire().expect("a free slot");
+        assert!(l.try_acquire().is_none(), "no slot left");
+        let l2 = l.clone();
+        let waiter = std::thread::spawn(move || l2.acquire(far()).map(|_| ()));
+        while l.queued() == 0 {
+            std::thread::yield_now();
+        }
+        drop(p);
+        // The slot went to the waiter, not to a newcomer.
+        assert_eq!(waiter.join().unwrap(), Ok(()));
+        let again = l.try_acquire().expect("the waiter released it");
+        drop(again);
+        l.close();
+        assert!(l.try_acquire().is_none(), "closed");
+        assert!(Limiter::new(0, 0).try_acquire().is_some(), "unlimited");
     }
 
     #[test]

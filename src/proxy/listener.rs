@@ -1,5 +1,5 @@
-//! The accept loop: one thread that accepts client connections on `server.listen` and starts a
-//! connection thread for each, until the shutdown begins.
+//! The accept loop: one thread that accepts client connections on `server.listen` and hands
+//! each to an event loop ([`super::event_loop`]), until the shutdown begins.
 //!
 //! Rules: at most `server.max_connections` connections are served at once; one more is
 //! answered `503` (`TooManyRequests`, "too many open connections") with a non-blocking send and
@@ -10,7 +10,7 @@
 //! Failure modes: binding fails at start-up ([`ProxyError::Bind`]). Later, `accept` errors are
 //! tolerated: ECONNABORTED/EPROTO (the client gave up) are skipped; EMFILE/ENFILE/ENOBUFS/ENOMEM
 //! (out of resources) are logged and retried after a short pause, since retrying at once would
-//! spin; a thread that cannot be started drops its connection.
+//! spin.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -22,15 +22,8 @@ use std::time::Duration;
 use crate::http::fc_error::{error_response, ErrorType};
 use crate::http::new_request_id;
 
-use super::{connection, Proxy, ProxyError};
-
-/// Stack of a connection thread. Only touched pages count in RSS; the parser keeps its field
-/// array (4 KiB) on the stack, and debug builds need far bigger frames.
-const STACK_SIZE: usize = if cfg!(debug_assertions) {
-    1024 * 1024
-} else {
-    128 * 1024
-};
+use super::event_loop::Loops;
+use super::{OpenSlot, Proxy, ProxyError};
 
 /// `listen(2)` backlog: bursts of new connections (a load balancer opening its pool) should
 /// wait in the kernel rather than be refused.
@@ -52,10 +45,14 @@ pub(super) fn bind(addr: SocketAddr) -> Result<TcpListener, ProxyError> {
     Ok(listener)
 }
 
-pub(super) fn spawn(proxy: Arc<Proxy>, listener: TcpListener) -> Result<(), ProxyError> {
+pub(super) fn spawn(
+    proxy: &'static Proxy,
+    listener: TcpListener,
+    loops: Loops,
+) -> Result<(), ProxyError> {
     let listener = Arc::new(listener);
     {
-        let (proxy, listener) = (proxy.clone(), listener.clone());
+        let listener = listener.clone();
         proxy.shared.clone().on_stopping(move || {
             proxy.begin_stopping();
             // Wakes the blocked accept (it fails with EINVAL) and refuses new connections.
@@ -67,12 +64,12 @@ pub(super) fn spawn(proxy: Arc<Proxy>, listener: TcpListener) -> Result<(), Prox
     }
     std::thread::Builder::new()
         .name("fc-init-accept".into())
-        .spawn(move || accept_loop(&proxy, &listener))
+        .spawn(move || accept_loop(proxy, &listener, &loops))
         .map(|_| ())
         .map_err(ProxyError::Thread)
 }
 
-fn accept_loop(proxy: &Arc<Proxy>, listener: &TcpListener) {
+fn accept_loop(proxy: &'static Proxy, listener: &TcpListener, loops: &Loops) {
     loop {
         let stream = match listener.accept() {
             Ok((stream, _)) => stream,
@@ -101,19 +98,7 @@ fn accept_loop(proxy: &Arc<Proxy>, listener: &TcpListener) {
             refuse(&stream);
             continue;
         }
-        let p = proxy.clone();
-        let started = std::thread::Builder::new()
-            .name("fc-init-conn".into())
-            .stack_size(STACK_SIZE)
-            .spawn(move || {
-                connection::run(&p, stream);
-                p.open.fetch_sub(1, Ordering::AcqRel);
-            });
-        if let Err(e) = started {
-            // The closure (and the stream) was dropped: only the count is left to undo.
-            proxy.open.fetch_sub(1, Ordering::AcqRel);
-            log::error!("starting a connection thread: {e}; connection dropped");
-        }
+        loops.dispatch(stream, OpenSlot { proxy });
     }
     log::debug!("listener closed");
 }

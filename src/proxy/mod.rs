@@ -21,6 +21,7 @@
 
 mod connection;
 mod errors;
+mod event_loop;
 mod forward;
 mod limiter;
 mod listener;
@@ -47,7 +48,7 @@ pub enum ProxyError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
-    /// The accept thread could not be started.
+    /// The accept thread or an event loop could not be started.
     Thread(std::io::Error),
 }
 
@@ -55,7 +56,7 @@ impl std::fmt::Display for ProxyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ProxyError::Bind { addr, source } => write!(f, "listening on {addr}: {source}"),
-            ProxyError::Thread(e) => write!(f, "starting the accept thread: {e}"),
+            ProxyError::Thread(e) => write!(f, "starting the traffic threads: {e}"),
         }
     }
 }
@@ -68,6 +69,12 @@ impl std::error::Error for ProxyError {
         }
     }
 }
+
+/// The FC Invoke lines (CONTRACT §5), written by the connection threads and the event loops.
+const INVOKE_START: &str = "FC Invoke Start RequestId: ";
+const INVOKE_END: &str = "FC Invoke End RequestId: ";
+/// Appended to the End line of a failed invocation (CONTRACT §8).
+const END_ERROR: &str = ", Error: Unhandled function error";
 
 /// Everything the traffic threads share.
 pub(crate) struct Proxy {
@@ -136,6 +143,18 @@ impl Proxy {
         // includes it (see `InFlight::enter`).
         self.shared.in_flight.fetch_add(0, Ordering::SeqCst);
         self.limiter.close();
+    }
+}
+
+/// A client connection counted in `Proxy::open` (for `max_connections`); dropping it, on
+/// whichever thread ends the connection, uncounts it.
+struct OpenSlot {
+    proxy: &'static Proxy,
+}
+
+impl Drop for OpenSlot {
+    fn drop(&mut self) {
+        self.proxy.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -211,16 +230,18 @@ pub fn start(cfg: Arc<Config>, w: Wiring) -> Result<Option<std::net::SocketAddr>
     };
     let listener = listener::bind(addr)?;
     let bound = listener.local_addr().unwrap_or(addr);
-    let proxy = Arc::new(Proxy::new(
+    // One per process, alive until it exits: a `'static` borrow lets a request's guards
+    // (`Permit`, `InFlight`) move from an event loop to a connection thread.
+    let proxy: &'static Proxy = Box::leak(Box::new(Proxy::new(
         cfg,
         w.shared,
         w.events,
         w.metrics.clone(),
         w.asynchronous,
-    ));
-    let p = proxy.clone();
-    w.metrics.set_queued_source(move || p.limiter.queued());
-    listener::spawn(proxy, listener)?;
+    )));
+    w.metrics.set_queued_source(move || proxy.limiter.queued());
+    let loops = event_loop::Loops::start(proxy).map_err(ProxyError::Thread)?;
+    listener::spawn(proxy, listener, loops)?;
     Ok(Some(bound))
 }
 

@@ -115,18 +115,23 @@ impl Pool {
                 return Ok(conn);
             }
         }
-        let conn = match &self.endpoint {
+        let conn = self.connect(deadline)?;
+        Ok(FnConn {
+            io: Buffered::with_capacity(Timed::new(conn, self.tick), FUNCTION_BUFFER),
+            instance,
+        })
+    }
+
+    /// A new connection to the function (blocking, not pooled), made before `deadline`.
+    pub fn connect(&self, deadline: Instant) -> Result<Conn, ConnectError> {
+        match &self.endpoint {
             Endpoint::Unix(path) => client::connect_unix(path, deadline),
             Endpoint::Tcp(port) => client::connect_tcp(
                 std::net::SocketAddr::from(([127, 0, 0, 1], *port)),
                 deadline,
             ),
         }
-        .map_err(ConnectError)?;
-        Ok(FnConn {
-            io: Buffered::with_capacity(Timed::new(conn, self.tick), FUNCTION_BUFFER),
-            instance,
-        })
+        .map_err(ConnectError)
     }
 
     /// Returns a connection whose last exchange ended cleanly.
