@@ -33,6 +33,15 @@
 //! (SQLite cannot tell whether they reached the disk); the client got an error and a retry
 //! with the same id is answered idempotently. The queue limit gives [`StoreError::Full`].
 //!
+//! - **Durable where it matters.** Submissions and terminates commit with `synchronous=FULL`.
+//!   A worker's claim, finish and retry commit with `NORMAL` (no fsync of their own; the next
+//!   FULL commit, or a checkpoint, makes them durable): losing one to a power cut leaves the
+//!   event QUEUED or RUNNING, and a RUNNING event is queued again at the next open — at least
+//!   once still holds, and a worker does not pay an fsync per state change.
+//! - **The queue limit is counted in memory.** The number of QUEUED events is read once at
+//!   open and kept up to date under the writer lock by every transition, so a submission never
+//!   counts a queue that may hold hundreds of thousands of events.
+//!
 //! Connections: SQLite connections are `Send` but not `Sync`, so there is one writer
 //! connection behind a mutex (every state change, all in `BEGIN IMMEDIATE` transactions whose
 //! `COMMIT` errors are checked) and one reader connection behind another (`query_only`; in WAL
@@ -550,6 +559,8 @@ pub struct Store {
     /// Reads for the admin API and metrics (`query_only`).
     reader: Mutex<Connection>,
     batch: Batcher,
+    /// QUEUED events now; changed only under the writer lock, after a commit.
+    queued: AtomicU64,
     /// Signalled when an event may have become claimable (submit, retry, requeue).
     work: Signal,
     /// Signalled when an event reached an ended status (terminate waits on it).
@@ -662,6 +673,12 @@ impl Store {
             );
         }
 
+        let queued = run_tx(&writer, "count queued events", |tx| {
+            tx.prepare_cached("SELECT COUNT(*) FROM events WHERE status = 'QUEUED'")?
+                .query_row([], |row| row.get::<_, i64>(0))
+        })?;
+        let queued = u64::try_from(queued).unwrap_or(0);
+
         let reader = Connection::open_with_flags(path, flags).map_err(sql_err("open"))?;
         reader.busy_timeout(BUSY_TIMEOUT).map_err(sql_err("open"))?;
         // Belt and braces: every write must go through the writer's transactions.
@@ -674,6 +691,7 @@ impl Store {
             writer: Mutex::new(writer),
             reader: Mutex::new(reader),
             batch: Batcher::default(),
+            queued: AtomicU64::new(queued),
             work: Signal::default(),
             ended: Signal::default(),
             opts,
@@ -713,8 +731,10 @@ impl Store {
         let ticket = state.next_ticket;
         state.next_ticket += 1;
         state.queue.push((ticket, event));
+        state.waiting.insert(ticket, std::thread::current());
         loop {
             if let Some(result) = state.results.remove(&ticket) {
+                state.waiting.remove(&ticket);
                 return result;
             }
             if !state.leader {
@@ -736,19 +756,25 @@ impl Store {
                 state = lock(&self.batch.state);
                 state.results.extend(results);
                 state.leader = false;
+                let wake = state.to_wake(&guard.tickets);
+                drop(state);
                 drop(guard);
-                // Wake the followers with their results; one still queued becomes the leader.
-                self.batch.cv.notify_all();
+                // Only the followers whose results are in, and the next leader, are woken:
+                // waking every waiter after every commit costs more than the commit at 64
+                // concurrent submitters.
+                for thread in wake {
+                    thread.unpark();
+                }
                 if created {
                     self.work.bump();
                 }
+                state = lock(&self.batch.state);
                 continue;
             }
-            state = self
-                .batch
-                .cv
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
+            drop(state);
+            // Spurious wake-ups are fine: the loop looks again.
+            std::thread::park();
+            state = lock(&self.batch.state);
         }
     }
 
@@ -767,12 +793,10 @@ impl Store {
         let tickets: Vec<u64> = batch.iter().map(|(t, _)| *t).collect();
         let max_queued = self.opts.max_queued;
         let conn = lock(&self.writer);
+        // Read and updated under the writer lock, like every other change of the count.
+        let queued_before = self.queued.load(Ordering::Relaxed);
         let outcome = run_tx(&conn, "submit", |tx| {
-            let mut queued: u64 = tx
-                .prepare_cached("SELECT COUNT(*) FROM events WHERE status = 'QUEUED'")?
-                .query_row([], |row| row.get::<_, i64>(0))?
-                .try_into()
-                .unwrap_or(0);
+            let mut queued = queued_before;
             let mut insert = tx.prepare_cached(
                 "INSERT INTO events (request_id, status, submit_time, attempts, next_attempt_at, \
                      method, target, headers, body) \
@@ -802,7 +826,11 @@ impl Store {
                 queued += 1;
                 results.push((*ticket, Ok(Submitted::Created)));
             }
-            Ok(results)
+            Ok((results, queued))
+        });
+        let outcome = outcome.map(|(results, queued)| {
+            self.queued.store(queued, Ordering::Relaxed);
+            results
         });
         drop(conn);
         match outcome {
@@ -826,13 +854,18 @@ impl Store {
                           ORDER BY next_attempt_at, seq LIMIT 1) \
              RETURNING {EVENT_COLUMNS}, {REQUEST_COLUMNS}"
         );
-        let row = self.write_tx("claim", |tx| {
-            tx.prepare_cached(&sql)?
-                .query_row([sql_int(now)], |row| {
-                    Ok((event_from_row(row)?, raw_request_from_row(row, 11)?))
-                })
-                .optional()
-        })?;
+        let row = self.write_tx(
+            "claim",
+            Durability::Relaxed,
+            |tx| {
+                tx.prepare_cached(&sql)?
+                    .query_row([sql_int(now)], |row| {
+                        Ok((event_from_row(row)?, raw_request_from_row(row, 11)?))
+                    })
+                    .optional()
+            },
+            |row| -i64::from(row.is_some()),
+        )?;
         let Some((event, (method, target, headers, body))) = row else {
             return Ok(None);
         };
@@ -867,21 +900,26 @@ impl Store {
              WHERE request_id = ?1 AND status = 'RUNNING' \
              RETURNING {EVENT_COLUMNS}"
         );
-        let ended = self.write_tx("finish", |tx| {
-            tx.prepare_cached(&sql)?
-                .query_row(
-                    params![
-                        id,
-                        outcome.status,
-                        sql_int(outcome.end),
-                        outcome.status_code,
-                        outcome.error_type,
-                        outcome.error_message
-                    ],
-                    event_from_row,
-                )
-                .optional()
-        })?;
+        let ended = self.write_tx(
+            "finish",
+            Durability::Relaxed,
+            |tx| {
+                tx.prepare_cached(&sql)?
+                    .query_row(
+                        params![
+                            id,
+                            outcome.status,
+                            sql_int(outcome.end),
+                            outcome.status_code,
+                            outcome.error_type,
+                            outcome.error_message
+                        ],
+                        event_from_row,
+                    )
+                    .optional()
+            },
+            |_| 0,
+        )?;
         if ended.is_some() {
             self.ended.bump();
         }
@@ -898,20 +936,25 @@ impl Store {
         error_type: Option<&str>,
         error_message: Option<&str>,
     ) -> Result<bool, StoreError> {
-        let changed = self.write_tx("retry", |tx| {
-            tx.prepare_cached(
-                "UPDATE events SET status = 'QUEUED', next_attempt_at = ?2, status_code = ?3, \
-                     error_type = ?4, error_message = ?5 \
-                 WHERE request_id = ?1 AND status = 'RUNNING'",
-            )?
-            .execute(params![
-                id,
-                sql_int(at),
-                status_code,
-                error_type,
-                error_message
-            ])
-        })?;
+        let changed = self.write_tx(
+            "retry",
+            Durability::Relaxed,
+            |tx| {
+                tx.prepare_cached(
+                    "UPDATE events SET status = 'QUEUED', next_attempt_at = ?2, status_code = ?3, \
+                         error_type = ?4, error_message = ?5 \
+                     WHERE request_id = ?1 AND status = 'RUNNING'",
+                )?
+                .execute(params![
+                    id,
+                    sql_int(at),
+                    status_code,
+                    error_type,
+                    error_message
+                ])
+            },
+            |&changed| changed as i64,
+        )?;
         if changed > 0 {
             self.work.bump();
         }
@@ -921,10 +964,15 @@ impl Store {
     /// Puts every RUNNING event back to QUEUED (the function was restarted under them: they
     /// run again, at least once). Their attempts stay counted. Returns how many.
     pub fn requeue_running(&self) -> Result<u64, StoreError> {
-        let n = self.write_tx("requeue running", |tx| {
-            tx.prepare_cached("UPDATE events SET status = 'QUEUED' WHERE status = 'RUNNING'")?
-                .execute([])
-        })? as u64;
+        let n = self.write_tx(
+            "requeue running",
+            Durability::Relaxed,
+            |tx| {
+                tx.prepare_cached("UPDATE events SET status = 'QUEUED' WHERE status = 'RUNNING'")?
+                    .execute([])
+            },
+            |&n| n as i64,
+        )? as u64;
         if n > 0 {
             self.work.bump();
         }
@@ -1075,19 +1123,25 @@ impl Store {
                  error_message = COALESCE(?3, error_message) \
              WHERE request_id = ?1 RETURNING {EVENT_COLUMNS}"
         );
-        let result = self.write_tx(op, |tx| {
-            let Some(event) = select_event(tx, id)? else {
-                return Ok(AbortResult::NotFound);
-            };
-            match event.status {
-                s if s.is_ended() => Ok(AbortResult::AlreadyEnded(event)),
-                Status::Running if !running_too => Ok(AbortResult::Running(event)),
-                _ => tx
-                    .prepare_cached(&sql)?
-                    .query_row(params![id, sql_int(now), message], event_from_row)
-                    .map(AbortResult::Aborted),
-            }
-        })?;
+        // An operator's decision is committed durably.
+        let (result, _) = self.write_tx(
+            op,
+            Durability::Full,
+            |tx| {
+                let Some(event) = select_event(tx, id)? else {
+                    return Ok((AbortResult::NotFound, false));
+                };
+                match event.status {
+                    s if s.is_ended() => Ok((AbortResult::AlreadyEnded(event), false)),
+                    Status::Running if !running_too => Ok((AbortResult::Running(event), false)),
+                    before => tx
+                        .prepare_cached(&sql)?
+                        .query_row(params![id, sql_int(now), message], event_from_row)
+                        .map(|e| (AbortResult::Aborted(e), before == Status::Queued)),
+                }
+            },
+            |&(_, was_queued)| -i64::from(was_queued),
+        )?;
         if matches!(result, AbortResult::Aborted(_)) {
             self.ended.bump();
         }
@@ -1120,24 +1174,55 @@ impl Store {
     pub fn purge_expired(&self, now: u64) -> Result<u64, StoreError> {
         let retention = u64::try_from(self.opts.retention.as_millis()).unwrap_or(u64::MAX);
         let cutoff = now.saturating_sub(retention);
-        let n = self.write_tx("purge", |tx| {
-            tx.prepare_cached(
-                "DELETE FROM events WHERE end_time IS NOT NULL AND end_time < ?1 \
-                     AND status IN ('FINISHED', 'FAILED', 'ABORTED')",
-            )?
-            .execute([sql_int(cutoff)])
-        })?;
+        let n = self.write_tx(
+            "purge",
+            Durability::Relaxed,
+            |tx| {
+                tx.prepare_cached(
+                    "DELETE FROM events WHERE end_time IS NOT NULL AND end_time < ?1 \
+                         AND status IN ('FINISHED', 'FAILED', 'ABORTED')",
+                )?
+                .execute([sql_int(cutoff)])
+            },
+            |_| 0,
+        )?;
         Ok(n as u64)
     }
 
-    /// Runs `f` in a `BEGIN IMMEDIATE` transaction on the writer connection.
+    /// Runs `f` in a `BEGIN IMMEDIATE` transaction on the writer connection, with the given
+    /// durability; once it has committed, and still under the writer lock, adds `queued_delta`
+    /// of its result to the count of QUEUED events.
     fn write_tx<T>(
         &self,
         op: &'static str,
+        durability: Durability,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+        queued_delta: impl FnOnce(&T) -> i64,
     ) -> Result<T, StoreError> {
         let conn = lock(&self.writer);
-        run_tx(&conn, op, f)
+        let relaxed = durability == Durability::Relaxed;
+        if relaxed {
+            conn.execute_batch("PRAGMA synchronous = NORMAL")
+                .map_err(sql_err(op))?;
+        }
+        let result = run_tx(&conn, op, f);
+        if relaxed {
+            // Back to FULL before anything else commits; if even that fails, the connection
+            // must not be used for a submission in NORMAL mode.
+            if let Err(e) = conn.execute_batch("PRAGMA synchronous = FULL") {
+                log::error!("event store {op}: restoring synchronous=FULL: {e}");
+                return Err(sql_err(op)(e));
+            }
+        }
+        if let Ok(value) = &result {
+            let delta = queued_delta(value);
+            let _ = self
+                .queued
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    Some(n.saturating_add_signed(delta))
+                });
+        }
+        result
     }
 
     /// Test hook: caps the database size so a commit fails with `SQLITE_FULL`, as on a full
@@ -1283,12 +1368,19 @@ fn decode_headers(mut blob: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
 // ---------------------------------------------------------------------------------------------
 // Group commit
 
+/// How durable a transaction's commit must be (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// `synchronous=FULL`: fsynced before `COMMIT` returns.
+    Full,
+    /// `synchronous=NORMAL`: durable with the next FULL commit or checkpoint.
+    Relaxed,
+}
+
 /// Leader/follower batching of submissions (see the module docs).
 #[derive(Default)]
 struct Batcher {
     state: Mutex<BatchState>,
-    /// Signalled when a leader has deposited results and stepped down.
-    cv: Condvar,
     batches: AtomicU64,
     submissions: AtomicU64,
 }
@@ -1302,6 +1394,21 @@ struct BatchState {
     next_ticket: u64,
     /// Results waiting for their submitter to pick them up.
     results: HashMap<u64, Result<Submitted, StoreError>>,
+    /// The thread of every submission not yet returned, to be unparked when its result is in.
+    waiting: HashMap<u64, std::thread::Thread>,
+}
+
+impl BatchState {
+    /// The threads to wake after a leader stepped down: the owners of `done` (the batch it
+    /// committed) and the oldest queued submitter, who becomes the next leader.
+    fn to_wake(&self, done: &[u64]) -> Vec<std::thread::Thread> {
+        let next_leader = self.queue.first().map(|(t, _)| *t);
+        done.iter()
+            .copied()
+            .chain(next_leader)
+            .filter_map(|t| self.waiting.get(&t).cloned())
+            .collect()
+    }
 }
 
 /// Should the leader panic inside SQLite code, its followers must not wait forever: they get
@@ -1318,14 +1425,17 @@ impl Drop for LeaderGuard<'_> {
             return;
         }
         let mut state = lock(&self.batcher.state);
-        for ticket in self.tickets.drain(..) {
+        for ticket in &self.tickets {
             state
                 .results
-                .insert(ticket, Err(StoreError::CommitAbandoned));
+                .insert(*ticket, Err(StoreError::CommitAbandoned));
         }
         state.leader = false;
+        let wake = state.to_wake(&self.tickets);
         drop(state);
-        self.batcher.cv.notify_all();
+        for thread in wake {
+            thread.unpark();
+        }
     }
 }
 

@@ -856,3 +856,65 @@ fn bench_group_commit_against_baseline() {
         many / base
     );
 }
+
+/// The in-memory count of QUEUED events must equal the table's after every kind of transition,
+/// and across a reopen.
+#[test]
+fn queued_count_follows_every_transition() {
+    let dir = TempDir::new("queued-count");
+    let store = open(&dir);
+    let counted = |store: &Store| -> u64 {
+        let conn = lock(&store.reader);
+        let n: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM events WHERE status = 'QUEUED'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        n as u64
+    };
+    let check = |store: &Store, what: &str| {
+        assert_eq!(
+            store.queued.load(Ordering::Relaxed),
+            counted(store),
+            "after {what}"
+        );
+    };
+    for i in 0..6 {
+        submit(&store, &format!("q-{i}"), 1000 + i);
+    }
+    submit(&store, "q-0", 2000);
+    check(&store, "submissions and a duplicate");
+    let a = store.claim_next(5000).unwrap().unwrap().event.request_id;
+    let b = store.claim_next(5000).unwrap().unwrap().event.request_id;
+    check(&store, "claims");
+    assert!(store
+        .retry_later(&a, 6000, Some(500), Some("E"), Some("m"))
+        .unwrap());
+    check(&store, "a retry");
+    store.finish(&b, &ok_outcome(7000)).unwrap();
+    check(&store, "a finish");
+    assert!(matches!(
+        store.abort_queued("q-5", 8000).unwrap(),
+        AbortResult::Aborted(_)
+    ));
+    check(&store, "aborting a queued event");
+    let c = store.claim_next(9000).unwrap().unwrap().event.request_id;
+    assert!(matches!(
+        store.mark_aborted(&c, None, 9500).unwrap(),
+        AbortResult::Aborted(_)
+    ));
+    assert!(matches!(
+        store.mark_aborted("q-4", None, 9600).unwrap(),
+        AbortResult::Aborted(_)
+    ));
+    check(&store, "aborting running and queued events");
+    store.claim_next(10_000).unwrap().unwrap();
+    assert_eq!(store.requeue_running().unwrap(), 1);
+    check(&store, "requeue");
+    store.claim_next(11_000).unwrap().unwrap();
+    drop(store);
+    let store = open(&dir);
+    check(&store, "reopen");
+}
