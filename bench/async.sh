@@ -223,7 +223,7 @@ run_wrk() {
     fi
     out=$(wrk -t"$2" -c"$1" -d"$DURATION" -s "$T/async.lua" "http://127.0.0.1:$PORT/invoke")
     if [[ -n $perf_pid ]]; then
-        kill -INT "$perf_pid"
+        kill -INT "$perf_pid" 2>/dev/null || true  # perf may have ended on its own
         wait "$perf_pid" || true
         syncs=$(awk -F, '$3 ~ /sys_enter_f(data)?sync/ { n += $1 } END { print n + 0 }' "$T/perf.csv")
     fi
