@@ -1,14 +1,20 @@
 //! Invocation traffic: the listener and the forwarding of requests to the function
 //! (CONTRACT §3, §4, §5, §6, §8).
 //!
-//! Threads, not an event loop: one accept thread ([`listener`]) and one small-stack thread per
-//! client connection ([`connection`]), each doing blocking I/O under deadlines. A request goes
-//! through, in order: strict head parsing (`crate::http`), the concurrency limit and its FIFO
-//! queue ([`limiter`]), the wait for an initialized instance (`state::Shared`), then one
-//! exchange with the function over a pooled keep-alive connection ([`forward`], [`pool`]),
-//! bodies streamed both ways through fixed buffers. Every way that can fail ends in one of
-//! fc-init's own answers ([`errors`]) or, once the function's answer has started, in closing
-//! the client connection.
+//! Two paths over the same rules. The fast path ([`event_loop`]): one accept thread
+//! ([`listener`]) hands each client connection to one of a few epoll loops (one per core),
+//! which serve the common request themselves (complete in the buffer, a slot free at once,
+//! the instance ready, a Content-Length answer that fits a buffer) over non-blocking pooled
+//! function connections; idle connections cost no thread and no buffer. Everything else is
+//! handed, with the bytes already read (and, mid-exchange, with the request's slot and
+//! in-flight count), to the blocking path: one small-stack thread per connection
+//! ([`connection`]) doing blocking I/O under deadlines. There a request goes through, in
+//! order: strict head parsing (`crate::http`), the concurrency limit and its FIFO queue
+//! ([`limiter`]), the wait for an initialized instance (`state::Shared`), then one exchange
+//! with the function over a pooled keep-alive connection ([`forward`], [`pool`]), bodies
+//! streamed both ways through fixed buffers. Every way that can fail ends in one of fc-init's
+//! own answers ([`errors`]) or, once the function's answer has started, in closing the client
+//! connection.
 //!
 //! Shutdown: a hook registered with `Shared::on_stopping` stops the accept loop, sends queued
 //! requests away (`InstanceStopping`) and makes later requests on open connections fail the
@@ -17,7 +23,8 @@
 //! slot and have been let through to the function.
 //!
 //! Robustness: a panic in a connection thread is caught there (the connection is closed, the
-//! counters are restored by guards) and never takes fc-init down.
+//! counters are restored by guards) and never takes fc-init down; an event loop that panics
+//! loses its connections and starts again.
 
 mod connection;
 mod errors;
