@@ -34,14 +34,6 @@ use super::forward::{forward, relay as forward_relay, write_client, Client, Scra
 use super::timed::Timed;
 use super::{InFlight, Proxy};
 
-/// Serves `stream` until it closes; never panics.
-#[allow(dead_code)] // the listener hands connections to the event loops; kept as the plain entry
-pub(super) fn run(p: &Proxy, stream: TcpStream) {
-    // Small answers must not wait for Nagle (RFC 896) on a keep-alive connection.
-    let _ = stream.set_nodelay(true);
-    guarded(|| serve(p, Some(Timed::new(stream, p.tick)), None));
-}
-
 /// Serves a connection the event loop hands over (a request it does not serve itself),
 /// starting with the bytes the loop already read from it; never panics.
 pub(super) fn run_handed_over(p: &Proxy, stream: TcpStream, pending: &[u8]) {
