@@ -2,7 +2,8 @@
 //! each to an event loop ([`super::event_loop`]), until the shutdown begins.
 //!
 //! Rules: at most `server.max_connections` connections are served at once; one more is
-//! answered `503` (`TooManyRequests`, "too many open connections") with a non-blocking send and
+//! answered `429` (`TooManyRequests`, as the contract's table gives it: "too many open
+//! connections") with a non-blocking send and
 //! closed at once, so the accept loop never waits on a client. When the shutdown starts, the
 //! stop hook `shutdown(2)`s the listening socket: a blocked `accept` returns (EINVAL) and new
 //! connection attempts are refused by the kernel.
@@ -106,7 +107,7 @@ fn accept_loop(proxy: &'static Proxy, listener: &TcpListener, loops: &Loops) {
 /// Answers a connection over `max_connections` without ever blocking, then closes it.
 fn refuse(stream: &TcpStream) {
     let answer = error_response(
-        503,
+        429,
         ErrorType::TooManyRequests,
         &new_request_id(),
         "too many open connections",

@@ -722,7 +722,8 @@ fn connections_over_max_connections_are_refused() {
     match extra.read() {
         None => {}
         Some(r) => {
-            assert_eq!(r.status, 503, "{r:?}");
+            assert_eq!(r.status, 429, "{r:?}");
+            assert_eq!(r.error_type(), Some("TooManyRequests"));
             assert!(extra.closed());
         }
     }
