@@ -36,6 +36,11 @@ const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// Most of a failed answer's body kept as the event's `errorMessage`.
 const MAX_ERROR_MESSAGE: usize = 512;
 const WORKER_STACK: usize = 256 * 1024;
+/// Nice value of the worker threads (setpriority(2)): background work yields to requests.
+const WORKER_NICE: libc::c_int = 10;
+
+/// A worker's connection to fc-init's own listener.
+type Listener = Buffered<TcpStream>;
 
 /// The asynchronous side of one fc-init.
 pub struct AsyncService {
@@ -134,6 +139,20 @@ impl AsyncService {
     }
 
     fn worker(&self) {
+        // Events are background work: under CPU contention, requests and submissions that a
+        // client is waiting for go first (setpriority(2) on this thread only).
+        // SAFETY: gettid and setpriority take plain integers.
+        unsafe {
+            let tid = libc::gettid();
+            if libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, WORKER_NICE) != 0 {
+                log::debug!(
+                    "lowering an async worker's priority: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+        // One keep-alive connection to the listener per worker, reused from event to event.
+        let mut conn: Option<Listener> = None;
         loop {
             // Attempts are spent only on a ready instance.
             let status = self.shared.wait_until(far_future(), |s| {
@@ -144,7 +163,7 @@ impl AsyncService {
             }
             let seen = self.store.work_seq();
             match self.store.claim_next(now_ms()) {
-                Ok(Some(claimed)) => self.run(claimed),
+                Ok(Some(claimed)) => self.run(claimed, &mut conn),
                 Ok(None) => {
                     let wait = match self.store.next_due() {
                         Ok(Some(due)) => Duration::from_millis(due.saturating_sub(now_ms())),
@@ -162,10 +181,10 @@ impl AsyncService {
         }
     }
 
-    fn run(&self, claimed: Claimed) {
+    fn run(&self, claimed: Claimed, conn: &mut Option<Listener>) {
         let id = claimed.event.request_id.clone();
         let kills = self.kills.load(Ordering::Acquire);
-        let result = self.send(&id, &claimed.request);
+        let result = self.send(&id, &claimed.request, conn);
         let now = now_ms();
         let graceful = self
             .graceful
@@ -243,8 +262,9 @@ impl AsyncService {
         }
     }
 
-    /// One attempt: the stored request sent through fc-init's own listener.
-    fn send(&self, id: &str, req: &StoredRequest) -> Attempt {
+    /// One attempt: the stored request sent through fc-init's own listener, on the worker's
+    /// kept connection when it has one.
+    fn send(&self, id: &str, req: &StoredRequest, kept: &mut Option<Listener>) -> Attempt {
         // The listener waits up to function.timeout for initialization and again for the
         // answer; the margin covers the queue.
         let deadline = Instant::now() + self.cfg.function.timeout * 2 + Duration::from_secs(10);
@@ -253,14 +273,6 @@ impl AsyncService {
             error_type: "UnhandledInvocationError".into(),
             message,
         };
-        let Some(target) = self.target.get() else {
-            return failed("the listener is not bound".into());
-        };
-        let stream = match TcpStream::connect_timeout(target, Duration::from_secs(5)) {
-            Ok(s) => s,
-            Err(e) => return failed(format!("connecting to {target}: {e}")),
-        };
-        let _ = stream.set_nodelay(true);
         let mut head = Vec::with_capacity(512 + req.headers.len() * 64);
         let _ = write!(head, "{} {} HTTP/1.1\r\n", req.method, req.target);
         for (name, value) in &req.headers {
@@ -271,37 +283,67 @@ impl AsyncService {
         }
         let _ = write!(
             head,
-            "x-fc-request-id: {id}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            "x-fc-request-id: {id}\r\nContent-Length: {}\r\n\r\n",
             req.body.len()
         );
-        let mut conn = Buffered::with_capacity(stream, 16 * 1024);
-        conn.set_deadline(Some(deadline));
-        if let Err(e) = conn
-            .write_all(&head)
-            .and_then(|()| conn.write_all(&req.body))
-        {
-            return failed(format!("sending the event: {e}"));
-        }
-        let response = match http::read_response_head(
-            &mut conn,
-            &Limits {
-                require_host: false,
-                ..Limits::default()
-            },
-            req.method == "HEAD",
-        ) {
-            Ok(r) => r,
-            Err(e) => return failed(format!("reading the answer: {e}")),
+        let limits = Limits {
+            require_host: false,
+            ..Limits::default()
+        };
+        let (mut conn, response) = loop {
+            let reused = kept.is_some();
+            let mut conn = match kept.take() {
+                Some(c) => c,
+                None => match self.connect() {
+                    Ok(c) => c,
+                    Err(message) => return failed(message),
+                },
+            };
+            conn.set_deadline(Some(deadline));
+            let sent = conn
+                .write_all(&head)
+                .and_then(|()| conn.write_all(&req.body));
+            let answer = sent
+                .map_err(|e| {
+                    (
+                        e.kind() == std::io::ErrorKind::BrokenPipe
+                            || e.kind() == std::io::ErrorKind::ConnectionReset,
+                        e.to_string(),
+                    )
+                })
+                .and_then(|()| {
+                    http::read_response_head(&mut conn, &limits, req.method == "HEAD").map_err(
+                        |e| {
+                            (
+                                matches!(e, http::HttpError::ConnectionClosed),
+                                e.to_string(),
+                            )
+                        },
+                    )
+                });
+            match answer {
+                Ok(response) => break (conn, response),
+                // A kept connection the listener closed while idle: nothing was read from it,
+                // so the event goes again on a new one.
+                Err((true, _)) if reused => continue,
+                Err((_, e)) => {
+                    return failed(format!("sending the event through the listener: {e}"))
+                }
+            }
         };
         let mut body = Vec::new();
-        // Only the start of a failed answer is kept; the rest is not needed.
-        let _ = http::copy_body(
+        // Only the start of a failed answer is kept; the rest is read and dropped, so the
+        // connection is ready for the next event.
+        let copied = http::copy_body(
             &mut conn,
             &mut LimitedSink(&mut body),
             response.framing,
             http::Output::Raw,
             u64::MAX,
         );
+        if copied.is_ok() && response.keep_alive {
+            *kept = Some(conn);
+        }
         let header = |name: &str| {
             response
                 .header(name)
@@ -327,6 +369,17 @@ impl AsyncService {
             error_type: own_error.unwrap_or_else(|| "FunctionError".into()),
             message,
         }
+    }
+
+    /// A new connection to fc-init's own listener.
+    fn connect(&self) -> Result<Listener, String> {
+        let Some(target) = self.target.get() else {
+            return Err("the listener is not bound".into());
+        };
+        let stream = TcpStream::connect_timeout(target, Duration::from_secs(5))
+            .map_err(|e| format!("connecting to {target}: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        Ok(Buffered::with_capacity(stream, 16 * 1024))
     }
 
     fn janitor(&self) {

@@ -19,6 +19,24 @@ fn id_of(line: &str) -> &str {
     rest.split(',').next().unwrap()
 }
 
+/// Reads the Start and End lines of `n` initializer attempts: each pair with one id, every
+/// attempt but the last failed with `error`, the last one succeeded. Returns the ids.
+fn expect_attempts(p: &Proc, n: usize, error: &str) -> Vec<String> {
+    (1..=n)
+        .map(|attempt| {
+            let s = p.expect_line("initializer start", |l| l.starts_with(INIT_START));
+            let e = p.expect_line("initializer end", |l| l.starts_with(INIT_END));
+            assert_eq!(id_of(&s), id_of(&e));
+            if attempt < n {
+                assert!(e.ends_with(&format!(", Error: {error}")), "{e}");
+            } else {
+                assert!(!e.contains("Error"), "{e}");
+            }
+            id_of(&s).to_owned()
+        })
+        .collect()
+}
+
 fn start(
     dir: &TempDir,
     fixture_env: &[(&str, &str)],
@@ -79,18 +97,7 @@ fn failed_attempts_are_retried_with_distinct_ids_until_success() {
         "",
         "[initializer]\nbackoff = \"10ms\"\n",
     );
-    let mut ids = Vec::new();
-    for attempt in 1..=3 {
-        let s = p.expect_line("initializer start", |l| l.starts_with(INIT_START));
-        let e = p.expect_line("initializer end", |l| l.starts_with(INIT_END));
-        assert_eq!(id_of(&s), id_of(&e));
-        if attempt < 3 {
-            assert!(e.ends_with(", Error: status 500"), "{e}");
-        } else {
-            assert!(!e.contains("Error"), "{e}");
-        }
-        ids.push(id_of(&s).to_owned());
-    }
+    let mut ids = expect_attempts(&p, 3, "status 500");
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 3, "request ids repeated: {ids:?}");
@@ -353,18 +360,10 @@ fn command_initializer_fails_twice_then_succeeds_in_plain_init_mode() {
             ),
         );
         let mut p = fc_init(mode).args(["-c", cfg.to_str().unwrap()]).start();
-        let mut ids = Vec::new();
-        for attempt in 1..=3 {
-            let s = p.expect_line("initializer start", |l| l.starts_with(INIT_START));
-            let e = p.expect_line("initializer end", |l| l.starts_with(INIT_END));
-            assert_eq!(id_of(&s), id_of(&e));
-            if attempt < 3 {
-                assert!(e.ends_with(", Error: exited with status 1"), "{e}");
-            } else {
-                assert!(!e.contains("Error"), "{e}");
-            }
-            ids.push(format!("{} /initialize", id_of(&s)));
-        }
+        let ids: Vec<String> = expect_attempts(&p, 3, "exited with status 1")
+            .into_iter()
+            .map(|id| format!("{id} /initialize"))
+            .collect();
         let recorded: Vec<String> = std::fs::read_to_string(&seen)
             .unwrap()
             .lines()
