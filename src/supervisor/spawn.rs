@@ -32,6 +32,8 @@ pub enum SpawnError {
     UnknownUser(String),
     /// `function.user` names no group.
     UnknownGroup(String),
+    /// `function.working_dir` is not a directory fc-init can see.
+    WorkingDir { path: PathBuf, source: io::Error },
     /// Reading /etc/passwd or /etc/group failed.
     Lookup { what: String, source: io::Error },
 }
@@ -56,6 +58,9 @@ impl fmt::Display for SpawnError {
             SpawnError::NotExecutable { program, source } => {
                 write!(f, "cannot run {program:?}: not executable ({source})")
             }
+            SpawnError::WorkingDir { path, source } => {
+                write!(f, "function.working_dir {}: {source}", path.display())
+            }
             SpawnError::UnknownUser(u) => write!(f, "function.user: no such user {u:?}"),
             SpawnError::UnknownGroup(g) => write!(f, "function.user: no such group {g:?}"),
             SpawnError::Lookup { what, source } => write!(f, "reading {what}: {source}"),
@@ -69,7 +74,9 @@ impl std::error::Error for SpawnError {
             SpawnError::NotFound { source, .. } | SpawnError::NotExecutable { source, .. } => {
                 Some(source)
             }
-            SpawnError::Lookup { source, .. } => Some(source),
+            SpawnError::Lookup { source, .. } | SpawnError::WorkingDir { source, .. } => {
+                Some(source)
+            }
             _ => None,
         }
     }
@@ -220,6 +227,24 @@ pub fn spawn(spec: &Spec<'_>) -> Result<Pid, SpawnError> {
     cmd.args(&spec.argv[1..]);
     cmd.envs(spec.env);
     if let Some(dir) = spec.working_dir {
+        // Checked here because a failed chdir in the child comes back as the same ENOENT as a
+        // missing program, which would read "command not found".
+        match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                let source = io::Error::new(io::ErrorKind::NotADirectory, "not a directory");
+                return Err(SpawnError::WorkingDir {
+                    path: dir.to_owned(),
+                    source,
+                });
+            }
+            Err(source) => {
+                return Err(SpawnError::WorkingDir {
+                    path: dir.to_owned(),
+                    source,
+                })
+            }
+        }
         cmd.current_dir(dir);
     }
     if let Some(creds) = spec.credentials {

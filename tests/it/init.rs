@@ -529,3 +529,21 @@ fn the_function_inherits_no_descriptor_of_fc_init() {
         assert_eq!(p.wait(WATCHDOG), 128 + libc::SIGTERM);
     }
 }
+
+#[test]
+fn a_missing_working_dir_is_reported_as_such() {
+    let (code, _, err) = fc_init(Mode::Subreaper)
+        .env("FC_INIT_FUNCTION_WORKING_DIR", "/nonexistent/dir")
+        .args(["--", "true"])
+        .output();
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("working_dir /nonexistent/dir") && !err.contains("not found:"),
+        "{err}"
+    );
+    let (code, out, err) = fc_init(Mode::Subreaper)
+        .env("FC_INIT_FUNCTION_WORKING_DIR", "/tmp")
+        .args(["--", "pwd"])
+        .output();
+    assert_eq!((code, out.as_str()), (0, "/tmp\n"), "{err}");
+}
