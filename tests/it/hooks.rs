@@ -156,8 +156,11 @@ fn next_request_policy_does_not_retry_in_the_background() {
     p.expect_line("failed attempt", |l| {
         l.starts_with(INIT_END) && l.contains("Error")
     });
-    // Under `retry` with a 1 ms backoff a second attempt would follow at once; the PreStop-free
-    // stop below only starts after the fixture was given the chance to record one.
+    // Health says `failed` only when no attempt is under way or scheduled; under `retry` it
+    // would say `initializing` until the next attempt (CONTRACT section 8).
+    wait_for("admin socket", || accepting(&fx.admin).then_some(()));
+    let (code, body) = admin_get(&fx.admin, "/health");
+    assert_eq!((code, body.as_str()), (503, r#"{"status":"failed"}"#));
     p.signal(libc::SIGTERM);
     assert_eq!(p.wait(WATCHDOG), 0);
     assert_eq!(
