@@ -24,24 +24,11 @@ WORKERS=${WORKERS:-10}             # async.max_concurrency
 BENCH_DIR=${BENCH_DIR:-${TMPDIR:-/tmp}} # where the store and the baseline database live
 TARGET=${TARGET:-5}                # wanted ratio of the loaded run to the baseline
 
-log() { printf '%s\n' "$*" >&2; }
-die() { log "async.sh: $*"; exit 1; }
+SCRIPT=async.sh
+# shellcheck source=bench/lib.sh
+source bench/lib.sh  # the script has moved to the repository root
 
-install_missing() {
-    local missing=()
-    command -v nginx >/dev/null || missing+=(nginx-light)
-    command -v wrk >/dev/null || missing+=(wrk)
-    command -v curl >/dev/null || missing+=(curl)
-    command -v python3 >/dev/null || missing+=(python3)
-    ((${#missing[@]})) || return 0
-    local sudo=
-    ((EUID == 0)) || sudo=sudo
-    log "installing ${missing[*]}"
-    $sudo apt-get update -qq
-    $sudo apt-get install -y -qq "${missing[@]}" >&2
-}
-
-install_missing
+need nginx=nginx-light wrk=wrk curl=curl python3=python3
 if [[ ! -x $FC_INIT ]]; then
     [[ $FC_INIT == target/release/fc-init ]] || die "FC_INIT=$FC_INIT is not executable"
     log "building fc-init"

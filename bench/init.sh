@@ -22,21 +22,9 @@ INITS=(fc-init tini catatonit)
 # fc-init must be a plain init here: FC_SERVER_PORT would make it listen.
 unset FC_SERVER_PORT FC_INIT_CONFIG
 
-log() { printf '%s\n' "$*" >&2; }
-die() { log "init.sh: $*"; exit 1; }
-
-install_missing() {
-    local tool missing=()
-    for tool in tini catatonit hyperfine python3; do
-        command -v "$tool" >/dev/null || missing+=("$tool")
-    done
-    ((${#missing[@]})) || return 0
-    local sudo=
-    ((EUID == 0)) || sudo=sudo
-    log "installing ${missing[*]}"
-    $sudo apt-get update -qq
-    $sudo apt-get install -y -qq "${missing[@]}" >&2
-}
+SCRIPT=init.sh
+# shellcheck source=bench/lib.sh
+source bench/lib.sh  # the script has moved to the repository root
 
 find_fc_init() {
     if ! command -v "$FC_INIT" >/dev/null; then
@@ -191,7 +179,7 @@ cleanup() {
 }
 
 main() {
-    install_missing
+    need tini=tini catatonit=catatonit hyperfine=hyperfine python3=python3
     find_fc_init
     tmp=$(mktemp -d)
     pid=

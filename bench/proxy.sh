@@ -19,22 +19,9 @@ DURATION=${DURATION:-10s}   # per wrk run
 CONNS=${CONNS:-64}          # connections of the loaded run
 IDLE_CONNS=${IDLE_CONNS:-256}
 
-log() { printf '%s\n' "$*" >&2; }
-die() { log "proxy.sh: $*"; exit 1; }
-
-install_missing() {
-    local missing=()
-    command -v nginx >/dev/null || missing+=(nginx-light)
-    command -v haproxy >/dev/null || missing+=(haproxy)
-    command -v wrk >/dev/null || missing+=(wrk)
-    command -v python3 >/dev/null || missing+=(python3)
-    ((${#missing[@]})) || return 0
-    local sudo=
-    ((EUID == 0)) || sudo=sudo
-    log "installing ${missing[*]}"
-    $sudo apt-get update -qq
-    $sudo apt-get install -y -qq "${missing[@]}" >&2
-}
+SCRIPT=proxy.sh
+# shellcheck source=bench/lib.sh
+source bench/lib.sh  # the script has moved to the repository root
 
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
@@ -51,7 +38,7 @@ wait_port() { # wait_port PORT: until it answers HTTP 200, at most 30 s
     done
 }
 
-install_missing
+need nginx=nginx-light haproxy=haproxy wrk=wrk python3=python3
 if [[ ! -x $FC_INIT ]]; then
     [[ $FC_INIT == target/release/fc-init ]] || die "FC_INIT=$FC_INIT is not executable"
     log "building fc-init"
