@@ -547,3 +547,22 @@ fn a_missing_working_dir_is_reported_as_such() {
         .output();
     assert_eq!((code, out.as_str()), (0, "/tmp\n"), "{err}");
 }
+
+#[test]
+fn json_diagnostics_are_one_object_per_line() {
+    let (code, _, err) = fc_init(Mode::Subreaper)
+        .env("FC_INIT_LOG_FORMAT", "json")
+        .args(["-v", "--", "true"])
+        .output();
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.is_empty());
+    for line in err.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+        assert!(
+            v["time"].is_string() && v["level"].is_string() && v["message"].is_string(),
+            "{line}"
+        );
+    }
+    assert!(err.contains("started function"), "{err}");
+}
