@@ -45,7 +45,8 @@ type Listener = Buffered<TcpStream>;
 /// The asynchronous side of one fc-init.
 pub struct AsyncService {
     cfg: Arc<Config>,
-    store: Store,
+    /// In an `Arc` for the store's committer thread ([`Store::submit_async`]).
+    store: Arc<Store>,
     shared: Arc<Shared>,
     events: Events,
     /// fc-init's own listener, as reachable on loopback (known once it is bound).
@@ -76,7 +77,7 @@ impl AsyncService {
         }
         Ok(Arc::new(AsyncService {
             cfg,
-            store,
+            store: Arc::new(store),
             shared,
             events,
             target: OnceLock::new(),
@@ -136,6 +137,25 @@ impl AsyncService {
             log::debug!("stored asynchronous event {request_id}");
         }
         Ok(submitted)
+    }
+
+    /// Queues a submission and returns at once; `completion` gets the result once the event is
+    /// committed durably, or the error that prevented it (see [`Store::submit_async`]: it runs
+    /// on the store's committer thread and must not block).
+    pub fn submit_async(
+        &self,
+        request_id: &str,
+        request: StoredRequest,
+        completion: super::store::Completion,
+    ) {
+        self.store.submit_async(
+            NewEvent {
+                request_id: request_id.to_owned(),
+                submit_time: now_ms(),
+                request,
+            },
+            completion,
+        );
     }
 
     fn worker(&self) {

@@ -13,7 +13,10 @@
 //!   every queued submission, inserts them all in one transaction (one fsync), and wakes the
 //!   others with their own results. While it commits, the next batch accumulates. A submission
 //!   returns only once the transaction that holds it is durable, or with the error that
-//!   prevented it: never a false success.
+//!   prevented it: never a false success. [`Store::submit_async`] is the same without a
+//!   waiting thread (for the event loops, which must not block): it queues the submission with
+//!   a completion and returns; a committer thread leads the batches that no blocking submitter
+//!   leads, and each completion is called with its own result once its batch is committed.
 //! - **Idempotent.** The request id is unique; a repeated id (even within one batch) returns
 //!   [`Submitted::AlreadyExists`] with the stored event and stores nothing.
 //! - **At least once.** Events left RUNNING by a crashed fc-init are QUEUED again by
@@ -38,6 +41,14 @@
 //!   FULL commit, or a checkpoint, makes them durable): losing one to a power cut leaves the
 //!   event QUEUED or RUNNING, and a RUNNING event is queued again at the next open — at least
 //!   once still holds, and a worker does not pay an fsync per state change.
+//! - **Submissions first.** There is one writer connection. A worker's relaxed transaction
+//!   waits (at most 50 ms) while submissions are queued or being committed: a client waits for
+//!   each submission, the workers' claims and finishes are background work. The writer stays
+//!   in the `synchronous` mode of its last transaction and switches only when the next one
+//!   needs the other, checked before every commit.
+//! - **Checkpoints off the commit path.** A checkpointer thread with its own connection runs a
+//!   PASSIVE checkpoint every 64 commits; the writer's own automatic checkpoint (at 32 MiB of
+//!   WAL) is the backstop and rewinds the WAL, finding most pages copied already.
 //! - **The queue limit is counted in memory.** The number of QUEUED events is read once at
 //!   open and kept up to date under the writer lock by every transition, so a submission never
 //!   counts a queue that may hold hundreds of thousands of events.
@@ -45,7 +56,10 @@
 //! Connections: SQLite connections are `Send` but not `Sync`, so there is one writer
 //! connection behind a mutex (every state change, all in `BEGIN IMMEDIATE` transactions whose
 //! `COMMIT` errors are checked) and one reader connection behind another (`query_only`; in WAL
-//! mode readers never block the writer, so the admin API does not stall submissions).
+//! mode readers never block the writer, so the admin API does not stall submissions), plus
+//! the checkpointer's own. Threads: the committer (started by the first
+//! [`Store::submit_async`]; it holds the store only weakly) and the checkpointer (joined when
+//! the store is dropped, so that every connection is closed before the `flock`ed file).
 //!
 //! Times are milliseconds since the Unix epoch, passed in by the caller (`now`), so the state
 //! changes are testable without a clock.
@@ -57,8 +71,8 @@ use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, Value, ValueRef};
@@ -75,6 +89,12 @@ pub const SCHEMA_VERSION: i64 = 1;
 
 /// The most events one [`Store::list`] returns (CONTRACT section 7: `limit ≤ 100`).
 pub const MAX_LIST_LIMIT: u32 = 100;
+
+/// WAL pages between automatic checkpoints (32 MiB at 4 KiB pages, as `journal_size_limit`).
+const WAL_CHECKPOINT_PAGES: i64 = 8192;
+
+/// The writer connection's page cache, in KiB (as a negative `cache_size`).
+const WRITER_CACHE_KIB: i64 = -16 * 1024;
 
 /// How long a statement waits for a lock held by another connection. Only our own reader and
 /// writer share the file (the flock keeps other processes out), so this bounds checkpoints.
@@ -451,9 +471,12 @@ pub enum StoreError {
     InvalidStatus { op: &'static str, status: Status },
     /// `max_queued` events are already QUEUED (CONTRACT: 429 `TooManyRequests`).
     Full { max_queued: u64 },
-    /// The thread committing this submission's batch panicked; whether the batch was
-    /// committed is unknown (a retry with the same id is answered idempotently).
+    /// The thread committing this submission's batch panicked (whether the batch was
+    /// committed is unknown; a retry with the same id is answered idempotently), or the store
+    /// was dropped with the submission still queued (nothing of it was stored).
     CommitAbandoned,
+    /// The committer thread of [`Store::submit_async`] could not be started.
+    Committer { source: Arc<io::Error> },
 }
 
 impl fmt::Display for StoreError {
@@ -497,8 +520,12 @@ impl fmt::Display for StoreError {
             StoreError::Full { max_queued } => {
                 write!(f, "too many queued async events (max_queued = {max_queued})")
             }
-            StoreError::CommitAbandoned => {
-                f.write_str("event store submit: the committing thread panicked")
+            StoreError::CommitAbandoned => f.write_str(
+                "event store submit: the batch was abandoned (its committing thread panicked, \
+                 or the store closed)",
+            ),
+            StoreError::Committer { source } => {
+                write!(f, "event store submit: starting the committer thread: {source}")
             }
         }
     }
@@ -509,6 +536,7 @@ impl std::error::Error for StoreError {
         match self {
             StoreError::OpenFile { source, .. } => Some(&**source),
             StoreError::Disk { source, .. } | StoreError::Sqlite { source, .. } => Some(&**source),
+            StoreError::Committer { source } => Some(&**source),
             _ => None,
         }
     }
@@ -556,9 +584,13 @@ pub fn valid_request_id(id: &str) -> bool {
 pub struct Store {
     /// Every state change goes through this connection, in `BEGIN IMMEDIATE` transactions.
     writer: Mutex<Connection>,
+    /// The writer connection is in `synchronous=NORMAL` now (see [`Store::set_durability`]);
+    /// read and changed only under the writer lock.
+    writer_relaxed: AtomicBool,
     /// Reads for the admin API and metrics (`query_only`).
     reader: Mutex<Connection>,
-    batch: Batcher,
+    /// Shared with the committer thread.
+    batch: Arc<Batcher>,
     /// QUEUED events now; changed only under the writer lock, after a commit.
     queued: AtomicU64,
     /// Signalled when an event may have become claimable (submit, retry, requeue).
@@ -567,6 +599,9 @@ pub struct Store {
     ended: Signal,
     opts: StoreOptions,
     recovered_at_open: u64,
+    /// Commits on the writer connection so far (for the checkpointer).
+    commits: AtomicU64,
+    checkpointer: Checkpointer,
     /// Holds the `flock` for the store's lifetime. Declared last so it is closed after the
     /// connections: closing any descriptor of the file drops the process's POSIX locks on it,
     /// and SQLite's own locks are POSIX locks (see "How To Corrupt An SQLite Database File",
@@ -657,6 +692,19 @@ impl Store {
         writer
             .pragma_update(None, "journal_size_limit", 32 * 1024 * 1024)
             .map_err(sql_err("open"))?;
+        // A checkpoint runs inside the commit that crosses this many WAL pages, on the
+        // submissions' critical path; SQLite's 1000 pages (4 MiB) means one every few dozen
+        // group commits under load. Fewer, larger checkpoints also write a page rewritten by
+        // many commits (the tail of the time-ordered indexes) once instead of many times.
+        writer
+            .pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)
+            .map_err(sql_err("open"))?;
+        // Request ids are random, so every submission dirties a random leaf of the unique
+        // index: with SQLite's default 2 MiB cache, a large store makes most of them a
+        // `pread` on the commit path. Pages are allocated as used, up to this.
+        writer
+            .pragma_update(None, "cache_size", WRITER_CACHE_KIB)
+            .map_err(sql_err("open"))?;
         writer.set_prepared_statement_cache_capacity(32);
         migrate(&writer, path)?;
 
@@ -687,10 +735,14 @@ impl Store {
             .map_err(sql_err("open"))?;
         reader.set_prepared_statement_cache_capacity(32);
 
+        let checkpointer = Checkpointer::start(path, flags)?;
         Ok(Store {
+            commits: AtomicU64::new(0),
+            checkpointer,
             writer: Mutex::new(writer),
+            writer_relaxed: AtomicBool::new(false),
             reader: Mutex::new(reader),
-            batch: Batcher::default(),
+            batch: Arc::default(),
             queued: AtomicU64::new(queued),
             work: Signal::default(),
             ended: Signal::default(),
@@ -730,7 +782,11 @@ impl Store {
         let mut state = lock(&self.batch.state);
         let ticket = state.next_ticket;
         state.next_ticket += 1;
-        state.queue.push((ticket, event));
+        state.queue.push(Queued {
+            ticket,
+            event,
+            completion: None,
+        });
         state.waiting.insert(ticket, std::thread::current());
         loop {
             if let Some(result) = state.results.remove(&ticket) {
@@ -740,34 +796,8 @@ impl Store {
             if !state.leader {
                 // Nobody is committing: lead. Our own submission is still queued, because a
                 // leader deposits its results before it steps down.
-                state.leader = true;
-                let batch = std::mem::take(&mut state.queue);
-                drop(state);
-                let mut guard = LeaderGuard {
-                    batcher: &self.batch,
-                    tickets: batch.iter().map(|(t, _)| *t).collect(),
-                    done: false,
-                };
-                let results = self.commit_batch(batch);
-                guard.done = true;
-                let created = results
-                    .iter()
-                    .any(|(_, r)| matches!(r, Ok(Submitted::Created)));
-                state = lock(&self.batch.state);
-                state.results.extend(results);
-                state.leader = false;
-                let wake = state.to_wake(&guard.tickets);
-                drop(state);
-                drop(guard);
-                // Only the followers whose results are in, and the next leader, are woken:
-                // waking every waiter after every commit costs more than the commit at 64
-                // concurrent submitters.
-                for thread in wake {
-                    thread.unpark();
-                }
-                if created {
-                    self.work.bump();
-                }
+                let completions = self.lead(state);
+                run_completions(completions);
                 state = lock(&self.batch.state);
                 continue;
             }
@@ -776,6 +806,119 @@ impl Store {
             std::thread::park();
             state = lock(&self.batch.state);
         }
+    }
+
+    /// Queues `event` and returns at once; `completion` gets the result once the transaction
+    /// that holds the event is committed (fsynced) or failed. Never a false success: an event
+    /// that cannot be committed (the committer thread cannot start, the store is dropped with
+    /// it still queued) completes with an error.
+    ///
+    /// `completion` runs on the committer thread (or on a thread in [`Store::submit`] that led
+    /// the batch): it must be quick and must not block (hand the result over and return).
+    pub fn submit_async(self: &Arc<Self>, event: NewEvent, completion: Completion) {
+        if !valid_request_id(&event.request_id) {
+            return completion(Err(StoreError::InvalidRequestId {
+                id: event.request_id,
+            }));
+        }
+        if let Err(e) = self.committer_started() {
+            return completion(Err(e));
+        }
+        let mut state = lock(&self.batch.state);
+        let ticket = state.next_ticket;
+        state.next_ticket += 1;
+        state.queue.push(Queued {
+            ticket,
+            event,
+            completion: Some(completion),
+        });
+        // A leader at work takes it with its next batch (see `lead`); else the committer must.
+        let wake = !state.leader && state.queue.len() == 1;
+        drop(state);
+        if wake {
+            self.batch.committer.notify_one();
+        }
+    }
+
+    /// Starts the committer thread once (see [`Store::submit_async`]). It holds the store only
+    /// weakly, and only while it commits, so dropping the last `Arc` closes the store.
+    fn committer_started(self: &Arc<Self>) -> Result<(), StoreError> {
+        let started = self.batch.started.get_or_init(|| {
+            let store = Arc::downgrade(self);
+            let batcher = self.batch.clone();
+            std::thread::Builder::new()
+                .name("fc-init-commit".into())
+                .spawn(move || committer(&batcher, &store))
+                .map(|_| ())
+                .map_err(|e| {
+                    log::error!("starting the event store's committer thread: {e}");
+                    Arc::new(e)
+                })
+        });
+        started
+            .clone()
+            .map_err(|source| StoreError::Committer { source })
+    }
+
+    /// Commits one batch: everything queued now, in one transaction. Called with the batch
+    /// lock held and no leader; returns with it released. Threads in [`Store::submit`] get
+    /// their results through `results` and are woken; the completions of
+    /// [`Store::submit_async`] are returned, to be run by the caller with no lock held.
+    fn lead(&self, mut state: MutexGuard<'_, BatchState>) -> Vec<(Completion, SubmitResult)> {
+        state.leader = true;
+        let queued = std::mem::take(&mut state.queue);
+        drop(state);
+        let mut batch = Vec::with_capacity(queued.len());
+        let mut completions = HashMap::new();
+        for q in queued {
+            if let Some(c) = q.completion {
+                completions.insert(q.ticket, c);
+            }
+            batch.push((q.ticket, q.event));
+        }
+        let mut guard = LeaderGuard {
+            batcher: &self.batch,
+            tickets: batch.iter().map(|(t, _)| *t).collect(),
+            completions,
+            done: false,
+        };
+        let results = self.commit_batch(batch);
+        guard.done = true;
+        let created = results
+            .iter()
+            .any(|(_, r)| matches!(r, Ok(Submitted::Created)));
+        let mut to_run = Vec::with_capacity(guard.completions.len());
+        let mut state = lock(&self.batch.state);
+        for (ticket, result) in results {
+            match guard.completions.remove(&ticket) {
+                Some(c) => to_run.push((c, result)),
+                None => {
+                    state.results.insert(ticket, result);
+                }
+            }
+        }
+        state.leader = false;
+        let wake = state.to_wake(&guard.tickets);
+        let committer = state.next_is_async();
+        let idle = state.queue.is_empty();
+        drop(state);
+        drop(guard);
+        if idle {
+            self.batch.idle.notify_all();
+        }
+        // Only the followers whose results are in, and the next leader, are woken: waking
+        // every waiter after every commit costs more than the commit at 64 concurrent
+        // submitters.
+        for thread in wake {
+            thread.unpark();
+        }
+        if committer {
+            self.batch.committer.notify_one();
+        }
+        if created {
+            self.work.bump();
+        }
+        to_run
     }
 
     /// Inserts a batch in one transaction; one result per ticket.
@@ -795,41 +938,58 @@ impl Store {
         let conn = lock(&self.writer);
         // Read and updated under the writer lock, like every other change of the count.
         let queued_before = self.queued.load(Ordering::Relaxed);
-        let outcome = run_tx(&conn, "submit", |tx| {
-            let mut queued = queued_before;
-            let mut insert = tx.prepare_cached(
+        let outcome = self
+            .set_durability(&conn, Durability::Full)
+            .map_err(sql_err("submit"))
+            .and_then(|()| {
+                run_tx(&conn, "submit", |tx| {
+                    let mut queued = queued_before;
+                    let mut insert = tx.prepare_cached(
                 "INSERT INTO events (request_id, status, submit_time, attempts, next_attempt_at, \
                      method, target, headers, body) \
-                 VALUES (?1, 'QUEUED', ?2, 0, ?2, ?3, ?4, ?5, ?6)",
+                 VALUES (?1, 'QUEUED', ?2, 0, ?2, ?3, ?4, ?5, ?6) \
+                 ON CONFLICT (request_id) DO NOTHING",
             )?;
-            let mut results = Vec::with_capacity(batch.len());
-            for (ticket, event) in &batch {
-                // An existing id wins over the limit: a client retrying an accepted event
-                // must get its 202, not a 429.
-                if let Some(existing) = select_event(tx, &event.request_id)? {
-                    results.push((*ticket, Ok(Submitted::AlreadyExists(existing))));
-                    continue;
-                }
-                if max_queued != 0 && queued >= max_queued {
-                    results.push((*ticket, Err(StoreError::Full { max_queued })));
-                    continue;
-                }
-                let req = &event.request;
-                insert.execute(params![
-                    event.request_id,
-                    sql_int(event.submit_time),
-                    req.method,
-                    req.target,
-                    encode_headers(&req.headers),
-                    req.body,
-                ])?;
-                queued += 1;
-                results.push((*ticket, Ok(Submitted::Created)));
-            }
-            Ok((results, queued))
-        });
+                    let mut results = Vec::with_capacity(batch.len());
+                    for (ticket, event) in &batch {
+                        let full = max_queued != 0 && queued >= max_queued;
+                        // One statement for the common new id; the stored event is read only for an
+                        // id that exists (also when it came earlier in this batch).
+                        let inserted = !full && {
+                            let req = &event.request;
+                            insert.execute(params![
+                                event.request_id,
+                                sql_int(event.submit_time),
+                                req.method,
+                                req.target,
+                                encode_headers(&req.headers),
+                                req.body,
+                            ])? == 1
+                        };
+                        if inserted {
+                            queued += 1;
+                            results.push((*ticket, Ok(Submitted::Created)));
+                            continue;
+                        }
+                        // An existing id wins over the limit: a client retrying an accepted event
+                        // must get its 202, not a 429.
+                        let result = match select_event(tx, &event.request_id)? {
+                            Some(existing) => Ok(Submitted::AlreadyExists(existing)),
+                            None if full => Err(StoreError::Full { max_queued }),
+                            // Not inserted and not there: cannot happen inside one transaction.
+                            None => Err(StoreError::Corrupt {
+                                op: "submit",
+                                detail: format!("{} neither inserted nor found", event.request_id),
+                            }),
+                        };
+                        results.push((*ticket, result));
+                    }
+                    Ok((results, queued))
+                })
+            });
         let outcome = outcome.map(|(results, queued)| {
             self.queued.store(queued, Ordering::Relaxed);
+            self.committed();
             results
         });
         drop(conn);
@@ -1199,22 +1359,15 @@ impl Store {
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
         queued_delta: impl FnOnce(&T) -> i64,
     ) -> Result<T, StoreError> {
+        if durability == Durability::Relaxed {
+            self.batch.yield_to_submissions();
+        }
         let conn = lock(&self.writer);
-        let relaxed = durability == Durability::Relaxed;
-        if relaxed {
-            conn.execute_batch("PRAGMA synchronous = NORMAL")
-                .map_err(sql_err(op))?;
-        }
+        self.set_durability(&conn, durability)
+            .map_err(sql_err(op))?;
         let result = run_tx(&conn, op, f);
-        if relaxed {
-            // Back to FULL before anything else commits; if even that fails, the connection
-            // must not be used for a submission in NORMAL mode.
-            if let Err(e) = conn.execute_batch("PRAGMA synchronous = FULL") {
-                log::error!("event store {op}: restoring synchronous=FULL: {e}");
-                return Err(sql_err(op)(e));
-            }
-        }
         if let Ok(value) = &result {
+            self.committed();
             let delta = queued_delta(value);
             let _ = self
                 .queued
@@ -1223,6 +1376,31 @@ impl Store {
                 });
         }
         result
+    }
+
+    /// Counts a commit; every [`CHECKPOINT_EVERY`] commits, asks the checkpointer to run.
+    fn committed(&self) {
+        let n = self.commits.fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_multiple_of(CHECKPOINT_EVERY) {
+            self.checkpointer.request();
+        }
+    }
+
+    /// Puts the writer connection (`conn`, locked) in the `synchronous` mode `durability`
+    /// needs, unless it is in it already: the workers' relaxed transactions follow each other
+    /// without two PRAGMAs each, and every FULL commit (a submission's above all) checks the
+    /// mode first, so a failed switch back can never let one commit in NORMAL mode.
+    fn set_durability(&self, conn: &Connection, durability: Durability) -> rusqlite::Result<()> {
+        let relaxed = durability == Durability::Relaxed;
+        if self.writer_relaxed.load(Ordering::Relaxed) != relaxed {
+            conn.execute_batch(if relaxed {
+                "PRAGMA synchronous = NORMAL"
+            } else {
+                "PRAGMA synchronous = FULL"
+            })?;
+            self.writer_relaxed.store(relaxed, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     /// Test hook: caps the database size so a commit fails with `SQLITE_FULL`, as on a full
@@ -1377,37 +1555,142 @@ enum Durability {
     Relaxed,
 }
 
+/// What [`Store::submit_async`] calls with a submission's result.
+pub type Completion = Box<dyn FnOnce(Result<Submitted, StoreError>) + Send>;
+
+type SubmitResult = Result<Submitted, StoreError>;
+
+/// Runs the completions of a committed batch, outside every lock.
+fn run_completions(completions: Vec<(Completion, SubmitResult)>) {
+    for (c, result) in completions {
+        c(result);
+    }
+}
+
+/// The committer thread: leads a batch whenever submissions are queued and nobody else
+/// (a thread in [`Store::submit`]) is committing. It holds the store only while it commits,
+/// and ends once the store is dropped; submissions still queued then complete with
+/// [`StoreError::CommitAbandoned`] (never a false success).
+fn committer(batcher: &Batcher, store: &std::sync::Weak<Store>) {
+    let mut state = lock(&batcher.state);
+    loop {
+        if state.closed {
+            break;
+        }
+        if state.leader || state.queue.is_empty() {
+            state = batcher
+                .committer
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+            continue;
+        }
+        // Upgraded under the lock, so that no other thread can become leader meanwhile. (A
+        // last owner dropping the store meanwhile waits for this lock in `Store::drop`.)
+        let Some(s) = store.upgrade() else {
+            break;
+        };
+        let completions = s.lead(state);
+        // Released before the completions run: one of them may be what lets the last owner
+        // drop the store, and the file must then close at once.
+        drop(s);
+        run_completions(completions);
+        state = lock(&batcher.state);
+    }
+    let left: Vec<Queued> = std::mem::take(&mut state.queue);
+    drop(state);
+    for q in left {
+        if let Some(c) = q.completion {
+            c(Err(StoreError::CommitAbandoned));
+        }
+    }
+}
+
 /// Leader/follower batching of submissions (see the module docs).
 #[derive(Default)]
 struct Batcher {
     state: Mutex<BatchState>,
+    /// Wakes the committer thread: an asynchronous submission is queued and no leader is at
+    /// work, or the store was dropped.
+    committer: Condvar,
+    /// Wakes relaxed writers waiting in [`Batcher::yield_to_submissions`]: no submission is
+    /// queued or being committed any more.
+    idle: Condvar,
+    /// Whether the committer thread was started (once, by the first `submit_async`).
+    started: OnceLock<Result<(), Arc<io::Error>>>,
     batches: AtomicU64,
     submissions: AtomicU64,
 }
 
+/// A queued submission: a thread in [`Store::submit`] waits for it (`completion` is `None`),
+/// or a completion of [`Store::submit_async`] does.
+struct Queued {
+    ticket: u64,
+    event: NewEvent,
+    completion: Option<Completion>,
+}
+
 #[derive(Default)]
 struct BatchState {
-    /// Submissions waiting for the next leader, each with its ticket.
-    queue: Vec<(u64, NewEvent)>,
+    /// Submissions waiting for the next leader.
+    queue: Vec<Queued>,
     /// A thread is committing a batch right now.
     leader: bool,
+    /// The store was dropped: the committer thread ends.
+    closed: bool,
     next_ticket: u64,
     /// Results waiting for their submitter to pick them up.
     results: HashMap<u64, Result<Submitted, StoreError>>,
-    /// The thread of every submission not yet returned, to be unparked when its result is in.
+    /// The thread of every blocking submission not yet returned, to be unparked when its
+    /// result is in.
     waiting: HashMap<u64, std::thread::Thread>,
 }
 
+impl Batcher {
+    /// Makes a worker's relaxed transaction wait while submissions are queued or being
+    /// committed, for at most [`YIELD_TO_SUBMISSIONS`]: there is one writer connection, and a
+    /// client waits for each submission while the workers' claims and finishes are background
+    /// work (their threads are niced for the same reason). Bounded, so that the workers keep
+    /// draining the queue, more slowly, under a sustained burst of submissions.
+    fn yield_to_submissions(&self) {
+        let deadline = Instant::now() + YIELD_TO_SUBMISSIONS;
+        let mut state = lock(&self.state);
+        while state.leader || !state.queue.is_empty() {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return;
+            };
+            state = self
+                .idle
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+}
+
+/// How long a worker's transaction waits at most for the submissions under way
+/// ([`Batcher::yield_to_submissions`]).
+const YIELD_TO_SUBMISSIONS: Duration = Duration::from_millis(50);
+
 impl BatchState {
     /// The threads to wake after a leader stepped down: the owners of `done` (the batch it
-    /// committed) and the oldest queued submitter, who becomes the next leader.
+    /// committed) and the oldest queued blocking submitter, who becomes the next leader.
     fn to_wake(&self, done: &[u64]) -> Vec<std::thread::Thread> {
-        let next_leader = self.queue.first().map(|(t, _)| *t);
+        let next_leader = self
+            .queue
+            .first()
+            .filter(|q| q.completion.is_none())
+            .map(|q| q.ticket);
         done.iter()
             .copied()
             .chain(next_leader)
             .filter_map(|t| self.waiting.get(&t).cloned())
             .collect()
+    }
+
+    /// Whether the next batch is the committer's to lead: its oldest submission is
+    /// asynchronous, so no thread waits to lead it.
+    fn next_is_async(&self) -> bool {
+        self.queue.first().is_some_and(|q| q.completion.is_some())
     }
 }
 
@@ -1416,6 +1699,8 @@ impl BatchState {
 struct LeaderGuard<'a> {
     batcher: &'a Batcher,
     tickets: Vec<u64>,
+    /// The completions of the batch's asynchronous submissions, by ticket.
+    completions: HashMap<u64, Completion>,
     done: bool,
 }
 
@@ -1426,15 +1711,113 @@ impl Drop for LeaderGuard<'_> {
         }
         let mut state = lock(&self.batcher.state);
         for ticket in &self.tickets {
-            state
-                .results
-                .insert(*ticket, Err(StoreError::CommitAbandoned));
+            if !self.completions.contains_key(ticket) {
+                state
+                    .results
+                    .insert(*ticket, Err(StoreError::CommitAbandoned));
+            }
         }
         state.leader = false;
         let wake = state.to_wake(&self.tickets);
+        let committer = state.next_is_async();
         drop(state);
+        self.batcher.idle.notify_all();
         for thread in wake {
             thread.unpark();
+        }
+        if committer {
+            self.batcher.committer.notify_one();
+        }
+        for (_, c) in self.completions.drain() {
+            c(Err(StoreError::CommitAbandoned));
+        }
+    }
+}
+
+impl Drop for Store {
+    /// Ends the committer thread (if it was started) and the checkpointer (waiting for it:
+    /// its connection must be closed before the file's lock is).
+    fn drop(&mut self) {
+        lock(&self.batch.state).closed = true;
+        self.batch.committer.notify_all();
+        self.checkpointer.stop();
+    }
+}
+
+/// Commits between two background checkpoints.
+const CHECKPOINT_EVERY: u64 = 64;
+
+/// Copies committed WAL pages into the database file on a thread of its own, with its own
+/// connection (`PRAGMA wal_checkpoint(PASSIVE)`: never blocks the writer), so that the
+/// copying and the database file's fsync stay off the submissions' commit path. The writer's
+/// own automatic checkpoint ([`WAL_CHECKPOINT_PAGES`]) remains the backstop, and is what
+/// rewinds the WAL under sustained load; it finds most pages copied already.
+///
+/// Failure modes: a failed checkpoint is logged and retried at the next request; nothing
+/// depends on it but the WAL's size.
+struct Checkpointer {
+    shared: Arc<CheckpointShared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct CheckpointShared {
+    /// (a checkpoint is due, the store is closing)
+    state: Mutex<(bool, bool)>,
+    cv: Condvar,
+}
+
+impl Checkpointer {
+    fn start(path: &Path, flags: OpenFlags) -> Result<Checkpointer, StoreError> {
+        let conn = Connection::open_with_flags(path, flags).map_err(sql_err("open"))?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(sql_err("open"))?;
+        let shared = Arc::new(CheckpointShared::default());
+        let s = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("fc-init-checkpoint".into())
+            .spawn(move || checkpoint_loop(&conn, &s))
+            .map_err(|e| StoreError::OpenFile {
+                path: path.to_path_buf(),
+                source: Arc::new(e),
+            })?;
+        Ok(Checkpointer {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    fn request(&self) {
+        lock(&self.shared.state).0 = true;
+        self.shared.cv.notify_one();
+    }
+
+    fn stop(&mut self) {
+        lock(&self.shared.state).1 = true;
+        self.shared.cv.notify_one();
+        if let Some(t) = self.thread.take() {
+            // A panic in it was logged by the panic hook; the store closes regardless.
+            let _ = t.join();
+        }
+    }
+}
+
+fn checkpoint_loop(conn: &Connection, shared: &CheckpointShared) {
+    loop {
+        let mut state = lock(&shared.state);
+        while !state.0 && !state.1 {
+            state = shared
+                .cv
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        if state.1 {
+            return;
+        }
+        state.0 = false;
+        drop(state);
+        let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+        if let Err(e) = result {
+            log::warn!("event store: background checkpoint: {e}");
         }
     }
 }

@@ -4,19 +4,28 @@
 //! Each loop runs `epoll` (edge-triggered) over its client sockets, the function connections
 //! it uses and an `eventfd` through which the accept thread hands it new connections. A
 //! request is served here when everything it needs is there at once: its head and its whole
-//! Content-Length body are in the buffer (no `Expect`, not an async submission, within
-//! `max_body`), fc-init is not stopping, the instance is ready, a concurrency slot is free
+//! Content-Length body are in the buffer (no `Expect`, within `max_body`), fc-init is not
+//! stopping, the instance is ready, a concurrency slot is free
 //! *without waiting* ([`Limiter::try_acquire`](super::limiter::Limiter::try_acquire)) and a
 //! function connection is at hand (pooled, or connected at once). Then the request goes out over
 //! a non-blocking function connection and a Content-Length answer that fits
 //! [`FUNCTION_BUFFER`] comes back, all inside the loop; pipelined requests follow in order,
 //! since the next one is parsed only once the previous answer is written.
 //!
+//! Asynchronous submissions whose whole body is in the buffer (within `async.max_payload`, no
+//! `Expect`) are served here too, without blocking: the event goes to the store's committer
+//! ([`Store::submit_async`](crate::events::store::Store::submit_async)), the connection waits
+//! in [`State::Storing`] (its input is not read meanwhile, so a pipeline keeps its order), and
+//! the committer hands the result back through the loop's [`Done`] queue and eventfd; the loop
+//! then writes the 202 or the store's error answer ([`super::submit::answer`], shared with
+//! the blocking path). A result whose connection closed meanwhile finds its slot's generation
+//! changed and is dropped.
+//!
 //! Everything else is handed over, with the bytes already read, to the blocking
 //! per-connection code ([`super::connection`]) on a thread of its own, which then owns the
 //! connection until it closes: streaming and chunked bodies, waiting for a slot or for
-//! initialization, `Expect: 100-continue`, async submissions, stopping, a function that is not
-//! there. An answer that is too large or not Content-Length framed is handed over mid-exchange
+//! initialization, `Expect: 100-continue`, async submissions that are not whole in the buffer
+//! or cannot be stored now (async disabled, stopping), a function that is not there. An answer that is too large or not Content-Length framed is handed over mid-exchange
 //! ([`super::connection::Relay`]): the request's slot, its `in_flight` count and the bytes of
 //! the answer read so far travel with it. So the hard cases keep exactly one implementation.
 //!
@@ -45,6 +54,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::events::store::{StoreError, Submitted};
 use crate::http::client::Conn;
 use crate::http::fc_error::{error_response, write_error_response, Invocation};
 use crate::http::write::write_request_head;
@@ -91,6 +101,7 @@ const READ_CHUNK: usize = 16 * 1024;
 const KIND_CLIENT: u64 = 0;
 const KIND_FN: u64 = 1;
 const KIND_WAKE: u64 = 2;
+const KIND_DONE: u64 = 3;
 
 /// The loops, and where the accept thread hands them connections.
 pub(super) struct Loops {
@@ -113,15 +124,9 @@ impl Loops {
             .min(MAX_LOOPS);
         let mut handles = Vec::with_capacity(n);
         for i in 0..n {
-            // SAFETY: eventfd with constant flags; the fd it returns is owned just below.
-            let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
             let handle = Arc::new(Handle {
                 incoming: Mutex::new(Vec::new()),
-                // SAFETY: `fd` was just created and nothing else owns it.
-                wake: unsafe { OwnedFd::from_raw_fd(fd) },
+                wake: new_eventfd()?,
             });
             let h = handle.clone();
             std::thread::Builder::new()
@@ -147,12 +152,60 @@ impl Loops {
         // One wake-up per batch: the loop empties the whole queue when it wakes, and a push
         // that finds the queue non-empty is sure to be seen by that emptying.
         if first {
-            let one = 1u64.to_ne_bytes();
-            // SAFETY: write of 8 bytes from a live buffer to an eventfd owned by `h`.
-            // EAGAIN (counter saturated) cannot lose a wake-up: the loop is already due one.
-            let _ = retry(|| {
-                cvt(unsafe { libc::write(h.wake.as_raw_fd(), one.as_ptr().cast(), one.len()) })
-            });
+            wake(&h.wake);
+        }
+    }
+}
+
+/// An eventfd: `wake` adds one to its counter, `drain` empties it.
+fn new_eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd with constant flags; the fd it returns is owned just below.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just created and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn wake(fd: &OwnedFd) {
+    let one = 1u64.to_ne_bytes();
+    // SAFETY: write of 8 bytes from a live buffer to an eventfd we hold a reference to.
+    // EAGAIN (counter saturated) cannot lose a wake-up: the loop is already due one.
+    let _ = retry(|| cvt(unsafe { libc::write(fd.as_raw_fd(), one.as_ptr().cast(), one.len()) }));
+}
+
+fn drain(fd: &OwnedFd) {
+    let mut count = [0u8; 8];
+    // SAFETY: read of 8 bytes into a live buffer from an eventfd we hold a reference to.
+    // EAGAIN (nothing to read) is fine: the queue that goes with the eventfd is what counts.
+    let _ = retry(|| {
+        cvt(unsafe { libc::read(fd.as_raw_fd(), count.as_mut_ptr().cast(), count.len()) })
+    });
+}
+
+/// Where the store's committer thread hands a loop the results of its asynchronous
+/// submissions: (client token, result) pairs, and an eventfd in the loop's epoll set.
+///
+/// One per `Loop` value, not per thread: a loop restarted after a panic gets a new one, so a
+/// result for a connection of the old loop (whose slab indices and generations start over)
+/// lands in the old, unread queue and is dropped with it.
+struct Done {
+    results: Mutex<Vec<(u64, Result<Submitted, StoreError>)>>,
+    wake: OwnedFd,
+}
+
+impl Done {
+    /// Called on the committer thread: must not block (a short lock, one `write`).
+    fn push(&self, client: u64, result: Result<Submitted, StoreError>) {
+        let first = {
+            let mut results = self.results.lock().unwrap_or_else(|e| e.into_inner());
+            results.push((client, result));
+            results.len() == 1
+        };
+        // One wake-up per batch, as in `Loops::dispatch`.
+        if first {
+            wake(&self.wake);
         }
     }
 }
@@ -290,6 +343,9 @@ enum State {
     Waiting,
     /// The answer is being written to the client; `idle_timeout` per write.
     Writing,
+    /// An asynchronous submission is being committed by the store; its result comes through
+    /// [`Done`]. No deadline: the store answers (a commit, or an error) whatever happens.
+    Storing,
 }
 
 struct Client {
@@ -364,6 +420,19 @@ impl Exchange {
     }
 }
 
+/// The request id of `ex.head`: its valid `x-fc-request-id`, else a new one.
+fn set_request_id(ex: &mut Exchange) {
+    ex.request_id.clear();
+    match ex.head.header("x-fc-request-id") {
+        Some(id) if valid_request_id(id) => {
+            // Valid ids are ASCII.
+            ex.request_id
+                .push_str(std::str::from_utf8(id).unwrap_or_default());
+        }
+        _ => ex.request_id.push_str(&new_request_id()),
+    }
+}
+
 /// A connection to the function owned by this loop.
 struct FnSlot {
     conn: Conn,
@@ -392,6 +461,8 @@ fn set_nonblocking(c: &Conn, on: bool) -> io::Result<()> {
 struct Loop<'h> {
     p: &'static Proxy,
     handle: &'h Handle,
+    /// Results of this loop's asynchronous submissions.
+    done: Arc<Done>,
     epfd: OwnedFd,
     clients: Slab<Client>,
     fns: Slab<FnSlot>,
@@ -427,9 +498,14 @@ impl<'h> Loop<'h> {
             return Err(io::Error::last_os_error());
         }
         let now = Instant::now();
+        let done = Arc::new(Done {
+            results: Mutex::new(Vec::new()),
+            wake: new_eventfd()?,
+        });
         let l = Loop {
             p,
             handle,
+            done,
             // SAFETY: `fd` was just created and nothing else owns it.
             epfd: unsafe { OwnedFd::from_raw_fd(fd) },
             clients: Slab::new(),
@@ -453,6 +529,12 @@ impl<'h> Loop<'h> {
             handle.wake.as_raw_fd(),
             IN,
             token(KIND_WAKE, 0, 0),
+        )?;
+        l.ctl(
+            libc::EPOLL_CTL_ADD,
+            l.done.wake.as_raw_fd(),
+            IN,
+            token(KIND_DONE, 0, 0),
         )?;
         Ok(l)
     }
@@ -499,6 +581,7 @@ impl<'h> Loop<'h> {
                     KIND_CLIENT if self.clients.live(idx, gen) => self.on_client(idx, bits),
                     KIND_FN if self.fns.live(idx, gen) => self.on_fn(idx, bits),
                     KIND_WAKE => self.accept_handed(),
+                    KIND_DONE => self.finish_submissions(),
                     _ => {}
                 }
             }
@@ -566,23 +649,17 @@ impl<'h> Loop<'h> {
             ),
             State::Waiting => self.fail(idx, Failure::ResponseHead(HttpError::Timeout)),
             State::Writing => self.write_failed(idx),
+            // Not a deadline of its own (see `State::Storing`): looked at again later.
+            State::Storing => {
+                let deadline = self.now + self.p.cfg.server.idle_timeout;
+                self.set_deadline(idx, deadline);
+            }
         }
     }
 
     /// Registers the connections the accept thread handed over.
     fn accept_handed(&mut self) {
-        let mut count = [0u8; 8];
-        // SAFETY: read of 8 bytes into a live buffer from the eventfd owned by the handle.
-        // EAGAIN (nothing to read) is fine: the queue below is what counts.
-        let _ = retry(|| {
-            cvt(unsafe {
-                libc::read(
-                    self.handle.wake.as_raw_fd(),
-                    count.as_mut_ptr().cast(),
-                    count.len(),
-                )
-            })
-        });
+        drain(&self.handle.wake);
         let incoming = std::mem::take(
             &mut *self
                 .handle
@@ -699,6 +776,9 @@ impl<'h> Loop<'h> {
     /// connection over.
     fn start_request(&mut self, idx: usize, head_len: usize) {
         let p = self.p;
+        if super::submit::is_async(&self.head) {
+            return self.start_submission(idx, head_len);
+        }
         let Some(c) = self.clients.get(idx) else {
             return;
         };
@@ -716,7 +796,7 @@ impl<'h> Loop<'h> {
         let Some(body_len) = body_len else {
             return self.hand_over(idx);
         };
-        if head.expect_continue || super::submit::is_async(head) || p.stopping() {
+        if head.expect_continue || p.stopping() {
             return self.hand_over(idx);
         }
         let (phase, instance) = p.shared.phase_and_instance();
@@ -742,15 +822,7 @@ impl<'h> Loop<'h> {
         } else {
             Invocation::Http
         };
-        ex.request_id.clear();
-        match ex.head.header("x-fc-request-id") {
-            Some(id) if valid_request_id(id) => {
-                // Valid ids are ASCII.
-                ex.request_id
-                    .push_str(std::str::from_utf8(id).unwrap_or_default());
-            }
-            _ => ex.request_id.push_str(&new_request_id()),
-        }
+        set_request_id(&mut ex);
         ex.started = self.now;
         ex.deadline = self.now + p.cfg.function.timeout;
         ex.in_flight = Some(in_flight);
@@ -803,6 +875,105 @@ impl<'h> Loop<'h> {
         self.set_deadline(idx, deadline);
         let gen = self.clients.gen(idx);
         self.to_send.push((idx, gen));
+    }
+
+    /// An asynchronous submission whose head of `head_len` bytes is in `self.head`: when its
+    /// whole body is in the buffer (within `async.max_payload`, no `Expect`) and fc-init
+    /// serves submissions and is not stopping, it goes to the store without blocking and the
+    /// connection waits in [`State::Storing`] for the result ([`Loop::finish_submissions`]);
+    /// everything else (and so every error answer but the store's own) is the blocking path's
+    /// ([`super::submit::submit`]).
+    fn start_submission(&mut self, idx: usize, head_len: usize) {
+        let p = self.p;
+        let Some(service) = p.asynchronous.as_ref() else {
+            return self.hand_over(idx);
+        };
+        let client = token(KIND_CLIENT, idx, self.clients.gen(idx));
+        let Some(c) = self.clients.get(idx) else {
+            return;
+        };
+        let head = &self.head;
+        let body_len = match head.framing {
+            BodyFraming::None => Some(0),
+            BodyFraming::Length(n)
+                if n <= p.cfg.async_.max_payload
+                    && (head_len as u64).saturating_add(n) <= c.pending.len() as u64 =>
+            {
+                Some(n as usize)
+            }
+            _ => None,
+        };
+        let Some(body_len) = body_len else {
+            return self.hand_over(idx);
+        };
+        if head.expect_continue || p.stopping() {
+            return self.hand_over(idx);
+        }
+        let mut ex = self.spare.pop().unwrap_or_else(Exchange::new);
+        std::mem::swap(&mut ex.head, &mut self.head);
+        set_request_id(&mut ex);
+        ex.invocation = Invocation::Http;
+        ex.started = self.now;
+        ex.in_flight = None;
+        ex.permit = None;
+        ex.fnc = None;
+        ex.body_len = 0;
+        ex.pos = 0;
+        ex.len = 0;
+        // No outcome: the metrics are recorded with the answer, and a submission has no FC
+        // Invoke lines (the event's run will).
+        ex.outcome = None;
+        ex.close_after = false;
+        let body = c.pending[head_len..head_len + body_len].to_vec();
+        c.pending.drain(..head_len + body_len);
+        c.scanned = 0;
+        c.state = State::Storing;
+        let request = super::submit::stored_request(&ex.head, body);
+        let done = self.done.clone();
+        // The completion runs on the committer thread, maybe before this returns; the result
+        // is read by this loop only, after this.
+        service.submit_async(
+            &ex.request_id,
+            request,
+            Box::new(move |result| done.push(client, result)),
+        );
+        c.ex = Some(ex);
+        let deadline = self.now + p.cfg.server.idle_timeout;
+        self.set_deadline(idx, deadline);
+    }
+
+    /// Answers the submissions whose results the store handed back, and goes on reading
+    /// their connections. A result for a connection closed meanwhile (its slot free or
+    /// reused: another generation) is dropped: the event is stored, the client is gone.
+    fn finish_submissions(&mut self) {
+        drain(&self.done.wake);
+        let results =
+            std::mem::take(&mut *self.done.results.lock().unwrap_or_else(|e| e.into_inner()));
+        let p = self.p;
+        for (client, result) in results {
+            let (_, idx, gen) = untoken(client);
+            if !self.clients.live(idx, gen) {
+                continue;
+            }
+            let Some(c) = self.clients.get(idx) else {
+                continue;
+            };
+            if c.state != State::Storing {
+                continue;
+            }
+            let Some(ex) = c.ex.as_mut() else {
+                continue;
+            };
+            let keep = ex.head.keep_alive && !p.stopping();
+            let keep =
+                super::submit::answer(p, &mut ex.out, &ex.request_id, result, keep, ex.started);
+            ex.pos = 0;
+            ex.close_after = !keep;
+            c.state = State::Writing;
+            let deadline = self.now + p.cfg.server.idle_timeout;
+            self.set_deadline(idx, deadline);
+            self.write_client(idx);
+        }
     }
 
     /// A pooled connection to `instance`, or a new one made at once.

@@ -5,7 +5,8 @@
 //! ([`listener`]) hands each client connection to one of a few epoll loops (one per core),
 //! which serve the common request themselves (complete in the buffer, a slot free at once,
 //! the instance ready, a Content-Length answer that fits a buffer) over non-blocking pooled
-//! function connections; idle connections cost no thread and no buffer. Everything else is
+//! function connections, and the common asynchronous submission (whole in the buffer) through
+//! the store's non-blocking group commit; idle connections cost no thread and no buffer. Everything else is
 //! handed, with the bytes already read (and, mid-exchange, with the request's slot and
 //! in-flight count), to the blocking path: one small-stack thread per connection
 //! ([`connection`]) doing blocking I/O under deadlines. There a request goes through, in

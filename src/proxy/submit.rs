@@ -3,6 +3,10 @@
 //! `202 Accepted`. Nothing reaches the function here; the async workers run the stored event
 //! later through the normal path.
 //!
+//! This is the blocking path (a connection thread, [`submit`]): chunked, `Expect` or partly
+//! received bodies, disabled async, stopping. The event loops store the common submission
+//! themselves without blocking and answer it with the same [`answer`] and [`stored_request`].
+//!
 //! Failure modes: a payload over the limit is 413 before anything is stored; a full store is
 //! `TooManyRequests`; any store failure (a full disk, an I/O error) is a 500 that says so —
 //! never a 202 for an event that was not stored.
@@ -100,35 +104,67 @@ pub(super) fn submit(
             false,
         );
     }
+    let keep = head.keep_alive && !p.stopping();
+    let result = service.submit(request_id, stored_request(head, body));
+    let keep = answer(p, out, request_id, result, keep, started);
+    write_client(p, client, [out, b"", b""]).is_ok() && keep
+}
+
+/// The request to store for `head` and its whole `body`: its headers minus hop-by-hop ones
+/// and [`NOT_STORED`].
+pub(super) fn stored_request(head: &RequestHead, body: Vec<u8>) -> StoredRequest {
     let headers = head
         .headers
         .iter()
         .filter(|f| !f.hop_by_hop && !NOT_STORED.iter().any(|n| f.name.eq_ignore_ascii_case(n)))
         .map(|f| (f.name.to_owned(), f.value.to_vec()))
         .collect();
-    let request = StoredRequest {
+    StoredRequest {
         method: head.method().to_owned(),
         target: head.target().to_owned(),
         headers,
         body,
-    };
-    let keep = head.keep_alive && !p.stopping();
-    match service.submit(request_id, request) {
+    }
+}
+
+/// Puts the answer to a submission's store `result` in `out` and records its metrics (from
+/// `started`); returns whether the connection stays open (`keep`, unless the store failed).
+/// Shared by the blocking path and the event loops, so both answer alike.
+pub(super) fn answer(
+    p: &Proxy,
+    out: &mut Vec<u8>,
+    request_id: &str,
+    result: Result<Submitted, StoreError>,
+    keep: bool,
+    started: Instant,
+) -> bool {
+    match result {
         Ok(Submitted::Created | Submitted::AlreadyExists(_)) => {
             p.metrics.record(Outcome::Success, started.elapsed());
             accepted(out, request_id, keep);
-            write_client(p, client, [out, b"", b""]).is_ok() && keep
+            keep
         }
         Err(StoreError::Full { max_queued }) => {
             let message =
                 format!("{max_queued} asynchronous events are queued already (async.max_queued)");
-            reply(client, out, 429, ErrorType::TooManyRequests, &message, keep)
+            p.metrics.record(
+                Outcome::Error(ErrorType::TooManyRequests),
+                started.elapsed(),
+            );
+            write_error_response(
+                out,
+                429,
+                ErrorType::TooManyRequests,
+                request_id,
+                &message,
+                !keep,
+            );
+            keep
         }
         Err(e) => {
             log::error!("storing asynchronous event {request_id}: {e}");
             internal_error(out, request_id, &format!("the event was not stored: {e}"));
             p.metrics.record(Outcome::InternalError, started.elapsed());
-            let _ = write_client(p, client, [out, b"", b""]);
             false
         }
     }

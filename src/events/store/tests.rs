@@ -918,3 +918,140 @@ fn queued_count_follows_every_transition() {
     let store = open(&dir);
     check(&store, "reopen");
 }
+
+/// Submits `events` through `submit_async`, in order, and waits for every completion; the
+/// results come back in submission order.
+fn submit_all_async(store: &Arc<Store>, events: Vec<NewEvent>) -> Vec<SubmitResult> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let n = events.len();
+    for (i, ev) in events.into_iter().enumerate() {
+        let tx = tx.clone();
+        store.submit_async(
+            ev,
+            Box::new(move |r| {
+                let _ = tx.send((i, r));
+            }),
+        );
+    }
+    let mut results: Vec<Option<SubmitResult>> = (0..n).map(|_| None).collect();
+    for _ in 0..n {
+        let (i, r) = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a completion");
+        assert!(results[i].is_none(), "completion {i} called twice");
+        results[i] = Some(r);
+    }
+    results.into_iter().map(Option::unwrap).collect()
+}
+
+#[test]
+fn submit_async_completes_each_submission_with_its_own_result() {
+    let dir = TempDir::new("async-submit");
+    let store = Arc::new(
+        Store::open(
+            &dir.db(),
+            StoreOptions {
+                max_queued: 3,
+                ..opts()
+            },
+        )
+        .unwrap(),
+    );
+    submit(&store, "a", 1);
+    let results = submit_all_async(
+        &store,
+        ["b", "b", "c", "d", "a", "bad id"]
+            .iter()
+            .map(|id| new_event(id, 2))
+            .collect(),
+    );
+    assert!(matches!(results[0], Ok(Submitted::Created)), "{results:?}");
+    assert!(
+        matches!(results[1], Ok(Submitted::AlreadyExists(_))),
+        "a duplicate in the same batch: {results:?}"
+    );
+    assert!(matches!(results[2], Ok(Submitted::Created)), "{results:?}");
+    assert!(
+        matches!(results[3], Err(StoreError::Full { max_queued: 3 })),
+        "{results:?}"
+    );
+    assert!(
+        matches!(results[4], Ok(Submitted::AlreadyExists(_))),
+        "a known id wins over the limit: {results:?}"
+    );
+    assert!(
+        matches!(results[5], Err(StoreError::InvalidRequestId { .. })),
+        "{results:?}"
+    );
+    assert!(store.get("d").unwrap().is_none());
+    assert_eq!(store.get("b").unwrap().unwrap().status, Status::Queued);
+}
+
+#[test]
+fn submit_async_never_reports_a_failed_commit_as_success() {
+    let dir = TempDir::new("async-diskfull");
+    let store = Arc::new(open(&dir));
+    submit(&store, "before", 1);
+    let pages: i64 = {
+        let conn = Connection::open(dir.db()).unwrap();
+        conn.pragma_query_value(None, "page_count", |row| row.get(0))
+            .unwrap()
+    };
+    store.set_max_page_count(u64::try_from(pages).unwrap() + 2);
+    let mut big = new_event("big", 2);
+    big.request.body = vec![7; 64 * 1024];
+    let results = submit_all_async(&store, vec![big.clone()]);
+    assert!(
+        matches!(results[0], Err(StoreError::Disk { .. })),
+        "{results:?}"
+    );
+    assert!(store.get("big").unwrap().is_none(), "no false success");
+    store.set_max_page_count(1 << 30);
+    let results = submit_all_async(&store, vec![big]);
+    assert!(matches!(results[0], Ok(Submitted::Created)), "{results:?}");
+}
+
+#[test]
+fn blocking_and_async_submissions_share_the_committer() {
+    let dir = TempDir::new("async-mixed");
+    let store = Arc::new(open(&dir));
+    let blocking: Vec<_> = (0..4)
+        .map(|t| {
+            let store = store.clone();
+            thread::spawn(move || {
+                for i in 0..50 {
+                    assert_eq!(
+                        submit(&store, &format!("blk-{t}-{i}"), 1),
+                        Submitted::Created
+                    );
+                }
+            })
+        })
+        .collect();
+    let results = submit_all_async(
+        &store,
+        (0..400)
+            .map(|i| new_event(&format!("asy-{i}"), 1))
+            .collect(),
+    );
+    for t in blocking {
+        t.join().unwrap();
+    }
+    assert!(results.iter().all(|r| matches!(r, Ok(Submitted::Created))));
+    assert_eq!(store.counts_by_status().unwrap()[0], (Status::Queued, 600));
+    let stats = store.stats();
+    assert_eq!(stats.submissions, 600);
+    assert!(stats.batches < 600, "{stats:?}");
+}
+
+#[test]
+fn dropping_the_store_after_async_submissions_releases_the_file() {
+    let dir = TempDir::new("async-drop");
+    let store = Arc::new(open(&dir));
+    let results = submit_all_async(&store, vec![new_event("kept", 1)]);
+    assert!(matches!(results[0], Ok(Submitted::Created)));
+    drop(store);
+    // The committer holds the store only while it commits: the lock is free again.
+    let store = open(&dir);
+    assert!(store.get("kept").unwrap().is_some());
+}
