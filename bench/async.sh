@@ -272,5 +272,5 @@ awk -v r="$RATIO" -v t="$TARGET" 'BEGIN { exit !(r >= t) }' || VERDICT=missed
 printf '\nTarget: at %s connections at least %s× the baseline: **%s** (%s×). ' "$CONNS" "$TARGET" "$VERDICT" "$RATIO"
 printf 'Every answer was 202 and every 202 was a stored event; meanwhile %s workers ran %s events (0 failed, %s still queued). ' \
     "$WORKERS" "$FINISHED" "$QUEUED"
-printf 'The fsyncs counted include the workers'\'' claims and finishes. %s CPUs; store and baseline in %s.\n' \
+printf 'The fsyncs counted include checkpoints (the workers'\'' claims and finishes do not fsync). %s CPUs; store and baseline in %s.\n' \
     "$(nproc)" "$BENCH_DIR"
