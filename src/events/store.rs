@@ -1729,12 +1729,11 @@ impl Drop for LeaderGuard<'_> {
 }
 
 impl Drop for Store {
-    /// Ends the committer thread (if it was started) and the checkpointer (waiting for it:
-    /// its connection must be closed before the file's lock is).
+    /// Ends the committer thread (if it was started). The checkpointer ends when its field is
+    /// dropped, which is before the file's lock (declared last).
     fn drop(&mut self) {
         lock(&self.batch.state).closed = true;
         self.batch.committer.notify_all();
-        self.checkpointer.stop();
     }
 }
 
@@ -1784,8 +1783,11 @@ impl Checkpointer {
         lock(&self.shared.state).0 = true;
         self.shared.cv.notify_one();
     }
+}
 
-    fn stop(&mut self) {
+impl Drop for Checkpointer {
+    /// Waits for the thread: its connection must be closed before the file's lock is.
+    fn drop(&mut self) {
         lock(&self.shared.state).1 = true;
         self.shared.cv.notify_one();
         if let Some(t) = self.thread.take() {
