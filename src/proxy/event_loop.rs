@@ -772,6 +772,25 @@ impl<'h> Loop<'h> {
         }
     }
 
+    /// The body length of the request in `self.head` when the loop can finish it: all of the
+    /// body (at most `max` bytes) is among the `pending` buffered bytes after the head of
+    /// `head_len`, it asks for no `100-continue`, and fc-init is not stopping. `None`: the
+    /// blocking path takes it.
+    fn buffered_body(&self, pending: usize, head_len: usize, max: u64) -> Option<usize> {
+        if self.head.expect_continue || self.p.stopping() {
+            return None;
+        }
+        match self.head.framing {
+            BodyFraming::None => Some(0),
+            BodyFraming::Length(n)
+                if n <= max && (head_len as u64).saturating_add(n) <= pending as u64 =>
+            {
+                Some(n as usize)
+            }
+            _ => None,
+        }
+    }
+
     /// A complete head of `head_len` bytes is in `self.head`: serve it here or hand the
     /// connection over.
     fn start_request(&mut self, idx: usize, head_len: usize) {
@@ -779,26 +798,12 @@ impl<'h> Loop<'h> {
         if super::submit::is_async(&self.head) {
             return self.start_submission(idx, head_len);
         }
-        let Some(c) = self.clients.get(idx) else {
+        let Some(pending) = self.clients.get(idx).map(|c| c.pending.len()) else {
             return;
         };
-        let head = &self.head;
-        let body_len = match head.framing {
-            BodyFraming::None => Some(0),
-            BodyFraming::Length(n)
-                if n <= p.cfg.server.max_body
-                    && (head_len as u64).saturating_add(n) <= c.pending.len() as u64 =>
-            {
-                Some(n as usize)
-            }
-            _ => None,
-        };
-        let Some(body_len) = body_len else {
+        let Some(body_len) = self.buffered_body(pending, head_len, p.cfg.server.max_body) else {
             return self.hand_over(idx);
         };
-        if head.expect_continue || p.stopping() {
-            return self.hand_over(idx);
-        }
         let (phase, instance) = p.shared.phase_and_instance();
         if phase != Phase::Ready {
             return self.hand_over(idx);
@@ -889,26 +894,12 @@ impl<'h> Loop<'h> {
             return self.hand_over(idx);
         };
         let client = token(KIND_CLIENT, idx, self.clients.gen(idx));
-        let Some(c) = self.clients.get(idx) else {
+        let Some(pending) = self.clients.get(idx).map(|c| c.pending.len()) else {
             return;
         };
-        let head = &self.head;
-        let body_len = match head.framing {
-            BodyFraming::None => Some(0),
-            BodyFraming::Length(n)
-                if n <= p.cfg.async_.max_payload
-                    && (head_len as u64).saturating_add(n) <= c.pending.len() as u64 =>
-            {
-                Some(n as usize)
-            }
-            _ => None,
-        };
-        let Some(body_len) = body_len else {
+        let Some(body_len) = self.buffered_body(pending, head_len, p.cfg.async_.max_payload) else {
             return self.hand_over(idx);
         };
-        if head.expect_continue || p.stopping() {
-            return self.hand_over(idx);
-        }
         let mut ex = self.spare.pop().unwrap_or_else(Exchange::new);
         std::mem::swap(&mut ex.head, &mut self.head);
         set_request_id(&mut ex);
@@ -924,6 +915,10 @@ impl<'h> Loop<'h> {
         // Invoke lines (the event's run will).
         ex.outcome = None;
         ex.close_after = false;
+        let c = self
+            .clients
+            .get(idx)
+            .expect("the slot was found above, in this same call");
         let body = c.pending[head_len..head_len + body_len].to_vec();
         c.pending.drain(..head_len + body_len);
         c.scanned = 0;
