@@ -568,10 +568,7 @@ fn sql_err(op: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
 
 /// Whether `id` matches `[A-Za-z0-9._:-]{1,128}` (CONTRACT section 3).
 pub fn valid_request_id(id: &str) -> bool {
-    (1..=128).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+    crate::http::valid_request_id(id.as_bytes())
 }
 
 // ---------------------------------------------------------------------------------------------
