@@ -364,11 +364,28 @@ impl Proc {
 }
 
 impl Drop for Proc {
+    /// Stops an fc-init the test did not wait for (a test that ends early, or a failing one)
+    /// the way a user would: SIGTERM, then a second SIGTERM (skip the waits), then SIGKILL.
+    /// A SIGKILL first would leave its function, in a process group of its own, running as an
+    /// orphan of the machine's init; in PID 1 mode `unshare --kill-child` takes the namespace
+    /// down with it.
     fn drop(&mut self) {
-        if self.status.is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+        if self.status.is_some() {
+            return;
         }
+        let pid = self.child.id() as i32;
+        if self.mode == Mode::Subreaper {
+            for _ in 0..2 {
+                // SAFETY: kill(2) on our own child, which is not reaped yet (no pid reuse).
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+                let deadline = Instant::now() + Duration::from_secs(5);
+                if wait_until(deadline, || matches!(self.child.try_wait(), Ok(Some(_)))) {
+                    return;
+                }
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
