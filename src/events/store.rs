@@ -771,13 +771,7 @@ impl Store {
             });
         }
         let mut state = lock(&self.batch.state);
-        let ticket = state.next_ticket;
-        state.next_ticket += 1;
-        state.queue.push(Queued {
-            ticket,
-            event,
-            completion: None,
-        });
+        let ticket = state.enqueue(event, None);
         state.waiting.insert(ticket, std::thread::current());
         loop {
             if let Some(result) = state.results.remove(&ticket) {
@@ -816,13 +810,7 @@ impl Store {
             return completion(Err(e));
         }
         let mut state = lock(&self.batch.state);
-        let ticket = state.next_ticket;
-        state.next_ticket += 1;
-        state.queue.push(Queued {
-            ticket,
-            event,
-            completion: Some(completion),
-        });
+        state.enqueue(event, Some(completion));
         // A leader at work takes it with its next batch (see `lead`); else the committer must.
         let wake = !state.leader && state.queue.len() == 1;
         drop(state);
@@ -1663,6 +1651,18 @@ impl Batcher {
 const YIELD_TO_SUBMISSIONS: Duration = Duration::from_millis(50);
 
 impl BatchState {
+    /// Queues a submission for the next batch; returns its ticket.
+    fn enqueue(&mut self, event: NewEvent, completion: Option<Completion>) -> u64 {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        self.queue.push(Queued {
+            ticket,
+            event,
+            completion,
+        });
+        ticket
+    }
+
     /// The threads to wake after a leader stepped down: the owners of `done` (the batch it
     /// committed) and the oldest queued blocking submitter, who becomes the next leader.
     fn to_wake(&self, done: &[u64]) -> Vec<std::thread::Thread> {
