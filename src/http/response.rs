@@ -82,18 +82,26 @@ pub fn read_response_head_into<S: Read + Timeouts>(
     let mut interim = 0;
     loop {
         read_one(src, limits, max, head)?;
-        match head.status {
-            101 => return Err(HttpError::BadResponse("unexpected 101 Switching Protocols")),
-            100..=199 => {
-                interim += 1;
-                if interim > MAX_INTERIM {
-                    return Err(HttpError::BadResponse("too many interim responses"));
-                }
-            }
-            _ => break,
+        if !is_interim(head.status, &mut interim)? {
+            return decide_framing(head, head_request);
         }
     }
-    decide_framing(head, head_request)
+}
+
+/// Whether `status` is an interim (1xx) answer to skip, counting it in `interim`; 101 and more
+/// than [`MAX_INTERIM`] of them are errors.
+fn is_interim(status: u16, interim: &mut usize) -> Result<bool, HttpError> {
+    match status {
+        101 => Err(HttpError::BadResponse("unexpected 101 Switching Protocols")),
+        100..=199 => {
+            *interim += 1;
+            if *interim > MAX_INTERIM {
+                return Err(HttpError::BadResponse("too many interim responses"));
+            }
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
 }
 
 /// The framing of a final response head, in RFC 9112 §6.3 order.
@@ -144,18 +152,9 @@ pub fn parse_response_head(
             return Ok(None);
         };
         at += n;
-        match head.status {
-            101 => return Err(HttpError::BadResponse("unexpected 101 Switching Protocols")),
-            100..=199 => {
-                interim += 1;
-                if interim > MAX_INTERIM {
-                    return Err(HttpError::BadResponse("too many interim responses"));
-                }
-            }
-            _ => {
-                decide_framing(head, head_request)?;
-                return Ok(Some(at));
-            }
+        if !is_interim(head.status, &mut interim)? {
+            decide_framing(head, head_request)?;
+            return Ok(Some(at));
         }
     }
 }
