@@ -964,10 +964,7 @@ impl<'h> Loop<'h> {
                 super::submit::answer(p, &mut ex.out, &ex.request_id, result, keep, ex.started);
             ex.pos = 0;
             ex.close_after = !keep;
-            c.state = State::Writing;
-            let deadline = self.now + p.cfg.server.idle_timeout;
-            self.set_deadline(idx, deadline);
-            self.write_client(idx);
+            self.send_answer(idx);
         }
     }
 
@@ -1261,11 +1258,8 @@ impl<'h> Loop<'h> {
         ex.outcome = Some(connection::answered(ex.invocation, &x));
         ex.close_after = !x.keep_alive;
         ex.fnc = None;
-        c.state = State::Writing;
         self.release_fn(f, reusable);
-        let deadline = self.now + self.p.cfg.server.idle_timeout;
-        self.set_deadline(idx, deadline);
-        self.write_client(idx);
+        self.send_answer(idx);
     }
 
     /// Pools a function connection after a clean exchange, or closes it.
@@ -1438,8 +1432,16 @@ impl<'h> Loop<'h> {
         );
         ex.pos = 0;
         ex.close_after = !keep;
-        c.state = State::Writing;
-        let deadline = self.now + p.cfg.server.idle_timeout;
+        self.send_answer(idx);
+    }
+
+    /// The exchange's answer is ready in its buffer: sends it, each write bounded by
+    /// `server.idle_timeout`.
+    fn send_answer(&mut self, idx: usize) {
+        if let Some(c) = self.clients.get(idx) {
+            c.state = State::Writing;
+        }
+        let deadline = self.now + self.p.cfg.server.idle_timeout;
         self.set_deadline(idx, deadline);
         self.write_client(idx);
     }
