@@ -4,7 +4,7 @@
 #   docker run --rm -p 9000:9000 fc-init-example
 #   curl -X POST -d '{"name": "Ada"}' http://127.0.0.1:9000/invoke
 #
-# fc-init is linked statically (.cargo/config.toml), so for your own image copy
+# fc-init is linked statically (.cargo/config.toml says why), so for your own image copy
 # /usr/local/bin/fc-init from the build stage into any base image (Alpine, distroless,
 # scratch) and set your function's command (or a config file at /etc/fc-init/fc-init.toml).
 
@@ -13,13 +13,18 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY .cargo ./.cargo
 COPY src ./src
-RUN cargo build --release --locked
+# Static and non-PIE, for the build machine's own target; the flags go with an explicit
+# --target so that build scripts and proc-macros are built without them.
+RUN target=$(rustc -vV | sed -n 's/^host: //p') \
+ && RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" \
+    cargo build --release --locked --target "$target" \
+ && cp "target/$target/release/fc-init" /usr/local/bin/fc-init
 
 FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 \
  && rm -rf /var/lib/apt/lists/*
-COPY --from=build /src/target/release/fc-init /usr/local/bin/fc-init
+COPY --from=build /usr/local/bin/fc-init /usr/local/bin/fc-init
 COPY examples/python /opt/function
 COPY config/fc-init.toml /usr/share/doc/fc-init/fc-init.toml
 WORKDIR /opt/function

@@ -15,7 +15,7 @@ export LC_ALL=C
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-FC_INIT=${FC_INIT:-target/release/fc-init}
+FC_INIT=${FC_INIT:-}  # default: the static release build (bench/lib.sh)
 DURATION=${DURATION:-10s}          # per wrk run
 CONNS=${CONNS:-64}                 # connections of the loaded run
 THREADS=${THREADS:-2}              # wrk threads of the loaded run
@@ -29,10 +29,11 @@ SCRIPT=async.sh
 source bench/lib.sh  # the script has moved to the repository root
 
 need nginx=nginx-light wrk=wrk curl=curl python3=python3
-if [[ ! -x $FC_INIT ]]; then
-    [[ $FC_INIT == target/release/fc-init ]] || die "FC_INIT=$FC_INIT is not executable"
-    log "building fc-init"
-    cargo build --release >&2
+if [[ -z $FC_INIT ]]; then
+    build_static
+    FC_INIT=$STATIC_FC_INIT
+elif [[ ! -x $FC_INIT ]]; then
+    die "FC_INIT=$FC_INIT is not executable"
 fi
 FC_INIT=$(realpath "$FC_INIT")
 NGINX=$(command -v nginx)

@@ -12,7 +12,7 @@ export LC_ALL=C # EPOCHREALTIME must use "." as its decimal point
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-FC_INIT=${FC_INIT:-target/release/fc-init}
+FC_INIT=${FC_INIT:-}  # default: the static release build (bench/lib.sh)
 TRUE_RUNS=${TRUE_RUNS:-300}     # runs of `INIT -- /bin/true`
 TERM_RUNS=${TERM_RUNS:-30}      # runs of the SIGTERM-to-exit measurement
 ORPHANS=${ORPHANS:-2000}        # orphans per run of the reaping measurement
@@ -27,10 +27,11 @@ SCRIPT=init.sh
 source bench/lib.sh  # the script has moved to the repository root
 
 find_fc_init() {
-    if ! command -v "$FC_INIT" >/dev/null; then
-        [[ $FC_INIT == target/release/fc-init ]] || die "FC_INIT=$FC_INIT is not executable"
-        log "building fc-init"
-        cargo build --release >&2
+    if [[ -z $FC_INIT ]]; then
+        build_static
+        FC_INIT=$STATIC_FC_INIT
+    elif ! command -v "$FC_INIT" >/dev/null; then
+        die "FC_INIT=$FC_INIT is not executable"
     fi
     FC_INIT=$(realpath "$(command -v "$FC_INIT")")
     [[ -e /etc/fc-init/fc-init.toml ]] &&

@@ -17,3 +17,14 @@ need() {
     $sudo apt-get update -qq
     $sudo apt-get install -y -qq "${missing[@]}" >&2
 }
+
+# The binary fc-init ships: static and non-PIE (.cargo/config.toml says why), built for this
+# machine's own target. The flags go with an explicit --target so that build scripts and
+# proc-macros are built without them.
+STATIC_TARGET=$(rustc -vV | sed -n 's/^host: //p')
+STATIC_FC_INIT=target/$STATIC_TARGET/release/fc-init
+build_static() {
+    log "building fc-init (static, $STATIC_TARGET)"
+    RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" \
+        cargo build --release --locked --target "$STATIC_TARGET" >&2
+}

@@ -14,7 +14,7 @@ export LC_ALL=C
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-FC_INIT=${FC_INIT:-target/release/fc-init}
+FC_INIT=${FC_INIT:-}  # default: the static release build (bench/lib.sh)
 DURATION=${DURATION:-10s}   # per wrk run
 CONNS=${CONNS:-64}          # connections of the loaded run
 IDLE_CONNS=${IDLE_CONNS:-256}
@@ -39,10 +39,11 @@ wait_port() { # wait_port PORT: until it answers HTTP 200, at most 30 s
 }
 
 need nginx=nginx-light haproxy=haproxy wrk=wrk python3=python3
-if [[ ! -x $FC_INIT ]]; then
-    [[ $FC_INIT == target/release/fc-init ]] || die "FC_INIT=$FC_INIT is not executable"
-    log "building fc-init"
-    cargo build --release >&2
+if [[ -z $FC_INIT ]]; then
+    build_static
+    FC_INIT=$STATIC_FC_INIT
+elif [[ ! -x $FC_INIT ]]; then
+    die "FC_INIT=$FC_INIT is not executable"
 fi
 FC_INIT=$(realpath "$FC_INIT")
 NGINX=$(command -v nginx)

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::config::{self, Config, Sources};
 use crate::events::service::AsyncService;
+use crate::exit;
 use crate::supervisor::{self, spawn::Credentials, Supervisor};
 
 const USAGE: &str = "\
@@ -27,9 +28,6 @@ Options:
 
 Every config key can also be set as FC_INIT_<SECTION>_<KEY>; precedence: CLI > env > file > default.
 A program literally named ctl is run with `fc-init -- ctl`.";
-
-/// Exit status for usage and configuration errors.
-pub const EXIT_USAGE: i32 = 2;
 
 #[derive(Debug, Default, PartialEq)]
 struct Options {
@@ -104,7 +102,7 @@ pub fn main() -> i32 {
         Ok(mode) => mode,
         Err(e) => {
             eprintln!("fc-init: {e}\n\n{USAGE}");
-            return EXIT_USAGE;
+            return exit::USAGE;
         }
     };
     let opts = match mode {
@@ -136,7 +134,7 @@ pub fn main() -> i32 {
         Ok(cfg) => cfg,
         Err(e) => {
             eprintln!("fc-init: invalid configuration:\n{e}");
-            return EXIT_USAGE;
+            return exit::USAGE;
         }
     };
     if opts.check_config {
@@ -145,7 +143,7 @@ pub fn main() -> i32 {
     }
     if cfg.function.command.is_empty() {
         eprintln!("fc-init: no command: give COMMAND [ARG...] or set function.command\n\n{USAGE}");
-        return EXIT_USAGE;
+        return exit::USAGE;
     }
     crate::logging::init(opts.verbosity, cfg.log.format);
     match run(cfg) {

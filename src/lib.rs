@@ -10,6 +10,7 @@
 //!   restarts and shutdown.
 //! - [`state`]: the instance state the supervisor publishes to the rest.
 //! - [`events`]: asynchronous invocations: the durable store, workers, terminate.
+//! - [`exit`]: fc-init's exit statuses, one table for `fc-init` and `fc-init ctl`.
 //! - [`http`]: strict HTTP/1.1 parsing, framing and the hook client.
 //! - [`proxy`]: the listener and the forwarding of invocations to the function.
 //! - [`metrics`]: request counters and the Prometheus text.
@@ -21,6 +22,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod events;
+pub mod exit;
 pub mod http;
 pub mod json;
 pub mod logging;

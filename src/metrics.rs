@@ -23,7 +23,7 @@ pub enum Outcome {
     InternalError,
 }
 
-const OUTCOMES: [&str; 9] = [
+const OUTCOMES: [&str; 10] = [
     "success",
     "function_error",
     "InitializationError",
@@ -33,6 +33,7 @@ const OUTCOMES: [&str; 9] = [
     "InstanceStopping",
     "InvalidArgument",
     "InternalError",
+    "AsyncStoreUnavailable",
 ];
 
 impl Outcome {
@@ -47,6 +48,7 @@ impl Outcome {
             Outcome::Error(ErrorType::InstanceStopping) => 6,
             Outcome::Error(ErrorType::InvalidArgument) => 7,
             Outcome::InternalError => 8,
+            Outcome::Error(ErrorType::AsyncStoreUnavailable) => 9,
         }
     }
 }

@@ -5,7 +5,7 @@
 //! themselves, they send the supervisor an event instead (see `supervisor::Events`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
 /// Where the instance is in its life (the contract's health states).
@@ -35,6 +35,20 @@ impl Phase {
     }
 }
 
+/// Why the instance is stopping, for the answers of requests that were waiting for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopCause {
+    /// SIGTERM/SIGINT, or FC's `/pre-stop` followed by one.
+    Signal,
+    /// The function exited and `restart` does not bring it back.
+    FunctionExited,
+    /// The instance could not be initialized (exit 3): waiting requests get
+    /// `InitializationError`, not `InstanceStopping`.
+    NotInitialized,
+    /// fc-init itself failed (a respawn that could not start the program).
+    Failure,
+}
+
 /// A snapshot of the lifecycle, as `GET /status` reports it.
 #[derive(Debug, Clone)]
 pub struct Status {
@@ -48,15 +62,70 @@ pub struct Status {
     pub initializer_failures: u64,
     /// The last initializer attempt's failure, for `InitializationError` answers.
     pub last_init_error: Option<String>,
+    /// Set with [`Phase::Stopping`].
+    pub stop_cause: Option<StopCause>,
+    /// While a crashed function waits out its restart backoff: what happened to it (e.g.
+    /// "exited with status 1"), for the answers of the requests that wait for the next one.
+    pub restarting: Option<String>,
 }
 
-type StopHook = Box<dyn Fn() + Send + Sync>;
+/// What a request gets when the instance cannot serve it (CONTRACT sections 4, 6, 8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotReady {
+    /// `InstanceStopping`.
+    Stopping,
+    /// `InitializationError`, with the reason.
+    Initialization(String),
+}
+
+impl Status {
+    /// Why a request that waited for this instance and can wait no longer is not served;
+    /// `None` when the instance is ready.
+    pub fn not_ready(&self) -> Option<NotReady> {
+        let init_reason = || {
+            self.last_init_error
+                .clone()
+                .unwrap_or_else(|| "timed out waiting for the instance to initialize".to_owned())
+        };
+        Some(match self.phase {
+            Phase::Ready => return None,
+            Phase::Stopping if self.stop_cause == Some(StopCause::NotInitialized) => {
+                NotReady::Initialization(init_reason())
+            }
+            Phase::Stopping => NotReady::Stopping,
+            Phase::Starting => match &self.restarting {
+                Some(what) => NotReady::Initialization(format!(
+                    "timed out waiting for the function to restart: it {what}"
+                )),
+                None => NotReady::Initialization(
+                    "timed out waiting for the function to accept connections".to_owned(),
+                ),
+            },
+            Phase::Initializing | Phase::Failed => NotReady::Initialization(init_reason()),
+        })
+    }
+}
+
+/// A change the supervisor announces to the parts of fc-init that act on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    /// The status changed (phase, instance, counters): whoever waits on it looks again.
+    Changed,
+    /// The shutdown started: stop accepting, send queued requests away, stop claiming work.
+    /// Sent once, after the status says [`Phase::Stopping`].
+    Stopping,
+}
+
+/// A part of fc-init that the supervisor tells about changes (the traffic side, the async
+/// workers). Called on the supervisor thread, so it must not block.
+pub trait Watcher: Send + Sync {
+    fn notice(&self, notice: Notice, status: &Status);
+}
 
 /// Shared between the supervisor and everything else.
 pub struct Shared {
     status: Mutex<Status>,
-    /// Run once when the shutdown starts (e.g. the listener stops accepting).
-    stop_hooks: Mutex<Vec<StopHook>>,
+    watchers: Mutex<Vec<Arc<dyn Watcher>>>,
     changed: Condvar,
     /// Requests currently being forwarded to the function.
     pub in_flight: AtomicUsize,
@@ -75,8 +144,10 @@ impl Default for Shared {
                 initializer_successes: 0,
                 initializer_failures: 0,
                 last_init_error: None,
+                stop_cause: None,
+                restarting: None,
             }),
-            stop_hooks: Mutex::new(Vec::new()),
+            watchers: Mutex::new(Vec::new()),
             changed: Condvar::new(),
             in_flight: AtomicUsize::new(0),
             started: Instant::now(),
@@ -84,13 +155,15 @@ impl Default for Shared {
     }
 }
 
+/// Locks `m` even if a thread panicked while holding it: what these locks guard is plain
+/// data that stays consistent between statements, and serving on matters more than stopping.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Status> {
-        // A panic while holding this lock cannot leave the plain-data Status half-written in a
-        // way that matters more than stopping would; keep serving with what is there.
-        self.status
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.status)
     }
 
     pub fn snapshot(&self) -> Status {
@@ -108,33 +181,37 @@ impl Shared {
         (status.phase, status.instance)
     }
 
-    /// Changes the status and wakes every waiter.
+    /// Changes the status, wakes every waiter and tells every watcher ([`Notice::Changed`]).
     pub fn update(&self, f: impl FnOnce(&mut Status)) {
         let mut status = self.lock();
         f(&mut status);
+        let snapshot = status.clone();
         drop(status);
         self.changed.notify_all();
+        self.announce(Notice::Changed, &snapshot);
     }
 
-    /// Registers `hook` to run (on the supervisor thread, so it must not block) when the
-    /// shutdown starts.
-    pub fn on_stopping(&self, hook: impl Fn() + Send + Sync + 'static) {
-        self.stop_hooks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Box::new(hook));
+    /// Registers a part of fc-init to be told about changes.
+    pub fn watch(&self, watcher: Arc<dyn Watcher>) {
+        lock(&self.watchers).push(watcher);
     }
 
-    /// Enters [`Phase::Stopping`] and runs the stop hooks; the supervisor calls this once.
-    pub fn begin_stopping(&self) {
-        self.update(|s| s.phase = Phase::Stopping);
-        for hook in self
-            .stop_hooks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            hook();
+    /// Enters [`Phase::Stopping`] for `cause` and tells every watcher ([`Notice::Stopping`]);
+    /// the supervisor calls this once.
+    pub fn begin_stopping(&self, cause: StopCause) {
+        self.update(|s| {
+            s.phase = Phase::Stopping;
+            s.stop_cause = Some(cause);
+        });
+        let snapshot = self.snapshot();
+        self.announce(Notice::Stopping, &snapshot);
+    }
+
+    fn announce(&self, notice: Notice, status: &Status) {
+        // A clone of the list, so a watcher may register another without deadlocking.
+        let watchers = lock(&self.watchers).clone();
+        for watcher in watchers {
+            watcher.notice(notice, status);
         }
     }
 
@@ -158,5 +235,42 @@ impl Shared {
 
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(phase: Phase) -> Status {
+        let mut s = Shared::default().snapshot();
+        s.phase = phase;
+        s
+    }
+
+    #[test]
+    fn a_request_refused_after_a_failed_initialization_under_exit_gets_initialization_error() {
+        let mut s = status(Phase::Stopping);
+        s.stop_cause = Some(StopCause::NotInitialized);
+        s.last_init_error = Some("status 500".into());
+        assert_eq!(
+            s.not_ready(),
+            Some(NotReady::Initialization("status 500".into()))
+        );
+        s.stop_cause = Some(StopCause::Signal);
+        assert_eq!(s.not_ready(), Some(NotReady::Stopping));
+    }
+
+    #[test]
+    fn a_request_waiting_through_a_restart_backoff_is_told_the_function_is_restarting() {
+        let mut s = status(Phase::Starting);
+        s.restarting = Some("exited with status 1".into());
+        match s.not_ready() {
+            Some(NotReady::Initialization(m)) => {
+                assert!(m.contains("restart") && m.contains("status 1"), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(status(Phase::Ready).not_ready(), None);
     }
 }

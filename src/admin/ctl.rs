@@ -25,7 +25,7 @@ pub fn main(args: Vec<String>) -> i32 {
         Ok(code) => code,
         Err(Usage(msg)) => {
             eprintln!("fc-init ctl: {msg}\n\n{USAGE}");
-            crate::cli::EXIT_USAGE
+            crate::exit::USAGE
         }
     }
 }
@@ -68,7 +68,7 @@ fn run(args: Vec<String>) -> Result<i32, Usage> {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("fc-init ctl: {e}");
-                return Ok(crate::cli::EXIT_USAGE);
+                return Ok(crate::exit::USAGE);
             }
         },
     };

@@ -13,9 +13,9 @@ use nix::sys::signal::Signal;
 
 use super::schema::{self, Val, EXCLUSIVE, SCHEMA, SECTIONS};
 use super::{
-    AdminConfig, AsyncConfig, Config, ConfigError, Endpoint, FunctionConfig, HookAction,
-    InitializerConfig, LogConfig, LogFormat, OnFailure, PreStopConfig, Problem, RestartPolicy,
-    ServerConfig, ShutdownConfig, Sources,
+    AdminConfig, AsyncBackend, AsyncConfig, Config, ConfigError, Endpoint, FunctionConfig,
+    HookAction, InitializerConfig, LogConfig, LogFormat, OnFailure, Platform, PreStopConfig,
+    Problem, RestartPolicy, ServerConfig, ShutdownConfig, Sources,
 };
 
 /// The config file read when neither `-c` nor `FC_INIT_CONFIG` names one, if it exists.
@@ -261,10 +261,10 @@ fn env_layer(env: &BTreeMap<String, String>, problems: &mut Vec<Problem>) -> Lay
             Err(reason) => problems.push(problem(&source, spec, reason)),
         }
     }
-    // FC's own variable, below an explicit FC_INIT_SERVER_LISTEN.
-    if let Some(port) = env.get("FC_SERVER_PORT") {
+    // FC's own variables, below an explicit FC_INIT_SERVER_LISTEN.
+    if let Some((var, port)) = fc_port_variable(env) {
         if !env.contains_key("FC_INIT_SERVER_LISTEN") {
-            let source = "environment (FC_SERVER_PORT)".to_owned();
+            let source = format!("environment ({var})");
             match port.trim().parse::<u16>() {
                 Ok(port) if port != 0 => {
                     let addr = SocketAddr::new(DEFAULT_LISTEN.ip(), port);
@@ -285,6 +285,25 @@ fn env_layer(env: &BTreeMap<String, String>, problems: &mut Vec<Problem>) -> Lay
         }
     }
     layer
+}
+
+/// FC's port variables, the first set one winning: `FC_CUSTOM_LISTEN_PORT` (FC 3.0), then
+/// `FC_SERVER_PORT`. FC sets one in every custom container: it is the port the container serves.
+pub fn fc_port_variable(env: &BTreeMap<String, String>) -> Option<(&'static str, &str)> {
+    FC_PORT_VARIABLES
+        .iter()
+        .find_map(|var| env.get(*var).map(|v| (*var, v.as_str())))
+}
+
+/// FC's variables that name the port the container serves, in precedence order.
+pub const FC_PORT_VARIABLES: [&str; 2] = ["FC_CUSTOM_LISTEN_PORT", "FC_SERVER_PORT"];
+
+/// A free loopback port for a function whose FC-style server listens on `$FC_SERVER_PORT`
+/// while fc-init holds FC's own port: the kernel picks one (bind to port 0), which is free
+/// again once the probe socket closes, for the function to bind when it starts.
+fn free_loopback_port() -> std::io::Result<u16> {
+    let probe = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    Ok(probe.local_addr()?.port())
 }
 
 /// `FC_INIT_PRE_STOP_TIMEOUT` → `("pre_stop", "TIMEOUT")`. Section names contain underscores,
@@ -483,19 +502,38 @@ fn build(s: &Settings, sources: &Sources, problems: &mut Vec<Problem>) -> Config
     };
     let socket = s.text("function", "socket");
     let endpoint_set = port.is_some() || socket.is_some();
-    let endpoint = match (port, socket) {
-        (Some(port), _) => Endpoint::Tcp(port),
-        (None, Some(path)) => Endpoint::Unix(PathBuf::from(path)),
-        (None, None) => Endpoint::Unix(runtime.join("function.sock")),
+    // An FC-style server listens on `$FC_SERVER_PORT`, which is fc-init's own listener: with
+    // FC's port variable set and no endpoint configured, the function gets a port of its own.
+    let fc_port = fc_port_variable(&sources.env).map(|(var, _)| var);
+    let endpoint = match (port, socket, fc_port) {
+        (Some(port), _, _) => Endpoint::Tcp(port),
+        (None, Some(path), _) => Endpoint::Unix(PathBuf::from(path)),
+        (None, None, Some(var)) => match free_loopback_port() {
+            Ok(port) => Endpoint::Tcp(port),
+            Err(e) => {
+                problems.push(Problem {
+                    source: format!("environment ({var})"),
+                    key: "function.port".to_owned(),
+                    reason: format!("cannot find a free loopback port for the function: {e}"),
+                });
+                Endpoint::Unix(runtime.join("function.sock"))
+            }
+        },
+        (None, None, None) => Endpoint::Unix(runtime.join("function.sock")),
     };
 
     let command = s
         .list("function", "command")
         .map(<[String]>::to_vec)
         .unwrap_or_default();
-    let name = match s.text("function", "name") {
-        Some(name) => name.to_owned(),
-        None => command
+    let fc_function_name = sources
+        .env
+        .get("FC_FUNCTION_NAME")
+        .filter(|n| !n.is_empty() && !n.chars().any(char::is_control));
+    let name = match (s.text("function", "name"), fc_function_name) {
+        (Some(name), _) => name.to_owned(),
+        (None, Some(name)) => name.clone(),
+        (None, None) => command
             .first()
             .and_then(|program| Path::new(program).file_name())
             .map(|n| n.to_string_lossy().into_owned())
@@ -609,10 +647,67 @@ fn build(s: &Settings, sources: &Sources, problems: &mut Vec<Problem>) -> Config
         }
     }
 
+    // `auto`: FC sets both in every function instance; either alone is not FC.
+    let on_fc = ["FC_FUNCTION_NAME", "FC_REGION"]
+        .iter()
+        .all(|var| sources.env.get(*var).is_some_and(|v| !v.is_empty()));
+    let (platform, platform_auto) = match s.text("server", "platform") {
+        Some("fc") => (Platform::Fc, false),
+        Some("none") => (Platform::None, false),
+        _ if on_fc => (Platform::Fc, true),
+        _ => (Platform::None, true),
+    };
+
+    let backend = match s.text("async", "backend") {
+        Some("redis") => AsyncBackend::Redis,
+        _ => AsyncBackend::Sqlite,
+    };
+    let redis_url = s.text("async", "redis_url").map(str::to_owned);
+    if backend == AsyncBackend::Redis && redis_url.is_none() {
+        let source = s
+            .get("async", "backend")
+            .map(|b| b.source.clone())
+            .unwrap_or_default();
+        problems.push(Problem {
+            source,
+            key: "async.redis_url".to_owned(),
+            reason: "backend = \"redis\" needs async.redis_url (redis://host:port/db)".to_owned(),
+        });
+    }
+    let queue = match s.text("async", "queue") {
+        Some(queue) => queue.to_owned(),
+        // The default follows the function's name, which may come from anywhere; a name that
+        // cannot be a queue name is reported as the queue's problem, with the way out.
+        None => match schema::queue_name(&function.name) {
+            Ok(queue) => queue,
+            Err(reason) => {
+                if backend == AsyncBackend::Redis {
+                    let source = s
+                        .get("function", "name")
+                        .map(|n| n.source.clone())
+                        .or_else(|| {
+                            fc_function_name.map(|_| "environment (FC_FUNCTION_NAME)".to_owned())
+                        })
+                        .unwrap_or_else(|| "command line (COMMAND)".to_owned());
+                    problems.push(Problem {
+                        source,
+                        key: "async.queue".to_owned(),
+                        reason: format!(
+                            "the default queue name is function.name: {reason}; set async.queue"
+                        ),
+                    });
+                }
+                String::new()
+            }
+        },
+    };
+
     Config {
         function,
         server: ServerConfig {
             listen,
+            platform,
+            platform_auto,
             max_concurrency: s.count("server", "max_concurrency", 100),
             max_queue: s.count("server", "max_queue", 1000),
             max_connections: s.count("server", "max_connections", 4096),
@@ -620,6 +715,8 @@ fn build(s: &Settings, sources: &Sources, problems: &mut Vec<Problem>) -> Config
                 .unwrap_or(usize::MAX),
             max_body: s.size("server", "max_body", 32 << 20),
             header_timeout: s.duration("server", "header_timeout", Duration::from_secs(10)),
+            body_buffer: s.size("server", "body_buffer", 1 << 20),
+            body_timeout: s.duration("server", "body_timeout", Duration::from_secs(30)),
             idle_timeout: s.duration("server", "idle_timeout", Duration::from_secs(60)),
         },
         initializer,
@@ -635,6 +732,9 @@ fn build(s: &Settings, sources: &Sources, problems: &mut Vec<Problem>) -> Config
         },
         async_: AsyncConfig {
             enabled: s.bool("async", "enabled", true),
+            backend,
+            redis_url,
+            queue,
             store: s
                 .text("async", "store")
                 .map_or_else(|| runtime.join("events.db"), PathBuf::from),

@@ -22,7 +22,10 @@ mod schema;
 mod tests;
 mod units;
 
-pub use load::{config_path, load, runtime_dir, DEFAULT_CONFIG_PATH, DEFAULT_LISTEN};
+pub use load::{
+    config_path, fc_port_variable, load, runtime_dir, DEFAULT_CONFIG_PATH, DEFAULT_LISTEN,
+    FC_PORT_VARIABLES,
+};
 pub use units::{format_duration, format_size, parse_duration, parse_signal, parse_size};
 
 /// Inputs to `load`, gathered by the CLI layer. Everything is passed in (no global environment
@@ -32,7 +35,8 @@ pub struct Sources {
     /// `-c/--config` if given.
     pub config_flag: Option<PathBuf>,
     /// Snapshot of the process environment (`FC_INIT_CONFIG`, `FC_INIT_<SECTION>_<KEY>`,
-    /// `FC_SERVER_PORT`, `XDG_RUNTIME_DIR`, `TMPDIR`).
+    /// FC's `FC_CUSTOM_LISTEN_PORT`, `FC_SERVER_PORT`, `FC_FUNCTION_NAME` and `FC_REGION`,
+    /// `XDG_RUNTIME_DIR`, `TMPDIR`).
     pub env: BTreeMap<String, String>,
     /// `--listen ADDR`
     pub listen: Option<String>,
@@ -94,6 +98,14 @@ impl Config {
         print::to_toml(self)
     }
 
+    /// The longest a stop can take once it starts: PreStop (when configured), the drain and
+    /// the grace period. A platform's own grace period (Kubernetes'
+    /// `terminationGracePeriodSeconds`) must cover it, or it SIGKILLs fc-init mid-stop.
+    pub fn stop_bound(&self) -> Duration {
+        let pre_stop = self.pre_stop.as_ref().map_or(Duration::ZERO, |p| p.timeout);
+        pre_stop + self.shutdown.drain_timeout + self.shutdown.grace_period
+    }
+
     /// True when fc-init serves HTTP traffic (`server.listen` is set).
     pub fn serves_http(&self) -> bool {
         self.server.listen.is_some()
@@ -126,7 +138,8 @@ pub struct FunctionConfig {
     /// or 127.0.0.1:PORT.
     pub endpoint: Endpoint,
     pub start_timeout: Duration,
-    /// Sent as `x-fc-function-name`; defaults to the file name of `command[0]`.
+    /// Sent as `x-fc-function-name`; defaults to `FC_FUNCTION_NAME`, else the file name of
+    /// `command[0]`.
     pub name: String,
     pub timeout: Duration,
     pub user: Option<UserSpec>,
@@ -138,8 +151,29 @@ pub struct FunctionConfig {
 pub enum Endpoint {
     /// `function.socket` (or the default `<runtime dir>/function.sock`).
     Unix(PathBuf),
-    /// `function.port`: the function serves on 127.0.0.1:PORT.
+    /// `function.port`: the function serves on 127.0.0.1:PORT. With FC's port variable set and
+    /// no endpoint configured, a free loopback port fc-init chose at start-up.
     Tcp(u16),
+}
+
+/// `server.platform`, resolved: whether fc-init runs under Function Compute itself, which
+/// sends its own `x-fc-control-path` and lifecycle calls (CONTRACT section 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Platform {
+    /// FC's control path decides the kind; `/initialize` and `/pre-stop` are served by
+    /// fc-init's own lifecycle.
+    Fc,
+    /// Any other host: an incoming `x-fc-control-path` is replaced, no client triggers a hook.
+    None,
+}
+
+/// `async.backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsyncBackend {
+    /// One instance's embedded SQLite file (`async.store`).
+    Sqlite,
+    /// A queue shared by a fleet of instances on Redis (`async.redis_url`, `async.queue`).
+    Redis,
 }
 
 /// `function.user`: a name, a uid, or `uid:gid` (either side may be a name).
@@ -162,6 +196,10 @@ pub struct ServerConfig {
     /// when the function serves HTTP, i.e. when `function.socket`, `function.port` or an HTTP
     /// hook is configured; `listen` itself, `--listen` or `FC_SERVER_PORT` also turn serving on.
     pub listen: Option<SocketAddr>,
+    /// Resolved from `auto` by the environment when `platform_auto`.
+    pub platform: Platform,
+    /// `platform = "auto"` (the default): `Fc` when `FC_FUNCTION_NAME` and `FC_REGION` are set.
+    pub platform_auto: bool,
     /// Requests in flight to the function; 0 = unlimited.
     pub max_concurrency: usize,
     pub max_queue: usize,
@@ -169,6 +207,10 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     pub max_body: u64,
     pub header_timeout: Duration,
+    /// A request body up to this size is read whole before a concurrency slot is taken.
+    pub body_buffer: u64,
+    /// Bounds the whole of that buffered read (408).
+    pub body_timeout: Duration,
     pub idle_timeout: Duration,
 }
 
@@ -215,8 +257,13 @@ pub struct ShutdownConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AsyncConfig {
     pub enabled: bool,
-    /// Defaults to `<runtime dir>/events.db`.
+    pub backend: AsyncBackend,
+    /// The SQLite store; defaults to `<runtime dir>/events.db`.
     pub store: PathBuf,
+    /// Required (and only used) with `backend = "redis"`.
+    pub redis_url: Option<String>,
+    /// The fleet's shared queue on Redis; defaults to `function.name`.
+    pub queue: String,
     pub retention: Duration,
     pub max_concurrency: usize,
     pub max_retries: u32,

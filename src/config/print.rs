@@ -7,7 +7,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::units::{format_duration, format_size};
-use super::{Config, Endpoint, HookAction, LogFormat, OnFailure, RestartPolicy};
+use super::{
+    AsyncBackend, Config, Endpoint, HookAction, LogFormat, OnFailure, Platform, RestartPolicy,
+};
 
 pub(super) fn to_toml(c: &Config) -> String {
     let mut out = Out::default();
@@ -77,12 +79,26 @@ pub(super) fn to_toml(c: &Config) -> String {
             "plain-init mode: nothing listens, as with tini",
         ),
     }
+    let platform = match s.platform {
+        Platform::Fc => "fc",
+        Platform::None => "none",
+    };
+    match s.platform_auto {
+        true => out.key_noted(
+            "platform",
+            quote("auto"),
+            &format!("resolves to {platform} here"),
+        ),
+        false => out.key("platform", quote(platform)),
+    }
     out.key("max_concurrency", s.max_concurrency.to_string());
     out.key("max_queue", s.max_queue.to_string());
     out.key("max_connections", s.max_connections.to_string());
     out.key("max_header_bytes", size(s.max_header_bytes as u64));
     out.key("max_body", size(s.max_body));
     out.key("header_timeout", duration(s.header_timeout));
+    out.key("body_buffer", size(s.body_buffer));
+    out.key("body_timeout", duration(s.body_timeout));
     out.key("idle_timeout", duration(s.idle_timeout));
 
     match &c.initializer {
@@ -118,11 +134,38 @@ pub(super) fn to_toml(c: &Config) -> String {
     out.key("drain_timeout", duration(sd.drain_timeout));
     out.key("grace_period", duration(sd.grace_period));
     out.key("kill_group", sd.kill_group.to_string());
+    let bound = c.stop_bound();
+    out.line(&format!(
+        "# A stop takes at most pre_stop.timeout + drain_timeout + grace_period = {}s; give the",
+        bound.as_secs() + u64::from(bound.subsec_nanos() > 0)
+    ));
+    out.line("# platform at least that long (Kubernetes: terminationGracePeriodSeconds).");
 
     let a = &c.async_;
     out.section("async");
     out.key("enabled", a.enabled.to_string());
+    let backend = match a.backend {
+        AsyncBackend::Sqlite => "sqlite",
+        AsyncBackend::Redis => "redis",
+    };
+    out.key("backend", quote(backend));
     out.key("store", path(&a.store));
+    match &a.redis_url {
+        Some(url) => out.key("redis_url", quote(url)),
+        None => out.unset(
+            "redis_url",
+            "\"redis://127.0.0.1:6379/0\"",
+            "not set: needed with backend = \"redis\"",
+        ),
+    }
+    match a.queue.is_empty() {
+        false => out.key("queue", quote(&a.queue)),
+        true => out.unset(
+            "queue",
+            "\"\"",
+            "not set: function.name is not a queue name",
+        ),
+    }
     out.key("retention", duration(a.retention));
     out.key("max_concurrency", a.max_concurrency.to_string());
     out.key("max_retries", a.max_retries.to_string());
@@ -170,6 +213,11 @@ impl Out {
 
     fn key(&mut self, key: &str, value: String) {
         self.line(&format!("{key} = {value}"));
+    }
+
+    /// A key with a note after its value: `key = value  # note`.
+    fn key_noted(&mut self, key: &str, value: String, note: &str) {
+        self.line(&format!("{key} = {value}  # {note}"));
     }
 
     fn unset(&mut self, key: &str, example: &str, why: &str) {

@@ -73,6 +73,10 @@ pub(super) enum Kind {
     User,
     /// An HTTP request path for a hook.
     HookPath,
+    /// `redis://`, `rediss://` or `unix://` URL of the fleet's Redis.
+    RedisUrl,
+    /// A queue name: text that can sit inside a Redis Cluster hash tag (no braces).
+    QueueName,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -113,6 +117,8 @@ pub(super) const MAX_INITIALIZER_TIMEOUT: Duration = Duration::from_secs(300);
 pub(super) const RESTART_CHOICES: &[&str] = &["never", "on-failure", "always"];
 pub(super) const ON_FAILURE_CHOICES: &[&str] = &["retry", "next-request", "exit"];
 pub(super) const FORMAT_CHOICES: &[&str] = &["text", "json"];
+pub(super) const PLATFORM_CHOICES: &[&str] = &["auto", "fc", "none"];
+pub(super) const BACKEND_CHOICES: &[&str] = &["sqlite", "redis"];
 
 /// Every key, in the contract's order (the sample file follows it; a test checks that).
 pub(super) const SCHEMA: &[KeySpec] = &[
@@ -128,12 +134,15 @@ pub(super) const SCHEMA: &[KeySpec] = &[
     key("function", "restart", Kind::Choice(RESTART_CHOICES)),
     key("function", "restart_backoff_max", ANY_DURATION),
     key("server", "listen", Kind::Addr),
+    key("server", "platform", Kind::Choice(PLATFORM_CHOICES)),
     key("server", "max_concurrency", COUNT),
     key("server", "max_queue", COUNT),
     key("server", "max_connections", AT_LEAST_ONE),
     key("server", "max_header_bytes", Kind::Size { min: 1024 }),
     key("server", "max_body", Kind::Size { min: 0 }),
     key("server", "header_timeout", POSITIVE),
+    key("server", "body_buffer", Kind::Size { min: 0 }),
+    key("server", "body_timeout", POSITIVE),
     key("server", "idle_timeout", POSITIVE),
     key("initializer", "path", Kind::HookPath),
     key("initializer", "command", Kind::Args { nonempty: true }),
@@ -161,7 +170,10 @@ pub(super) const SCHEMA: &[KeySpec] = &[
     key("shutdown", "grace_period", ANY_DURATION),
     key("shutdown", "kill_group", Kind::Bool),
     key("async", "enabled", Kind::Bool),
+    key("async", "backend", Kind::Choice(BACKEND_CHOICES)),
     key("async", "store", Kind::Path),
+    key("async", "redis_url", Kind::RedisUrl),
+    key("async", "queue", Kind::QueueName),
     key("async", "retention", ANY_DURATION),
     key("async", "max_concurrency", AT_LEAST_ONE),
     key("async", "max_retries", COUNT_U32),
@@ -326,7 +338,40 @@ pub(super) fn convert(kind: Kind, value: &Value) -> Result<Val, String> {
             }
             Ok(Val::Text(s.to_owned()))
         }
+        Kind::RedisUrl => {
+            let s = expect_str(value, "a URL such as \"redis://127.0.0.1:6379/0\"")?.trim();
+            let rest = ["redis://", "rediss://", "unix://"]
+                .iter()
+                .find_map(|scheme| s.strip_prefix(scheme));
+            match rest {
+                Some(rest) if !rest.is_empty() && !s.chars().any(char::is_control) => {
+                    Ok(Val::Text(s.to_owned()))
+                }
+                _ => Err(format!(
+                    "{s:?} is not a Redis URL such as \"redis://[user:pass@]host:port/db\", \
+                     \"rediss://...\" (TLS) or \"unix:///path/to/redis.sock\""
+                )),
+            }
+        }
+        Kind::QueueName => {
+            let s = expect_str(value, "a string")?;
+            queue_name(s).map(Val::Text)
+        }
     }
+}
+
+/// A queue name goes inside the hash tag `{...}` of every Redis key of the queue, so that
+/// Redis Cluster keeps them on one slot: braces would end the tag early.
+pub(super) fn queue_name(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("the queue name must not be empty".to_owned());
+    }
+    if s.chars().any(|c| c.is_control() || c == '{' || c == '}') {
+        return Err(format!(
+            "{s:?} contains a brace or a control character (the name sits inside a Redis hash tag)"
+        ));
+    }
+    Ok(s.to_owned())
 }
 
 /// Turns an environment variable's text into the TOML value its key expects, so that the

@@ -127,7 +127,11 @@ fn defaults_are_those_of_the_contract() {
     assert_eq!(s.max_header_bytes, 8 * 1024);
     assert_eq!(s.max_body, 32 * 1024 * 1024);
     assert_eq!(s.header_timeout, secs(10));
+    assert_eq!(s.body_buffer, 1 << 20);
+    assert_eq!(s.body_timeout, secs(30));
     assert_eq!(s.idle_timeout, secs(60));
+    assert_eq!(s.platform, Platform::None);
+    assert!(s.platform_auto);
 
     assert_eq!(c.initializer, None);
     assert_eq!(c.pre_stop, None);
@@ -139,6 +143,9 @@ fn defaults_are_those_of_the_contract() {
 
     let a = &c.async_;
     assert!(a.enabled);
+    assert_eq!(a.backend, AsyncBackend::Sqlite);
+    assert_eq!(a.redis_url, None);
+    assert_eq!(a.queue, "", "function.name, empty without a command");
     assert_eq!(a.store, PathBuf::from(RUNTIME).join("events.db"));
     assert_eq!(a.retention, secs(72 * 3600));
     assert_eq!(a.max_concurrency, 10);
@@ -564,6 +571,151 @@ fn fc_server_port_sets_the_listen_port_below_explicit_settings() {
         "environment (FC_SERVER_PORT)",
         "server.listen",
         "not a port",
+    );
+}
+
+#[test]
+fn fc_custom_listen_port_wins_over_fc_server_port() {
+    let mut s = sources();
+    s.env = env(&[
+        ("FC_SERVER_PORT", "9100"),
+        ("FC_CUSTOM_LISTEN_PORT", "9200"),
+    ]);
+    assert_eq!(ok(&s).server.listen, addr("0.0.0.0:9200"));
+    s.env = env(&[("FC_SERVER_PORT", "9100"), ("FC_CUSTOM_LISTEN_PORT", "0")]);
+    assert_problem(
+        &problems(&s),
+        "environment (FC_CUSTOM_LISTEN_PORT)",
+        "server.listen",
+        "not a port",
+    );
+}
+
+#[test]
+fn with_fc_s_port_variable_the_function_gets_a_free_loopback_port_of_its_own() {
+    for var in FC_PORT_VARIABLES {
+        let mut s = sources();
+        s.env = env(&[(var, "9000")]);
+        let c = ok(&s);
+        assert_eq!(c.server.listen, addr("0.0.0.0:9000"));
+        match c.function.endpoint {
+            Endpoint::Tcp(port) => assert!(port != 0 && port != 9000, "{var}: port {port}"),
+            other => panic!("{var}: the function serves on {other:?}"),
+        }
+        assert_round_trip(&c);
+    }
+    // A configured endpoint is kept.
+    let mut s = with_file("[function]\nsocket = \"/tmp/f.sock\"\n");
+    s.env = env(&[("FC_SERVER_PORT", "9000")]);
+    assert_eq!(
+        ok(&s).function.endpoint,
+        Endpoint::Unix(PathBuf::from("/tmp/f.sock"))
+    );
+    let mut s = with_file("[function]\nport = 9001\n");
+    s.env = env(&[("FC_SERVER_PORT", "9000")]);
+    assert_eq!(ok(&s).function.endpoint, Endpoint::Tcp(9001));
+}
+
+#[test]
+fn function_name_defaults_to_fc_function_name_before_the_program() {
+    let mut s = sources();
+    s.command = strings(&["/usr/bin/python3", "app.py"]);
+    s.env = env(&[("FC_FUNCTION_NAME", "orders")]);
+    assert_eq!(ok(&s).function.name, "orders");
+    assert_eq!(ok(&s).async_.queue, "orders", "the queue follows the name");
+    let mut s = with_file("[function]\nname = \"mine\"\n");
+    s.env = env(&[("FC_FUNCTION_NAME", "orders")]);
+    assert_eq!(ok(&s).function.name, "mine");
+}
+
+#[test]
+fn platform_auto_is_fc_only_with_both_fc_variables() {
+    let platform = |pairs: &[(&str, &str)], file: &str| {
+        let mut s = with_file(file);
+        s.env = env(pairs);
+        let c = ok(&s);
+        (c.server.platform, c.server.platform_auto)
+    };
+    let both = [("FC_FUNCTION_NAME", "f"), ("FC_REGION", "cn-hangzhou")];
+    assert_eq!(platform(&both, ""), (Platform::Fc, true));
+    assert_eq!(platform(&both[..1], ""), (Platform::None, true));
+    assert_eq!(platform(&both[1..], ""), (Platform::None, true));
+    assert_eq!(
+        platform(&both, "[server]\nplatform = \"none\"\n"),
+        (Platform::None, false)
+    );
+    assert_eq!(
+        platform(&[], "[server]\nplatform = \"fc\"\n"),
+        (Platform::Fc, false)
+    );
+    let mut s = sources();
+    s.env = env(&both);
+    let text = ok(&s).to_toml();
+    assert!(
+        text.contains("platform = \"auto\"  # resolves to fc here"),
+        "{text}"
+    );
+    let s = with_file("[server]\nplatform = \"aws\"\n");
+    assert_problem(&problems(&s), &file_of(&s), "server.platform", "not one of");
+}
+
+#[test]
+fn the_redis_backend_needs_a_url_and_a_queue_name_fit_for_a_hash_tag() {
+    let s = with_file("[async]\nbackend = \"redis\"\n");
+    assert_problem(
+        &problems(&s),
+        &file_of(&s),
+        "async.redis_url",
+        "needs async.redis_url",
+    );
+    let s = with_file(
+        "[async]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:6379/0\"\nqueue = \"orders\"\n",
+    );
+    let c = ok(&s);
+    assert_eq!(c.async_.backend, AsyncBackend::Redis);
+    assert_eq!(
+        c.async_.redis_url.as_deref(),
+        Some("redis://127.0.0.1:6379/0")
+    );
+    assert_eq!(c.async_.queue, "orders");
+    assert_round_trip(&c);
+    for bad in ["http://x", "redis://", "127.0.0.1:6379"] {
+        let s = with_file(&format!("[async]\nredis_url = \"{bad}\"\n"));
+        assert_problem(
+            &problems(&s),
+            &file_of(&s),
+            "async.redis_url",
+            "not a Redis URL",
+        );
+    }
+    for bad in ["a{b}", ""] {
+        let s = with_file(&format!("[async]\nqueue = \"{bad}\"\n"));
+        assert_eq!(problems(&s).len(), 1, "{bad:?}");
+    }
+    // A function name that cannot be a queue name matters only on Redis.
+    let mut s = with_file("[async]\nbackend = \"redis\"\nredis_url = \"redis://r:6379\"\n");
+    s.command = strings(&["/bin/{x}"]);
+    assert_problem(
+        &problems(&s),
+        "command line (COMMAND)",
+        "async.queue",
+        "set async.queue",
+    );
+    s.config_flag = Some(write_config(""));
+    assert_eq!(ok(&s).async_.queue, "");
+}
+
+#[test]
+fn check_config_prints_how_long_a_stop_can_take() {
+    let c = ok(&with_file(
+        "[pre_stop]\ntimeout = \"5s\"\n[shutdown]\ndrain_timeout = \"20s\"\ngrace_period = \"1500ms\"\n",
+    ));
+    assert_eq!(c.stop_bound(), Duration::from_millis(26_500));
+    assert!(c.to_toml().contains("= 27s;"), "{}", c.to_toml());
+    assert_eq!(
+        ok(&sources()).stop_bound(),
+        secs(40),
+        "no PreStop: drain + grace"
     );
 }
 

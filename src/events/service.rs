@@ -27,8 +27,17 @@ use super::time::now_ms;
 use crate::admin::{error_body, Answer, AsyncEvents};
 use crate::config::Config;
 use crate::http::{self, Buffered, Limits};
-use crate::state::{Phase, Shared};
+use crate::state::{self, Notice, Phase, Shared, Watcher};
 use crate::supervisor::{Event, Events};
+
+/// Idle workers wait on the store; at shutdown they must look at the phase again.
+impl Watcher for AsyncService {
+    fn notice(&self, notice: Notice, _: &state::Status) {
+        if notice == Notice::Stopping {
+            self.store.notify_workers();
+        }
+    }
+}
 
 /// First delay before an event's failed attempt is retried; doubles up to [`RETRY_BACKOFF_MAX`].
 const RETRY_BACKOFF: Duration = Duration::from_millis(500);
@@ -117,9 +126,7 @@ impl AsyncService {
         if let Err(e) = spawned {
             log::error!("starting the retention thread: {e}");
         }
-        let me = self.clone();
-        // Idle workers wait on the store; at shutdown they must look at the phase again.
-        self.shared.on_stopping(move || me.store.notify_workers());
+        self.shared.watch(self.clone());
     }
 
     /// Stores a submission durably; the caller answers 202 only on `Ok`.

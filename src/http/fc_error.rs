@@ -25,6 +25,9 @@ pub enum ErrorType {
     InstanceStopping,
     /// Malformed request, headers too large or body too large.
     InvalidArgument,
+    /// An asynchronous submission cannot be stored now (disk full, store or Redis
+    /// unreachable); nothing was acknowledged.
+    AsyncStoreUnavailable,
 }
 
 /// Which kind of invocation is being answered: it decides the status (CONTRACT §4).
@@ -37,6 +40,17 @@ pub enum Invocation {
 }
 
 impl ErrorType {
+    /// Every type, in the contract's order (the reference documents each; a test checks it).
+    pub const ALL: [ErrorType; 7] = [
+        ErrorType::InitializationError,
+        ErrorType::UnhandledInvocationError,
+        ErrorType::FunctionTimeout,
+        ErrorType::TooManyRequests,
+        ErrorType::InstanceStopping,
+        ErrorType::InvalidArgument,
+        ErrorType::AsyncStoreUnavailable,
+    ];
+
     /// The name written in `X-Fc-Error-Type` and `errorType`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -46,6 +60,7 @@ impl ErrorType {
             ErrorType::TooManyRequests => "TooManyRequests",
             ErrorType::InstanceStopping => "InstanceStopping",
             ErrorType::InvalidArgument => "InvalidArgument",
+            ErrorType::AsyncStoreUnavailable => "AsyncStoreUnavailable",
         }
     }
 
@@ -55,6 +70,7 @@ impl ErrorType {
         match (self, invocation) {
             (ErrorType::TooManyRequests, _) => 429,
             (ErrorType::InstanceStopping, _) => 503,
+            (ErrorType::AsyncStoreUnavailable, _) => 503,
             (ErrorType::InvalidArgument, _) => 400,
             // FC answers failed event invocations with 200 and the error in the body.
             (_, Invocation::Event) => 200,

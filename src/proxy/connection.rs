@@ -26,7 +26,7 @@ use crate::http::{
     RequestHead,
 };
 use crate::metrics::Outcome;
-use crate::state::Phase;
+use crate::state::{NotReady, Phase};
 use crate::supervisor::Event;
 
 use super::errors::Failure;
@@ -474,13 +474,9 @@ fn wait_ready(p: &Proxy, deadline: Instant) -> Result<u64, Failure> {
             matches!(s.phase, Phase::Ready | Phase::Stopping) || s.initializer_failures > seen
         });
     }
-    match status.phase {
-        Phase::Ready => Ok(status.instance),
-        Phase::Stopping => Err(Failure::Stopping),
-        _ => Err(Failure::Initialization(
-            status
-                .last_init_error
-                .unwrap_or_else(|| "timed out waiting for the instance to initialize".into()),
-        )),
+    match status.not_ready() {
+        None => Ok(status.instance),
+        Some(NotReady::Stopping) => Err(Failure::Stopping),
+        Some(NotReady::Initialization(reason)) => Err(Failure::Initialization(reason)),
     }
 }

@@ -25,6 +25,7 @@ use crate::http::new_request_id;
 
 use super::event_loop::Loops;
 use super::{OpenSlot, Proxy, ProxyError};
+use crate::state::{Notice, Status, Watcher};
 
 /// `listen(2)` backlog: bursts of new connections (a load balancer opening its pool) should
 /// wait in the kernel rather than be refused.
@@ -52,22 +53,35 @@ pub(super) fn spawn(
     loops: Loops,
 ) -> Result<(), ProxyError> {
     let listener = Arc::new(listener);
-    {
-        let listener = listener.clone();
-        proxy.shared.clone().on_stopping(move || {
-            proxy.begin_stopping();
-            // Wakes the blocked accept (it fails with EINVAL) and refuses new connections.
-            // The fd stays open as long as this hook holds the listener, so it cannot have
-            // been reused for something else.
-            // SAFETY: shutdown on a socket fd owned by `listener`.
-            unsafe { libc::shutdown(listener.as_raw_fd(), libc::SHUT_RDWR) };
-        });
-    }
+    proxy.shared.watch(Arc::new(StopAccepting {
+        proxy,
+        listener: listener.clone(),
+    }));
     std::thread::Builder::new()
         .name("fc-init-accept".into())
         .spawn(move || accept_loop(proxy, &listener, &loops))
         .map(|_| ())
         .map_err(ProxyError::Thread)
+}
+
+/// Ends the accepting when the supervisor announces the shutdown.
+struct StopAccepting {
+    proxy: &'static Proxy,
+    listener: Arc<TcpListener>,
+}
+
+impl Watcher for StopAccepting {
+    fn notice(&self, notice: Notice, _: &Status) {
+        if notice != Notice::Stopping {
+            return;
+        }
+        self.proxy.begin_stopping();
+        // Wakes the blocked accept (it fails with EINVAL) and refuses new connections. The fd
+        // stays open as long as this watcher holds the listener, so it cannot have been reused
+        // for something else.
+        // SAFETY: shutdown on a socket fd owned by `listener`.
+        unsafe { libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RDWR) };
+    }
 }
 
 fn accept_loop(proxy: &'static Proxy, listener: &TcpListener, loops: &Loops) {

@@ -17,7 +17,7 @@
 //! own answers ([`errors`]) or, once the function's answer has started, in closing the client
 //! connection.
 //!
-//! Shutdown: a hook registered with `Shared::on_stopping` stops the accept loop, sends queued
+//! Shutdown: the supervisor's `Notice::Stopping` (a `state::Watcher`) stops the accept loop, sends queued
 //! requests away (`InstanceStopping`) and makes later requests on open connections fail the
 //! same way; requests already forwarded continue, and the last one to finish tells the
 //! supervisor (`Event::Drained`). `Shared::in_flight` counts exactly the requests that hold a

@@ -31,7 +31,7 @@ use nix::unistd::Pid;
 
 use crate::config::{Config, Endpoint, HookAction, OnFailure, RestartPolicy};
 use crate::notify::notify;
-use crate::state::{Phase, Shared};
+use crate::state::{Phase, Shared, StopCause};
 use hooks::HookKind;
 use reaper::{Exit, Remaining};
 use signals::{Disposition, Signals};
@@ -56,6 +56,61 @@ pub enum Event {
     /// (`graceful`: SIGTERM to the function process). Either way a new instance is started and
     /// initialized, whatever `restart` says.
     KillFunction { graceful: bool },
+    /// FC called `/initialize` or `/pre-stop` (`request_id`: FC's own, used for the hook's
+    /// lines and for the call to the function).
+    Lifecycle {
+        call: LifecycleCall,
+        request_id: String,
+        reply: Reply,
+    },
+}
+
+/// FC's own lifecycle calls, under `server.platform = "fc"` (CONTRACT section 3): the traffic
+/// side hands them to the supervisor, which serves them from the instance's own lifecycle, so
+/// each hook runs exactly once per instance whoever asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LifecycleCall {
+    /// FC's `POST /initialize`: answered once the instance is initialized (running the
+    /// configured initializer attempt if none is under way; with no initializer configured,
+    /// FC's call itself goes to the function as the initializer attempt).
+    Initialize,
+    /// FC's `GET /pre-stop`: runs PreStop once (a later SIGTERM does not run it again) and is
+    /// answered when it has ended; with no PreStop configured, FC's call goes to the function
+    /// as the PreStop.
+    PreStop,
+}
+
+/// How a lifecycle call ended, for the answer to FC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LifecycleAnswer {
+    /// The hook succeeded, or had already run for this instance: 200.
+    Done,
+    /// The instance could not be initialized: `InitializationError` with the reason.
+    InitializationFailed(String),
+    /// PreStop failed (`timed_out`: cut by its timeout).
+    PreStopFailed { reason: String, timed_out: bool },
+    /// fc-init is stopping, so the instance will not be initialized: `InstanceStopping`.
+    Stopping,
+}
+
+/// Called once with the answer to a lifecycle call, on the supervisor thread: it must not
+/// block (the traffic side queues the answer and wakes its event loop).
+pub struct Reply(Box<dyn FnOnce(LifecycleAnswer) + Send>);
+
+impl Reply {
+    pub fn new(f: impl FnOnce(LifecycleAnswer) + Send + 'static) -> Reply {
+        Reply(Box::new(f))
+    }
+
+    pub fn send(self, answer: LifecycleAnswer) {
+        (self.0)(answer)
+    }
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reply")
+    }
 }
 
 /// The sending side of the supervisor's event queue; cheap to clone into any thread.
@@ -379,6 +434,8 @@ impl Supervisor {
                 // The drain stage re-checks the in-flight count in `advance`.
                 Event::Drained => {}
                 Event::KillFunction { graceful } => self.kill_function(graceful),
+                // Served by the lifecycle core, which replaces this loop.
+                Event::Lifecycle { reply, .. } => reply.send(LifecycleAnswer::Stopping),
             }
         }
     }
@@ -509,7 +566,11 @@ impl Supervisor {
             self.restart_delay = (delay * 2).min(self.cfg.function.restart_backoff_max);
         }
         self.init.retry_at = None;
-        self.setup.shared.update(|s| s.phase = Phase::Starting);
+        let what = exit.to_string();
+        self.setup.shared.update(|s| {
+            s.phase = Phase::Starting;
+            s.restarting = Some(what);
+        });
     }
 
     /// Starts a new instance of the function and its initialization.
@@ -558,6 +619,7 @@ impl Supervisor {
             s.phase = Phase::Starting;
             s.function_pid = Some(pid.as_raw());
             s.instance += 1;
+            s.restarting = None;
         });
         if self.cfg.serves_http() && !self.has_http_initializer() {
             // Nothing is forwarded before the function accepts connections.
@@ -726,7 +788,7 @@ impl Supervisor {
                     s.phase = Phase::Failed;
                     s.last_init_error = Some(reason);
                 });
-                self.begin_stop(Some(3), now);
+                self.begin_stop(Some(crate::exit::NOT_INITIALIZED), now);
             }
             (HookKind::Initialize, Ok(())) => {
                 self.init.failures = 0;
@@ -770,7 +832,7 @@ impl Supervisor {
                 self.init.failures
             );
             self.setup.shared.update(|s| s.phase = Phase::Failed);
-            self.begin_stop(Some(3), now);
+            self.begin_stop(Some(crate::exit::NOT_INITIALIZED), now);
         } else if init.on_failure == OnFailure::Retry {
             let delay = self.init.backoff;
             log::warn!(
@@ -811,7 +873,13 @@ impl Supervisor {
         if self.stop.is_some() {
             return;
         }
-        self.setup.shared.begin_stopping();
+        let cause = match code {
+            None if self.function.is_none() => StopCause::FunctionExited,
+            None => StopCause::Signal,
+            Some(crate::exit::NOT_INITIALIZED) => StopCause::NotInitialized,
+            Some(_) => StopCause::Failure,
+        };
+        self.setup.shared.begin_stopping(cause);
         notify("STOPPING=1");
         self.respawn_at = None;
         self.init.retry_at = None;

@@ -20,7 +20,7 @@ impl Exit {
     pub fn status(self) -> i32 {
         match self {
             Exit::Code(code) => code,
-            Exit::Signal(sig) => 128 + sig,
+            Exit::Signal(sig) => crate::exit::for_signal(sig),
         }
     }
 

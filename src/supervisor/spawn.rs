@@ -42,9 +42,9 @@ impl SpawnError {
     /// The exit status fc-init ends with when the function cannot be started.
     pub fn exit_code(&self) -> i32 {
         match self {
-            SpawnError::NotFound { .. } => 127,
-            SpawnError::NotExecutable { .. } => 126,
-            _ => 1,
+            SpawnError::NotFound { .. } => crate::exit::NOT_FOUND,
+            SpawnError::NotExecutable { .. } => crate::exit::NOT_EXECUTABLE,
+            _ => crate::exit::FAILURE,
         }
     }
 }
