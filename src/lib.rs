@@ -17,6 +17,7 @@
 //! - [`notify`]: systemd's `NOTIFY_SOCKET` readiness protocol.
 //! - [`json`]: JSON string literals for the JSON fc-init writes by hand.
 //! - [`logging`]: diagnostics on stderr (`FC_INIT_LOG`).
+//! - [`sys`]: system-call helpers (the one `EINTR` retry).
 
 pub mod admin;
 pub mod cli;
@@ -31,3 +32,4 @@ pub mod notify;
 pub mod proxy;
 pub mod state;
 pub mod supervisor;
+pub mod sys;
