@@ -1,31 +1,19 @@
 //! Stream one message body from a [`Buffered`] source to any writer, never holding more than
-//! the source's fixed buffer: Content-Length bodies are copied as they arrive, chunked bodies
-//! are decoded (and re-encoded when the output is chunked), until-close bodies are copied until
-//! end of stream.
+//! the source's fixed buffer, with the resumable [`Decoder`](super::codec::Decoder): a blocking
+//! loop around it. Content-Length bodies are copied as they arrive, chunked bodies are decoded
+//! (and re-encoded when the output is chunked), until-close bodies are copied until end of
+//! stream.
 //!
-//! Rules and failure modes:
-//! - `max_body` bounds the decoded size. A Content-Length above it fails before a single byte
-//!   is written; a chunked or until-close body fails before the chunk (or read) that would cross
-//!   it is written: the destination never receives more than `max_body` bytes (CONTRACT §8).
-//!   [`HttpError::BodyTooLarge`].
-//! - Chunked framing is checked strictly (RFC 9112 §7.1): the size is 1*HEXDIG and must fit a
-//!   u64; extensions are syntax-checked (no CTL) and dropped; every line ends in CRLF (a lone
-//!   LF is rejected: body framing is where parsers that disagree get smuggled past); trailer
-//!   fields are validated with httparse and dropped (§7.1.2 allows discarding them).
-//!   [`HttpError::BadBody`].
-//! - The source closing early is [`HttpError::UnexpectedEof`]; read failures are
-//!   [`HttpError::Read`] (or [`HttpError::Timeout`] at the deadline); write failures are
-//!   [`HttpError::Write`], so the caller knows which side broke.
+//! Rules and failure modes are the decoder's (`max_body`, strict chunked framing); besides, the
+//! source closing early is [`HttpError::UnexpectedEof`]; read failures are [`HttpError::Read`]
+//! (or [`HttpError::Timeout`] at the deadline); write failures are [`HttpError::Write`], so the
+//! caller knows which side broke.
 
 use std::io::{self, IoSlice, Read, Write};
 
 use super::buffered::{Buffered, Timeouts};
+use super::codec::{hex_line, Decoder, LAST_CHUNK, MAX_CHUNK_LINE};
 use super::{BodyFraming, HttpError};
-
-/// Longest chunk-size line accepted, extensions included.
-pub const MAX_CHUNK_LINE: usize = 4096;
-/// Largest trailer section accepted (all lines together).
-pub const MAX_TRAILER_BYTES: usize = 8 * 1024;
 
 /// How the copied body is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,24 +39,36 @@ where
     S: Read + Timeouts,
     W: Write + ?Sized,
 {
+    if framing == BodyFraming::None {
+        return Ok(0);
+    }
+    let mut decoder = Decoder::new(framing, max_body)?;
     let mut sink = Sink {
         dst,
         chunked: output == Output::Chunked,
     };
-    let total = match framing {
-        BodyFraming::None => return Ok(0),
-        BodyFraming::Length(n) => {
-            if n > max_body {
-                return Err(HttpError::BodyTooLarge);
-            }
-            copy_exact(src, &mut sink, n)?;
-            n
+    if framing == BodyFraming::Chunked {
+        // A size line or trailer line must fit the buffer whole.
+        src.ensure_capacity(MAX_CHUNK_LINE);
+    }
+    while !decoder.is_done() {
+        let step = decoder.step(src.buffer(), usize::MAX)?;
+        if !step.data.is_empty() {
+            sink.data(&src.buffer()[step.data.clone()])?;
         }
-        BodyFraming::UntilClose => copy_until_close(src, &mut sink, max_body)?,
-        BodyFraming::Chunked => copy_chunked(src, &mut sink, max_body)?,
-    };
+        src.consume_bytes(step.consumed);
+        if step.is_stalled() {
+            // Keep a partial line contiguous, with room for the rest of it.
+            src.make_room(MAX_CHUNK_LINE);
+            match src.fill_more() {
+                Ok(0) => decoder.at_eof()?,
+                Ok(_) => {}
+                Err(e) => return Err(HttpError::from_read(e)),
+            }
+        }
+    }
     sink.finish()?;
-    Ok(total)
+    Ok(decoder.decoded())
 }
 
 /// The output side: raw or chunk-encoded, each piece in one vectored write.
@@ -95,28 +95,10 @@ impl<W: Write + ?Sized> Sink<'_, W> {
 
     fn finish(&mut self) -> Result<(), HttpError> {
         if self.chunked {
-            write_all_parts(self.dst, [b"0\r\n\r\n", b"", b""]).map_err(HttpError::Write)?;
+            write_all_parts(self.dst, [LAST_CHUNK, b"", b""]).map_err(HttpError::Write)?;
         }
         self.dst.flush().map_err(HttpError::Write)
     }
-}
-
-/// `{n:x}\r\n` into `out` without allocating; returns its length.
-fn hex_line(mut n: u64, out: &mut [u8; 18]) -> usize {
-    let mut digits = [0u8; 16];
-    let mut i = 16;
-    loop {
-        i -= 1;
-        digits[i] = b"0123456789abcdef"[(n & 0xf) as usize];
-        n >>= 4;
-        if n == 0 {
-            break;
-        }
-    }
-    let len = 16 - i;
-    out[..len].copy_from_slice(&digits[i..]);
-    out[len..len + 2].copy_from_slice(b"\r\n");
-    len + 2
 }
 
 /// `write_all` over up to three slices with `write_vectored` (one syscall in the common case;
@@ -145,192 +127,6 @@ pub(crate) fn write_all_parts<W: Write + ?Sized>(
             n -= take;
         }
     }
-}
-
-/// Make at least one pending byte available; EOF is an error here (the message is unfinished).
-fn need_data<S: Read + Timeouts>(src: &mut Buffered<S>) -> Result<(), HttpError> {
-    if src.buffer().is_empty() {
-        match src.fill_more() {
-            Ok(0) => return Err(HttpError::UnexpectedEof),
-            Ok(_) => {}
-            Err(e) => return Err(HttpError::from_read(e)),
-        }
-    }
-    Ok(())
-}
-
-fn copy_exact<S: Read + Timeouts, W: Write + ?Sized>(
-    src: &mut Buffered<S>,
-    sink: &mut Sink<'_, W>,
-    mut left: u64,
-) -> Result<(), HttpError> {
-    while left > 0 {
-        need_data(src)?;
-        let avail = src.buffer();
-        let n = avail.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-        sink.data(&avail[..n])?;
-        src.consume_bytes(n);
-        left -= n as u64;
-    }
-    Ok(())
-}
-
-fn copy_until_close<S: Read + Timeouts, W: Write + ?Sized>(
-    src: &mut Buffered<S>,
-    sink: &mut Sink<'_, W>,
-    max_body: u64,
-) -> Result<u64, HttpError> {
-    let mut total: u64 = 0;
-    loop {
-        if src.buffer().is_empty() {
-            match src.fill_more() {
-                Ok(0) => return Ok(total),
-                Ok(_) => {}
-                Err(e) => return Err(HttpError::from_read(e)),
-            }
-        }
-        let avail = src.buffer();
-        total += avail.len() as u64;
-        if total > max_body {
-            return Err(HttpError::BodyTooLarge);
-        }
-        let n = avail.len();
-        sink.data(avail)?;
-        src.consume_bytes(n);
-    }
-}
-
-fn copy_chunked<S: Read + Timeouts, W: Write + ?Sized>(
-    src: &mut Buffered<S>,
-    sink: &mut Sink<'_, W>,
-    max_body: u64,
-) -> Result<u64, HttpError> {
-    // A size line or trailer line must fit the buffer whole.
-    src.ensure_capacity(MAX_CHUNK_LINE);
-    let mut total: u64 = 0;
-    loop {
-        let len = read_line(src, MAX_CHUNK_LINE, "chunk size line too long")?;
-        let size = parse_chunk_line(&src.buffer()[..len]).map_err(HttpError::BadBody)?;
-        src.consume_bytes(len);
-        if size == 0 {
-            break;
-        }
-        total = total.checked_add(size).ok_or(HttpError::BodyTooLarge)?;
-        if total > max_body {
-            return Err(HttpError::BodyTooLarge);
-        }
-        copy_exact(src, sink, size)?;
-        // chunk-data is followed by CRLF (RFC 9112 §7.1).
-        src.make_room(2);
-        while src.buffer().len() < 2 {
-            match src.fill_more() {
-                Ok(0) => return Err(HttpError::UnexpectedEof),
-                Ok(_) => {}
-                Err(e) => return Err(HttpError::from_read(e)),
-            }
-        }
-        if &src.buffer()[..2] != b"\r\n" {
-            return Err(HttpError::BadBody("chunk data not followed by CRLF"));
-        }
-        src.consume_bytes(2);
-    }
-    // trailer-section = *( field-line CRLF ), then CRLF (RFC 9112 §7.1.2). Dropped.
-    let mut trailer_bytes = 0;
-    loop {
-        let len = read_line(src, MAX_CHUNK_LINE, "trailer line too long")?;
-        let line = &src.buffer()[..len];
-        if line == b"\r\n" {
-            src.consume_bytes(len);
-            return Ok(total);
-        }
-        trailer_bytes += len;
-        if trailer_bytes > MAX_TRAILER_BYTES {
-            return Err(HttpError::BadBody("trailer section too large"));
-        }
-        if !valid_field_line(line) {
-            return Err(HttpError::BadBody("malformed trailer field"));
-        }
-        src.consume_bytes(len);
-    }
-}
-
-/// Wait until a whole line (ending in LF) is pending; returns its length including CRLF.
-/// A line ending in a lone LF is rejected.
-fn read_line<S: Read + Timeouts>(
-    src: &mut Buffered<S>,
-    max: usize,
-    too_long: &'static str,
-) -> Result<usize, HttpError> {
-    let mut scanned = 0;
-    loop {
-        let pending = src.buffer();
-        if let Some(i) = pending[scanned..].iter().position(|&b| b == b'\n') {
-            let len = scanned + i + 1;
-            if len > max {
-                return Err(HttpError::BadBody(too_long));
-            }
-            if len < 2 || pending[len - 2] != b'\r' {
-                return Err(HttpError::BadBody("line not terminated by CRLF"));
-            }
-            return Ok(len);
-        }
-        scanned = pending.len();
-        if scanned >= max {
-            return Err(HttpError::BadBody(too_long));
-        }
-        src.make_room(max);
-        match src.fill_more() {
-            Ok(0) => return Err(HttpError::UnexpectedEof),
-            Ok(_) => {}
-            Err(e) => return Err(HttpError::from_read(e)),
-        }
-    }
-}
-
-/// `chunk-size [ chunk-ext ] CRLF` (RFC 9112 §7.1.1). Hand-written because httparse's
-/// `parse_chunk_size` is lenient exactly where strictness matters: it accepts whitespace after
-/// the size without an extension and any octet (a lone LF included) inside extensions.
-fn parse_chunk_line(line: &[u8]) -> Result<u64, &'static str> {
-    let body = line
-        .strip_suffix(b"\r\n")
-        .ok_or("chunk size line not terminated by CRLF")?;
-    let digits = body.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-    if digits == 0 {
-        return Err("missing chunk size");
-    }
-    let mut size: u64 = 0;
-    for &b in &body[..digits] {
-        let d = (b as char).to_digit(16).ok_or("bad chunk size")?;
-        size = size
-            .checked_mul(16)
-            .and_then(|s| s.checked_add(u64::from(d)))
-            .ok_or("chunk size overflows")?;
-    }
-    let ext = &body[digits..];
-    if ext.is_empty() {
-        return Ok(size);
-    }
-    // chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] ): whitespace is
-    // allowed only before a ';', and no CTL but HTAB anywhere (the extension is dropped, so
-    // its inner grammar does not matter beyond that).
-    let after_ws = super::head::trim_ows(ext);
-    if after_ws.first() != Some(&b';') {
-        return Err("bad chunk size");
-    }
-    if ext.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
-        return Err("control character in chunk extension");
-    }
-    Ok(size)
-}
-
-/// A single `field-line CRLF`, checked by httparse: a valid line leaves the parser waiting for
-/// more (Partial), an invalid one is an error.
-fn valid_field_line(line: &[u8]) -> bool {
-    let mut one = [httparse::EMPTY_HEADER; 1];
-    matches!(
-        httparse::parse_headers(line, &mut one),
-        Ok(httparse::Status::Partial)
-    ) && !one[0].name.is_empty()
 }
 
 #[cfg(test)]
@@ -495,17 +291,6 @@ mod tests {
             100,
         );
         assert!(matches!(r, Err(HttpError::BadBody(_))), "{r:?}");
-    }
-
-    #[test]
-    fn hex_lines() {
-        let mut b = [0; 18];
-        let n = hex_line(0, &mut b);
-        assert_eq!(&b[..n], b"0\r\n");
-        let n = hex_line(u64::MAX, &mut b);
-        assert_eq!(&b[..n], b"ffffffffffffffff\r\n");
-        let n = hex_line(0x1a2, &mut b);
-        assert_eq!(&b[..n], b"1a2\r\n");
     }
 
     #[test]

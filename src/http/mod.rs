@@ -1,13 +1,16 @@
 //! HTTP/1.1 for fc-init: strict parsing, framing, streaming body copy, a tiny hook client and
-//! Function-Compute-style error answers. No async runtime: everything here blocks on std sockets.
+//! Function-Compute-style error answers. No async runtime: the parsers and the [`codec`] work on
+//! bytes already received (the proxy's event loops), the readers and copiers block on std sockets
+//! (hooks, admin API, async workers).
 //!
 //! Layout (one job per file):
 //! - [`buffered`]: [`Buffered`], the one fixed, reusable read buffer per connection that serves the
 //!   head and then the body, with an optional deadline applied before every syscall.
 //! - [`request`]: read and validate a request head (RFC 9112 §2–§6), decide its body framing.
 //! - [`response`]: read a response head from the function, skip interim 1xx, decide its framing.
-//! - [`body`]: stream a body from a [`Buffered`] to any writer (Content-Length, chunked,
-//!   until-close), enforcing `max_body`.
+//! - [`codec`]: body framing as resumable state machines over byte slices (the event loops
+//!   feed them whatever bytes arrived), enforcing `max_body`.
+//! - [`body`]: stream a body from a [`Buffered`] to any writer with a [`codec::Decoder`].
 //! - [`write`](mod@write): serialise a request or response head for forwarding, minus hop-by-hop fields.
 //! - [`client`]: a blocking one-shot client for the lifecycle hooks, bounded by one deadline.
 //! - [`fc_error`]: the error answers fc-init makes itself (CONTRACT §4).
@@ -24,6 +27,7 @@
 pub mod body;
 pub mod buffered;
 pub mod client;
+pub mod codec;
 pub mod fc_error;
 mod head;
 pub mod request;

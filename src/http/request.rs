@@ -28,6 +28,10 @@ pub struct RequestHead {
     pub headers: Headers,
     method: Range<usize>,
     target: Range<usize>,
+    /// The authority of an absolute-form target (`http://a.example/x`), empty otherwise.
+    authority: Range<usize>,
+    /// The origin-form of an absolute-form target (`/x`); unused otherwise.
+    origin: String,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub version_minor: u8,
     /// How the body that follows is delimited (never [`BodyFraming::UntilClose`]).
@@ -45,9 +49,22 @@ impl RequestHead {
         std::str::from_utf8(&self.headers.raw[self.method.clone()]).unwrap_or("")
     }
 
-    /// The request target as received: path and query (origin-form), or absolute-form, etc.
+    /// The request target in origin-form (path and query): as received, or rewritten from an
+    /// absolute-form target (RFC 9112 §3.2.2), or `*` (OPTIONS), or the authority of CONNECT.
     pub fn target(&self) -> &str {
+        if !self.authority.is_empty() {
+            return &self.origin;
+        }
         std::str::from_utf8(&self.headers.raw[self.target.clone()]).unwrap_or("")
+    }
+
+    /// The authority of an absolute-form target: it, not `Host`, names the target host
+    /// (RFC 9112 §3.2.2), so the request is forwarded with it as `Host`.
+    pub fn authority(&self) -> Option<&str> {
+        if self.authority.is_empty() {
+            return None;
+        }
+        std::str::from_utf8(&self.headers.raw[self.authority.clone()]).ok()
     }
 
     /// The path part of the target (before `?`).
@@ -178,6 +195,8 @@ fn parse_into(
     out.headers.raw.extend_from_slice(raw);
     out.method = head::range_in(raw, method.as_bytes());
     out.target = head::range_in(raw, target.as_bytes());
+    out.authority = 0..0;
+    target_form(method, target, raw, out)?;
     out.version_minor = version;
     for h in req.headers.iter() {
         out.headers.push(
@@ -208,6 +227,43 @@ fn parse_into(
             .get_all("expect")
             .any(|v| head::trim_ows(v).eq_ignore_ascii_case(b"100-continue"));
     Ok(Some(n))
+}
+
+/// Checks the request target's form (RFC 9112 §3.2): origin-form (`/path?query`), absolute-form
+/// (`http://authority/path`, rewritten to origin-form with its authority kept), asterisk-form
+/// for OPTIONS, authority-form for CONNECT (which the proxy refuses). Anything else is 400.
+fn target_form(
+    method: &str,
+    target: &str,
+    raw: &[u8],
+    out: &mut RequestHead,
+) -> Result<(), HttpError> {
+    if target.starts_with('/') || (target == "*" && method == "OPTIONS") || method == "CONNECT" {
+        return Ok(());
+    }
+    let scheme = ["http://", "https://"]
+        .into_iter()
+        .find(|s| target.len() > s.len() && target[..s.len()].eq_ignore_ascii_case(s));
+    let Some(scheme) = scheme else {
+        return Err(HttpError::BadRequest(
+            "request target is neither origin-form nor absolute-form",
+        ));
+    };
+    let rest = &target[scheme.len()..];
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    if authority.is_empty() || authority.contains('@') {
+        return Err(HttpError::BadRequest(
+            "bad authority in an absolute-form target",
+        ));
+    }
+    out.authority = head::range_in(raw, authority.as_bytes());
+    out.origin.clear();
+    if !path.starts_with('/') {
+        out.origin.push('/');
+    }
+    out.origin.push_str(path);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -364,6 +420,33 @@ pub(crate) mod tests {
         ];
         for raw in cases {
             assert_eq!(status(raw), Some(400), "{:?}", String::from_utf8_lossy(raw));
+        }
+    }
+
+    #[test]
+    fn absolute_form_becomes_origin_form_with_its_authority() {
+        let h = parse(b"GET http://a.example/x?y=1 HTTP/1.1\r\nHost: b.example\r\n\r\n").unwrap();
+        assert_eq!(
+            (h.target(), h.path(), h.query()),
+            ("/x?y=1", "/x", Some("y=1"))
+        );
+        assert_eq!(h.authority(), Some("a.example"));
+        let h = parse(b"GET HTTPS://a.example:8443 HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        assert_eq!((h.target(), h.authority()), ("/", Some("a.example:8443")));
+        let h = parse(b"GET http://a?q HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        assert_eq!(h.target(), "/?q");
+        let h = parse(b"GET /plain HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        assert_eq!((h.target(), h.authority()), ("/plain", None));
+        assert!(parse(b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n").is_ok());
+        assert!(parse(b"CONNECT a.example:443 HTTP/1.1\r\nHost: a\r\n\r\n").is_ok());
+        for bad in [
+            &b"GET * HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+            b"GET x/y HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET http:///x HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET http://u@a/x HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET ftp://a/x HTTP/1.1\r\nHost: a\r\n\r\n",
+        ] {
+            assert_eq!(status(bad), Some(400), "{:?}", String::from_utf8_lossy(bad));
         }
     }
 

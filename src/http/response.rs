@@ -3,9 +3,10 @@
 //! otherwise the body runs until the connection closes).
 //!
 //! Interim 1xx responses (100 Continue, 102, 103) are read and skipped: fc-init answers
-//! `Expect: 100-continue` to its client itself. `101 Switching Protocols` is an error because
-//! fc-init never forwards `Upgrade` (it is hop-by-hop), so the function cannot have agreed to
-//! one. At most [`MAX_INTERIM`] interim responses are skipped.
+//! `Expect: 100-continue` to its client itself. `101 Switching Protocols` is the final answer
+//! to a request fc-init forwarded with `Upgrade` (the parser is told so), and an error to any
+//! other: the function cannot have agreed to an upgrade nobody asked for. At most
+//! [`MAX_INTERIM`] interim responses are skipped.
 //!
 //! Failure modes: [`HttpError::BadResponse`] (malformed head, conflicting or unsupported
 //! framing), [`HttpError::HeadersTooLarge`], [`HttpError::Timeout`] (the buffer's deadline:
@@ -82,16 +83,18 @@ pub fn read_response_head_into<S: Read + Timeouts>(
     let mut interim = 0;
     loop {
         read_one(src, limits, max, head)?;
-        if !is_interim(head.status, &mut interim)? {
+        if !is_interim(head.status, &mut interim, false)? {
             return decide_framing(head, head_request);
         }
     }
 }
 
-/// Whether `status` is an interim (1xx) answer to skip, counting it in `interim`; 101 and more
-/// than [`MAX_INTERIM`] of them are errors.
-fn is_interim(status: u16, interim: &mut usize) -> Result<bool, HttpError> {
+/// Whether `status` is an interim (1xx) answer to skip, counting it in `interim`; 101 is final
+/// when an `upgrade` was asked for and an error otherwise; more than [`MAX_INTERIM`] interim
+/// answers are an error.
+fn is_interim(status: u16, interim: &mut usize, upgrade: bool) -> Result<bool, HttpError> {
     match status {
+        101 if upgrade => Ok(false),
         101 => Err(HttpError::BadResponse("unexpected 101 Switching Protocols")),
         100..=199 => {
             *interim += 1;
@@ -108,7 +111,7 @@ fn is_interim(status: u16, interim: &mut usize) -> Result<bool, HttpError> {
 fn decide_framing(head: &mut ResponseHead, head_request: bool) -> Result<(), HttpError> {
     let ff =
         head::framing_fields(&head.headers, head.version_minor).map_err(HttpError::BadResponse)?;
-    let bodyless = head_request || matches!(head.status, 204 | 304);
+    let bodyless = head_request || matches!(head.status, 101 | 204 | 304);
     head.framing = if bodyless {
         BodyFraming::None
     } else if ff.chunked {
@@ -125,7 +128,9 @@ fn decide_framing(head: &mut ResponseHead, head_request: bool) -> Result<(), Htt
 
 /// Parses the final response head from bytes already received, without reading: the
 /// non-blocking counterpart of [`read_response_head_into`], with the same rules (interim 1xx
-/// skipped, at most [`MAX_INTERIM`] of them, 101 refused, `limits.max_header_bytes` per head).
+/// skipped, at most [`MAX_INTERIM`] of them, `limits.max_header_bytes` per head). `upgrade`:
+/// the request asked for a protocol upgrade, so `101 Switching Protocols` is its final answer
+/// (with no body, and a connection not to be reused for HTTP); otherwise 101 is refused.
 ///
 /// `Ok(Some(n))`: the final head ends after `n` bytes of `buf` (interim heads included) and is
 /// in `head`. `Ok(None)`: more bytes are needed.
@@ -133,6 +138,7 @@ pub fn parse_response_head(
     buf: &[u8],
     limits: &Limits,
     head_request: bool,
+    upgrade: bool,
     head: &mut ResponseHead,
 ) -> Result<Option<usize>, HttpError> {
     let max = limits.max_header_bytes.max(1);
@@ -152,8 +158,11 @@ pub fn parse_response_head(
             return Ok(None);
         };
         at += n;
-        if !is_interim(head.status, &mut interim)? {
+        if !is_interim(head.status, &mut interim, upgrade)? {
             decide_framing(head, head_request)?;
+            if head.status == 101 {
+                head.keep_alive = false;
+            }
             return Ok(Some(at));
         }
     }
@@ -330,7 +339,7 @@ mod tests {
     fn parse(raw: &[u8], head_request: bool) -> Result<Option<(ResponseHead, Vec<u8>)>, HttpError> {
         let mut h = ResponseHead::default();
         Ok(
-            parse_response_head(raw, &Limits::default(), head_request, &mut h)?
+            parse_response_head(raw, &Limits::default(), head_request, false, &mut h)?
                 .map(|n| (h, raw[n..].to_vec())),
         )
     }
@@ -388,9 +397,24 @@ mod tests {
         let mut h = ResponseHead::default();
         let long = format!("HTTP/1.1 200 OK\r\nX: {}\r\n\r\n", "a".repeat(64));
         assert!(matches!(
-            parse_response_head(long.as_bytes(), &limits, false, &mut h),
+            parse_response_head(long.as_bytes(), &limits, false, false, &mut h),
             Err(HttpError::HeadersTooLarge)
         ));
+    }
+
+    #[test]
+    fn switching_protocols_is_final_only_for_an_upgrade() {
+        let raw = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nframes";
+        let mut h = ResponseHead::default();
+        let n = parse_response_head(raw, &Limits::default(), false, true, &mut h)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (h.status, h.framing, h.keep_alive),
+            (101, BodyFraming::None, false)
+        );
+        assert_eq!(&raw[n..], b"frames");
+        assert!(parse_response_head(raw, &Limits::default(), false, false, &mut h).is_err());
     }
 
     #[test]

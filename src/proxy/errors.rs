@@ -11,7 +11,7 @@ use std::io;
 use crate::http::fc_error::{ErrorType, Invocation};
 use crate::http::HttpError;
 
-use super::pool::ConnectError;
+use super::event_loop::ConnectError;
 
 /// Why a request was not (completely) served.
 #[derive(Debug)]
@@ -36,10 +36,13 @@ pub enum Failure {
     RequestBody(HttpError),
     /// Reading the function's response head failed.
     ResponseHead(HttpError),
-    /// Writing the response head to the client failed.
-    WriteResponse(io::Error),
     /// Copying the response body failed, after its head was sent.
     ResponseBody(HttpError),
+    /// `function.timeout` passed after the answer had started (or during an upgraded
+    /// connection): both sides are closed.
+    Timeout,
+    /// fc-init ran out of file descriptors (its own condition, not the function's).
+    Descriptors(io::Error),
 }
 
 /// An error answer: type, status, message.
@@ -123,8 +126,27 @@ impl Failure {
                     format!("reading the function's answer: {e}"),
                 ),
             },
-            Failure::WriteResponse(_) | Failure::ResponseBody(_) => None,
+            Failure::Descriptors(e) => answer(
+                TooManyRequests,
+                invocation,
+                format!("fc-init is out of file descriptors: {e}"),
+            ),
+            Failure::ResponseBody(_) | Failure::Timeout => None,
         }
+    }
+
+    /// Whether the client connection can carry another request after this failure's answer
+    /// (nothing of the request was left half-read by it, nothing half-written).
+    pub fn can_continue(&self) -> bool {
+        matches!(
+            self,
+            Failure::QueueFull
+                | Failure::QueueTimeout
+                | Failure::Initialization(_)
+                | Failure::Connect(_)
+                | Failure::Stopping
+                | Failure::Descriptors(_)
+        )
     }
 }
 
@@ -141,10 +163,23 @@ impl fmt::Display for Failure {
             Failure::SendHead(e) => write!(f, "sending the request head: {e}"),
             Failure::RequestBody(e) => write!(f, "copying the request body: {e}"),
             Failure::ResponseHead(e) => write!(f, "reading the response head: {e}"),
-            Failure::WriteResponse(e) => write!(f, "writing the response: {e}"),
             Failure::ResponseBody(e) => write!(f, "copying the response body: {e}"),
+            Failure::Timeout => f.write_str("cut at function.timeout"),
+            Failure::Descriptors(e) => write!(f, "out of file descriptors: {e}"),
         }
     }
 }
 
-impl std::error::Error for Failure {}
+impl std::error::Error for Failure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Failure::BadRequest(e)
+            | Failure::RequestBody(e)
+            | Failure::ResponseHead(e)
+            | Failure::ResponseBody(e) => Some(e),
+            Failure::Connect(e) => Some(e),
+            Failure::SendHead(e) | Failure::Descriptors(e) => Some(e),
+            _ => None,
+        }
+    }
+}

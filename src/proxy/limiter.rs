@@ -1,28 +1,29 @@
 //! The concurrency limit: at most `server.max_concurrency` requests hold a slot, at most
 //! `server.max_queue` wait for one, first come first served.
 //!
-//! A released slot is handed directly to the oldest waiter (and its thread unparked), so a
-//! release wakes exactly one thread and a newcomer can never overtake the queue. Waiting ends
-//! with a slot, at the caller's deadline, or when the limiter is closed at shutdown (CONTRACT
-//! §6: queued requests get `InstanceStopping`).
+//! Nobody blocks here: a request that finds no free slot gets a [`Ticket`] in the queue, whose
+//! `wake` callback runs when the slot is handed to it (or the limiter closes); the event loop
+//! that owns the request then collects the [`Permit`] with [`Limiter::take`]. A released slot
+//! goes directly to the oldest ticket, so a newcomer can never overtake the queue. A request
+//! that stops waiting (its deadline, its client gone) gives its ticket back with
+//! [`Limiter::cancel`], which also returns a slot granted in the meantime. At shutdown
+//! [`Limiter::close`] sends every waiter away (CONTRACT §6: queued requests get
+//! `InstanceStopping`).
 //!
-//! Failure modes: [`Denied::Full`] (the queue is full: `TooManyRequests`), [`Denied::Timeout`],
-//! [`Denied::Closed`]. A poisoned lock is recovered: the state is plain counters that every
-//! critical section leaves consistent.
+//! Failure modes: [`Denied::Full`] (the queue is full: `TooManyRequests`), [`Denied::Closed`].
+//! A poisoned lock is recovered: the state is plain counters that every critical section
+//! leaves consistent. `wake` runs with no lock held, on whichever thread released the slot; it
+//! must not block.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::Thread;
-use std::time::Instant;
 
 /// Why no slot was given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Denied {
     /// The queue is full.
     Full,
-    /// The deadline passed while queued.
-    Timeout,
     /// The limiter was closed (shutdown).
     Closed,
 }
@@ -30,16 +31,28 @@ pub enum Denied {
 const WAITING: u8 = 0;
 const GRANTED: u8 = 1;
 const CLOSED: u8 = 2;
+/// Granted, and the permit collected (or released by `cancel`).
+const TAKEN: u8 = 3;
 
-struct Waiter {
-    thread: Thread,
+/// A place in the queue.
+pub struct Ticket {
     state: AtomicU8,
+    wake: Box<dyn Fn() + Send + Sync>,
+}
+
+impl Ticket {
+    pub fn new(wake: impl Fn() + Send + Sync + 'static) -> Arc<Ticket> {
+        Arc::new(Ticket {
+            state: AtomicU8::new(WAITING),
+            wake: Box::new(wake),
+        })
+    }
 }
 
 #[derive(Default)]
 struct State {
     active: usize,
-    queue: VecDeque<Arc<Waiter>>,
+    queue: VecDeque<Arc<Ticket>>,
 }
 
 /// A FIFO counting semaphore with a bounded queue.
@@ -64,6 +77,14 @@ impl Drop for Permit<'_> {
     }
 }
 
+/// What [`Limiter::acquire`] gave.
+pub enum Admit<'a> {
+    /// A slot at once.
+    Now(Permit<'a>),
+    /// In the queue: the ticket's `wake` runs when a slot is handed over.
+    Queued(Arc<Ticket>),
+}
+
 impl Limiter {
     pub fn new(max: usize, max_queue: usize) -> Limiter {
         Limiter {
@@ -78,6 +99,12 @@ impl Limiter {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn permit(&self) -> Permit<'_> {
+        Permit {
+            limiter: Some(self),
+        }
+    }
+
     /// Requests waiting for a slot (`queued` of `GET /status` and the metrics).
     pub fn queued(&self) -> usize {
         if self.max == 0 {
@@ -86,80 +113,53 @@ impl Limiter {
         self.lock().queue.len()
     }
 
-    /// Takes a slot, waiting in line until `deadline` if none is free.
-    pub fn acquire(&self, deadline: Instant) -> Result<Permit<'_>, Denied> {
+    /// Takes a free slot, or queues `ticket()` for the next one.
+    pub fn acquire(&self, ticket: impl FnOnce() -> Arc<Ticket>) -> Result<Admit<'_>, Denied> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Denied::Closed);
         }
         if self.max == 0 {
-            return Ok(Permit { limiter: None });
-        }
-        let me = {
-            let mut st = self.lock();
-            if st.queue.is_empty() && st.active < self.max {
-                st.active += 1;
-                return Ok(Permit {
-                    limiter: Some(self),
-                });
-            }
-            if st.queue.len() >= self.max_queue {
-                return Err(Denied::Full);
-            }
-            let me = Arc::new(Waiter {
-                thread: std::thread::current(),
-                state: AtomicU8::new(WAITING),
-            });
-            st.queue.push_back(me.clone());
-            me
-        };
-        loop {
-            match me.state.load(Ordering::Acquire) {
-                GRANTED => {
-                    return Ok(Permit {
-                        limiter: Some(self),
-                    })
-                }
-                CLOSED => return Err(Denied::Closed),
-                _ => {}
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                let mut st = self.lock();
-                // Decide under the lock: a grant may have raced the deadline.
-                return match me.state.load(Ordering::Acquire) {
-                    GRANTED => Ok(Permit {
-                        limiter: Some(self),
-                    }),
-                    CLOSED => Err(Denied::Closed),
-                    _ => {
-                        st.queue.retain(|w| !Arc::ptr_eq(w, &me));
-                        Err(Denied::Timeout)
-                    }
-                };
-            }
-            // Spurious wake-ups are fine: the state is checked again.
-            std::thread::park_timeout(deadline - now);
-        }
-    }
-
-    /// Takes a slot only if one is free right now and nobody waits for one (a newcomer never
-    /// overtakes the queue); `None` otherwise, also when closed. Never blocks beyond the lock:
-    /// the event loop uses it to decide whether a request can take the fast path.
-    pub fn try_acquire(&self) -> Option<Permit<'_>> {
-        if self.closed.load(Ordering::Acquire) {
-            return None;
-        }
-        if self.max == 0 {
-            return Some(Permit { limiter: None });
+            return Ok(Admit::Now(Permit { limiter: None }));
         }
         let mut st = self.lock();
         if st.queue.is_empty() && st.active < self.max {
             st.active += 1;
-            return Some(Permit {
-                limiter: Some(self),
-            });
+            return Ok(Admit::Now(self.permit()));
         }
-        None
+        if st.queue.len() >= self.max_queue {
+            return Err(Denied::Full);
+        }
+        let t = ticket();
+        st.queue.push_back(t.clone());
+        Ok(Admit::Queued(t))
+    }
+
+    /// The slot of a woken ticket: `None` while it still waits.
+    pub fn take(&self, ticket: &Ticket) -> Option<Result<Permit<'_>, Denied>> {
+        match ticket
+            .state
+            .compare_exchange(GRANTED, TAKEN, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => Some(Ok(self.permit())),
+            Err(CLOSED) => Some(Err(Denied::Closed)),
+            Err(_) => None,
+        }
+    }
+
+    /// Gives up a ticket: it leaves the queue, and a slot granted to it meanwhile is released.
+    pub fn cancel(&self, ticket: &Arc<Ticket>) {
+        let granted = {
+            let mut st = self.lock();
+            // Decided under the lock: a grant may race the cancel.
+            st.queue.retain(|t| !Arc::ptr_eq(t, ticket));
+            ticket
+                .state
+                .compare_exchange(GRANTED, TAKEN, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        };
+        if granted {
+            drop(self.permit());
+        }
     }
 
     /// Hands the slot to the oldest waiter, or frees it.
@@ -170,7 +170,7 @@ impl Limiter {
             Some(next) => {
                 next.state.store(GRANTED, Ordering::Release);
                 drop(st);
-                next.thread.unpark();
+                (next.wake)();
             }
             None => st.active = st.active.saturating_sub(1),
         }
@@ -182,7 +182,7 @@ impl Limiter {
         let waiters: Vec<_> = self.lock().queue.drain(..).collect();
         for w in waiters {
             w.state.store(CLOSED, Ordering::Release);
-            w.thread.unpark();
+            (w.wake)();
         }
     }
 }
@@ -190,103 +190,92 @@ impl Limiter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::mpsc;
-    use std::time::Duration;
+    use std::sync::atomic::AtomicUsize;
 
-    fn far() -> Instant {
-        Instant::now() + Duration::from_secs(30)
+    /// A ticket that counts its wake-ups.
+    fn counted() -> (Arc<Ticket>, Arc<AtomicUsize>) {
+        let woken = Arc::new(AtomicUsize::new(0));
+        let w = woken.clone();
+        (
+            Ticket::new(move || {
+                w.fetch_add(1, Ordering::SeqCst);
+            }),
+            woken,
+        )
+    }
+
+    fn queued(l: &Limiter) -> (Arc<Ticket>, Arc<AtomicUsize>) {
+        let (t, woken) = counted();
+        match l.acquire(|| t.clone()) {
+            Ok(Admit::Queued(q)) => (q, woken),
+            _ => panic!("expected to be queued"),
+        }
+    }
+
+    fn now(l: &Limiter) -> Permit<'_> {
+        match l.acquire(|| counted().0) {
+            Ok(Admit::Now(p)) => p,
+            _ => panic!("expected a slot"),
+        }
     }
 
     #[test]
     fn limits_queues_and_refuses() {
-        let l = Arc::new(Limiter::new(1, 1));
-        let p = l.acquire(far()).unwrap();
-        let (tx, rx) = mpsc::channel();
-        let l2 = l.clone();
-        let waiter = std::thread::spawn(move || {
-            let r = l2.acquire(far()).map(|_| ());
-            tx.send(r).unwrap();
-        });
-        // Wait until the waiter is queued, then a third is refused.
-        while l.queued() == 0 {
-            std::thread::yield_now();
-        }
-        assert_eq!(l.acquire(far()).err(), Some(Denied::Full));
+        let l = Limiter::new(1, 1);
+        let p = now(&l);
+        let (t, woken) = queued(&l);
+        assert_eq!(l.queued(), 1);
+        assert!(matches!(l.acquire(|| counted().0), Err(Denied::Full)));
+        assert!(l.take(&t).is_none(), "still waiting");
         drop(p);
-        assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), Ok(()));
-        waiter.join().unwrap();
-        // The waiter's permit was dropped: the slot is free again.
-        drop(l.acquire(far()).unwrap());
+        assert_eq!(woken.load(Ordering::SeqCst), 1);
+        let p2 = l.take(&t).expect("granted").expect("a slot");
+        assert!(l.take(&t).is_none(), "taken once");
+        drop(p2);
+        drop(now(&l));
     }
 
     #[test]
     fn fifo_order() {
-        let l = Arc::new(Limiter::new(1, 10));
-        let p = l.acquire(far()).unwrap();
-        let (tx, rx) = mpsc::channel();
-        let mut threads = Vec::new();
-        for i in 0..5 {
-            let (l2, tx) = (l.clone(), tx.clone());
-            threads.push(std::thread::spawn(move || {
-                let _p = l2.acquire(far()).unwrap();
-                tx.send(i).unwrap();
-            }));
-            while l.queued() <= i {
-                std::thread::yield_now();
+        let l = Limiter::new(1, 10);
+        let p = now(&l);
+        let tickets: Vec<_> = (0..5).map(|_| queued(&l)).collect();
+        drop(p);
+        for (i, (t, woken)) in tickets.iter().enumerate() {
+            assert_eq!(woken.load(Ordering::SeqCst), 1, "ticket {i} woken");
+            for (later, w) in &tickets[i + 1..] {
+                assert_eq!(w.load(Ordering::SeqCst), 0);
+                assert!(l.take(later).is_none());
             }
-        }
-        drop(p);
-        let order: Vec<_> = (0..5)
-            .map(|_| rx.recv_timeout(Duration::from_secs(10)).unwrap())
-            .collect();
-        assert_eq!(order, [0, 1, 2, 3, 4]);
-        for t in threads {
-            t.join().unwrap();
+            drop(l.take(t).unwrap().unwrap());
         }
     }
 
     #[test]
-    fn timeout_and_close() {
-        let l = Arc::new(Limiter::new(1, 10));
-        let p = l.acquire(far()).unwrap();
-        let soon = Instant::now() + Duration::from_millis(20);
-        assert_eq!(l.acquire(soon).err(), Some(Denied::Timeout));
+    fn cancel_and_close() {
+        let l = Limiter::new(1, 10);
+        let p = now(&l);
+        let (gone, _) = queued(&l);
+        l.cancel(&gone);
         assert_eq!(l.queued(), 0);
-        let l2 = l.clone();
-        let waiter = std::thread::spawn(move || l2.acquire(far()).err());
-        while l.queued() == 0 {
-            std::thread::yield_now();
-        }
-        l.close();
-        assert_eq!(waiter.join().unwrap(), Some(Denied::Closed));
-        assert_eq!(l.acquire(far()).err(), Some(Denied::Closed));
+        // Granted and cancelled before it was taken: the slot is freed, not lost.
+        let (late, _) = queued(&l);
         drop(p);
-    }
-
-    #[test]
-    fn try_acquire_never_waits_nor_overtakes() {
-        let l = Arc::new(Limiter::new(1, 10));
-        let p = l.try_acquire().expect("a free slot");
-        assert!(l.try_acquire().is_none(), "no slot left");
-        let l2 = l.clone();
-        let waiter = std::thread::spawn(move || l2.acquire(far()).map(|_| ()));
-        while l.queued() == 0 {
-            std::thread::yield_now();
-        }
-        drop(p);
-        // The slot went to the waiter, not to a newcomer.
-        assert_eq!(waiter.join().unwrap(), Ok(()));
-        let again = l.try_acquire().expect("the waiter released it");
-        drop(again);
+        l.cancel(&late);
+        let p = now(&l);
+        let (t, woken) = queued(&l);
         l.close();
-        assert!(l.try_acquire().is_none(), "closed");
-        assert!(Limiter::new(0, 0).try_acquire().is_some(), "unlimited");
+        assert_eq!(woken.load(Ordering::SeqCst), 1);
+        assert!(matches!(l.take(&t), Some(Err(Denied::Closed))));
+        assert!(matches!(l.acquire(|| counted().0), Err(Denied::Closed)));
+        drop(p);
     }
 
     #[test]
     fn unlimited() {
         let l = Limiter::new(0, 0);
-        let permits: Vec<_> = (0..100).map(|_| l.acquire(far()).unwrap()).collect();
+        let permits: Vec<_> = (0..100).map(|_| now(&l)).collect();
         assert_eq!(permits.len(), 100);
+        assert_eq!(l.queued(), 0);
     }
 }

@@ -9,10 +9,14 @@
 //! connection attempts are refused by the kernel.
 //!
 //! Failure modes: binding fails at start-up ([`ProxyError::Bind`]). Later, `accept` errors are
-//! tolerated: ECONNABORTED/EPROTO (the client gave up) are skipped; EMFILE/ENFILE/ENOBUFS/ENOMEM
-//! (out of resources) are logged and retried after a short pause, since retrying at once would
-//! spin.
+//! tolerated: ECONNABORTED/EPROTO (the client gave up) are skipped. Out of descriptors
+//! (EMFILE/ENFILE, or the kernel's memory for a socket) is fc-init's own condition: one
+//! descriptor is kept in reserve, freed to take the waiting connection off the queue and
+//! answer it `429` ("out of file descriptors") instead of leaving it to time out in the
+//! backlog, then taken again; it is logged at most once a second ([`super::fds`]). Other
+//! errors pause the loop briefly, since retrying at once would spin.
 
+use std::fs::File;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -31,7 +35,7 @@ use crate::state::{Notice, Status, Watcher};
 /// wait in the kernel rather than be refused.
 const BACKLOG: i32 = 1024;
 
-/// Pause after an out-of-resources `accept` error.
+/// Pause after an `accept` error that freeing the reserve did not cure.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
 
 pub(super) fn bind(addr: SocketAddr) -> Result<TcpListener, ProxyError> {
@@ -84,33 +88,51 @@ impl Watcher for StopAccepting {
     }
 }
 
+/// The descriptor kept in reserve for answering while descriptors are exhausted.
+fn reserve() -> Option<File> {
+    File::open("/dev/null").ok()
+}
+
 fn accept_loop(proxy: &'static Proxy, listener: &TcpListener, loops: &Loops) {
+    let mut spare = reserve();
     loop {
-        let stream = match listener.accept() {
+        let stream = match crate::sys::retry(|| listener.accept()) {
             Ok((stream, _)) => stream,
             Err(_) if proxy.stopping() => break,
-            Err(e) => match e.raw_os_error() {
-                // The client reset the connection before it was accepted.
-                Some(libc::ECONNABORTED | libc::EPROTO | libc::EINTR) => continue,
-                Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
-                    log::error!("accepting a connection: {e}; pausing");
-                    std::thread::sleep(ACCEPT_BACKOFF);
-                    continue;
+            Err(e) if super::fds::is_exhausted(&e) => {
+                super::fds::log_exhausted("accepting a connection", &e);
+                match spare.take() {
+                    Some(fd) => {
+                        drop(fd);
+                        if let Ok((stream, _)) = listener.accept() {
+                            refuse(&stream, "fc-init is out of file descriptors");
+                        }
+                        spare = reserve();
+                    }
+                    None => {
+                        std::thread::sleep(ACCEPT_BACKOFF);
+                        spare = reserve();
+                    }
                 }
-                _ => {
-                    log::error!("accepting a connection: {e}");
-                    std::thread::sleep(ACCEPT_BACKOFF);
-                    continue;
-                }
-            },
+                continue;
+            }
+            // The client reset the connection before it was accepted.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ECONNABORTED | libc::EPROTO)) => {
+                continue
+            }
+            Err(e) => {
+                log::error!("accepting a connection: {e}");
+                std::thread::sleep(ACCEPT_BACKOFF);
+                continue;
+            }
         };
         if proxy.stopping() {
             break;
         }
         let open = proxy.open.fetch_add(1, Ordering::AcqRel);
-        if open >= proxy.cfg.server.max_connections {
+        if open >= proxy.max_connections {
             proxy.open.fetch_sub(1, Ordering::AcqRel);
-            refuse(&stream);
+            refuse(&stream, "too many open connections");
             continue;
         }
         loops.dispatch(stream, OpenSlot { proxy });
@@ -118,13 +140,13 @@ fn accept_loop(proxy: &'static Proxy, listener: &TcpListener, loops: &Loops) {
     log::debug!("listener closed");
 }
 
-/// Answers a connection over `max_connections` without ever blocking, then closes it.
-fn refuse(stream: &TcpStream) {
+/// Answers a connection fc-init cannot serve without ever blocking, then closes it.
+fn refuse(stream: &TcpStream, why: &str) {
     let answer = error_response(
         429,
         ErrorType::TooManyRequests,
         &new_request_id(),
-        "too many open connections",
+        why,
         true,
     );
     // SAFETY: send on a socket fd owned by `stream`, from a live buffer of the given length.

@@ -1,41 +1,41 @@
 //! Invocation traffic: the listener and the forwarding of requests to the function
 //! (CONTRACT §3, §4, §5, §6, §8).
 //!
-//! Two paths over the same rules. The fast path ([`event_loop`]): one accept thread
-//! ([`listener`]) hands each client connection to one of a few epoll loops (one per core),
-//! which serve the common request themselves (complete in the buffer, a slot free at once,
-//! the instance ready, a Content-Length answer that fits a buffer) over non-blocking pooled
-//! function connections, and the common asynchronous submission (whole in the buffer) through
-//! the store's non-blocking group commit; idle connections cost no thread and no buffer. Everything else is
-//! handed, with the bytes already read (and, mid-exchange, with the request's slot and
-//! in-flight count), to the blocking path: one small-stack thread per connection
-//! ([`connection`]) doing blocking I/O under deadlines. There a request goes through, in
-//! order: strict head parsing (`crate::http`), the concurrency limit and its FIFO queue
-//! ([`limiter`]), the wait for an initialized instance (`state::Shared`), then one exchange
-//! with the function over a pooled keep-alive connection ([`forward`], [`pool`]), bodies
-//! streamed both ways through fixed buffers. Every way that can fail ends in one of fc-init's
-//! own answers ([`errors`]) or, once the function's answer has started, in closing the client
-//! connection.
+//! One path for every request. One accept thread ([`listener`]) hands each client connection
+//! to one of a few event loops (one per core, [`event_loop`]), which own it until it closes:
+//! [`conn`] reads its requests (strict head parsing in `crate::http`, the body buffered before
+//! a slot is taken), and [`exchange`] admits each one (the concurrency limit and its FIFO
+//! queue, [`limiter`]; the wait for an initialized instance, woken by the supervisor's
+//! `Notice::Changed`) and relays it to the function and the answer back, both directions at
+//! once, over pooled non-blocking function connections; WebSocket-style upgrades are relayed
+//! byte for byte. Asynchronous submissions go to the store ([`submit`]) and FC's lifecycle
+//! calls to the supervisor, both answered when their result comes back to the loop. Threads
+//! remain only for hooks and the store: no request ever waits on a thread of its own. What a
+//! request is comes from one pure rule ([`kind`]); every way it can fail ends in one of
+//! fc-init's own answers ([`errors`]) or, once the function's answer has started, in closing
+//! the client connection.
 //!
-//! Shutdown: the supervisor's `Notice::Stopping` (a `state::Watcher`) stops the accept loop, sends queued
-//! requests away (`InstanceStopping`) and makes later requests on open connections fail the
-//! same way; requests already forwarded continue, and the last one to finish tells the
-//! supervisor (`Event::Drained`). `Shared::in_flight` counts exactly the requests that hold a
-//! slot and have been let through to the function.
+//! Shutdown: the supervisor's `Notice::Stopping` (a `state::Watcher`) stops the accept loop,
+//! sends queued requests away (`InstanceStopping`) and makes later requests on open
+//! connections fail the same way; requests already forwarded continue, and the last one to
+//! finish tells the supervisor (`Event::Drained`). `Shared::in_flight` counts exactly the
+//! requests that hold a slot and have been let through to the function (an upgraded
+//! connection for its whole life).
 //!
-//! Robustness: a panic in a connection thread is caught there (the connection is closed, the
-//! counters are restored by guards) and never takes fc-init down; an event loop that panics
-//! loses its connections and starts again.
+//! Resources: [`fds`] raises the descriptor limit and fits `max_connections` below it; memory
+//! per connection is bounded by its buffers (see [`event_loop::BUF`]); a loop that panics
+//! loses its connections and starts again (guards restore the counters).
 
-mod connection;
+mod admission;
+mod conn;
 mod errors;
 mod event_loop;
-mod forward;
+mod exchange;
+mod fds;
+mod kind;
 mod limiter;
 mod listener;
-mod pool;
 mod submit;
-mod timed;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -78,7 +78,7 @@ impl std::error::Error for ProxyError {
     }
 }
 
-/// The FC Invoke lines (CONTRACT §5), written by the connection threads and the event loops.
+/// The FC Invoke lines (CONTRACT §5), written by the event loops.
 const INVOKE_START: &str = "FC Invoke Start RequestId: ";
 const INVOKE_END: &str = "FC Invoke End RequestId: ";
 /// Appended to the End line of a failed invocation (CONTRACT §8).
@@ -93,7 +93,8 @@ pub(crate) struct Proxy {
     /// `None` when `async.enabled = false`.
     asynchronous: Option<Arc<AsyncService>>,
     limiter: limiter::Limiter,
-    pool: pool::Pool,
+    /// `server.max_connections`, fitted to the descriptor limit.
+    max_connections: usize,
     /// Set once by the stop hook; read on every request.
     stopping: AtomicBool,
     /// Client connections open now (for `max_connections`).
@@ -101,8 +102,6 @@ pub(crate) struct Proxy {
     limits: Limits,
     /// `x-fc-function-timeout`: whole seconds, rounded up.
     function_timeout: String,
-    /// The coarse socket timeout of [`timed::Timed`].
-    tick: Duration,
 }
 
 impl Proxy {
@@ -114,23 +113,28 @@ impl Proxy {
         asynchronous: Option<Arc<AsyncService>>,
     ) -> Proxy {
         let s = &cfg.server;
-        let tick = [s.header_timeout, s.idle_timeout, cfg.function.timeout]
-            .into_iter()
-            .min()
-            .unwrap_or(Duration::from_secs(5))
-            .min(Duration::from_secs(5));
+        let loops = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let workers = match asynchronous {
+            Some(_) => cfg.async_.max_concurrency,
+            None => 0,
+        };
+        let max_connections = fds::budget(
+            s.max_connections,
+            s.max_concurrency,
+            loops * event_loop::MAX_IDLE,
+            workers,
+        );
         let limits = Limits {
             max_header_bytes: s.max_header_bytes,
             ..Limits::default()
         };
         Proxy {
             limiter: limiter::Limiter::new(s.max_concurrency, s.max_queue),
-            pool: pool::Pool::new(cfg.function.endpoint.clone(), tick),
+            max_connections,
             stopping: AtomicBool::new(false),
             open: AtomicUsize::new(0),
             limits,
             function_timeout: whole_seconds_up(cfg.function.timeout).to_string(),
-            tick,
             cfg,
             shared,
             events,
@@ -154,8 +158,8 @@ impl Proxy {
     }
 }
 
-/// A client connection counted in `Proxy::open` (for `max_connections`); dropping it, on
-/// whichever thread ends the connection, uncounts it.
+/// A client connection counted in `Proxy::open` (for `max_connections`); dropping it uncounts
+/// it.
 struct OpenSlot {
     proxy: &'static Proxy,
 }
@@ -197,8 +201,8 @@ impl Drop for InFlight<'_> {
 }
 
 /// Returns freed heap memory to the kernel, at most once a second process-wide. glibc keeps
-/// the small buffers that idle connections free in its per-thread arenas, so without this the
-/// memory of a burst of connections stays resident after they go idle.
+/// the buffers that connections free in its per-thread arenas, so without this the memory of a
+/// burst of connections stays resident after they go idle.
 fn give_back_memory() {
     static LAST: AtomicU64 = AtomicU64::new(0);
     static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
@@ -239,7 +243,7 @@ pub fn start(cfg: Arc<Config>, w: Wiring) -> Result<Option<std::net::SocketAddr>
     let listener = listener::bind(addr)?;
     let bound = listener.local_addr().unwrap_or(addr);
     // One per process, alive until it exits: a `'static` borrow lets a request's guards
-    // (`Permit`, `InFlight`) move from an event loop to a connection thread.
+    // (`Permit`, `InFlight`) live in the loops' connections and in the limiter's tickets.
     let proxy: &'static Proxy = Box::leak(Box::new(Proxy::new(
         cfg,
         w.shared,

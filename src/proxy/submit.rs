@@ -3,9 +3,8 @@
 //! `202 Accepted`. Nothing reaches the function here; the async workers run the stored event
 //! later through the normal path.
 //!
-//! This is the blocking path (a connection thread, [`submit`]): chunked, `Expect` or partly
-//! received bodies, disabled async, stopping. The event loops store the common submission
-//! themselves without blocking and answer it with the same [`answer`] and [`stored_request`].
+//! The event loops read the body ([`super::conn`]), hand the event to the store without
+//! blocking, and answer with [`answer`] once the store's committer hands the result back.
 //!
 //! Failure modes: a payload over the limit is 413 before anything is stored; a full store is
 //! `TooManyRequests`; any store failure (a full disk, an I/O error) is a 500 that says so —
@@ -16,10 +15,9 @@ use std::time::Instant;
 use crate::events::store::{StoreError, StoredRequest, Submitted};
 use crate::http::fc_error::{write_error_response, ErrorType};
 use crate::http::write::{push_field, push_u64};
-use crate::http::{copy_body, BodyFraming, HttpError, Output, RequestHead, CONTINUE_100};
+use crate::http::RequestHead;
 use crate::metrics::Outcome;
 
-use super::forward::{write_client, Client};
 use super::Proxy;
 
 /// Whether `head` asks for an asynchronous invocation.
@@ -37,78 +35,6 @@ const NOT_STORED: &[&str] = &[
     "x-fc-invocation-type",
     "x-fc-request-id",
 ];
-
-/// Answers one asynchronous submission; returns whether the connection stays open.
-pub(super) fn submit(
-    p: &Proxy,
-    client: &mut Client,
-    head: &RequestHead,
-    out: &mut Vec<u8>,
-    request_id: &str,
-) -> bool {
-    let started = Instant::now();
-    let reply = |client: &mut Client,
-                 out: &mut Vec<u8>,
-                 status: u16,
-                 error: ErrorType,
-                 message: &str,
-                 keep: bool| {
-        p.metrics.record(Outcome::Error(error), started.elapsed());
-        write_error_response(out, status, error, request_id, message, !keep);
-        write_client(p, client, [out, b"", b""]).is_ok() && keep
-    };
-    let Some(service) = &p.asynchronous else {
-        let message = "asynchronous invocations are disabled (async.enabled = false)";
-        return reply(client, out, 400, ErrorType::InvalidArgument, message, false);
-    };
-    if p.stopping() {
-        return reply(
-            client,
-            out,
-            503,
-            ErrorType::InstanceStopping,
-            "fc-init is shutting down",
-            false,
-        );
-    }
-    let max = p.cfg.async_.max_payload;
-    let too_large = format!("the payload exceeds async.max_payload ({max} bytes)");
-    if matches!(head.framing, BodyFraming::Length(n) if n > max) {
-        return reply(
-            client,
-            out,
-            413,
-            ErrorType::InvalidArgument,
-            &too_large,
-            false,
-        );
-    }
-    if head.expect_continue && write_client(p, client, [CONTINUE_100, b"", b""]).is_err() {
-        return false;
-    }
-    let mut body = Vec::new();
-    client.set_deadline(Some(Instant::now() + p.cfg.server.idle_timeout));
-    let read = copy_body(client, &mut body, head.framing, Output::Raw, max);
-    client.set_deadline(None);
-    if let Err(e) = read {
-        let (status, message) = match e {
-            HttpError::BodyTooLarge => (413, too_large),
-            e => (e.status().unwrap_or(400), e.to_string()),
-        };
-        return reply(
-            client,
-            out,
-            status,
-            ErrorType::InvalidArgument,
-            &message,
-            false,
-        );
-    }
-    let keep = head.keep_alive && !p.stopping();
-    let result = service.submit(request_id, stored_request(head, body));
-    let keep = answer(p, out, request_id, result, keep, started);
-    write_client(p, client, [out, b"", b""]).is_ok() && keep
-}
 
 /// The request to store for `head` and its whole `body`: its headers minus hop-by-hop ones
 /// and [`NOT_STORED`].
@@ -129,7 +55,6 @@ pub(super) fn stored_request(head: &RequestHead, body: Vec<u8>) -> StoredRequest
 
 /// Puts the answer to a submission's store `result` in `out` and records its metrics (from
 /// `started`); returns whether the connection stays open (`keep`, unless the store failed).
-/// Shared by the blocking path and the event loops, so both answer alike.
 pub(super) fn answer(
     p: &Proxy,
     out: &mut Vec<u8>,

@@ -1,0 +1,733 @@
+//! One client connection on an event loop: requests read one after the other (keep-alive,
+//! pipelining in order), each request's body buffered before it may take a concurrency slot,
+//! fc-init's own answers, asynchronous submissions and FC's lifecycle calls. The exchange with
+//! the function itself is [`super::exchange`]'s.
+//!
+//! Phases and their deadlines (the slow-client defences; nginx's `client_header_timeout`,
+//! `client_body_timeout` and request buffering are the anchors, each bounded as a whole so
+//! that trickling bytes cannot stretch it):
+//! - [`Phase::Idle`]: between requests, `idle_timeout` (closed without a word); a new
+//!   connection's first request has `header_timeout` from accept instead, so a connection that
+//!   sends nothing cannot hold a `max_connections` slot for long.
+//! - [`Phase::Head`]: `header_timeout` for the whole head (408, then close).
+//! - [`Phase::Body`]: the body is read into a buffer, up to `server.body_buffer` (the whole of
+//!   an asynchronous submission, up to `async.max_payload`), bounded as a whole by
+//!   `server.body_timeout` (408, then close) — before the request takes a slot, so a slow
+//!   sender holds a connection, never a slot. `Expect: 100-continue` is answered here.
+//! - [`Phase::Deliver`]: an answer is in the output buffer; when it is out, the exchange ends
+//!   (metrics, End line) and the next request is read.
+//! - [`Phase::Linger`]: after an answer that closes the connection while the client may still
+//!   be sending, the write side is shut and input is read and dropped for a moment, so that the
+//!   client reads the answer instead of a reset (nginx's lingering close).
+//!
+//! After a malformed request, an error that left the request body unread, or a failure once
+//! the answer had started, the connection is closed: where the next request would begin is
+//! unknown.
+
+use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::Token;
+
+use crate::events::store::{StoreError, Submitted};
+use crate::http::codec::Decoder;
+use crate::http::fc_error::{write_error_response, ErrorType, Invocation};
+use crate::http::{new_request_id, parse_request_head, valid_request_id, BodyFraming, HttpError};
+use crate::metrics::Outcome;
+use crate::supervisor::{Event, LifecycleAnswer, LifecycleCall, Reply};
+
+use super::errors::Failure;
+use super::event_loop::{Cx, Mail, BUF};
+use super::exchange::{self, Exchange, Purpose};
+use super::kind::{kind, Kind};
+use super::{OpenSlot, END_ERROR, INVOKE_END, INVOKE_START};
+
+/// How long a closing connection's input is read and dropped at most.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Where a client connection is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Phase {
+    Idle,
+    Head,
+    Body,
+    /// Waiting for a slot, for the instance, or for a new instance to resend to.
+    Admit,
+    /// The store commits a submission; its result comes as mail.
+    Storing,
+    /// The supervisor serves a lifecycle call; its answer comes as mail.
+    Lifecycle,
+    /// The exchange with the function, both directions at once.
+    Forward,
+    /// After `101 Switching Protocols`: bytes relayed both ways as they are.
+    Upgraded,
+    Deliver,
+    Linger,
+    /// Nothing more can be said (the answer had started): closed at once.
+    Abort,
+}
+
+/// What the loop does with a connection after driving it.
+pub(super) enum Next {
+    Keep,
+    Close,
+}
+
+/// The connection is to be closed now (the client is gone, or nothing more can be said).
+pub(super) struct Gone;
+
+/// Whether a step made progress; `Err(Gone)` closes the connection.
+pub(super) type Flow = Result<bool, Gone>;
+
+pub(super) struct Client {
+    pub stream: TcpStream,
+    _open: OpenSlot,
+    pub token: Token,
+    /// May read / may write (edge-triggered: cleared only by `EAGAIN`).
+    pub rd: bool,
+    pub wr: bool,
+    pub eof: bool,
+    /// Read from the client, from `ipos` on not yet used; freed when empty between requests.
+    pub inbuf: Vec<u8>,
+    pub ipos: usize,
+    /// Bytes of the pending head already seen without its end.
+    scanned: usize,
+    /// To be written to the client, from `opos` on.
+    pub out: Vec<u8>,
+    pub opos: usize,
+    pub phase: Phase,
+    pub deadline: Instant,
+    /// Requests read on this connection.
+    served: u64,
+    /// Close (or linger) once the answer in `out` is written.
+    pub close_after: bool,
+    pub ex: Option<Box<Exchange>>,
+}
+
+impl Client {
+    pub(super) fn new(stream: TcpStream, open: OpenSlot, token: Token, deadline: Instant) -> Self {
+        Client {
+            stream,
+            _open: open,
+            token,
+            rd: true,
+            wr: true,
+            eof: false,
+            inbuf: Vec::new(),
+            ipos: 0,
+            scanned: 0,
+            out: Vec::new(),
+            opos: 0,
+            phase: Phase::Idle,
+            deadline,
+            served: 0,
+            close_after: false,
+            ex: None,
+        }
+    }
+
+    /// Bytes read and not used yet.
+    pub(super) fn pending(&self) -> &[u8] {
+        &self.inbuf[self.ipos..]
+    }
+
+    /// Bytes queued for the client and not written yet.
+    pub(super) fn unsent(&self) -> usize {
+        self.out.len() - self.opos
+    }
+}
+
+/// Drives `c` as far as it can go now.
+pub(super) fn drive(cx: &mut Cx, c: &mut Client) -> Next {
+    loop {
+        match step(cx, c) {
+            Ok(true) => continue,
+            Ok(false) => return Next::Keep,
+            Err(Gone) => {
+                close(cx, c);
+                return Next::Close;
+            }
+        }
+    }
+}
+
+fn step(cx: &mut Cx, c: &mut Client) -> Flow {
+    let mut progress = flush(cx, c)?;
+    progress |= match c.phase {
+        Phase::Idle | Phase::Head => read_head(cx, c)?,
+        Phase::Body => buffer_body(cx, c)?,
+        Phase::Admit => super::admission::admit(cx, c)?,
+        Phase::Storing | Phase::Lifecycle => false,
+        Phase::Forward => exchange::forward(cx, c)?,
+        Phase::Upgraded => exchange::relay_upgraded(cx, c)?,
+        Phase::Deliver => deliver(cx, c)?,
+        Phase::Linger => linger(cx, c)?,
+        Phase::Abort => return Err(Gone),
+    };
+    Ok(progress)
+}
+
+/// Writes what is queued for the client.
+fn flush(cx: &mut Cx, c: &mut Client) -> Flow {
+    let mut progress = false;
+    while c.wr && c.opos < c.out.len() {
+        match crate::sys::retry(|| (&c.stream).write(&c.out[c.opos..])) {
+            Ok(0) => return Err(lost_answer(c)),
+            Ok(n) => {
+                c.opos += n;
+                progress = true;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.wr = false,
+            Err(_) => return Err(lost_answer(c)),
+        }
+    }
+    if c.opos == c.out.len() && c.opos > 0 {
+        c.out.clear();
+        c.opos = 0;
+        if c.out.capacity() > 2 * BUF {
+            c.out = Vec::new();
+        }
+    }
+    let _ = cx;
+    Ok(progress)
+}
+
+/// The client did not take the answer: the function's answer never got through.
+fn lost_answer(c: &mut Client) -> Gone {
+    if let Some(ex) = c.ex.as_mut() {
+        if let Some((Outcome::Success | Outcome::FunctionError, _)) = ex.outcome {
+            ex.outcome = Some((Outcome::Error(ErrorType::UnhandledInvocationError), true));
+        }
+    }
+    Gone
+}
+
+/// Reads from the client while it has input and less than `limit` bytes are pending; returns
+/// whether bytes (or the end of input) arrived.
+pub(super) fn read_client(cx: &mut Cx, c: &mut Client, limit: usize) -> Flow {
+    let mut progress = false;
+    while c.rd && !c.eof && c.pending().len() < limit {
+        if c.ipos > 0 && c.ipos * 2 >= c.inbuf.len() {
+            c.inbuf.drain(..c.ipos);
+            c.ipos = 0;
+        }
+        let want = (limit - c.pending().len()).min(cx.read_buf.len());
+        match crate::sys::retry(|| (&c.stream).read(&mut cx.read_buf[..want])) {
+            Ok(0) => {
+                c.eof = true;
+                progress = true;
+            }
+            Ok(n) => {
+                c.inbuf.extend_from_slice(&cx.read_buf[..n]);
+                progress = true;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.rd = false,
+            Err(_) => return Err(Gone),
+        }
+    }
+    Ok(progress)
+}
+
+/// Waits for the next request and parses its head.
+fn read_head(cx: &mut Cx, c: &mut Client) -> Flow {
+    if c.unsent() > 0 {
+        // The previous answer is still going out: pipelined requests wait, in order.
+        return Ok(false);
+    }
+    let p = cx.p;
+    let mut progress = false;
+    loop {
+        if c.pending().is_empty() {
+            progress |= read_client(cx, c, p.limits.max_header_bytes.max(BUF))?;
+            if c.pending().is_empty() {
+                if c.eof {
+                    return Err(Gone);
+                }
+                // Idle: no buffer kept.
+                if c.phase == Phase::Idle && c.inbuf.capacity() > 0 {
+                    c.inbuf = Vec::new();
+                    c.ipos = 0;
+                }
+                return Ok(progress);
+            }
+        }
+        if c.phase == Phase::Idle {
+            c.phase = Phase::Head;
+            c.scanned = 0;
+            if c.served > 0 {
+                cx.set_deadline(c, cx.now + p.cfg.server.header_timeout);
+            }
+        }
+        let parsed = parse_request_head(&c.inbuf[c.ipos..], c.scanned, &p.limits, &mut cx.head);
+        match parsed {
+            Ok(Some(n)) => {
+                start_request(cx, c, n);
+                return Ok(true);
+            }
+            Ok(None) if c.eof => return bad_request(cx, c, HttpError::UnexpectedEof),
+            Ok(None) => {
+                c.scanned = c.pending().len();
+                if !c.rd {
+                    return Ok(progress);
+                }
+                progress |= read_client(cx, c, p.limits.max_header_bytes.max(BUF))?;
+            }
+            Err(e) => return bad_request(cx, c, e),
+        }
+    }
+}
+
+/// A malformed, oversized or too slow head: fc-init's answer, then the connection closes
+/// (where the next request would begin is unknown). No FC lines: it never became a request.
+fn bad_request(cx: &mut Cx, c: &mut Client, e: HttpError) -> Flow {
+    let failure = Failure::BadRequest(e);
+    log::debug!("closing a client connection: {failure}");
+    let Some(a) = failure.answer(Invocation::Http) else {
+        return Err(Gone);
+    };
+    own_answer(
+        cx,
+        c,
+        a.status,
+        a.error,
+        &new_request_id(),
+        &a.message,
+        true,
+    );
+    Ok(true)
+}
+
+/// Queues one of fc-init's own answers; the connection goes on (or closes) once it is out.
+pub(super) fn own_answer(
+    cx: &mut Cx,
+    c: &mut Client,
+    status: u16,
+    error: ErrorType,
+    request_id: &str,
+    message: &str,
+    close: bool,
+) {
+    write_error_response(&mut cx.scratch, status, error, request_id, message, close);
+    c.out.extend_from_slice(&cx.scratch);
+    c.close_after |= close;
+    enter_deliver(cx, c, cx.now + cx.p.cfg.server.idle_timeout);
+}
+
+/// The answer is queued: it is delivered by `deadline`.
+pub(super) fn enter_deliver(cx: &mut Cx, c: &mut Client, deadline: Instant) {
+    c.phase = Phase::Deliver;
+    cx.set_deadline(c, deadline);
+}
+
+/// A complete head of `head_len` bytes is in `cx.head`: the request begins.
+fn start_request(cx: &mut Cx, c: &mut Client, head_len: usize) {
+    let p = cx.p;
+    c.ipos += head_len;
+    c.scanned = 0;
+    c.served += 1;
+    let mut ex = cx.exchange();
+    ex.reset(cx.now);
+    std::mem::swap(&mut ex.head, &mut cx.head);
+    match ex.head.header("x-fc-request-id") {
+        // Valid ids are ASCII.
+        Some(id) if valid_request_id(id) => ex
+            .request_id
+            .push_str(std::str::from_utf8(id).unwrap_or_default()),
+        _ => ex.request_id.push_str(&new_request_id()),
+    }
+    let head = &ex.head;
+    if head.method() == "CONNECT" {
+        let id = std::mem::take(&mut ex.request_id);
+        c.ex = Some(ex);
+        let message = "CONNECT is not supported: fc-init is not a forward proxy";
+        own_answer(cx, c, 405, ErrorType::InvalidArgument, &id, message, true);
+        return;
+    }
+    let control = head.header("x-fc-control-path");
+    let k = kind(p.cfg.server.platform, head.method(), head.path(), control);
+    let (purpose, max) = match k {
+        Kind::Lifecycle(call) => (Purpose::Lifecycle(call), p.cfg.server.body_buffer),
+        Kind::Invoke(_) if super::submit::is_async(head) => {
+            (Purpose::Submit, p.cfg.async_.max_payload)
+        }
+        Kind::Invoke(inv) => (Purpose::Invoke(inv), p.cfg.server.max_body),
+    };
+    ex.purpose = purpose;
+    let framing = ex.head.framing;
+    c.ex = Some(ex);
+    if let Purpose::Invoke(_) = purpose {
+        exchange::log_start(cx, c);
+    }
+    if let Purpose::Submit = purpose {
+        if let Some((status, error, message)) = submission_refused(cx, framing) {
+            return refuse(cx, c, status, error, &message);
+        }
+    }
+    let ex = c.ex.as_mut().expect("set above");
+    ex.decoder = match Decoder::new(framing, max) {
+        Ok(d) => d,
+        Err(_) => return exchange::fail(cx, c, Failure::BodyTooLarge),
+    };
+    ex.buffer_limit = match purpose {
+        Purpose::Invoke(_) => p.cfg.server.body_buffer.min(max),
+        _ => max,
+    } as usize;
+    ex.upgrade = matches!(purpose, Purpose::Invoke(_)) && exchange::asks_upgrade(&ex.head);
+    if ex.head.expect_continue && !ex.decoder.is_done() && c.pending().is_empty() {
+        c.out.extend_from_slice(crate::http::CONTINUE_100);
+    }
+    c.phase = Phase::Body;
+    cx.set_deadline(c, cx.now + p.cfg.server.body_timeout);
+}
+
+/// Why an asynchronous submission is refused before its body is read, if it is.
+fn submission_refused(cx: &Cx, framing: BodyFraming) -> Option<(u16, ErrorType, String)> {
+    let p = cx.p;
+    if p.asynchronous.is_none() {
+        let m = "asynchronous invocations are disabled (async.enabled = false)";
+        return Some((400, ErrorType::InvalidArgument, m.into()));
+    }
+    if p.stopping() {
+        let m = "fc-init is shutting down";
+        return Some((503, ErrorType::InstanceStopping, m.into()));
+    }
+    let max = p.cfg.async_.max_payload;
+    match framing {
+        BodyFraming::Length(n) if n > max => {
+            Some((413, ErrorType::InvalidArgument, too_large(max)))
+        }
+        _ => None,
+    }
+}
+
+fn too_large(max: u64) -> String {
+    format!("the payload exceeds async.max_payload ({max} bytes)")
+}
+
+/// Refuses a request that is not an invocation (a submission, a lifecycle call) with one of
+/// fc-init's answers, counted in the metrics, and closes the connection after it.
+fn refuse(cx: &mut Cx, c: &mut Client, status: u16, error: ErrorType, message: &str) {
+    let Some(ex) = c.ex.as_mut() else {
+        return;
+    };
+    if ex.purpose == Purpose::Submit {
+        cx.p.metrics
+            .record(Outcome::Error(error), ex.started.elapsed());
+    }
+    let id = std::mem::take(&mut ex.request_id);
+    own_answer(cx, c, status, error, &id, message, true);
+    if let Some(ex) = c.ex.as_mut() {
+        ex.request_id = id;
+    }
+}
+
+/// Reads the request body into the exchange's buffer, then lets the request go on.
+fn buffer_body(cx: &mut Cx, c: &mut Client) -> Flow {
+    let mut progress = false;
+    loop {
+        let ex = c.ex.as_mut().expect("a request is in its body phase");
+        while !ex.decoder.is_done() && ex.body.len() < ex.buffer_limit {
+            let room = ex.buffer_limit - ex.body.len();
+            let input = &c.inbuf[c.ipos..];
+            let step = match ex.decoder.step(input, room) {
+                Ok(s) => s,
+                Err(e) => {
+                    body_refused(cx, c, e);
+                    return Ok(true);
+                }
+            };
+            ex.body.extend_from_slice(&input[step.data.clone()]);
+            c.ipos += step.consumed;
+            if step.is_stalled() {
+                break;
+            }
+        }
+        let full = ex.body.len() >= ex.buffer_limit;
+        if ex.decoder.is_done() || (full && matches!(ex.purpose, Purpose::Invoke(_))) {
+            proceed(cx, c);
+            return Ok(true);
+        }
+        if full {
+            body_refused(cx, c, HttpError::BodyTooLarge);
+            return Ok(true);
+        }
+        if c.eof {
+            let e = ex
+                .decoder
+                .at_eof()
+                .err()
+                .unwrap_or(HttpError::UnexpectedEof);
+            body_refused(cx, c, e);
+            return Ok(true);
+        }
+        if !c.rd {
+            return Ok(progress);
+        }
+        progress |= read_client(cx, c, BUF)?;
+    }
+}
+
+/// The body could not be read (malformed, too large, too slow, cut short): fc-init's answer,
+/// then close.
+fn body_refused(cx: &mut Cx, c: &mut Client, e: HttpError) {
+    let Some(ex) = c.ex.as_ref() else {
+        return;
+    };
+    match ex.purpose {
+        Purpose::Invoke(_) => exchange::fail(cx, c, Failure::RequestBody(e)),
+        _ => {
+            let message = match e {
+                HttpError::BodyTooLarge if ex.purpose == Purpose::Submit => {
+                    too_large(cx.p.cfg.async_.max_payload)
+                }
+                HttpError::Timeout => "timed out reading the request body".into(),
+                ref e => e.to_string(),
+            };
+            let status = e.status().unwrap_or(400);
+            refuse(cx, c, status, ErrorType::InvalidArgument, &message);
+        }
+    }
+}
+
+/// The body is buffered (whole, or as much as `server.body_buffer` takes).
+fn proceed(cx: &mut Cx, c: &mut Client) {
+    let p = cx.p;
+    let ex = c.ex.as_mut().expect("a request is in its body phase");
+    ex.body_complete = ex.decoder.is_done();
+    match ex.purpose {
+        Purpose::Invoke(_) => super::admission::enter_admit(cx, c),
+        Purpose::Submit => {
+            let Some(service) = p.asynchronous.as_ref() else {
+                return;
+            };
+            if p.stopping() {
+                let m = "fc-init is shutting down";
+                return refuse(cx, c, 503, ErrorType::InstanceStopping, m);
+            }
+            let body = std::mem::take(&mut ex.body);
+            let request = super::submit::stored_request(&ex.head, body);
+            let (handle, t) = (cx.handle.clone(), c.token);
+            // The completion runs on the committer thread, maybe before this returns; the
+            // result is read by this loop only, after this.
+            service.submit_async(
+                &ex.request_id,
+                request,
+                Box::new(move |result| handle.push(Mail::Stored(t, result))),
+            );
+            c.phase = Phase::Storing;
+            cx.set_deadline(c, far(cx.now));
+        }
+        Purpose::Lifecycle(call) => {
+            let (handle, t) = (cx.handle.clone(), c.token);
+            p.events.send(Event::Lifecycle {
+                call,
+                request_id: ex.request_id.clone(),
+                reply: Reply::new(move |answer| handle.push(Mail::Lifecycle(t, answer))),
+            });
+            c.phase = Phase::Lifecycle;
+            cx.set_deadline(c, far(cx.now));
+        }
+    }
+}
+
+/// No deadline of its own: the store and the supervisor always answer.
+fn far(now: Instant) -> Instant {
+    now + Duration::from_secs(24 * 3600)
+}
+
+/// The store's result for this connection's submission.
+pub(super) fn stored(cx: &mut Cx, c: &mut Client, result: Result<Submitted, StoreError>) {
+    if c.phase != Phase::Storing {
+        return;
+    }
+    let Some(ex) = c.ex.as_ref() else {
+        return;
+    };
+    let keep = ex.head.keep_alive && !cx.p.stopping();
+    let keep = super::submit::answer(
+        cx.p,
+        &mut cx.scratch,
+        &ex.request_id,
+        result,
+        keep,
+        ex.started,
+    );
+    c.out.extend_from_slice(&cx.scratch);
+    c.close_after |= !keep;
+    enter_deliver(cx, c, cx.now + cx.p.cfg.server.idle_timeout);
+}
+
+/// The supervisor's answer to this connection's lifecycle call (CONTRACT §3, §4): 200, or
+/// fc-init's own error answer, with the status of an HTTP invocation.
+pub(super) fn lifecycle_answered(cx: &mut Cx, c: &mut Client, answer: LifecycleAnswer) {
+    if c.phase != Phase::Lifecycle {
+        return;
+    }
+    let Some(ex) = c.ex.as_mut() else {
+        return;
+    };
+    let keep = ex.head.keep_alive && !cx.p.stopping();
+    let call = match ex.purpose {
+        Purpose::Lifecycle(call) => call,
+        _ => return,
+    };
+    let (error, message) = match answer {
+        LifecycleAnswer::Done => {
+            write_done(&mut c.out, &ex.request_id, keep);
+            c.close_after |= !keep;
+            return enter_deliver(cx, c, cx.now + cx.p.cfg.server.idle_timeout);
+        }
+        LifecycleAnswer::InitializationFailed(reason) => (ErrorType::InitializationError, reason),
+        LifecycleAnswer::PreStopFailed { reason, timed_out } => match timed_out {
+            true => (ErrorType::FunctionTimeout, reason),
+            false => (ErrorType::UnhandledInvocationError, reason),
+        },
+        LifecycleAnswer::Stopping => (
+            ErrorType::InstanceStopping,
+            "the instance is stopping".to_owned(),
+        ),
+    };
+    let what = match call {
+        LifecycleCall::Initialize => "initializer",
+        LifecycleCall::PreStop => "PreStop",
+    };
+    log::debug!(
+        "lifecycle call {}: the {what} failed: {message}",
+        ex.request_id
+    );
+    let id = std::mem::take(&mut ex.request_id);
+    let status = error.status(Invocation::Http);
+    own_answer(cx, c, status, error, &id, &message, !keep);
+    if let Some(ex) = c.ex.as_mut() {
+        ex.request_id = id;
+    }
+}
+
+/// `200 OK` with `x-fc-request-id` and no body.
+fn write_done(out: &mut Vec<u8>, request_id: &str, keep: bool) {
+    use crate::http::write::push_field;
+    out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+    push_field(out, "x-fc-request-id", request_id);
+    push_field(out, "Content-Length", "0");
+    if !keep {
+        push_field(out, "Connection", "close");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Once the answer is out: the exchange ends, and the connection reads the next request (or
+/// closes).
+fn deliver(cx: &mut Cx, c: &mut Client) -> Flow {
+    if c.unsent() > 0 {
+        return Ok(false);
+    }
+    end_exchange(cx, c);
+    if c.close_after {
+        if c.eof {
+            return Err(Gone);
+        }
+        // The client may still be sending (a body nobody read): let it see the answer.
+        let _ = c.stream.shutdown(std::net::Shutdown::Write);
+        c.phase = Phase::Linger;
+        cx.set_deadline(c, cx.now + LINGER.min(cx.p.cfg.server.idle_timeout));
+        return Ok(true);
+    }
+    c.phase = Phase::Idle;
+    cx.set_deadline(c, cx.now + cx.p.cfg.server.idle_timeout);
+    Ok(true)
+}
+
+/// Reads and drops input until the client closes (or the deadline).
+fn linger(cx: &mut Cx, c: &mut Client) -> Flow {
+    let mut progress = false;
+    while c.rd && !c.eof {
+        match crate::sys::retry(|| (&c.stream).read(&mut cx.read_buf)) {
+            Ok(0) => c.eof = true,
+            Ok(_) => progress = true,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.rd = false,
+            Err(_) => return Err(Gone),
+        }
+    }
+    c.ipos = c.inbuf.len();
+    if c.eof {
+        return Err(Gone);
+    }
+    Ok(progress)
+}
+
+/// Ends the connection's exchange, if any: its slot and counts, its metrics and End line.
+pub(super) fn end_exchange(cx: &mut Cx, c: &mut Client) {
+    let Some(mut ex) = c.ex.take() else {
+        return;
+    };
+    exchange::release(cx, &mut ex, false);
+    let logged = ex.logged;
+    let outcome = ex.outcome.take();
+    let outcome = match (outcome, logged) {
+        (Some(o), _) => Some(o),
+        // An invocation that ended without an answer (the client went away).
+        (None, true) => Some((Outcome::Error(ErrorType::UnhandledInvocationError), true)),
+        (None, false) => None,
+    };
+    if let Some((outcome, failed)) = outcome {
+        cx.p.metrics.record(outcome, ex.started.elapsed());
+        if logged {
+            cx.log.extend_from_slice(INVOKE_END.as_bytes());
+            cx.log.extend_from_slice(ex.request_id.as_bytes());
+            if failed {
+                cx.log.extend_from_slice(END_ERROR.as_bytes());
+            }
+            cx.log.push(b'\n');
+        }
+    }
+    cx.recycle(ex);
+}
+
+/// Appends the Start line of the exchange's request to the pending lines.
+pub(super) fn start_line(cx: &mut Cx, request_id: &str) {
+    cx.log.extend_from_slice(INVOKE_START.as_bytes());
+    cx.log.extend_from_slice(request_id.as_bytes());
+    cx.log.push(b'\n');
+}
+
+/// The connection is closing: whatever it holds is ended.
+fn close(cx: &mut Cx, c: &mut Client) {
+    end_exchange(cx, c);
+}
+
+/// A deadline of `c` passed.
+pub(super) fn on_deadline(cx: &mut Cx, c: &mut Client) -> Next {
+    let flow = match c.phase {
+        // An idle connection is closed without a word.
+        Phase::Idle | Phase::Linger => Err(Gone),
+        Phase::Head => bad_request(cx, c, HttpError::Timeout),
+        Phase::Body => {
+            body_refused(cx, c, HttpError::Timeout);
+            Ok(true)
+        }
+        Phase::Admit | Phase::Forward | Phase::Upgraded => exchange::on_deadline(cx, c),
+        Phase::Deliver => {
+            // function.timeout bounds the delivery of the function's answer too.
+            if let Some(ex) = c.ex.as_mut() {
+                if let Some((Outcome::Success | Outcome::FunctionError, _)) = ex.outcome {
+                    ex.outcome = Some((Outcome::Error(ErrorType::FunctionTimeout), true));
+                }
+            }
+            Err(Gone)
+        }
+        Phase::Abort => Err(Gone),
+        // Not a deadline of their own: looked at again later.
+        Phase::Storing | Phase::Lifecycle => {
+            cx.set_deadline(c, far(cx.now));
+            Ok(false)
+        }
+    };
+    match flow {
+        Ok(_) => drive(cx, c),
+        Err(Gone) => {
+            close(cx, c);
+            Next::Close
+        }
+    }
+}
