@@ -115,11 +115,9 @@ pub(crate) fn write_all_parts<W: Write + ?Sized>(
             IoSlice::new(parts.get(first + 1).copied().unwrap_or(b"")),
             IoSlice::new(parts.get(first + 2).copied().unwrap_or(b"")),
         ];
-        let mut n = match w.write_vectored(&slices[..3 - first]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+        let mut n = match crate::sys::retry(|| w.write_vectored(&slices[..3 - first]))? {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n => n,
         };
         for p in parts.iter_mut() {
             let take = n.min(p.len());

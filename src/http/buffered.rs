@@ -5,8 +5,8 @@
 //! Deadlines: when [`Buffered::set_deadline`] is set, every read and write syscall first sets
 //! the socket timeout to the time remaining, so a peer trickling one byte at a time cannot
 //! stretch the total past the deadline (CONTRACT §8: `header_timeout` bounds the whole header
-//! block). An expired deadline surfaces as `io::ErrorKind::TimedOut`. `EINTR` is retried here,
-//! in one place.
+//! block). An expired deadline surfaces as `io::ErrorKind::TimedOut`. `EINTR` is retried by
+//! `crate::sys::retry`, the one helper.
 
 use std::io::{self, BufRead, Read, Write};
 use std::net::TcpStream;
@@ -257,14 +257,11 @@ fn map_timeout(e: io::Error) -> io::Error {
 impl<S: Read + Timeouts> Buffered<S> {
     /// One read from the stream into `dst`, honouring the deadline and retrying `EINTR`.
     fn read_inner(&mut self, dst: &mut [u8]) -> io::Result<usize> {
-        loop {
+        crate::sys::retry(|| {
             self.arm_read()?;
-            match self.inner.read(dst) {
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(map_timeout(e)),
-            }
-        }
+            self.inner.read(dst)
+        })
+        .map_err(map_timeout)
     }
 
     /// Read once more from the stream, appending to the pending bytes. Returns the number of
@@ -328,25 +325,19 @@ impl<S: Read + Timeouts> BufRead for Buffered<S> {
 impl<S: Write + Timeouts> Write for Buffered<S> {
     /// Writes go straight to the stream (the buffer is for reading only), under the deadline.
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        loop {
+        crate::sys::retry(|| {
             self.arm_write()?;
-            match self.inner.write(data) {
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(map_timeout(e)),
-            }
-        }
+            self.inner.write(data)
+        })
+        .map_err(map_timeout)
     }
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        loop {
+        crate::sys::retry(|| {
             self.arm_write()?;
-            match self.inner.write_vectored(bufs) {
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(map_timeout(e)),
-            }
-        }
+            self.inner.write_vectored(bufs)
+        })
+        .map_err(map_timeout)
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -186,13 +186,11 @@ pub fn connect_unix(path: impl AsRef<Path>, deadline: Instant) -> Result<Conn, C
     }
     // SAFETY: `fd` is a freshly created socket that nothing else owns.
     let stream = unsafe { UnixStream::from_raw_fd(fd) };
-    loop {
-        let left = time_left(deadline)?;
+    let connected = crate::sys::retry(|| {
+        let left = time_left(deadline).map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?;
         // Linux bounds a blocking AF_UNIX connect (full backlog) by SO_SNDTIMEO
         // (unix_stream_connect uses sock_sndtimeo), and then fails with EAGAIN.
-        stream
-            .set_write_timeout(Some(left))
-            .map_err(ClientError::Connect)?;
+        stream.set_write_timeout(Some(left))?;
         // SAFETY: `addr` is an initialised sockaddr_un whose first `len` bytes hold the address;
         // the fd is open for the lifetime of `stream`.
         let r = unsafe {
@@ -202,17 +200,19 @@ pub fn connect_unix(path: impl AsRef<Path>, deadline: Instant) -> Result<Conn, C
                 len,
             )
         };
-        if r == 0 {
-            break;
+        match r {
+            0 => Ok(()),
+            _ => Err(io::Error::last_os_error()),
         }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EINTR) => continue,
-            // An interrupted connect completed meanwhile.
-            Some(libc::EISCONN) => break,
-            Some(libc::EAGAIN) => return Err(ClientError::Timeout),
-            _ => return Err(ClientError::Connect(e)),
+    });
+    match connected {
+        Ok(()) => {}
+        // An interrupted connect completed meanwhile.
+        Err(e) if e.raw_os_error() == Some(libc::EISCONN) => {}
+        Err(e) if e.kind() == io::ErrorKind::TimedOut || e.raw_os_error() == Some(libc::EAGAIN) => {
+            return Err(ClientError::Timeout)
         }
+        Err(e) => return Err(ClientError::Connect(e)),
     }
     stream
         .set_write_timeout(None)

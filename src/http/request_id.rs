@@ -42,15 +42,17 @@ fn seed() -> [u64; 2] {
 fn fill_random(buf: &mut [u8; 16]) -> bool {
     let mut filled = 0;
     while filled < buf.len() {
-        // SAFETY: the pointer and length describe the unfilled tail of `buf`, which is valid
-        // for writes for that many bytes; getrandom writes at most that many.
-        let n =
-            unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0) };
-        if n > 0 {
-            filled += n as usize;
-        } else if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
-        {
-            continue;
+        let n = crate::sys::retry(|| {
+            let tail = &mut buf[filled..];
+            // SAFETY: the pointer and length describe the unfilled tail of `buf`, which is
+            // valid for writes for that many bytes; getrandom writes at most that many.
+            match unsafe { libc::getrandom(tail.as_mut_ptr().cast(), tail.len(), 0) } {
+                n if n < 0 => Err(std::io::Error::last_os_error()),
+                n => Ok(n as usize),
+            }
+        });
+        if let Ok(n @ 1..) = n {
+            filled += n;
         } else {
             // ENOSYS on very old kernels or a seccomp filter: try the device instead.
             use std::io::Read;

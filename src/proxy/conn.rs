@@ -87,6 +87,8 @@ pub(super) struct Client {
     /// May read / may write (edge-triggered: cleared only by `EAGAIN`).
     pub rd: bool,
     pub wr: bool,
+    /// The peer's end of input was signalled (no further edge will come for it).
+    pub hup: bool,
     pub eof: bool,
     /// Read from the client, from `ipos` on not yet used; freed when empty between requests.
     pub inbuf: Vec<u8>,
@@ -113,6 +115,7 @@ impl Client {
             token,
             rd: true,
             wr: true,
+            hup: false,
             eof: false,
             inbuf: Vec::new(),
             ipos: 0,
@@ -175,6 +178,8 @@ fn flush(cx: &mut Cx, c: &mut Client) -> Flow {
         match crate::sys::retry(|| (&c.stream).write(&c.out[c.opos..])) {
             Ok(0) => return Err(lost_answer(c)),
             Ok(n) => {
+                // A short write filled the socket's buffer: the next edge says when it drains.
+                c.wr = c.opos + n == c.out.len();
                 c.opos += n;
                 progress = true;
             }
@@ -220,6 +225,9 @@ pub(super) fn read_client(cx: &mut Cx, c: &mut Client, limit: usize) -> Flow {
             }
             Ok(n) => {
                 c.inbuf.extend_from_slice(&cx.read_buf[..n]);
+                // A short read drained the socket (unless its end is known to be there too):
+                // more input is a new edge.
+                c.rd = n == want || c.hup;
                 progress = true;
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.rd = false,

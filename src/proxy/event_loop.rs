@@ -403,6 +403,7 @@ impl Cx {
                 instance,
                 owner: Some(owner),
                 rd: false,
+                hup: false,
                 // A fresh connection takes the request at once (a TCP one still connecting
                 // says EAGAIN, and its writability event follows).
                 wr: true,
@@ -501,6 +502,7 @@ impl Loop {
                 let (kind, idx, gen) = untoken(ev.token());
                 let rd = ev.is_readable() || ev.is_read_closed() || ev.is_error();
                 let wr = ev.is_writable() || ev.is_write_closed() || ev.is_error();
+                let hup = ev.is_read_closed() || ev.is_error();
                 match kind {
                     KIND_CLIENT => {
                         let Some(c) = self.clients.live(idx, gen) else {
@@ -508,6 +510,7 @@ impl Loop {
                         };
                         c.rd |= rd;
                         c.wr |= wr;
+                        c.hup |= hup;
                         self.drive(idx);
                     }
                     KIND_FN => {
@@ -516,6 +519,7 @@ impl Loop {
                         };
                         slot.rd |= rd;
                         slot.wr |= wr;
+                        slot.hup |= hup;
                         match slot.owner {
                             Some(owner) => self.drive_token(owner),
                             // Pooled: input or a hang-up means the function closed it (or

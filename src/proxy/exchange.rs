@@ -89,6 +89,8 @@ pub(super) struct FnSlot {
     pub owner: Option<Token>,
     pub rd: bool,
     pub wr: bool,
+    /// The function's end of input was signalled.
+    pub hup: bool,
 }
 
 /// One request, from its head to the end of its answer.
@@ -538,6 +540,7 @@ fn receive(cx: &mut Cx, c: &mut Client) -> Flow {
                 }
                 Ok(n) => {
                     ex.fn_in.extend_from_slice(&cx.read_buf[..n]);
+                    slot.rd = n == cx.read_buf.len() || slot.hup;
                     moved = true;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => slot.rd = false,
