@@ -6,3 +6,4 @@ mod hooks;
 mod init;
 mod proxy;
 mod util;
+mod websocket;

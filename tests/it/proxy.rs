@@ -15,16 +15,16 @@ const INVOKE_START: &str = "FC Invoke Start RequestId: ";
 const INVOKE_END: &str = "FC Invoke End RequestId: ";
 
 /// fc-init running the fixture, with the listen port from the config.
-struct Server {
-    p: Proc,
-    fx: FixtureConfig,
+pub(crate) struct Server {
+    pub(crate) p: Proc,
+    pub(crate) fx: FixtureConfig,
     _dir: TempDir,
 }
 
 impl Server {
     /// `server` keys are set through the environment (`FC_INIT_SERVER_<KEY>`), since the
     /// fixture config already has a `[server]` section.
-    fn start(
+    pub(crate) fn start(
         tag: &str,
         fixture_env: &[(&str, &str)],
         function_extra: &str,
@@ -44,7 +44,7 @@ impl Server {
     }
 
     /// Starts and waits until a request is answered 200 (the instance is ready).
-    fn ready(
+    pub(crate) fn ready(
         tag: &str,
         fixture_env: &[(&str, &str)],
         function_extra: &str,
@@ -69,21 +69,21 @@ impl Server {
         }
     }
 
-    fn conn(&self) -> Client {
+    pub(crate) fn conn(&self) -> Client {
         Client::connect(self.fx.port)
     }
 
-    fn get(&self, path: &str) -> Resp {
+    pub(crate) fn get(&self, path: &str) -> Resp {
         self.conn().send(&get(path, &[]))
     }
 }
 
-fn get(path: &str, headers: &[(&str, &str)]) -> Vec<u8> {
+pub(crate) fn get(path: &str, headers: &[(&str, &str)]) -> Vec<u8> {
     request("GET", path, headers, b"")
 }
 
 /// A request with Content-Length (when there is a body or the method is POST).
-fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+pub(crate) fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
     let mut r = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n");
     for (k, v) in headers {
         r.push_str(&format!("{k}: {v}\r\n"));
@@ -98,37 +98,37 @@ fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> V
 }
 
 #[derive(Debug, Clone)]
-struct Resp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+pub(crate) struct Resp {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Resp {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
 
-    fn error_type(&self) -> Option<&str> {
+    pub(crate) fn error_type(&self) -> Option<&str> {
         self.header("x-fc-error-type")
     }
 
-    fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("body is not JSON ({e}): {self:?}"))
     }
 }
 
 /// A client connection that reads responses with a watchdog timeout.
-struct Client {
-    r: BufReader<TcpStream>,
+pub(crate) struct Client {
+    pub(crate) r: BufReader<TcpStream>,
 }
 
 impl Client {
-    fn connect(port: u16) -> Client {
+    pub(crate) fn connect(port: u16) -> Client {
         let s = TcpStream::connect(("127.0.0.1", port)).expect("connect to fc-init");
         s.set_read_timeout(Some(WATCHDOG)).unwrap();
         Client {
@@ -136,17 +136,17 @@ impl Client {
         }
     }
 
-    fn write(&mut self, raw: &[u8]) {
+    pub(crate) fn write(&mut self, raw: &[u8]) {
         self.r.get_mut().write_all(raw).expect("write request");
     }
 
-    fn send(&mut self, raw: &[u8]) -> Resp {
+    pub(crate) fn send(&mut self, raw: &[u8]) -> Resp {
         self.write(raw);
         self.read().expect("a response")
     }
 
     /// The next response; `None` when the connection is closed (or reset) first.
-    fn read(&mut self) -> Option<Resp> {
+    pub(crate) fn read(&mut self) -> Option<Resp> {
         let mut line = String::new();
         match self.r.read_line(&mut line) {
             Ok(0) | Err(_) => return None,
@@ -200,14 +200,14 @@ impl Client {
     }
 
     /// Whether the server closes the connection (EOF or reset) within the watchdog.
-    fn closed(&mut self) -> bool {
+    pub(crate) fn closed(&mut self) -> bool {
         let mut buf = [0u8; 1];
         matches!(self.r.read(&mut buf), Ok(0) | Err(_))
     }
 }
 
 /// A stdout line for `id`, once it is there.
-fn invoke_end(p: &Proc, id: &str) -> String {
+pub(crate) fn invoke_end(p: &Proc, id: &str) -> String {
     p.expect_line(&format!("Invoke End for {id}"), |l| {
         l.starts_with(&format!("{INVOKE_END}{id}"))
     })
