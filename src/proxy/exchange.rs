@@ -150,6 +150,8 @@ pub(super) struct Exchange {
     /// From the function, not yet used.
     fn_in: Vec<u8>,
     fn_eof: bool,
+    /// Reading from the function failed (after whatever it sent before).
+    fn_error: Option<io::Error>,
     resp: ResponseHead,
     resp_started: bool,
     resp_decoder: Decoder,
@@ -195,6 +197,7 @@ impl Exchange {
             req_failed: None,
             fn_in: Vec::new(),
             fn_eof: false,
+            fn_error: None,
             resp: ResponseHead::default(),
             resp_started: false,
             resp_decoder: Decoder::passthrough(),
@@ -521,10 +524,15 @@ fn resend(cx: &mut Cx, c: &mut Client, failure: Failure) -> Flow {
 fn receive(cx: &mut Cx, c: &mut Client) -> Flow {
     let mut progress = false;
     loop {
-        let mut moved = relay(cx, c)?;
-        if c.phase != Phase::Forward {
-            return Ok(true);
+        if relay(cx, c)? {
+            // What arrived is used before more is read (a reset may follow the last bytes).
+            progress = true;
+            if c.phase != Phase::Forward {
+                return Ok(true);
+            }
+            continue;
         }
+        let mut moved = false;
         let ex = c.ex.as_mut().expect("a request is being forwarded");
         let f = ex.fnc.expect("connected");
         let slot = cx.fns.get(f).expect("a live function connection");
@@ -545,14 +553,9 @@ fn receive(cx: &mut Cx, c: &mut Client) -> Flow {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => slot.rd = false,
                 Err(e) => {
-                    let gone = ex.fn_in.is_empty() && !ex.resp_started;
-                    if gone && undelivered(&e) && ex.resendable() {
-                        return resend(cx, c, Failure::ResponseHead(HttpError::Read(e)));
-                    }
-                    if !ex.resp_started {
-                        return fail_flow(cx, c, Failure::ResponseHead(HttpError::Read(e)));
-                    }
-                    return fail_flow(cx, c, Failure::ResponseBody(HttpError::Read(e)));
+                    ex.fn_eof = true;
+                    ex.fn_error = Some(e);
+                    moved = true;
                 }
             }
         }
@@ -569,24 +572,33 @@ fn receive(cx: &mut Cx, c: &mut Client) -> Flow {
 /// The function closed its side and everything it sent has been used.
 fn function_closed(cx: &mut Cx, c: &mut Client) -> Flow {
     let ex = c.ex.as_mut().expect("a request is being forwarded");
+    let read_error = ex.fn_error.take();
     if !ex.resp_started {
-        if ex.fn_in.is_empty() {
-            if let Some(e) = ex.req_failed.take() {
-                if undelivered(&e) && ex.resendable() {
-                    return resend(cx, c, Failure::SendHead(e));
-                }
-                return fail_flow(cx, c, Failure::SendHead(e));
-            }
-            return fail_flow(cx, c, Failure::ResponseHead(HttpError::ConnectionClosed));
+        if !ex.fn_in.is_empty() {
+            return fail_flow(cx, c, Failure::ResponseHead(HttpError::UnexpectedEof));
         }
-        return fail_flow(cx, c, Failure::ResponseHead(HttpError::UnexpectedEof));
+        // Nothing of an answer: did the request get there at all?
+        let failure = match (read_error, ex.req_failed.take()) {
+            (_, Some(e)) => Failure::SendHead(e),
+            (Some(e), None) => Failure::ResponseHead(HttpError::Read(e)),
+            (None, None) => Failure::ResponseHead(HttpError::ConnectionClosed),
+        };
+        let unread = match &failure {
+            Failure::SendHead(e) | Failure::ResponseHead(HttpError::Read(e)) => undelivered(e),
+            _ => false,
+        };
+        if unread && ex.resendable() {
+            return resend(cx, c, failure);
+        }
+        return fail_flow(cx, c, failure);
     }
-    match ex.resp_decoder.at_eof() {
-        Ok(()) => {
+    match (ex.resp_decoder.at_eof(), read_error) {
+        (Ok(()), _) => {
             complete(cx, c);
             Ok(true)
         }
-        Err(e) => fail_flow(cx, c, Failure::ResponseBody(e)),
+        (Err(_), Some(e)) => fail_flow(cx, c, Failure::ResponseBody(HttpError::Read(e))),
+        (Err(e), None) => fail_flow(cx, c, Failure::ResponseBody(e)),
     }
 }
 

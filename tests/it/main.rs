@@ -5,5 +5,6 @@ mod async_events;
 mod hooks;
 mod init;
 mod proxy;
+mod streaming;
 mod util;
 mod websocket;
