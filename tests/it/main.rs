@@ -4,6 +4,7 @@ mod admin;
 mod async_events;
 mod deploy;
 mod docs;
+mod dropin;
 mod hooks;
 mod init;
 mod proxy;
