@@ -44,6 +44,22 @@ pub fn line(args: std::fmt::Arguments<'_>) {
     let _ = out.flush();
 }
 
+/// An error with its causes, `operation: cause: cause`, for the one place an error is printed.
+/// A cause whose text the message already carries is not repeated.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// A JSON string literal for `s`.
 pub fn json_string(s: &str) -> String {
     crate::json::string(s)
