@@ -23,17 +23,26 @@ pub fn init(verbosity: u8, format: LogFormat) {
         LogFormat::Text => builder
             .format(|buf, record| writeln!(buf, "fc-init {}: {}", record.level(), record.args())),
         LogFormat::Json => builder.format(|buf, record| {
-            writeln!(
-                buf,
-                r#"{{"time":"{}","level":"{}","message":{}}}"#,
-                buf.timestamp_millis(),
-                record.level(),
-                json_string(&record.args().to_string())
-            )
+            let line = JsonLine {
+                time: buf.timestamp_millis().to_string(),
+                level: record.level().as_str(),
+                message: record.args().to_string(),
+            };
+            let text = serde_json::to_string(&line).map_err(std::io::Error::other)?;
+            writeln!(buf, "{text}")
         }),
     };
     // A second init (only possible in tests) keeps the first logger.
     let _ = builder.try_init();
+}
+
+/// One diagnostic with `log.format = "json"`: one object per line.
+#[derive(serde::Serialize)]
+struct JsonLine<'a> {
+    /// RFC 3339, milliseconds, UTC.
+    time: String,
+    level: &'a str,
+    message: String,
 }
 
 /// Writes one whole line to stdout: the contract's `FC ... RequestId:` lines. The lock keeps
