@@ -28,6 +28,12 @@ pub use load::{
 };
 pub use units::{format_duration, format_size, parse_duration, parse_signal, parse_size};
 
+/// Every configuration key as `(section, key)`, in the documented order (the reference lists
+/// each; a test checks it).
+pub fn keys() -> impl Iterator<Item = (&'static str, &'static str)> {
+    schema::SCHEMA.iter().map(|k| (k.section, k.key))
+}
+
 /// Inputs to `load`, gathered by the CLI layer. Everything is passed in (no global environment
 /// reads inside `load`) so tests can drive it.
 #[derive(Debug, Clone, Default)]

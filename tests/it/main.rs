@@ -2,6 +2,8 @@
 
 mod admin;
 mod async_events;
+mod deploy;
+mod docs;
 mod hooks;
 mod init;
 mod proxy;
