@@ -85,7 +85,6 @@ fn fc_call(port: u16, method: &str, path: &str, control_path: &str, id: &str) ->
 // ---- Exit statuses in serving mode: a function that exits gives its own status ----
 
 #[test]
-#[ignore = "needs issue 8: a function's own exit status in serving mode (today exit 3)"]
 fn serving_fc_init_exits_with_the_status_of_a_function_that_never_listened() {
     for mode in modes() {
         for (script, want) in [("exit 0", 0), ("exit 7", 7), ("kill -9 $$", 137)] {
@@ -99,7 +98,6 @@ fn serving_fc_init_exits_with_the_status_of_a_function_that_never_listened() {
 }
 
 #[test]
-#[ignore = "needs issue 8: a function's own exit status in serving mode (today exit 3)"]
 fn serving_fc_init_with_cat_reading_stdin_to_eof_exits_0() {
     for mode in modes() {
         let dir = TempDir::new("serve-cat");
@@ -114,7 +112,6 @@ fn serving_fc_init_with_cat_reading_stdin_to_eof_exits_0() {
 }
 
 #[test]
-#[ignore = "needs issue 8: a function's own exit status with FC's port variables (today exit 3)"]
 fn fc_port_variables_pass_the_function_status_through() {
     for mode in modes() {
         for (var, script, want) in [
@@ -149,7 +146,6 @@ fn a_running_function_that_never_accepts_within_start_timeout_exits_3() {
 // ---- An unmodified FC custom-container server: it listens on $FC_SERVER_PORT ----
 
 #[test]
-#[ignore = "needs issue 8: FC_CUSTOM_LISTEN_PORT replaced in the function's environment"]
 fn an_fc_style_server_on_fc_s_port_variable_is_served_from_a_loopback_port_of_its_own() {
     for mode in modes() {
         for var in ["FC_SERVER_PORT", "FC_CUSTOM_LISTEN_PORT"] {
@@ -228,7 +224,7 @@ fn function_name_defaults_to_fc_function_name() {
 // ---- server.platform ----
 
 #[test]
-#[ignore = "needs issue 8: FC's /initialize served by fc-init's lifecycle (platform fc)"]
+#[ignore = "needs issue 8: the traffic side of server.platform = \"fc\" (lifecycle calls, kind rule)"]
 fn platform_fc_initialize_waits_for_the_configured_initializer_which_runs_once() {
     let dir = TempDir::new("fc-init-call");
     let (mut p, fx) = start_platform(
@@ -258,7 +254,7 @@ fn platform_fc_initialize_waits_for_the_configured_initializer_which_runs_once()
 }
 
 #[test]
-#[ignore = "needs issue 8: FC's /initialize forwarded as the initializer (platform fc)"]
+#[ignore = "needs issue 8: the traffic side of server.platform = \"fc\" (lifecycle calls, kind rule)"]
 fn platform_fc_initialize_without_an_initializer_is_forwarded_once_as_the_initializer() {
     let dir = TempDir::new("fc-init-fwd");
     let (mut p, fx) = start_platform(&dir, "fc", &[], "");
@@ -287,7 +283,7 @@ fn platform_fc_initialize_without_an_initializer_is_forwarded_once_as_the_initia
 }
 
 #[test]
-#[ignore = "needs issue 8: FC's /pre-stop served by fc-init's lifecycle (platform fc)"]
+#[ignore = "needs issue 8: the traffic side of server.platform = \"fc\" (lifecycle calls, kind rule)"]
 fn platform_fc_pre_stop_runs_prestop_once_and_a_later_sigterm_does_not_run_it_again() {
     let dir = TempDir::new("fc-prestop");
     let (mut p, fx) = start_platform(
@@ -336,7 +332,7 @@ fn platform_fc_pre_stop_runs_prestop_once_and_a_later_sigterm_does_not_run_it_ag
 }
 
 #[test]
-#[ignore = "needs issue 8: FC's /pre-stop forwarded as the PreStop (platform fc)"]
+#[ignore = "needs issue 8: the traffic side of server.platform = \"fc\" (lifecycle calls, kind rule)"]
 fn platform_fc_pre_stop_without_a_prestop_is_forwarded_once_as_the_prestop() {
     let dir = TempDir::new("fc-prestop-fwd");
     let (mut p, fx) = start_platform(&dir, "fc", &[], "");
@@ -355,7 +351,7 @@ fn platform_fc_pre_stop_without_a_prestop_is_forwarded_once_as_the_prestop() {
 }
 
 #[test]
-#[ignore = "needs issue 8: under platform fc, x-fc-control-path decides the invocation kind"]
+#[ignore = "needs issue 8: the traffic side of server.platform = \"fc\" (lifecycle calls, kind rule)"]
 fn platform_fc_control_path_decides_the_kind_whatever_the_path() {
     let dir = TempDir::new("fc-kind");
     let (mut p, fx) = start_platform(&dir, "fc", &[], "");
@@ -457,7 +453,7 @@ fn platform_auto_resolves_to_fc_with_fc_function_name_and_fc_region() {
 }
 
 #[test]
-#[ignore = "needs issue 8: platform auto acting as fc (FC's /initialize as the initializer)"]
+#[ignore = "needs issue 8: the traffic side of server.platform = \"fc\" (lifecycle calls, kind rule)"]
 fn platform_auto_under_fc_s_variables_serves_fc_s_initialize_as_the_lifecycle_call() {
     for (env, control_path) in [
         (
@@ -502,7 +498,6 @@ fn never_listening(dir: &TempDir, command: &str, hooks: &str) -> std::path::Path
 }
 
 #[test]
-#[ignore = "needs issue 8: a command initializer starts without waiting for the socket"]
 fn a_command_initializer_runs_at_once_with_a_function_that_never_listens() {
     let dir = TempDir::new("cmd-init");
     let marker = dir.path("init-ran");
@@ -525,7 +520,6 @@ fn a_command_initializer_runs_at_once_with_a_function_that_never_listens() {
 }
 
 #[test]
-#[ignore = "needs issue 8: a command PreStop runs on SIGTERM while the socket is still awaited"]
 fn sigterm_while_waiting_for_the_socket_still_runs_a_command_prestop() {
     let dir = TempDir::new("cmd-prestop");
     let started = dir.path("started");
@@ -597,7 +591,6 @@ fn exit_policy_answers_waiting_requests_with_initialization_error_then_exits_3()
 }
 
 #[test]
-#[ignore = "needs issue 8: a function that exits before it listens is restarted (today exit 3)"]
 fn a_request_waiting_through_a_restart_backoff_is_told_the_function_is_restarting() {
     let dir = TempDir::new("restart-wait");
     let count = dir.path("starts");
@@ -674,7 +667,6 @@ fn ctrl_c(mode: Mode, marker: &str, args: &[&str]) -> (String, i32) {
 }
 
 #[test]
-#[ignore = "needs issue 8: fc-init keeps the terminal's foreground when it serves"]
 fn ctrl_c_in_a_terminal_runs_fc_init_s_own_shutdown_when_serving() {
     for mode in modes() {
         let dir = TempDir::new("pty-serve");
@@ -716,7 +708,6 @@ fn ctrl_c_in_a_terminal_reaches_the_function_in_plain_init_mode() {
 // ---- Small ones ----
 
 #[test]
-#[ignore = "needs issue 8: the admin socket is removed at exit"]
 fn the_admin_socket_is_removed_after_a_clean_exit() {
     for mode in modes() {
         let dir = TempDir::new("admin-gone");
@@ -734,7 +725,6 @@ fn the_admin_socket_is_removed_after_a_clean_exit() {
 }
 
 #[test]
-#[ignore = "needs issue 8: ctl events get/terminate without an id is a usage error"]
 fn ctl_events_get_without_an_id_is_a_usage_error() {
     let dir = TempDir::new("ctl-usage");
     let socket = dir.path("none.sock");
@@ -756,7 +746,6 @@ fn ctl_events_get_without_an_id_is_a_usage_error() {
 }
 
 #[test]
-#[ignore = "needs issue 8: a loose pre-existing runtime directory is made 0700"]
 fn a_loose_runtime_directory_is_made_0700() {
     if nix::unistd::geteuid().as_raw() != 0 {
         eprintln!("note: not root; cannot run fc-init as another user with its own runtime dir");
