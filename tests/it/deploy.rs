@@ -4,7 +4,6 @@
 //! `systemd-analyze`) is skipped with a printed reason; PyYAML is installed by the test itself
 //! when Python lacks it.
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -40,26 +39,10 @@ fn example_serves(config: &str, greeting: &str, command: &[&str]) {
         args.push("--".to_owned());
         args.extend(command.iter().map(|s| s.to_string()));
     }
-    let mut p = fc_init(Mode::Subreaper)
-        .args(&args)
-        .env(
-            "FC_INIT_FUNCTION_SOCKET",
-            dir.path("fn.sock").to_str().unwrap(),
-        )
-        .env(
-            "FC_INIT_ADMIN_SOCKET",
-            dir.path("admin.sock").to_str().unwrap(),
-        )
-        .env(
-            "FC_INIT_ASYNC_STORE",
-            dir.path("events.db").to_str().unwrap(),
-        )
-        .start();
+    let mut p = isolated(fc_init(Mode::Subreaper).args(&args), &dir, true).start();
     let end = p.expect_line("initialized", |l| l.starts_with("FC Initialize End"));
     assert!(!end.contains("Error"), "{end}\n{}", p.stderr());
-    wait_for("the listener", || {
-        TcpStream::connect(("127.0.0.1", port)).ok()
-    });
+    wait_port(&p, port);
 
     let (status, headers, body) = http(port, "POST", "/invoke", &[], br#"{"name": "Ada"}"#);
     let body = String::from_utf8_lossy(&body).into_owned();
