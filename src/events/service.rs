@@ -19,11 +19,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use super::model::list_to_json;
 use super::store::{
-    list_to_json, AbortResult, Claimed, ListQuery, NewEvent, Order, Outcome, Status, Store,
-    StoreError, StoreOptions, StoredRequest, Submitted,
+    AbortResult, Claimed, ListQuery, NewEvent, Order, Outcome, Status, Store, StoreError,
+    StoreOptions, StoredRequest, Submitted,
 };
-use super::time::now_ms;
+use super::time::{now_ms, parse_time_ms};
 use crate::admin::{error_body, Answer, AsyncEvents};
 use crate::config::Config;
 use crate::http::{self, Buffered, Limits};
@@ -607,48 +608,34 @@ impl AsyncEvents for AsyncService {
     }
 }
 
-/// `{"graceShutdown": bool}`; an empty body means forced.
+/// The body of `POST /async-events/{id}/terminate`: `{"graceShutdown": bool}`. Other fields
+/// are accepted and ignored (a client may say more than fc-init needs, e.g. a reason).
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TerminateBody {
+    #[serde(default)]
+    grace_shutdown: bool,
+}
+
+/// Whether a terminate body asks for a graceful shutdown; an empty body means forced.
 fn parse_grace(body: &[u8]) -> Result<bool, String> {
-    let text = std::str::from_utf8(body)
-        .map_err(|_| "the body is not UTF-8".to_owned())?
-        .trim();
-    if text.is_empty() {
+    if body.trim_ascii().is_empty() {
         return Ok(false);
     }
-    let inner = text
-        .strip_prefix('{')
-        .and_then(|t| t.strip_suffix('}'))
-        .ok_or_else(|| {
-            format!("expected a JSON object like {{\"graceShutdown\":true}}, got {text:?}")
-        })?
-        .trim();
-    if inner.is_empty() {
-        return Ok(false);
-    }
-    let (key, value) = inner
-        .split_once(':')
-        .ok_or_else(|| format!("malformed JSON object: {text:?}"))?;
-    if key.trim() != "\"graceShutdown\"" {
-        return Err(format!("unknown field {}", key.trim()));
-    }
-    match value.trim() {
-        "true" => Ok(true),
-        "false" => Ok(false),
-        other => Err(format!("graceShutdown must be true or false, not {other}")),
-    }
+    serde_json::from_slice::<TerminateBody>(body)
+        .map(|b| b.grace_shutdown)
+        .map_err(|e| format!("expected a JSON object like {{\"graceShutdown\":true}}: {e}"))
 }
 
 /// `status=A,B&requestId=&since=&until=&order=asc|desc&offset=0&limit=20`.
 fn parse_list_query(query: &str) -> Result<ListQuery, String> {
     let mut q = ListQuery::default();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, raw) = pair.split_once('=').unwrap_or((pair, ""));
-        let value =
-            percent_decode(raw).ok_or_else(|| format!("{key}: malformed percent-encoding"))?;
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
         if value.is_empty() {
             continue;
         }
-        match key {
+        let value = value.into_owned();
+        match &*key {
             "status" => {
                 for s in value.split(',').filter(|s| !s.is_empty()) {
                     q.statuses.push(
@@ -659,12 +646,12 @@ fn parse_list_query(query: &str) -> Result<ListQuery, String> {
             "requestId" => q.request_id = Some(value),
             "since" => {
                 q.since = Some(
-                    parse_time(&value).ok_or_else(|| format!("since: not a time: {value:?}"))?,
+                    parse_time_ms(&value).ok_or_else(|| format!("since: not a time: {value:?}"))?,
                 )
             }
             "until" => {
                 q.until = Some(
-                    parse_time(&value).ok_or_else(|| format!("until: not a time: {value:?}"))?,
+                    parse_time_ms(&value).ok_or_else(|| format!("until: not a time: {value:?}"))?,
                 )
             }
             "order" => {
@@ -694,86 +681,9 @@ fn parse_list_query(query: &str) -> Result<ListQuery, String> {
     Ok(q)
 }
 
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-/// Milliseconds since the epoch, or RFC 3339 UTC (`2026-11-21T22:33:43.123Z`, fraction
-/// optional).
-fn parse_time(s: &str) -> Option<u64> {
-    if let Ok(ms) = s.parse::<u64>() {
-        return Some(ms);
-    }
-    let s = s.strip_suffix('Z').or_else(|| s.strip_suffix("+00:00"))?;
-    let (date, time) = s.split_once(['T', 't', ' '])?;
-    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let mut t = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
-    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
-        return None;
-    }
-    let millis: i64 = format!("{:0<3}", &frac[..frac.len().min(3)]).parse().ok()?;
-    let days = days_from_civil(y, m, day);
-    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
-    u64::try_from(secs * 1000 + millis).ok()
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::time::format_rfc3339_ms;
-
-    #[test]
-    fn times_parse_both_ways() {
-        for ms in [0u64, 1_764_000_000_123, 951_782_400_000, 4_102_444_799_999] {
-            assert_eq!(
-                parse_time(&format_rfc3339_ms(ms)),
-                Some(ms),
-                "{}",
-                format_rfc3339_ms(ms)
-            );
-            assert_eq!(parse_time(&ms.to_string()), Some(ms));
-        }
-        assert_eq!(
-            parse_time("2026-11-21T22:33:43Z"),
-            parse_time("2026-11-21T22:33:43.000Z")
-        );
-        assert_eq!(parse_time("yesterday"), None);
-        assert_eq!(parse_time("2026-13-01T00:00:00Z"), None);
-    }
 
     #[test]
     fn list_queries() {
@@ -794,7 +704,13 @@ mod tests {
         assert_eq!(parse_grace(b""), Ok(false));
         assert_eq!(parse_grace(br#"{"graceShutdown": true}"#), Ok(true));
         assert_eq!(parse_grace(br#" { "graceShutdown":false } "#), Ok(false));
-        assert!(parse_grace(br#"{"grace":true}"#).is_err());
+        // Unknown fields are accepted (and ignored): they used to be refused.
+        assert_eq!(parse_grace(br#"{"grace":true}"#), Ok(false));
+        assert_eq!(
+            parse_grace(br#"{"graceShutdown":true,"reason":"x"}"#),
+            Ok(true)
+        );
+        assert!(parse_grace(br#"{"graceShutdown":"yes"}"#).is_err());
         assert!(parse_grace(b"true").is_err());
     }
 

@@ -1,12 +1,10 @@
 //! Wall-clock times of async events: milliseconds since the Unix epoch, and their RFC 3339
-//! form with exactly three fractional digits in UTC (`2026-11-21T22:33:43.123Z`, CONTRACT
-//! section 8).
+//! form in UTC with exactly three fractional digits (`2026-11-21T22:33:43.123Z`, CONTRACT
+//! section 8), both ways through `humantime`.
 //!
-//! Hand-written rather than a date crate: one direction (timestamp → text), UTC only, no
-//! leap seconds (Unix time has none), so Howard Hinnant's `civil_from_days` is all it takes.
 //! Times before the epoch cannot occur (they are `u64`); a clock set before 1970 reads as 0.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch, now. A clock before 1970 yields 0 rather than failing:
 /// event times are informative, never used for ordering guarantees.
@@ -18,34 +16,27 @@ pub fn now_ms() -> u64 {
 
 /// `ms` since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
 pub fn format_rfc3339_ms(ms: u64) -> String {
-    let days = ms / 86_400_000;
-    let ms_of_day = ms % 86_400_000;
-    let (year, month, day) = civil_from_days(days);
-    let secs = ms_of_day / 1000;
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60,
-        ms_of_day % 1000
-    )
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
-/// Days since 1970-01-01 to (year, month 1..=12, day 1..=31) in the proleptic Gregorian
-/// calendar. <https://howardhinnant.github.io/date_algorithms.html#civil_from_days>, restricted
-/// to non-negative days so every step stays in `u64`.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    // Shift the epoch to 0000-03-01 so the leap day is the last day of the (March-based) year.
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097; // day of era, [0, 146096]
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // year of era, [0, 399]
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // day of (March-based) year, [0, 365]
-    let mp = (5 * doy + 2) / 153; // March-based month, [0, 11]
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
+/// Milliseconds since the epoch from plain digits (ms) or from RFC 3339 in UTC
+/// (`2026-11-21T22:33:43.123Z`; fraction optional, `T` or a space between date and time,
+/// `Z` or `+00:00`). Sub-millisecond digits are dropped.
+pub fn parse_time_ms(s: &str) -> Option<u64> {
+    if let Ok(ms) = s.parse::<u64>() {
+        return Some(ms);
+    }
+    let utc = s
+        .strip_suffix(['Z', 'z'])
+        .or_else(|| s.strip_suffix("+00:00"))?;
+    // humantime reads `T` or a space; RFC 3339 allows a lower-case `t` too.
+    let utc = match utc.as_bytes().get(10) {
+        Some(b't') => format!("{}T{}", &utc[..10], &utc[11..]),
+        _ => utc.to_owned(),
+    };
+    let time = humantime::parse_rfc3339_weak(&utc).ok()?;
+    let since = time.duration_since(UNIX_EPOCH).ok()?;
+    u64::try_from(since.as_millis()).ok()
 }
 
 #[cfg(test)]
@@ -70,6 +61,7 @@ mod tests {
         ];
         for (ms, want) in cases {
             assert_eq!(format_rfc3339_ms(ms), want, "ms={ms}");
+            assert_eq!(parse_time_ms(want), Some(ms), "{want}");
         }
     }
 
@@ -95,10 +87,36 @@ mod tests {
             ];
             for (m, &len) in lengths.iter().enumerate() {
                 for d in 1..=len {
-                    assert_eq!(civil_from_days(days), (year, m as u64 + 1, d));
+                    let ms = days * 86_400_000 + 43_200_123;
+                    let text = format!("{year:04}-{:02}-{d:02}T12:00:00.123Z", m + 1);
+                    assert_eq!(format_rfc3339_ms(ms), text);
+                    assert_eq!(parse_time_ms(&text), Some(ms));
                     days += 1;
                 }
             }
+        }
+    }
+
+    #[test]
+    fn lenient_forms_parse_and_nonsense_does_not() {
+        let ms = 1_795_300_423_000;
+        for s in [
+            "2026-11-21T22:33:43Z",
+            "2026-11-21t22:33:43z",
+            "2026-11-21 22:33:43.000Z",
+            "2026-11-21T22:33:43+00:00",
+            "2026-11-21T22:33:43.0009Z",
+            "1795300423000",
+        ] {
+            assert_eq!(parse_time_ms(s), Some(ms), "{s}");
+        }
+        for s in [
+            "yesterday",
+            "2026-13-01T00:00:00Z",
+            "2026-11-21T22:33:43",
+            "",
+        ] {
+            assert_eq!(parse_time_ms(s), None, "{s}");
         }
     }
 

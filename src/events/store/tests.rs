@@ -61,13 +61,24 @@ impl Mount {
         }
     }
 
+    /// Remounts with `options`. A read-only remount fails (EBUSY) while any descriptor open
+    /// for writing on the file system exists, and a child that another test forked holds
+    /// copies of this process's descriptors until it execs (see [`reopen`]): retried until
+    /// such a moment has passed.
     fn remount(&self, options: &str) {
-        let status = Command::new("mount")
-            .args(["-o", options])
-            .arg(&self.0)
-            .status()
-            .expect("run mount");
-        assert!(status.success(), "remount {options}");
+        let deadline = Instant::now() + TRANSIENT_HOLDERS;
+        loop {
+            let status = Command::new("mount")
+                .args(["-o", options])
+                .arg(&self.0)
+                .status()
+                .expect("run mount");
+            if status.success() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "remount {options}: {status}");
+            thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
@@ -85,7 +96,28 @@ fn opts() -> StoreOptions {
 }
 
 fn open(dir: &TempDir) -> Store {
-    Store::open(&dir.db(), opts()).expect("open store")
+    reopen(&dir.db(), opts()).expect("open store")
+}
+
+/// How long a copy of a descriptor held by a forked child may keep a lock of ours.
+const TRANSIENT_HOLDERS: Duration = Duration::from_secs(10);
+
+/// [`Store::open`] for a file this process may have had open before, in a test process whose
+/// other tests fork children (`mount`, or any `Command`) at any moment: a child holds a copy
+/// of every descriptor of this process from `fork` until its `exec` closes them
+/// (close-on-exec), the store's `flock`ed one included, and under load that moment lasts long
+/// enough for a reopen to find the lock taken (the bug: `Locked` about one run in six). A
+/// lock that stays taken past [`TRANSIENT_HOLDERS`] is a real holder, and the error stands.
+fn reopen(path: &Path, opts: StoreOptions) -> Result<Store, StoreError> {
+    let deadline = Instant::now() + TRANSIENT_HOLDERS;
+    loop {
+        match Store::open(path, opts) {
+            Err(StoreError::Locked { .. }) if Instant::now() < deadline => {
+                thread::sleep(Duration::from_millis(5))
+            }
+            other => return other,
+        }
+    }
 }
 
 fn new_event(id: &str, submit_time: u64) -> NewEvent {
@@ -734,7 +766,7 @@ fn a_newer_schema_is_refused() {
         .unwrap()
         .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
         .unwrap();
-    match Store::open(&dir.db(), opts()) {
+    match reopen(&dir.db(), opts()) {
         Err(StoreError::SchemaTooNew { found, .. }) => assert_eq!(found, SCHEMA_VERSION + 1),
         other => panic!("{other:?}"),
     }
@@ -836,25 +868,6 @@ fn a_read_only_filesystem_gives_open_errors() {
         }
         other => panic!("{other:?}"),
     }
-}
-
-/// Figures for the report: `cargo test --release -- --ignored --nocapture bench`.
-#[test]
-#[ignore]
-fn bench_group_commit_against_baseline() {
-    let dir = TempDir::new("bench");
-    let base = bench::bench_fsync_baseline(&dir.0.join("base.db"), 2000).unwrap();
-    let one = bench::bench_group_commit(&dir.0.join("one.db"), 1, 2000).unwrap();
-    let many = bench::bench_group_commit(&dir.0.join("many.db"), 64, 100).unwrap();
-    eprintln!("baseline (1 row per commit): {base:.0} commits/s");
-    eprintln!(
-        "submit, 1 thread:   {one:.0} submissions/s ({:.2}x baseline)",
-        one / base
-    );
-    eprintln!(
-        "submit, 64 threads: {many:.0} submissions/s ({:.2}x baseline)",
-        many / base
-    );
 }
 
 /// The in-memory count of QUEUED events must equal the table's after every kind of transition,

@@ -1,0 +1,136 @@
+//! Every way an event store fails, for both backends: one error type, cheap to clone (one
+//! failed group commit is every member's error), with the operation and its cause.
+//!
+//! [`StoreError::is_unavailable`] tells the failures that mean "the store cannot take this
+//! now" (a full or failing disk, Redis unreachable): a submission then gets 503
+//! `AsyncStoreUnavailable` (CONTRACT section 4), never a 202 for an event that was not stored.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::model::Status;
+
+/// Every way the store fails. Cheap to clone: one failed group commit is every member's error.
+#[derive(Debug, Clone)]
+pub enum StoreError {
+    /// Creating or opening the store file failed (missing directory, permissions, read-only
+    /// file system, ...).
+    OpenFile {
+        path: PathBuf,
+        source: Arc<io::Error>,
+    },
+    /// Another process (another fc-init) holds the store open.
+    Locked { path: PathBuf },
+    /// The file system cannot do WAL (it needs shared memory: no network file systems).
+    WalUnavailable { path: PathBuf, journal_mode: String },
+    /// The file was written by a newer fc-init.
+    SchemaTooNew {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    /// The disk is full, failing, or became read-only during `op`. Nothing of `op` was
+    /// committed; the store works again once the cause is gone.
+    Disk {
+        op: &'static str,
+        source: Arc<rusqlite::Error>,
+    },
+    /// Any other SQLite failure during `op`.
+    Sqlite {
+        op: &'static str,
+        source: Arc<rusqlite::Error>,
+    },
+    /// A stored row cannot be decoded (a hand-edited or damaged file).
+    Corrupt { op: &'static str, detail: String },
+    /// The request id does not match `[A-Za-z0-9._:-]{1,128}`.
+    InvalidRequestId { id: String },
+    /// `op` was asked to move an event to a status it cannot take (a caller bug).
+    InvalidStatus { op: &'static str, status: Status },
+    /// `max_queued` events are already QUEUED (CONTRACT: 429 `TooManyRequests`).
+    Full { max_queued: u64 },
+    /// The thread committing this submission's batch panicked (whether the batch was
+    /// committed is unknown; a retry with the same id is answered idempotently), or the store
+    /// was dropped with the submission still queued (nothing of it was stored).
+    CommitAbandoned,
+    /// The committer thread of [`Store::submit_async`] could not be started.
+    Committer { source: Arc<io::Error> },
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::OpenFile { path, source } => {
+                write!(f, "open event store {}: {source}", path.display())
+            }
+            StoreError::Locked { path } => write!(
+                f,
+                "event store {} is in use by another process",
+                path.display()
+            ),
+            StoreError::WalUnavailable { path, journal_mode } => write!(
+                f,
+                "event store {}: WAL mode unavailable on this file system (journal_mode={journal_mode})",
+                path.display()
+            ),
+            StoreError::SchemaTooNew {
+                path,
+                found,
+                supported,
+            } => write!(
+                f,
+                "event store {}: schema version {found} is newer than this fc-init supports ({supported})",
+                path.display()
+            ),
+            StoreError::Disk { op, source } => {
+                write!(f, "event store {op}: disk full or failing: {source}")
+            }
+            StoreError::Sqlite { op, source } => write!(f, "event store {op}: {source}"),
+            StoreError::Corrupt { op, detail } => {
+                write!(f, "event store {op}: damaged row: {detail}")
+            }
+            StoreError::InvalidRequestId { id } => {
+                write!(f, "invalid request id {id:?}: must match [A-Za-z0-9._:-]{{1,128}}")
+            }
+            StoreError::InvalidStatus { op, status } => {
+                write!(f, "event store {op}: cannot move an event to {status}")
+            }
+            StoreError::Full { max_queued } => {
+                write!(f, "too many queued async events (max_queued = {max_queued})")
+            }
+            StoreError::CommitAbandoned => f.write_str(
+                "event store submit: the batch was abandoned (its committing thread panicked, \
+                 or the store closed)",
+            ),
+            StoreError::Committer { source } => {
+                write!(f, "event store submit: starting the committer thread: {source}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StoreError::OpenFile { source, .. } => Some(&**source),
+            StoreError::Disk { source, .. } | StoreError::Sqlite { source, .. } => Some(&**source),
+            StoreError::Committer { source } => Some(&**source),
+            _ => None,
+        }
+    }
+}
+
+impl StoreError {
+    /// Whether this failure means the store cannot take a submission now (disk, database,
+    /// Redis): answered 503 `AsyncStoreUnavailable`. The others are the request's own problem
+    /// (`Full`: 429; an invalid id: 400) or a caller's bug.
+    pub fn is_unavailable(&self) -> bool {
+        !matches!(
+            self,
+            StoreError::Full { .. }
+                | StoreError::InvalidRequestId { .. }
+                | StoreError::InvalidStatus { .. }
+        )
+    }
+}
