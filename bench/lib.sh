@@ -28,3 +28,20 @@ build_static() {
     RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" \
         cargo build --release --locked --target "$STATIC_TARGET" >&2
 }
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# wait_port PORT: until something answers HTTP 200 on 127.0.0.1:PORT, at most 30 s; on
+# failure the end of every $T/*.err is shown.
+wait_port() {
+    local deadline=$((SECONDS + 30))
+    until curl -fs -o /dev/null "http://127.0.0.1:$1/"; do
+        if ((SECONDS >= deadline)); then
+            tail -n 20 "$T"/*.err >&2 || true
+            die "nothing answers on port $1"
+        fi
+        sleep 0.05
+    done
+}

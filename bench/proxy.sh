@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Benchmark fc-init's traffic forwarding against nginx and HAProxy as reverse proxies, all in
-# front of the same trivial function (nginx `return 200` on a unix socket), in one run, and
-# print a markdown table: requests/s, ratio to hitting the function directly, p50 latency and
-# the latency added at one connection; then fc-init's RSS with 256 open idle connections.
+# front of the same function (nginx on a unix socket: `return 200` for small answers, a static
+# 64 MiB file for large ones), in one run, and print markdown tables: requests/s, ratio to
+# hitting the function directly, p50 latency and the latency added at one connection; the
+# throughput of large answers at a few connections; then fc-init's RSS with 256 open idle
+# connections.
 # See bench/README.md.
 #
 #     bench/proxy.sh                  # from anywhere; builds fc-init if needed
@@ -18,25 +20,12 @@ FC_INIT=${FC_INIT:-}  # default: the static release build (bench/lib.sh)
 DURATION=${DURATION:-10s}   # per wrk run
 CONNS=${CONNS:-64}          # connections of the loaded run
 IDLE_CONNS=${IDLE_CONNS:-256}
+BIG_MIB=${BIG_MIB:-64}      # size of the large answer
+BIG_CONNS=${BIG_CONNS:-4}   # connections of the large-answer run
 
 SCRIPT=proxy.sh
 # shellcheck source=bench/lib.sh
 source bench/lib.sh  # the script has moved to the repository root
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-wait_port() { # wait_port PORT: until it answers HTTP 200, at most 30 s
-    local deadline=$((SECONDS + 30))
-    until curl -fs -o /dev/null "http://127.0.0.1:$1/"; do
-        if ((SECONDS >= deadline)); then
-            tail -n 20 "$T"/*.err >&2 || true
-            die "nothing answers on port $1"
-        fi
-        sleep 0.05
-    done
-}
 
 need nginx=nginx-light haproxy=haproxy wrk=wrk python3=python3
 if [[ -z $FC_INIT ]]; then
@@ -76,6 +65,7 @@ http {
         listen unix:$SOCK;
         listen 127.0.0.1:$DIRECT;
         location / { return 200 "ok\n"; }
+        location = /big { alias $T/big.bin; }
     }
 }
 EOF
@@ -134,6 +124,8 @@ backend be
     server function unix@$SOCK
 EOF
 
+head -c $((BIG_MIB << 20)) /dev/urandom >"$T/big.bin"
+
 log "starting fc-init (and the function), nginx and haproxy"
 "$FC_INIT" -c "$T/fc-init.toml" >/dev/null 2>"$T/fc-init.err" &
 FC_PID=$!
@@ -147,10 +139,10 @@ wait_port "$DIRECT"
 wait_port "$NGINX_PROXY"
 wait_port "$HAPROXY"
 
-# run_wrk PORT CONNS THREADS: prints "rps p50_us"
+# run_wrk PORT CONNS THREADS [PATH]: prints "rps p50_us"
 run_wrk() {
     local out
-    out=$(wrk -t"$3" -c"$2" -d"$DURATION" --latency "http://127.0.0.1:$1/")
+    out=$(wrk -t"$3" -c"$2" -d"$DURATION" --latency "http://127.0.0.1:$1/${4:-}")
     local rps p50
     rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
     p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
@@ -162,7 +154,7 @@ run_wrk() {
     echo "$rps $p50"
 }
 
-declare -A RPS64 RPS1 P50
+declare -A RPS64 RPS1 P50 BIG
 NAMES=(direct nginx haproxy fc-init)
 declare -A PORT=([direct]=$DIRECT [nginx]=$NGINX_PROXY [haproxy]=$HAPROXY [fc-init]=$FC)
 for name in "${NAMES[@]}"; do
@@ -170,6 +162,8 @@ for name in "${NAMES[@]}"; do
     read -r RPS64[$name] _ < <(run_wrk "${PORT[$name]}" "$CONNS" 2)
     log "wrk: $name, 1 connection"
     read -r RPS1[$name] P50[$name] < <(run_wrk "${PORT[$name]}" 1 1)
+    log "wrk: $name, $BIG_MIB MiB answers, $BIG_CONNS connections"
+    read -r BIG[$name] _ < <(run_wrk "${PORT[$name]}" "$BIG_CONNS" 2 big)
 done
 
 log "fc-init RSS with $IDLE_CONNS open idle connections"
@@ -207,6 +201,13 @@ for name in "${NAMES[@]}"; do
         "${RPS64[$name]}" "$(ratio "${RPS64[$name]}" "${RPS64[direct]}")" \
         "${RPS1[$name]}" "$(ratio "${RPS1[$name]}" "${RPS1[direct]}")" \
         "${P50[$name]}" "$(added "${P50[$name]}" "${P50[direct]}")"
+done
+printf '\n| target | %s MiB answers/s, %s conns | MiB/s | ratio to direct |\n' "$BIG_MIB" "$BIG_CONNS"
+printf '|---|---:|---:|---:|\n'
+for name in "${NAMES[@]}"; do
+    printf '| %s | %.1f | %.0f | %s |\n' "$name" "${BIG[$name]}" \
+        "$(awk -v r="${BIG[$name]}" -v m="$BIG_MIB" 'BEGIN { print r * m }')" \
+        "$(ratio "${BIG[$name]}" "${BIG[direct]}")"
 done
 printf '\nfc-init RSS: %s KiB after the runs, %s KiB with %s open idle connections (%s cores).\n' \
     "$RSS_BEFORE" "$RSS_IDLE" "$IDLE_CONNS" "$(nproc)"

@@ -190,7 +190,8 @@ fn flush(cx: &mut Cx, c: &mut Client) -> Flow {
     if c.opos == c.out.len() && c.opos > 0 {
         c.out.clear();
         c.opos = 0;
-        if c.out.capacity() > 2 * BUF {
+        // A busy connection keeps its buffer; an upgraded one (often idle for long) does not.
+        if c.out.capacity() > 2 * BUF || c.phase == Phase::Upgraded {
             c.out = Vec::new();
         }
     }

@@ -160,8 +160,11 @@ pub(super) struct Exchange {
 
 impl Exchange {
     pub(super) fn new() -> Box<Exchange> {
-        let now = Instant::now();
-        Box::new(Exchange {
+        Box::new(Exchange::blank(Instant::now()))
+    }
+
+    fn blank(now: Instant) -> Exchange {
+        Exchange {
             head: RequestHead::default(),
             request_id: String::new(),
             purpose: Purpose::Invoke(Invocation::Http),
@@ -202,13 +205,12 @@ impl Exchange {
             resp_started: false,
             resp_decoder: Decoder::passthrough(),
             resp_encoder: Encoder::Raw,
-        })
+        }
     }
 
     /// Ready for a new request (buffers kept, when small).
     pub(super) fn reset(&mut self, now: Instant) {
-        let mut fresh = *Exchange::new();
-        fresh.started = now;
+        let mut fresh = Exchange::blank(now);
         std::mem::swap(&mut fresh.head, &mut self.head);
         for (mine, theirs) in [
             (&mut fresh.body, &mut self.body),
@@ -689,7 +691,11 @@ fn answer_head(cx: &mut Cx, c: &mut Client) {
         c.out.extend_from_slice(&cx.scratch);
         // What the function sent after its head belongs to the new protocol.
         c.out.extend_from_slice(&ex.fn_in);
-        ex.fn_in.clear();
+        // A long-lived upgraded connection keeps no buffer it does not use.
+        for buf in [&mut ex.fn_in, &mut ex.fn_head, &mut ex.fn_out, &mut ex.body] {
+            *buf = Vec::new();
+        }
+        ex.resp = ResponseHead::default();
         c.phase = Phase::Upgraded;
         return;
     }
@@ -773,6 +779,10 @@ pub(super) fn relay_upgraded(cx: &mut Cx, c: &mut Client) -> Flow {
                 Ok(n) => {
                     c.ipos += n;
                     moved |= n > 0;
+                    if c.ipos == c.inbuf.len() {
+                        c.inbuf = Vec::new();
+                        c.ipos = 0;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => slot.wr = false,
                 Err(_) => return Err(Gone),
