@@ -50,9 +50,15 @@ trap cleanup EXIT
 DIRECT=$(free_port) NGINX_PROXY=$(free_port) HAPROXY=$(free_port) FC=$(free_port)
 SOCK=$T/fn.sock
 
+# As root, nginx workers drop to "nobody", who may neither connect to the function's socket nor
+# read the large answer in this private directory.
+USER_LINE=
+((EUID == 0)) && USER_LINE="user root;"
+
 # The function: one nginx worker answering 200 on the unix socket fc-init gives it, and on a
 # TCP port for the direct baseline. fc-init starts it, so the same process serves every run.
 cat >"$T/function.conf" <<EOF
+$USER_LINE
 daemon off;
 worker_processes 1;
 pid $T/function.pid;
@@ -79,11 +85,6 @@ listen = "127.0.0.1:$FC"
 [admin]
 socket = "$T/admin.sock"
 EOF
-
-# As root, nginx workers drop to "nobody", who may not connect to the function's socket in
-# this private directory.
-USER_LINE=
-((EUID == 0)) && USER_LINE="user root;"
 
 cat >"$T/nginx-proxy.conf" <<EOF
 $USER_LINE

@@ -102,6 +102,18 @@ impl Decoder {
         self.state == State::Done
     }
 
+    /// How many of the next input bytes are all body, with no framing among them: the rest of
+    /// a Content-Length body, or any number for a close-delimited one; `None` for chunked.
+    /// A caller may then move bytes without looking at them (and tell the decoder with
+    /// [`Decoder::step`] all the same).
+    pub fn raw_left(&self) -> Option<u64> {
+        match self.state {
+            State::Length(left) => Some(left),
+            State::UntilClose => Some(self.max - self.total),
+            _ => None,
+        }
+    }
+
     /// Body bytes decoded so far.
     pub fn decoded(&self) -> u64 {
         self.total

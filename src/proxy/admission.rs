@@ -46,7 +46,7 @@ pub(super) fn admit(cx: &mut Cx, c: &mut Client) -> Flow {
     let t = c.token;
     let ex = c.ex.as_mut().expect("a request is being admitted");
     if p.stopping() {
-        return fail_flow(cx, c, Failure::Stopping);
+        return fail_flow(cx, c, stopped(cx));
     }
     if ex.permit.is_none() {
         let taken = match &ex.ticket {
@@ -73,7 +73,7 @@ pub(super) fn admit(cx: &mut Cx, c: &mut Client) -> Flow {
         match taken {
             Ok(permit) => ex.permit = Some(permit),
             Err(Denied::Full) => return fail_flow(cx, c, Failure::QueueFull),
-            Err(Denied::Closed) => return fail_flow(cx, c, Failure::Stopping),
+            Err(Denied::Closed) => return fail_flow(cx, c, stopped(cx)),
         }
     }
     let instance = match readiness(cx, ex) {
@@ -90,7 +90,7 @@ pub(super) fn admit(cx: &mut Cx, c: &mut Client) -> Flow {
     if ex.in_flight.is_none() {
         match InFlight::enter(p) {
             Some(g) => ex.in_flight = Some(g),
-            None => return fail_flow(cx, c, Failure::Stopping),
+            None => return fail_flow(cx, c, stopped(cx)),
         }
         ex.deadline = cx.now + p.cfg.function.timeout;
     }
@@ -144,6 +144,16 @@ fn readiness(cx: &Cx, ex: &mut Exchange) -> Readiness {
         return Readiness::Wait;
     }
     decide(&s)
+}
+
+/// What a request gets that fc-init's shutdown sent away: `InstanceStopping`, unless the
+/// shutdown is because the instance could not be initialized (`on_failure = "exit"`), then
+/// `InitializationError` — the one rule of [`Status::not_ready`].
+fn stopped(cx: &Cx) -> Failure {
+    match decide(&cx.p.shared.snapshot()) {
+        Readiness::Refuse(f) => f,
+        _ => Failure::Stopping,
+    }
 }
 
 /// What a request that can wait no longer gets (the one rule: `Status::not_ready`).

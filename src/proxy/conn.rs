@@ -200,7 +200,7 @@ fn flush(cx: &mut Cx, c: &mut Client) -> Flow {
 }
 
 /// The client did not take the answer: the function's answer never got through.
-fn lost_answer(c: &mut Client) -> Gone {
+pub(super) fn lost_answer(c: &mut Client) -> Gone {
     if let Some(ex) = c.ex.as_mut() {
         if let Some((Outcome::Success | Outcome::FunctionError, _)) = ex.outcome {
             ex.outcome = Some((Outcome::Error(ErrorType::UnhandledInvocationError), true));

@@ -534,6 +534,13 @@ fn receive(cx: &mut Cx, c: &mut Client) -> Flow {
             }
             continue;
         }
+        if pass_through(cx, c)? {
+            progress = true;
+            if c.phase != Phase::Forward {
+                return Ok(true);
+            }
+            continue;
+        }
         let mut moved = false;
         let ex = c.ex.as_mut().expect("a request is being forwarded");
         let f = ex.fnc.expect("connected");
@@ -569,6 +576,60 @@ fn receive(cx: &mut Cx, c: &mut Client) -> Flow {
             return Ok(progress);
         }
     }
+}
+
+/// The common case of a large answer, without copying it: a body that goes out as it came
+/// (Content-Length, or close-delimited to an HTTP/1.0 client) is read into the loop's buffer
+/// and written from there straight to a client that keeps up; only what the client does not
+/// take at once is kept in its output buffer. Returns whether it moved bytes.
+fn pass_through(cx: &mut Cx, c: &mut Client) -> Flow {
+    let ex = c.ex.as_mut().expect("a request is being forwarded");
+    let f = ex.fnc.expect("connected");
+    let slot = cx.fns.get(f).expect("a live function connection");
+    let left = match ex.resp_decoder.raw_left() {
+        Some(left) if ex.resp_started && ex.resp_encoder == Encoder::Raw => left,
+        _ => return Ok(false),
+    };
+    if !(slot.rd && c.wr && !ex.fn_eof && ex.fn_in.is_empty() && c.opos == c.out.len()) {
+        return Ok(false);
+    }
+    let want = usize::try_from(left)
+        .unwrap_or(usize::MAX)
+        .min(cx.read_buf.len());
+    let n = match crate::sys::retry(|| slot.stream.read(&mut cx.read_buf[..want])) {
+        Ok(0) => {
+            ex.fn_eof = true;
+            return Ok(true);
+        }
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            slot.rd = false;
+            return Ok(false);
+        }
+        Err(e) => {
+            ex.fn_eof = true;
+            ex.fn_error = Some(e);
+            return Ok(true);
+        }
+    };
+    slot.rd = n == want || slot.hup;
+    let data = &cx.read_buf[..n];
+    if let Err(e) = ex.resp_decoder.step(data, n) {
+        return fail_flow(cx, c, Failure::ResponseBody(e));
+    }
+    let written = match crate::sys::retry(|| (&c.stream).write(data)) {
+        Ok(w) => w,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(_) => return Err(conn::lost_answer(c)),
+    };
+    if written < n {
+        c.wr = false;
+        c.out.extend_from_slice(&data[written..]);
+    }
+    if ex.resp_decoder.is_done() {
+        complete(cx, c);
+    }
+    Ok(true)
 }
 
 /// The function closed its side and everything it sent has been used.
