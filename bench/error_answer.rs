@@ -10,25 +10,11 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use fc_init::http::fc_error::{write_error_response, ErrorType};
-
-#[derive(serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Body<'a> {
-    error_type: &'a str,
-    error_message: &'a str,
-    request_id: &'a str,
-}
+use fc_init::http::fc_error::{error_body, write_error_response, ErrorType};
 
 /// The same answer, its head written without checks.
 fn with_serde(out: &mut Vec<u8>, body: &mut Vec<u8>, id: &str, message: &str) {
-    body.clear();
-    let b = Body {
-        error_type: ErrorType::TooManyRequests.as_str(),
-        error_message: message,
-        request_id: id,
-    };
-    serde_json::to_writer(&mut *body, &b).expect("plain data serializes");
+    *body = error_body(ErrorType::TooManyRequests, message, id);
     out.clear();
     out.extend_from_slice(
         b"HTTP/1.1 429 Too Many Requests\r\nX-Fc-Error-Type: TooManyRequests\r\n",

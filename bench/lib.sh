@@ -45,3 +45,27 @@ wait_port() {
         sleep 0.05
     done
 }
+
+# scratch: a fresh temp dir in $T, removed at exit, when every pid in $PIDS is killed first.
+scratch() {
+    T=$(mktemp -d /tmp/fc-init-bench.XXXXXX)
+    PIDS=()
+    trap scratch_cleanup EXIT
+}
+scratch_cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$T"
+}
+
+# fc_init_binary: $FC_INIT as an absolute path, or the static release build when it is unset.
+fc_init_binary() {
+    if [[ -z $FC_INIT ]]; then
+        build_static
+        FC_INIT=$STATIC_FC_INIT
+    elif [[ ! -x $FC_INIT ]]; then
+        die "FC_INIT=$FC_INIT is not executable"
+    fi
+    FC_INIT=$(realpath "$FC_INIT")
+}

@@ -28,24 +28,10 @@ SCRIPT=proxy.sh
 source bench/lib.sh  # the script has moved to the repository root
 
 need nginx=nginx-light haproxy=haproxy wrk=wrk python3=python3
-if [[ -z $FC_INIT ]]; then
-    build_static
-    FC_INIT=$STATIC_FC_INIT
-elif [[ ! -x $FC_INIT ]]; then
-    die "FC_INIT=$FC_INIT is not executable"
-fi
-FC_INIT=$(realpath "$FC_INIT")
+fc_init_binary  # $FC_INIT, or the static build
 NGINX=$(command -v nginx)
 
-T=$(mktemp -d /tmp/fc-init-bench.XXXXXX)
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$T"
-}
-trap cleanup EXIT
+scratch  # $T, and $PIDS to stop at exit
 
 DIRECT=$(free_port) NGINX_PROXY=$(free_port) HAPROXY=$(free_port) FC=$(free_port)
 SOCK=$T/fn.sock

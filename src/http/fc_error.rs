@@ -112,19 +112,23 @@ pub fn write_error_response(
     // The body through serde_json: bench/error_answer.rs measured it at about a third of the
     // time of the hand-written escaper this replaced (100 ns against 280 ns per answer), on
     // the path an overloaded fc-init answers every request by.
-    let body = serde_json::to_vec(&Body {
-        error_type: error.as_str(),
-        error_message: message,
-        request_id,
-    })
-    .expect("plain strings serialize");
+    let body = error_body(error, message, request_id);
     out.extend_from_slice(b"Content-Length: ");
     push_u64(out, body.len() as u64);
     out.extend_from_slice(b"\r\n\r\n");
     out.extend_from_slice(&body);
 }
 
-/// The body of an error answer (CONTRACT §4).
+/// The JSON body of an error answer (CONTRACT §4).
+pub fn error_body(error: ErrorType, message: &str, request_id: &str) -> Vec<u8> {
+    serde_json::to_vec(&Body {
+        error_type: error.as_str(),
+        error_message: message,
+        request_id,
+    })
+    .expect("plain strings serialize")
+}
+
 #[derive(serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Body<'a> {

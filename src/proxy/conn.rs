@@ -462,11 +462,7 @@ fn buffer_body(cx: &mut Cx, c: &mut Client) -> Flow {
             return Ok(true);
         }
         if c.eof {
-            let e = ex
-                .decoder
-                .at_eof()
-                .err()
-                .unwrap_or(HttpError::UnexpectedEof);
+            let e = cut_short(&mut ex.decoder);
             body_refused(cx, c, e);
             return Ok(true);
         }
@@ -475,6 +471,11 @@ fn buffer_body(cx: &mut Cx, c: &mut Client) -> Flow {
         }
         progress |= read_client(cx, c, BUF)?;
     }
+}
+
+/// The client closed its side in the middle of the body `d` decodes.
+pub(super) fn cut_short(d: &mut Decoder) -> HttpError {
+    d.at_eof().err().unwrap_or(HttpError::UnexpectedEof)
 }
 
 /// The body could not be read (malformed, too large, too slow, cut short): fc-init's answer,

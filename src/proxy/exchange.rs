@@ -452,11 +452,7 @@ fn pull_body(cx: &mut Cx, c: &mut Client) -> Flow {
             return Ok(true);
         }
         if c.eof {
-            let e = ex
-                .decoder
-                .at_eof()
-                .err()
-                .unwrap_or(HttpError::UnexpectedEof);
+            let e = conn::cut_short(&mut ex.decoder);
             return fail_flow(cx, c, Failure::RequestBody(e));
         }
         if !c.rd || !conn::read_client(cx, c, BUF)? {

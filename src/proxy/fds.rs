@@ -11,9 +11,6 @@
 //! most once a second, however often it happens.
 
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
-use std::time::Instant;
 
 use nix::sys::resource::{getrlimit, setrlimit, Resource, RLIM_INFINITY};
 
@@ -30,15 +27,8 @@ pub fn is_exhausted(e: &io::Error) -> bool {
 
 /// Logs that descriptors ran out while doing `what`, at most once a second process-wide.
 pub fn log_exhausted(what: &str, e: &io::Error) {
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    let now = EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1000;
-    let last = LAST.load(Ordering::Relaxed);
-    if now.saturating_sub(last) >= 1000
-        && LAST
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
+    static LOG: super::OncePerSecond = super::OncePerSecond::new();
+    if LOG.due() {
         log::error!("{what}: {e}; answering TooManyRequests (this is logged once a second)");
     }
 }

@@ -200,19 +200,38 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// Lets something happen at most once a second process-wide (a log line, a trim).
+pub(crate) struct OncePerSecond {
+    last: AtomicU64,
+    epoch: std::sync::OnceLock<Instant>,
+}
+
+impl OncePerSecond {
+    pub(crate) const fn new() -> OncePerSecond {
+        OncePerSecond {
+            last: AtomicU64::new(0),
+            epoch: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Whether a second has passed since the last time this said yes.
+    pub(crate) fn due(&self) -> bool {
+        let now = self.epoch.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1000;
+        let last = self.last.load(Ordering::Relaxed);
+        now.saturating_sub(last) >= 1000
+            && self
+                .last
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+}
+
 /// Returns freed heap memory to the kernel, at most once a second process-wide. glibc keeps
 /// the buffers that connections free in its per-thread arenas, so without this the memory of a
 /// burst of connections stays resident after they go idle.
 fn give_back_memory() {
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    let now = EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1000;
-    let last = LAST.load(Ordering::Relaxed);
-    if now.saturating_sub(last) >= 1000
-        && LAST
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
+    static TRIM: OncePerSecond = OncePerSecond::new();
+    if TRIM.due() {
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         // SAFETY: malloc_trim only walks glibc's own arenas; it takes their locks itself.
         unsafe {
