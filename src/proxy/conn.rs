@@ -672,26 +672,30 @@ pub(super) fn end_exchange(cx: &mut Cx, c: &mut Client) {
         return;
     };
     exchange::release(cx, &mut ex, false);
-    let logged = ex.logged;
-    let outcome = ex.outcome.take();
-    let outcome = match (outcome, logged) {
-        (Some(o), _) => Some(o),
+    if ex.logged && ex.outcome.is_none() {
         // An invocation that ended without an answer (the client went away).
-        (None, true) => Some((Outcome::Error(ErrorType::UnhandledInvocationError), true)),
-        (None, false) => None,
-    };
-    if let Some((outcome, failed)) = outcome {
-        cx.p.metrics.record(outcome, ex.started.elapsed());
-        if logged {
-            cx.log.extend_from_slice(INVOKE_END.as_bytes());
-            cx.log.extend_from_slice(ex.request_id.as_bytes());
-            if failed {
-                cx.log.extend_from_slice(END_ERROR.as_bytes());
-            }
-            cx.log.push(b'\n');
-        }
+        ex.outcome = Some((Outcome::Error(ErrorType::UnhandledInvocationError), true));
     }
+    conclude(cx, &mut ex);
     cx.recycle(ex);
+}
+
+/// Records how the invocation ended, once: its metrics and its End line. Called as soon as
+/// the outcome is known (the function's answer complete in the buffers, or fc-init's own
+/// answer decided), so both are there before the client can have read the answer.
+pub(super) fn conclude(cx: &mut Cx, ex: &mut Exchange) {
+    let Some((outcome, failed)) = ex.outcome.take() else {
+        return;
+    };
+    cx.p.metrics.record(outcome, ex.started.elapsed());
+    if std::mem::take(&mut ex.logged) {
+        cx.log.extend_from_slice(INVOKE_END.as_bytes());
+        cx.log.extend_from_slice(ex.request_id.as_bytes());
+        if failed {
+            cx.log.extend_from_slice(END_ERROR.as_bytes());
+        }
+        cx.log.push(b'\n');
+    }
 }
 
 /// Appends the Start line of the exchange's request to the pending lines.

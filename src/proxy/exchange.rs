@@ -805,6 +805,8 @@ fn complete(cx: &mut Cx, c: &mut Client) {
     }
     let deadline = ex.deadline;
     release(cx, ex, reusable);
+    // The invocation is over: what is left is fc-init's delivery.
+    conn::conclude(cx, ex);
     conn::enter_deliver(cx, c, deadline);
 }
 
@@ -892,6 +894,7 @@ pub(super) fn fail(cx: &mut Cx, c: &mut Client, failure: Failure) {
     log::debug!("request {}: {failure}", ex.request_id);
     // The request stops counting before the answer is written.
     release(cx, ex, false);
+    conn::conclude(cx, ex);
     let answer = answer.filter(|_| !ex.resp_started);
     let Some(a) = answer else {
         // Nothing can be said any more: the connection closes.
