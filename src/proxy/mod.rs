@@ -281,6 +281,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn once_per_second_says_yes_once_a_second() {
+        let gate = OncePerSecond::new();
+        assert!(gate.due(), "the first time");
+        assert!(!gate.due(), "not again within the second");
+    }
+
+    #[test]
     fn timeout_header_rounds_up() {
         assert_eq!(whole_seconds_up(Duration::from_secs(60)), 60);
         assert_eq!(whole_seconds_up(Duration::from_millis(1500)), 2);
