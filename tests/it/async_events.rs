@@ -547,3 +547,34 @@ fn a_full_store_answers_pipelined_submissions_429_and_keeps_the_connection() {
     );
     s.ctl(&["events", "terminate", &busy]);
 }
+
+/// Issue 8: a forced terminate of one event cut the other running events short, and their
+/// re-run was charged against `max_retries` (CONTRACT section 8: only an event's own failure
+/// uses a retry; `attempts` still counts every start). Here the other event fails on its own
+/// every time: cut once by the kill, it must still get 1 + max_retries attempts of its own.
+#[test]
+fn a_forced_terminate_does_not_charge_other_running_events_a_retry() {
+    let s = AsyncServer::start(
+        "async-no-charge",
+        "",
+        "max_concurrency = 2\nmax_retries = 1\n",
+    );
+    let victim = s.submit("/invoke", &[("x-test-sleep", "30")], b"");
+    s.wait_status(&victim, "RUNNING");
+    let other = s.submit(
+        "/invoke",
+        &[("x-test-sleep", "1"), ("x-test-status", "500")],
+        b"",
+    );
+    wait_for("the other event reached the function", || {
+        s.invokes_of(&other).first().cloned()
+    });
+    let (code, e) = s.ctl(&["events", "terminate", &victim]);
+    assert_eq!(code, 0, "{e}");
+    let e = s.wait_status(&other, "FAILED");
+    assert_eq!(
+        e["attempts"], 3,
+        "one start cut by the kill, then 1 + max_retries failures of its own: {e}"
+    );
+    assert_eq!(s.invokes_of(&other).len(), 3);
+}
