@@ -34,6 +34,12 @@ pub struct Throttle {
 }
 
 impl Throttle {
+    pub const fn new() -> Throttle {
+        Throttle {
+            last: AtomicU64::new(0),
+        }
+    }
+
     /// Whether a line may be written now; if so, the next one may only in a second.
     pub fn ready(&self) -> bool {
         let now = time::now_ms();

@@ -5,4 +5,5 @@ mod async_events;
 mod hooks;
 mod init;
 mod proxy;
+mod redis;
 mod util;
