@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::redis::RedisServer;
 use crate::util::*;
@@ -18,13 +18,13 @@ const ASYNC: (&str, &str) = ("X-Fc-Invocation-Type", "Async");
 #[derive(Clone)]
 pub enum Backend {
     Sqlite,
-    Redis(Arc<RedisServer>),
+    Redis(Arc<Mutex<RedisServer>>),
 }
 
 impl Backend {
     /// A redis-server of the test's own.
     pub fn redis(tag: &str) -> Backend {
-        Backend::Redis(Arc::new(RedisServer::start(tag)))
+        Backend::Redis(Arc::new(Mutex::new(RedisServer::start(tag))))
     }
 
     /// The `[async]` keys that select this backend (queue `queue` on Redis).
@@ -33,7 +33,7 @@ impl Backend {
             Backend::Sqlite => String::new(),
             Backend::Redis(r) => format!(
                 "backend = \"redis\"\nredis_url = {:?}\nqueue = {queue:?}\n",
-                r.url()
+                r.lock().unwrap().url()
             ),
         }
     }
@@ -62,19 +62,32 @@ pub struct AsyncServer {
 }
 
 impl AsyncServer {
-    /// `async_keys` go into `[async]`; `sections` (whole sections) come before it.
-    fn start(tag: &str, sections: &str, async_keys: &str) -> AsyncServer {
-        AsyncServer::start_on(&Backend::Sqlite, tag, sections, async_keys)
+    /// [`AsyncServer::start_with`] in a queue of its own (named after `tag`), on SQLite when
+    /// `backend` says so.
+    pub fn start_on(backend: &Backend, tag: &str, sections: &str, async_keys: &str) -> AsyncServer {
+        AsyncServer::start_with(backend, tag, tag, sections, async_keys, |_| {})
     }
 
-    /// [`AsyncServer::start`] on `backend` (on Redis, the queue is named after `tag`).
-    pub fn start_on(backend: &Backend, tag: &str, sections: &str, async_keys: &str) -> AsyncServer {
+    /// An fc-init on `backend` (on Redis in `queue`) with the fixture as its function, in a
+    /// directory of its own; the SQLite store is `store/events.db` there. `async_keys` go into
+    /// `[async]`; `sections` (whole sections) come before it; `prepare` runs on the directory
+    /// before fc-init starts.
+    pub fn start_with(
+        backend: &Backend,
+        queue: &str,
+        tag: &str,
+        sections: &str,
+        async_keys: &str,
+        prepare: impl FnOnce(&TempDir),
+    ) -> AsyncServer {
         let dir = TempDir::new(tag);
-        let store = dir.path("events.db");
+        std::fs::create_dir_all(dir.path("store")).unwrap();
+        prepare(&dir);
+        let store = dir.path("store").join("events.db");
         let extra = format!(
             "{sections}\n[async]\nstore = {:?}\n{}{async_keys}",
             store.display().to_string(),
-            backend.keys(tag),
+            backend.keys(queue),
         );
         let (cfg, fx) = FixtureConfig::write(&dir, &[], "", &extra);
         let p = fc_init(Mode::Subreaper)
@@ -704,4 +717,130 @@ on_both!(
     a_full_store_answers_pipelined_submissions_429_and_keeps_the_connection,
     a_full_store_answers_pipelined_submissions_429_and_keeps_the_connection_on_redis,
     a_full_store_answers_pipelined_submissions_429_and_keeps_the_connection_on
+);
+
+/// What makes a store unavailable in the failure tests, and what mends it: a full file system
+/// under the SQLite store (a 2 MiB tmpfs, filled up), or Redis stopped.
+enum Outage {
+    /// The tmpfs's mount point and the file that fills it.
+    Disk(std::path::PathBuf, std::path::PathBuf),
+    Redis(Arc<Mutex<RedisServer>>),
+}
+
+impl Outage {
+    fn begin(&self) {
+        match self {
+            Outage::Disk(_, filler) => {
+                use std::io::Write;
+                let mut f = std::fs::File::create(filler).unwrap();
+                let chunk = vec![0u8; 16 * 1024];
+                while f.write_all(&chunk).is_ok() {}
+                let _ = f.sync_all();
+            }
+            Outage::Redis(r) => r.lock().unwrap().stop(),
+        }
+    }
+
+    fn end(&self) {
+        match self {
+            Outage::Disk(_, filler) => std::fs::remove_file(filler).unwrap(),
+            Outage::Redis(r) => r.lock().unwrap().restart(),
+        }
+    }
+}
+
+impl Drop for Outage {
+    fn drop(&mut self) {
+        if let Outage::Disk(mount, _) = self {
+            let _ = Command::new("umount").arg("-l").arg(mount).status();
+        }
+    }
+}
+
+/// A store that cannot take events (issue 11: a full disk under SQLite gave 500 and left an
+/// event RUNNING forever, whose later terminate killed a healthy function): submissions get
+/// 503 `AsyncStoreUnavailable` and nothing is acknowledged, synchronous traffic and health
+/// are untouched, the event that was running when the store failed is recorded once it works
+/// again, new events run, and a terminate then kills nothing.
+fn an_unavailable_store_answers_503_and_records_the_running_events_once_back_on(b: Backend) {
+    let mut mounted = None;
+    let prepare = |dir: &TempDir| {
+        if let Backend::Sqlite = b {
+            let store = dir.path("store");
+            let out = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+                .arg(&store)
+                .output()
+                .unwrap();
+            if out.status.success() {
+                mounted = Some(Outage::Disk(store.clone(), store.join("filler")));
+            } else {
+                eprintln!(
+                    "SKIPPED: cannot mount a tmpfs for the full-disk test: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+        }
+    };
+    let s = AsyncServer::start_with(&b, "async-outage", "async-outage", "", "", prepare);
+    let outage = match &b {
+        Backend::Redis(r) => Outage::Redis(r.clone()),
+        Backend::Sqlite => match mounted {
+            Some(outage) => outage,
+            None => return,
+        },
+    };
+    let starts = |s: &AsyncServer| {
+        s.fx.record()
+            .iter()
+            .filter(|r| r["event"] == "start")
+            .count()
+    };
+    let started = starts(&s);
+    let running = s.submit("/invoke", &[("x-test-sleep", "1.5")], b"");
+    wait_for("the event reached the function", || {
+        s.invokes_of(&running).first().cloned()
+    });
+    outage.begin();
+    let (status, headers, body) = http(s.fx.port, "POST", "/invoke", &[ASYNC], b"refused");
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        header(&headers, "x-fc-error-type"),
+        Some("AsyncStoreUnavailable")
+    );
+    let refused = header(&headers, "x-fc-request-id").unwrap().to_owned();
+    let (status, _, _) = http(s.fx.port, "GET", "/sync", &[], b"");
+    assert_eq!(status, 200, "synchronous traffic is untouched");
+    assert_eq!(
+        admin_get(&s.fx.admin, "/health").0,
+        200,
+        "health stays ready"
+    );
+    // The running event's attempt ends while the store is down...
+    s.p.expect_line("the running event's Invoke End", |l| {
+        l == format!("FC Invoke End RequestId: {running}")
+    });
+    outage.end();
+    // The store reconnects with backoff...
+    wait_for("the store to answer again", || {
+        (s.ctl(&["events", "list", "--limit", "0"]).0 == 0).then_some(())
+    });
+    // ...and the event is recorded once it is back.
+    let e = s.wait_status(&running, "FINISHED");
+    assert_eq!(e["attempts"], 1, "{e}");
+    let after = s.submit("/invoke", &[], b"after");
+    s.wait_status(&after, "FINISHED");
+    let (code, e) = s.ctl(&["events", "get", &refused]);
+    assert_eq!(code, 1, "a refused submission was stored: {e}");
+    let (code, e) = s.ctl(&["events", "terminate", &running]);
+    assert_eq!(code, 1, "{e}");
+    assert_eq!(e["errorType"], "EventAlreadyEnded");
+    assert_eq!(starts(&s), started, "the function was killed");
+    assert_eq!(s.invokes_of(&running).len(), 1);
+}
+
+on_both!(
+    an_unavailable_store_answers_503_and_records_the_running_events_once_back,
+    an_unavailable_store_answers_503_and_records_the_running_events_once_back_on_redis,
+    an_unavailable_store_answers_503_and_records_the_running_events_once_back_on
 );

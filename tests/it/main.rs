@@ -2,6 +2,7 @@
 
 mod admin;
 mod async_events;
+mod fleet;
 mod hooks;
 mod init;
 mod proxy;

@@ -6,7 +6,8 @@
 //! - **Fail fast while down.** A failure that says the connection is gone (refused, reset,
 //!   timed out) drops it; the next call reconnects, but not before a backoff (100 ms doubling
 //!   to 2 s) has passed: meanwhile every call fails at once with the last error, so a
-//!   submission gets its 503 `AsyncStoreUnavailable` without waiting for a dead server.
+//!   submission gets its 503 `AsyncStoreUnavailable` without waiting for a dead server. The
+//!   backoff is one for all links to the server ([`Reach`]): the first to reconnect ends it.
 //! - **Bounded waits.** Connecting waits at most [`CONNECT_TIMEOUT`]; a reply at most
 //!   [`REPLY_TIMEOUT`] beyond what the command itself blocks for.
 //! - **Quiet logs.** "unreachable" and "reachable again" are logged at most once a second for
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 use redis::{Client, Connection, RedisError, RedisResult};
 
 use crate::events::error::StoreError;
+use crate::events::signal::lock;
 use crate::events::Throttle;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -30,6 +32,25 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// it (see the backend's docs).
 pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
+/// Whether the server can be reached, as the links to it found: one backoff for all of them,
+/// so that once one reconnects the others do not wait out a backoff of their own.
+pub struct Reach {
+    /// Set after a failure: no new connection attempt before this instant.
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    last_error: Option<Arc<RedisError>>,
+}
+
+impl Default for Reach {
+    fn default() -> Reach {
+        Reach {
+            retry_at: None,
+            backoff: BACKOFF_MIN,
+            last_error: None,
+        }
+    }
+}
+
 /// One line a second for the whole process: many links fail at once when Redis goes away.
 static LOG: Throttle = Throttle::new();
 
@@ -39,9 +60,8 @@ pub struct Link {
     server: Arc<str>,
     conn: Option<Connection>,
     /// Set after a failure: no new connection attempt before this instant.
-    retry_at: Option<Instant>,
-    backoff: Duration,
-    last_error: Option<Arc<RedisError>>,
+    /// The backoff state, shared by every link to the same server.
+    reach: Arc<std::sync::Mutex<Reach>>,
     /// When the current connection was made (the fleet's takeover grace counts from it).
     connected_since: Option<Instant>,
     /// Replicas attached to the server, as of the last connect.
@@ -51,14 +71,17 @@ pub struct Link {
 }
 
 impl Link {
-    pub fn new(client: Arc<Client>, server: Arc<str>, what: &'static str) -> Link {
+    pub fn new(
+        client: Arc<Client>,
+        server: Arc<str>,
+        reach: Arc<std::sync::Mutex<Reach>>,
+        what: &'static str,
+    ) -> Link {
         Link {
             client,
             server,
             conn: None,
-            retry_at: None,
-            backoff: BACKOFF_MIN,
-            last_error: None,
+            reach,
             connected_since: None,
             replicas: 0,
             what,
@@ -70,19 +93,47 @@ impl Link {
     pub fn call<T>(
         &mut self,
         op: &'static str,
-        f: impl FnOnce(&mut Connection) -> RedisResult<T>,
+        f: impl FnMut(&mut Connection) -> RedisResult<T>,
     ) -> Result<T, StoreError> {
         self.call_blocking(op, Duration::ZERO, f)
     }
 
     /// [`Link::call`] for a command that blocks on the server for up to `blocks`.
+    ///
+    /// A kept connection that the server closed meanwhile (Redis restarted: the reply is an
+    /// immediate end of file) is remade and the call made once more on the new one. The
+    /// closing server did not run the command; the scripts are written so that running one
+    /// twice does no harm should it have (see [`super::scripts`]).
     pub fn call_blocking<T>(
         &mut self,
         op: &'static str,
         blocks: Duration,
-        f: impl FnOnce(&mut Connection) -> RedisResult<T>,
+        mut f: impl FnMut(&mut Connection) -> RedisResult<T>,
     ) -> Result<T, StoreError> {
-        let conn = self.connection(op)?;
+        if let Some(e) = self.backing_off(op) {
+            return Err(e);
+        }
+        let kept = self.conn.is_some();
+        match self.attempt(blocks, &mut f) {
+            Err(e) if kept && e.is_connection_dropped() => {
+                self.conn = None;
+                self.connected_since = None;
+                log::debug!(
+                    "Redis at {}: a kept connection was closed ({e}); reconnecting",
+                    self.server
+                );
+                self.attempt(blocks, &mut f).map_err(|e| self.failed(op, e))
+            }
+            other => other.map_err(|e| self.failed(op, e)),
+        }
+    }
+
+    fn attempt<T>(
+        &mut self,
+        blocks: Duration,
+        f: &mut impl FnMut(&mut Connection) -> RedisResult<T>,
+    ) -> RedisResult<T> {
+        let conn = self.connection()?;
         if !blocks.is_zero() {
             let _ = conn.set_read_timeout(Some(REPLY_TIMEOUT + blocks));
         }
@@ -90,7 +141,7 @@ impl Link {
         if !blocks.is_zero() {
             let _ = conn.set_read_timeout(Some(REPLY_TIMEOUT));
         }
-        result.map_err(|e| self.failed(op, e))
+        result
     }
 
     /// Whether the link holds a connection now (as of its last call).
@@ -107,30 +158,35 @@ impl Link {
         self.replicas
     }
 
-    /// The connection, made now if needed (unless the backoff forbids it yet).
-    fn connection(&mut self, op: &'static str) -> Result<&mut Connection, StoreError> {
+    /// While the backoff after a failure lasts: the error to fail with at once.
+    fn backing_off(&self, op: &'static str) -> Option<StoreError> {
+        if self.conn.is_some() {
+            return None;
+        }
+        let reach = lock(&self.reach);
+        match (reach.retry_at, &reach.last_error) {
+            (Some(at), Some(e)) if Instant::now() < at => Some(StoreError::Redis {
+                op,
+                server: self.server.clone(),
+                source: e.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// The connection, made now if needed.
+    fn connection(&mut self) -> RedisResult<&mut Connection> {
         if self.conn.is_none() {
-            if let (Some(at), Some(e)) = (self.retry_at, &self.last_error) {
-                if Instant::now() < at {
-                    return Err(StoreError::Redis {
-                        op,
-                        server: self.server.clone(),
-                        source: e.clone(),
-                    });
-                }
+            let conn = self.connect()?;
+            let mut reach = lock(&self.reach);
+            if reach.last_error.take().is_some() && LOG.ready() {
+                log::warn!("Redis at {} is reachable again", self.server);
             }
-            match self.connect() {
-                Ok(conn) => {
-                    if self.last_error.take().is_some() && LOG.ready() {
-                        log::warn!("Redis at {} is reachable again", self.server);
-                    }
-                    self.retry_at = None;
-                    self.backoff = BACKOFF_MIN;
-                    self.connected_since = Some(Instant::now());
-                    self.conn = Some(conn);
-                }
-                Err(e) => return Err(self.failed(op, e)),
-            }
+            reach.retry_at = None;
+            reach.backoff = BACKOFF_MIN;
+            drop(reach);
+            self.connected_since = Some(Instant::now());
+            self.conn = Some(conn);
         }
         Ok(self.conn.as_mut().expect("connected just above"))
     }
@@ -157,15 +213,17 @@ impl Link {
         if ends_connection(&source) {
             self.conn = None;
             self.connected_since = None;
-            self.retry_at = Some(Instant::now() + self.backoff);
-            self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+            let mut reach = lock(&self.reach);
+            reach.retry_at = Some(Instant::now() + reach.backoff);
+            reach.backoff = (reach.backoff * 2).min(BACKOFF_MAX);
+            reach.last_error = Some(source.clone());
+            drop(reach);
             if LOG.ready() {
                 log::error!(
                     "Redis at {} is unreachable ({op}: {source}); reconnecting with backoff",
                     self.server
                 );
             }
-            self.last_error = Some(source.clone());
         }
         StoreError::Redis {
             op,

@@ -127,6 +127,7 @@ pub struct Redis {
 struct Inner {
     client: Arc<Client>,
     server: Arc<str>,
+    reach: Arc<Mutex<link::Reach>>,
     queue: String,
     /// `fc-init:{queue}:`.
     prefix: String,
@@ -168,6 +169,7 @@ impl Redis {
             inner: Arc::new(Inner {
                 client: Arc::new(client),
                 server: server_of(&url).into(),
+                reach: Arc::default(),
                 stream: format!("{prefix}stream"),
                 prefix,
                 queue,
@@ -206,14 +208,19 @@ fn consumer_name() -> String {
 
 impl Inner {
     fn link(&self, what: &'static str) -> Link {
-        Link::new(self.client.clone(), self.server.clone(), what)
+        Link::new(
+            self.client.clone(),
+            self.server.clone(),
+            self.reach.clone(),
+            what,
+        )
     }
 
     /// Runs `f` on a pooled link.
     fn with<T>(
         &self,
         op: &'static str,
-        f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+        f: impl FnMut(&mut redis::Connection) -> redis::RedisResult<T>,
     ) -> Result<T, StoreError> {
         let mut link = lock(&self.pool).pop().unwrap_or_else(|| self.link("pool"));
         let result = link.call(op, f);

@@ -7,6 +7,12 @@
 //! the time now (ms), the retention (ms) and this instance's consumer name — and builds the
 //! other keys of the queue from the prefix. They all carry the queue's hash tag, so they are
 //! on the slot of `KEYS[1]`.
+//!
+//! A script may run twice for one call: a link makes a call again when its kept connection
+//! turns out closed (see [`super::link`]). So each is harmless when repeated: a repeated
+//! submission finds its id stored, START answers a start it made already with the same
+//! attempt, FINISH and RETRY find the lease gone and change nothing, the housekeeping ones
+//! redo what is left to do.
 
 use std::sync::OnceLock;
 
@@ -155,14 +161,19 @@ return out
 const START: &str = r#"
 local eid, id = ARGV[5], ARGV[6]
 local h = P .. 'ev:' .. id
-if redis.call('HGET', h, 'status') ~= 'QUEUED' or redis.call('HGET', h, 'entry') ~= eid then
-  ack(eid)
-  return false
+local st = redis.call('HGET', h, 'status')
+-- Started by this very call already (its reply was lost and the call made again): the same.
+local again = st == 'RUNNING' and redis.call('HGET', h, 'lease') == eid and redis.call('HGET', h, 'owner') == ME
+if not again then
+  if st ~= 'QUEUED' or redis.call('HGET', h, 'entry') ~= eid then
+    ack(eid)
+    return false
+  end
+  redis.call('HSET', h, 'status', 'RUNNING', 'owner', ME, 'lease', eid)
+  redis.call('HINCRBY', h, 'attempts', 1)
+  if redis.call('HEXISTS', h, 'start') == 0 then redis.call('HSET', h, 'start', NOW) end
+  move(id, 'QUEUED', 'RUNNING', redis.call('HGET', h, 'score'))
 end
-redis.call('HSET', h, 'status', 'RUNNING', 'owner', ME, 'lease', eid)
-redis.call('HINCRBY', h, 'attempts', 1)
-if redis.call('HEXISTS', h, 'start') == 0 then redis.call('HSET', h, 'start', NOW) end
-move(id, 'QUEUED', 'RUNNING', redis.call('HGET', h, 'score'))
 local r = ev(id)
 local q = redis.call('HMGET', h, 'method', 'target', 'headers', 'body', 'failures')
 for k = 1, 5 do r[#r + 1] = q[k] end
