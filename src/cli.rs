@@ -148,32 +148,45 @@ pub fn main() -> i32 {
     crate::logging::init(opts.verbosity, cfg.log.format);
     match run(cfg) {
         Ok(code) => code,
-        Err((e, code)) => {
-            eprintln!("fc-init: {e}");
+        Err(Failure(e, code)) => {
+            eprintln!("fc-init: {}", crate::logging::error_chain(e.as_ref()));
             code
         }
     }
 }
 
-/// Sets up and runs the supervisor; the error carries its exit status.
-fn run(cfg: Config) -> Result<i32, (Box<dyn std::error::Error>, i32)> {
+/// Why fc-init could not run, and its exit status (from [`crate::exit`]).
+struct Failure(Box<dyn std::error::Error>, i32);
+
+impl Failure {
+    fn own(e: impl Into<Box<dyn std::error::Error>>) -> Failure {
+        Failure(e.into(), exit::FAILURE)
+    }
+}
+
+/// Sets up and runs the supervisor.
+fn run(cfg: Config) -> Result<i32, Failure> {
     // Signals are blocked before anything else can start a thread.
     let setup = supervisor::setup().map_err(|e| {
         let code = e.exit_code();
-        (e.into(), code)
+        Failure(e.into(), code)
     })?;
     let credentials = match &cfg.function.user {
-        Some(spec) => Some(Credentials::resolve(spec).map_err(|e| (e.into(), 1))?),
+        Some(spec) => Some(Credentials::resolve(spec).map_err(Failure::own)?),
         None => None,
     };
     if cfg.serves_http() {
+        // The sockets and the default store live in the private runtime directory; a plain
+        // init needs none of it (and may run on a read-only root).
+        crate::runtime_dir::ensure_private(&cfg.runtime_dir).map_err(Failure::own)?;
         if let config::Endpoint::Unix(path) = &cfg.function.endpoint {
             if let Some(dir) = path.parent() {
-                supervisor::make_private_dir(dir).map_err(|e| (e.into(), 1))?;
+                crate::runtime_dir::create_missing(dir).map_err(Failure::own)?;
             }
         }
     }
     let cfg = Arc::new(cfg);
+    let mut admin_socket = None;
     if cfg.serves_http() {
         // Like the listener, the admin API exists only when fc-init serves: a plain init
         // listens nowhere.
@@ -181,7 +194,7 @@ fn run(cfg: Config) -> Result<i32, (Box<dyn std::error::Error>, i32)> {
         let asynchronous = match cfg.async_.enabled {
             true => Some(
                 AsyncService::open(cfg.clone(), setup.shared.clone(), setup.events.clone())
-                    .map_err(|e| (format!("async.store: {e}").into(), 1))?,
+                    .map_err(|e| Failure::own(format!("async.store: {e}")))?,
             ),
             false => None,
         };
@@ -193,7 +206,8 @@ fn run(cfg: Config) -> Result<i32, (Box<dyn std::error::Error>, i32)> {
             metrics: metrics.clone(),
             async_events,
         };
-        crate::admin::start(&cfg, Arc::new(ctx)).map_err(|e| (e.into(), 1))?;
+        crate::admin::start(&cfg, Arc::new(ctx)).map_err(Failure::own)?;
+        admin_socket = Some(RemoveOnExit(cfg.admin.socket.clone()));
         // The listener accepts from the start; requests wait until the instance is ready.
         let wiring = crate::proxy::Wiring {
             shared: setup.shared.clone(),
@@ -201,15 +215,31 @@ fn run(cfg: Config) -> Result<i32, (Box<dyn std::error::Error>, i32)> {
             metrics,
             asynchronous: asynchronous.clone(),
         };
-        let bound = crate::proxy::start(cfg.clone(), wiring).map_err(|e| (e.into(), 1))?;
+        let bound = crate::proxy::start(cfg.clone(), wiring).map_err(Failure::own)?;
         if let (Some(service), Some(addr)) = (asynchronous, bound) {
             service.start(addr);
         }
     }
-    Supervisor::new(cfg, setup, credentials).run().map_err(|e| {
+    let result = Supervisor::new(cfg, setup, credentials).run();
+    drop(admin_socket);
+    result.map_err(|e| {
         let code = e.exit_code();
-        (e.into(), code)
+        Failure(e.into(), code)
     })
+}
+
+/// The admin socket file, removed when fc-init is done with it: a clean exit leaves nothing
+/// behind for `ctl` to find (a SIGKILLed fc-init's socket is replaced by the next start).
+struct RemoveOnExit(PathBuf);
+
+impl Drop for RemoveOnExit {
+    fn drop(&mut self) {
+        match std::fs::remove_file(&self.0) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => log::warn!("removing {}: {e}", self.0.display()),
+        }
+    }
 }
 
 #[cfg(test)]

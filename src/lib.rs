@@ -5,10 +5,12 @@
 //! - [`admin`]: the admin API on a private socket, and `fc-init ctl`.
 //! - [`cli`]: arguments, configuration loading, exit statuses (the only place they are decided).
 //! - [`config`]: typed configuration from file, environment and command line.
-//! - [`supervisor`]: the one thread that owns children — spawning ([`supervisor::spawn`]),
-//!   signals ([`supervisor::signals`]), reaping ([`supervisor::reaper`]), lifecycle hooks,
-//!   restarts and shutdown.
-//! - [`state`]: the instance state the supervisor publishes to the rest.
+//! - [`supervisor`]: the one thread that owns children. Its decisions — lifecycle hooks,
+//!   restarts, terminate, shutdown — are a pure state machine ([`supervisor::core`]); around it
+//!   a thin shell: spawning ([`supervisor::spawn`]), signals ([`supervisor::signals`]),
+//!   reaping ([`supervisor::reaper`]), hook calls ([`supervisor::hooks`]).
+//! - [`state`]: the instance state the supervisor publishes to the rest, and its watchers.
+//! - [`runtime_dir`]: the private runtime directory (0700, ours, or refused).
 //! - [`events`]: asynchronous invocations: the durable store, workers, terminate.
 //! - [`exit`]: fc-init's exit statuses, one table for `fc-init` and `fc-init ctl`.
 //! - [`http`]: strict HTTP/1.1 parsing, framing and the hook client.
@@ -30,6 +32,7 @@ pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod proxy;
+pub mod runtime_dir;
 pub mod state;
 pub mod supervisor;
 pub mod sys;

@@ -50,7 +50,7 @@ pub enum StopCause {
 }
 
 /// A snapshot of the lifecycle, as `GET /status` reports it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
     pub phase: Phase,
     pub function_pid: Option<i32>,
@@ -132,21 +132,27 @@ pub struct Shared {
     pub started: Instant,
 }
 
+impl Default for Status {
+    fn default() -> Self {
+        Status {
+            phase: Phase::Starting,
+            function_pid: None,
+            instance: 0,
+            restarts: 0,
+            initializer_attempts: 0,
+            initializer_successes: 0,
+            initializer_failures: 0,
+            last_init_error: None,
+            stop_cause: None,
+            restarting: None,
+        }
+    }
+}
+
 impl Default for Shared {
     fn default() -> Self {
         Shared {
-            status: Mutex::new(Status {
-                phase: Phase::Starting,
-                function_pid: None,
-                instance: 0,
-                restarts: 0,
-                initializer_attempts: 0,
-                initializer_successes: 0,
-                initializer_failures: 0,
-                last_init_error: None,
-                stop_cause: None,
-                restarting: None,
-            }),
+            status: Mutex::new(Status::default()),
             watchers: Mutex::new(Vec::new()),
             changed: Condvar::new(),
             in_flight: AtomicUsize::new(0),
@@ -181,12 +187,11 @@ impl Shared {
         (status.phase, status.instance)
     }
 
-    /// Changes the status, wakes every waiter and tells every watcher ([`Notice::Changed`]).
-    pub fn update(&self, f: impl FnOnce(&mut Status)) {
-        let mut status = self.lock();
-        f(&mut status);
+    /// Replaces the status (the supervisor is its only writer), wakes every waiter and tells
+    /// every watcher ([`Notice::Changed`]).
+    pub fn publish(&self, status: Status) {
         let snapshot = status.clone();
-        drop(status);
+        *self.lock() = status;
         self.changed.notify_all();
         self.announce(Notice::Changed, &snapshot);
     }
@@ -196,13 +201,9 @@ impl Shared {
         lock(&self.watchers).push(watcher);
     }
 
-    /// Enters [`Phase::Stopping`] for `cause` and tells every watcher ([`Notice::Stopping`]);
-    /// the supervisor calls this once.
-    pub fn begin_stopping(&self, cause: StopCause) {
-        self.update(|s| {
-            s.phase = Phase::Stopping;
-            s.stop_cause = Some(cause);
-        });
+    /// Tells every watcher that the shutdown started ([`Notice::Stopping`]); the supervisor
+    /// calls this once, after publishing [`Phase::Stopping`].
+    pub fn announce_stopping(&self) {
         let snapshot = self.snapshot();
         self.announce(Notice::Stopping, &snapshot);
     }
@@ -243,9 +244,10 @@ mod tests {
     use super::*;
 
     fn status(phase: Phase) -> Status {
-        let mut s = Shared::default().snapshot();
-        s.phase = phase;
-        s
+        Status {
+            phase,
+            ..Status::default()
+        }
     }
 
     #[test]

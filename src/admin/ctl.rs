@@ -55,7 +55,7 @@ fn run(args: Vec<String>) -> Result<i32, Usage> {
             }
             "-h" | "--help" => {
                 println!("{USAGE}");
-                return Ok(0);
+                return Ok(crate::exit::OK);
             }
             s if s.starts_with("--socket=") => socket = Some(s["--socket=".len()..].into()),
             _ => words.push(arg),
@@ -84,11 +84,14 @@ fn run(args: Vec<String>) -> Result<i32, Usage> {
     match answer {
         Ok(resp) => {
             println!("{}", String::from_utf8_lossy(&resp.body));
-            Ok(if resp.is_success() { 0 } else { 1 })
+            Ok(match resp.is_success() {
+                true => crate::exit::OK,
+                false => crate::exit::FAILURE,
+            })
         }
         Err(e) => {
             eprintln!("fc-init ctl: {}: {e}", socket.display());
-            Ok(1)
+            Ok(crate::exit::FAILURE)
         }
     }
 }
@@ -144,9 +147,17 @@ fn request_for(words: &[String]) -> Result<(&'static str, String, String), Usage
             Ok((
                 "POST",
                 format!("/async-events/{}/terminate", encode(id)),
-                format!(r#"{{"graceShutdown":{grace}}}"#),
+                serde_json::json!({ "graceShutdown": grace }).to_string(),
             ))
         }
+        ["events", "get" | "terminate"] => Err(Usage(format!("events {} needs an event id", w[1]))),
+        ["events", "get", _, extra @ ..] => {
+            Err(Usage(format!("unexpected arguments: {}", extra.join(" "))))
+        }
+        ["events", other, ..] => Err(Usage(format!(
+            "unknown events subcommand {other:?}: use list, get or terminate"
+        ))),
+        ["events"] => Err(Usage("events needs list, get or terminate".into())),
         [] => Err(Usage("no subcommand".into())),
         other => Err(Usage(format!("unknown subcommand: {}", other.join(" ")))),
     }
@@ -208,5 +219,23 @@ mod tests {
         assert!(req(&["events", "list", "--limit", "x"]).is_err());
         assert!(req(&["bogus"]).is_err());
         assert!(req(&[]).is_err());
+    }
+
+    #[test]
+    fn ctl_events_get_without_an_id_is_a_usage_error_that_says_so() {
+        for (words, says) in [
+            (&["events", "get"][..], "events get needs an event id"),
+            (
+                &["events", "terminate"][..],
+                "events terminate needs an event id",
+            ),
+            (&["events"][..], "events needs list, get or terminate"),
+            (&["events", "show", "x"][..], "unknown events subcommand"),
+        ] {
+            match req(words) {
+                Err(Usage(message)) => assert!(message.contains(says), "{words:?}: {message}"),
+                Ok(r) => panic!("{words:?} made {r:?}"),
+            }
+        }
     }
 }

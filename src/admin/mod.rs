@@ -127,7 +127,7 @@ fn bind_private(path: &Path) -> Result<UnixListener, AdminError> {
         })?;
     }
     if let Some(dir) = path.parent() {
-        crate::supervisor::make_private_dir(dir).map_err(|e| AdminError::Bind {
+        crate::runtime_dir::create_missing(dir).map_err(|e| AdminError::Bind {
             what: what(),
             source: io::Error::other(e.to_string()),
         })?;

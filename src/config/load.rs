@@ -150,11 +150,25 @@ fn problem(source: &str, spec: &schema::KeySpec, reason: String) -> Problem {
     }
 }
 
+/// Builds the configuration from a TOML text instead of a file (plus the environment and the
+/// command line of `sources`; its `config_flag` is not read).
+pub fn from_str(text: &str, sources: &Sources) -> Result<Config, ConfigError> {
+    let mut problems = Vec::new();
+    let mut settings = Settings::default();
+    settings.merge(text_layer("<config text>", text, &mut problems));
+    settings.merge(env_layer(&sources.env, &mut problems));
+    settings.merge(cli_layer(sources, &mut problems));
+    let config = build(&settings, sources, &mut problems);
+    match problems.is_empty() {
+        true => Ok(config),
+        false => Err(ConfigError { problems }),
+    }
+}
+
 fn file_layer(file: &ChosenFile, problems: &mut Vec<Problem>) -> Layer {
     let source = file.path.display().to_string();
-    let mut layer = Layer::default();
-    let text = match fs::read_to_string(&file.path) {
-        Ok(text) => text,
+    match fs::read_to_string(&file.path) {
+        Ok(text) => text_layer(&source, &text, problems),
         Err(e) => {
             let reason = match file.named_by {
                 Some(by) => format!("cannot read the config file named by {by}: {e}"),
@@ -165,16 +179,21 @@ fn file_layer(file: &ChosenFile, problems: &mut Vec<Problem>) -> Layer {
                 key: String::new(),
                 reason,
             });
-            return layer;
+            Layer::default()
         }
-    };
-    let table: toml::Table = match toml::from_str(&text) {
+    }
+}
+
+fn text_layer(source: &str, text: &str, problems: &mut Vec<Problem>) -> Layer {
+    let source = source.to_owned();
+    let mut layer = Layer::default();
+    let table: toml::Table = match toml::from_str(text) {
         Ok(table) => table,
         Err(e) => {
             problems.push(Problem {
                 source,
                 key: String::new(),
-                reason: syntax_error(&text, &e),
+                reason: syntax_error(text, &e),
             });
             return layer;
         }
@@ -757,5 +776,6 @@ fn build(s: &Settings, sources: &Sources, problems: &mut Vec<Problem>) -> Config
                 _ => LogFormat::Text,
             },
         },
+        runtime_dir: runtime,
     }
 }

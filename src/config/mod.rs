@@ -23,10 +23,16 @@ mod tests;
 mod units;
 
 pub use load::{
-    config_path, fc_port_variable, load, runtime_dir, DEFAULT_CONFIG_PATH, DEFAULT_LISTEN,
-    FC_PORT_VARIABLES,
+    config_path, fc_port_variable, from_str, load, runtime_dir, DEFAULT_CONFIG_PATH,
+    DEFAULT_LISTEN, FC_PORT_VARIABLES,
 };
 pub use units::{format_duration, format_size, parse_duration, parse_signal, parse_size};
+
+/// Every configuration key as `(section, key)`, in the documented order (the reference lists
+/// each; a test checks it).
+pub fn keys() -> impl Iterator<Item = (&'static str, &'static str)> {
+    schema::SCHEMA.iter().map(|k| (k.section, k.key))
+}
 
 /// Inputs to `load`, gathered by the CLI layer. Everything is passed in (no global environment
 /// reads inside `load`) so tests can drive it.
@@ -125,6 +131,10 @@ pub struct Config {
     pub async_: AsyncConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
+    /// fc-init's private runtime directory (`/run/fc-init` as root, else
+    /// `$XDG_RUNTIME_DIR/fc-init`, else `<temp dir>/fc-init-<uid>`): the defaults of the
+    /// sockets and the store live there. Not a key: it follows from the uid and environment.
+    pub runtime_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq)]

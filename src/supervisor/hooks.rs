@@ -1,21 +1,26 @@
-//! Lifecycle hooks as seen from the supervisor: the FC log lines, and the HTTP calls, which run
-//! on short-lived threads and report back with an [`Event::HookDone`].
+//! Lifecycle hooks as seen from the supervisor: what an attempt is ([`HookKind`]), how it can
+//! fail ([`HookError`]), the FC log lines, and the HTTP calls, which run on short-lived threads
+//! and report back with an [`Event::HookDone`].
 //!
 //! The supervisor owns each attempt's deadline; the thread enforces the same bound on its socket
 //! so it does not linger, and a result that arrives after the supervisor gave up carries a stale
 //! token and is ignored. Command hooks are children of the supervisor and never waited on here.
 
+use std::fmt;
+use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::reaper::Exit;
+use super::spawn::SpawnError;
 use super::{Event, Events};
 use crate::config::{Config, Endpoint};
-use crate::http::client::{self, Conn};
+use crate::http::client::{self, ClientError, Conn};
 use crate::logging::line;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HookKind {
-    /// Waiting for a function without an initializer to accept connections (no log lines).
+    /// Waiting for a function without an HTTP initializer to accept connections (no log lines).
     Probe,
     Initialize,
     PreStop,
@@ -40,6 +45,103 @@ impl HookKind {
     }
 }
 
+/// Why a hook attempt failed. `Display` is the reason on the FC End line
+/// (`FC Initialize End RequestId: <id>, Error: <reason>`).
+#[derive(Debug)]
+pub enum HookError {
+    /// The function refused the connection: it is not listening (yet).
+    Refused,
+    /// Connecting failed otherwise (no socket file, unreachable, ...).
+    Connect(io::Error),
+    /// The function reset or closed the connection before answering.
+    Reset,
+    /// Sending the request or reading the answer failed otherwise.
+    Io(io::Error),
+    /// The answer is not valid HTTP/1.1.
+    Malformed(String),
+    /// The attempt's timeout passed.
+    Timeout,
+    /// The function answered with a status other than 2xx.
+    Status(u16),
+    /// The hook command exited with a non-zero status.
+    CommandExit(i32),
+    /// The hook command was killed by a signal.
+    CommandKilled(i32),
+    /// The hook command could not be started.
+    Spawn(SpawnError),
+    /// The function exited while the attempt was under way.
+    FunctionExited(Exit),
+    /// The shutdown started during the attempt.
+    Stopping,
+    /// A second SIGTERM/SIGINT cut the attempt.
+    SecondSignal,
+}
+
+impl HookError {
+    /// How a hook command's process ended, as a hook result.
+    pub fn from_command_exit(exit: Exit) -> Result<(), HookError> {
+        match exit {
+            Exit::Code(0) => Ok(()),
+            Exit::Code(code) => Err(HookError::CommandExit(code)),
+            Exit::Signal(sig) => Err(HookError::CommandKilled(sig)),
+        }
+    }
+}
+
+impl From<ClientError> for HookError {
+    fn from(e: ClientError) -> HookError {
+        match e {
+            ClientError::Connect(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                HookError::Refused
+            }
+            ClientError::Connect(e) => HookError::Connect(e),
+            ClientError::Timeout => HookError::Timeout,
+            ClientError::Io(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+                ) =>
+            {
+                HookError::Reset
+            }
+            ClientError::Io(e) => HookError::Io(e),
+            ClientError::Malformed(why) => HookError::Malformed(why),
+        }
+    }
+}
+
+impl fmt::Display for HookError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HookError::Refused => f.write_str("connection refused"),
+            HookError::Connect(e) => write!(f, "connect failed: {e}"),
+            HookError::Reset => f.write_str("connection reset"),
+            // Our own UnexpectedEof errors carry a readable message.
+            HookError::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => write!(f, "{e}"),
+            HookError::Io(e) => write!(f, "i/o error: {e}"),
+            HookError::Malformed(why) => write!(f, "malformed response: {why}"),
+            HookError::Timeout => f.write_str("timeout"),
+            HookError::Status(status) => write!(f, "status {status}"),
+            HookError::CommandExit(code) => write!(f, "{}", Exit::Code(*code)),
+            HookError::CommandKilled(sig) => write!(f, "{}", Exit::Signal(*sig)),
+            HookError::Spawn(e) => f.write_str(&crate::logging::error_chain(e)),
+            HookError::FunctionExited(exit) => write!(f, "function {exit}"),
+            HookError::Stopping => f.write_str("aborted: fc-init is stopping"),
+            HookError::SecondSignal => f.write_str("interrupted by a second stop signal"),
+        }
+    }
+}
+
+impl std::error::Error for HookError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            HookError::Connect(e) | HookError::Io(e) => Some(e),
+            HookError::Spawn(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 /// `FC Initialize Start RequestId: <id>` (contract section 5).
 pub fn log_start(kind: HookKind, request_id: &str) {
     if let Some(name) = kind.line_name() {
@@ -48,13 +150,13 @@ pub fn log_start(kind: HookKind, request_id: &str) {
 }
 
 /// `FC Initialize End RequestId: <id>[, Error: <reason>]`.
-pub fn log_end(kind: HookKind, request_id: &str, result: &Result<(), String>) {
+pub fn log_end(kind: HookKind, request_id: &str, error: Option<&str>) {
     let Some(name) = kind.line_name() else {
         return;
     };
-    match result {
-        Ok(()) => line(format_args!("FC {name} End RequestId: {request_id}")),
-        Err(reason) => line(format_args!(
+    match error {
+        None => line(format_args!("FC {name} End RequestId: {request_id}")),
+        Some(reason) => line(format_args!(
             "FC {name} End RequestId: {request_id}, Error: {reason}"
         )),
     }
@@ -103,7 +205,7 @@ pub fn spawn_probe(cfg: Arc<Config>, deadline: Instant, token: u64, events: Even
     }
 }
 
-fn http_hook(call: &HttpCall) -> Result<(), String> {
+fn http_hook(call: &HttpCall) -> Result<(), HookError> {
     let mut conn = connect(&call.cfg.function.endpoint, call.connect_by)?;
     let deadline = Instant::now() + call.timeout;
     let timeout_secs = call.timeout.as_nanos().div_ceil(1_000_000_000).to_string();
@@ -119,12 +221,11 @@ fn http_hook(call: &HttpCall) -> Result<(), String> {
         }
         _ => "GET",
     };
-    let response = client::request(&mut conn, method, &call.path, &headers, b"", deadline)
-        .map_err(|e| e.to_string())?;
+    let response = client::request(&mut conn, method, &call.path, &headers, b"", deadline)?;
     if (200..300).contains(&response.status) {
         Ok(())
     } else {
-        Err(format!("status {}", response.status))
+        Err(HookError::Status(response.status))
     }
 }
 
@@ -132,7 +233,7 @@ fn http_hook(call: &HttpCall) -> Result<(), String> {
 ///
 /// This is a handshake with a deadline: the wait between tries starts at 1 ms and doubles up to
 /// 50 ms, so a function that starts listening is noticed within milliseconds.
-fn connect(endpoint: &Endpoint, connect_by: Instant) -> Result<Conn, String> {
+fn connect(endpoint: &Endpoint, connect_by: Instant) -> Result<Conn, HookError> {
     let mut pause = Duration::from_millis(1);
     loop {
         let now = Instant::now();
@@ -152,7 +253,57 @@ fn connect(endpoint: &Endpoint, connect_by: Instant) -> Result<Conn, String> {
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_millis(50));
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hook_errors_read_as_the_reasons_on_the_end_line() {
+        let cases: Vec<(HookError, &str)> = vec![
+            (HookError::Refused, "connection refused"),
+            (HookError::Reset, "connection reset"),
+            (HookError::Timeout, "timeout"),
+            (HookError::Status(500), "status 500"),
+            (HookError::CommandExit(2), "exited with status 2"),
+            (HookError::CommandKilled(libc::SIGKILL), "killed by SIGKILL"),
+            (
+                HookError::FunctionExited(Exit::Code(7)),
+                "function exited with status 7",
+            ),
+            (HookError::Stopping, "aborted: fc-init is stopping"),
+            (
+                HookError::SecondSignal,
+                "interrupted by a second stop signal",
+            ),
+        ];
+        for (error, reason) in cases {
+            assert_eq!(error.to_string(), reason);
+        }
+        let refused = ClientError::Connect(io::Error::from(io::ErrorKind::ConnectionRefused));
+        assert!(matches!(HookError::from(refused), HookError::Refused));
+        let reset = ClientError::Io(io::Error::from(io::ErrorKind::BrokenPipe));
+        assert!(matches!(HookError::from(reset), HookError::Reset));
+        let missing = HookError::from(ClientError::Connect(io::Error::from(
+            io::ErrorKind::NotFound,
+        )));
+        assert!(std::error::Error::source(&missing).is_some());
+    }
+
+    #[test]
+    fn a_hook_command_succeeds_only_with_status_zero() {
+        assert!(HookError::from_command_exit(Exit::Code(0)).is_ok());
+        assert!(matches!(
+            HookError::from_command_exit(Exit::Code(3)),
+            Err(HookError::CommandExit(3))
+        ));
+        assert!(matches!(
+            HookError::from_command_exit(Exit::Signal(9)),
+            Err(HookError::CommandKilled(9))
+        ));
     }
 }

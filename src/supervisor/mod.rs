@@ -1,44 +1,42 @@
 //! The supervisor: the one thread that owns every child process and every `waitpid`.
 //!
-//! It starts the function, runs the lifecycle hooks (Initializer, PreStop), forwards signals,
-//! reaps every child (adopted orphans included), restarts per policy and runs the shutdown. It
-//! sleeps in a single `poll` on two file descriptors — the signalfd and a wake pipe that other
-//! threads write to after sending an [`Event`] — with the nearest deadline as the timeout.
-//! Deadlines are `Instant`s: no fixed sleeps, and the shutdown ends the moment the last child is
-//! reaped.
+//! Its decisions live in [`core`], a pure state machine; this module is the thin shell around
+//! it. The shell sleeps in a single `poll` on two file descriptors — the signalfd and a wake
+//! pipe that other threads write to after sending an [`Event`] — with the core's nearest
+//! deadline as the timeout, turns what woke it into [`core::Input`]s (a signal, the exits a
+//! `waitpid` drain found, an event), and carries out the core's [`core::Action`]s with real
+//! system calls ([`System`]). Deadlines are `Instant`s: no fixed sleeps, and the shutdown ends
+//! the moment the last child is reaped.
 //!
 //! Other threads never touch a child: HTTP hook calls run on short-lived threads that report
 //! back with an event, and the traffic side asks for things (an initializer attempt, a drain
-//! notice) the same way.
+//! notice, a lifecycle call) the same way. What the supervisor tells them goes through
+//! `state::Shared`: the published status, and the watchers' notices.
 
-mod hooks;
+pub mod core;
+pub mod hooks;
 pub mod reaper;
 pub mod signals;
 pub mod spawn;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 
-use crate::config::{Config, Endpoint, HookAction, OnFailure, RestartPolicy};
+use self::core::{Action, CallId, Core, Effects, HookRun, HookStart, Input, Line, Target};
+use crate::config::{Config, Endpoint, FC_PORT_VARIABLES};
 use crate::notify::notify;
-use crate::state::{Phase, Shared, StopCause};
-use hooks::HookKind;
-use reaper::{Exit, Remaining};
-use signals::{Disposition, Signals};
+use crate::state::Shared;
+use hooks::HookError;
+use reaper::Remaining;
+use signals::Signals;
 use spawn::{Credentials, SpawnError};
-
-/// First delay before a crashed function is started again; doubles up to `restart_backoff_max`.
-const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(100);
 
 /// What other threads tell the supervisor.
 #[derive(Debug)]
@@ -46,7 +44,7 @@ pub enum Event {
     /// An HTTP hook thread finished (the token tells which attempt; stale ones are ignored).
     HookDone {
         token: u64,
-        result: Result<(), String>,
+        result: Result<(), HookError>,
     },
     /// A request is waiting while the initializer is in the `failed` state under `next-request`.
     InitRequested,
@@ -138,11 +136,6 @@ pub enum SupervisorError {
     Signals(nix::Error),
     /// Creating the wake pipe failed.
     WakePipe(nix::Error),
-    /// Making the private runtime directory failed.
-    RuntimeDir {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
     /// The function could not be started (126/127).
     Spawn(SpawnError),
 }
@@ -151,7 +144,7 @@ impl SupervisorError {
     pub fn exit_code(&self) -> i32 {
         match self {
             SupervisorError::Spawn(e) => e.exit_code(),
-            _ => 1,
+            _ => crate::exit::FAILURE,
         }
     }
 }
@@ -159,21 +152,21 @@ impl SupervisorError {
 impl std::fmt::Display for SupervisorError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SupervisorError::Signals(e) => write!(f, "setting up signal handling: {e}"),
-            SupervisorError::WakePipe(e) => write!(f, "creating the wake pipe: {e}"),
-            SupervisorError::RuntimeDir { path, source } => {
-                write!(
-                    f,
-                    "creating the runtime directory {}: {source}",
-                    path.display()
-                )
-            }
-            SupervisorError::Spawn(e) => e.fmt(f),
+            SupervisorError::Signals(_) => f.write_str("setting up signal handling"),
+            SupervisorError::WakePipe(_) => f.write_str("creating the wake pipe"),
+            SupervisorError::Spawn(_) => f.write_str("starting the function"),
         }
     }
 }
 
-impl std::error::Error for SupervisorError {}
+impl std::error::Error for SupervisorError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SupervisorError::Signals(e) | SupervisorError::WakePipe(e) => Some(e),
+            SupervisorError::Spawn(e) => Some(e),
+        }
+    }
+}
 
 /// The parts of fc-init the supervisor is wired to.
 pub struct Setup {
@@ -214,146 +207,58 @@ pub fn setup() -> Result<Setup, SupervisorError> {
     })
 }
 
-/// Makes the private runtime directory (mode 0700) if it does not exist.
-pub fn make_private_dir(path: &Path) -> Result<(), SupervisorError> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
-        .map_err(|source| SupervisorError::RuntimeDir {
-            path: path.to_owned(),
-            source,
-        })
-}
-
-struct Function {
-    pid: Pid,
-    started: Instant,
-    /// Initialized (or nothing to initialize): PreStop applies to it.
-    ready: bool,
-}
-
-/// A lifecycle hook attempt under way.
-struct Hook {
-    token: u64,
-    kind: HookKind,
-    request_id: String,
-    /// The supervisor's own bound on the attempt; the hook thread enforces the same one.
-    deadline: Instant,
-    /// The hook command's pid (its process group) when the hook is a command.
-    command: Option<Pid>,
-}
-
-struct InitProgress {
-    /// Failures since the last success, for `max_attempts`.
-    failures: u32,
-    retry_at: Option<Instant>,
-    backoff: Duration,
-    /// The first attempt of an instance waits up to `start_timeout` for the function to listen.
-    first: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Stage {
-    PreStop,
-    Drain { until: Instant },
-    Grace { until: Instant },
-    Killed,
-}
-
-struct Stop {
-    stage: Stage,
-    /// A second SIGTERM/SIGINT: skip the remaining waits.
-    forced: bool,
-    /// Exit status that overrides the function's (3 for a failed initialization).
-    code: Option<i32>,
-}
-
-static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
-
+/// The supervisor thread: the shell around [`Core`].
 pub struct Supervisor {
-    cfg: Arc<Config>,
+    core: Core,
     setup: Setup,
-    credentials: Option<Credentials>,
-    function_env: BTreeMap<String, String>,
-    function: Option<Function>,
-    /// The function's process group, kept after it exits so what is left of it can be stopped.
-    pgid: Option<Pid>,
-    last_exit: Option<Exit>,
-    respawn_at: Option<Instant>,
-    restart_delay: Duration,
-    hook: Option<Hook>,
-    init: InitProgress,
-    stop: Option<Stop>,
-    /// waitpid said ECHILD: nothing left to reap.
-    childless: bool,
-    /// The next exit of the function is followed by a new instance, whatever `restart` says.
-    respawn_forced: bool,
-    /// The stop signal went to the function; adopted orphans get it once the function is gone.
-    orphans_to_stop: bool,
+    system: System,
 }
 
 impl Supervisor {
     pub fn new(cfg: Arc<Config>, setup: Setup, credentials: Option<Credentials>) -> Supervisor {
-        let mut function_env = cfg.function.env.clone();
-        if cfg.serves_http() {
-            match &cfg.function.endpoint {
-                Endpoint::Unix(path) => {
-                    function_env.insert(
-                        "FC_FUNCTION_SOCKET".into(),
-                        path.to_string_lossy().into_owned(),
-                    );
-                }
-                Endpoint::Tcp(port) => {
-                    function_env.insert("FC_SERVER_PORT".into(), port.to_string());
-                    function_env.insert("FC_FUNCTION_PORT".into(), port.to_string());
-                }
-            }
-        }
-        let backoff = cfg
-            .initializer
-            .as_ref()
-            .map(|i| i.backoff)
-            .unwrap_or_default();
-        Supervisor {
-            cfg,
-            setup,
+        let system = System {
+            function_env: function_env(&cfg),
+            // In plain-init mode the function gets the terminal (Ctrl-C reaches it, as with
+            // tini); when fc-init serves or runs hooks it keeps the terminal, so Ctrl-C starts
+            // its own shutdown, PreStop included.
+            foreground: !cfg.serves_http() && cfg.initializer.is_none() && cfg.pre_stop.is_none(),
             credentials,
-            function_env,
-            function: None,
-            pgid: None,
-            last_exit: None,
-            respawn_at: None,
-            restart_delay: RESTART_BACKOFF_MIN,
-            hook: None,
-            init: InitProgress {
-                failures: 0,
-                retry_at: None,
-                backoff,
-                first: true,
-            },
-            stop: None,
-            childless: true,
-            respawn_forced: false,
-            orphans_to_stop: false,
+            events: setup.events.clone(),
+            shared: setup.shared.clone(),
+            replies: HashMap::new(),
+            next_call: 0,
+            exit: None,
+            cfg: cfg.clone(),
+        };
+        Supervisor {
+            core: Core::new(cfg),
+            setup,
+            system,
         }
     }
 
     /// Runs until everything has been stopped and reaped; returns fc-init's exit status.
     pub fn run(mut self) -> Result<i32, SupervisorError> {
-        self.spawn_function(Instant::now())
+        // The first spawn is the shell's: a program that cannot start is fc-init's own error
+        // (126/127 with the cause), not a respawn failure to stop after.
+        let pid = self
+            .system
+            .spawn_function()
             .map_err(SupervisorError::Spawn)?;
+        self.feed(Input::Spawned(Ok(pid)));
         loop {
-            let now = Instant::now();
-            self.advance(now);
-            if let Some(code) = self.finished() {
+            if let Some(code) = self.system.exit {
                 return Ok(code);
             }
-            self.wait(self.next_deadline());
+            self.wait(self.core.next_deadline());
             self.handle_signals();
             self.handle_events();
+            self.feed(Input::Tick);
         }
+    }
+
+    fn feed(&mut self, input: Input) {
+        core::drive(&mut self.core, &mut self.system, input, Instant::now());
     }
 
     /// Sleeps until a signal, an event or the deadline.
@@ -373,26 +278,12 @@ impl Supervisor {
             PollFd::new(self.setup.signals.as_fd(), PollFlags::POLLIN),
             PollFd::new(self.setup.wake_rx.as_fd(), PollFlags::POLLIN),
         ];
-        match nix::poll::poll(&mut fds, timeout) {
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(e) => log::error!("poll: {e}"),
+        // EINTR: woken early; the loop looks at everything and sleeps again.
+        if let Err(e) = nix::poll::poll(&mut fds, timeout) {
+            if e != Errno::EINTR {
+                log::error!("poll: {e}");
+            }
         }
-    }
-
-    fn next_deadline(&self) -> Option<Instant> {
-        let stage = self.stop.as_ref().and_then(|s| match s.stage {
-            Stage::Drain { until } | Stage::Grace { until } => Some(until),
-            _ => None,
-        });
-        [
-            self.respawn_at,
-            self.init.retry_at,
-            self.hook.as_ref().map(|h| h.deadline),
-            stage,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
     }
 
     fn handle_signals(&mut self) {
@@ -405,13 +296,13 @@ impl Supervisor {
                     return;
                 }
             };
-            match signals::disposition(signo) {
-                Disposition::Reap => self.reap(),
-                Disposition::Shutdown => {
-                    log::info!("received {}", signals::name(signo));
-                    self.request_stop(Instant::now());
-                }
-                Disposition::Forward => self.forward(signo),
+            if signals::disposition(signo) == signals::Disposition::Reap {
+                let mut exits = Vec::new();
+                let remaining = reaper::reap(|pid, exit| exits.push((pid, exit)));
+                let childless = remaining == Remaining::None;
+                self.feed(Input::Reaped { exits, childless });
+            } else {
+                self.feed(Input::Signal(signo));
             }
         }
     }
@@ -424,157 +315,80 @@ impl Supervisor {
         {
         }
         while let Ok(event) = self.setup.receiver.try_recv() {
-            match event {
-                Event::HookDone { token, result } => {
-                    if self.hook.as_ref().is_some_and(|h| h.token == token) {
-                        self.finish_hook(result, Instant::now());
+            let input = match event {
+                Event::HookDone { token, result } => Input::HookDone { token, result },
+                Event::InitRequested => Input::InitRequested,
+                Event::Drained => Input::InFlight(0),
+                Event::KillFunction { graceful } => Input::Terminate { graceful },
+                Event::Lifecycle {
+                    call,
+                    request_id,
+                    reply,
+                } => {
+                    let id = self.system.next_call;
+                    self.system.next_call += 1;
+                    self.system.replies.insert(id, reply);
+                    Input::Lifecycle {
+                        call,
+                        request_id,
+                        id,
                     }
                 }
-                Event::InitRequested => self.init_requested(Instant::now()),
-                // The drain stage re-checks the in-flight count in `advance`.
-                Event::Drained => {}
-                Event::KillFunction { graceful } => self.kill_function(graceful),
-                // Served by the lifecycle core, which replaces this loop.
-                Event::Lifecycle { reply, .. } => reply.send(LifecycleAnswer::Stopping),
-            }
-        }
-    }
-
-    /// Ends the instance for an operator's terminate; the function is started again once reaped.
-    fn kill_function(&mut self, graceful: bool) {
-        let Some(f) = &self.function else {
-            return;
-        };
-        if self.stop.is_some() {
-            return;
-        }
-        self.respawn_forced = true;
-        let (sig, result) = if graceful {
-            (Signal::SIGTERM, kill(f.pid, Signal::SIGTERM))
-        } else {
-            (Signal::SIGKILL, killpg(f.pid, Signal::SIGKILL))
-        };
-        log::warn!(
-            "terminating the instance (pid {}) for an asynchronous event with {sig}",
-            f.pid
-        );
-        tolerate_esrch(result, "function", sig);
-    }
-
-    /// Passes a signal on to the function: its process group (`kill_group`) or its pid.
-    fn forward(&self, signo: i32) {
-        let Some(f) = &self.function else {
-            log::debug!("no function to forward {} to", signals::name(signo));
-            return;
-        };
-        let target = if self.cfg.shutdown.kill_group {
-            -f.pid.as_raw()
-        } else {
-            f.pid.as_raw()
-        };
-        // SAFETY: kill(2) with plain integers; real-time signals have no nix `Signal` variant.
-        let rc = unsafe { libc::kill(target, signo) };
-        if rc != 0 {
-            let err = Errno::last();
-            // ESRCH: the process (group) is already gone; its exit is about to be reaped.
-            if err != Errno::ESRCH {
-                log::warn!("forwarding {} to {target}: {err}", signals::name(signo));
-            }
-        } else {
-            log::debug!("forwarded {} to {target}", signals::name(signo));
-        }
-    }
-
-    fn reap(&mut self) {
-        let mut exits = Vec::new();
-        let remaining = reaper::reap(|pid, exit| exits.push((pid, exit)));
-        self.childless = remaining == Remaining::None;
-        let now = Instant::now();
-        for (pid, exit) in exits {
-            self.on_exit(pid, exit, now);
-        }
-        if !self.childless && self.orphans_to_stop && self.function.is_none() {
-            self.stop_orphans();
-        }
-        if !self.childless && self.stop.as_ref().is_some_and(|s| s.stage == Stage::Killed) {
-            // Killing an orphan can orphan its own children onto fc-init: kill again until
-            // nothing is left.
-            self.kill_remaining(Signal::SIGKILL);
-        }
-    }
-
-    fn on_exit(&mut self, pid: Pid, exit: Exit, now: Instant) {
-        if self.function.as_ref().is_some_and(|f| f.pid == pid) {
-            self.function_exited(exit, now);
-        } else if self.hook.as_ref().is_some_and(|h| h.command == Some(pid)) {
-            let result = if exit.success() {
-                Ok(())
-            } else {
-                Err(exit.to_string())
             };
-            self.finish_hook(result, now);
-        } else {
-            log::debug!("reaped pid {pid}: {exit}");
+            self.feed(input);
         }
     }
+}
 
-    fn function_exited(&mut self, exit: Exit, now: Instant) {
-        let f = self
-            .function
-            .take()
-            .expect("called only for the running function");
-        self.last_exit = Some(exit);
-        log::info!("function (pid {}) {exit}", f.pid);
-        self.setup.shared.update(|s| s.function_pid = None);
-        if let Some(hook) = &self.hook {
-            if hook.kind != HookKind::PreStop || hook.command.is_none() {
-                // The instance it was talking to is gone.
-                self.finish_hook(Err(format!("function {exit}")), now);
+/// The function's environment: its configured variables, where it serves, and FC's port
+/// variables pointed at its own port (or removed when it serves on a socket), so an FC-style
+/// server that listens on `$FC_SERVER_PORT` never collides with fc-init's listener.
+fn function_env(cfg: &Config) -> FunctionEnv {
+    let mut set = cfg.function.env.clone();
+    let mut remove = Vec::new();
+    if cfg.serves_http() {
+        match &cfg.function.endpoint {
+            Endpoint::Unix(path) => {
+                set.insert(
+                    "FC_FUNCTION_SOCKET".into(),
+                    path.to_string_lossy().into_owned(),
+                );
+                remove.extend(FC_PORT_VARIABLES.iter().map(|v| v.to_string()));
+            }
+            Endpoint::Tcp(port) => {
+                for var in FC_PORT_VARIABLES.iter().chain(&["FC_FUNCTION_PORT"]) {
+                    set.insert(var.to_string(), port.to_string());
+                }
             }
         }
-        if self.stop.is_some() {
-            return;
-        }
-        let forced = std::mem::take(&mut self.respawn_forced);
-        let restart = forced
-            || match self.cfg.function.restart {
-                RestartPolicy::Never => false,
-                RestartPolicy::OnFailure => !exit.success(),
-                RestartPolicy::Always => true,
-            };
-        if !restart {
-            self.begin_stop(None, now);
-            return;
-        }
-        if now.duration_since(f.started) >= self.cfg.function.restart_backoff_max {
-            // It ran long enough to count as healthy: a new crash starts the backoff over.
-            self.restart_delay = RESTART_BACKOFF_MIN;
-        }
-        // An operator's terminate is not a crash: the new instance starts at once.
-        let delay = match forced {
-            true => Duration::ZERO,
-            false => self
-                .restart_delay
-                .min(self.cfg.function.restart_backoff_max),
-        };
-        log::warn!(
-            "function {exit}; restarting in {}",
-            humantime::format_duration(delay)
-        );
-        self.respawn_at = Some(now + delay);
-        if !forced {
-            self.restart_delay = (delay * 2).min(self.cfg.function.restart_backoff_max);
-        }
-        self.init.retry_at = None;
-        let what = exit.to_string();
-        self.setup.shared.update(|s| {
-            s.phase = Phase::Starting;
-            s.restarting = Some(what);
-        });
     }
+    // A variable the configuration sets on purpose wins over the removal.
+    remove.retain(|v| !cfg.function.env.contains_key(v));
+    FunctionEnv { set, remove }
+}
 
-    /// Starts a new instance of the function and its initialization.
-    fn spawn_function(&mut self, now: Instant) -> Result<(), SpawnError> {
+/// Variables added to (or overriding) the inherited environment, and ones taken out of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionEnv {
+    pub set: BTreeMap<String, String>,
+    pub remove: Vec<String>,
+}
+
+/// The real [`Effects`]: system calls, threads, the shared state, stdout.
+struct System {
+    cfg: Arc<Config>,
+    function_env: FunctionEnv,
+    foreground: bool,
+    credentials: Option<Credentials>,
+    events: Events,
+    shared: Arc<Shared>,
+    replies: HashMap<CallId, Reply>,
+    next_call: CallId,
+    exit: Option<i32>,
+}
+
+impl System {
+    fn spawn_function(&self) -> Result<Pid, SpawnError> {
         if self.cfg.serves_http() {
             if let Endpoint::Unix(path) = &self.cfg.function.endpoint {
                 // A socket file left by an earlier instance would make connects fail until the
@@ -586,438 +400,136 @@ impl Supervisor {
                 }
             }
         }
-        let pid = spawn::spawn(&spawn::Spec {
+        spawn::spawn(&spawn::Spec {
             argv: &self.cfg.function.command,
             working_dir: self.cfg.function.working_dir.as_deref(),
             env: &self.function_env,
             credentials: self.credentials.as_ref(),
-            foreground: true,
-        })?;
-        log::info!(
-            "started function (pid {pid}): {:?}",
-            self.cfg.function.command
-        );
-        self.childless = false;
-        self.function = Some(Function {
-            pid,
-            started: now,
-            ready: false,
-        });
-        self.pgid = Some(pid);
-        self.init = InitProgress {
-            failures: 0,
-            retry_at: None,
-            backoff: self
-                .cfg
-                .initializer
-                .as_ref()
-                .map(|i| i.backoff)
-                .unwrap_or_default(),
-            first: true,
-        };
-        self.setup.shared.update(|s| {
-            s.phase = Phase::Starting;
-            s.function_pid = Some(pid.as_raw());
-            s.instance += 1;
-            s.restarting = None;
-        });
-        if self.cfg.serves_http() && !self.has_http_initializer() {
-            // Nothing is forwarded before the function accepts connections.
-            self.start_hook(HookKind::Probe, now);
-        } else if self.cfg.initializer.is_some() {
-            self.start_hook(HookKind::Initialize, now);
-        } else {
-            self.set_ready();
-            notify("READY=1");
-        }
-        Ok(())
+            foreground: self.foreground,
+        })
     }
 
-    fn has_http_initializer(&self) -> bool {
-        matches!(
-            self.cfg.initializer.as_ref().map(|i| &i.action),
-            Some(HookAction::Http { .. })
-        )
-    }
-
-    fn set_ready(&mut self) {
-        if let Some(f) = &mut self.function {
-            f.ready = true;
-        }
-        self.setup.shared.update(|s| s.phase = Phase::Ready);
-        log::info!("instance ready");
-    }
-
-    /// Starts a hook attempt: a thread for HTTP hooks, a child process for command hooks.
-    fn start_hook(&mut self, kind: HookKind, now: Instant) {
-        let token = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);
-        let (action, timeout) = match kind {
-            HookKind::Probe => (None, Duration::ZERO),
-            HookKind::Initialize => {
-                let init = self
-                    .cfg
-                    .initializer
-                    .as_ref()
-                    .expect("initializer configured");
-                (Some(&init.action), init.timeout)
-            }
-            HookKind::PreStop => {
-                let pre = self.cfg.pre_stop.as_ref().expect("pre_stop configured");
-                (Some(&pre.action), pre.timeout)
-            }
-        };
-        let request_id = crate::http::request_id::new_request_id();
-        if kind == HookKind::Initialize {
-            self.setup.shared.update(|s| {
-                s.phase = Phase::Initializing;
-                s.initializer_attempts += 1;
-            });
-        }
-        hooks::log_start(kind, &request_id);
-        // Only the first attempt of an instance (and the readiness probe) waits for the function
-        // to start listening, up to `start_timeout` after it was spawned.
-        let listen_wait = match (kind, &self.function) {
-            (HookKind::Probe, Some(f)) | (HookKind::Initialize, Some(f)) if self.init.first => {
-                Some(f.started + self.cfg.function.start_timeout)
-            }
-            _ => None,
-        };
-        if kind == HookKind::Initialize {
-            self.init.first = false;
-        }
-        let mut hook = Hook {
+    fn start_hook(&self, start: HookStart) -> Option<Input> {
+        let HookStart {
             token,
             kind,
             request_id,
-            deadline: now + timeout,
-            command: None,
-        };
-        match action {
-            Some(HookAction::Command(argv)) => {
+            run,
+        } = start;
+        match run {
+            HookRun::Probe { deadline } => {
+                hooks::spawn_probe(self.cfg.clone(), deadline, token, self.events.clone());
+                None
+            }
+            HookRun::Http {
+                path,
+                connect_by,
+                timeout,
+            } => {
+                hooks::spawn_http(hooks::HttpCall {
+                    cfg: self.cfg.clone(),
+                    kind,
+                    path,
+                    request_id,
+                    connect_by,
+                    timeout,
+                    token,
+                    events: self.events.clone(),
+                });
+                None
+            }
+            HookRun::Command { argv } => {
                 let mut env = self.function_env.clone();
-                env.insert("FC_REQUEST_ID".into(), hook.request_id.clone());
-                env.insert("FC_CONTROL_PATH".into(), kind.control_path().into());
-                match spawn::spawn(&spawn::Spec {
-                    argv,
+                env.set.insert("FC_REQUEST_ID".into(), request_id);
+                env.set
+                    .insert("FC_CONTROL_PATH".into(), kind.control_path().into());
+                let spawned = spawn::spawn(&spawn::Spec {
+                    argv: &argv,
                     working_dir: self.cfg.function.working_dir.as_deref(),
                     env: &env,
                     credentials: self.credentials.as_ref(),
                     foreground: false,
-                }) {
-                    Ok(pid) => {
-                        self.childless = false;
-                        hook.command = Some(pid);
-                        self.hook = Some(hook);
-                    }
-                    Err(e) => {
-                        self.hook = Some(hook);
-                        self.finish_hook(Err(e.to_string()), now);
-                    }
-                }
-            }
-            Some(HookAction::Http { path }) => {
-                let connect_by = listen_wait.unwrap_or(now);
-                // The attempt's own timeout starts once the function accepts; the supervisor's
-                // bound covers the longest the thread can legitimately take.
-                hook.deadline = connect_by.max(now) + timeout;
-                hooks::spawn_http(hooks::HttpCall {
-                    cfg: self.cfg.clone(),
-                    kind,
-                    path: path.clone(),
-                    request_id: hook.request_id.clone(),
-                    connect_by,
-                    timeout,
-                    token,
-                    events: self.setup.events.clone(),
                 });
-                self.hook = Some(hook);
-            }
-            None => {
-                hook.deadline = listen_wait.unwrap_or(now);
-                hooks::spawn_probe(
-                    self.cfg.clone(),
-                    hook.deadline,
-                    token,
-                    self.setup.events.clone(),
-                );
-                self.hook = Some(hook);
-            }
-        }
-    }
-
-    /// Ends the hook attempt under way, if any, as failed, with no further consequence: used
-    /// when the shutdown overtakes it.
-    fn abort_hook(&mut self, reason: &str) {
-        if let Some(hook) = self.hook.take() {
-            if let Some(pid) = hook.command {
-                // ESRCH: the hook already exited; its status is reaped as an unknown child.
-                let _ = killpg(pid, Signal::SIGKILL);
-            }
-            hooks::log_end(hook.kind, &hook.request_id, &Err(reason.to_owned()));
-        }
-    }
-
-    /// Ends the hook attempt under way with `result`.
-    fn finish_hook(&mut self, result: Result<(), String>, now: Instant) {
-        let Some(hook) = self.hook.take() else {
-            return;
-        };
-        if let (Err(_), Some(pid)) = (&result, hook.command) {
-            // Timed out or aborted: the hook's whole process group goes (ESRCH: already gone).
-            let _ = killpg(pid, Signal::SIGKILL);
-        }
-        // The state changes first, so whoever reads the End line sees the instance ready (or
-        // failed) already; systemd hears READY=1 after the line.
-        let mut ready = false;
-        match (hook.kind, result.clone()) {
-            (HookKind::PreStop, _) => {}
-            (_, _) if self.stop.is_some() => {}
-            (HookKind::Probe, Ok(())) => {
-                if self.cfg.initializer.is_some() {
-                    self.start_hook(HookKind::Initialize, now);
-                } else {
-                    ready = true;
-                }
-            }
-            (HookKind::Probe, Err(reason)) => {
-                log::error!(
-                    "the function did not accept connections within start_timeout ({}): {reason}",
-                    humantime::format_duration(self.cfg.function.start_timeout)
-                );
-                self.setup.shared.update(|s| {
-                    s.phase = Phase::Failed;
-                    s.last_init_error = Some(reason);
-                });
-                self.begin_stop(Some(crate::exit::NOT_INITIALIZED), now);
-            }
-            (HookKind::Initialize, Ok(())) => {
-                self.init.failures = 0;
-                self.setup.shared.update(|s| s.initializer_successes += 1);
-                ready = true;
-            }
-            (HookKind::Initialize, Err(reason)) => self.initializer_failed(reason, now),
-        }
-        if ready {
-            self.set_ready();
-        }
-        hooks::log_end(hook.kind, &hook.request_id, &result);
-        if ready {
-            notify("READY=1");
-        }
-    }
-
-    fn initializer_failed(&mut self, reason: String, now: Instant) {
-        let init = self
-            .cfg
-            .initializer
-            .clone()
-            .expect("initializer configured");
-        self.init.failures += 1;
-        self.setup.shared.update(|s| {
-            s.initializer_failures += 1;
-            s.last_init_error = Some(reason.clone());
-        });
-        if self.function.is_none() {
-            // The instance died under the attempt: the restart policy decides what comes next.
-            return;
-        }
-        let give_up = match init.on_failure {
-            OnFailure::Exit => true,
-            OnFailure::Retry => init.max_attempts > 0 && self.init.failures >= init.max_attempts,
-            OnFailure::NextRequest => false,
-        };
-        if give_up {
-            log::error!(
-                "initializer failed after {} attempt(s): {reason}",
-                self.init.failures
-            );
-            self.setup.shared.update(|s| s.phase = Phase::Failed);
-            self.begin_stop(Some(crate::exit::NOT_INITIALIZED), now);
-        } else if init.on_failure == OnFailure::Retry {
-            let delay = self.init.backoff;
-            log::warn!(
-                "initializer failed: {reason}; retrying in {}",
-                humantime::format_duration(delay)
-            );
-            self.init.retry_at = Some(now + delay);
-            self.init.backoff = (delay * 2).min(init.backoff_max);
-        } else {
-            log::warn!("initializer failed: {reason}; the next request tries again");
-            self.setup.shared.update(|s| s.phase = Phase::Failed);
-        }
-    }
-
-    /// `next-request`: a request arrived while initialization had failed.
-    fn init_requested(&mut self, now: Instant) {
-        let failed = self.setup.shared.phase() == Phase::Failed;
-        if failed && self.stop.is_none() && self.hook.is_none() && self.function.is_some() {
-            self.start_hook(HookKind::Initialize, now);
-        }
-    }
-
-    /// SIGTERM/SIGINT: the first starts the shutdown, the second skips the remaining waits.
-    fn request_stop(&mut self, now: Instant) {
-        match &mut self.stop {
-            None => self.begin_stop(None, now),
-            Some(stop) => {
-                log::info!("second stop signal: skipping the remaining waits");
-                stop.forced = true;
-                self.abort_hook("interrupted by a second stop signal");
-            }
-        }
-    }
-
-    /// Starts the shutdown: PreStop (when the instance is initialized and alive), drain, stop
-    /// signal, grace period, SIGKILL. `code` overrides the exit status.
-    fn begin_stop(&mut self, code: Option<i32>, now: Instant) {
-        if self.stop.is_some() {
-            return;
-        }
-        let cause = match code {
-            None if self.function.is_none() => StopCause::FunctionExited,
-            None => StopCause::Signal,
-            Some(crate::exit::NOT_INITIALIZED) => StopCause::NotInitialized,
-            Some(_) => StopCause::Failure,
-        };
-        self.setup.shared.begin_stopping(cause);
-        notify("STOPPING=1");
-        self.respawn_at = None;
-        self.init.retry_at = None;
-        // Initialization in progress: abort it; PreStop is skipped.
-        self.abort_hook("aborted: fc-init is stopping");
-        let ready = self.function.as_ref().is_some_and(|f| f.ready);
-        let stage = if ready && code.is_none() && self.cfg.pre_stop.is_some() {
-            Stage::PreStop
-        } else {
-            Stage::Drain {
-                until: now + self.cfg.shutdown.drain_timeout,
-            }
-        };
-        self.stop = Some(Stop {
-            stage,
-            forced: false,
-            code,
-        });
-        if stage == Stage::PreStop {
-            self.start_hook(HookKind::PreStop, now);
-        }
-    }
-
-    /// Moves timers and the shutdown forward.
-    fn advance(&mut self, now: Instant) {
-        if self.hook.as_ref().is_some_and(|h| now >= h.deadline) {
-            self.finish_hook(Err("timeout".into()), now);
-        }
-        if self.stop.is_none() {
-            if self.respawn_at.is_some_and(|t| now >= t) {
-                self.respawn_at = None;
-                self.setup.shared.update(|s| s.restarts += 1);
-                if let Err(e) = self.spawn_function(now) {
-                    log::error!("restarting the function: {e}");
-                    self.begin_stop(Some(e.exit_code()), now);
-                }
-            }
-            if self.init.retry_at.is_some_and(|t| now >= t) && self.hook.is_none() {
-                self.init.retry_at = None;
-                self.start_hook(HookKind::Initialize, now);
-            }
-        }
-        let Some(stop) = &self.stop else {
-            return;
-        };
-        let (stage, forced) = (stop.stage, stop.forced);
-        let next = match stage {
-            Stage::PreStop if self.hook.is_none() => Some(Stage::Drain {
-                until: now + self.cfg.shutdown.drain_timeout,
-            }),
-            Stage::PreStop => None,
-            // Nothing left to stop (the function exited and left no one behind): done.
-            Stage::Drain { .. } if self.childless => Some(Stage::Killed),
-            Stage::Drain { until }
-                if forced || now >= until || self.setup.shared.in_flight() == 0 =>
-            {
-                self.send_stop_signal();
-                Some(Stage::Grace {
-                    until: now + self.cfg.shutdown.grace_period,
+                Some(match spawned {
+                    Ok(pid) => Input::HookStarted { token, pid },
+                    Err(e) => Input::HookDone {
+                        token,
+                        result: Err(HookError::Spawn(e)),
+                    },
                 })
             }
-            Stage::Grace { until } if forced || now >= until || self.childless => {
-                if !self.childless {
-                    log::warn!("grace period over: killing what is left");
-                    self.kill_remaining(Signal::SIGKILL);
-                }
-                Some(Stage::Killed)
-            }
-            _ => None,
-        };
-        if let Some(next) = next {
-            self.stop.as_mut().expect("checked above").stage = next;
-            self.advance(now);
         }
     }
 
-    /// Sends `stop_signal` to the function (group or pid), and to every adopted orphan once
-    /// the function is gone.
-    ///
-    /// Orphans come second: while the function runs they are usually its helpers, which it may
-    /// want to stop itself, and finding them costs a look into /proc that the common case (no
-    /// orphans at all) should not pay on its way to exiting.
-    fn send_stop_signal(&mut self) {
-        let sig = self.cfg.shutdown.stop_signal;
-        match (&self.function, self.cfg.shutdown.kill_group) {
-            (Some(f), false) => tolerate_esrch(kill(f.pid, sig), "function", sig),
-            (_, _) => {
-                if let Some(pgid) = self.pgid {
-                    tolerate_esrch(killpg(pgid, sig), "function's process group", sig);
+    fn signal(&self, to: Target, signo: i32) {
+        let name = signals::name(signo);
+        match to {
+            Target::Process(pid) => send(pid.as_raw(), signo, "function"),
+            Target::Group(pid) => send(-pid.as_raw(), signo, "process group"),
+            Target::Orphans => {
+                for pid in reaper::children() {
+                    send(pid.as_raw(), signo, "adopted process");
+                }
+            }
+            Target::Remaining { group } => {
+                if let Some(group) = group {
+                    send(-group.as_raw(), signo, "function's process group");
+                }
+                let children = reaper::children();
+                if children.is_empty() && std::process::id() == 1 {
+                    // /proc is not readable but fc-init is PID 1 of its namespace: kill(-1)
+                    // reaches every other process in it (kill(2)).
+                    send(-1, signo, "every process");
+                }
+                for pid in children {
+                    send(pid.as_raw(), signo, "adopted process");
                 }
             }
         }
-        if self.function.is_some() {
-            self.orphans_to_stop = true;
-        } else {
-            self.stop_orphans();
-        }
-    }
-
-    /// Sends `stop_signal` to every child left after the function (adopted orphans).
-    fn stop_orphans(&mut self) {
-        self.orphans_to_stop = false;
-        let sig = self.cfg.shutdown.stop_signal;
-        for pid in reaper::children() {
-            tolerate_esrch(kill(pid, sig), "adopted process", sig);
-        }
-    }
-
-    /// Sends `sig` to the function's group and every remaining child.
-    fn kill_remaining(&mut self, sig: Signal) {
-        if let Some(pgid) = self.pgid {
-            tolerate_esrch(killpg(pgid, sig), "function's process group", sig);
-        }
-        let children = reaper::children();
-        if children.is_empty() && std::process::id() == 1 {
-            // /proc is not readable but fc-init is PID 1 of its namespace: kill(-1) reaches
-            // every other process in it (kill(2)).
-            tolerate_esrch(kill(Pid::from_raw(-1), sig), "every process", sig);
-        }
-        for pid in children {
-            tolerate_esrch(kill(pid, sig), "adopted process", sig);
-        }
-    }
-
-    /// The exit status once the shutdown has reaped everything.
-    fn finished(&self) -> Option<i32> {
-        let stop = self.stop.as_ref()?;
-        if !matches!(stop.stage, Stage::Grace { .. } | Stage::Killed) || !self.childless {
-            return None;
-        }
-        Some(stop.code.or(self.last_exit.map(Exit::status)).unwrap_or(0))
+        log::debug!("sent {name} to {to:?}");
     }
 }
 
-fn tolerate_esrch(result: nix::Result<()>, what: &str, sig: Signal) {
-    match result {
-        // ESRCH: it is already gone, and its exit is reaped as usual.
-        Ok(()) | Err(Errno::ESRCH) => {}
-        Err(e) => log::warn!("sending {sig} to {what}: {e}"),
+/// kill(2) that tolerates ESRCH: the process (group) is already gone, and its exit is reaped as
+/// usual.
+fn send(target: i32, signo: i32, what: &str) {
+    // SAFETY: kill(2) with plain integers; real-time signals have no nix `Signal` variant.
+    if unsafe { libc::kill(target, signo) } != 0 {
+        let err = Errno::last();
+        if err != Errno::ESRCH {
+            log::warn!(
+                "sending {} to {what} ({target}): {err}",
+                signals::name(signo)
+            );
+        }
+    }
+}
+
+impl Effects for System {
+    fn run(&mut self, action: Action) -> Option<Input> {
+        match action {
+            Action::SpawnFunction => return Some(Input::Spawned(self.spawn_function())),
+            Action::StartHook(start) => return self.start_hook(start),
+            Action::Signal { to, signal } => self.signal(to, signal),
+            Action::Publish(status) => self.shared.publish(status),
+            Action::AnnounceStopping => {
+                self.shared.announce_stopping();
+                return Some(Input::InFlight(self.shared.in_flight()));
+            }
+            Action::Notify(state) => notify(state),
+            Action::Line(Line::Start { kind, request_id }) => hooks::log_start(kind, &request_id),
+            Action::Line(Line::End {
+                kind,
+                request_id,
+                error,
+            }) => hooks::log_end(kind, &request_id, error.as_deref()),
+            Action::Reply { id, answer } => {
+                if let Some(reply) = self.replies.remove(&id) {
+                    reply.send(answer);
+                }
+            }
+            Action::Exit(code) => self.exit = Some(code),
+        }
+        None
     }
 }

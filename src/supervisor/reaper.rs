@@ -50,13 +50,12 @@ pub enum Remaining {
 /// Reaps every child that has exited, calling `on_exit` for each, until none is left to reap.
 pub fn reap(mut on_exit: impl FnMut(Pid, Exit)) -> Remaining {
     loop {
-        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+        match crate::sys::retry(|| waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG))) {
             Ok(WaitStatus::Exited(pid, code)) => on_exit(pid, Exit::Code(code)),
             Ok(WaitStatus::Signaled(pid, sig, _)) => on_exit(pid, Exit::Signal(sig as i32)),
             Ok(WaitStatus::StillAlive) => return Remaining::Some,
             // Stopped/continued are only reported with WUNTRACED/WCONTINUED, which are not asked for.
             Ok(_) => continue,
-            Err(Errno::EINTR) => continue,
             Err(Errno::ECHILD) => return Remaining::None,
             Err(e) => {
                 log::error!("waitpid: {e}");

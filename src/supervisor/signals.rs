@@ -89,14 +89,8 @@ impl Signals {
 
     /// Reads one pending signal number, or `None` when none is pending.
     pub fn read(&self) -> nix::Result<Option<i32>> {
-        loop {
-            match self.fd.read_signal() {
-                Ok(Some(info)) => return Ok(Some(info.ssi_signo as i32)),
-                Ok(None) => return Ok(None),
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        let info = crate::sys::retry(|| self.fd.read_signal())?;
+        Ok(info.map(|info| info.ssi_signo as i32))
     }
 
     pub fn as_fd(&self) -> BorrowedFd<'_> {

@@ -10,7 +10,6 @@
 //! Only the supervisor thread calls `spawn`, and it never waits on the returned pid here: the
 //! reaper owns `waitpid` (a `Child::wait` elsewhere would race it and get ECHILD).
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::os::unix::process::CommandExt;
@@ -19,6 +18,7 @@ use std::process::Command;
 
 use nix::unistd::{Gid, Pid, Uid};
 
+use super::FunctionEnv;
 use crate::config::UserSpec;
 
 /// Why a program could not be started; maps to tini's 126/127 convention.
@@ -26,8 +26,10 @@ use crate::config::UserSpec;
 pub enum SpawnError {
     /// No such program (exit 127).
     NotFound { program: String, source: io::Error },
-    /// Found but not executable, or exec refused it (exit 126).
+    /// Found but not executable: EACCES, ENOEXEC (exit 126).
     NotExecutable { program: String, source: io::Error },
+    /// Starting it failed otherwise: fork, a credential change, resources (exit 1).
+    Failed { program: String, source: io::Error },
     /// `function.user` names nobody.
     UnknownUser(String),
     /// `function.user` names no group.
@@ -52,18 +54,19 @@ impl SpawnError {
 impl fmt::Display for SpawnError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SpawnError::NotFound { program, source } => {
-                write!(f, "cannot run {program:?}: command not found ({source})")
+            SpawnError::NotFound { program, .. } => {
+                write!(f, "cannot run {program:?}: command not found")
             }
-            SpawnError::NotExecutable { program, source } => {
-                write!(f, "cannot run {program:?}: not executable ({source})")
+            SpawnError::NotExecutable { program, .. } => {
+                write!(f, "cannot run {program:?}: not executable")
             }
-            SpawnError::WorkingDir { path, source } => {
-                write!(f, "function.working_dir {}: {source}", path.display())
+            SpawnError::Failed { program, .. } => write!(f, "cannot start {program:?}"),
+            SpawnError::WorkingDir { path, .. } => {
+                write!(f, "function.working_dir {}", path.display())
             }
             SpawnError::UnknownUser(u) => write!(f, "function.user: no such user {u:?}"),
             SpawnError::UnknownGroup(g) => write!(f, "function.user: no such group {g:?}"),
-            SpawnError::Lookup { what, source } => write!(f, "reading {what}: {source}"),
+            SpawnError::Lookup { what, .. } => write!(f, "reading {what}"),
         }
     }
 }
@@ -71,9 +74,9 @@ impl fmt::Display for SpawnError {
 impl std::error::Error for SpawnError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            SpawnError::NotFound { source, .. } | SpawnError::NotExecutable { source, .. } => {
-                Some(source)
-            }
+            SpawnError::NotFound { source, .. }
+            | SpawnError::NotExecutable { source, .. }
+            | SpawnError::Failed { source, .. } => Some(source),
             SpawnError::Lookup { source, .. } | SpawnError::WorkingDir { source, .. } => {
                 Some(source)
             }
@@ -212,8 +215,8 @@ fn group_entries(text: &str) -> impl Iterator<Item = GroupEntry<'_>> {
 pub struct Spec<'a> {
     pub argv: &'a [String],
     pub working_dir: Option<&'a Path>,
-    /// Added to (and overriding) the inherited environment.
-    pub env: &'a BTreeMap<String, String>,
+    /// Added to (and overriding) the inherited environment, and taken out of it.
+    pub env: &'a FunctionEnv,
     pub credentials: Option<&'a Credentials>,
     /// Hand the terminal's foreground to the new process group when stdin is a terminal, so an
     /// interactive function can read it (tini does the same). Only for the function itself.
@@ -225,7 +228,10 @@ pub fn spawn(spec: &Spec<'_>) -> Result<Pid, SpawnError> {
     let program = spec.argv.first().cloned().unwrap_or_default();
     let mut cmd = Command::new(&program);
     cmd.args(&spec.argv[1..]);
-    cmd.envs(spec.env);
+    for name in &spec.env.remove {
+        cmd.env_remove(name);
+    }
+    cmd.envs(&spec.env.set);
     if let Some(dir) = spec.working_dir {
         // Checked here because a failed chdir in the child comes back as the same ENOENT as a
         // missing program, which would read "command not found".
@@ -249,12 +255,12 @@ pub fn spawn(spec: &Spec<'_>) -> Result<Pid, SpawnError> {
     }
     if let Some(creds) = spec.credentials {
         if let Some(home) = &creds.home {
-            if !spec.env.contains_key("HOME") {
+            if !spec.env.set.contains_key("HOME") {
                 cmd.env("HOME", home);
             }
         }
         if let Some(name) = &creds.name {
-            if !spec.env.contains_key("USER") {
+            if !spec.env.set.contains_key("USER") {
                 cmd.env("USER", name);
             }
         }
@@ -287,10 +293,15 @@ pub fn spawn(spec: &Spec<'_>) -> Result<Pid, SpawnError> {
         // The `Child` handle is dropped without waiting: dropping neither waits nor kills, and the
         // reaper collects the exit status.
         Ok(child) => Ok(Pid::from_raw(child.id() as i32)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            Err(SpawnError::NotFound { program, source: e })
-        }
-        Err(e) => Err(SpawnError::NotExecutable { program, source: e }),
+        // As tini and the shells: 127 when there is no such program, 126 when it is there but
+        // cannot be executed, and any other failure is fc-init's own (1, with its cause).
+        Err(e) => Err(match e.raw_os_error() {
+            Some(libc::ENOENT) => SpawnError::NotFound { program, source: e },
+            Some(libc::EACCES | libc::ENOEXEC | libc::EISDIR | libc::ETXTBSY | libc::ELOOP) => {
+                SpawnError::NotExecutable { program, source: e }
+            }
+            _ => SpawnError::Failed { program, source: e },
+        }),
     }
 }
 

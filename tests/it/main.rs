@@ -2,6 +2,9 @@
 
 mod admin;
 mod async_events;
+mod deploy;
+mod docs;
+mod dropin;
 mod fleet;
 mod hooks;
 mod init;

@@ -618,3 +618,62 @@ pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
 }
+
+impl Proc {
+    /// [`Proc::expect_line`] with a deadline of its own, for a line that must come soon (a
+    /// behaviour that would otherwise only show after some long timeout of fc-init's).
+    pub fn expect_line_within(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if pred(&line) => return line,
+                Ok(_) => continue,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.fail(&format!("no line within {timeout:?}: {what}"))
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.fail(&format!("stdout closed before a line: {what}"))
+                }
+            }
+        }
+    }
+}
+
+/// Keeps an fc-init started without a config file out of the shared default runtime directory
+/// (`/run/fc-init` as root), where concurrent tests would meet each other's admin socket and
+/// event store: both, and with `socket` the function's socket too, go into `dir`.
+pub fn isolated(run: Run, dir: &TempDir, socket: bool) -> Run {
+    let run = run
+        .env(
+            "FC_INIT_ADMIN_SOCKET",
+            dir.path("admin.sock").to_str().unwrap(),
+        )
+        .env(
+            "FC_INIT_ASYNC_STORE",
+            dir.path("events.db").to_str().unwrap(),
+        );
+    match socket {
+        true => run.env(
+            "FC_INIT_FUNCTION_SOCKET",
+            dir.path("fn.sock").to_str().unwrap(),
+        ),
+        false => run,
+    }
+}
+
+/// Waits until something accepts TCP connections on 127.0.0.1:`port`.
+pub fn wait_port(p: &Proc, port: u16) {
+    let deadline = Instant::now() + WATCHDOG;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() >= deadline {
+            p.fail(&format!("nothing accepted on port {port}"));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

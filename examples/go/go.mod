@@ -1,0 +1,3 @@
+module fc-init.example/go-function
+
+go 1.19
