@@ -24,6 +24,11 @@ use super::model::{
 };
 use super::store::{Completion, Store};
 
+/// What ending an event in the store gives.
+pub type Aborted = Result<AbortResult, StoreError>;
+/// What the store's part of a terminate gives: the result, and who holds a RUNNING event.
+pub type Terminating = Result<(AbortResult, Holder), StoreError>;
+
 /// Who runs a RUNNING event, as the store sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Holder {
@@ -57,6 +62,21 @@ pub struct BackendStatus {
     /// cannot be read now.
     pub queued: Option<u64>,
     pub running: Option<u64>,
+}
+
+impl BackendStatus {
+    /// The status of `backend` with the QUEUED and RUNNING figures of `counts` (the store's
+    /// counts by status; `None` when it could not be read).
+    pub fn counted(backend: &'static str, counts: Option<[(Status, u64); 5]>) -> BackendStatus {
+        let count =
+            |status| counts.map(|c| c.iter().find(|(s, _)| *s == status).map_or(0, |c| c.1));
+        BackendStatus {
+            backend,
+            queued: count(Status::Queued),
+            running: count(Status::Running),
+            ..BackendStatus::default()
+        }
+    }
 }
 
 /// What a backend offers the service to act on requests that reach this instance through the
@@ -98,19 +118,9 @@ pub trait Backend: Send + Sync {
     /// Terminate, the store's part: a QUEUED event becomes ABORTED at `now` (atomically, so
     /// no worker starts it); a RUNNING one is returned with its [`Holder`], which has been
     /// asked to stop it when it is another instance.
-    fn terminate_queued(
-        &self,
-        id: &str,
-        grace: bool,
-        now: u64,
-    ) -> Result<(AbortResult, Holder), StoreError>;
+    fn terminate_queued(&self, id: &str, grace: bool, now: u64) -> Terminating;
     /// Ends a RUNNING (or still QUEUED) event as ABORTED, once its attempt was stopped.
-    fn mark_aborted(
-        &self,
-        id: &str,
-        message: Option<&str>,
-        now: u64,
-    ) -> Result<AbortResult, StoreError>;
+    fn mark_aborted(&self, id: &str, message: Option<&str>, now: u64) -> Aborted;
     /// Like a work sequence, for events reaching an ended status (terminate waits on it).
     fn ended_seq(&self) -> u64;
     fn wait_for_ended(&self, seen: u64, timeout: Duration) -> bool;
@@ -200,21 +210,11 @@ impl Backend for Sqlite {
         self.store.list(q)
     }
 
-    fn terminate_queued(
-        &self,
-        id: &str,
-        _grace: bool,
-        now: u64,
-    ) -> Result<(AbortResult, Holder), StoreError> {
+    fn terminate_queued(&self, id: &str, _grace: bool, now: u64) -> Terminating {
         Ok((self.store.abort_queued(id, now)?, Holder::Me))
     }
 
-    fn mark_aborted(
-        &self,
-        id: &str,
-        message: Option<&str>,
-        now: u64,
-    ) -> Result<AbortResult, StoreError> {
+    fn mark_aborted(&self, id: &str, message: Option<&str>, now: u64) -> Aborted {
         self.store.mark_aborted(id, message, now)
     }
 
@@ -239,15 +239,9 @@ impl Backend for Sqlite {
     }
 
     fn status(&self) -> BackendStatus {
-        let counts = self.store.counts_by_status().ok();
-        let count =
-            |status| counts.map(|c| c.iter().find(|(s, _)| *s == status).map_or(0, |c| c.1));
         BackendStatus {
-            backend: "sqlite",
             store: Some(self.path.clone()),
-            queued: count(Status::Queued),
-            running: count(Status::Running),
-            ..BackendStatus::default()
+            ..BackendStatus::counted("sqlite", self.store.counts_by_status().ok())
         }
     }
 }

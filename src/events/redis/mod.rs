@@ -94,7 +94,9 @@ use std::time::Duration;
 
 use redis::{Client, ScriptInvocation, Value};
 
-use super::backend::{Backend, BackendStatus, Claimer, Control, Holder, Retry};
+use super::backend::{
+    Aborted, Backend, BackendStatus, Claimer, Control, Holder, Retry, Terminating,
+};
 use super::error::StoreError;
 use super::model::{
     decode_headers, encode_headers, AbortResult, Claimed, Event, ListQuery, NewEvent, Order,
@@ -407,24 +409,14 @@ impl Backend for Redis {
         Ok((total, events))
     }
 
-    fn terminate_queued(
-        &self,
-        id: &str,
-        grace: bool,
-        now: u64,
-    ) -> Result<(AbortResult, Holder), StoreError> {
+    fn terminate_queued(&self, id: &str, grace: bool, now: u64) -> Terminating {
         let mut inv = self.inner.invocation(&scripts().terminate, now);
         inv.arg(id).arg(u8::from(grace));
         let reply = self.inner.run("terminate", &inv)?;
         self.inner.abort_result("terminate", &reply)
     }
 
-    fn mark_aborted(
-        &self,
-        id: &str,
-        message: Option<&str>,
-        now: u64,
-    ) -> Result<AbortResult, StoreError> {
+    fn mark_aborted(&self, id: &str, message: Option<&str>, now: u64) -> Aborted {
         let mut inv = self.inner.invocation(&scripts().mark_aborted, now);
         inv.arg(id).arg(message.unwrap_or(""));
         let reply = self.inner.run("mark aborted", &inv)?;
@@ -463,16 +455,11 @@ impl Backend for Redis {
 
     fn status(&self) -> BackendStatus {
         let counts = self.inner.counts().ok();
-        let count =
-            |status| counts.map(|c| c.iter().find(|(s, _)| *s == status).map_or(0, |c| c.1));
         BackendStatus {
-            backend: "redis",
             queue: Some(self.inner.queue.clone()),
             consumer: Some(self.inner.me.clone()),
             connected: Some(counts.is_some()),
-            queued: count(Status::Queued),
-            running: count(Status::Running),
-            ..BackendStatus::default()
+            ..BackendStatus::counted("redis", counts)
         }
     }
 }

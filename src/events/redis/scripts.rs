@@ -33,6 +33,14 @@ local function ev(id)
   table.insert(f, 1, id)
   return f
 end
+-- The first step of a terminate: `{0}` unknown, `{1, event}` ended already; else nil and the
+-- event's status.
+local function unended(id)
+  local st = redis.call('HGET', P .. 'ev:' .. id, 'status')
+  if not st then return {0} end
+  if is_ended(st) then return {1, ev(id)} end
+  return nil, st
+end
 -- '' stands for null.
 local function set_opt(h, field, v)
   if v == '' then redis.call('HDEL', h, field) else redis.call('HSET', h, field, v) end
@@ -230,9 +238,8 @@ return 1
 const TERMINATE: &str = r#"
 local id = ARGV[5]
 local h = P .. 'ev:' .. id
-local st = redis.call('HGET', h, 'status')
-if not st then return {0} end
-if is_ended(st) then return {1, ev(id)} end
+local done, st = unended(id)
+if done then return done end
 if st == 'QUEUED' then
   abort(h, id, '')
   return {3, ev(id)}
@@ -248,11 +255,9 @@ return {2, ev(id), owner, alive}
 /// ARGV[5] id, [6] message ('' keeps the event's). As TERMINATE, for QUEUED and RUNNING alike.
 const MARK_ABORTED: &str = r#"
 local id = ARGV[5]
-local h = P .. 'ev:' .. id
-local st = redis.call('HGET', h, 'status')
-if not st then return {0} end
-if is_ended(st) then return {1, ev(id)} end
-abort(h, id, ARGV[6])
+local done = unended(id)
+if done then return done end
+abort(P .. 'ev:' .. id, id, ARGV[6])
 return {3, ev(id)}
 "#;
 
