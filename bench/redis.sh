@@ -61,16 +61,17 @@ BODY='{"bench":"async","payload":"0123456789abcdef0123456789abcdef"}'
 # ---- Redis ------------------------------------------------------------------------------------
 
 REDIS_PID=
-# redis_start MODE: a fresh redis-server (appendonly, appendfsync MODE) in $T/redis-MODE.
+# redis_start MODE NAME: a fresh redis-server (appendonly, appendfsync MODE) in $T/redis-NAME.
 redis_start() {
     redis_stop
-    mkdir -p "$T/redis-$1"
+    mkdir -p "$T/redis-$2"
     redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly yes \
-        --appendfsync "$1" --dir "$T/redis-$1" --logfile "$T/redis-$1.log" &
+        --appendfsync "$1" --dir "$T/redis-$2" --logfile "$T/redis-$2.log" &
     REDIS_PID=$!
     PIDS+=("$REDIS_PID")
     local deadline=$((SECONDS + 10))
-    until redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do
+    # PONG, not LOADING: a server still reading its append-only file refuses commands.
+    until [[ $(redis-cli -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]]; do
         ((SECONDS < deadline)) || die "redis-server did not start"
         sleep 0.05
     done
@@ -207,7 +208,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 for mode in always everysec; do
     [[ $PARTS == *1* ]] || break
     log "Redis with appendfsync $mode"
-    redis_start "$mode"
+    redis_start "$mode" "$mode"
     raw1=$(raw_xadd 1)
     rawn=$(raw_xadd "$CONNS")
     start_instances 1 "sub-$mode"
@@ -224,7 +225,7 @@ done
 # ---- 2. events run end to end: 3 instances against 1 ------------------------------------------
 
 [[ $PARTS == *2* ]] || exit 0
-redis_start everysec
+redis_start everysec e2e
 declare -A E2E
 for n in 1 3; do
     log "end to end: $n instance(s)"
