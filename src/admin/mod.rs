@@ -17,7 +17,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
+
 use crate::config::Config;
+use crate::events::backend::BackendStatus;
+use crate::events::error::StoreError;
+use crate::events::model::{to_json_text, Event, EventList, ListQuery, Order, Status};
+use crate::events::service::Terminated;
+use crate::events::time::parse_time_ms;
 use crate::http::{self, Buffered, Limits, Timeouts};
 use crate::metrics::{Metrics, Snapshot};
 use crate::state::{Phase, Shared};
@@ -28,22 +35,19 @@ const CONNECTION_DEADLINE: Duration = Duration::from_secs(10);
 const MAX_BODY: u64 = 64 * 1024;
 const THREAD_STACK: usize = 128 * 1024;
 
-/// An answer from the asynchronous-event side: status and JSON body.
-pub struct Answer {
-    pub status: u16,
-    pub body: String,
-}
-
-/// The asynchronous-event operations the admin API exposes.
+/// The asynchronous-event operations the admin API exposes, as typed answers; this module
+/// turns them into HTTP statuses and JSON bodies.
 pub trait AsyncEvents: Send + Sync {
-    /// `GET /async-events?...` with the raw query string.
-    fn list(&self, query: &str) -> Answer;
+    /// `GET /async-events?...`: the page and the total.
+    fn list(&self, q: &ListQuery) -> Result<(u64, Vec<Event>), StoreError>;
     /// `GET /async-events/{id}`.
-    fn get(&self, id: &str) -> Answer;
-    /// `POST /async-events/{id}/terminate` with its JSON body.
-    fn terminate(&self, id: &str, body: &[u8]) -> Answer;
+    fn get(&self, id: &str) -> Result<Option<Event>, StoreError>;
+    /// `POST /async-events/{id}/terminate`; answers once the event has ended.
+    fn terminate(&self, id: &str, grace: bool) -> Terminated;
     /// Stored events per status, for the metrics.
     fn counts(&self) -> Vec<(&'static str, u64)>;
+    /// The store's part of `GET /status`.
+    fn status(&self) -> BackendStatus;
 }
 
 /// What the API reads from.
@@ -261,23 +265,21 @@ fn serve<S: io::Read + Write + Timeouts>(conn: S, ctx: &Context, access: Access)
     let _ = respond(&mut buf, status, content_type, text.as_bytes());
 }
 
-fn route(
-    ctx: &Context,
-    method: &str,
-    path: &str,
-    query: &str,
-    body: &[u8],
-    full: bool,
-) -> (u16, &'static str, String) {
-    const JSON: &str = "application/json";
+/// An answer: status, content type, body.
+type Reply = (u16, &'static str, String);
+
+const JSON: &str = "application/json";
+
+fn route(ctx: &Context, method: &str, path: &str, query: &str, body: &[u8], full: bool) -> Reply {
     match (method, path) {
         ("GET", "/health") => {
             let phase = ctx.shared.phase();
             let status = if phase == Phase::Ready { 200 } else { 503 };
-            (
+            json(
                 status,
-                JSON,
-                format!(r#"{{"status":"{}"}}"#, phase.as_str()),
+                &Health {
+                    status: phase.as_str(),
+                },
             )
         }
         ("GET", "/metrics") => {
@@ -289,72 +291,154 @@ fn route(
             };
             (200, "text/plain; version=0.0.4", ctx.metrics.render(&snap))
         }
-        _ if !full => (
+        _ if !full => error(
             404,
-            JSON,
-            error_body(
-                "NotFound",
-                "only GET /health and GET /metrics are served here",
-            ),
+            "NotFound",
+            "only GET /health and GET /metrics are served here",
         ),
-        ("GET", "/status") => (200, JSON, status_json(ctx)),
+        ("GET", "/status") => json(200, &status(ctx)),
         (_, p) if p == "/async-events" || p.starts_with("/async-events/") => {
             let Some(events) = &ctx.async_events else {
-                return (
+                return error(
                     404,
-                    JSON,
-                    error_body(
-                        "NotFound",
-                        "asynchronous invocations are disabled (async.enabled = false)",
-                    ),
+                    "NotFound",
+                    "asynchronous invocations are disabled (async.enabled = false)",
                 );
             };
             let rest = p
                 .trim_start_matches("/async-events")
                 .trim_start_matches('/');
-            let answer = match (method, rest.split_once('/')) {
-                ("GET", None) if rest.is_empty() => events.list(query),
-                ("GET", None) => events.get(rest),
-                ("POST", Some((id, "terminate"))) if !id.is_empty() => events.terminate(id, body),
-                _ => {
-                    return (
-                        405,
-                        JSON,
-                        error_body("MethodNotAllowed", &format!("{method} {path}")),
-                    )
-                }
-            };
-            (answer.status, JSON, answer.body)
+            match (method, rest.split_once('/')) {
+                ("GET", None) if rest.is_empty() => list(&**events, query),
+                ("GET", None) => match events.get(rest) {
+                    Ok(Some(e)) => json(200, &e),
+                    Ok(None) => not_found(rest),
+                    Err(e) => store_failure(&e),
+                },
+                ("POST", Some((id, "terminate"))) if !id.is_empty() => match parse_grace(body) {
+                    Ok(grace) => terminated(id, events.terminate(id, grace)),
+                    Err(msg) => error(400, "InvalidArgument", &msg),
+                },
+                _ => error(405, "MethodNotAllowed", &format!("{method} {path}")),
+            }
         }
-        _ => (
+        _ => error(
             404,
-            JSON,
-            error_body("NotFound", &format!("no such endpoint: {method} {path}")),
+            "NotFound",
+            &format!("no such endpoint: {method} {path}"),
         ),
     }
 }
 
-fn status_json(ctx: &Context) -> String {
-    let s = ctx.shared.snapshot();
-    let pid = s.function_pid.map_or("null".to_owned(), |p| p.to_string());
-    format!(
-        r#"{{"state":"{}","functionPid":{pid},"restarts":{},"initializerAttempts":{},"inFlight":{},"queued":{},"version":"{}","uptimeSeconds":{}}}"#,
-        s.phase.as_str(),
-        s.restarts,
-        s.initializer_attempts,
-        ctx.shared.in_flight(),
-        ctx.metrics.queued(),
-        env!("CARGO_PKG_VERSION"),
-        ctx.shared.started.elapsed().as_secs(),
+fn list(events: &dyn AsyncEvents, query: &str) -> Reply {
+    let q = match parse_list_query(query) {
+        Ok(q) => q,
+        Err(msg) => return error(400, "InvalidArgument", &msg),
+    };
+    match events.list(&q) {
+        Ok((total_count, events)) => json(
+            200,
+            &EventList {
+                total_count,
+                events: &events,
+            },
+        ),
+        Err(e) => store_failure(&e),
+    }
+}
+
+fn terminated(id: &str, t: Terminated) -> Reply {
+    match t {
+        Terminated::Ended(e) => json(200, &e),
+        Terminated::NotFound => not_found(id),
+        Terminated::AlreadyEnded(e) => error(
+            409,
+            "EventAlreadyEnded",
+            &format!("the event already ended as {}", e.status.as_str()),
+        ),
+        Terminated::TimedOut => error(504, "Timeout", "the event did not end in time"),
+        Terminated::Failed(e) => store_failure(&e),
+    }
+}
+
+fn not_found(id: &str) -> Reply {
+    error(
+        404,
+        "EventNotFound",
+        &format!("no event with request id {id:?}"),
     )
 }
 
-/// `{"errorType":..,"errorMessage":..}` with the message JSON-escaped.
+/// A store that cannot be read or written now is `AsyncStoreUnavailable` (503), as for a
+/// submission; anything else is fc-init's own failure.
+fn store_failure(e: &StoreError) -> Reply {
+    let message = format!("event store: {e}");
+    match e.is_unavailable() {
+        true => error(503, "AsyncStoreUnavailable", &message),
+        false => error(500, "InternalError", &message),
+    }
+}
+
+/// `{"status":"ready"}`.
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+}
+
+/// `GET /status` (CONTRACT section 8 lists the keys that must be there).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusJson {
+    state: &'static str,
+    function_pid: Option<i32>,
+    restarts: u64,
+    initializer_attempts: u64,
+    in_flight: usize,
+    queued: usize,
+    version: &'static str,
+    uptime_seconds: u64,
+    /// The async store: its backend and, for Redis, the fleet's queue, this instance's
+    /// consumer name and the fleet's queued and running counts; null when async is disabled.
+    #[serde(rename = "async")]
+    async_: Option<BackendStatus>,
+}
+
+fn status(ctx: &Context) -> StatusJson {
+    let s = ctx.shared.snapshot();
+    StatusJson {
+        state: s.phase.as_str(),
+        function_pid: s.function_pid,
+        restarts: s.restarts,
+        initializer_attempts: s.initializer_attempts,
+        in_flight: ctx.shared.in_flight(),
+        queued: ctx.metrics.queued(),
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_seconds: ctx.shared.started.elapsed().as_secs(),
+        async_: ctx.async_events.as_ref().map(|a| a.status()),
+    }
+}
+
+fn json<T: Serialize + ?Sized>(status: u16, value: &T) -> Reply {
+    (status, JSON, to_json_text(value))
+}
+
+fn error(status: u16, kind: &str, message: &str) -> Reply {
+    (status, JSON, error_body(kind, message))
+}
+
+/// `{"errorType":..,"errorMessage":..}`, the admin API's error answers.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ErrorBody<'a> {
+    error_type: &'a str,
+    error_message: &'a str,
+}
+
 pub fn error_body(kind: &str, message: &str) -> String {
-    format!(
-        r#"{{"errorType":"{kind}","errorMessage":{}}}"#,
-        crate::logging::json_string(message)
-    )
+    to_json_text(&ErrorBody {
+        error_type: kind,
+        error_message: message,
+    })
 }
 
 fn respond(w: &mut impl Write, status: u16, content_type: &str, body: &[u8]) -> io::Result<()> {
@@ -368,4 +452,111 @@ fn respond(w: &mut impl Write, status: u16, content_type: &str, body: &[u8]) -> 
     out.extend_from_slice(body);
     w.write_all(&out)?;
     w.flush()
+}
+
+/// The body of `POST /async-events/{id}/terminate`: `{"graceShutdown": bool}`. Other fields
+/// are accepted and ignored (a client may say more than fc-init needs, e.g. a reason).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TerminateBody {
+    #[serde(default)]
+    grace_shutdown: bool,
+}
+
+/// Whether a terminate body asks for a graceful shutdown; an empty body means forced.
+fn parse_grace(body: &[u8]) -> Result<bool, String> {
+    if body.trim_ascii().is_empty() {
+        return Ok(false);
+    }
+    serde_json::from_slice::<TerminateBody>(body)
+        .map(|b| b.grace_shutdown)
+        .map_err(|e| format!("expected a JSON object like {{\"graceShutdown\":true}}: {e}"))
+}
+
+/// `status=A,B&requestId=&since=&until=&order=asc|desc&offset=0&limit=20`.
+fn parse_list_query(query: &str) -> Result<ListQuery, String> {
+    let mut q = ListQuery::default();
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        if value.is_empty() {
+            continue;
+        }
+        let value = value.into_owned();
+        match &*key {
+            "status" => {
+                for s in value.split(',').filter(|s| !s.is_empty()) {
+                    q.statuses.push(
+                        Status::parse(s).ok_or_else(|| format!("status: unknown status {s:?}"))?,
+                    );
+                }
+            }
+            "requestId" => q.request_id = Some(value),
+            "since" => {
+                q.since = Some(
+                    parse_time_ms(&value).ok_or_else(|| format!("since: not a time: {value:?}"))?,
+                )
+            }
+            "until" => {
+                q.until = Some(
+                    parse_time_ms(&value).ok_or_else(|| format!("until: not a time: {value:?}"))?,
+                )
+            }
+            "order" => {
+                q.order = match value.to_ascii_lowercase().as_str() {
+                    "asc" => Order::Asc,
+                    "desc" => Order::Desc,
+                    _ => return Err(format!("order: asc or desc, not {value:?}")),
+                }
+            }
+            "offset" => {
+                q.offset = value
+                    .parse()
+                    .map_err(|_| format!("offset: not a number: {value:?}"))?
+            }
+            "limit" => {
+                let limit: u32 = value
+                    .parse()
+                    .map_err(|_| format!("limit: not a number: {value:?}"))?;
+                if limit > 100 {
+                    return Err(format!("limit: at most 100, not {limit}"));
+                }
+                q.limit = limit;
+            }
+            other => return Err(format!("unknown parameter {other:?}")),
+        }
+    }
+    Ok(q)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_queries() {
+        let q =
+            parse_list_query("status=QUEUED,running&order=asc&offset=5&limit=100&requestId=a%2Db")
+                .unwrap();
+        assert_eq!(q.statuses, [Status::Queued, Status::Running]);
+        assert_eq!((q.order, q.offset, q.limit), (Order::Asc, 5, 100));
+        assert_eq!(q.request_id.as_deref(), Some("a-b"));
+        assert!(parse_list_query("limit=101").is_err());
+        assert!(parse_list_query("status=DONE").is_err());
+        assert!(parse_list_query("bogus=1").is_err());
+        assert_eq!(parse_list_query("").unwrap(), ListQuery::default());
+    }
+
+    #[test]
+    fn grace_bodies() {
+        assert_eq!(parse_grace(b""), Ok(false));
+        assert_eq!(parse_grace(br#"{"graceShutdown": true}"#), Ok(true));
+        assert_eq!(parse_grace(br#" { "graceShutdown":false } "#), Ok(false));
+        // Unknown fields are accepted (and ignored): they used to be refused.
+        assert_eq!(parse_grace(br#"{"grace":true}"#), Ok(false));
+        assert_eq!(
+            parse_grace(br#"{"graceShutdown":true,"reason":"x"}"#),
+            Ok(true)
+        );
+        assert!(parse_grace(br#"{"graceShutdown":"yes"}"#).is_err());
+        assert!(parse_grace(b"true").is_err());
+    }
 }

@@ -54,7 +54,19 @@ pub enum StoreError {
     /// committed is unknown; a retry with the same id is answered idempotently), or the store
     /// was dropped with the submission still queued (nothing of it was stored).
     CommitAbandoned,
-    /// The committer thread of [`Store::submit_async`] could not be started.
+    /// Redis failed during `op` (unreachable, or it refused the command): nothing of `op`
+    /// is known to have happened, and the link reconnects with backoff.
+    Redis {
+        op: &'static str,
+        server: Arc<str>,
+        source: Arc<redis::RedisError>,
+    },
+    /// `async.redis_url` cannot be used by this build.
+    RedisUrl { url: String, reason: String },
+    /// A Redis reply did not have the shape the backend's scripts give (a server that is
+    /// not Redis, or a bug).
+    RedisReply { op: &'static str, detail: String },
+    /// The committer thread of `Store::submit_async` could not be started.
     Committer { source: Arc<io::Error> },
 }
 
@@ -103,6 +115,15 @@ impl fmt::Display for StoreError {
                 "event store submit: the batch was abandoned (its committing thread panicked, \
                  or the store closed)",
             ),
+            StoreError::Redis { op, server, source } => {
+                write!(f, "event store {op}: Redis at {server}: {source}")
+            }
+            StoreError::RedisUrl { url, reason } => {
+                write!(f, "async.redis_url {url:?}: {reason}")
+            }
+            StoreError::RedisReply { op, detail } => {
+                write!(f, "event store {op}: unexpected Redis reply: {detail}")
+            }
             StoreError::Committer { source } => {
                 write!(f, "event store submit: starting the committer thread: {source}")
             }
@@ -116,6 +137,7 @@ impl std::error::Error for StoreError {
             StoreError::OpenFile { source, .. } => Some(&**source),
             StoreError::Disk { source, .. } | StoreError::Sqlite { source, .. } => Some(&**source),
             StoreError::Committer { source } => Some(&**source),
+            StoreError::Redis { source, .. } => Some(&**source),
             _ => None,
         }
     }

@@ -113,6 +113,13 @@ pub struct Event {
 pub struct Claimed {
     pub event: Event,
     pub request: StoredRequest,
+    /// Failures of this event so far that used a retry (`attempts` also counts the starts cut
+    /// short by something else: CONTRACT section 8).
+    pub failures: u32,
+    /// The store's token of this attempt (Redis: the stream entry that delivered it); a record
+    /// of the attempt applies only while the token is still the event's. Empty on SQLite,
+    /// where one process holds every attempt.
+    pub lease: String,
 }
 
 /// The result of a successful submission.
@@ -135,6 +142,18 @@ pub struct Outcome {
     pub error_message: Option<String>,
     /// End time, ms since the epoch.
     pub end: u64,
+}
+
+/// How a failed attempt goes back to the queue (a backend's `retry`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retry<'a> {
+    /// Due time, ms since the epoch.
+    pub at: u64,
+    pub status_code: Option<u16>,
+    pub error_type: Option<&'a str>,
+    pub error_message: Option<&'a str>,
+    /// The event's own failure: it uses one of its retries (CONTRACT section 8).
+    pub charged: bool,
 }
 
 /// The answer to a terminate ([`Store::abort_queued`], [`Store::mark_aborted`]).
@@ -305,4 +324,40 @@ pub fn to_json_text<T: Serialize + ?Sized>(value: &T) -> String {
 /// Whether `id` matches `[A-Za-z0-9._:-]{1,128}` (CONTRACT section 3).
 pub fn valid_request_id(id: &str) -> bool {
     crate::http::valid_request_id(id.as_bytes())
+}
+
+/// Headers as `(u32 LE length, name, u32 LE length, value)*`: length-prefixed rather than
+/// NUL-separated so a value may hold any byte.
+pub fn encode_headers(headers: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let size = headers.iter().map(|(n, v)| 8 + n.len() + v.len()).sum();
+    let mut out = Vec::with_capacity(size);
+    for (name, value) in headers {
+        for part in [name.as_bytes(), value.as_slice()] {
+            // Header blocks are bounded by server.max_header_bytes, far below u32::MAX.
+            let len = u32::try_from(part.len()).unwrap_or(u32::MAX);
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(&part[..len as usize]);
+        }
+    }
+    out
+}
+
+pub fn decode_headers(mut blob: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
+    fn take<'a>(blob: &mut &'a [u8]) -> Option<&'a [u8]> {
+        let (len, rest) = blob.split_first_chunk::<4>()?;
+        let len = usize::try_from(u32::from_le_bytes(*len)).ok()?;
+        if rest.len() < len {
+            return None;
+        }
+        let (part, rest) = rest.split_at(len);
+        *blob = rest;
+        Some(part)
+    }
+    let mut headers = Vec::new();
+    while !blob.is_empty() {
+        let name = String::from_utf8(take(&mut blob)?.to_vec()).ok()?;
+        let value = take(&mut blob)?.to_vec();
+        headers.push((name, value));
+    }
+    Some(headers)
 }

@@ -7,8 +7,9 @@
 //! blocking, and answer with [`answer`] once the store's committer hands the result back.
 //!
 //! Failure modes: a payload over the limit is 413 before anything is stored; a full store is
-//! `TooManyRequests`; any store failure (a full disk, an I/O error) is a 500 that says so —
-//! never a 202 for an event that was not stored.
+//! `TooManyRequests`; a store that cannot take the event now (a full disk, an I/O error,
+//! Redis unreachable) is 503 `AsyncStoreUnavailable`, any other store failure a 500 that says
+//! so — never a 202 for an event that was not stored.
 
 use std::time::Instant;
 
@@ -85,6 +86,15 @@ pub(super) fn answer(
                 !keep,
             );
             keep
+        }
+        Err(e) if e.is_unavailable() => {
+            // Nothing was acknowledged; the client may submit again (idempotently) later.
+            log::error!("storing asynchronous event {request_id}: {e}");
+            let error = ErrorType::AsyncStoreUnavailable;
+            let message = format!("the event was not stored: {e}");
+            write_error_response(out, 503, error, request_id, &message, true);
+            p.metrics.record(Outcome::Error(error), started.elapsed());
+            false
         }
         Err(e) => {
             log::error!("storing asynchronous event {request_id}: {e}");

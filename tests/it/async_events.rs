@@ -6,48 +6,135 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use std::sync::{Arc, Mutex};
+
+use crate::redis::RedisServer;
 use crate::util::*;
 
 const ASYNC: (&str, &str) = ("X-Fc-Invocation-Type", "Async");
 
-struct AsyncServer {
-    p: Proc,
-    fx: FixtureConfig,
+/// Where an [`AsyncServer`] keeps its events: the SQLite file in its directory, or a queue
+/// of its own on a real redis-server (the same contract holds on both: CONTRACT section 7).
+#[derive(Clone)]
+pub enum Backend {
+    Sqlite,
+    Redis(Arc<Mutex<RedisServer>>),
+}
+
+impl Backend {
+    /// A redis-server of the test's own.
+    pub fn redis(tag: &str) -> Backend {
+        Backend::Redis(Arc::new(Mutex::new(RedisServer::start(tag))))
+    }
+
+    /// The `[async]` keys that select this backend (queue `queue` on Redis).
+    pub fn keys(&self, queue: &str) -> String {
+        match self {
+            Backend::Sqlite => String::new(),
+            Backend::Redis(r) => format!(
+                "backend = \"redis\"\nredis_url = {:?}\nqueue = {queue:?}\n",
+                r.lock().unwrap().url()
+            ),
+        }
+    }
+}
+
+/// A test of the async contract, run on both backends: `$sqlite` on SQLite, `$redis` on Redis.
+macro_rules! on_both {
+    ($sqlite:ident, $redis:ident, $body:ident) => {
+        #[test]
+        fn $sqlite() {
+            $body(Backend::Sqlite)
+        }
+        #[test]
+        fn $redis() {
+            $body(Backend::redis(stringify!($redis)))
+        }
+    };
+}
+
+pub struct AsyncServer {
+    pub p: Proc,
+    pub fx: FixtureConfig,
     cfg: std::path::PathBuf,
     dir: TempDir,
+    _backend: Backend,
 }
 
 impl AsyncServer {
-    /// `async_keys` go into `[async]`; `sections` (whole sections) come before it.
-    fn start(tag: &str, sections: &str, async_keys: &str) -> AsyncServer {
+    /// [`AsyncServer::start_with`] in a queue of its own (named after `tag`), on SQLite when
+    /// `backend` says so.
+    pub fn start_on(backend: &Backend, tag: &str, sections: &str, async_keys: &str) -> AsyncServer {
+        AsyncServer::start_with(backend, tag, tag, sections, async_keys, |_| {})
+    }
+
+    /// An fc-init on `backend` (on Redis in `queue`) with the fixture as its function, in a
+    /// directory of its own; the SQLite store is `store/events.db` there. `async_keys` go into
+    /// `[async]`; `sections` (whole sections) come before it; `prepare` runs on the directory
+    /// before fc-init starts.
+    pub fn start_with(
+        backend: &Backend,
+        queue: &str,
+        tag: &str,
+        sections: &str,
+        async_keys: &str,
+        prepare: impl FnOnce(&TempDir),
+    ) -> AsyncServer {
         let dir = TempDir::new(tag);
-        let store = dir.path("events.db");
+        std::fs::create_dir_all(dir.path("store")).unwrap();
+        prepare(&dir);
+        let store = dir.path("store").join("events.db");
         let extra = format!(
-            "{sections}\n[async]\nstore = {:?}\n{async_keys}",
-            store.display().to_string()
+            "{sections}\n[async]\nstore = {:?}\n{}{async_keys}",
+            store.display().to_string(),
+            backend.keys(queue),
         );
         let (cfg, fx) = FixtureConfig::write(&dir, &[], "", &extra);
         let p = fc_init(Mode::Subreaper)
             .args(["-c", cfg.to_str().unwrap()])
             .start();
-        let s = AsyncServer { p, fx, cfg, dir };
+        let s = AsyncServer {
+            p,
+            fx,
+            cfg,
+            dir,
+            _backend: backend.clone(),
+        };
         s.wait_ready();
+        let (_, status) = s.ctl(&["status"]);
+        let want = match backend {
+            Backend::Sqlite => "sqlite",
+            Backend::Redis(_) => "redis",
+        };
+        assert_eq!(status["async"]["backend"], want, "{status}");
         s
     }
 
     /// Starts another fc-init on the same directory (same store, sockets and record).
     fn restart(self) -> AsyncServer {
-        let AsyncServer { p, fx, cfg, dir } = self;
+        let AsyncServer {
+            p,
+            fx,
+            cfg,
+            dir,
+            _backend,
+        } = self;
         drop(p);
         let p = fc_init(Mode::Subreaper)
             .args(["-c", cfg.to_str().unwrap()])
             .start();
-        let s = AsyncServer { p, fx, cfg, dir };
+        let s = AsyncServer {
+            p,
+            fx,
+            cfg,
+            dir,
+            _backend,
+        };
         s.wait_ready();
         s
     }
 
-    fn wait_ready(&self) {
+    pub fn wait_ready(&self) {
         wait_for("instance ready", || {
             // A socket file left by a killed fc-init refuses connections until the new one binds.
             (accepting(&self.fx.admin) && admin_get(&self.fx.admin, "/health").0 == 200)
@@ -56,7 +143,7 @@ impl AsyncServer {
     }
 
     /// Submits an event; returns its request id.
-    fn submit(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> String {
+    pub fn submit(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> String {
         let mut h = vec![ASYNC];
         h.extend_from_slice(headers);
         let (status, headers, body) = http(self.fx.port, "POST", path, &h, body);
@@ -69,7 +156,7 @@ impl AsyncServer {
         id
     }
 
-    fn ctl(&self, args: &[&str]) -> (i32, Value) {
+    pub fn ctl(&self, args: &[&str]) -> (i32, Value) {
         let out = Command::new(bin())
             .arg("ctl")
             .args(["--socket", self.fx.admin.to_str().unwrap()])
@@ -82,13 +169,13 @@ impl AsyncServer {
         (out.status.code().unwrap(), json)
     }
 
-    fn get(&self, id: &str) -> Value {
+    pub fn get(&self, id: &str) -> Value {
         let (code, json) = self.ctl(&["events", "get", id]);
         assert_eq!(code, 0, "{json}");
         json
     }
 
-    fn wait_status(&self, id: &str, status: &str) -> Value {
+    pub fn wait_status(&self, id: &str, status: &str) -> Value {
         let deadline = Instant::now() + WATCHDOG;
         loop {
             let e = self.get(id);
@@ -103,7 +190,7 @@ impl AsyncServer {
         }
     }
 
-    fn invokes_of(&self, id: &str) -> Vec<Value> {
+    pub fn invokes_of(&self, id: &str) -> Vec<Value> {
         self.fx
             .requests("/invoke")
             .into_iter()
@@ -117,9 +204,8 @@ fn rfc3339_ms(v: &Value) -> bool {
         .is_some_and(|s| s.len() == 24 && s.ends_with('Z') && s.as_bytes()[19] == b'.')
 }
 
-#[test]
-fn submit_and_follow_to_finished() {
-    let s = AsyncServer::start("async-ok", "", "");
+fn submit_and_follow_to_finished_on(b: Backend) {
+    let s = AsyncServer::start_on(&b, "async-ok", "", "");
     let id = s.submit("/invoke?x=1", &[("x-custom", "kept")], b"payload-1");
     let e = s.wait_status(&id, "FINISHED");
     assert_eq!(e["requestId"], id.as_str());
@@ -145,9 +231,8 @@ fn submit_and_follow_to_finished() {
     });
 }
 
-#[test]
-fn resubmitting_an_id_runs_nothing_twice() {
-    let s = AsyncServer::start("async-idem", "", "");
+fn resubmitting_an_id_runs_nothing_twice_on(b: Backend) {
+    let s = AsyncServer::start_on(&b, "async-idem", "", "");
     let id = s.submit("/invoke", &[("x-fc-request-id", "same-id-1")], b"a");
     assert_eq!(id, "same-id-1");
     s.wait_status(&id, "FINISHED");
@@ -161,9 +246,8 @@ fn resubmitting_an_id_runs_nothing_twice() {
     assert_eq!(s.invokes_of("same-id-1").len(), 1);
 }
 
-#[test]
-fn failures_are_retried_then_failed() {
-    let s = AsyncServer::start("async-fail", "", "max_retries = 2\n");
+fn failures_are_retried_then_failed_on(b: Backend) {
+    let s = AsyncServer::start_on(&b, "async-fail", "", "max_retries = 2\n");
     let id = s.submit("/invoke", &[("x-test-status", "500")], b"");
     let e = s.wait_status(&id, "FAILED");
     assert_eq!(e["attempts"], 3, "{e}");
@@ -175,9 +259,8 @@ fn failures_are_retried_then_failed() {
     assert_eq!(s.wait_status(&id, "FAILED")["attempts"], 3);
 }
 
-#[test]
-fn list_filters_order_and_paging() {
-    let s = AsyncServer::start("async-list", "", "");
+fn list_filters_order_and_paging_on(b: Backend) {
+    let s = AsyncServer::start_on(&b, "async-list", "", "");
     let mut ids = Vec::new();
     for i in 0..5 {
         ids.push(s.submit("/invoke", &[("x-fc-request-id", &format!("list-{i}"))], b""));
@@ -224,9 +307,8 @@ fn list_filters_order_and_paging() {
     );
 }
 
-#[test]
-fn terminate_in_each_state() {
-    let s = AsyncServer::start("async-term", "[initializer]", "max_concurrency = 1\n");
+fn terminate_in_each_state_on(b: Backend) {
+    let s = AsyncServer::start_on(&b, "async-term", "[initializer]", "max_concurrency = 1\n");
     let starts = |s: &AsyncServer| {
         s.fx.record()
             .iter()
@@ -276,9 +358,8 @@ fn terminate_in_each_state() {
     assert_eq!(e["errorType"], "EventNotFound");
 }
 
-#[test]
-fn graceful_terminate_sends_sigterm_and_aborts_the_event() {
-    let s = AsyncServer::start("async-grace", "", "");
+fn graceful_terminate_sends_sigterm_and_aborts_the_event_on(b: Backend) {
+    let s = AsyncServer::start_on(&b, "async-grace", "", "");
     let id = s.submit("/invoke", &[("x-test-sleep", "30")], b"");
     s.wait_status(&id, "RUNNING");
     let pid = wait_for("the event reached the function", || {
@@ -300,9 +381,8 @@ fn graceful_terminate_sends_sigterm_and_aborts_the_event() {
     s.wait_status(&after, "FINISHED");
 }
 
-#[test]
-fn events_survive_sigkill_of_fc_init_and_all_finish() {
-    let s = AsyncServer::start("async-crash", "", "max_concurrency = 4\n");
+fn events_survive_sigkill_of_fc_init_and_all_finish_on(b: Backend) {
+    let s = AsyncServer::start_on(&b, "async-crash", "", "max_concurrency = 4\n");
     let mut ids = Vec::new();
     for i in 0..50 {
         ids.push(s.submit(
@@ -338,6 +418,7 @@ fn events_survive_sigkill_of_fc_init_and_all_finish() {
         fx: s.fx,
         cfg: s.cfg,
         dir: s.dir,
+        _backend: s._backend,
     }
     .restart();
     let deadline = Instant::now() + WATCHDOG;
@@ -357,9 +438,8 @@ fn events_survive_sigkill_of_fc_init_and_all_finish() {
     }
 }
 
-#[test]
-fn ended_events_are_forgotten_after_the_retention() {
-    let s = AsyncServer::start("async-retention", "", "retention = \"1s\"\n");
+fn ended_events_are_forgotten_after_the_retention_on(b: Backend) {
+    let s = AsyncServer::start_on(&b, "async-retention", "", "retention = \"1s\"\n");
     let id = s.submit("/invoke", &[], b"");
     s.wait_status(&id, "FINISHED");
     wait_for("the event to expire", || {
@@ -369,9 +449,9 @@ fn ended_events_are_forgotten_after_the_retention() {
     assert_eq!(e["errorType"], "EventNotFound");
 }
 
-#[test]
-fn submission_limits_and_disabled_async() {
-    let s = AsyncServer::start(
+fn submission_limits_and_disabled_async_on(b: Backend) {
+    let s = AsyncServer::start_on(
+        &b,
         "async-limits",
         "",
         "max_payload = \"1KiB\"\nmax_queued = 1\nmax_concurrency = 1\n",
@@ -432,10 +512,9 @@ fn read_answer(r: &mut impl std::io::BufRead) -> (u16, Vec<(String, String)>, Ve
 /// Submissions served by the event loops (the whole request in one write) keep the order of a
 /// pipeline, whatever comes between them: synchronous requests, a duplicate id, a chunked
 /// submission (which takes the blocking path for the rest of the connection).
-#[test]
-fn pipelined_submissions_mixed_with_sync_requests_answer_in_order() {
+fn pipelined_submissions_mixed_with_sync_requests_answer_in_order_on(b: Backend) {
     use std::io::Write;
-    let s = AsyncServer::start("async-pipeline", "", "");
+    let s = AsyncServer::start_on(&b, "async-pipeline", "", "");
     let submit = |id: &str, body: &str| {
         format!(
             "POST /invoke?n={id} HTTP/1.1\r\nHost: x\r\nX-Fc-Invocation-Type: Async\r\n\
@@ -504,10 +583,10 @@ fn pipelined_submissions_mixed_with_sync_requests_answer_in_order() {
 }
 
 /// A full store answers a pipelined submission 429 on the fast path and the connection goes on.
-#[test]
-fn a_full_store_answers_pipelined_submissions_429_and_keeps_the_connection() {
+fn a_full_store_answers_pipelined_submissions_429_and_keeps_the_connection_on(b: Backend) {
     use std::io::Write;
-    let s = AsyncServer::start(
+    let s = AsyncServer::start_on(
+        &b,
         "async-full-pipeline",
         "",
         "max_queued = 1\nmax_concurrency = 1\n",
@@ -547,3 +626,221 @@ fn a_full_store_answers_pipelined_submissions_429_and_keeps_the_connection() {
     );
     s.ctl(&["events", "terminate", &busy]);
 }
+
+/// Issue 8: a forced terminate of one event cut the other running events short, and their
+/// re-run was charged against `max_retries` (CONTRACT section 8: only an event's own failure
+/// uses a retry; `attempts` still counts every start). Here the other event fails on its own
+/// every time: cut once by the kill, it must still get 1 + max_retries attempts of its own.
+fn a_forced_terminate_does_not_charge_other_running_events_a_retry_on(b: Backend) {
+    let s = AsyncServer::start_on(
+        &b,
+        "async-no-charge",
+        "",
+        "max_concurrency = 2\nmax_retries = 1\n",
+    );
+    let victim = s.submit("/invoke", &[("x-test-sleep", "30")], b"");
+    s.wait_status(&victim, "RUNNING");
+    let other = s.submit(
+        "/invoke",
+        &[("x-test-sleep", "1"), ("x-test-status", "500")],
+        b"",
+    );
+    wait_for("the other event reached the function", || {
+        s.invokes_of(&other).first().cloned()
+    });
+    let (code, e) = s.ctl(&["events", "terminate", &victim]);
+    assert_eq!(code, 0, "{e}");
+    let e = s.wait_status(&other, "FAILED");
+    assert_eq!(
+        e["attempts"], 3,
+        "one start cut by the kill, then 1 + max_retries failures of its own: {e}"
+    );
+    assert_eq!(s.invokes_of(&other).len(), 3);
+}
+
+on_both!(
+    submit_and_follow_to_finished,
+    submit_and_follow_to_finished_on_redis,
+    submit_and_follow_to_finished_on
+);
+on_both!(
+    resubmitting_an_id_runs_nothing_twice,
+    resubmitting_an_id_runs_nothing_twice_on_redis,
+    resubmitting_an_id_runs_nothing_twice_on
+);
+on_both!(
+    failures_are_retried_then_failed,
+    failures_are_retried_then_failed_on_redis,
+    failures_are_retried_then_failed_on
+);
+on_both!(
+    list_filters_order_and_paging,
+    list_filters_order_and_paging_on_redis,
+    list_filters_order_and_paging_on
+);
+on_both!(
+    terminate_in_each_state,
+    terminate_in_each_state_on_redis,
+    terminate_in_each_state_on
+);
+on_both!(
+    graceful_terminate_sends_sigterm_and_aborts_the_event,
+    graceful_terminate_sends_sigterm_and_aborts_the_event_on_redis,
+    graceful_terminate_sends_sigterm_and_aborts_the_event_on
+);
+on_both!(
+    events_survive_sigkill_of_fc_init_and_all_finish,
+    events_survive_sigkill_of_fc_init_and_all_finish_on_redis,
+    events_survive_sigkill_of_fc_init_and_all_finish_on
+);
+on_both!(
+    ended_events_are_forgotten_after_the_retention,
+    ended_events_are_forgotten_after_the_retention_on_redis,
+    ended_events_are_forgotten_after_the_retention_on
+);
+on_both!(
+    submission_limits_and_disabled_async,
+    submission_limits_and_disabled_async_on_redis,
+    submission_limits_and_disabled_async_on
+);
+on_both!(
+    a_forced_terminate_does_not_charge_other_running_events_a_retry,
+    a_forced_terminate_does_not_charge_other_running_events_a_retry_on_redis,
+    a_forced_terminate_does_not_charge_other_running_events_a_retry_on
+);
+on_both!(
+    pipelined_submissions_mixed_with_sync_requests_answer_in_order,
+    pipelined_submissions_mixed_with_sync_requests_answer_in_order_on_redis,
+    pipelined_submissions_mixed_with_sync_requests_answer_in_order_on
+);
+on_both!(
+    a_full_store_answers_pipelined_submissions_429_and_keeps_the_connection,
+    a_full_store_answers_pipelined_submissions_429_and_keeps_the_connection_on_redis,
+    a_full_store_answers_pipelined_submissions_429_and_keeps_the_connection_on
+);
+
+/// What makes a store unavailable in the failure tests, and what mends it: a full file system
+/// under the SQLite store (a 2 MiB tmpfs, filled up), or Redis stopped.
+enum Outage {
+    /// The tmpfs's mount point and the file that fills it.
+    Disk(std::path::PathBuf, std::path::PathBuf),
+    Redis(Arc<Mutex<RedisServer>>),
+}
+
+impl Outage {
+    fn begin(&self) {
+        match self {
+            Outage::Disk(_, filler) => {
+                use std::io::Write;
+                let mut f = std::fs::File::create(filler).unwrap();
+                let chunk = vec![0u8; 16 * 1024];
+                while f.write_all(&chunk).is_ok() {}
+                let _ = f.sync_all();
+            }
+            Outage::Redis(r) => r.lock().unwrap().stop(),
+        }
+    }
+
+    fn end(&self) {
+        match self {
+            Outage::Disk(_, filler) => std::fs::remove_file(filler).unwrap(),
+            Outage::Redis(r) => r.lock().unwrap().restart(),
+        }
+    }
+}
+
+impl Drop for Outage {
+    fn drop(&mut self) {
+        if let Outage::Disk(mount, _) = self {
+            let _ = Command::new("umount").arg("-l").arg(mount).status();
+        }
+    }
+}
+
+/// A store that cannot take events (issue 11: a full disk under SQLite gave 500 and left an
+/// event RUNNING forever, whose later terminate killed a healthy function): submissions get
+/// 503 `AsyncStoreUnavailable` and nothing is acknowledged, synchronous traffic and health
+/// are untouched, the event that was running when the store failed is recorded once it works
+/// again, new events run, and a terminate then kills nothing.
+fn an_unavailable_store_answers_503_and_records_the_running_events_once_back_on(b: Backend) {
+    let mut mounted = None;
+    let prepare = |dir: &TempDir| {
+        if let Backend::Sqlite = b {
+            let store = dir.path("store");
+            let out = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+                .arg(&store)
+                .output()
+                .unwrap();
+            if out.status.success() {
+                mounted = Some(Outage::Disk(store.clone(), store.join("filler")));
+            } else {
+                eprintln!(
+                    "SKIPPED: cannot mount a tmpfs for the full-disk test: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+        }
+    };
+    let s = AsyncServer::start_with(&b, "async-outage", "async-outage", "", "", prepare);
+    let outage = match &b {
+        Backend::Redis(r) => Outage::Redis(r.clone()),
+        Backend::Sqlite => match mounted {
+            Some(outage) => outage,
+            None => return,
+        },
+    };
+    let starts = |s: &AsyncServer| {
+        s.fx.record()
+            .iter()
+            .filter(|r| r["event"] == "start")
+            .count()
+    };
+    let started = starts(&s);
+    let running = s.submit("/invoke", &[("x-test-sleep", "1.5")], b"");
+    wait_for("the event reached the function", || {
+        s.invokes_of(&running).first().cloned()
+    });
+    outage.begin();
+    let (status, headers, body) = http(s.fx.port, "POST", "/invoke", &[ASYNC], b"refused");
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        header(&headers, "x-fc-error-type"),
+        Some("AsyncStoreUnavailable")
+    );
+    let refused = header(&headers, "x-fc-request-id").unwrap().to_owned();
+    let (status, _, _) = http(s.fx.port, "GET", "/sync", &[], b"");
+    assert_eq!(status, 200, "synchronous traffic is untouched");
+    assert_eq!(
+        admin_get(&s.fx.admin, "/health").0,
+        200,
+        "health stays ready"
+    );
+    // The running event's attempt ends while the store is down...
+    s.p.expect_line("the running event's Invoke End", |l| {
+        l == format!("FC Invoke End RequestId: {running}")
+    });
+    outage.end();
+    // The store reconnects with backoff...
+    wait_for("the store to answer again", || {
+        (s.ctl(&["events", "list", "--limit", "0"]).0 == 0).then_some(())
+    });
+    // ...and the event is recorded once it is back.
+    let e = s.wait_status(&running, "FINISHED");
+    assert_eq!(e["attempts"], 1, "{e}");
+    let after = s.submit("/invoke", &[], b"after");
+    s.wait_status(&after, "FINISHED");
+    let (code, e) = s.ctl(&["events", "get", &refused]);
+    assert_eq!(code, 1, "a refused submission was stored: {e}");
+    let (code, e) = s.ctl(&["events", "terminate", &running]);
+    assert_eq!(code, 1, "{e}");
+    assert_eq!(e["errorType"], "EventAlreadyEnded");
+    assert_eq!(starts(&s), started, "the function was killed");
+    assert_eq!(s.invokes_of(&running).len(), 1);
+}
+
+on_both!(
+    an_unavailable_store_answers_503_and_records_the_running_events_once_back,
+    an_unavailable_store_answers_503_and_records_the_running_events_once_back_on_redis,
+    an_unavailable_store_answers_503_and_records_the_running_events_once_back_on
+);

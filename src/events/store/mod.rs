@@ -83,8 +83,8 @@ use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtensio
 
 pub use super::error::StoreError;
 pub use super::model::{
-    valid_request_id, AbortResult, Claimed, Event, ListQuery, NewEvent, Order, Outcome, Status,
-    StoreOptions, StoreStats, StoredRequest, Submitted, MAX_LIST_LIMIT,
+    valid_request_id, AbortResult, Claimed, Event, ListQuery, NewEvent, Order, Outcome, Retry,
+    Status, StoreOptions, StoreStats, StoredRequest, Submitted, MAX_LIST_LIMIT,
 };
 // The JSON of the model, for the tests of this module.
 #[cfg(test)]
@@ -107,7 +107,7 @@ use std::{path::PathBuf, time::Instant};
 
 /// `PRAGMA user_version` of the schema this code writes. Older versions are migrated on open;
 /// a newer one (written by a newer fc-init) is refused rather than misread.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// WAL pages between automatic checkpoints (32 MiB at 4 KiB pages, as `journal_size_limit`).
 const WAL_CHECKPOINT_PAGES: i64 = 8192;
@@ -303,7 +303,7 @@ impl Store {
                  start_time = COALESCE(start_time, ?1) \
              WHERE seq = (SELECT seq FROM events WHERE status = 'QUEUED' AND next_attempt_at <= ?1 \
                           ORDER BY next_attempt_at, seq LIMIT 1) \
-             RETURNING {EVENT_COLUMNS}, {REQUEST_COLUMNS}"
+             RETURNING {EVENT_COLUMNS}, {REQUEST_COLUMNS}, failures"
         );
         let row = self.write_tx(
             "claim",
@@ -311,13 +311,17 @@ impl Store {
             |tx| {
                 tx.prepare_cached(&sql)?
                     .query_row([sql_int(now)], |row| {
-                        Ok((event_from_row(row)?, raw_request_from_row(row, 11)?))
+                        Ok((
+                            event_from_row(row)?,
+                            raw_request_from_row(row, 11)?,
+                            row.get::<_, u32>(15)?,
+                        ))
                     })
                     .optional()
             },
             |row| -i64::from(row.is_some()),
         )?;
-        let Some((event, (method, target, headers, body))) = row else {
+        let Some((event, (method, target, headers, body), failures)) = row else {
             return Ok(None);
         };
         let headers = decode_headers(&headers).ok_or_else(|| StoreError::Corrupt {
@@ -332,6 +336,8 @@ impl Store {
                 headers,
                 body,
             },
+            failures,
+            lease: String::new(),
         }))
     }
 
@@ -377,8 +383,9 @@ impl Store {
         Ok(ended)
     }
 
-    /// Puts a RUNNING event back to QUEUED, due at `at`, recording the failed attempt's
-    /// status code and error (shown while it waits). `false` when it was not RUNNING.
+    /// Puts a RUNNING event back to QUEUED, due at `at`, after a failure of its own (it uses
+    /// one of its retries), recording the failed attempt's status code and error (shown while
+    /// it waits). `false` when it was not RUNNING.
     pub fn retry_later(
         &self,
         id: &str,
@@ -387,21 +394,36 @@ impl Store {
         error_type: Option<&str>,
         error_message: Option<&str>,
     ) -> Result<bool, StoreError> {
+        let retry = Retry {
+            at,
+            status_code,
+            error_type,
+            error_message,
+            charged: true,
+        };
+        self.requeue(id, &retry)
+    }
+
+    /// [`Store::retry_later`], with `retry.charged` saying whether the failure was the
+    /// event's own (it uses a retry) or a cut by something else (another event's forced
+    /// terminate: it runs again without using one, CONTRACT section 8).
+    pub fn requeue(&self, id: &str, r: &Retry<'_>) -> Result<bool, StoreError> {
         let changed = self.write_tx(
             "retry",
             Durability::Relaxed,
             |tx| {
                 tx.prepare_cached(
                     "UPDATE events SET status = 'QUEUED', next_attempt_at = ?2, status_code = ?3, \
-                         error_type = ?4, error_message = ?5 \
+                         error_type = ?4, error_message = ?5, failures = failures + ?6 \
                      WHERE request_id = ?1 AND status = 'RUNNING'",
                 )?
                 .execute(params![
                     id,
-                    sql_int(at),
-                    status_code,
-                    error_type,
-                    error_message
+                    sql_int(r.at),
+                    r.status_code,
+                    r.error_type,
+                    r.error_message,
+                    u32::from(r.charged)
                 ])
             },
             |&changed| changed as i64,
@@ -410,6 +432,32 @@ impl Store {
             self.work.bump();
         }
         Ok(changed > 0)
+    }
+
+    /// Puts every RUNNING event that no worker holds (`held`: the ids the workers are
+    /// running) back to QUEUED, due at once, without using a retry: the store must never
+    /// report RUNNING for an event nobody runs (after a record that could not be written, a
+    /// crash). Returns how many.
+    pub fn reconcile(&self, held: &[String], now: u64) -> Result<u64, StoreError> {
+        let held = serde_json::to_string(held).expect("strings serialize");
+        let n = self.write_tx(
+            "reconcile",
+            Durability::Relaxed,
+            |tx| {
+                tx.prepare_cached(
+                    "UPDATE events SET status = 'QUEUED', next_attempt_at = MIN(next_attempt_at, ?2) \
+                     WHERE status = 'RUNNING' \
+                         AND request_id NOT IN (SELECT value FROM json_each(?1))",
+                )?
+                .execute(params![held, sql_int(now)])
+            },
+            |&n| n as i64,
+        )? as u64;
+        if n > 0 {
+            log::warn!("{n} asynchronous event(s) were RUNNING with no worker holding them; they run again");
+            self.work.bump();
+        }
+        Ok(n)
     }
 
     /// Puts every RUNNING event back to QUEUED (the function was restarted under them: they

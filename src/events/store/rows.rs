@@ -12,6 +12,7 @@ use rusqlite::{
 
 use super::SCHEMA_VERSION;
 use crate::events::error::StoreError;
+pub(super) use crate::events::model::{decode_headers, encode_headers};
 use crate::events::model::{Event, Status};
 
 /// The event columns every query reads, in the order [`event_from_row`] expects. The request
@@ -141,7 +142,21 @@ pub(super) fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> 
             tx.pragma_update(None, "user_version", 1)
         })?;
     }
-    // Future versions: `if version < 2 { ... }`, each in its own transaction.
+    if version < 2 {
+        // v2: the failures that used a retry, apart from the attempts (CONTRACT section 8: an
+        // attempt cut short by something else runs again without using one). Events stored
+        // by v1 are counted as before: every attempt of a waiting event was a failure, and a
+        // running one's current attempt is not one yet.
+        run_tx(conn, "migrate schema to v2", |tx| {
+            tx.execute_batch(
+                "ALTER TABLE events ADD COLUMN failures INTEGER NOT NULL DEFAULT 0;
+                 UPDATE events SET failures = MAX(attempts - (status = 'RUNNING'), 0)
+                     WHERE status IN ('QUEUED', 'RUNNING');",
+            )?;
+            tx.pragma_update(None, "user_version", 2)
+        })?;
+    }
+    // Future versions: `if version < 3 { ... }`, each in its own transaction.
     Ok(())
 }
 
@@ -190,40 +205,4 @@ fn get_u64(row: &Row<'_>, idx: usize) -> rusqlite::Result<u64> {
 fn get_opt_u64(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<u64>> {
     let v: Option<i64> = row.get(idx)?;
     Ok(v.map(|v| u64::try_from(v).unwrap_or(0)))
-}
-
-/// Headers as `(u32 LE length, name, u32 LE length, value)*`: length-prefixed rather than
-/// NUL-separated so a value may hold any byte.
-pub(super) fn encode_headers(headers: &[(String, Vec<u8>)]) -> Vec<u8> {
-    let size = headers.iter().map(|(n, v)| 8 + n.len() + v.len()).sum();
-    let mut out = Vec::with_capacity(size);
-    for (name, value) in headers {
-        for part in [name.as_bytes(), value.as_slice()] {
-            // Header blocks are bounded by server.max_header_bytes, far below u32::MAX.
-            let len = u32::try_from(part.len()).unwrap_or(u32::MAX);
-            out.extend_from_slice(&len.to_le_bytes());
-            out.extend_from_slice(&part[..len as usize]);
-        }
-    }
-    out
-}
-
-pub(super) fn decode_headers(mut blob: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
-    fn take<'a>(blob: &mut &'a [u8]) -> Option<&'a [u8]> {
-        let (len, rest) = blob.split_first_chunk::<4>()?;
-        let len = usize::try_from(u32::from_le_bytes(*len)).ok()?;
-        if rest.len() < len {
-            return None;
-        }
-        let (part, rest) = rest.split_at(len);
-        *blob = rest;
-        Some(part)
-    }
-    let mut headers = Vec::new();
-    while !blob.is_empty() {
-        let name = String::from_utf8(take(&mut blob)?.to_vec()).ok()?;
-        let value = take(&mut blob)?.to_vec();
-        headers.push((name, value));
-    }
-    Some(headers)
 }

@@ -1,0 +1,249 @@
+#!/usr/bin/env bash
+# Benchmark the fleet's store on Redis (async.backend = "redis"):
+#  1. durable submissions/s through fc-init (`POST /invoke` with `X-Fc-Invocation-Type: Async`,
+#     each answered 202 only once Redis acknowledged the event) at 1 and CONNS connections, with
+#     Redis at `appendfsync always` and at `everysec`, against the raw `XADD` rate that
+#     `redis-benchmark` gets from the same server in the same run at the same client counts
+#     (the ratio is the figure; the aim is >= 0.5);
+#  2. events/s run end to end by 3 instances on one queue against 1 instance (a backlog is
+#     submitted first; the rate is FINISHED events per second while it lasts).
+# Prints markdown tables on stdout, progress on stderr. See bench/README.md.
+#
+#     bench/redis.sh                       # from anywhere; builds fc-init if needed
+#     FC_INIT=path/to/fc-init DURATION=5s bench/redis.sh
+set -euo pipefail
+export LC_ALL=C
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+FC_INIT=${FC_INIT:-}          # default: the static release build (bench/lib.sh)
+DURATION=${DURATION:-10s}     # per wrk run
+CONNS=${CONNS:-64}
+THREADS=${THREADS:-2}         # wrk threads of the loaded run
+RAW_SECONDS=${RAW_SECONDS:-5} # per redis-benchmark run (its request count is sized to it)
+WORKERS=${WORKERS:-10}        # async.max_concurrency of each instance
+BACKLOG_SECONDS=${BACKLOG_SECONDS:-3}  # submissions that build the backlog of part 2
+E2E_SECONDS=${E2E_SECONDS:-5}          # the measuring window of part 2
+BENCH_DIR=${BENCH_DIR:-${TMPDIR:-/tmp}}
+PARTS=${PARTS:-12}            # which parts to run: 1, 2 or 12
+
+SCRIPT=redis.sh
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+
+need nginx=nginx-light wrk=wrk curl=curl python3=python3 redis-server=redis-server \
+    redis-benchmark=redis-tools
+if [[ -z $FC_INIT ]]; then
+    build_static
+    FC_INIT=$STATIC_FC_INIT
+elif [[ ! -x $FC_INIT ]]; then
+    die "FC_INIT=$FC_INIT is not executable"
+fi
+FC_INIT=$(realpath "$FC_INIT")
+NGINX=$(command -v nginx)
+
+T=$(mktemp -d "$BENCH_DIR/fc-init-redis.XXXXXX")
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$T"
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+REDIS_PORT=$(free_port)
+BODY='{"bench":"async","payload":"0123456789abcdef0123456789abcdef"}'
+
+# ---- Redis ------------------------------------------------------------------------------------
+
+REDIS_PID=
+# redis_start MODE NAME: a fresh redis-server (appendonly, appendfsync MODE) in $T/redis-NAME.
+redis_start() {
+    redis_stop
+    mkdir -p "$T/redis-$2"
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly yes \
+        --appendfsync "$1" --dir "$T/redis-$2" --logfile "$T/redis-$2.log" &
+    REDIS_PID=$!
+    PIDS+=("$REDIS_PID")
+    local deadline=$((SECONDS + 10))
+    # PONG, not LOADING: a server still reading its append-only file refuses commands.
+    until [[ $(redis-cli -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]]; do
+        ((SECONDS < deadline)) || die "redis-server did not start"
+        sleep 0.05
+    done
+}
+redis_stop() {
+    [[ -n $REDIS_PID ]] || return 0
+    kill "$REDIS_PID" 2>/dev/null || true
+    wait "$REDIS_PID" 2>/dev/null || true
+    REDIS_PID=
+}
+
+# raw_xadd CLIENTS: XADD/s that redis-benchmark gets at CLIENTS connections (no pipelining).
+raw_xadd() {
+    local n out
+    # A first short run sizes the measured one to about RAW_SECONDS.
+    out=$(redis-benchmark -p "$REDIS_PORT" -c "$1" -n 2000 -q XADD rawbench '*' f "$BODY")
+    n=$(awk -v s="$RAW_SECONDS" '{ for (i = 1; i < NF; i++) if ($(i + 1) == "requests") r = $i }
+        END { n = int(r * s); print (n < 2000 ? 2000 : n) }' <<<"${out//$'\r'/$'\n'}")
+    out=$(redis-benchmark -p "$REDIS_PORT" -c "$1" -n "$n" -q XADD rawbench '*' f "$BODY")
+    redis-cli -p "$REDIS_PORT" del rawbench >/dev/null
+    awk '{ for (i = 1; i < NF; i++) if ($(i + 1) == "requests") r = $i } END { print r }' \
+        <<<"${out//$'\r'/$'\n'}"
+}
+
+# ---- fc-init instances ------------------------------------------------------------------------
+
+# instance N QUEUE: writes $T/iN/fc-init.toml (function: one nginx worker answering 200).
+instance() {
+    local d=$T/i$1
+    mkdir -p "$d"
+    cat >"$d/function.conf" <<EOF
+daemon off;
+worker_processes 1;
+pid $d/function.pid;
+error_log $d/function.err warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    server {
+        listen unix:$d/fn.sock;
+        location / { return 200 "ok\n"; }
+    }
+}
+EOF
+    cat >"$d/fc-init.toml" <<EOF
+[function]
+command = ["$NGINX", "-c", "$d/function.conf"]
+socket = "$d/fn.sock"
+[server]
+listen = "127.0.0.1:$(free_port)"
+[admin]
+socket = "$d/admin.sock"
+[log]
+invocations = false
+[async]
+backend = "redis"
+redis_url = "redis://127.0.0.1:$REDIS_PORT/0"
+queue = "$2"
+max_queued = 100000000
+max_concurrency = $WORKERS
+EOF
+}
+
+FC_PIDS=()
+# start_instances N QUEUE: N fc-inits on QUEUE, ready.
+start_instances() {
+    local i
+    for ((i = 0; i < $1; i++)); do
+        instance "$i" "$2"
+        "$FC_INIT" -c "$T/i$i/fc-init.toml" >/dev/null 2>"$T/i$i/fc-init.err" &
+        FC_PIDS+=($!)
+        PIDS+=($!)
+    done
+    for ((i = 0; i < $1; i++)); do
+        local deadline=$((SECONDS + 30))
+        until curl -fs -o /dev/null --unix-socket "$T/i$i/admin.sock" http://fc/health; do
+            ((SECONDS < deadline)) || { tail -n 20 "$T/i$i/fc-init.err" >&2; die "instance $i not ready"; }
+            sleep 0.05
+        done
+    done
+}
+stop_instances() {
+    local pid
+    for pid in "${FC_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${FC_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    FC_PIDS=()
+}
+port_of() { sed -n 's/^listen = "127.0.0.1:\(.*\)"/\1/p' "$T/i$1/fc-init.toml"; }
+# count STATUS: events of that status in the fleet (through instance 0).
+count() {
+    curl -fsS --unix-socket "$T/i0/admin.sock" "http://fc/async-events?limit=0&status=$1" |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["totalCount"])'
+}
+
+cat >"$T/async.lua" <<EOF
+wrk.method = "POST"
+wrk.path = "/invoke"
+wrk.headers["X-Fc-Invocation-Type"] = "Async"
+wrk.body = '$BODY'
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) accepted, other, other_status = 0, 0, 0 end
+function response(status, headers, body)
+    if status == 202 then accepted = accepted + 1 else other, other_status = other + 1, status end
+end
+function done(summary, latency, requests)
+    local a, o, s = 0, 0, 0
+    for _, t in ipairs(threads) do
+        a, o = a + t:get("accepted"), o + t:get("other")
+        if t:get("other_status") ~= 0 then s = t:get("other_status") end
+    end
+    local e = summary.errors
+    io.write(string.format("accepted %d\nnon202 %d\nnon202_status %d\nsocket_errors %d\nseconds %.6f\n",
+        a, o, s, e.connect + e.read + e.write + e.timeout, summary.duration / 1e6))
+end
+EOF
+
+# submit_rate CONNS THREADS PORT [DURATION]: 202s per second; every answer must be a 202.
+submit_rate() {
+    local out
+    out=$(wrk -t"$2" -c"$1" -d"${4:-$DURATION}" -s "$T/async.lua" "http://127.0.0.1:$3/invoke")
+    kv() { awk -v k="$1" '$1 == k { print $2 }' <<<"$out"; }
+    (($(kv non202) == 0)) || die "$(kv non202) submissions were not answered 202 (one: $(kv non202_status))"
+    (($(kv socket_errors) == 0)) || die "wrk had $(kv socket_errors) socket errors"
+    awk -v a="$(kv accepted)" -v s="$(kv seconds)" 'BEGIN { printf "%.0f\n", a / s }'
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+
+# ---- 1. submissions against raw XADD ----------------------------------------------------------
+
+[[ $PARTS == *1* ]] &&
+    printf '| appendfsync | connections | redis-benchmark XADD/s | fc-init durable submissions/s | ratio |\n|---|---:|---:|---:|---:|\n'
+for mode in always everysec; do
+    [[ $PARTS == *1* ]] || break
+    log "Redis with appendfsync $mode"
+    redis_start "$mode" "$mode"
+    raw1=$(raw_xadd 1)
+    rawn=$(raw_xadd "$CONNS")
+    start_instances 1 "sub-$mode"
+    port=$(port_of 0)
+    log "wrk: 1 connection"
+    sub1=$(submit_rate 1 1 "$port")
+    log "wrk: $CONNS connections"
+    subn=$(submit_rate "$CONNS" "$THREADS" "$port")
+    stop_instances
+    printf '| %s | 1 | %.0f | %s | %s |\n' "$mode" "$raw1" "$sub1" "$(ratio "$sub1" "$raw1")"
+    printf '| %s | %s | %.0f | %s | %s |\n' "$mode" "$CONNS" "$rawn" "$subn" "$(ratio "$subn" "$rawn")"
+done
+
+# ---- 2. events run end to end: 3 instances against 1 ------------------------------------------
+
+[[ $PARTS == *2* ]] || exit 0
+redis_start everysec e2e
+declare -A E2E
+for n in 1 3; do
+    log "end to end: $n instance(s)"
+    start_instances "$n" "e2e-$n"
+    # A backlog first (submitting is much faster than running), then the rate while it lasts.
+    submit_rate "$CONNS" "$THREADS" "$(port_of 0)" "${BACKLOG_SECONDS}s" >/dev/null
+    before=$(count FINISHED)
+    sleep "$E2E_SECONDS" # the measuring window
+    after=$(count FINISHED)
+    left=$(count QUEUED)
+    ((left > 0)) || log "warning: the backlog ran out within the window; the rate is a lower bound"
+    E2E[$n]=$(awk -v a="$before" -v b="$after" -v s="$E2E_SECONDS" 'BEGIN { printf "%.0f", (b - a) / s }')
+    stop_instances
+done
+redis_stop
+printf '\n| instances on one queue | events run end to end per second | ratio to 1 |\n'
+printf '|---:|---:|---:|\n'
+printf '| 1 | %s | 1.00 |\n' "${E2E[1]}"
+printf '| 3 | %s | %s |\n' "${E2E[3]}" "$(ratio "${E2E[3]}" "${E2E[1]}")"
+printf '\n%s CPUs; %s workers per instance; Redis %s on loopback.\n' "$(nproc)" "$WORKERS" \
+    "$(redis-server --version | awk '{ print $3 }')"

@@ -1,0 +1,188 @@
+//! One attempt of an event: its stored request sent through fc-init's own listener on
+//! loopback, exactly as a synchronous request (concurrency limits, the wait for
+//! initialization, timeouts, FC Invoke lines and metrics apply), on the worker's kept
+//! keep-alive connection when it has one; the answer read back into an [`Attempt`].
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use super::model::StoredRequest;
+use crate::http::{self, Buffered, Limits};
+
+/// Most of a failed answer's body kept as the event's `errorMessage`.
+const MAX_ERROR_MESSAGE: usize = 512;
+
+/// A worker's connection to fc-init's own listener.
+pub type Listener = Buffered<TcpStream>;
+
+/// How an attempt ended.
+pub enum Attempt {
+    Succeeded {
+        status: u16,
+    },
+    Failed {
+        status: Option<u16>,
+        error_type: String,
+        message: String,
+    },
+}
+
+/// Where attempts go: fc-init's own listener, as reachable on loopback (known once it is
+/// bound).
+pub struct Sender {
+    pub target: OnceLock<SocketAddr>,
+    pub function_timeout: Duration,
+}
+
+impl Sender {
+    /// Sets the target from the listener's bound address (an unspecified address is reached
+    /// on loopback).
+    pub fn bind(&self, listen: SocketAddr) {
+        let target = match listen.ip() {
+            ip if ip.is_unspecified() && ip.is_ipv4() => {
+                SocketAddr::from(([127, 0, 0, 1], listen.port()))
+            }
+            ip if ip.is_unspecified() => {
+                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, listen.port()))
+            }
+            _ => listen,
+        };
+        let _ = self.target.set(target);
+    }
+
+    /// One attempt: the stored request sent through fc-init's own listener, on the worker's
+    /// kept connection when it has one.
+    pub fn send(&self, id: &str, req: &StoredRequest, kept: &mut Option<Listener>) -> Attempt {
+        // The listener waits up to function.timeout for initialization and again for the
+        // answer; the margin covers the queue.
+        let deadline = Instant::now() + self.function_timeout * 2 + Duration::from_secs(10);
+        let failed = |message: String| Attempt::Failed {
+            status: None,
+            error_type: "UnhandledInvocationError".into(),
+            message,
+        };
+        let mut head = Vec::with_capacity(512 + req.headers.len() * 64);
+        let _ = write!(head, "{} {} HTTP/1.1\r\n", req.method, req.target);
+        for (name, value) in &req.headers {
+            head.extend_from_slice(name.as_bytes());
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(value);
+            head.extend_from_slice(b"\r\n");
+        }
+        let _ = write!(
+            head,
+            "x-fc-request-id: {id}\r\nContent-Length: {}\r\n\r\n",
+            req.body.len()
+        );
+        let limits = Limits {
+            require_host: false,
+            ..Limits::default()
+        };
+        let (mut conn, response) = loop {
+            let reused = kept.is_some();
+            let mut conn = match kept.take() {
+                Some(c) => c,
+                None => match self.connect() {
+                    Ok(c) => c,
+                    Err(message) => return failed(message),
+                },
+            };
+            conn.set_deadline(Some(deadline));
+            let sent = conn
+                .write_all(&head)
+                .and_then(|()| conn.write_all(&req.body));
+            let answer = sent
+                .map_err(|e| {
+                    (
+                        e.kind() == std::io::ErrorKind::BrokenPipe
+                            || e.kind() == std::io::ErrorKind::ConnectionReset,
+                        e.to_string(),
+                    )
+                })
+                .and_then(|()| {
+                    http::read_response_head(&mut conn, &limits, req.method == "HEAD").map_err(
+                        |e| {
+                            (
+                                matches!(e, http::HttpError::ConnectionClosed),
+                                e.to_string(),
+                            )
+                        },
+                    )
+                });
+            match answer {
+                Ok(response) => break (conn, response),
+                // A kept connection the listener closed while idle: nothing was read from it,
+                // so the event goes again on a new one.
+                Err((true, _)) if reused => continue,
+                Err((_, e)) => {
+                    return failed(format!("sending the event through the listener: {e}"))
+                }
+            }
+        };
+        let mut body = Vec::new();
+        // Only the start of a failed answer is kept; the rest is read and dropped, so the
+        // connection is ready for the next event.
+        let copied = http::copy_body(
+            &mut conn,
+            &mut LimitedSink(&mut body),
+            response.framing,
+            http::Output::Raw,
+            u64::MAX,
+        );
+        if copied.is_ok() && response.keep_alive {
+            *kept = Some(conn);
+        }
+        let header = |name: &str| {
+            response
+                .header(name)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        };
+        let own_error = header("x-fc-error-type");
+        let fc_404 = header("x-fc-status").is_some_and(|v| v.trim() == "404");
+        let event_invocation =
+            req.method == "POST" && req.target.split('?').next() == Some("/invoke");
+        let status = response.status;
+        let failed = own_error.is_some()
+            || (event_invocation && (!(200..300).contains(&status) || fc_404))
+            || (!event_invocation && status >= 500);
+        if !failed {
+            return Attempt::Succeeded { status };
+        }
+        let mut message = String::from_utf8_lossy(&body).into_owned();
+        if message.is_empty() {
+            message = format!("status {status}");
+        }
+        Attempt::Failed {
+            status: Some(status),
+            error_type: own_error.unwrap_or_else(|| "FunctionError".into()),
+            message,
+        }
+    }
+
+    /// A new connection to fc-init's own listener.
+    fn connect(&self) -> Result<Listener, String> {
+        let Some(target) = self.target.get() else {
+            return Err("the listener is not bound".into());
+        };
+        let stream = TcpStream::connect_timeout(target, Duration::from_secs(5))
+            .map_err(|e| format!("connecting to {target}: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        Ok(Buffered::with_capacity(stream, 16 * 1024))
+    }
+}
+
+/// Keeps the first [`MAX_ERROR_MESSAGE`] bytes written and discards the rest.
+struct LimitedSink<'a>(&'a mut Vec<u8>);
+
+impl Write for LimitedSink<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let room = MAX_ERROR_MESSAGE.saturating_sub(self.0.len());
+        self.0.extend_from_slice(&buf[..buf.len().min(room)]);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

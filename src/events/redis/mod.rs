@@ -1,0 +1,596 @@
+//! The fleet's store on Redis (`async.backend = "redis"`, CONTRACT section 7 "A fleet on
+//! Redis"): every fc-init with the same `redis_url` and `queue` shares one queue, one event
+//! index and one set of limits, through the `redis` crate's synchronous API (no async
+//! runtime: each thread that talks to Redis owns its connection, a [`link::Link`]).
+//!
+//! # Keys
+//!
+//! All keys of queue `q` start with `fc-init:{q}:` — one hash tag, so Redis Cluster keeps
+//! them on one slot, and every script (which names the stream as its key) runs there:
+//!
+//! | key | type | what |
+//! |---|---|---|
+//! | `fc-init:{q}:stream` | stream, group `workers` | one entry per delivery of a QUEUED event (`id` field); each instance is a consumer |
+//! | `fc-init:{q}:ev:<id>` | hash | the event: `status submit start end dur code attempts failures etype emsg next score`, the request (`method target headers body`), and while it runs `owner` (consumer), `lease` (the delivering entry), `entry`; `term` while a terminate waits |
+//! | `fc-init:{q}:all` | sorted set | every event by submit time (list, paging) |
+//! | `fc-init:{q}:st:<STATUS>` | sorted sets | the events of each status by submit time (filtered lists, counts, fleet-wide `max_queued`) |
+//! | `fc-init:{q}:ended` | sorted set | ended events by end time (retention) |
+//! | `fc-init:{q}:delayed` | sorted set | QUEUED events waiting out a retry backoff, by due time |
+//! | `fc-init:{q}:alive:<consumer>` | string, 5 s TTL | an instance's heartbeat |
+//! | `fc-init:{q}:seq` | counter | orders submissions within one millisecond |
+//! | channel `fc-init:{q}:ctl:<consumer>` | pub/sub | "terminate this event" to the instance running it |
+//! | channel `fc-init:{q}:ended` | pub/sub | an event a terminate waits for has ended |
+//!
+//! # Design, and why
+//!
+//! - **Delivery by a consumer group.** A submission adds a stream entry; each worker reads
+//!   with `XREADGROUP ... >` (blocking, on its own connection), so each entry goes to exactly
+//!   one instance that has a free worker. The group's pending list (PEL) records who holds
+//!   what.
+//! - **Every change is one Lua script** ([`scripts`]): submit (idempotent: an existing id
+//!   answers with the stored event, fleet-wide; the queue limit is counted on `st:QUEUED`, so
+//!   `max_queued` is fleet-wide), start, finish, retry, terminate, takeover. Atomic on the
+//!   server, so two instances can never both start, end or take over one event. Scripts
+//!   rather than MULTI: each step reads before it writes (is the lease still this attempt's?).
+//! - **Leases.** A started event's `lease` is the stream entry that delivered it; finish and
+//!   retry apply only while it is still the event's, so an attempt that was taken over can
+//!   never overwrite what the new one records. A live instance renews its leases every second
+//!   (`XCLAIM ... JUSTID` of its own entries resets their idle time) together with its
+//!   heartbeat key (`SET alive:<me> PX 5000`).
+//! - **Takeover.** Every second each instance looks for consumers whose heartbeat has expired
+//!   and takes their pending entries over (`XCLAIM`), and `XAUTOCLAIM`s any entry idle longer
+//!   than the lease ([`LEASE`], 30 s): only then was it not renewed, so an event runs again
+//!   only when its instance died (or lost Redis for that long). A taken-over event goes back
+//!   to the queue without using a retry (CONTRACT section 8), as a new delivery. A SIGKILLed
+//!   instance's events are running elsewhere about 5 s later (the heartbeat's TTL), not 30 s:
+//!   the heartbeat is the fast path, the lease the backstop. An instance takes nothing over
+//!   until it has been connected for [`TAKEOVER_GRACE`] — longer than the reconnect backoff
+//!   ([`link::BACKOFF_MAX`]) plus a renewal — so that after an outage of Redis itself, every
+//!   live instance has renewed its heartbeat before anyone judges it dead.
+//! - **Terminate.** A QUEUED event is aborted inside the script (its entry deleted, so no
+//!   worker can start it). For a RUNNING one the script records `term` on the event and
+//!   publishes `forced|graceful <id>` on the owner's control channel; the owner kills or
+//!   SIGTERMs its function as section 7 says. The word cannot be lost: the owner's renewal
+//!   also returns its held events with `term` set, every second, and a takeover ends such an
+//!   event as ABORTED instead of running it again. The caller's answer comes when the event
+//!   has ended: a script ending an event with `term` publishes its id on `ended`, which every
+//!   instance's subscriber turns into a local wake-up.
+//! - **Retention is key expiry.** An ended event's hash expires a minute after its retention;
+//!   the indexes forget it at the retention itself (each script that reads them first drops
+//!   what `ended` says is past it), so lists and counts never show half-forgotten events, and
+//!   a fleet that stops leaves nothing behind.
+//! - **Retries** wait in `delayed` and are delivered again when due (every instance moves due
+//!   ones every 250 ms).
+//!
+//! # Durability before 202
+//!
+//! A submission is answered 202 only once the script that stored it has returned, i.e. the
+//! Redis server has executed and acknowledged it. When the server reports replicas
+//! (`INFO replication`, read at every connect), fc-init also waits for one of them to have it
+//! (`WAIT 1 1000`); no replica acknowledging within a second is a 503 (a retry with the same
+//! id is answered idempotently). What a single Redis keeps across its own crash is its
+//! persistence setting: only `appendonly yes` with `appendfsync always` makes an acknowledged
+//! event survive a crash or power loss of the Redis host (`everysec` may lose the last
+//! second). Submissions from many connections are group-committed: a few submitter threads
+//! each take every submission queued meanwhile into one script call.
+//!
+//! # Failure modes
+//!
+//! Redis unreachable (or refusing writes): submissions get 503 `AsyncStoreUnavailable`
+//! (nothing is acknowledged that is not stored), synchronous traffic and health are untouched,
+//! every link reconnects with backoff and the log says so at most once a second. Events that
+//! were running finish; their records are written again until Redis is back (the service's
+//! rule), and their leases still hold then. TLS (`rediss://`) is refused when fc-init starts:
+//! this build carries no TLS stack (it would add rustls or OpenSSL to a small static binary);
+//! reach Redis over a private network, a unix socket (`unix://`), or a local TLS tunnel.
+
+mod fleet;
+pub mod link;
+mod scripts;
+
+use std::collections::HashSet;
+use std::sync::{mpsc, Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use redis::{Client, ScriptInvocation, Value};
+
+use super::backend::{
+    Aborted, Backend, BackendStatus, Claimer, Control, Holder, Retry, Terminating,
+};
+use super::error::StoreError;
+use super::model::{
+    decode_headers, encode_headers, AbortResult, Claimed, Event, ListQuery, NewEvent, Order,
+    Outcome, Status, StoreOptions, StoredRequest, Submitted, MAX_LIST_LIMIT,
+};
+use super::signal::{lock, Signal};
+use super::store::Completion;
+use super::time::now_ms;
+use crate::config::Config;
+use link::Link;
+use scripts::{array, bytes, event, num, scripts, text};
+
+/// How long a lease lasts without renewal before a live instance may take the event over
+/// (CONTRACT section 7: at most 30 s).
+pub const LEASE: Duration = Duration::from_secs(30);
+/// An instance's heartbeat lives this long without renewal.
+const HEARTBEAT_TTL: Duration = Duration::from_secs(5);
+/// How long an instance must have been connected before it takes anything over.
+const TAKEOVER_GRACE: Duration = Duration::from_secs(5);
+/// The consumer group of a queue's stream.
+const GROUP: &str = "workers";
+/// The longest a claim blocks on the server before the worker looks at its phase again.
+const CLAIM_BLOCK: Duration = Duration::from_secs(1);
+
+/// The fleet's store.
+pub struct Redis {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Arc<Client>,
+    server: Arc<str>,
+    reach: Arc<Mutex<link::Reach>>,
+    queue: String,
+    /// `fc-init:{queue}:`.
+    prefix: String,
+    stream: String,
+    /// This instance's consumer name in the group.
+    me: String,
+    opts: StoreOptions,
+    /// Links for the calls that do not block (records, the operator's reads).
+    pool: Mutex<Vec<Link>>,
+    /// Submissions waiting for a submitter thread.
+    pending: Mutex<Vec<(NewEvent, Completion)>>,
+    submissions: std::sync::Condvar,
+    submitters: OnceLock<()>,
+    ended: Signal,
+    /// Events whose terminate this instance has acted on (a word arrives by pub/sub and again
+    /// with every renewal until the event ends).
+    acted: Mutex<HashSet<String>>,
+}
+
+impl Redis {
+    /// Prepares the queue of `async.queue` on `async.redis_url`. Nothing is connected yet:
+    /// fc-init starts (and serves synchronous traffic) whether Redis is up or not.
+    pub fn open(cfg: &Config, opts: StoreOptions) -> Result<Box<dyn Backend>, StoreError> {
+        let url = cfg.async_.redis_url.clone().unwrap_or_default();
+        let refuse = |reason: &str| StoreError::RedisUrl {
+            url: server_of(&url),
+            reason: reason.to_owned(),
+        };
+        if url.starts_with("rediss://") {
+            return Err(refuse(
+                "TLS (rediss://) is not supported by this build of fc-init; use redis:// on a \
+                 private network, unix:// to a local socket, or a local TLS tunnel",
+            ));
+        }
+        let client = Client::open(url.as_str()).map_err(|e| refuse(&e.to_string()))?;
+        let queue = cfg.async_.queue.clone();
+        let prefix = format!("fc-init:{{{queue}}}:");
+        Ok(Box::new(Redis {
+            inner: Arc::new(Inner {
+                client: Arc::new(client),
+                server: server_of(&url).into(),
+                reach: Arc::default(),
+                stream: format!("{prefix}stream"),
+                prefix,
+                queue,
+                me: consumer_name(),
+                opts,
+                pool: Mutex::new(Vec::new()),
+                pending: Mutex::new(Vec::new()),
+                submissions: std::sync::Condvar::new(),
+                submitters: OnceLock::new(),
+                ended: Signal::default(),
+                acted: Mutex::new(HashSet::new()),
+            }),
+        }))
+    }
+}
+
+/// `host:port` (or the socket) of a Redis URL, without credentials, for messages.
+fn server_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    rest.to_owned()
+}
+
+/// `<hostname>-<pid>-<start time>`: unique per process, readable in `XINFO CONSUMERS`.
+fn consumer_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    let host = if host.is_empty() {
+        "fc-init".into()
+    } else {
+        host
+    };
+    format!("{host}-{}-{:x}", std::process::id(), now_ms())
+}
+
+impl Inner {
+    fn link(&self, what: &'static str) -> Link {
+        Link::new(
+            self.client.clone(),
+            self.server.clone(),
+            self.reach.clone(),
+            what,
+        )
+    }
+
+    /// Runs `f` on a pooled link.
+    fn with<T>(
+        &self,
+        op: &'static str,
+        f: impl FnMut(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        let mut link = lock(&self.pool).pop().unwrap_or_else(|| self.link("pool"));
+        let result = link.call(op, f);
+        lock(&self.pool).push(link);
+        result
+    }
+
+    /// A script invocation with the arguments every script starts with (see [`scripts`]).
+    fn invocation<'a>(&self, script: &'a redis::Script, now: u64) -> ScriptInvocation<'a> {
+        let retention = u64::try_from(self.opts.retention.as_millis()).unwrap_or(u64::MAX);
+        let mut inv = script.key(&self.stream);
+        inv.arg(&self.prefix).arg(now).arg(retention).arg(&self.me);
+        inv
+    }
+
+    /// Runs `inv` on a pooled link.
+    fn run(&self, op: &'static str, inv: &ScriptInvocation<'_>) -> Result<Value, StoreError> {
+        self.with(op, |c| inv.invoke(c))
+    }
+
+    /// Creates the queue's stream and group when missing (the first instance ever, or a
+    /// Redis that lost its data).
+    fn ensure_group(&self, conn: &mut redis::Connection) -> redis::RedisResult<()> {
+        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&self.stream)
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query(conn);
+        match created {
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            other => other,
+        }
+    }
+
+    /// `{0}` / `{1, event}` / `{3, event}` / `{2, event, ...}` of TERMINATE and MARK_ABORTED.
+    fn abort_result(
+        &self,
+        op: &'static str,
+        v: &Value,
+    ) -> Result<(AbortResult, Holder), StoreError> {
+        let items = array(op, v)?;
+        let kind = items.first().and_then(num);
+        let ev = || items.get(1).map(|e| event(op, e)).transpose();
+        let result = match (kind, ev()?) {
+            (Some(0), _) => (AbortResult::NotFound, Holder::Me),
+            (Some(1), Some(e)) => (AbortResult::AlreadyEnded(e), Holder::Me),
+            (Some(3), Some(e)) => {
+                self.ended.bump();
+                (AbortResult::Aborted(e), Holder::Me)
+            }
+            (Some(2), Some(e)) => {
+                let owner = items.get(2).and_then(text).unwrap_or_default();
+                let alive = items.get(3).and_then(num) == Some(1);
+                let holder = match () {
+                    _ if owner == self.me => Holder::Me,
+                    _ if alive => Holder::Other(owner),
+                    _ => Holder::Nobody,
+                };
+                (AbortResult::Running(e), holder)
+            }
+            _ => {
+                return Err(StoreError::RedisReply {
+                    op,
+                    detail: format!("{v:?}"),
+                })
+            }
+        };
+        Ok(result)
+    }
+
+    fn counts(&self) -> Result<[(Status, u64); 5], StoreError> {
+        let reply = self.run("count", &self.invocation(&scripts().counts, now_ms()))?;
+        let items = array("count", &reply)?;
+        let mut counts = Status::ALL.map(|s| (s, 0));
+        for (slot, v) in counts.iter_mut().zip(items) {
+            slot.1 = num(v).unwrap_or(0);
+        }
+        Ok(counts)
+    }
+}
+
+impl Backend for Redis {
+    fn submit(&self, event: NewEvent) -> Result<Submitted, StoreError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.submit_async(
+            event,
+            Box::new(move |result| {
+                let _ = tx.send(result);
+            }),
+        );
+        rx.recv().unwrap_or(Err(StoreError::CommitAbandoned))
+    }
+
+    fn submit_async(&self, event: NewEvent, completion: Completion) {
+        if !super::model::valid_request_id(&event.request_id) {
+            return completion(Err(StoreError::InvalidRequestId {
+                id: event.request_id,
+            }));
+        }
+        if let Err(e) = fleet::start_submitters(&self.inner) {
+            return completion(Err(e));
+        }
+        lock(&self.inner.pending).push((event, completion));
+        self.inner.submissions.notify_one();
+    }
+
+    fn claimer(&self) -> Box<dyn Claimer> {
+        Box::new(RedisClaimer {
+            link: self.inner.link("worker"),
+            inner: self.inner.clone(),
+        })
+    }
+
+    fn finish(&self, claimed: &Claimed, o: &Outcome) -> Result<Option<Event>, StoreError> {
+        if !o.status.is_ended() {
+            return Err(StoreError::InvalidStatus {
+                op: "finish",
+                status: o.status,
+            });
+        }
+        let mut inv = self.inner.invocation(&scripts().finish, o.end);
+        inv.arg(&claimed.lease)
+            .arg(&claimed.event.request_id)
+            .arg(o.status.as_str())
+            .arg(o.status_code.map(|c| c.to_string()).unwrap_or_default())
+            .arg(o.error_type.as_deref().unwrap_or(""))
+            .arg(o.error_message.as_deref().unwrap_or(""));
+        let reply = self.inner.run("finish", &inv)?;
+        if reply == Value::Nil {
+            return Ok(None);
+        }
+        self.inner.ended.bump();
+        event("finish", &reply).map(Some)
+    }
+
+    fn retry(&self, claimed: &Claimed, r: &Retry<'_>) -> Result<bool, StoreError> {
+        let mut inv = self.inner.invocation(&scripts().retry, now_ms());
+        inv.arg(&claimed.lease)
+            .arg(&claimed.event.request_id)
+            .arg(r.at)
+            .arg(r.status_code.map(|c| c.to_string()).unwrap_or_default())
+            .arg(r.error_type.unwrap_or(""))
+            .arg(r.error_message.unwrap_or(""))
+            .arg(u8::from(r.charged));
+        let reply = self.inner.run("retry", &inv)?;
+        Ok(num(&reply) == Some(1))
+    }
+
+    /// Workers block at most [`CLAIM_BLOCK`] on the server, then look at the phase again.
+    fn notify_workers(&self) {}
+
+    fn get(&self, id: &str) -> Result<Option<Event>, StoreError> {
+        let mut inv = self.inner.invocation(&scripts().get, now_ms());
+        inv.arg(id);
+        match self.inner.run("get", &inv)? {
+            Value::Nil => Ok(None),
+            reply => event("get", &reply).map(Some),
+        }
+    }
+
+    fn list(&self, q: &ListQuery) -> Result<(u64, Vec<Event>), StoreError> {
+        let statuses: Vec<&str> = q.statuses.iter().map(|s| s.as_str()).collect();
+        let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
+        let mut inv = self.inner.invocation(&scripts().list, now_ms());
+        inv.arg(statuses.join(","))
+            .arg(opt(q.since))
+            .arg(opt(q.until))
+            .arg(match q.order {
+                Order::Asc => "asc",
+                Order::Desc => "desc",
+            })
+            .arg(q.offset)
+            .arg(q.limit.min(MAX_LIST_LIMIT))
+            .arg(q.request_id.as_deref().unwrap_or(""));
+        let reply = self.inner.run("list", &inv)?;
+        let items = array("list", &reply)?;
+        let total = items.first().and_then(num).unwrap_or(0);
+        let events = items[1.min(items.len())..]
+            .iter()
+            .map(|e| event("list", e))
+            .collect::<Result<_, _>>()?;
+        Ok((total, events))
+    }
+
+    fn terminate_queued(&self, id: &str, grace: bool, now: u64) -> Terminating {
+        let mut inv = self.inner.invocation(&scripts().terminate, now);
+        inv.arg(id).arg(u8::from(grace));
+        let reply = self.inner.run("terminate", &inv)?;
+        self.inner.abort_result("terminate", &reply)
+    }
+
+    fn mark_aborted(&self, id: &str, message: Option<&str>, now: u64) -> Aborted {
+        let mut inv = self.inner.invocation(&scripts().mark_aborted, now);
+        inv.arg(id).arg(message.unwrap_or(""));
+        let reply = self.inner.run("mark aborted", &inv)?;
+        Ok(self.inner.abort_result("mark aborted", &reply)?.0)
+    }
+
+    fn ended_seq(&self) -> u64 {
+        self.inner.ended.current()
+    }
+
+    fn wait_for_ended(&self, seen: u64, timeout: Duration) -> bool {
+        self.inner.ended.wait(seen, timeout)
+    }
+
+    fn counts_by_status(&self) -> Result<[(Status, u64); 5], StoreError> {
+        self.inner.counts()
+    }
+
+    fn purge_expired(&self, now: u64) -> Result<u64, StoreError> {
+        let reply = self
+            .inner
+            .run("purge", &self.inner.invocation(&scripts().purge, now))?;
+        Ok(num(&reply).unwrap_or(0))
+    }
+
+    fn reconcile(&self, held: &[String], now: u64) -> Result<u64, StoreError> {
+        fleet::renew(&self.inner, held, now, |inv| {
+            self.inner.run("reconcile", inv)
+        })
+        .map(|_| 0)
+    }
+
+    fn start(&self, control: Weak<dyn Control>) {
+        fleet::start(&self.inner, control);
+    }
+
+    fn status(&self) -> BackendStatus {
+        let counts = self.inner.counts().ok();
+        BackendStatus {
+            queue: Some(self.inner.queue.clone()),
+            consumer: Some(self.inner.me.clone()),
+            connected: Some(counts.is_some()),
+            ..BackendStatus::counted("redis", counts)
+        }
+    }
+}
+
+/// A worker's claims: `XREADGROUP` on its own link, then the START script.
+struct RedisClaimer {
+    inner: Arc<Inner>,
+    link: Link,
+}
+
+impl Claimer for RedisClaimer {
+    fn claim(&mut self, now: u64, wait: Duration) -> Result<Option<Claimed>, StoreError> {
+        let block = wait.min(CLAIM_BLOCK);
+        let inner = &self.inner;
+        let read = |c: &mut redis::Connection| -> redis::RedisResult<Value> {
+            let read = redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(GROUP)
+                .arg(&inner.me)
+                .arg("COUNT")
+                .arg(1)
+                .arg("BLOCK")
+                .arg(block.as_millis() as u64)
+                .arg("STREAMS")
+                .arg(&inner.stream)
+                .arg(">")
+                .query(c);
+            match read {
+                Err(e) if e.code() == Some("NOGROUP") => {
+                    inner.ensure_group(c)?;
+                    Ok(Value::Nil)
+                }
+                other => other,
+            }
+        };
+        let reply = self.link.call_blocking("claim", block, read)?;
+        let Some((entry, id)) = first_entry(&reply) else {
+            return Ok(None);
+        };
+        let mut inv = inner.invocation(&scripts().start, now);
+        inv.arg(&entry).arg(&id);
+        let reply = self.link.call("start", |c| inv.invoke::<Value>(c))?;
+        if reply == Value::Nil {
+            return Ok(None);
+        }
+        let items = array("start", &reply)?;
+        if items.len() < 16 {
+            return Err(StoreError::RedisReply {
+                op: "start",
+                detail: format!("{reply:?}"),
+            });
+        }
+        let event = event("start", &reply)?;
+        let headers = decode_headers(&bytes(&items[13])).ok_or_else(|| StoreError::Corrupt {
+            op: "start",
+            detail: format!("headers of event {id}"),
+        })?;
+        Ok(Some(Claimed {
+            event,
+            request: StoredRequest {
+                method: text(&items[11]).unwrap_or_default(),
+                target: text(&items[12]).unwrap_or_default(),
+                headers,
+                body: bytes(&items[14]),
+            },
+            failures: num(&items[15])
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(0),
+            lease: entry,
+        }))
+    }
+}
+
+/// The first entry of an `XREADGROUP` reply: `[[stream, [[entry id, [field, value, ...]]]]]`.
+fn first_entry(reply: &Value) -> Option<(String, String)> {
+    let Value::Array(streams) = reply else {
+        return None;
+    };
+    let Value::Array(stream) = streams.first()? else {
+        return None;
+    };
+    let Value::Array(entries) = stream.get(1)? else {
+        return None;
+    };
+    let Value::Array(entry) = entries.first()? else {
+        return None;
+    };
+    let eid = text(entry.first()?)?;
+    let Value::Array(fields) = entry.get(1)? else {
+        return None;
+    };
+    let id = fields
+        .chunks(2)
+        .find(|kv| text(&kv[0]).as_deref() == Some("id"))
+        .and_then(|kv| kv.get(1))
+        .and_then(text)?;
+    Some((eid, id))
+}
+
+/// The arguments of one submission in the SUBMIT script.
+fn push_submission(inv: &mut ScriptInvocation<'_>, e: &NewEvent) {
+    inv.arg(&e.request_id)
+        .arg(e.submit_time)
+        .arg(&e.request.method)
+        .arg(&e.request.target)
+        .arg(encode_headers(&e.request.headers))
+        .arg(&e.request.body);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_the_server_without_credentials() {
+        assert_eq!(server_of("redis://user:secret@db:6379/2"), "db:6379/2");
+        assert_eq!(server_of("redis://127.0.0.1:6379"), "127.0.0.1:6379");
+        assert_eq!(server_of("unix:///run/redis.sock"), "/run/redis.sock");
+    }
+
+    #[test]
+    fn the_first_entry_of_a_read_is_found() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let reply = Value::Array(vec![Value::Array(vec![
+            bulk("fc-init:{q}:stream"),
+            Value::Array(vec![Value::Array(vec![
+                bulk("1-0"),
+                Value::Array(vec![bulk("id"), bulk("ev-1")]),
+            ])]),
+        ])]);
+        assert_eq!(first_entry(&reply), Some(("1-0".into(), "ev-1".into())));
+        assert_eq!(first_entry(&Value::Nil), None);
+    }
+}
