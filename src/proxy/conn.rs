@@ -644,6 +644,10 @@ fn deliver(cx: &mut Cx, c: &mut Client) -> Flow {
         return Ok(true);
     }
     c.phase = Phase::Idle;
+    // An idle connection keeps no large buffer from a large answer.
+    if c.out.capacity() > 4096 {
+        c.out = Vec::new();
+    }
     cx.set_deadline(c, cx.now + cx.p.cfg.server.idle_timeout);
     Ok(true)
 }
