@@ -20,6 +20,11 @@
 //!   be sending, the write side is shut and input is read and dropped for a moment, so that the
 //!   client reads the answer instead of a reset (nginx's lingering close).
 //!
+//! `CONNECT` is refused with `405 Method Not Allowed` (`InvalidArgument`), then the connection
+//! closes: fc-init is not a forward proxy, and the method is one it knows and will not serve
+//! on this resource, which is 405's meaning; 501 would say it does not know the method. An
+//! absolute-form target is accepted and sent on in origin-form ([`crate::http::request`]).
+//!
 //! After a malformed request, an error that left the request body unread, or a failure once
 //! the answer had started, the connection is closed: where the next request would begin is
 //! unknown.
@@ -582,21 +587,10 @@ pub(super) fn lifecycle_answered(cx: &mut Cx, c: &mut Client, answer: LifecycleA
         Purpose::Lifecycle(call) => call,
         _ => return,
     };
-    let (error, message) = match answer {
-        LifecycleAnswer::Done => {
-            write_done(&mut c.out, &ex.request_id, keep);
-            c.close_after |= !keep;
-            return enter_deliver(cx, c, cx.now + cx.p.cfg.server.idle_timeout);
-        }
-        LifecycleAnswer::InitializationFailed(reason) => (ErrorType::InitializationError, reason),
-        LifecycleAnswer::PreStopFailed { reason, timed_out } => match timed_out {
-            true => (ErrorType::FunctionTimeout, reason),
-            false => (ErrorType::UnhandledInvocationError, reason),
-        },
-        LifecycleAnswer::Stopping => (
-            ErrorType::InstanceStopping,
-            "the instance is stopping".to_owned(),
-        ),
+    let Some((error, message)) = super::errors::lifecycle_failure(answer) else {
+        write_done(&mut c.out, &ex.request_id, keep);
+        c.close_after |= !keep;
+        return enter_deliver(cx, c, cx.now + cx.p.cfg.server.idle_timeout);
     };
     let what = match call {
         LifecycleCall::Initialize => "initializer",

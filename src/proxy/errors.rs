@@ -10,6 +10,7 @@ use std::io;
 
 use crate::http::fc_error::{ErrorType, Invocation};
 use crate::http::HttpError;
+use crate::supervisor::LifecycleAnswer;
 
 use super::event_loop::ConnectError;
 
@@ -150,6 +151,23 @@ impl Failure {
     }
 }
 
+/// What fc-init answers FC's lifecycle call with (CONTRACT §3, §4): `None` for 200, else the
+/// error type and message, with the status of an HTTP invocation (they are not `/invoke`).
+pub fn lifecycle_failure(answer: LifecycleAnswer) -> Option<(ErrorType, String)> {
+    Some(match answer {
+        LifecycleAnswer::Done => return None,
+        LifecycleAnswer::InitializationFailed(reason) => (ErrorType::InitializationError, reason),
+        LifecycleAnswer::PreStopFailed { reason, timed_out } => match timed_out {
+            true => (ErrorType::FunctionTimeout, reason),
+            false => (ErrorType::UnhandledInvocationError, reason),
+        },
+        LifecycleAnswer::Stopping => (
+            ErrorType::InstanceStopping,
+            "the instance is stopping".to_owned(),
+        ),
+    })
+}
+
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -181,5 +199,52 @@ impl std::error::Error for Failure {
             Failure::SendHead(e) | Failure::Descriptors(e) => Some(e),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifecycle_answers_follow_the_contract() {
+        let status = |a| lifecycle_failure(a).map(|(e, _)| (e, e.status(Invocation::Http)));
+        assert_eq!(status(LifecycleAnswer::Done), None);
+        assert_eq!(
+            status(LifecycleAnswer::InitializationFailed("status 500".into())),
+            Some((ErrorType::InitializationError, 503))
+        );
+        let prestop = |timed_out| LifecycleAnswer::PreStopFailed {
+            reason: "timeout".into(),
+            timed_out,
+        };
+        assert_eq!(
+            status(prestop(true)),
+            Some((ErrorType::FunctionTimeout, 504))
+        );
+        assert_eq!(
+            status(prestop(false)),
+            Some((ErrorType::UnhandledInvocationError, 502))
+        );
+        assert_eq!(
+            status(LifecycleAnswer::Stopping),
+            Some((ErrorType::InstanceStopping, 503))
+        );
+        let (_, reason) = lifecycle_failure(LifecycleAnswer::InitializationFailed("x".into()))
+            .expect("a failure");
+        assert_eq!(reason, "x", "the reason is the message");
+    }
+
+    #[test]
+    fn failures_that_leave_the_connection_usable() {
+        assert!(Failure::QueueFull.can_continue());
+        assert!(Failure::Stopping.can_continue());
+        assert!(!Failure::BodyTooLarge.can_continue());
+        assert!(!Failure::RequestBody(HttpError::Timeout).can_continue());
+        assert!(Failure::Timeout.answer(Invocation::Http).is_none());
+        let a = Failure::Descriptors(io::Error::from_raw_os_error(libc::EMFILE))
+            .answer(Invocation::Event)
+            .expect("an answer");
+        assert_eq!((a.error, a.status), (ErrorType::TooManyRequests, 429));
     }
 }
