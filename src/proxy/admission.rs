@@ -50,7 +50,7 @@ pub(super) fn admit(cx: &mut Cx, c: &mut Client) -> Flow {
     }
     if ex.permit.is_none() {
         let taken = match &ex.ticket {
-            Some(ticket) => match p.limiter.take(ticket) {
+            Some(queued) => match queued.take() {
                 None => return Ok(false),
                 Some(r) => r,
             },
@@ -61,8 +61,8 @@ pub(super) fn admit(cx: &mut Cx, c: &mut Client) -> Flow {
                     .acquire(|| Ticket::new(move || handle.push(Mail::Granted(t))));
                 match admitted {
                     Ok(Admit::Now(permit)) => Ok(permit),
-                    Ok(Admit::Queued(ticket)) => {
-                        ex.ticket = Some(ticket);
+                    Ok(Admit::Queued(queued)) => {
+                        ex.ticket = Some(queued);
                         return Ok(false);
                     }
                     Err(d) => Err(d),

@@ -24,7 +24,6 @@
 //! Failure modes: each step's [`Failure`] variant; see [`super::errors`] for the answers.
 
 use std::io::{self, Read, Write};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::Token;
@@ -41,7 +40,7 @@ use super::admission::{admit, decide, Readiness};
 use super::conn::{self, Client, Flow, Gone, Phase};
 use super::errors::Failure;
 use super::event_loop::{ConnectError, Cx, BUF};
-use super::limiter::{Permit, Ticket};
+use super::limiter::{Permit, Queued};
 use super::InFlight;
 
 /// First pause before connecting again to a function whose backlog is full; doubles.
@@ -108,7 +107,7 @@ pub(super) struct Exchange {
     /// Dropped in this order (in-flight first) when the function's part ends.
     pub(super) in_flight: Option<InFlight<'static>>,
     pub(super) permit: Option<Permit<'static>>,
-    pub(super) ticket: Option<Arc<Ticket>>,
+    pub(super) ticket: Option<Queued<'static>>,
     /// Registered as waiting for a status change.
     pub waiting_status: bool,
     /// `next-request`: the attempt asked for, and the failures counted before it.
@@ -818,9 +817,8 @@ pub(super) fn release(cx: &mut Cx, ex: &mut Exchange, reusable: bool) {
     }
     ex.in_flight = None;
     ex.permit = None;
-    if let Some(t) = ex.ticket.take() {
-        cx.p.limiter.cancel(&t);
-    }
+    // Its place in the queue, if it still has one, is given up.
+    ex.ticket = None;
 }
 
 /// After `101 Switching Protocols`: the two connections relayed byte for byte until either
@@ -926,9 +924,13 @@ pub(super) fn on_deadline(cx: &mut Cx, c: &mut Client) -> Flow {
     match c.phase {
         Phase::Admit if now < ex.admit_deadline => Ok(true),
         Phase::Admit => {
-            if let Some(t) = ex.ticket.take() {
-                cx.p.limiter.cancel(&t);
-                return fail_flow(cx, c, Failure::QueueTimeout);
+            if let Some(queued) = ex.ticket.take() {
+                // A slot handed over just now still counts; else the wait is over.
+                match queued.take() {
+                    Some(Ok(permit)) => ex.permit = Some(permit),
+                    Some(Err(_)) => return admit(cx, c),
+                    None => return fail_flow(cx, c, Failure::QueueTimeout),
+                }
             }
             if let Some((_, failure)) = ex.next_instance_of.take() {
                 return fail_flow(cx, c, failure);

@@ -1,12 +1,13 @@
 //! The concurrency limit: at most `server.max_concurrency` requests hold a slot, at most
 //! `server.max_queue` wait for one, first come first served.
 //!
-//! Nobody blocks here: a request that finds no free slot gets a [`Ticket`] in the queue, whose
-//! `wake` callback runs when the slot is handed to it (or the limiter closes); the event loop
-//! that owns the request then collects the [`Permit`] with [`Limiter::take`]. A released slot
-//! goes directly to the oldest ticket, so a newcomer can never overtake the queue. A request
-//! that stops waiting (its deadline, its client gone) gives its ticket back with
-//! [`Limiter::cancel`], which also returns a slot granted in the meantime. At shutdown
+//! Nobody blocks here: a request that finds no free slot gets a place in the queue
+//! ([`Queued`], holding a [`Ticket`]), whose `wake` callback runs when the slot is handed to
+//! it (or the limiter closes); the event loop that owns the request then collects the
+//! [`Permit`] with [`Queued::take`]. A released slot goes directly to the oldest ticket, so a
+//! newcomer can never overtake the queue. A request that stops waiting (its deadline, its
+//! client gone, its loop panicking) drops its place, which leaves the queue and frees a slot
+//! granted in the meantime: no slot is ever lost. At shutdown
 //! [`Limiter::close`] sends every waiter away (CONTRACT §6: queued requests get
 //! `InstanceStopping`).
 //!
@@ -82,7 +83,35 @@ pub enum Admit<'a> {
     /// A slot at once.
     Now(Permit<'a>),
     /// In the queue: the ticket's `wake` runs when a slot is handed over.
-    Queued(Arc<Ticket>),
+    Queued(Queued<'a>),
+}
+
+/// A place in the queue; dropping it gives the place up (and a slot granted to it).
+pub struct Queued<'a> {
+    limiter: &'a Limiter,
+    ticket: Arc<Ticket>,
+}
+
+impl<'a> Queued<'a> {
+    /// The slot, once the ticket has been woken: `None` while it still waits.
+    pub fn take(&self) -> Option<Result<Permit<'a>, Denied>> {
+        match self.ticket.state.compare_exchange(
+            GRANTED,
+            TAKEN,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => Some(Ok(self.limiter.permit())),
+            Err(CLOSED) => Some(Err(Denied::Closed)),
+            Err(_) => None,
+        }
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.limiter.cancel(&self.ticket);
+    }
 }
 
 impl Limiter {
@@ -131,23 +160,14 @@ impl Limiter {
         }
         let t = ticket();
         st.queue.push_back(t.clone());
-        Ok(Admit::Queued(t))
-    }
-
-    /// The slot of a woken ticket: `None` while it still waits.
-    pub fn take(&self, ticket: &Ticket) -> Option<Result<Permit<'_>, Denied>> {
-        match ticket
-            .state
-            .compare_exchange(GRANTED, TAKEN, Ordering::AcqRel, Ordering::Acquire)
-        {
-            Ok(_) => Some(Ok(self.permit())),
-            Err(CLOSED) => Some(Err(Denied::Closed)),
-            Err(_) => None,
-        }
+        Ok(Admit::Queued(Queued {
+            limiter: self,
+            ticket: t,
+        }))
     }
 
     /// Gives up a ticket: it leaves the queue, and a slot granted to it meanwhile is released.
-    pub fn cancel(&self, ticket: &Arc<Ticket>) {
+    fn cancel(&self, ticket: &Arc<Ticket>) {
         let granted = {
             let mut st = self.lock();
             // Decided under the lock: a grant may race the cancel.
@@ -204,9 +224,9 @@ mod tests {
         )
     }
 
-    fn queued(l: &Limiter) -> (Arc<Ticket>, Arc<AtomicUsize>) {
+    fn queued(l: &Limiter) -> (Queued<'_>, Arc<AtomicUsize>) {
         let (t, woken) = counted();
-        match l.acquire(|| t.clone()) {
+        match l.acquire(|| t) {
             Ok(Admit::Queued(q)) => (q, woken),
             _ => panic!("expected to be queued"),
         }
@@ -226,11 +246,12 @@ mod tests {
         let (t, woken) = queued(&l);
         assert_eq!(l.queued(), 1);
         assert!(matches!(l.acquire(|| counted().0), Err(Denied::Full)));
-        assert!(l.take(&t).is_none(), "still waiting");
+        assert!(t.take().is_none(), "still waiting");
         drop(p);
         assert_eq!(woken.load(Ordering::SeqCst), 1);
-        let p2 = l.take(&t).expect("granted").expect("a slot");
-        assert!(l.take(&t).is_none(), "taken once");
+        let p2 = t.take().expect("granted").expect("a slot");
+        assert!(t.take().is_none(), "taken once");
+        drop(t);
         drop(p2);
         drop(now(&l));
     }
@@ -245,28 +266,29 @@ mod tests {
             assert_eq!(woken.load(Ordering::SeqCst), 1, "ticket {i} woken");
             for (later, w) in &tickets[i + 1..] {
                 assert_eq!(w.load(Ordering::SeqCst), 0);
-                assert!(l.take(later).is_none());
+                assert!(later.take().is_none());
             }
-            drop(l.take(t).unwrap().unwrap());
+            drop(t.take().unwrap().unwrap());
         }
     }
 
     #[test]
-    fn cancel_and_close() {
+    fn a_place_given_up_never_loses_a_slot() {
         let l = Limiter::new(1, 10);
         let p = now(&l);
         let (gone, _) = queued(&l);
-        l.cancel(&gone);
+        drop(gone);
         assert_eq!(l.queued(), 0);
-        // Granted and cancelled before it was taken: the slot is freed, not lost.
+        // Granted and given up before it was taken (its client gone, its loop panicking):
+        // the slot is freed, not lost.
         let (late, _) = queued(&l);
         drop(p);
-        l.cancel(&late);
+        drop(late);
         let p = now(&l);
         let (t, woken) = queued(&l);
         l.close();
         assert_eq!(woken.load(Ordering::SeqCst), 1);
-        assert!(matches!(l.take(&t), Some(Err(Denied::Closed))));
+        assert!(matches!(t.take(), Some(Err(Denied::Closed))));
         assert!(matches!(l.acquire(|| counted().0), Err(Denied::Closed)));
         drop(p);
     }
