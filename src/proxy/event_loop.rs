@@ -404,6 +404,7 @@ impl Cx {
                 owner: Some(owner),
                 rd: false,
                 hup: false,
+                served: 0,
                 // A fresh connection takes the request at once (a TCP one still connecting
                 // says EAGAIN, and its writability event follows).
                 wr: true,
@@ -418,6 +419,7 @@ impl Cx {
         if reusable && self.idle.len() < MAX_IDLE {
             if let Some(slot) = self.fns.get(f) {
                 slot.owner = None;
+                slot.served += 1;
                 self.idle.push(f);
                 return;
             }

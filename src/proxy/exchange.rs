@@ -43,6 +43,10 @@ use super::event_loop::{ConnectError, Cx, BUF};
 use super::limiter::{Permit, Queued};
 use super::InFlight;
 
+/// How long a request whose fresh connection the function reset waits for the supervisor to
+/// report a new instance before it tries the same one once more.
+const DYING: Duration = Duration::from_millis(500);
+
 /// First pause before connecting again to a function whose backlog is full; doubles.
 const RETRY_FIRST: Duration = Duration::from_millis(1);
 const RETRY_MAX: Duration = Duration::from_millis(50);
@@ -90,6 +94,8 @@ pub(super) struct FnSlot {
     pub wr: bool,
     /// The function's end of input was signalled.
     pub hup: bool,
+    /// Exchanges it served before (0: a fresh connection).
+    pub served: u32,
 }
 
 /// One request, from its head to the end of its answer.
@@ -367,6 +373,10 @@ fn prepare(cx: &Cx, ex: &mut Exchange) {
     ex.fpos = 0;
     ex.req_sent = false;
     ex.req_failed = None;
+    // A request sent again starts afresh on the function's side too.
+    ex.fn_in.clear();
+    ex.fn_eof = false;
+    ex.fn_error = None;
 }
 
 /// Writes (more of) the request: the head and buffered body, then the rest of the body as the
@@ -497,22 +507,31 @@ fn write_failed(cx: &mut Cx, c: &mut Client, e: io::Error) -> Flow {
     Ok(true)
 }
 
-/// The request did not reach the function (typically a pooled connection of an instance that
-/// just died): it goes again, once, on a new connection to this instance if it is still the
-/// one, else to the next instance.
+/// The request did not reach the function: it goes again, once. A pooled connection that
+/// failed is the usual end of a keep-alive connection (or of an instance that just died): a
+/// new connection to this instance, if it is still the one, else to the next instance. A
+/// fresh connection that failed means the instance itself is going (its listener still
+/// accepts while the process dies): the request waits a moment for the supervisor to report
+/// the next instance, and tries this one once more only if it outlives that moment.
 fn resend(cx: &mut Cx, c: &mut Client, failure: Failure) -> Flow {
     let ex = c.ex.as_mut().expect("a request is being forwarded");
     log::debug!("request {}: {failure}; sending it again", ex.request_id);
-    if let Some(f) = ex.fnc.take() {
-        cx.fns.remove(f);
-    }
+    let fresh = match ex.fnc.take().and_then(|f| cx.fns.remove(f)) {
+        Some(slot) => slot.served == 0,
+        None => true,
+    };
     // The other pooled connections most likely share its fate.
     cx.purge_idle();
     ex.resent = true;
     let (phase, instance) = cx.p.shared.phase_and_instance();
-    if phase != Lifecycle::Ready || instance != ex.instance {
+    if fresh || phase != Lifecycle::Ready || instance != ex.instance {
         ex.next_instance_of = Some((ex.instance, failure));
         c.phase = Phase::Admit;
+        let by = match fresh {
+            true => ex.admit_deadline.min(cx.now + DYING),
+            false => ex.admit_deadline,
+        };
+        cx.set_deadline(c, by.max(cx.now));
     }
     Ok(true)
 }
@@ -922,6 +941,16 @@ pub(super) fn on_deadline(cx: &mut Cx, c: &mut Client) -> Flow {
     let now = cx.now;
     let ex = c.ex.as_mut().expect("an exchange has a request");
     match c.phase {
+        Phase::Admit if ex.next_instance_of.is_some() && now < ex.admit_deadline => {
+            let old = ex.next_instance_of.as_ref().map(|n| n.0);
+            if cx.p.shared.phase_and_instance() == (Lifecycle::Ready, old.unwrap_or(0)) {
+                // The instance outlived the pause after a reset: it is alive, try it again.
+                ex.next_instance_of = None;
+            }
+            let deadline = ex.admit_deadline;
+            cx.set_deadline(c, deadline);
+            Ok(true)
+        }
         Phase::Admit if now < ex.admit_deadline => Ok(true),
         Phase::Admit => {
             if let Some(queued) = ex.ticket.take() {
