@@ -906,3 +906,23 @@ fn a_function_that_never_answers_is_a_function_timeout_on_a_kept_connection() {
     // The function's side of that exchange is never reused; a new request is served.
     assert_eq!(s.get("/fine").status, 200);
 }
+
+#[test]
+fn a_request_sent_again_after_a_reset_gets_its_answer_from_the_next_connection() {
+    // The fixture resets the first connection that sends a request (here /ready, sent by
+    // `Server::ready`), with the request unread: provably undelivered, so fc-init sends it
+    // again, on a clean connection, and the client never sees the reset.
+    let s = Server::ready("resend", &[("FIXTURE_RESET_FIRST", "1")], "", &[], "");
+    let record = s.fx.record();
+    assert_eq!(
+        record.iter().filter(|r| r["event"] == "reset").count(),
+        1,
+        "{record:?}"
+    );
+    assert_eq!(
+        s.fx.requests("/ready").len(),
+        1,
+        "answered once, by the second connection"
+    );
+    assert_eq!(s.get("/next").status, 200);
+}
