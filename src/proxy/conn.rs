@@ -161,7 +161,7 @@ pub(super) fn drive(cx: &mut Cx, c: &mut Client) -> Next {
 }
 
 fn step(cx: &mut Cx, c: &mut Client) -> Flow {
-    let mut progress = flush(cx, c)?;
+    let mut progress = flush(c)?;
     progress |= match c.phase {
         Phase::Idle | Phase::Head => read_head(cx, c)?,
         Phase::Body => buffer_body(cx, c)?,
@@ -177,7 +177,7 @@ fn step(cx: &mut Cx, c: &mut Client) -> Flow {
 }
 
 /// Writes what is queued for the client.
-fn flush(cx: &mut Cx, c: &mut Client) -> Flow {
+fn flush(c: &mut Client) -> Flow {
     let mut progress = false;
     while c.wr && c.opos < c.out.len() {
         match crate::sys::retry(|| (&c.stream).write(&c.out[c.opos..])) {
@@ -200,7 +200,6 @@ fn flush(cx: &mut Cx, c: &mut Client) -> Flow {
             c.out = Vec::new();
         }
     }
-    let _ = cx;
     Ok(progress)
 }
 

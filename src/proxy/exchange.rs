@@ -951,7 +951,12 @@ pub(super) fn on_deadline(cx: &mut Cx, c: &mut Client) -> Flow {
             cx.set_deadline(c, deadline);
             Ok(true)
         }
-        Phase::Admit if now < ex.admit_deadline => Ok(true),
+        Phase::Admit if now < ex.admit_deadline => {
+            // An earlier wake-up (a retry): the admission's own deadline is next.
+            let deadline = ex.admit_deadline;
+            cx.set_deadline(c, deadline);
+            Ok(true)
+        }
         Phase::Admit => {
             if let Some(queued) = ex.ticket.take() {
                 // A slot handed over just now still counts; else the wait is over.
@@ -969,7 +974,13 @@ pub(super) fn on_deadline(cx: &mut Cx, c: &mut Client) -> Flow {
                 _ => admit(cx, c),
             }
         }
-        Phase::Forward if now < ex.deadline => Ok(true),
+        Phase::Forward | Phase::Upgraded if now < ex.deadline => {
+            // A retry's wake-up: the exchange's own deadline is next (the retry, if still
+            // due, sets its own again).
+            let deadline = ex.deadline;
+            cx.set_deadline(c, deadline);
+            Ok(true)
+        }
         Phase::Forward if !ex.resp_started => {
             let waiting_for_client = ex.req_failed.is_none()
                 && !ex.decoder.is_done()
