@@ -323,11 +323,23 @@ fn connections_that_send_nothing_are_closed_at_header_timeout() {
     assert!(start.elapsed() >= Duration::from_millis(900));
 }
 
+/// An fc-init run by hand, stopped with SIGTERM when dropped (also when the test fails), so
+/// that neither it nor its function outlives the test.
+struct Stopped(std::process::Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child, not reaped yet (no pid reuse).
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn under_a_low_descriptor_limit_connections_are_capped_and_good_requests_served() {
     let dir = TempDir::new("nofile");
     let (cfg, fx) = FixtureConfig::write(&dir, &[], "", "");
-    let mut child = Command::new("prlimit")
+    let child = Command::new("prlimit")
         .args(["--nofile=256:256", "--", bin(), "-c", cfg.to_str().unwrap()])
         .env_remove("FC_INIT_CONFIG")
         .env_remove("FC_INIT_LOG")
@@ -336,17 +348,13 @@ fn under_a_low_descriptor_limit_connections_are_capped_and_good_requests_served(
         .stderr(Stdio::piped())
         .spawn()
         .expect("prlimit runs fc-init");
-    let stderr = child.stderr.take().unwrap();
+    let mut child = Stopped(child);
+    let stderr = child.0.stderr.take().unwrap();
     let log = std::thread::spawn(move || {
         let mut text = String::new();
         let _ = BufReader::new(stderr).read_to_string(&mut text);
         text
     });
-    let stop = |child: &mut std::process::Child| {
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let _ = child.wait();
-    };
     wait_for("the listener", || {
         let mut c = TcpStream::connect(("127.0.0.1", fx.port)).ok()?;
         c.set_read_timeout(Some(WATCHDOG)).ok()?;
@@ -390,7 +398,7 @@ fn under_a_low_descriptor_limit_connections_are_capped_and_good_requests_served(
         c.read_exact(&mut b).ok()?;
         (&b == b"HTTP/1.1 200").then_some(())
     });
-    stop(&mut child);
+    drop(child);
     let text = log.join().unwrap();
     assert_eq!(
         text.matches("RLIMIT_NOFILE is 256").count(),
