@@ -203,3 +203,33 @@ fn an_h2c_upgrade_is_dropped_and_served_as_http_1_1() {
         assert!(h.get(dropped).is_none(), "{dropped} forwarded: {h}");
     }
 }
+
+#[test]
+fn an_open_websocket_is_drained_at_shutdown_then_closed() {
+    let s = Server::ready(
+        "ws-drain",
+        &[],
+        "",
+        &[],
+        "[shutdown]\ndrain_timeout = \"1s\"\n",
+    );
+    let (mut ws, lines) = Ws::open(s.fx.port, "ws-drain");
+    assert!(upgraded(&lines), "{lines:?}");
+    s.p.signal(libc::SIGTERM);
+    // In flight, so the drain waits for it, and it is still relayed meanwhile.
+    ws.send(0x1, b"during the drain");
+    assert_eq!(ws.recv().map(|f| f.1), Some(b"during the drain".to_vec()));
+    let start = Instant::now();
+    assert!(
+        ws.closed(),
+        "closed once the drain gave up and the function stopped"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    let mut p = s.p;
+    assert_eq!(p.wait(WATCHDOG), 0);
+    assert!(p.stdout().contains("FC Invoke End RequestId: ws-drain"));
+}
