@@ -5,6 +5,7 @@
 #
 #     bench/init.sh                   # from anywhere; builds fc-init if needed
 #     FC_INIT=path/to/fc-init bench/init.sh
+#     FC_INIT_BASELINE=path/to/older/fc-init bench/init.sh   # adds a column for it
 #
 # Progress goes to stderr, the table to stdout.
 set -euo pipefail
@@ -18,6 +19,8 @@ TERM_RUNS=${TERM_RUNS:-30}      # runs of the SIGTERM-to-exit measurement
 ORPHANS=${ORPHANS:-2000}        # orphans per run of the reaping measurement
 ORPHAN_RUNS=${ORPHAN_RUNS:-10}  # runs of the reaping measurement
 INITS=(fc-init tini catatonit)
+FC_INIT_BASELINE=${FC_INIT_BASELINE:-} # an older fc-init to compare with, in the same run
+[[ -n $FC_INIT_BASELINE ]] && INITS+=(baseline)
 
 # fc-init must be a plain init here: FC_SERVER_PORT would make it listen.
 unset FC_SERVER_PORT FC_INIT_CONFIG
@@ -47,6 +50,7 @@ init_argv() {
         fc-init) argv=("$FC_INIT" --) ;;
         tini) argv=(tini -s --) ;;
         catatonit) argv=(catatonit --) ;;
+        baseline) argv=("$FC_INIT_BASELINE" --) ;;
     esac
 }
 
@@ -215,13 +219,22 @@ main() {
     size[fc-init]=$(size_kib "$tmp/fc-init")
     size[tini]=$(size_kib "$(command -v tini)")
     size[catatonit]=$(size_kib "$(command -v catatonit)")
+    if [[ -n $FC_INIT_BASELINE ]]; then
+        strip -o "$tmp/baseline" "$FC_INIT_BASELINE"
+        size[baseline]=$(size_kib "$tmp/baseline")
+    fi
 
     echo "fc-init: \`$("$FC_INIT" --version 2>&1 | head -n1)\` ($FC_INIT);" \
         "tini: \`$(tini --version)\`; catatonit: \`$(catatonit --version)\`;" \
         "Linux $(uname -r), $(nproc) CPUs"
     echo
-    echo "| measure | fc-init | tini | catatonit |"
-    echo "|---|---:|---:|---:|"
+    local header="| measure |" rule="|---|"
+    for name in "${INITS[@]}"; do
+        header+=" $name |"
+        rule+="---:|"
+    done
+    echo "$header"
+    echo "$rule"
     row "\`INIT -- /bin/true\`, mean of $TRUE_RUNS" ms 3 true_ms
     row "RSS while supervising \`sleep 1000\`" KiB 0 rss_kib
     row "SIGTERM to exit, median of $TERM_RUNS" ms 3 term_ms
@@ -231,6 +244,7 @@ main() {
     local note="Ratios are to tini. Debian's tini is dynamically linked against libc"
     command -v tini-static >/dev/null && note+=" (tini-static: $(size_kib "$(command -v tini-static)") KiB)"
     echo "$note; catatonit is static."
+    [[ -z $FC_INIT_BASELINE ]] || echo "baseline: \`$FC_INIT_BASELINE\`."
 }
 
 main "$@"
