@@ -115,6 +115,7 @@ stop_sleeping() {
 measure_rss() {
     start_sleeping "$1"
     rss=$(awk '/^VmRSS:/ { print $2 }' /proc/"$pid"/status)
+    anon=$(awk '/^RssAnon:/ { print $2 }' /proc/"$pid"/status)
     stop_sleeping
 }
 
@@ -194,7 +195,7 @@ main() {
     local python name
     python=$(python3 -c 'import sys; print(sys.executable)')
 
-    declare -A true_ms rss_kib term_ms orphans_ms size
+    declare -A true_ms rss_kib anon_kib term_ms orphans_ms size
 
     log "== INIT -- /bin/true ($TRUE_RUNS runs)"
     hyperfine_all "$tmp/true.json" "$TRUE_RUNS" 20 /bin/true
@@ -204,6 +205,7 @@ main() {
     for name in "${INITS[@]}"; do
         measure_rss "$name"
         rss_kib[$name]=$rss
+        anon_kib[$name]=$anon
         measure_term "$name"
         term_ms[$name]=$median_ms
         log "$name: ${rss} KiB, SIGTERM to exit ${median_ms} ms"
@@ -237,13 +239,16 @@ main() {
     echo "$rule"
     row "\`INIT -- /bin/true\`, mean of $TRUE_RUNS" ms 3 true_ms
     row "RSS while supervising \`sleep 1000\`" KiB 0 rss_kib
+    row "of which private (RssAnon)" KiB 0 anon_kib
     row "SIGTERM to exit, median of $TERM_RUNS" ms 3 term_ms
     row "reap $ORPHANS orphans, mean of $ORPHAN_RUNS" ms 1 orphans_ms
     row "binary size (fc-init stripped)" KiB 0 size
     echo
     local note="Ratios are to tini. Debian's tini is dynamically linked against libc"
     command -v tini-static >/dev/null && note+=" (tini-static: $(size_kib "$(command -v tini-static)") KiB)"
-    echo "$note; catatonit is static."
+    echo "$note; catatonit is static. RSS is mostly the executable's own pages, shared with every"
+    echo "process running it and reclaimable (they grow with the binary's size); RssAnon is the memory"
+    echo "each instance really adds."
     [[ -z $FC_INIT_BASELINE ]] || echo "baseline: \`$FC_INIT_BASELINE\`."
 }
 
