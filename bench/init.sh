@@ -5,6 +5,7 @@
 #
 #     bench/init.sh                   # from anywhere; builds fc-init if needed
 #     FC_INIT=path/to/fc-init bench/init.sh
+#     FC_INIT_BASELINE=path/to/older/fc-init bench/init.sh   # adds a column for it
 #
 # Progress goes to stderr, the table to stdout.
 set -euo pipefail
@@ -18,6 +19,8 @@ TERM_RUNS=${TERM_RUNS:-30}      # runs of the SIGTERM-to-exit measurement
 ORPHANS=${ORPHANS:-2000}        # orphans per run of the reaping measurement
 ORPHAN_RUNS=${ORPHAN_RUNS:-10}  # runs of the reaping measurement
 INITS=(fc-init tini catatonit)
+FC_INIT_BASELINE=${FC_INIT_BASELINE:-} # an older fc-init to compare with, in the same run
+[[ -n $FC_INIT_BASELINE ]] && INITS+=(baseline)
 
 # fc-init must be a plain init here: FC_SERVER_PORT would make it listen.
 unset FC_SERVER_PORT FC_INIT_CONFIG
@@ -47,6 +50,7 @@ init_argv() {
         fc-init) argv=("$FC_INIT" --) ;;
         tini) argv=(tini -s --) ;;
         catatonit) argv=(catatonit --) ;;
+        baseline) argv=("$FC_INIT_BASELINE" --) ;;
     esac
 }
 
@@ -111,6 +115,7 @@ stop_sleeping() {
 measure_rss() {
     start_sleeping "$1"
     rss=$(awk '/^VmRSS:/ { print $2 }' /proc/"$pid"/status)
+    anon=$(awk '/^RssAnon:/ { print $2 }' /proc/"$pid"/status)
     stop_sleeping
 }
 
@@ -190,7 +195,7 @@ main() {
     local python name
     python=$(python3 -c 'import sys; print(sys.executable)')
 
-    declare -A true_ms rss_kib term_ms orphans_ms size
+    declare -A true_ms rss_kib anon_kib term_ms orphans_ms size
 
     log "== INIT -- /bin/true ($TRUE_RUNS runs)"
     hyperfine_all "$tmp/true.json" "$TRUE_RUNS" 20 /bin/true
@@ -200,6 +205,7 @@ main() {
     for name in "${INITS[@]}"; do
         measure_rss "$name"
         rss_kib[$name]=$rss
+        anon_kib[$name]=$anon
         measure_term "$name"
         term_ms[$name]=$median_ms
         log "$name: ${rss} KiB, SIGTERM to exit ${median_ms} ms"
@@ -215,22 +221,35 @@ main() {
     size[fc-init]=$(size_kib "$tmp/fc-init")
     size[tini]=$(size_kib "$(command -v tini)")
     size[catatonit]=$(size_kib "$(command -v catatonit)")
+    if [[ -n $FC_INIT_BASELINE ]]; then
+        strip -o "$tmp/baseline" "$FC_INIT_BASELINE"
+        size[baseline]=$(size_kib "$tmp/baseline")
+    fi
 
     echo "fc-init: \`$("$FC_INIT" --version 2>&1 | head -n1)\` ($FC_INIT);" \
         "tini: \`$(tini --version)\`; catatonit: \`$(catatonit --version)\`;" \
         "Linux $(uname -r), $(nproc) CPUs"
     echo
-    echo "| measure | fc-init | tini | catatonit |"
-    echo "|---|---:|---:|---:|"
+    local header="| measure |" rule="|---|"
+    for name in "${INITS[@]}"; do
+        header+=" $name |"
+        rule+="---:|"
+    done
+    echo "$header"
+    echo "$rule"
     row "\`INIT -- /bin/true\`, mean of $TRUE_RUNS" ms 3 true_ms
     row "RSS while supervising \`sleep 1000\`" KiB 0 rss_kib
+    row "of which private (RssAnon)" KiB 0 anon_kib
     row "SIGTERM to exit, median of $TERM_RUNS" ms 3 term_ms
     row "reap $ORPHANS orphans, mean of $ORPHAN_RUNS" ms 1 orphans_ms
     row "binary size (fc-init stripped)" KiB 0 size
     echo
     local note="Ratios are to tini. Debian's tini is dynamically linked against libc"
     command -v tini-static >/dev/null && note+=" (tini-static: $(size_kib "$(command -v tini-static)") KiB)"
-    echo "$note; catatonit is static."
+    echo "$note; catatonit is static. RSS is mostly the executable's own pages, shared with every"
+    echo "process running it and reclaimable (they grow with the binary's size); RssAnon is the memory"
+    echo "each instance really adds."
+    [[ -z $FC_INIT_BASELINE ]] || echo "baseline: \`$FC_INIT_BASELINE\`."
 }
 
 main "$@"

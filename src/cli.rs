@@ -194,7 +194,7 @@ fn run(cfg: Config) -> Result<i32, Failure> {
         let asynchronous = match cfg.async_.enabled {
             true => Some(
                 AsyncService::open(cfg.clone(), setup.shared.clone(), setup.events.clone())
-                    .map_err(|e| Failure::own(format!("async.store: {e}")))?,
+                    .map_err(Failure::own)?,
             ),
             false => None,
         };

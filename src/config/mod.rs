@@ -17,6 +17,7 @@ use nix::sys::signal::Signal;
 
 mod load;
 mod print;
+pub mod redis_url;
 mod schema;
 #[cfg(test)]
 mod tests;

@@ -73,7 +73,7 @@ pub(super) enum Kind {
     User,
     /// An HTTP request path for a hook.
     HookPath,
-    /// `redis://`, `rediss://` or `unix://` URL of the fleet's Redis.
+    /// `redis://` or `unix://` URL of the fleet's Redis.
     RedisUrl,
     /// A queue name: text that can sit inside a Redis Cluster hash tag (no braces).
     QueueName,
@@ -340,18 +340,8 @@ pub(super) fn convert(kind: Kind, value: &Value) -> Result<Val, String> {
         }
         Kind::RedisUrl => {
             let s = expect_str(value, "a URL such as \"redis://127.0.0.1:6379/0\"")?.trim();
-            let rest = ["redis://", "rediss://", "unix://"]
-                .iter()
-                .find_map(|scheme| s.strip_prefix(scheme));
-            match rest {
-                Some(rest) if !rest.is_empty() && !s.chars().any(char::is_control) => {
-                    Ok(Val::Text(s.to_owned()))
-                }
-                _ => Err(format!(
-                    "{s:?} is not a Redis URL such as \"redis://[user:pass@]host:port/db\", \
-                     \"rediss://...\" (TLS) or \"unix:///path/to/redis.sock\""
-                )),
-            }
+            super::redis_url::parse(s)?;
+            Ok(Val::Text(s.to_owned()))
         }
         Kind::QueueName => {
             let s = expect_str(value, "a string")?;

@@ -679,14 +679,14 @@ fn the_redis_backend_needs_a_url_and_a_queue_name_fit_for_a_hash_tag() {
     );
     assert_eq!(c.async_.queue, "orders");
     assert_round_trip(&c);
-    for bad in ["http://x", "redis://", "127.0.0.1:6379"] {
+    for (bad, says) in [
+        ("http://x", "not a Redis URL"),
+        ("127.0.0.1:6379", "not a Redis URL"),
+        ("redis://", "not a host name"),
+        ("rediss://r:6380", "TLS (rediss://) is not supported"),
+    ] {
         let s = with_file(&format!("[async]\nredis_url = \"{bad}\"\n"));
-        assert_problem(
-            &problems(&s),
-            &file_of(&s),
-            "async.redis_url",
-            "not a Redis URL",
-        );
+        assert_problem(&problems(&s), &file_of(&s), "async.redis_url", says);
     }
     for bad in ["a{b}", ""] {
         let s = with_file(&format!("[async]\nqueue = \"{bad}\"\n"));

@@ -80,9 +80,11 @@
 //! (nothing is acknowledged that is not stored), synchronous traffic and health are untouched,
 //! every link reconnects with backoff and the log says so at most once a second. Events that
 //! were running finish; their records are written again until Redis is back (the service's
-//! rule), and their leases still hold then. TLS (`rediss://`) is refused when fc-init starts:
-//! this build carries no TLS stack (it would add rustls or OpenSSL to a small static binary);
-//! reach Redis over a private network, a unix socket (`unix://`), or a local TLS tunnel.
+//! rule), and their leases still hold then. TLS (`rediss://`) is refused by the configuration
+//! (exit 2): this build carries no TLS stack (it would add rustls or OpenSSL to a small static
+//! binary); reach Redis over a private network, a unix socket (`unix://`), or a local TLS
+//! tunnel. The URL itself is read by `config::redis_url`, not by the redis crate's `url`-based
+//! parser (see there why).
 
 mod fleet;
 pub mod link;
@@ -92,7 +94,7 @@ use std::collections::HashSet;
 use std::sync::{mpsc, Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
-use redis::{Client, ScriptInvocation, Value};
+use redis::{Client, ConnectionAddr, ConnectionInfo, RedisConnectionInfo, ScriptInvocation, Value};
 
 use super::backend::{
     Aborted, Backend, BackendStatus, Claimer, Control, Holder, Retry, Terminating,
@@ -105,6 +107,7 @@ use super::model::{
 use super::signal::{lock, Signal};
 use super::store::Completion;
 use super::time::now_ms;
+use crate::config::redis_url::{RedisAddr, RedisTarget};
 use crate::config::Config;
 use link::Link;
 use scripts::{array, bytes, event, num, scripts, text};
@@ -149,6 +152,25 @@ struct Inner {
     acted: Mutex<HashSet<String>>,
 }
 
+/// The redis crate's form of a parsed `async.redis_url`.
+fn connection_info(target: RedisTarget) -> ConnectionInfo {
+    let addr = match target.addr {
+        RedisAddr::Tcp { host, port } => ConnectionAddr::Tcp(host, port),
+        RedisAddr::Unix(path) => ConnectionAddr::Unix(path),
+    };
+    let mut login = RedisConnectionInfo::default().set_db(target.db);
+    if let Some(user) = target.username {
+        login = login.set_username(user);
+    }
+    if let Some(password) = target.password {
+        login = login.set_password(password);
+    }
+    // Infallible for an address: it is only wrapped, with the default TCP settings.
+    redis::IntoConnectionInfo::into_connection_info(addr)
+        .expect("a ConnectionAddr is always a valid ConnectionInfo")
+        .set_redis_settings(login)
+}
+
 impl Redis {
     /// Prepares the queue of `async.queue` on `async.redis_url`. Nothing is connected yet:
     /// fc-init starts (and serves synchronous traffic) whether Redis is up or not.
@@ -158,13 +180,9 @@ impl Redis {
             url: server_of(&url),
             reason: reason.to_owned(),
         };
-        if url.starts_with("rediss://") {
-            return Err(refuse(
-                "TLS (rediss://) is not supported by this build of fc-init; use redis:// on a \
-                 private network, unix:// to a local socket, or a local TLS tunnel",
-            ));
-        }
-        let client = Client::open(url.as_str()).map_err(|e| refuse(&e.to_string()))?;
+        // The configuration checked the URL already; a failure here names it again.
+        let target = crate::config::redis_url::parse(&url).map_err(|why| refuse(&why))?;
+        let client = Client::open(connection_info(target)).map_err(|e| refuse(&e.to_string()))?;
         let queue = cfg.async_.queue.clone();
         let prefix = format!("fc-init:{{{queue}}}:");
         Ok(Box::new(Redis {
