@@ -27,8 +27,8 @@ pub fn is_exhausted(e: &io::Error) -> bool {
 
 /// Logs that descriptors ran out while doing `what`, at most once a second process-wide.
 pub fn log_exhausted(what: &str, e: &io::Error) {
-    static LOG: super::OncePerSecond = super::OncePerSecond::new();
-    if LOG.due() {
+    static LOG: crate::events::Throttle = crate::events::Throttle::new();
+    if LOG.ready() {
         log::error!("{what}: {e}; answering TooManyRequests (this is logged once a second)");
     }
 }

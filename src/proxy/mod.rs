@@ -37,9 +37,9 @@ mod limiter;
 mod listener;
 mod submit;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::config::Config;
 use crate::events::service::AsyncService;
@@ -200,38 +200,13 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// Lets something happen at most once a second process-wide (a log line, a trim).
-pub(crate) struct OncePerSecond {
-    last: AtomicU64,
-    epoch: std::sync::OnceLock<Instant>,
-}
-
-impl OncePerSecond {
-    pub(crate) const fn new() -> OncePerSecond {
-        OncePerSecond {
-            last: AtomicU64::new(0),
-            epoch: std::sync::OnceLock::new(),
-        }
-    }
-
-    /// Whether a second has passed since the last time this said yes.
-    pub(crate) fn due(&self) -> bool {
-        let now = self.epoch.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1000;
-        let last = self.last.load(Ordering::Relaxed);
-        now.saturating_sub(last) >= 1000
-            && self
-                .last
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-    }
-}
-
 /// Returns freed heap memory to the kernel, at most once a second process-wide. glibc keeps
 /// the buffers that connections free in its per-thread arenas, so without this the memory of a
 /// burst of connections stays resident after they go idle.
 fn give_back_memory() {
-    static TRIM: OncePerSecond = OncePerSecond::new();
-    if TRIM.due() {
+    // The events module's once-a-second gate, also the descriptor log's ([`fds`]).
+    static TRIM: crate::events::Throttle = crate::events::Throttle::new();
+    if TRIM.ready() {
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         // SAFETY: malloc_trim only walks glibc's own arenas; it takes their locks itself.
         unsafe {
@@ -279,13 +254,6 @@ pub fn start(cfg: Arc<Config>, w: Wiring) -> Result<Option<std::net::SocketAddr>
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn once_per_second_says_yes_once_a_second() {
-        let gate = OncePerSecond::new();
-        assert!(gate.due(), "the first time");
-        assert!(!gate.due(), "not again within the second");
-    }
 
     #[test]
     fn timeout_header_rounds_up() {
