@@ -224,7 +224,6 @@ fn function_name_defaults_to_fc_function_name() {
 // ---- server.platform ----
 
 #[test]
-#[ignore = "needs issue 8: the traffic side of server.platform = \"fc\" (lifecycle calls, kind rule)"]
 fn platform_fc_initialize_waits_for_the_configured_initializer_which_runs_once() {
     let dir = TempDir::new("fc-init-call");
     let (mut p, fx) = start_platform(
@@ -254,7 +253,6 @@ fn platform_fc_initialize_waits_for_the_configured_initializer_which_runs_once()
 }
 
 #[test]
-#[ignore = "needs issue 8: the traffic side of server.platform = \"fc\" (lifecycle calls, kind rule)"]
 fn platform_fc_initialize_without_an_initializer_is_forwarded_once_as_the_initializer() {
     let dir = TempDir::new("fc-init-fwd");
     let (mut p, fx) = start_platform(&dir, "fc", &[], "");
@@ -283,7 +281,6 @@ fn platform_fc_initialize_without_an_initializer_is_forwarded_once_as_the_initia
 }
 
 #[test]
-#[ignore = "needs issue 8: the traffic side of server.platform = \"fc\" (lifecycle calls, kind rule)"]
 fn platform_fc_pre_stop_runs_prestop_once_and_a_later_sigterm_does_not_run_it_again() {
     let dir = TempDir::new("fc-prestop");
     let (mut p, fx) = start_platform(
@@ -332,7 +329,6 @@ fn platform_fc_pre_stop_runs_prestop_once_and_a_later_sigterm_does_not_run_it_ag
 }
 
 #[test]
-#[ignore = "needs issue 8: the traffic side of server.platform = \"fc\" (lifecycle calls, kind rule)"]
 fn platform_fc_pre_stop_without_a_prestop_is_forwarded_once_as_the_prestop() {
     let dir = TempDir::new("fc-prestop-fwd");
     let (mut p, fx) = start_platform(&dir, "fc", &[], "");
@@ -351,7 +347,6 @@ fn platform_fc_pre_stop_without_a_prestop_is_forwarded_once_as_the_prestop() {
 }
 
 #[test]
-#[ignore = "needs issue 8: the traffic side of server.platform = \"fc\" (lifecycle calls, kind rule)"]
 fn platform_fc_control_path_decides_the_kind_whatever_the_path() {
     let dir = TempDir::new("fc-kind");
     let (mut p, fx) = start_platform(&dir, "fc", &[], "");
@@ -453,7 +448,6 @@ fn platform_auto_resolves_to_fc_with_fc_function_name_and_fc_region() {
 }
 
 #[test]
-#[ignore = "needs issue 8: the traffic side of server.platform = \"fc\" (lifecycle calls, kind rule)"]
 fn platform_auto_under_fc_s_variables_serves_fc_s_initialize_as_the_lifecycle_call() {
     for (env, control_path) in [
         (

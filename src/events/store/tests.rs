@@ -82,6 +82,24 @@ fn requeue_running_requeues_and_wakes_workers() {
 }
 
 #[test]
+fn reconcile_works_on_the_bundled_sqlite_without_json_functions() {
+    // It used json_each, which the bundled SQLite leaves out: every start logged "no such
+    // table: json_each" and left events RUNNING that no worker held.
+    let dir = TempDir::new("reconcile");
+    let store = open(&dir);
+    for (id, t) in [("held", 1), ("orphan", 2), ("queued", 3)] {
+        submit(&store, id, t);
+    }
+    store.claim_next(5).unwrap().unwrap();
+    store.claim_next(5).unwrap().unwrap();
+    assert_eq!(store.reconcile(&["held".to_owned()], 10).unwrap(), 1);
+    assert_eq!(store.get("held").unwrap().unwrap().status, Status::Running);
+    assert_eq!(store.get("orphan").unwrap().unwrap().status, Status::Queued);
+    assert_eq!(store.reconcile(&["held".to_owned()], 10).unwrap(), 0);
+    assert_eq!(store.reconcile(&[], 10).unwrap(), 1);
+}
+
+#[test]
 fn concurrent_duplicate_submissions_store_one_row() {
     let dir = TempDir::new("dup");
     let store = open(&dir);
