@@ -2,8 +2,13 @@
 //! malformed URL is a configuration error (exit 2) rather than a failure at start-up.
 //!
 //! The forms are redis-rs's own: `redis://[user][:password@]host[:port][/db]` and
-//! `unix:///path/to/redis.sock[?db=N&user=U&pass=P]` (`redis+unix://` is the same). User and
-//! password are percent-decoded. Written here rather than through the `url` crate, which the
+//! `unix:///path/to/redis.sock[?db=N&user=U&pass=P]` (`redis+unix://` is the same), and, in a
+//! build with the `redis-tls` feature, `rediss://[user][:password@]host[:port][/db][?ca=PATH]`:
+//! TLS, the server's certificate verified for `host` against the system's roots or, with
+//! `ca`, against the CA certificates of that PEM file only (redis-rs has no such parameter: it
+//! takes the CA as bytes; fc-init's own URL forms already carry settings as a query, as in
+//! `unix://`). There is no insecure mode: redis-rs's `#insecure` is refused. User, password
+//! and paths are percent-decoded. Written here rather than through the `url` crate, which the
 //! redis crate would otherwise use: `url` brings the IDNA and Unicode normalisation tables (about
 //! 230 KB of a 3.7 MB static binary, for fc-init's tini-sized budget) for host names a Redis
 //! URL never needs in Unicode, and this grammar is small enough to check completely in tests.
@@ -31,8 +36,18 @@ pub enum RedisAddr {
         host: String,
         port: u16,
     },
+    /// `rediss://`: TLS to `host` (the name the certificate must be valid for) and `port`;
+    /// `ca` is the PEM file of the only CAs trusted, `None` the system's roots.
+    Tls {
+        host: String,
+        port: u16,
+        ca: Option<PathBuf>,
+    },
     Unix(PathBuf),
 }
+
+/// Whether this build speaks TLS to Redis (the `redis-tls` feature).
+pub const TLS: bool = cfg!(feature = "redis-tls");
 
 /// Parses `async.redis_url`; the error is the reason of a configuration problem.
 pub fn parse(url: &str) -> Result<RedisTarget, String> {
@@ -41,14 +56,18 @@ pub fn parse(url: &str) -> Result<RedisTarget, String> {
             "{url:?} contains whitespace or a control character"
         ));
     }
-    if url.starts_with("rediss://") {
-        return Err(format!(
-            "{url:?}: TLS (rediss://) is not supported by this build of fc-init; use redis:// \
-             on a private network, unix:// to a local socket, or a local TLS tunnel"
-        ));
+    if let Some(rest) = url.strip_prefix("rediss://") {
+        if !TLS {
+            return Err(format!(
+                "{url:?}: this build of fc-init has no TLS, so rediss:// is refused; build it \
+                 with `cargo build --features redis-tls`, or use redis:// on a private network, \
+                 unix:// to a local socket, or a local TLS tunnel"
+            ));
+        }
+        return tls(rest).map_err(|why| format!("{url:?}: {why}"));
     }
     if let Some(rest) = url.strip_prefix("redis://") {
-        return tcp(rest).map_err(|why| format!("{url:?}: {why}"));
+        return plain(rest).map_err(|why| format!("{url:?}: {why}"));
     }
     if let Some(rest) = url
         .strip_prefix("unix://")
@@ -62,14 +81,58 @@ pub fn parse(url: &str) -> Result<RedisTarget, String> {
     ))
 }
 
-fn tcp(rest: &str) -> Result<RedisTarget, String> {
-    let (authority, path) = match rest.find(['/', '?', '#']) {
+/// `redis://` after the scheme.
+fn plain(rest: &str) -> Result<RedisTarget, String> {
+    match split_query(rest)? {
+        (rest, "") => tcp(rest, |host, port| RedisAddr::Tcp { host, port }),
+        _ => Err("query strings are not supported (?ca= is for rediss://)".to_owned()),
+    }
+}
+
+/// `rediss://` after the scheme: [`tcp`]'s form, whose query may name the CA file (`ca`).
+fn tls(rest: &str) -> Result<RedisTarget, String> {
+    if rest.ends_with("#insecure") {
+        return Err(
+            "fc-init always verifies the server's certificate and host name \
+                    (#insecure is not supported); for a private CA give ?ca=/path/ca.pem"
+                .to_owned(),
+        );
+    }
+    let (rest, query) = split_query(rest)?;
+    let mut ca = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=').unwrap_or((pair, "")) {
+            ("ca", path) => {
+                let path = percent_decode_str(path)
+                    .decode_utf8()
+                    .map_err(|_| "the CA file's path is not UTF-8")?;
+                if !path.starts_with('/') {
+                    return Err(format!(
+                        "the CA file must be an absolute path (?ca=/path/ca.pem), not {path:?}"
+                    ));
+                }
+                ca = Some(PathBuf::from(path.into_owned()));
+            }
+            (other, _) => return Err(format!("unknown parameter {other:?} (ca)")),
+        }
+    }
+    tcp(rest, |host, port| RedisAddr::Tls { host, port, ca })
+}
+
+/// The part before `?`, and the query (empty when none); no fragment.
+fn split_query(rest: &str) -> Result<(&str, &str), String> {
+    if rest.contains('#') {
+        return Err("fragments are not supported (a '#' in a password is written %23)".to_owned());
+    }
+    Ok(rest.split_once('?').unwrap_or((rest, "")))
+}
+
+/// `[user[:pass]@]host[:port][/db]`, at the address `addr` makes of host and port.
+fn tcp(rest: &str, addr: impl FnOnce(String, u16) -> RedisAddr) -> Result<RedisTarget, String> {
+    let (authority, path) = match rest.find('/') {
         Some(i) => rest.split_at(i),
         None => (rest, ""),
     };
-    if path.contains(['?', '#']) {
-        return Err("query strings and fragments are not supported".to_owned());
-    }
     let (credentials, hostport) = match authority.rsplit_once('@') {
         Some((c, h)) => (Some(c), h),
         None => (None, authority),
@@ -94,7 +157,7 @@ fn tcp(rest: &str) -> Result<RedisTarget, String> {
             .ok_or_else(|| format!("{db:?} is not a database number"))?,
     };
     Ok(RedisTarget {
-        addr: RedisAddr::Tcp { host, port },
+        addr: addr(host, port),
         db,
         username,
         password,
@@ -239,16 +302,96 @@ mod tests {
             ("redis://host/x", "not a database number"),
             ("redis://host/-1", "not a database number"),
             ("redis://host/0?protocol=resp3", "query strings"),
+            ("redis://host/0?ca=/ca.pem", "?ca= is for rediss://"),
+            ("redis://host/0#insecure", "fragments"),
             ("redis://[::1", "must end with ']'"),
             ("redis://[nope]:1", "not an IPv6 address"),
             ("redis://ho st", "whitespace"),
             ("unix://relative.sock", "must be absolute"),
             ("unix:///r.sock?bogus=1", "unknown parameter"),
-            ("rediss://host:6380", "TLS"),
         ] {
             match parse(url) {
                 Err(why) => assert!(why.contains(says), "{url}: {why}"),
                 Ok(t) => panic!("{url} parsed as {t:?}"),
+            }
+        }
+    }
+
+    fn tls_target(host: &str, port: u16, db: i64, ca: Option<&str>) -> RedisTarget {
+        RedisTarget {
+            addr: RedisAddr::Tls {
+                host: host.into(),
+                port,
+                ca: ca.map(PathBuf::from),
+            },
+            ..tcp_target(host, port, db)
+        }
+    }
+
+    /// The grammar of `rediss://`, which a build without the feature checks too (its
+    /// refusal comes first, below).
+    #[test]
+    fn every_documented_tls_form_parses() {
+        assert_eq!(
+            tls("r.example:6380/1"),
+            Ok(tls_target("r.example", 6380, 1, None))
+        );
+        assert_eq!(tls("127.0.0.1"), Ok(tls_target("127.0.0.1", 6379, 0, None)));
+        assert_eq!(
+            tls("[::1]:6380/?ca=/etc/redis/ca.pem"),
+            Ok(tls_target("::1", 6380, 0, Some("/etc/redis/ca.pem")))
+        );
+        assert_eq!(
+            tls("r:6380?ca=/my%20certs/ca.pem"),
+            Ok(tls_target("r", 6380, 0, Some("/my certs/ca.pem")))
+        );
+        let with_login = tls("app:p%40ss@r.internal:6380/3?ca=/ca.pem").unwrap();
+        assert_eq!(
+            (
+                with_login.username.as_deref(),
+                with_login.password.as_deref()
+            ),
+            (Some("app"), Some("p@ss"))
+        );
+        assert_eq!(
+            with_login.addr,
+            tls_target("r.internal", 6380, 3, Some("/ca.pem")).addr
+        );
+        for (rest, says) in [
+            ("r:6380#insecure", "always verifies"),
+            ("r:6380/0#x", "fragments"),
+            ("r:6380?ca=ca.pem", "absolute path"),
+            ("r:6380?ca=", "absolute path"),
+            ("r:6380?cafile=/ca.pem", "unknown parameter"),
+            ("r:6380?protocol=resp3", "unknown parameter"),
+            ("r:0", "not a port"),
+            ("r/x", "not a database number"),
+            ("", "not a host name"),
+        ] {
+            match tls(rest) {
+                Err(why) => assert!(why.contains(says), "{rest}: {why}"),
+                Ok(t) => panic!("{rest} parsed as {t:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn rediss_parses_only_in_a_build_with_tls() {
+        let url = "rediss://r.example:6380/1?ca=/ca.pem";
+        if TLS {
+            assert_eq!(
+                parse(url),
+                Ok(tls_target("r.example", 6380, 1, Some("/ca.pem")))
+            );
+            assert!(parse("rediss://r:6380#insecure").is_err());
+        } else {
+            // Refused even when malformed: the build is what is missing.
+            for url in [url, "rediss://r:6380#insecure", "rediss://"] {
+                let why = parse(url).expect_err(url);
+                assert!(
+                    why.contains("no TLS") && why.contains("cargo build --features redis-tls"),
+                    "{why}"
+                );
             }
         }
     }

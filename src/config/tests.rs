@@ -683,10 +683,20 @@ fn the_redis_backend_needs_a_url_and_a_queue_name_fit_for_a_hash_tag() {
         ("http://x", "not a Redis URL"),
         ("127.0.0.1:6379", "not a Redis URL"),
         ("redis://", "not a host name"),
-        ("rediss://r:6380", "TLS (rediss://) is not supported"),
     ] {
         let s = with_file(&format!("[async]\nredis_url = \"{bad}\"\n"));
         assert_problem(&problems(&s), &file_of(&s), "async.redis_url", says);
+    }
+    let rediss = with_file("[async]\nredis_url = \"rediss://r:6380/0\"\n");
+    if super::redis_url::TLS {
+        assert!(ok(&rediss).async_.redis_url.is_some());
+    } else {
+        assert_problem(
+            &problems(&rediss),
+            &file_of(&rediss),
+            "async.redis_url",
+            "--features redis-tls",
+        );
     }
     for bad in ["a{b}", ""] {
         let s = with_file(&format!("[async]\nqueue = \"{bad}\"\n"));

@@ -80,15 +80,26 @@
 //! (nothing is acknowledged that is not stored), synchronous traffic and health are untouched,
 //! every link reconnects with backoff and the log says so at most once a second. Events that
 //! were running finish; their records are written again until Redis is back (the service's
-//! rule), and their leases still hold then. TLS (`rediss://`) is refused by the configuration
-//! (exit 2): this build carries no TLS stack (it would add rustls or OpenSSL to a small static
-//! binary); reach Redis over a private network, a unix socket (`unix://`), or a local TLS
-//! tunnel. The URL itself is read by `config::redis_url`, not by the redis crate's `url`-based
-//! parser (see there why).
+//! rule), and their leases still hold then. A server whose certificate does not verify is the
+//! same: unreachable, with the reason (`invalid peer certificate: ...`) in the log line.
+//!
+//! # TLS
+//!
+//! `rediss://` needs a build with the cargo feature `redis-tls` (`cargo build --features
+//! redis-tls`); without it the configuration refuses such a URL (exit 2), since a TLS stack
+//! would be a large part of a small static binary. With it, the redis crate speaks TLS 1.2 or
+//! 1.3 through rustls with the ring provider (module `tls`), and the server's certificate is
+//! verified, host name included, against the system's roots (read at every connect, by
+//! rustls-native-certs: `/etc/ssl/certs`, or `SSL_CERT_FILE`/`SSL_CERT_DIR`) or, with
+//! `?ca=/path/ca.pem`, against the CAs of that file only (read once, at start). There is no
+//! insecure mode. The URL itself is read by `config::redis_url`, not by the redis crate's
+//! `url`-based parser (see there why).
 
 mod fleet;
 pub mod link;
 mod scripts;
+#[cfg(feature = "redis-tls")]
+mod tls;
 
 use std::collections::HashSet;
 use std::sync::{mpsc, Arc, Mutex, OnceLock, Weak};
@@ -156,6 +167,13 @@ struct Inner {
 fn connection_info(target: RedisTarget) -> ConnectionInfo {
     let addr = match target.addr {
         RedisAddr::Tcp { host, port } => ConnectionAddr::Tcp(host, port),
+        // The CA, if any, is the client's (see `client`); never insecure.
+        RedisAddr::Tls { host, port, .. } => ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure: false,
+            tls_params: None,
+        },
         RedisAddr::Unix(path) => ConnectionAddr::Unix(path),
     };
     let mut login = RedisConnectionInfo::default().set_db(target.db);
@@ -171,6 +189,15 @@ fn connection_info(target: RedisTarget) -> ConnectionInfo {
         .set_redis_settings(login)
 }
 
+/// The redis crate's client for a parsed `async.redis_url`.
+fn client(target: RedisTarget) -> Result<Client, String> {
+    #[cfg(feature = "redis-tls")]
+    if let RedisAddr::Tls { ca, .. } = &target.addr {
+        return tls::client(ca.clone(), connection_info(target));
+    }
+    Client::open(connection_info(target)).map_err(|e| e.to_string())
+}
+
 impl Redis {
     /// Prepares the queue of `async.queue` on `async.redis_url`. Nothing is connected yet:
     /// fc-init starts (and serves synchronous traffic) whether Redis is up or not.
@@ -182,7 +209,7 @@ impl Redis {
         };
         // The configuration checked the URL already; a failure here names it again.
         let target = crate::config::redis_url::parse(&url).map_err(|why| refuse(&why))?;
-        let client = Client::open(connection_info(target)).map_err(|e| refuse(&e.to_string()))?;
+        let client = client(target).map_err(|why| refuse(&why))?;
         let queue = cfg.async_.queue.clone();
         let prefix = format!("fc-init:{{{queue}}}:");
         Ok(Box::new(Redis {
@@ -206,9 +233,11 @@ impl Redis {
     }
 }
 
-/// `host:port` (or the socket) of a Redis URL, without credentials, for messages.
+/// `host:port/db` (or the socket) of a Redis URL, without credentials or query (which may
+/// hold a password), for messages.
 fn server_of(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.split_once('?').map_or(rest, |(r, _)| r);
     let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
     rest.to_owned()
 }
@@ -596,6 +625,39 @@ mod tests {
         assert_eq!(server_of("redis://user:secret@db:6379/2"), "db:6379/2");
         assert_eq!(server_of("redis://127.0.0.1:6379"), "127.0.0.1:6379");
         assert_eq!(server_of("unix:///run/redis.sock"), "/run/redis.sock");
+        assert_eq!(
+            server_of("unix:///run/r.sock?db=1&pass=secret"),
+            "/run/r.sock"
+        );
+        assert_eq!(
+            server_of("rediss://app:secret@r.internal:6380/0?ca=/etc/ca.pem"),
+            "r.internal:6380/0"
+        );
+    }
+
+    #[test]
+    fn a_rediss_target_is_a_verified_tls_address() {
+        let target = RedisTarget {
+            addr: RedisAddr::Tls {
+                host: "r.internal".into(),
+                port: 6380,
+                ca: None,
+            },
+            db: 2,
+            username: None,
+            password: Some("pw".into()),
+        };
+        let info = connection_info(target);
+        assert_eq!(
+            info.addr(),
+            &ConnectionAddr::TcpTls {
+                host: "r.internal".into(),
+                port: 6380,
+                insecure: false,
+                tls_params: None,
+            }
+        );
+        assert_eq!(info.redis_settings().db(), 2);
     }
 
     #[test]
