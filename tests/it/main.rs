@@ -10,6 +10,7 @@ mod hooks;
 mod init;
 mod proxy;
 mod redis;
+mod redis_tls;
 mod streaming;
 mod util;
 mod websocket;

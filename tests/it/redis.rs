@@ -1,7 +1,9 @@
 //! A real `redis-server` for the tests: started by the test itself on a free port in a temp
 //! directory (append-only file on, so a stop and restart keeps what it acknowledged), stopped
 //! when dropped. Missing `redis-server` fails the test with the way out: `.ci/run` installs it.
+//! A TLS-only one (`--port 0`) serves the `redis-tls` tests.
 
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -11,27 +13,67 @@ pub struct RedisServer {
     pub port: u16,
     dir: TempDir,
     child: Option<Child>,
+    tls: Option<Tls>,
+}
+
+/// How a TLS-only server is started, and reached.
+#[cfg_attr(not(feature = "redis-tls"), allow(dead_code))]
+pub struct Tls {
+    /// `--tls-*` arguments: at least the certificate and key files.
+    pub args: Vec<String>,
+    /// The host of the URL: the name the certificate is checked for.
+    pub host: &'static str,
+    /// The CA file fc-init is given (`?ca=`).
+    pub ca: PathBuf,
 }
 
 impl RedisServer {
     pub fn start(tag: &str) -> RedisServer {
+        RedisServer::start_with(tag, None)
+    }
+
+    /// A server that speaks only TLS.
+    #[cfg_attr(not(feature = "redis-tls"), allow(dead_code))]
+    pub fn start_tls(tag: &str, tls: Tls) -> RedisServer {
+        RedisServer::start_with(tag, Some(tls))
+    }
+
+    fn start_with(tag: &str, tls: Option<Tls>) -> RedisServer {
         let mut server = RedisServer {
             port: free_port(),
             dir: TempDir::new(&format!("redis-{tag}")),
             child: None,
+            tls,
         };
         server.run();
         server
     }
 
-    /// `redis://127.0.0.1:PORT/0`.
+    /// `redis://127.0.0.1:PORT/0`, or `rediss://HOST:PORT/0?ca=CA` for a TLS server.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        match &self.tls {
+            None => format!("redis://127.0.0.1:{}/0", self.port),
+            Some(t) => format!("rediss://{}:{}/0?ca={}", t.host, self.port, t.ca.display()),
+        }
     }
 
     fn run(&mut self) {
-        let spawned = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
+        let port = self.port.to_string();
+        let mut command = Command::new("redis-server");
+        match &self.tls {
+            None => command.args(["--port", &port]),
+            Some(tls) => command
+                .args([
+                    "--port",
+                    "0",
+                    "--tls-port",
+                    &port,
+                    "--tls-auth-clients",
+                    "no",
+                ])
+                .args(&tls.args),
+        };
+        let spawned = command
             .args(["--bind", "127.0.0.1", "--save", ""])
             .args(["--appendonly", "yes", "--appendfsync", "everysec"])
             .arg("--dir")
@@ -50,7 +92,12 @@ impl RedisServer {
         };
         self.child = Some(child);
         let deadline = Instant::now() + WATCHDOG;
-        while self.query(&["PING"]).is_none() {
+        // The tests' own client does not trust the test CA: a TLS server is up once it accepts.
+        let up = |s: &RedisServer| match s.tls {
+            None => s.query(&["PING"]).is_some(),
+            Some(_) => std::net::TcpStream::connect(("127.0.0.1", s.port)).is_ok(),
+        };
+        while !up(self) {
             assert!(
                 Instant::now() < deadline,
                 "redis-server never answered PING"
@@ -76,7 +123,7 @@ impl RedisServer {
     }
 
     /// One command; its reply as text (arrays flattened, one element a line), or `None` when
-    /// the server does not answer.
+    /// the server does not answer (always, for a TLS server).
     pub fn query(&self, args: &[&str]) -> Option<String> {
         let client = redis::Client::open(self.url()).ok()?;
         let mut conn = client
