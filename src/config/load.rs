@@ -381,6 +381,31 @@ struct Settings {
     sections: BTreeSet<&'static str>,
 }
 
+/// Writes `Settings`' typed getters: `name(default) -> T = Variant` for a getter that
+/// returns the value of variant `Val::Variant`, or `default` when the key is unset;
+/// `name -> T = Variant` for one that returns `Option<T>` (`T` may borrow from the value).
+macro_rules! typed_getters {
+    ($($name:ident $(($default:ident))? -> $ty:ty = $variant:ident;)*) => {$(
+        typed_getters!(@one $name $(($default))? -> $ty = $variant);
+    )*};
+    (@one $name:ident ($default:ident) -> $ty:ty = $variant:ident) => {
+        fn $name(&self, section: &'static str, key: &'static str, $default: $ty) -> $ty {
+            match self.val(section, key) {
+                Some(Val::$variant(v)) => *v,
+                _ => $default,
+            }
+        }
+    };
+    (@one $name:ident -> $ty:ty = $variant:ident) => {
+        fn $name(&self, section: &'static str, key: &'static str) -> Option<$ty> {
+            match self.val(section, key) {
+                Some(Val::$variant(v)) => Some(v),
+                _ => None,
+            }
+        }
+    };
+}
+
 impl Settings {
     /// Lays `layer` over what is there. A layer that sets one key of an exclusive pair also
     /// removes the other key set by a lower layer (`--function-socket` beats a file's
@@ -410,21 +435,18 @@ impl Settings {
         self.get(section, key).map(|s| &s.val)
     }
 
-    // The typed getters below fall back to the default when a key is unset. A value of
-    // another variant cannot occur: `schema::convert` makes each key's variant from its kind.
-
-    fn duration(&self, section: &'static str, key: &'static str, default: Duration) -> Duration {
-        match self.val(section, key) {
-            Some(Val::Duration(d)) => *d,
-            _ => default,
-        }
-    }
-
-    fn int(&self, section: &'static str, key: &'static str, default: u64) -> u64 {
-        match self.val(section, key) {
-            Some(Val::Int(n)) => *n,
-            _ => default,
-        }
+    // The typed getters: each is the same match on another variant, so one macro writes
+    // them. Those with a default fall back to it when the key is unset; the others are
+    // `None` then. A value of another variant cannot occur: `schema::convert` makes each
+    // key's variant from its kind.
+    typed_getters! {
+        duration(default) -> Duration = Duration;
+        int(default) -> u64 = Int;
+        size(default) -> u64 = Size;
+        bool(default) -> bool = Bool;
+        text -> &str = Text;
+        list -> &[String] = List;
+        addr -> &SocketAddr = Addr;
     }
 
     fn count(&self, section: &'static str, key: &'static str, default: usize) -> usize {
@@ -435,41 +457,6 @@ impl Settings {
     fn count_u32(&self, section: &'static str, key: &'static str, default: u32) -> u32 {
         // The schema bounds these keys by u32::MAX.
         u32::try_from(self.int(section, key, u64::from(default))).unwrap_or(u32::MAX)
-    }
-
-    fn size(&self, section: &'static str, key: &'static str, default: u64) -> u64 {
-        match self.val(section, key) {
-            Some(Val::Size(n)) => *n,
-            _ => default,
-        }
-    }
-
-    fn bool(&self, section: &'static str, key: &'static str, default: bool) -> bool {
-        match self.val(section, key) {
-            Some(Val::Bool(b)) => *b,
-            _ => default,
-        }
-    }
-
-    fn text(&self, section: &'static str, key: &'static str) -> Option<&str> {
-        match self.val(section, key) {
-            Some(Val::Text(s)) => Some(s),
-            _ => None,
-        }
-    }
-
-    fn list(&self, section: &'static str, key: &'static str) -> Option<&[String]> {
-        match self.val(section, key) {
-            Some(Val::List(items)) => Some(items),
-            _ => None,
-        }
-    }
-
-    fn addr(&self, section: &'static str, key: &'static str) -> Option<SocketAddr> {
-        match self.val(section, key) {
-            Some(Val::Addr(a)) => Some(*a),
-            _ => None,
-        }
     }
 
     /// Both keys of an exclusive pair left after merging come from the same source.
@@ -635,6 +622,7 @@ fn build(s: &Settings, sources: &Sources, problems: &mut Vec<Problem>) -> Config
         || http_hook(pre_stop.as_ref().map(|p| &p.action));
     let listen = s
         .addr("server", "listen")
+        .copied()
         .or(function_serves.then_some(DEFAULT_LISTEN));
     if let (Some(listen), Some(port)) = (listen, port) {
         if listen.port() == port && (listen.ip().is_unspecified() || listen.ip().is_loopback()) {
@@ -651,7 +639,7 @@ fn build(s: &Settings, sources: &Sources, problems: &mut Vec<Problem>) -> Config
             });
         }
     }
-    let admin_listen = s.addr("admin", "listen");
+    let admin_listen = s.addr("admin", "listen").copied();
     if let (Some(admin), Some(server)) = (admin_listen, listen) {
         if admin == server {
             let source = s
