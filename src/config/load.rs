@@ -346,21 +346,19 @@ fn cli_layer(sources: &Sources, problems: &mut Vec<Problem>) -> Layer {
             layer.set(spec, &value, &format!("command line ({flag})"), problems);
         }
     };
-    if let Some(listen) = &sources.listen {
-        set(
-            "server",
-            "listen",
-            "--listen",
-            toml::Value::String(listen.clone()),
-        );
-    }
-    if let Some(socket) = &sources.function_socket {
-        set(
+    let flags = [
+        ("server", "listen", "--listen", &sources.listen),
+        (
             "function",
             "socket",
             "--function-socket",
-            toml::Value::String(socket.clone()),
-        );
+            &sources.function_socket,
+        ),
+    ];
+    for (section, key, flag, value) in flags {
+        if let Some(value) = value {
+            set(section, key, flag, toml::Value::String(value.clone()));
+        }
     }
     // An empty command is not a problem here: the CLI layer reports "no command".
     if !sources.command.is_empty() {
@@ -429,6 +427,13 @@ impl Settings {
 
     fn get(&self, section: &'static str, key: &'static str) -> Option<&Setting> {
         self.values.get(&(section, key))
+    }
+
+    /// Where `section.key` was set, for a problem found with it; empty when it is unset.
+    fn source_of(&self, section: &'static str, key: &'static str) -> String {
+        self.get(section, key)
+            .map(|s| s.source.clone())
+            .unwrap_or_default()
     }
 
     fn val(&self, section: &'static str, key: &'static str) -> Option<&Val> {
@@ -626,12 +631,8 @@ fn build(s: &Settings, sources: &Sources, problems: &mut Vec<Problem>) -> Config
         .or(function_serves.then_some(DEFAULT_LISTEN));
     if let (Some(listen), Some(port)) = (listen, port) {
         if listen.port() == port && (listen.ip().is_unspecified() || listen.ip().is_loopback()) {
-            let source = s
-                .get("function", "port")
-                .map(|p| p.source.clone())
-                .unwrap_or_default();
             problems.push(Problem {
-                source,
+                source: s.source_of("function", "port"),
                 key: "function.port".to_owned(),
                 reason: format!(
                     "the function cannot serve on port {port}: fc-init itself listens on {listen}"
@@ -642,12 +643,8 @@ fn build(s: &Settings, sources: &Sources, problems: &mut Vec<Problem>) -> Config
     let admin_listen = s.addr("admin", "listen").copied();
     if let (Some(admin), Some(server)) = (admin_listen, listen) {
         if admin == server {
-            let source = s
-                .get("admin", "listen")
-                .map(|a| a.source.clone())
-                .unwrap_or_default();
             problems.push(Problem {
-                source,
+                source: s.source_of("admin", "listen"),
                 key: "admin.listen".to_owned(),
                 reason: format!("{admin} is also server.listen"),
             });
@@ -671,12 +668,8 @@ fn build(s: &Settings, sources: &Sources, problems: &mut Vec<Problem>) -> Config
     };
     let redis_url = s.text("async", "redis_url").map(str::to_owned);
     if backend == AsyncBackend::Redis && redis_url.is_none() {
-        let source = s
-            .get("async", "backend")
-            .map(|b| b.source.clone())
-            .unwrap_or_default();
         problems.push(Problem {
-            source,
+            source: s.source_of("async", "backend"),
             key: "async.redis_url".to_owned(),
             reason: "backend = \"redis\" needs async.redis_url (redis://host:port/db)".to_owned(),
         });
