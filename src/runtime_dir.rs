@@ -110,9 +110,7 @@ mod tests {
     use super::*;
 
     fn scratch(tag: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("fc-init-rtdir-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        dir
+        crate::test_support::scratch_path(&format!("rtdir-{tag}"))
     }
 
     /// A fresh scratch directory with mode `mode`.
