@@ -17,7 +17,6 @@
 //! - [`proxy`]: the listener and the forwarding of invocations to the function.
 //! - [`metrics`]: request counters and the Prometheus text.
 //! - [`notify`]: systemd's `NOTIFY_SOCKET` readiness protocol.
-//! - [`json`]: JSON string literals for the JSON fc-init writes by hand.
 //! - [`logging`]: diagnostics on stderr (`FC_INIT_LOG`).
 //! - [`sys`]: system-call helpers (the one `EINTR` retry).
 
@@ -27,7 +26,6 @@ pub mod config;
 pub mod events;
 pub mod exit;
 pub mod http;
-pub mod json;
 pub mod logging;
 pub mod metrics;
 pub mod notify;

@@ -68,8 +68,3 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
-
-/// A JSON string literal for `s`.
-pub fn json_string(s: &str) -> String {
-    crate::json::string(s)
-}

@@ -150,27 +150,6 @@ pub fn error_response(
     out
 }
 
-/// Append `s` JSON-escaped (RFC 8259 §7). `s` is UTF-8, so bytes ≥ 0x80 pass through. The
-/// escaper of [`crate::json`]; the error answers themselves go through serde_json.
-pub fn push_json_str(out: &mut Vec<u8>, s: &str) {
-    for b in s.bytes() {
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            0..=0x1f | 0x7f => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[usize::from(b >> 4)]);
-                out.push(HEX[usize::from(b & 0xf)]);
-            }
-            _ => out.push(b),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -118,6 +118,7 @@ fn accepted(out: &mut Vec<u8>, request_id: &str, keep: bool) {
     if !keep {
         push_field(out, "Connection", "close");
     }
+    // Written as bytes: a valid request id ([A-Za-z0-9._:-]) is its own JSON string.
     out.extend_from_slice(b"\r\n{\"requestId\":\"");
     out.extend_from_slice(request_id.as_bytes());
     out.extend_from_slice(b"\"}");
@@ -125,10 +126,12 @@ fn accepted(out: &mut Vec<u8>, request_id: &str, keep: bool) {
 
 /// `500` with `X-Fc-Error-Type: InternalError`: the store failed, nothing was accepted.
 fn internal_error(out: &mut Vec<u8>, request_id: &str, message: &str) {
-    let body = format!(
-        r#"{{"errorType":"InternalError","errorMessage":{},"requestId":"{request_id}"}}"#,
-        crate::logging::json_string(message)
-    );
+    let body = serde_json::json!({
+        "errorType": "InternalError",
+        "errorMessage": message,
+        "requestId": request_id,
+    })
+    .to_string();
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 500 Internal Server Error\r\n");
     push_field(out, "X-Fc-Error-Type", "InternalError");
