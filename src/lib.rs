@@ -34,3 +34,5 @@ pub mod runtime_dir;
 pub mod state;
 pub mod supervisor;
 pub mod sys;
+#[cfg(test)]
+mod test_support;

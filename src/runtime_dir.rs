@@ -110,8 +110,14 @@ mod tests {
     use super::*;
 
     fn scratch(tag: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("fc-init-rtdir-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        crate::test_support::scratch_path(&format!("rtdir-{tag}"))
+    }
+
+    /// A fresh scratch directory with mode `mode`.
+    fn dir_with_mode(tag: &str, mode: u32) -> PathBuf {
+        let dir = scratch(tag);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
         dir
     }
 
@@ -130,9 +136,7 @@ mod tests {
 
     #[test]
     fn a_runtime_directory_left_with_loose_modes_is_made_private() {
-        let dir = scratch("loose");
-        std::fs::create_dir(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let dir = dir_with_mode("loose", 0o777);
         ensure_private(&dir).unwrap();
         assert_eq!(mode(&dir), 0o700);
         std::fs::remove_dir_all(&dir).unwrap();
@@ -144,24 +148,21 @@ mod tests {
         std::fs::create_dir(&base).unwrap();
         let link = base.join("fc-init");
         std::os::unix::fs::symlink("/tmp", &link).unwrap();
-        assert!(matches!(
-            ensure_private(&link),
-            Err(RuntimeDirError::NotADirectory(_))
-        ));
         let file = base.join("file");
         std::fs::write(&file, b"").unwrap();
-        assert!(matches!(
-            ensure_private(&file),
-            Err(RuntimeDirError::NotADirectory(_))
-        ));
+        for path in [&link, &file] {
+            let refused = ensure_private(path);
+            assert!(
+                matches!(refused, Err(RuntimeDirError::NotADirectory(_))),
+                "{path:?}: {refused:?}"
+            );
+        }
         std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]
     fn an_existing_parent_of_a_configured_path_is_left_alone() {
-        let dir = scratch("shared");
-        std::fs::create_dir(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let dir = dir_with_mode("shared", 0o755);
         create_missing(&dir).unwrap();
         assert_eq!(mode(&dir), 0o755);
         std::fs::remove_dir_all(&dir).unwrap();

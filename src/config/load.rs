@@ -346,21 +346,19 @@ fn cli_layer(sources: &Sources, problems: &mut Vec<Problem>) -> Layer {
             layer.set(spec, &value, &format!("command line ({flag})"), problems);
         }
     };
-    if let Some(listen) = &sources.listen {
-        set(
-            "server",
-            "listen",
-            "--listen",
-            toml::Value::String(listen.clone()),
-        );
-    }
-    if let Some(socket) = &sources.function_socket {
-        set(
+    let flags = [
+        ("server", "listen", "--listen", &sources.listen),
+        (
             "function",
             "socket",
             "--function-socket",
-            toml::Value::String(socket.clone()),
-        );
+            &sources.function_socket,
+        ),
+    ];
+    for (section, key, flag, value) in flags {
+        if let Some(value) = value {
+            set(section, key, flag, toml::Value::String(value.clone()));
+        }
     }
     // An empty command is not a problem here: the CLI layer reports "no command".
     if !sources.command.is_empty() {
@@ -379,6 +377,31 @@ fn cli_layer(sources: &Sources, problems: &mut Vec<Problem>) -> Layer {
 struct Settings {
     values: BTreeMap<Slot, Setting>,
     sections: BTreeSet<&'static str>,
+}
+
+/// Writes `Settings`' typed getters: `name(default) -> T = Variant` for a getter that
+/// returns the value of variant `Val::Variant`, or `default` when the key is unset;
+/// `name -> T = Variant` for one that returns `Option<T>` (`T` may borrow from the value).
+macro_rules! typed_getters {
+    ($($name:ident $(($default:ident))? -> $ty:ty = $variant:ident;)*) => {$(
+        typed_getters!(@one $name $(($default))? -> $ty = $variant);
+    )*};
+    (@one $name:ident ($default:ident) -> $ty:ty = $variant:ident) => {
+        fn $name(&self, section: &'static str, key: &'static str, $default: $ty) -> $ty {
+            match self.val(section, key) {
+                Some(Val::$variant(v)) => *v,
+                _ => $default,
+            }
+        }
+    };
+    (@one $name:ident -> $ty:ty = $variant:ident) => {
+        fn $name(&self, section: &'static str, key: &'static str) -> Option<$ty> {
+            match self.val(section, key) {
+                Some(Val::$variant(v)) => Some(v),
+                _ => None,
+            }
+        }
+    };
 }
 
 impl Settings {
@@ -406,25 +429,29 @@ impl Settings {
         self.values.get(&(section, key))
     }
 
+    /// Where `section.key` was set, for a problem found with it; empty when it is unset.
+    fn source_of(&self, section: &'static str, key: &'static str) -> String {
+        self.get(section, key)
+            .map(|s| s.source.clone())
+            .unwrap_or_default()
+    }
+
     fn val(&self, section: &'static str, key: &'static str) -> Option<&Val> {
         self.get(section, key).map(|s| &s.val)
     }
 
-    // The typed getters below fall back to the default when a key is unset. A value of
-    // another variant cannot occur: `schema::convert` makes each key's variant from its kind.
-
-    fn duration(&self, section: &'static str, key: &'static str, default: Duration) -> Duration {
-        match self.val(section, key) {
-            Some(Val::Duration(d)) => *d,
-            _ => default,
-        }
-    }
-
-    fn int(&self, section: &'static str, key: &'static str, default: u64) -> u64 {
-        match self.val(section, key) {
-            Some(Val::Int(n)) => *n,
-            _ => default,
-        }
+    // The typed getters: each is the same match on another variant, so one macro writes
+    // them. Those with a default fall back to it when the key is unset; the others are
+    // `None` then. A value of another variant cannot occur: `schema::convert` makes each
+    // key's variant from its kind.
+    typed_getters! {
+        duration(default) -> Duration = Duration;
+        int(default) -> u64 = Int;
+        size(default) -> u64 = Size;
+        bool(default) -> bool = Bool;
+        text -> &str = Text;
+        list -> &[String] = List;
+        addr -> &SocketAddr = Addr;
     }
 
     fn count(&self, section: &'static str, key: &'static str, default: usize) -> usize {
@@ -435,41 +462,6 @@ impl Settings {
     fn count_u32(&self, section: &'static str, key: &'static str, default: u32) -> u32 {
         // The schema bounds these keys by u32::MAX.
         u32::try_from(self.int(section, key, u64::from(default))).unwrap_or(u32::MAX)
-    }
-
-    fn size(&self, section: &'static str, key: &'static str, default: u64) -> u64 {
-        match self.val(section, key) {
-            Some(Val::Size(n)) => *n,
-            _ => default,
-        }
-    }
-
-    fn bool(&self, section: &'static str, key: &'static str, default: bool) -> bool {
-        match self.val(section, key) {
-            Some(Val::Bool(b)) => *b,
-            _ => default,
-        }
-    }
-
-    fn text(&self, section: &'static str, key: &'static str) -> Option<&str> {
-        match self.val(section, key) {
-            Some(Val::Text(s)) => Some(s),
-            _ => None,
-        }
-    }
-
-    fn list(&self, section: &'static str, key: &'static str) -> Option<&[String]> {
-        match self.val(section, key) {
-            Some(Val::List(items)) => Some(items),
-            _ => None,
-        }
-    }
-
-    fn addr(&self, section: &'static str, key: &'static str) -> Option<SocketAddr> {
-        match self.val(section, key) {
-            Some(Val::Addr(a)) => Some(*a),
-            _ => None,
-        }
     }
 
     /// Both keys of an exclusive pair left after merging come from the same source.
@@ -635,15 +627,12 @@ fn build(s: &Settings, sources: &Sources, problems: &mut Vec<Problem>) -> Config
         || http_hook(pre_stop.as_ref().map(|p| &p.action));
     let listen = s
         .addr("server", "listen")
+        .copied()
         .or(function_serves.then_some(DEFAULT_LISTEN));
     if let (Some(listen), Some(port)) = (listen, port) {
         if listen.port() == port && (listen.ip().is_unspecified() || listen.ip().is_loopback()) {
-            let source = s
-                .get("function", "port")
-                .map(|p| p.source.clone())
-                .unwrap_or_default();
             problems.push(Problem {
-                source,
+                source: s.source_of("function", "port"),
                 key: "function.port".to_owned(),
                 reason: format!(
                     "the function cannot serve on port {port}: fc-init itself listens on {listen}"
@@ -651,15 +640,11 @@ fn build(s: &Settings, sources: &Sources, problems: &mut Vec<Problem>) -> Config
             });
         }
     }
-    let admin_listen = s.addr("admin", "listen");
+    let admin_listen = s.addr("admin", "listen").copied();
     if let (Some(admin), Some(server)) = (admin_listen, listen) {
         if admin == server {
-            let source = s
-                .get("admin", "listen")
-                .map(|a| a.source.clone())
-                .unwrap_or_default();
             problems.push(Problem {
-                source,
+                source: s.source_of("admin", "listen"),
                 key: "admin.listen".to_owned(),
                 reason: format!("{admin} is also server.listen"),
             });
@@ -683,12 +668,8 @@ fn build(s: &Settings, sources: &Sources, problems: &mut Vec<Problem>) -> Config
     };
     let redis_url = s.text("async", "redis_url").map(str::to_owned);
     if backend == AsyncBackend::Redis && redis_url.is_none() {
-        let source = s
-            .get("async", "backend")
-            .map(|b| b.source.clone())
-            .unwrap_or_default();
         problems.push(Problem {
-            source,
+            source: s.source_of("async", "backend"),
             key: "async.redis_url".to_owned(),
             reason: "backend = \"redis\" needs async.redis_url (redis://host:port/db)".to_owned(),
         });

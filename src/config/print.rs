@@ -19,14 +19,12 @@ pub(super) fn to_toml(c: &Config) -> String {
     let f = &c.function;
     out.section("function");
     out.key("command", list(&f.command));
-    match &f.working_dir {
-        Some(dir) => out.key("working_dir", path(dir)),
-        None => out.unset(
-            "working_dir",
-            "\"\"",
-            "not set: fc-init's working directory",
-        ),
-    }
+    out.key_or_unset(
+        "working_dir",
+        f.working_dir.as_deref().map(path),
+        "\"\"",
+        "not set: fc-init's working directory",
+    );
     out.key("env", table(&f.env));
     // With no listener the function need not serve at all; the socket line stays a comment so
     // that reading this output back keeps plain-init mode (setting it would turn serving on).
@@ -51,16 +49,11 @@ pub(super) fn to_toml(c: &Config) -> String {
     out.key("start_timeout", duration(f.start_timeout));
     out.key("name", quote(&f.name));
     out.key("timeout", duration(f.timeout));
-    match &f.user {
-        Some(user) => {
-            let spec = match &user.group {
-                Some(group) => format!("{}:{group}", user.user),
-                None => user.user.clone(),
-            };
-            out.key("user", quote(&spec));
-        }
-        None => out.unset("user", "\"\"", "not set: runs as fc-init's user"),
-    }
+    let user = f.user.as_ref().map(|user| match &user.group {
+        Some(group) => quote(&format!("{}:{group}", user.user)),
+        None => quote(&user.user),
+    });
+    out.key_or_unset("user", user, "\"\"", "not set: runs as fc-init's user");
     let restart = match f.restart {
         RestartPolicy::Never => "never",
         RestartPolicy::OnFailure => "on-failure",
@@ -71,14 +64,12 @@ pub(super) fn to_toml(c: &Config) -> String {
 
     let s = &c.server;
     out.section("server");
-    match s.listen {
-        Some(listen) => out.key("listen", quote(&listen.to_string())),
-        None => out.unset(
-            "listen",
-            "\"0.0.0.0:9000\"",
-            "plain-init mode: nothing listens, as with tini",
-        ),
-    }
+    out.key_or_unset(
+        "listen",
+        s.listen.map(|listen| quote(&listen.to_string())),
+        "\"0.0.0.0:9000\"",
+        "plain-init mode: nothing listens, as with tini",
+    );
     let platform = match s.platform {
         Platform::Fc => "fc",
         Platform::None => "none",
@@ -150,22 +141,18 @@ pub(super) fn to_toml(c: &Config) -> String {
     };
     out.key("backend", quote(backend));
     out.key("store", path(&a.store));
-    match &a.redis_url {
-        Some(url) => out.key("redis_url", quote(url)),
-        None => out.unset(
-            "redis_url",
-            "\"redis://127.0.0.1:6379/0\"",
-            "not set: needed with backend = \"redis\"",
-        ),
-    }
-    match a.queue.is_empty() {
-        false => out.key("queue", quote(&a.queue)),
-        true => out.unset(
-            "queue",
-            "\"\"",
-            "not set: function.name is not a queue name",
-        ),
-    }
+    out.key_or_unset(
+        "redis_url",
+        a.redis_url.as_deref().map(quote),
+        "\"redis://127.0.0.1:6379/0\"",
+        "not set: needed with backend = \"redis\"",
+    );
+    out.key_or_unset(
+        "queue",
+        (!a.queue.is_empty()).then(|| quote(&a.queue)),
+        "\"\"",
+        "not set: function.name is not a queue name",
+    );
     out.key("retention", duration(a.retention));
     out.key("max_concurrency", a.max_concurrency.to_string());
     out.key("max_retries", a.max_retries.to_string());
@@ -174,10 +161,13 @@ pub(super) fn to_toml(c: &Config) -> String {
 
     out.section("admin");
     out.key("socket", path(&c.admin.socket));
-    match c.admin.listen {
-        Some(listen) => out.key("listen", quote(&listen.to_string())),
-        None => out.unset("listen", "\"\"", "not set: only the admin socket serves"),
-    }
+    let listen = c.admin.listen.map(|listen| quote(&listen.to_string()));
+    out.key_or_unset(
+        "listen",
+        listen,
+        "\"\"",
+        "not set: only the admin socket serves",
+    );
 
     out.section("log");
     out.key("invocations", c.log.invocations.to_string());
@@ -222,6 +212,14 @@ impl Out {
 
     fn unset(&mut self, key: &str, example: &str, why: &str) {
         self.line(&format!("# {key} = {example}  ({why})"));
+    }
+
+    /// An optional key: `value` when it is set, else commented out as [`Out::unset`].
+    fn key_or_unset(&mut self, key: &str, value: Option<String>, example: &str, why: &str) {
+        match value {
+            Some(value) => self.key(key, value),
+            None => self.unset(key, example, why),
+        }
     }
 
     fn hook(&mut self, action: &HookAction) {

@@ -110,16 +110,20 @@ mod tests {
 
     #[test]
     fn durations_parse_in_humantime_syntax() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("72h"), Ok(Duration::from_secs(72 * 3600)));
-        assert_eq!(parse_duration(" 1m30s "), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
-        assert!(parse_duration("").is_err());
-        assert!(parse_duration("30").is_err());
-        assert!(parse_duration("thirty seconds").is_err());
-        assert!(parse_duration("-1s").is_err());
+        let secs = Duration::from_secs;
+        for (text, want) in [
+            ("250ms", Duration::from_millis(250)),
+            ("30s", secs(30)),
+            ("5m", secs(300)),
+            ("72h", secs(72 * 3600)),
+            (" 1m30s ", secs(90)),
+            ("1m 30s", secs(90)),
+        ] {
+            assert_eq!(parse_duration(text), Ok(want), "{text:?}");
+        }
+        for bad in ["", "30", "thirty seconds", "-1s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]
@@ -156,24 +160,32 @@ mod tests {
 
     #[test]
     fn sizes_parse_binary_decimal_and_plain() {
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert_eq!(parse_size("4096B"), Ok(4096));
-        assert_eq!(parse_size("8KiB"), Ok(8 * 1024));
-        assert_eq!(parse_size("128KiB"), Ok(128 * 1024));
-        assert_eq!(parse_size("32MiB"), Ok(32 << 20));
-        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
-        assert_eq!(parse_size("1 gib"), Ok(1 << 30));
-        assert_eq!(parse_size("8K"), Ok(8 * 1024));
-        assert_eq!(parse_size("2M"), Ok(2 << 20));
-        assert_eq!(parse_size("8KB"), Ok(8_000));
-        assert_eq!(parse_size("3MB"), Ok(3_000_000));
-        assert!(parse_size("").is_err());
-        assert!(parse_size("KiB").is_err());
-        assert!(parse_size("-1KiB").is_err());
-        assert!(parse_size("1.5MiB").is_err());
-        assert!(parse_size("8 parsecs").is_err());
-        assert!(parse_size("99999999999999999999").is_err());
-        assert!(parse_size("17179869184GiB").is_err());
+        for (text, want) in [
+            ("4096", 4096),
+            ("4096B", 4096),
+            ("8KiB", 8 * 1024),
+            ("128KiB", 128 * 1024),
+            ("32MiB", 32 << 20),
+            ("1GiB", 1 << 30),
+            ("1 gib", 1 << 30),
+            ("8K", 8 * 1024),
+            ("2M", 2 << 20),
+            ("8KB", 8_000),
+            ("3MB", 3_000_000),
+        ] {
+            assert_eq!(parse_size(text), Ok(want), "{text:?}");
+        }
+        for bad in [
+            "",
+            "KiB",
+            "-1KiB",
+            "1.5MiB",
+            "8 parsecs",
+            "99999999999999999999",
+            "17179869184GiB",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

@@ -213,36 +213,40 @@ impl<S> Buffered<S> {
 
 impl<S: Timeouts> Buffered<S> {
     fn arm_read(&mut self) -> io::Result<()> {
-        match self.deadline {
-            Some(d) => {
-                let left = remaining(d)?;
-                self.inner.set_read_timeout(Some(left))?;
-                self.read_armed = true;
-            }
-            None if self.read_armed => {
-                self.inner.set_read_timeout(None)?;
-                self.read_armed = false;
-            }
-            None => {}
-        }
-        Ok(())
+        let inner = &self.inner;
+        arm(self.deadline, &mut self.read_armed, |t| {
+            inner.set_read_timeout(t)
+        })
     }
 
     fn arm_write(&mut self) -> io::Result<()> {
-        match self.deadline {
-            Some(d) => {
-                let left = remaining(d)?;
-                self.inner.set_write_timeout(Some(left))?;
-                self.write_armed = true;
-            }
-            None if self.write_armed => {
-                self.inner.set_write_timeout(None)?;
-                self.write_armed = false;
-            }
-            None => {}
-        }
-        Ok(())
+        let inner = &self.inner;
+        arm(self.deadline, &mut self.write_armed, |t| {
+            inner.set_write_timeout(t)
+        })
     }
+}
+
+/// Sets one socket timeout (through `set`) to what is left of `deadline`; with no deadline,
+/// clears a timeout an earlier deadline left (`armed` says whether one is set), and otherwise
+/// makes no syscall.
+fn arm(
+    deadline: Option<Instant>,
+    armed: &mut bool,
+    set: impl FnOnce(Option<Duration>) -> io::Result<()>,
+) -> io::Result<()> {
+    match deadline {
+        Some(d) => {
+            set(Some(remaining(d)?))?;
+            *armed = true;
+        }
+        None if *armed => {
+            set(None)?;
+            *armed = false;
+        }
+        None => {}
+    }
+    Ok(())
 }
 
 /// A socket timeout (`EAGAIN` from `SO_RCVTIMEO`/`SO_SNDTIMEO`) is our deadline expiring.

@@ -379,18 +379,10 @@ mod tests {
     use super::*;
     use std::os::unix::net::UnixListener;
     use std::path::PathBuf;
-    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::thread::JoinHandle;
 
     fn sock_path() -> PathBuf {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "fc-init-http-client-{}-{}.sock",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_file(&p);
-        p
+        crate::test_support::scratch_path("http-client.sock")
     }
 
     /// A one-connection server: reads the request head (and body by Content-Length), hands

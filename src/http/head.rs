@@ -3,10 +3,18 @@
 //! the field-level rules both directions share: Content-Length, Transfer-Encoding, Connection
 //! and hop-by-hop fields (RFC 9110 §7.6.1, RFC 9112 §6).
 //!
+//! Also the reading both directions share: when to run httparse on bytes received so far
+//! ([`parse_window`]), the blocking read loop around it ([`read_head`]), and turning httparse's
+//! answer and fields into fc-init's ([`complete`], [`Headers::fill`]).
+//!
 //! All `Vec`s here are reused across messages by `read_*_head_into`, so a keep-alive
 //! connection allocates nothing per request once warmed up.
 
+use std::io::Read;
 use std::ops::Range;
+
+use super::buffered::{Buffered, Timeouts};
+use super::HttpError;
 
 /// Fields that are hop-by-hop by definition (RFC 9110 §7.6.1, plus the non-standard but common
 /// Keep-Alive and Proxy-Connection). Any field named in `Connection` is hop-by-hop too.
@@ -58,6 +66,17 @@ impl Headers {
     pub(crate) fn clear(&mut self) {
         self.raw.clear();
         self.fields.clear();
+    }
+
+    /// Replace the content with the head `raw` and the `fields` httparse found in it (slices
+    /// of `raw`), hop-by-hop fields marked.
+    pub(crate) fn fill(&mut self, raw: &[u8], fields: &[httparse::Header<'_>]) {
+        self.clear();
+        self.raw.extend_from_slice(raw);
+        for h in fields {
+            self.push(range_in(raw, h.name.as_bytes()), range_in(raw, h.value));
+        }
+        self.mark_hop_by_hop();
     }
 
     /// Record a field whose name and value are sub-slices of `self.raw` (given as ranges).
@@ -267,6 +286,74 @@ pub(crate) fn httparse_reason(e: httparse::Error) -> &'static str {
         httparse::Error::Token => "invalid request line",
         httparse::Error::TooManyHeaders => "too many headers",
         httparse::Error::Version => "unsupported HTTP version",
+    }
+}
+
+/// httparse's answer on a head as fc-init's: `Ok(Some(n))` complete after `n` bytes,
+/// `Ok(None)` more bytes needed; too many fields is [`HttpError::HeadersTooLarge`], anything
+/// else malformed, made into an error by `bad` (`BadRequest` or `BadResponse`).
+pub(crate) fn complete(
+    parsed: httparse::Result<usize>,
+    bad: fn(&'static str) -> HttpError,
+) -> Result<Option<usize>, HttpError> {
+    match parsed {
+        Ok(httparse::Status::Complete(n)) => Ok(Some(n)),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => Err(HttpError::HeadersTooLarge),
+        Err(e) => Err(bad(httparse_reason(e))),
+    }
+}
+
+/// Runs `parse` on the first `max` bytes of `buf` when a head may be complete in them, and
+/// says whether one was: `Ok(Some(n))` a head of `n` bytes, `Ok(None)` more bytes needed, and
+/// [`HttpError::HeadersTooLarge`] when `max` bytes hold no complete head.
+///
+/// `scanned` is how many leading bytes of `buf` were already seen without a complete head (0
+/// at first): parsing runs on the first bytes (garbage such as a TLS hello is rejected at
+/// once) and then only when an empty line may have arrived after them, so a head trickling in
+/// byte by byte costs O(n), not O(n²).
+pub(crate) fn parse_window(
+    buf: &[u8],
+    scanned: usize,
+    max: usize,
+    parse: impl FnOnce(&[u8]) -> Result<Option<usize>, HttpError>,
+) -> Result<Option<usize>, HttpError> {
+    let window = &buf[..buf.len().min(max)];
+    if !window.is_empty() && (scanned == 0 || may_end_head(window, scanned.min(window.len()))) {
+        if let Some(n) = parse(window)? {
+            return Ok(Some(n));
+        }
+    }
+    if buf.len() >= max {
+        return Err(HttpError::HeadersTooLarge);
+    }
+    Ok(None)
+}
+
+/// Reads from `src` until `parse` (as in [`parse_window`]) finds a complete head of at most
+/// `max` bytes, and consumes it. Reads only as much as needed: bytes after the head stay
+/// pending in `src`. A close before the first byte is [`HttpError::ConnectionClosed`], one
+/// within the head [`HttpError::UnexpectedEof`]; bounded in time by `src`'s deadline.
+pub(crate) fn read_head<S: Read + Timeouts>(
+    src: &mut Buffered<S>,
+    max: usize,
+    mut parse: impl FnMut(&[u8]) -> Result<Option<usize>, HttpError>,
+) -> Result<(), HttpError> {
+    let mut scanned = 0;
+    loop {
+        if let Some(n) = parse_window(src.buffer(), scanned, max, &mut parse)? {
+            src.consume_bytes(n);
+            return Ok(());
+        }
+        scanned = src.buffer().len();
+        // Keep the head contiguous with room to grow to `max` bytes.
+        src.make_room(max);
+        match src.fill_more() {
+            Ok(0) if src.buffer().is_empty() => return Err(HttpError::ConnectionClosed),
+            Ok(0) => return Err(HttpError::UnexpectedEof),
+            Ok(_) => {}
+            Err(e) => return Err(HttpError::from_read(e)),
+        }
     }
 }
 

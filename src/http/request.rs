@@ -115,23 +115,9 @@ pub fn read_request_head_into<S: Read + Timeouts>(
     limits: &Limits,
     head: &mut RequestHead,
 ) -> Result<(), HttpError> {
-    src.ensure_capacity(limits.max_header_bytes.max(1));
-    let mut scanned = 0;
-    loop {
-        if let Some(n) = parse_request_head(src.buffer(), scanned, limits, head)? {
-            src.consume_bytes(n);
-            return Ok(());
-        }
-        scanned = src.buffer().len();
-        // Keep the head contiguous with room to grow to `max` bytes.
-        src.make_room(limits.max_header_bytes.max(1));
-        match src.fill_more() {
-            Ok(0) if src.buffer().is_empty() => return Err(HttpError::ConnectionClosed),
-            Ok(0) => return Err(HttpError::UnexpectedEof),
-            Ok(_) => {}
-            Err(e) => return Err(HttpError::from_read(e)),
-        }
-    }
+    let max = limits.max_header_bytes.max(1);
+    src.ensure_capacity(max);
+    head::read_head(src, max, |window| parse_into(window, limits, head))
 }
 
 /// Parses a request head from bytes already received, without reading: the non-blocking
@@ -153,19 +139,7 @@ pub fn parse_request_head(
     head: &mut RequestHead,
 ) -> Result<Option<usize>, HttpError> {
     let max = limits.max_header_bytes.max(1);
-    let window = &buf[..buf.len().min(max)];
-    // Parse on the first bytes (rejects garbage such as a TLS hello at once) and whenever
-    // an empty line may have arrived; not on every trickled byte, which would be O(n²).
-    if !window.is_empty() && (scanned == 0 || head::may_end_head(window, scanned.min(window.len())))
-    {
-        if let Some(n) = parse_into(window, limits, head)? {
-            return Ok(Some(n));
-        }
-    }
-    if buf.len() >= max {
-        return Err(HttpError::HeadersTooLarge);
-    }
-    Ok(None)
+    head::parse_window(buf, scanned, max, |window| parse_into(window, limits, head))
 }
 
 /// Parse a complete head from `buf`; `Ok(None)` when more bytes are needed.
@@ -180,31 +154,21 @@ fn parse_into(
     // The default config is the strict one (every `allow_*` off); spelled out so that a
     // future change of httparse defaults is visible here.
     let config = httparse::ParserConfig::default();
-    let n = match config.parse_request_with_uninit_headers(&mut req, buf, slots) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeadersTooLarge),
-        Err(e) => return Err(HttpError::BadRequest(head::httparse_reason(e))),
+    let parsed = config.parse_request_with_uninit_headers(&mut req, buf, slots);
+    let Some(n) = head::complete(parsed, HttpError::BadRequest)? else {
+        return Ok(None);
     };
     let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
         return Err(HttpError::BadRequest("incomplete request line"));
     };
 
     let raw = &buf[..n];
-    out.headers.clear();
-    out.headers.raw.extend_from_slice(raw);
+    out.headers.fill(raw, req.headers);
     out.method = head::range_in(raw, method.as_bytes());
     out.target = head::range_in(raw, target.as_bytes());
     out.authority = 0..0;
     target_form(method, target, raw, out)?;
     out.version_minor = version;
-    for h in req.headers.iter() {
-        out.headers.push(
-            head::range_in(raw, h.name.as_bytes()),
-            head::range_in(raw, h.value),
-        );
-    }
-    out.headers.mark_hop_by_hop();
 
     let ff = head::framing_fields(&out.headers, version).map_err(HttpError::BadRequest)?;
     out.framing = if ff.chunked {

@@ -82,7 +82,7 @@ pub fn read_response_head_into<S: Read + Timeouts>(
     src.ensure_capacity(max);
     let mut interim = 0;
     loop {
-        read_one(src, limits, max, head)?;
+        head::read_head(src, max, |window| parse_into(window, limits, head))?;
         if !is_interim(head.status, &mut interim, false)? {
             return decide_framing(head, head_request);
         }
@@ -145,16 +145,9 @@ pub fn parse_response_head(
     let mut at = 0;
     let mut interim = 0;
     loop {
-        let rest = &buf[at..];
-        let window = &rest[..rest.len().min(max)];
-        let parsed = match window.is_empty() {
-            true => None,
-            false => parse_into(window, limits, head)?,
-        };
-        let Some(n) = parsed else {
-            if rest.len() >= max {
-                return Err(HttpError::HeadersTooLarge);
-            }
+        // Each head is parsed from its first byte: there is no earlier scan to resume.
+        let parse = |window: &[u8]| parse_into(window, limits, head);
+        let Some(n) = head::parse_window(&buf[at..], 0, max, parse)? else {
             return Ok(None);
         };
         at += n;
@@ -164,37 +157,6 @@ pub fn parse_response_head(
                 head.keep_alive = false;
             }
             return Ok(Some(at));
-        }
-    }
-}
-
-/// Read and parse one head (interim or final) into `out`.
-fn read_one<S: Read + Timeouts>(
-    src: &mut Buffered<S>,
-    limits: &Limits,
-    max: usize,
-    out: &mut ResponseHead,
-) -> Result<(), HttpError> {
-    let mut scanned = 0;
-    loop {
-        let pending = src.buffer();
-        let window = &pending[..pending.len().min(max)];
-        if !window.is_empty() && (scanned == 0 || head::may_end_head(window, scanned)) {
-            if let Some(n) = parse_into(window, limits, out)? {
-                src.consume_bytes(n);
-                return Ok(());
-            }
-        }
-        if pending.len() >= max {
-            return Err(HttpError::HeadersTooLarge);
-        }
-        scanned = pending.len();
-        src.make_room(max);
-        match src.fill_more() {
-            Ok(0) if src.buffer().is_empty() => return Err(HttpError::ConnectionClosed),
-            Ok(0) => return Err(HttpError::UnexpectedEof),
-            Ok(_) => {}
-            Err(e) => return Err(HttpError::from_read(e)),
         }
     }
 }
@@ -209,11 +171,9 @@ fn parse_into(
     let mut resp = httparse::Response::new(&mut []);
     // Strict defaults: no spaces before colons, no obs-fold, no multiple spaces.
     let config = httparse::ParserConfig::default();
-    let n = match config.parse_response_with_uninit_headers(&mut resp, buf, slots) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeadersTooLarge),
-        Err(e) => return Err(HttpError::BadResponse(head::httparse_reason(e))),
+    let parsed = config.parse_response_with_uninit_headers(&mut resp, buf, slots);
+    let Some(n) = head::complete(parsed, HttpError::BadResponse)? else {
+        return Ok(None);
     };
     let (Some(version), Some(code)) = (resp.version, resp.code) else {
         return Err(HttpError::BadResponse("incomplete status line"));
@@ -222,21 +182,13 @@ fn parse_into(
         return Err(HttpError::BadResponse("status code below 100"));
     }
     let raw = &buf[..n];
-    out.headers.clear();
-    out.headers.raw.extend_from_slice(raw);
+    out.headers.fill(raw, resp.headers);
     out.status = code;
     out.version_minor = version;
     out.reason = match resp.reason {
         Some(r) if !r.is_empty() => head::range_in(raw, r.as_bytes()),
         _ => 0..0,
     };
-    for h in resp.headers.iter() {
-        out.headers.push(
-            head::range_in(raw, h.name.as_bytes()),
-            head::range_in(raw, h.value),
-        );
-    }
-    out.headers.mark_hop_by_hop();
     Ok(Some(n))
 }
 

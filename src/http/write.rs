@@ -25,12 +25,10 @@ pub fn write_request_head(
     extra: &[(&str, &str)],
     framing: BodyFraming,
 ) {
-    out.clear();
-    out.extend_from_slice(head.method().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(head.target().as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    write_fields(out, &head.headers, extra, framing, true);
+    let method = head.method().as_bytes();
+    let target = head.target().as_bytes();
+    let line: [&[u8]; 4] = [method, b" ", target, b" HTTP/1.1\r\n"];
+    write_head(out, &line, &head.headers, extra, framing, true);
 }
 
 /// Write `head` as an HTTP/1.1 response with its own status and reason, replacing the content
@@ -46,28 +44,28 @@ pub fn write_response_head(
     extra: &[(&str, &str)],
     framing: BodyFraming,
 ) {
-    out.clear();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    push_status(out, head.status);
-    out.push(b' ');
-    out.extend_from_slice(head.reason().as_bytes());
-    out.extend_from_slice(b"\r\n");
-    write_fields(
-        out,
-        &head.headers,
-        extra,
-        framing,
-        framing != BodyFraming::None,
-    );
+    let status = status_digits(head.status);
+    let reason = head.reason().as_bytes();
+    let line: [&[u8]; 5] = [b"HTTP/1.1 ", &status, b" ", reason, b"\r\n"];
+    let drop_length = framing != BodyFraming::None;
+    write_head(out, &line, &head.headers, extra, framing, drop_length);
 }
 
-fn write_fields(
+/// Replaces the content of `out` with a head: the start line (the concatenation of `line`),
+/// then `headers` minus hop-by-hop fields, fields named in `extra` and (with `drop_length`)
+/// Content-Length, then `extra`, then the framing field for `framing`, then the empty line.
+fn write_head(
     out: &mut Vec<u8>,
+    line: &[&[u8]],
     headers: &Headers,
     extra: &[(&str, &str)],
     framing: BodyFraming,
     drop_length: bool,
 ) {
+    out.clear();
+    for part in line {
+        out.extend_from_slice(part);
+    }
     for f in headers.iter() {
         let replaced = extra.iter().any(|(n, _)| n.eq_ignore_ascii_case(f.name));
         let framing_field = drop_length && f.name.eq_ignore_ascii_case("content-length");
@@ -109,13 +107,14 @@ pub fn push_field(out: &mut Vec<u8>, name: &str, value: impl AsRef<[u8]>) {
     out.extend_from_slice(b"\r\n");
 }
 
-fn push_status(out: &mut Vec<u8>, status: u16) {
+/// The three digits of `status` (at most 999, as httparse reads them).
+fn status_digits(status: u16) -> [u8; 3] {
     let s = status.min(999);
-    out.extend_from_slice(&[
+    [
         b'0' + (s / 100) as u8,
         b'0' + (s / 10 % 10) as u8,
         b'0' + (s % 10) as u8,
-    ]);
+    ]
 }
 
 /// Append the decimal form of `n` without allocating.

@@ -540,15 +540,8 @@ fn resend(cx: &mut Cx, c: &mut Client, failure: Failure) -> Flow {
 fn receive(cx: &mut Cx, c: &mut Client) -> Flow {
     let mut progress = false;
     loop {
-        if relay(cx, c)? {
-            // What arrived is used before more is read (a reset may follow the last bytes).
-            progress = true;
-            if c.phase != Phase::Forward {
-                return Ok(true);
-            }
-            continue;
-        }
-        if pass_through(cx, c)? {
+        // What arrived is used before more is read (a reset may follow the last bytes).
+        if relay(cx, c)? || pass_through(cx, c)? {
             progress = true;
             if c.phase != Phase::Forward {
                 return Ok(true);

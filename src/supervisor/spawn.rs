@@ -174,13 +174,18 @@ struct PasswdEntry<'a> {
     home: &'a str,
 }
 
+/// The colon-separated fields of each line of an account database (passwd(5), group(5))
+/// that has at least `fields` of them; comment lines (`#`) and shorter lines are skipped.
+fn records(text: &str, fields: usize) -> impl Iterator<Item = Vec<&str>> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .map(|line| line.split(':').collect::<Vec<_>>())
+        .filter(move |f| f.len() >= fields)
+}
+
 /// `name:password:uid:gid:gecos:home:shell` lines (passwd(5)); malformed lines are skipped.
 fn passwd_entries(text: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
-    text.lines().filter_map(|line| {
-        let f: Vec<&str> = line.split(':').collect();
-        if f.len() < 7 || line.starts_with('#') {
-            return None;
-        }
+    records(text, 7).filter_map(|f| {
         Some(PasswdEntry {
             name: f[0],
             uid: f[2].parse().ok()?,
@@ -198,11 +203,7 @@ struct GroupEntry<'a> {
 
 /// `name:password:gid:member,member` lines (group(5)); malformed lines are skipped.
 fn group_entries(text: &str) -> impl Iterator<Item = GroupEntry<'_>> {
-    text.lines().filter_map(|line| {
-        let f: Vec<&str> = line.split(':').collect();
-        if f.len() < 4 || line.starts_with('#') {
-            return None;
-        }
+    records(text, 4).filter_map(|f| {
         Some(GroupEntry {
             name: f[0],
             gid: f[2].parse().ok()?,

@@ -10,13 +10,7 @@ pub(super) struct TempDir(pub(super) PathBuf);
 
 impl TempDir {
     pub(super) fn new(name: &str) -> TempDir {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "fc-init-events-{}-{}-{name}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = crate::test_support::scratch_path(&format!("events-{name}"));
         std::fs::create_dir_all(&dir).expect("create temp dir");
         TempDir(dir)
     }
