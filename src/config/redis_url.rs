@@ -310,10 +310,15 @@ mod tests {
             ("unix://relative.sock", "must be absolute"),
             ("unix:///r.sock?bogus=1", "unknown parameter"),
         ] {
-            match parse(url) {
-                Err(why) => assert!(why.contains(says), "{url}: {why}"),
-                Ok(t) => panic!("{url} parsed as {t:?}"),
-            }
+            refused(parse, url, says);
+        }
+    }
+
+    #[track_caller]
+    fn refused(parser: fn(&str) -> Result<RedisTarget, String>, input: &str, says: &str) {
+        match parser(input) {
+            Err(why) => assert!(why.contains(says), "{input}: {why}"),
+            Ok(t) => panic!("{input} parsed as {t:?}"),
         }
     }
 
@@ -368,10 +373,7 @@ mod tests {
             ("r/x", "not a database number"),
             ("", "not a host name"),
         ] {
-            match tls(rest) {
-                Err(why) => assert!(why.contains(says), "{rest}: {why}"),
-                Ok(t) => panic!("{rest} parsed as {t:?}"),
-            }
+            refused(tls, rest, says);
         }
     }
 

@@ -4,22 +4,28 @@
 //! missing). Without the feature, such a URL is a configuration error that says how to build
 //! one that has it.
 
+use crate::util::*;
+
+/// fc-init on `redis_url` exits `code` before starting anything, saying each of `says`.
+fn stops_at_start(tag: &str, redis_url: &str, code: i32, says: &[&str]) {
+    let dir = TempDir::new(tag);
+    let keys = format!("[async]\nbackend = \"redis\"\nredis_url = {redis_url:?}\n");
+    let (cfg, fx) = FixtureConfig::write(&dir, &[], "", &keys);
+    let (status, _, stderr) = fc_init(Mode::Subreaper)
+        .args(["-c", cfg.to_str().unwrap()])
+        .output();
+    assert_eq!(status, code, "{stderr}");
+    for said in says {
+        assert!(stderr.contains(said), "{said:?} in {stderr}");
+    }
+    assert!(fx.record().is_empty(), "nothing was started");
+}
+
 #[cfg(not(feature = "redis-tls"))]
 #[test]
 fn without_the_feature_rediss_is_a_configuration_error_naming_it() {
-    use crate::util::*;
-    let dir = TempDir::new("rediss-off");
-    let keys = "[async]\nbackend = \"redis\"\nredis_url = \"rediss://127.0.0.1:6380/0\"\n";
-    let (cfg, fx) = FixtureConfig::write(&dir, &[], "", keys);
-    let (code, _, stderr) = fc_init(Mode::Subreaper)
-        .args(["-c", cfg.to_str().unwrap()])
-        .output();
-    assert_eq!(code, 2, "{stderr}");
-    assert!(
-        stderr.contains("async.redis_url") && stderr.contains("cargo build --features redis-tls"),
-        "{stderr}"
-    );
-    assert!(fx.record().is_empty(), "nothing was started");
+    let says = ["async.redis_url", "cargo build --features redis-tls"];
+    stops_at_start("rediss-off", "rediss://127.0.0.1:6380/0", 2, &says);
 }
 
 #[cfg(feature = "redis-tls")]
@@ -206,21 +212,8 @@ mod with_tls {
 
     #[test]
     fn a_ca_file_that_cannot_be_read_stops_fc_init_at_start_with_the_reason() {
-        let dir = TempDir::new("tls-no-ca");
-        let missing = dir.path("missing.pem");
-        let keys = format!(
-            "[async]\nbackend = \"redis\"\nredis_url = \"rediss://127.0.0.1:1/0?ca={}\"\n",
-            missing.display()
-        );
-        let (cfg, fx) = FixtureConfig::write(&dir, &[], "", &keys);
-        let (code, _, stderr) = fc_init(Mode::Subreaper)
-            .args(["-c", cfg.to_str().unwrap()])
-            .output();
-        assert_eq!(code, 1, "{stderr}");
-        assert!(
-            stderr.contains("reading the CA file") && stderr.contains("missing.pem"),
-            "{stderr}"
-        );
-        assert!(fx.record().is_empty(), "nothing was started");
+        let url = "rediss://127.0.0.1:1/0?ca=/nonexistent/fc-init-test-ca.pem";
+        let says = ["reading the CA file", "/nonexistent/fc-init-test-ca.pem"];
+        super::stops_at_start("tls-no-ca", url, 1, &says);
     }
 }
