@@ -25,6 +25,10 @@ pub mod signal;
 pub mod store;
 pub mod time;
 
+/// One line a second, process-wide, for the store's trouble (a full disk, Redis gone): every
+/// worker and every Redis link meets the same outage at once, and one line says it.
+pub static STORE_LOG: Throttle = Throttle::new();
+
 /// Lets a repeated diagnostic through at most once a second (a store that is down fails
 /// every call; its log must not flood stderr).
 #[derive(Debug, Default)]

@@ -40,7 +40,7 @@ use super::model::{
 use super::signal::lock;
 use super::store::Completion;
 use super::time::now_ms;
-use super::Throttle;
+use super::STORE_LOG;
 use crate::admin::AsyncEvents;
 use crate::config::{AsyncBackend, Config};
 use crate::state::{self, Notice, Phase, Shared, Watcher};
@@ -89,7 +89,6 @@ pub struct AsyncService {
     held: Mutex<HashSet<String>>,
     /// A store write failed since the last reconcile.
     write_failed: AtomicBool,
-    throttle: Throttle,
 }
 
 /// Idle workers wait on the store; at shutdown they must look at the phase again.
@@ -130,7 +129,6 @@ impl AsyncService {
             graceful: Mutex::new(HashSet::new()),
             held: Mutex::new(HashSet::new()),
             write_failed: AtomicBool::new(false),
-            throttle: Throttle::default(),
         }))
     }
 
@@ -224,7 +222,7 @@ impl AsyncService {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    if self.throttle.ready() {
+                    if STORE_LOG.ready() {
                         log::error!("claiming an asynchronous event: {e}");
                     }
                     // A broken store: look again in a second (or at the shutdown), not spin.
@@ -328,7 +326,7 @@ impl AsyncService {
                 }
                 Err(e) => {
                     self.write_failed.store(true, Ordering::Release);
-                    if self.throttle.ready() {
+                    if STORE_LOG.ready() {
                         log::error!("recording asynchronous event {id}: {e}; trying again");
                     }
                     let status = self
@@ -454,7 +452,7 @@ impl AsyncEvents for AsyncService {
         match self.store.counts_by_status() {
             Ok(counts) => counts.iter().map(|(s, n)| (s.as_str(), *n)).collect(),
             Err(e) => {
-                if self.throttle.ready() {
+                if STORE_LOG.ready() {
                     log::error!("counting asynchronous events: {e}");
                 }
                 Vec::new()
@@ -478,7 +476,7 @@ fn janitor(service: &Weak<AsyncService>, every: Duration) {
             Ok(0) => {}
             Ok(n) => log::info!("forgot {n} asynchronous event(s) past their retention"),
             Err(e) => {
-                if service.throttle.ready() {
+                if STORE_LOG.ready() {
                     log::error!("purging expired asynchronous events: {e}");
                 }
             }

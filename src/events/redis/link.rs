@@ -51,7 +51,8 @@ impl Default for Reach {
     }
 }
 
-/// One line a second for the whole process: many links fail at once when Redis goes away.
+/// Once a second at most: many links come back at once when Redis does. (Their failures share
+/// [`crate::events::STORE_LOG`] with the workers'.)
 static LOG: Throttle = Throttle::new();
 
 pub struct Link {
@@ -218,7 +219,7 @@ impl Link {
             reach.backoff = (reach.backoff * 2).min(BACKOFF_MAX);
             reach.last_error = Some(source.clone());
             drop(reach);
-            if LOG.ready() {
+            if crate::events::STORE_LOG.ready() {
                 log::error!(
                     "Redis at {} is unreachable ({op}: {source}); reconnecting with backoff",
                     self.server
