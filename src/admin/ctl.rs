@@ -163,17 +163,17 @@ fn request_for(words: &[String]) -> Result<(&'static str, String, String), Usage
     }
 }
 
-/// Percent-encodes everything but unreserved characters (RFC 3986 section 2.3) and commas.
+/// Everything but RFC 3986's unreserved characters (section 2.3) and the comma of a status list.
+const ENCODED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b',');
+
+/// Percent-encodes a path segment or a query value.
 fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~,".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(s, ENCODED).to_string()
 }
 
 /// The admin socket named by the configuration (`-c`, `FC_INIT_CONFIG`, the default file), or
