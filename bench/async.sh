@@ -29,28 +29,10 @@ SCRIPT=async.sh
 source bench/lib.sh  # the script has moved to the repository root
 
 need nginx=nginx-light wrk=wrk curl=curl python3=python3
-if [[ -z $FC_INIT ]]; then
-    build_static
-    FC_INIT=$STATIC_FC_INIT
-elif [[ ! -x $FC_INIT ]]; then
-    die "FC_INIT=$FC_INIT is not executable"
-fi
-FC_INIT=$(realpath "$FC_INIT")
+fc_init_binary
 NGINX=$(command -v nginx)
 
-T=$(mktemp -d "$BENCH_DIR/fc-init-async.XXXXXX")
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$T"
-}
-trap cleanup EXIT
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
+scratch "$BENCH_DIR" async
 PORT=$(free_port)
 SOCK=$T/fn.sock
 ADMIN=$T/admin.sock

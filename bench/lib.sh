@@ -46,9 +46,10 @@ wait_port() {
     done
 }
 
-# scratch: a fresh temp dir in $T, removed at exit, when every pid in $PIDS is killed first.
+# scratch [DIR [NAME]]: a fresh temp dir in $T (under DIR, default /tmp), removed at exit, when
+# every pid in $PIDS is killed first.
 scratch() {
-    T=$(mktemp -d /tmp/fc-init-bench.XXXXXX)
+    T=$(mktemp -d "${1:-/tmp}/fc-init-${2:-bench}.XXXXXX")
     PIDS=()
     trap scratch_cleanup EXIT
 }
