@@ -399,20 +399,7 @@ fn events_survive_sigkill_of_fc_init_and_all_finish_on(b: Backend) {
         (l["totalCount"].as_u64() > Some(0)).then_some(())
     });
     // SIGKILL fc-init and the function's process group: nothing gets to clean up.
-    let function_pid =
-        s.fx.record()
-            .iter()
-            .find(|r| r["event"] == "start")
-            .unwrap()["pid"]
-            .as_i64()
-            .unwrap() as i32;
-    // SAFETY: kill(2) on processes this test started.
-    unsafe {
-        libc::kill(s.p.pid(), libc::SIGKILL);
-        libc::kill(-function_pid, libc::SIGKILL);
-    }
-    let mut p = s.p;
-    assert_eq!(p.wait_signaled(), libc::SIGKILL);
+    let p = kill_instance(s.p, &s.fx);
     let s = AsyncServer {
         p,
         fx: s.fx,

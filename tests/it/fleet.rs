@@ -121,21 +121,7 @@ fn a_sigkilled_instance_s_events_finish_on_the_others() {
     wait_for("the victim running events", || {
         (!victim.fx.requests("/invoke").is_empty()).then_some(())
     });
-    let function_pid = victim
-        .fx
-        .record()
-        .iter()
-        .find(|r| r["event"] == "start")
-        .unwrap()["pid"]
-        .as_i64()
-        .unwrap() as i32;
-    // SAFETY: kill(2) on processes this test started.
-    unsafe {
-        libc::kill(victim.p.pid(), libc::SIGKILL);
-        libc::kill(-function_pid, libc::SIGKILL);
-    }
-    let mut p = victim.p;
-    assert_eq!(p.wait_signaled(), libc::SIGKILL);
+    let _killed = kill_instance(victim.p, &victim.fx);
     wait_total(
         &fleet[0],
         &["--status", "FINISHED"],

@@ -493,23 +493,10 @@ fn the_function_inherits_no_descriptor_of_fc_init() {
         let mut run = fc_init(Mode::Subreaper);
         if serving {
             // Listener, admin socket, event store, signalfd, wake pipe: all must be close-on-exec.
-            run = run
-                .env(
-                    "FC_INIT_SERVER_LISTEN",
-                    format!("127.0.0.1:{}", free_port()),
-                )
-                .env(
-                    "FC_INIT_FUNCTION_SOCKET",
-                    dir.path("fn.sock").to_str().unwrap(),
-                )
-                .env(
-                    "FC_INIT_ADMIN_SOCKET",
-                    dir.path("admin.sock").to_str().unwrap(),
-                )
-                .env(
-                    "FC_INIT_ASYNC_STORE",
-                    dir.path("events.db").to_str().unwrap(),
-                );
+            run = isolated(run, &dir, true).env(
+                "FC_INIT_SERVER_LISTEN",
+                format!("127.0.0.1:{}", free_port()),
+            );
         }
         let mut p = run.args(sh(list)).start();
         p.expect_line("listing done", |l| l == "listed");

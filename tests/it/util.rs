@@ -284,20 +284,7 @@ impl Proc {
 
     /// Waits for the next stdout line satisfying `pred`, skipping others.
     pub fn expect_line(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + WATCHDOG;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if pred(&line) => return line,
-                Ok(_) => continue,
-                Err(RecvTimeoutError::Timeout) => {
-                    self.fail(&format!("timed out waiting for a line: {what}"))
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    self.fail(&format!("stdout closed before a line: {what}"))
-                }
-            }
-        }
+        self.expect_line_within(what, WATCHDOG, pred)
     }
 
     /// The pid of fc-init itself, as seen from the test (outside the namespace in PID 1 mode).
@@ -532,6 +519,15 @@ impl FixtureConfig {
             .collect()
     }
 
+    /// The pid of the fixture's first instance (its process group, too).
+    pub fn first_pid(&self) -> i32 {
+        let record = self.record();
+        let start = record.iter().find(|r| r["event"] == "start");
+        start
+            .and_then(|r| r["pid"].as_i64())
+            .expect("the fixture has started") as i32
+    }
+
     /// The recorded requests to `path`.
     pub fn requests(&self, path: &str) -> Vec<serde_json::Value> {
         self.record()
@@ -539,6 +535,19 @@ impl FixtureConfig {
             .filter(|r| r["event"] == "request" && r["path"] == path)
             .collect()
     }
+}
+
+/// SIGKILLs fc-init and the process group of the fixture's first instance, so that nothing gets
+/// to clean up (a crash of the whole instance), and reaps fc-init.
+pub fn kill_instance(mut p: Proc, fx: &FixtureConfig) -> Proc {
+    let function_pid = fx.first_pid();
+    // SAFETY: kill(2) on processes this test started.
+    unsafe {
+        libc::kill(p.pid(), libc::SIGKILL);
+        libc::kill(-function_pid, libc::SIGKILL);
+    }
+    assert_eq!(p.wait_signaled(), libc::SIGKILL);
+    p
 }
 
 /// One request over the admin socket; returns (status, body).
