@@ -145,7 +145,7 @@ impl Core {
         let error = result.as_ref().err().map(ToString::to_string);
         // The state changes first, so whoever reads the End line sees the instance ready (or
         // failed) already; systemd hears READY=1 after the line.
-        let mut notices = Vec::new();
+        let mut ready = false;
         match hook.kind {
             HookKind::PreStop => {
                 let timed_out = matches!(result, Err(HookError::Timeout));
@@ -176,20 +176,12 @@ impl Core {
                                 f.accepting = true;
                             }
                         }
-                        self.maybe_ready();
+                        ready = self.maybe_ready();
                     }
                     Some(reason) => self.initializer_failed(reason.clone(), now),
                 }
             }
             HookKind::Probe => unreachable!("the probe is not a hook attempt"),
-        }
-        // The Notify(READY=1) that `maybe_ready` queued goes after the End line.
-        if let Some(at) = self
-            .actions
-            .iter()
-            .position(|a| matches!(a, Action::Notify("READY=1")))
-        {
-            notices.push(self.actions.remove(at));
         }
         self.act(Action::Line(Line::End {
             kind: hook.kind,
@@ -197,7 +189,9 @@ impl Core {
             error: error.clone(),
         }));
         self.answer_hook_calls(hook.kind, hook.forwarded, &error, &result);
-        self.actions.extend(notices);
+        if ready {
+            self.act(Action::Notify("READY=1"));
+        }
     }
 
     /// Counts an initializer attempt's outcome in the published status.

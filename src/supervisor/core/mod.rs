@@ -478,7 +478,7 @@ impl Core {
             // FC asked before this instance existed: its call is this instance's attempt.
             self.start_forwarded_initialize(crate::http::request_id::new_request_id(), now);
         }
-        self.maybe_ready();
+        self.maybe_ready_now();
     }
 
     fn probe_done(&mut self, result: Result<(), HookError>, now: Instant) {
@@ -488,7 +488,7 @@ impl Core {
                 if let Some(f) = &mut self.function {
                     f.accepting = true;
                 }
-                self.maybe_ready();
+                self.maybe_ready_now();
             }
             Err(reason) => {
                 log::error!(
@@ -505,16 +505,17 @@ impl Core {
         }
     }
 
-    /// Publishes `Ready` once the instance accepts and is initialized.
-    fn maybe_ready(&mut self) {
+    /// Publishes `Ready` once the instance accepts and is initialized; true when it just
+    /// became ready (the caller tells systemd, after whatever line it writes).
+    fn maybe_ready(&mut self) -> bool {
         if self.stop.is_some() {
-            return;
+            return false;
         }
         let Some(f) = &mut self.function else {
-            return;
+            return false;
         };
         if f.ready || !f.accepting || !f.initialized {
-            return;
+            return false;
         }
         f.ready = true;
         self.publish(|s| s.phase = Phase::Ready);
@@ -527,7 +528,14 @@ impl Core {
                 });
             }
         }
-        self.act(Action::Notify("READY=1"));
+        true
+    }
+
+    /// [`Core::maybe_ready`], telling systemd at once.
+    fn maybe_ready_now(&mut self) {
+        if self.maybe_ready() {
+            self.act(Action::Notify("READY=1"));
+        }
     }
 }
 
