@@ -2,6 +2,7 @@
 //! `RUST_LOG` is never read: it belongs to the function.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::config::LogFormat;
 
@@ -67,4 +68,32 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// Lets a repeated diagnostic through at most once a second (a store that is down fails
+/// every call, a descriptor shortage every accept: the log must not flood stderr). Also the
+/// gate of other once-a-second work (the proxy's memory trim).
+#[derive(Debug, Default)]
+pub struct Throttle {
+    /// When a line last went through, ms since the epoch.
+    last: AtomicU64,
+}
+
+impl Throttle {
+    pub const fn new() -> Throttle {
+        Throttle {
+            last: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether a line may be written now; if so, the next one may only in a second.
+    pub fn ready(&self) -> bool {
+        let now = crate::events::time::now_ms();
+        let last = self.last.load(Ordering::Relaxed);
+        now.saturating_sub(last) >= 1000
+            && self
+                .last
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
 }

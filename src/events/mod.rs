@@ -13,7 +13,7 @@
 //! - [`signal`]: wake-ups between the async threads.
 //! - [`time`]: wall-clock milliseconds and their RFC 3339 form.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::logging::Throttle;
 
 pub mod attempt;
 pub mod backend;
@@ -28,30 +28,3 @@ pub mod time;
 /// One line a second, process-wide, for the store's trouble (a full disk, Redis gone): every
 /// worker and every Redis link meets the same outage at once, and one line says it.
 pub static STORE_LOG: Throttle = Throttle::new();
-
-/// Lets a repeated diagnostic through at most once a second (a store that is down fails
-/// every call; its log must not flood stderr).
-#[derive(Debug, Default)]
-pub struct Throttle {
-    /// When a line last went through, ms since the epoch.
-    last: AtomicU64,
-}
-
-impl Throttle {
-    pub const fn new() -> Throttle {
-        Throttle {
-            last: AtomicU64::new(0),
-        }
-    }
-
-    /// Whether a line may be written now; if so, the next one may only in a second.
-    pub fn ready(&self) -> bool {
-        let now = time::now_ms();
-        let last = self.last.load(Ordering::Relaxed);
-        now.saturating_sub(last) >= 1000
-            && self
-                .last
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-    }
-}

@@ -27,7 +27,7 @@ pub fn is_exhausted(e: &io::Error) -> bool {
 
 /// Logs that descriptors ran out while doing `what`, at most once a second process-wide.
 pub fn log_exhausted(what: &str, e: &io::Error) {
-    static LOG: crate::events::Throttle = crate::events::Throttle::new();
+    static LOG: crate::logging::Throttle = crate::logging::Throttle::new();
     if LOG.ready() {
         log::error!("{what}: {e}; answering TooManyRequests (this is logged once a second)");
     }

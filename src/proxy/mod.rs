@@ -205,7 +205,7 @@ impl Drop for InFlight<'_> {
 /// burst of connections stays resident after they go idle.
 fn give_back_memory() {
     // The events module's once-a-second gate, also the descriptor log's ([`fds`]).
-    static TRIM: crate::events::Throttle = crate::events::Throttle::new();
+    static TRIM: crate::logging::Throttle = crate::logging::Throttle::new();
     if TRIM.ready() {
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         // SAFETY: malloc_trim only walks glibc's own arenas; it takes their locks itself.

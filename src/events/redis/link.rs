@@ -22,7 +22,7 @@ use redis::{Client, Connection, RedisError, RedisResult};
 
 use crate::events::error::StoreError;
 use crate::events::signal::lock;
-use crate::events::Throttle;
+use crate::logging::Throttle;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a reply may take (beyond a blocking command's own wait).
