@@ -88,8 +88,11 @@ pub(super) fn answer(
             keep
         }
         Err(e) if e.is_unavailable() => {
-            // Nothing was acknowledged; the client may submit again (idempotently) later.
-            log::error!("storing asynchronous event {request_id}: {e}");
+            // Nothing was acknowledged; the client may submit again (idempotently) later. The
+            // store's one line a second: an outage fails every submission.
+            if crate::events::STORE_LOG.ready() {
+                log::error!("storing asynchronous event {request_id}: {e}");
+            }
             let error = ErrorType::AsyncStoreUnavailable;
             let message = format!("the event was not stored: {e}");
             write_error_response(out, 503, error, request_id, &message, true);
