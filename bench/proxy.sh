@@ -4,7 +4,8 @@
 # 64 MiB file for large ones), in one run, and print markdown tables: requests/s, ratio to
 # hitting the function directly, p50 latency and the latency added at one connection; the
 # throughput of large answers at a few connections; then fc-init's RSS with 256 open idle
-# connections.
+# connections. Two more rows show what busy polling does: HAProxy with its `busy-polling`,
+# and fc-init with `server.busy_poll = "0s"`.
 # See bench/README.md.
 #
 #     bench/proxy.sh                  # from anywhere; builds fc-init if needed
@@ -34,6 +35,7 @@ NGINX=$(command -v nginx)
 scratch  # $T, and $PIDS to stop at exit
 
 DIRECT=$(free_port) NGINX_PROXY=$(free_port) HAPROXY=$(free_port) FC=$(free_port)
+HAPROXY_BUSY=$(free_port) FC_NOPOLL=$(free_port)
 SOCK=$T/fn.sock
 
 # As root, nginx workers drop to "nobody", who may neither connect to the function's socket nor
@@ -70,6 +72,19 @@ socket = "$SOCK"
 listen = "127.0.0.1:$FC"
 [admin]
 socket = "$T/admin.sock"
+EOF
+
+# The same fc-init with busy polling off, in front of the same function: it supervises a
+# `sleep` and forwards to the first one's function socket.
+cat >"$T/fc-init-nopoll.toml" <<EOF
+[function]
+command = ["sleep", "infinity"]
+socket = "$SOCK"
+[server]
+listen = "127.0.0.1:$FC_NOPOLL"
+busy_poll = "0s"
+[admin]
+socket = "$T/admin-nopoll.sock"
 EOF
 
 cat >"$T/nginx-proxy.conf" <<EOF
@@ -110,6 +125,9 @@ frontend fe
 backend be
     server function unix@$SOCK
 EOF
+# HAProxy's own busy polling (it never sleeps), to compare with fc-init's bounded one.
+sed -e "s/^global/global\n    busy-polling/" -e "s/127.0.0.1:$HAPROXY\$/127.0.0.1:$HAPROXY_BUSY/" \
+    "$T/haproxy.cfg" >"$T/haproxy-busy.cfg"
 
 head -c $((BIG_MIB << 20)) /dev/urandom >"$T/big.bin"
 
@@ -118,13 +136,19 @@ log "starting fc-init (and the function), nginx and haproxy"
 FC_PID=$!
 PIDS+=("$FC_PID")
 wait_port "$FC"
+"$FC_INIT" -c "$T/fc-init-nopoll.toml" >/dev/null 2>"$T/fc-init-nopoll.err" &
+PIDS+=($!)
 "$NGINX" -c "$T/nginx-proxy.conf" 2>"$T/nginx-proxy.err" &
 PIDS+=($!)
 haproxy -f "$T/haproxy.cfg" -db >"$T/haproxy.out" 2>&1 &
 PIDS+=($!)
+haproxy -f "$T/haproxy-busy.cfg" -db >"$T/haproxy-busy.out" 2>&1 &
+PIDS+=($!)
 wait_port "$DIRECT"
 wait_port "$NGINX_PROXY"
 wait_port "$HAPROXY"
+wait_port "$HAPROXY_BUSY"
+wait_port "$FC_NOPOLL"
 
 # run_wrk PORT CONNS THREADS [PATH]: prints "rps p50_us"
 run_wrk() {
@@ -142,8 +166,9 @@ run_wrk() {
 }
 
 declare -A RPS64 RPS1 P50 BIG
-NAMES=(direct nginx haproxy fc-init)
-declare -A PORT=([direct]=$DIRECT [nginx]=$NGINX_PROXY [haproxy]=$HAPROXY [fc-init]=$FC)
+NAMES=(direct nginx haproxy "haproxy busy-polling" fc-init "fc-init busy_poll=0s")
+declare -A PORT=([direct]=$DIRECT [nginx]=$NGINX_PROXY [haproxy]=$HAPROXY
+    ["haproxy busy-polling"]=$HAPROXY_BUSY [fc-init]=$FC ["fc-init busy_poll=0s"]=$FC_NOPOLL)
 for name in "${NAMES[@]}"; do
     log "wrk: $name, $CONNS connections"
     read -r RPS64[$name] _ < <(run_wrk "${PORT[$name]}" "$CONNS" 2)

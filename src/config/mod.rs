@@ -223,6 +223,8 @@ pub struct ServerConfig {
     /// Bounds the whole of that buffered read (408).
     pub body_timeout: Duration,
     pub idle_timeout: Duration,
+    /// How long an event loop keeps polling without sleeping after its last event; 0 = never.
+    pub busy_poll: Duration,
 }
 
 /// What a lifecycle hook does: an HTTP request to the function, or a command fc-init runs.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use toml::Value;
 
-use super::units::{format_size, parse_duration, parse_signal, parse_size};
+use super::units::{format_duration, format_size, parse_duration, parse_signal, parse_size};
 use super::UserSpec;
 
 /// Section names in the contract's order.
@@ -114,6 +114,10 @@ const COUNT_U32: Kind = Kind::Int {
 /// The initializer's per-attempt timeout may not exceed this (as in Function Compute).
 pub(super) const MAX_INITIALIZER_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// Busy polling beyond this only burns CPU: it is meant to bridge the gap between one request
+/// and the next on a busy connection, never a client's think time.
+pub(super) const MAX_BUSY_POLL: Duration = Duration::from_millis(1);
+
 pub(super) const RESTART_CHOICES: &[&str] = &["never", "on-failure", "always"];
 pub(super) const ON_FAILURE_CHOICES: &[&str] = &["retry", "next-request", "exit"];
 pub(super) const FORMAT_CHOICES: &[&str] = &["text", "json"];
@@ -144,6 +148,14 @@ pub(super) const SCHEMA: &[KeySpec] = &[
     key("server", "body_buffer", Kind::Size { min: 0 }),
     key("server", "body_timeout", POSITIVE),
     key("server", "idle_timeout", POSITIVE),
+    key(
+        "server",
+        "busy_poll",
+        Kind::Duration {
+            nonzero: false,
+            max: Some(MAX_BUSY_POLL),
+        },
+    ),
     key("initializer", "path", Kind::HookPath),
     key("initializer", "command", Kind::Args { nonempty: true }),
     key(
@@ -256,11 +268,15 @@ pub(super) fn convert(kind: Kind, value: &Value) -> Result<Val, String> {
                 return Err(format!("{} must be greater than 0s", s.trim()));
             }
             match max {
-                // The maximum is printed in seconds, as the contract states it ("at most 300s").
+                // A whole maximum is printed in seconds, as the contract states it ("at most
+                // 300s"); a smaller one in the form durations are read in ("1ms").
                 Some(max) if d > max => Err(format!(
-                    "{} exceeds the maximum of {}s",
+                    "{} exceeds the maximum of {}",
                     s.trim(),
-                    max.as_secs()
+                    match max.subsec_nanos() {
+                        0 => format!("{}s", max.as_secs()),
+                        _ => format_duration(max),
+                    }
                 )),
                 _ => Ok(Val::Duration(d)),
             }

@@ -145,6 +145,7 @@ fn defaults_are_those_of_the_contract() {
     assert_eq!(s.body_buffer, 1 << 20);
     assert_eq!(s.body_timeout, secs(30));
     assert_eq!(s.idle_timeout, secs(60));
+    assert_eq!(s.busy_poll, Duration::from_micros(50));
     assert_eq!(s.platform, Platform::None);
     assert!(s.platform_auto);
 
@@ -386,6 +387,22 @@ fn initializer_timeout_above_300s_is_refused() {
     assert!(ok(&with_file("[initializer]\ntimeout = \"5m\"\n"))
         .initializer
         .is_some());
+}
+
+#[test]
+fn busy_poll_takes_zero_and_at_most_1ms() {
+    let s = with_file("[server]\nbusy_poll = \"2ms\"\n");
+    let file = s.config_flag.clone().expect("set").display().to_string();
+    let p = problems(&s);
+    assert_eq!(p.len(), 1);
+    assert_eq!(
+        p[0].to_string(),
+        format!("{file}: server.busy_poll: 2ms exceeds the maximum of 1ms")
+    );
+    let zero = ok(&with_file("[server]\nbusy_poll = \"0s\"\n"));
+    assert_eq!(zero.server.busy_poll, Duration::ZERO);
+    let most = ok(&with_file("[server]\nbusy_poll = \"1ms\"\n"));
+    assert_eq!(most.server.busy_poll, Duration::from_millis(1));
 }
 
 #[test]

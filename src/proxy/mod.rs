@@ -102,6 +102,9 @@ pub(crate) struct Proxy {
     limits: Limits,
     /// `x-fc-function-timeout`: whole seconds, rounded up.
     function_timeout: String,
+    /// `server.busy_poll`, or zero with fewer than two CPUs (where polling would take the
+    /// function's CPU).
+    busy_poll: Duration,
 }
 
 impl Proxy {
@@ -135,6 +138,10 @@ impl Proxy {
             open: AtomicUsize::new(0),
             limits,
             function_timeout: whole_seconds_up(cfg.function.timeout).to_string(),
+            busy_poll: match loops {
+                1 => Duration::ZERO,
+                _ => s.busy_poll,
+            },
             cfg,
             shared,
             events,

@@ -22,6 +22,20 @@ fn proc_status(pid: i32, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
+/// CPU time fc-init has used so far (user + system), in clock ticks.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
+    // After the command's closing parenthesis: state is field 3, utime 14 and stime 15.
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let f: Vec<u64> = rest
+        .split(' ')
+        .skip(11)
+        .take(2)
+        .map(|v| v.parse().expect("ticks"))
+        .collect();
+    f[0] + f[1]
+}
+
 /// The fixture's x-test-stream pattern.
 fn pattern_byte(i: u64) -> u8 {
     (((i % 251) * 31 + 7) % 251) as u8
@@ -465,4 +479,26 @@ fn a_chunked_body_larger_than_the_buffer_streams_to_the_function_from_its_slot()
         s.fx.requests("/invoke")[1]["headers"]["content-length"],
         "3"
     );
+}
+
+#[test]
+fn busy_polling_ends_when_traffic_pauses() {
+    // The longest busy_poll there is: a loop that kept polling after the traffic would show
+    // here as a core's worth of CPU time.
+    let s = Server::ready("busypoll", &[], "", &[("busy_poll", "1ms")], "");
+    let pid = s.p.pid();
+    let mut c = s.conn();
+    for _ in 0..300 {
+        assert_eq!(c.send(&get("/", &[])).status, 200);
+    }
+    // The connection stays open and idle; the loop that owns it must be asleep. This window
+    // is the measurement itself, not a wait for something to happen.
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_millis(1000));
+    let used = cpu_ticks(pid) - before;
+    assert!(
+        used <= 5,
+        "fc-init used {used} ticks of CPU in an idle second"
+    );
+    assert_eq!(c.send(&get("/", &[])).status, 200);
 }
