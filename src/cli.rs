@@ -187,6 +187,7 @@ fn run(cfg: Config) -> Result<i32, Failure> {
     }
     let cfg = Arc::new(cfg);
     let mut admin_socket = None;
+    let mut traffic = None;
     if cfg.serves_http() {
         // Like the listener, the admin API exists only when fc-init serves: a plain init
         // listens nowhere.
@@ -215,12 +216,15 @@ fn run(cfg: Config) -> Result<i32, Failure> {
             metrics,
             asynchronous: asynchronous.clone(),
         };
-        let bound = crate::proxy::start(cfg.clone(), wiring).map_err(Failure::own)?;
-        if let (Some(service), Some(addr)) = (asynchronous, bound) {
-            service.start(addr);
+        traffic = crate::proxy::start(cfg.clone(), wiring).map_err(Failure::own)?;
+        if let (Some(service), Some(t)) = (asynchronous, &traffic) {
+            service.start(t.addr());
         }
     }
     let result = Supervisor::new(cfg, setup, credentials).run();
+    if let Some(t) = &traffic {
+        t.settle();
+    }
     drop(admin_socket);
     result.map_err(|e| {
         let code = e.exit_code();

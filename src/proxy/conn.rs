@@ -146,6 +146,18 @@ impl Client {
     }
 }
 
+/// Whether `c` has nothing left to say before fc-init exits: no byte of an answer unwritten,
+/// and no request that fc-init has read and not answered. A request still arriving (its head
+/// or its buffered body) is not waited for.
+pub(super) fn settled(c: &Client) -> bool {
+    c.unsent() == 0
+        && match c.phase {
+            Phase::Idle => c.pending().is_empty(),
+            Phase::Head | Phase::Body | Phase::Abort => true,
+            _ => false,
+        }
+}
+
 /// Drives `c` as far as it can go now.
 pub(super) fn drive(cx: &mut Cx, c: &mut Client) -> Next {
     loop {

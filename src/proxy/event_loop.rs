@@ -39,7 +39,7 @@ use std::io::{self, Write};
 use std::net::TcpStream;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
@@ -82,6 +82,28 @@ pub(super) enum Mail {
     Lifecycle(Token, LifecycleAnswer),
     /// The limiter handed this client's request a slot (or closed).
     Granted(Token),
+    /// fc-init is about to exit: say when every answer decided on has been written.
+    Settle(Arc<Settle>),
+}
+
+/// The loops' last act before fc-init exits ([`Loops::settle`]): each loop counts itself out
+/// once none of its connections has an answer left to write. Without it the process could
+/// exit between deciding an answer (`InitializationError` before exit 3, `InstanceStopping`,
+/// `UnhandledInvocationError` for the requests of a function that exited) and writing it,
+/// and the client would see its connection closed with no answer at all.
+pub(super) struct Settle {
+    left: Mutex<usize>,
+    done: Condvar,
+}
+
+impl Settle {
+    fn count_out(&self) {
+        let mut left = self.left.lock().unwrap_or_else(|e| e.into_inner());
+        *left = left.saturating_sub(1);
+        if *left == 0 {
+            self.done.notify_all();
+        }
+    }
 }
 
 /// What other threads share with one loop.
@@ -165,6 +187,25 @@ impl Loops {
             handles,
             next: AtomicUsize::new(0),
         })
+    }
+
+    /// Waits until every loop has written the answers it has decided on, at most `within`;
+    /// says whether they all did. Called once, when fc-init exits, after the listener has
+    /// stopped accepting.
+    pub(super) fn settle(&self, within: Duration) -> bool {
+        let settle = Arc::new(Settle {
+            left: Mutex::new(self.handles.len()),
+            done: Condvar::new(),
+        });
+        for h in &self.handles {
+            h.push(Mail::Settle(settle.clone()));
+        }
+        let left = settle.left.lock().unwrap_or_else(|e| e.into_inner());
+        let (left, _) = settle
+            .done
+            .wait_timeout_while(left, within, |left| *left > 0)
+            .unwrap_or_else(|e| e.into_inner());
+        *left == 0
     }
 
     /// Gives `stream` to the next loop (round robin).
@@ -480,6 +521,8 @@ fn idle_wait(now: Instant, last_event: Instant, busy_poll: Duration, next_scan: 
 struct Loop {
     clients: Slab<Client>,
     cx: Cx,
+    /// Set when fc-init is about to exit ([`Mail::Settle`]).
+    settling: Option<Arc<Settle>>,
 }
 
 impl Loop {
@@ -487,6 +530,7 @@ impl Loop {
         let now = Instant::now();
         Loop {
             clients: Slab::new(),
+            settling: None,
             cx: Cx {
                 p,
                 registry,
@@ -584,6 +628,24 @@ impl Loop {
             if self.cx.now >= self.cx.next_scan {
                 self.scan_deadlines();
             }
+            self.maybe_settled();
+        }
+    }
+
+    /// Counts this loop out of the exit's [`Settle`] once no connection has an answer left.
+    fn maybe_settled(&mut self) {
+        if self.settling.is_none() {
+            return;
+        }
+        let clients = &self.clients;
+        if clients
+            .entries
+            .iter()
+            .all(|e| e.1.as_ref().is_none_or(conn::settled))
+        {
+            if let Some(settle) = self.settling.take() {
+                settle.count_out();
+            }
         }
     }
 
@@ -633,6 +695,7 @@ impl Loop {
                     }
                 }
                 Mail::Granted(t) => self.drive_token(t),
+                Mail::Settle(settle) => self.settling = Some(settle),
             }
         }
         if self.cx.handle.changed.swap(false, Ordering::AcqRel) {

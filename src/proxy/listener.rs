@@ -17,7 +17,7 @@
 //! errors pause the loop briefly, since retrying at once would spin.
 
 use std::fs::File;
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
@@ -54,7 +54,7 @@ pub(super) fn bind(addr: SocketAddr) -> Result<TcpListener, ProxyError> {
 pub(super) fn spawn(
     proxy: &'static Proxy,
     listener: TcpListener,
-    loops: Loops,
+    loops: Arc<Loops>,
 ) -> Result<(), ProxyError> {
     let listener = Arc::new(listener);
     proxy.shared.watch(Arc::new(StopAccepting {
@@ -105,7 +105,12 @@ fn accept_loop(proxy: &'static Proxy, listener: &TcpListener, loops: &Loops) {
                     Some(fd) => {
                         drop(fd);
                         if let Ok((stream, _)) = listener.accept() {
-                            refuse(&stream, "fc-init is out of file descriptors");
+                            refuse(
+                                &stream,
+                                429,
+                                ErrorType::TooManyRequests,
+                                "fc-init is out of file descriptors",
+                            );
                         }
                         spare = reserve();
                     }
@@ -127,12 +132,24 @@ fn accept_loop(proxy: &'static Proxy, listener: &TcpListener, loops: &Loops) {
             }
         };
         if proxy.stopping() {
+            // Accepted as the listener closed: it gets an answer, not a bare close.
+            refuse(
+                &stream,
+                503,
+                ErrorType::InstanceStopping,
+                "fc-init is shutting down",
+            );
             break;
         }
         let open = proxy.open.fetch_add(1, Ordering::AcqRel);
         if open >= proxy.max_connections {
             proxy.open.fetch_sub(1, Ordering::AcqRel);
-            refuse(&stream, "too many open connections");
+            refuse(
+                &stream,
+                429,
+                ErrorType::TooManyRequests,
+                "too many open connections",
+            );
             continue;
         }
         loops.dispatch(stream, OpenSlot { proxy });
@@ -141,23 +158,21 @@ fn accept_loop(proxy: &'static Proxy, listener: &TcpListener, loops: &Loops) {
 }
 
 /// Answers a connection fc-init cannot serve without ever blocking, then closes it.
-fn refuse(stream: &TcpStream, why: &str) {
-    let answer = error_response(
-        429,
-        ErrorType::TooManyRequests,
-        &new_request_id(),
-        why,
-        true,
-    );
-    // SAFETY: send on a socket fd owned by `stream`, from a live buffer of the given length.
-    // MSG_DONTWAIT: a full socket buffer drops the answer rather than stalling the accept loop.
-    let _ = unsafe {
-        libc::send(
-            stream.as_raw_fd(),
-            answer.as_ptr().cast(),
-            answer.len(),
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-        )
-    };
+fn refuse(mut stream: &TcpStream, status: u16, error: ErrorType, why: &str) {
+    let answer = error_response(status, error, &new_request_id(), why, true);
+    // Non-blocking: a full socket buffer drops the answer rather than stalling the accept
+    // loop (std sends with MSG_NOSIGNAL).
+    if stream.set_nonblocking(true).is_err() {
+        return;
+    }
+    let _ = stream.write(&answer);
     let _ = stream.shutdown(std::net::Shutdown::Write);
+    // Whatever of the request has arrived is read and dropped: closing a socket with unread
+    // input resets the connection, which can destroy the answer before the client reads it.
+    let mut sink = [0u8; 4096];
+    for _ in 0..16 {
+        if !matches!(stream.read(&mut sink), Ok(n) if n > 0) {
+            break;
+        }
+    }
 }

@@ -235,9 +235,35 @@ pub struct Wiring {
     pub asynchronous: Option<Arc<AsyncService>>,
 }
 
-/// Binds `server.listen` and starts serving on background threads; returns the bound address
-/// (`None` when fc-init does not serve).
-pub fn start(cfg: Arc<Config>, w: Wiring) -> Result<Option<std::net::SocketAddr>, ProxyError> {
+/// How long fc-init's exit waits for the answers the loops have decided on to be written.
+const SETTLE: Duration = Duration::from_millis(500);
+
+/// The traffic side, serving on its background threads.
+pub struct Traffic {
+    addr: std::net::SocketAddr,
+    loops: Arc<event_loop::Loops>,
+}
+
+impl Traffic {
+    /// The address the listener is bound to.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// fc-init's last step before it exits (the listener has stopped accepting by then): waits
+    /// until every answer fc-init has decided on is written, at most half a second, so a
+    /// request answered in the last moment (`InitializationError` before exit 3,
+    /// `InstanceStopping`, the requests of a function that exited) still gets its answer.
+    pub fn settle(&self) {
+        if !self.loops.settle(SETTLE) {
+            log::debug!("exiting with answers still unwritten after {SETTLE:?}");
+        }
+    }
+}
+
+/// Binds `server.listen` and starts serving on background threads (`None` when fc-init does
+/// not serve).
+pub fn start(cfg: Arc<Config>, w: Wiring) -> Result<Option<Traffic>, ProxyError> {
     let Some(addr) = cfg.server.listen else {
         return Ok(None);
     };
@@ -253,9 +279,9 @@ pub fn start(cfg: Arc<Config>, w: Wiring) -> Result<Option<std::net::SocketAddr>
         w.asynchronous,
     )));
     w.metrics.set_queued_source(move || proxy.limiter.queued());
-    let loops = event_loop::Loops::start(proxy).map_err(ProxyError::Thread)?;
-    listener::spawn(proxy, listener, loops)?;
-    Ok(Some(bound))
+    let loops = Arc::new(event_loop::Loops::start(proxy).map_err(ProxyError::Thread)?);
+    listener::spawn(proxy, listener, loops.clone())?;
+    Ok(Some(Traffic { addr: bound, loops }))
 }
 
 #[cfg(test)]
