@@ -62,6 +62,11 @@ const EVENTS: usize = 256;
 /// What one direction of an exchange holds at most before it stops reading its source.
 pub(super) const BUF: usize = 64 * 1024;
 
+/// Busy polling is for a loop with at most this many client connections: with more, traffic
+/// arrives often enough that the loop seldom sleeps for long, and polling on would only take
+/// CPU time from the function and the clients.
+const BUSY_POLL_CLIENTS: usize = 8;
+
 /// Idle function connections kept per loop.
 pub(super) const MAX_IDLE: usize = 64;
 
@@ -290,6 +295,10 @@ impl<T> Slab<T> {
     fn is_empty(&self) -> bool {
         self.free.len() == self.entries.len()
     }
+
+    fn len(&self) -> usize {
+        self.entries.len() - self.free.len()
+    }
 }
 
 fn token(kind: usize, idx: usize, gen: u32) -> Token {
@@ -502,7 +511,8 @@ enum Wait {
 /// without sleeping. On a virtual machine a sleeping thread woken by a socket costs tens of
 /// microseconds, and a proxy pays that twice per request (the client's bytes, the function's
 /// answer); polling through the short gap between them, and between one request of a
-/// connection and its next, avoids it. The loop yields before each such poll, so the function
+/// connection and its next, avoids it. Only a loop with few connections polls on (see
+/// [`BUSY_POLL_CLIENTS`]). The loop yields before each such poll, so the function
 /// or anything else runnable on its CPU goes first, and it goes to sleep as soon as traffic
 /// pauses: an idle instance never polls. HAProxy's `busy-polling` does the same without the
 /// bound, and Go's scheduler (of-watchdog, Knative's queue-proxy) spins briefly before parking
@@ -563,6 +573,10 @@ impl Loop {
         loop {
             self.cx.flush_log();
             let now = Instant::now();
+            let busy_poll = match self.clients.len() <= BUSY_POLL_CLIENTS {
+                true => busy_poll,
+                false => Duration::ZERO,
+            };
             let wait = match idle_wait(now, last_event, busy_poll, self.cx.next_scan) {
                 Wait::Spin => {
                     std::thread::yield_now();
