@@ -459,8 +459,9 @@ fn submission_limits_and_disabled_async_on(b: Backend) {
     let mut p = fc_init(Mode::Subreaper)
         .args(["-c", cfg.to_str().unwrap()])
         .start();
+    // The socket file exists a moment before it accepts: connecting then is refused.
     wait_for("ready", || {
-        (fx.admin.exists() && admin_get(&fx.admin, "/health").0 == 200).then_some(())
+        (accepting(&fx.admin) && admin_get(&fx.admin, "/health").0 == 200).then_some(())
     });
     let (status, headers, _) = http(fx.port, "POST", "/invoke", &[ASYNC], b"");
     assert_eq!(status, 400);
