@@ -167,11 +167,9 @@ impl Watcher for WakeOnChange {
 }
 
 impl Loops {
-    /// Starts one loop per core (at most [`MAX_LOOPS`]).
+    /// Starts `p.loops` loops ([`count`]).
     pub(super) fn start(p: &'static Proxy) -> io::Result<Loops> {
-        let n = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(MAX_LOOPS);
+        let n = p.loops;
         let mut handles = Vec::with_capacity(n);
         for i in 0..n {
             let poll = Poll::new()?;
@@ -218,6 +216,14 @@ impl Loops {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
         self.handles[i].push(Mail::Connection(stream, slot));
     }
+}
+
+/// How many event loops fc-init runs: one per CPU it may use (affinity and cgroup quota
+/// included), at most [`MAX_LOOPS`].
+pub(super) fn count() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_LOOPS)
 }
 
 /// The body of a loop thread: restarts the loop after a panic (its connections are lost,

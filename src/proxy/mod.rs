@@ -105,6 +105,8 @@ pub(crate) struct Proxy {
     /// `server.busy_poll`, or zero with fewer than two CPUs (where polling would take the
     /// function's CPU).
     busy_poll: Duration,
+    /// Event loops to run ([`event_loop::count`]).
+    loops: usize,
 }
 
 impl Proxy {
@@ -116,7 +118,7 @@ impl Proxy {
         asynchronous: Option<Arc<AsyncService>>,
     ) -> Proxy {
         let s = &cfg.server;
-        let loops = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let loops = event_loop::count();
         let workers = match asynchronous {
             Some(_) => cfg.async_.max_concurrency,
             None => 0,
@@ -142,6 +144,7 @@ impl Proxy {
                 1 => Duration::ZERO,
                 _ => s.busy_poll,
             },
+            loops,
             cfg,
             shared,
             events,
