@@ -523,8 +523,17 @@ enum Wait {
 /// pauses: an idle instance never polls. HAProxy's `busy-polling` does the same without the
 /// bound, and Go's scheduler (of-watchdog, Knative's queue-proxy) spins briefly before parking
 /// a thread.
-fn idle_wait(now: Instant, last_event: Instant, busy_poll: Duration, next_scan: Instant) -> Wait {
-    if now.saturating_duration_since(last_event) < busy_poll && now < next_scan {
+fn idle_wait(
+    now: Instant,
+    last_event: Instant,
+    busy_poll: Duration,
+    clients: usize,
+    next_scan: Instant,
+) -> Wait {
+    if clients <= BUSY_POLL_CLIENTS
+        && now.saturating_duration_since(last_event) < busy_poll
+        && now < next_scan
+    {
         return Wait::Spin;
     }
     // Round up: waking a little after a deadline is fine, before it only spins.
@@ -579,11 +588,8 @@ impl Loop {
         loop {
             self.cx.flush_log();
             let now = Instant::now();
-            let busy_poll = match self.clients.len() <= BUSY_POLL_CLIENTS {
-                true => busy_poll,
-                false => Duration::ZERO,
-            };
-            let wait = match idle_wait(now, last_event, busy_poll, self.cx.next_scan) {
+            let clients = self.clients.len();
+            let wait = match idle_wait(now, last_event, busy_poll, clients, self.cx.next_scan) {
                 Wait::Spin => {
                     std::thread::yield_now();
                     Duration::ZERO
@@ -826,24 +832,30 @@ mod tests {
         let t0 = Instant::now();
         let us = Duration::from_micros;
         let scan = t0 + Duration::from_secs(5);
-        assert_eq!(idle_wait(t0 + us(10), t0, us(50), scan), Wait::Spin);
-        assert_eq!(idle_wait(t0 + us(49), t0, us(50), scan), Wait::Spin);
+        assert_eq!(idle_wait(t0 + us(10), t0, us(50), 1, scan), Wait::Spin);
+        assert_eq!(idle_wait(t0 + us(49), t0, us(50), 1, scan), Wait::Spin);
+        assert_eq!(idle_wait(t0 + us(10), t0, us(50), 8, scan), Wait::Spin);
+        // A loop with more connections than that sleeps at once.
+        assert_eq!(
+            idle_wait(t0 + us(10), t0, us(50), 9, scan),
+            Wait::Sleep(Duration::from_millis(5000))
+        );
         // Past the bound it sleeps until the next deadline, rounded up to whole milliseconds.
         assert_eq!(
-            idle_wait(t0 + us(50), t0, us(50), scan),
+            idle_wait(t0 + us(50), t0, us(50), 1, scan),
             Wait::Sleep(Duration::from_millis(5000))
         );
         assert_eq!(
-            idle_wait(t0 + us(10), t0, Duration::ZERO, scan),
+            idle_wait(t0 + us(10), t0, Duration::ZERO, 1, scan),
             Wait::Sleep(Duration::from_millis(5000))
         );
         // A deadline that is due is looked at, not polled past.
         assert_eq!(
-            idle_wait(t0 + us(10), t0, us(50), t0 + us(5)),
+            idle_wait(t0 + us(10), t0, us(50), 1, t0 + us(5)),
             Wait::Sleep(Duration::ZERO)
         );
         assert_eq!(
-            idle_wait(t0, t0, Duration::ZERO, t0 + us(1500)),
+            idle_wait(t0, t0, Duration::ZERO, 1, t0 + us(1500)),
             Wait::Sleep(Duration::from_millis(2))
         );
     }
