@@ -294,7 +294,7 @@ fn a_syntax_error_names_the_file_and_line() {
 #[test]
 fn unknown_sections_and_keys_are_problems() {
     let s = with_file("[function]\ncomand = [\"x\"]\n[sever]\nlisten = \"0.0.0.0:1\"\n");
-    let file = s.config_flag.clone().expect("set").display().to_string();
+    let file = file_of(&s);
     let p = problems(&s);
     assert_eq!(p.len(), 2, "{p:?}");
     assert_problem(&p, &file, "function.comand", "unknown key");
@@ -304,7 +304,7 @@ fn unknown_sections_and_keys_are_problems() {
 #[test]
 fn a_section_that_is_not_a_table_is_a_problem() {
     let s = with_file("server = 3\n");
-    let file = s.config_flag.clone().expect("set").display().to_string();
+    let file = file_of(&s);
     assert_problem(&problems(&s), &file, "server", "expected a table");
 }
 
@@ -339,7 +339,7 @@ max_queued = 0
 format = "xml"
 "#,
     );
-    let file = s.config_flag.clone().expect("set").display().to_string();
+    let file = file_of(&s);
     let p = problems(&s);
     let expected = [
         ("function.command", "expected an array of strings"),
@@ -377,7 +377,7 @@ format = "xml"
 #[test]
 fn initializer_timeout_above_300s_is_refused() {
     let s = with_file("[initializer]\ntimeout = \"400s\"\n");
-    let file = s.config_flag.clone().expect("set").display().to_string();
+    let file = file_of(&s);
     let p = problems(&s);
     assert_eq!(p.len(), 1);
     assert_eq!(
@@ -392,7 +392,7 @@ fn initializer_timeout_above_300s_is_refused() {
 #[test]
 fn busy_poll_takes_zero_and_at_most_1ms() {
     let s = with_file("[server]\nbusy_poll = \"2ms\"\n");
-    let file = s.config_flag.clone().expect("set").display().to_string();
+    let file = file_of(&s);
     let p = problems(&s);
     assert_eq!(p.len(), 1);
     assert_eq!(
@@ -424,7 +424,7 @@ fn stop_signal_must_be_catchable_and_reads_every_form() {
 #[test]
 fn backoff_max_below_backoff_is_a_problem() {
     let s = with_file("[initializer]\nbackoff = \"2s\"\nbackoff_max = \"1s\"\n");
-    let file = s.config_flag.clone().expect("set").display().to_string();
+    let file = file_of(&s);
     assert_problem(
         &problems(&s),
         &file,

@@ -547,23 +547,30 @@ fn sigterm_while_waiting_for_the_socket_still_runs_a_command_prestop() {
 
 // ---- Requests waiting for an instance that will not come ----
 
-#[test]
-fn exit_policy_answers_waiting_requests_with_initialization_error_then_exits_3() {
-    let dir = TempDir::new("exit-answers");
+/// fc-init under `on_failure = "exit"` with an initializer that fails after `delay` seconds,
+/// once that attempt is under way.
+fn failing_initializer_under_exit(tag: &str, delay: &str) -> (TempDir, FixtureConfig, Proc) {
+    let dir = TempDir::new(tag);
     let (cfg, fx) = FixtureConfig::write(
         &dir,
-        &[("FIXTURE_INIT_FAIL", "1"), ("FIXTURE_INIT_DELAY", "1.5")],
+        &[("FIXTURE_INIT_FAIL", "1"), ("FIXTURE_INIT_DELAY", delay)],
         "",
         "[initializer]\non_failure = \"exit\"\n",
     );
-    let mut p = fc_init(Mode::Subreaper)
+    let p = fc_init(Mode::Subreaper)
         .args(["-c", cfg.to_str().unwrap()])
         .start();
     wait_port(&p, fx.port);
-    // The failing attempt is under way (it takes 1.5s): these requests wait for it.
     wait_for("the initializer call", || {
         (!fx.requests("/initialize").is_empty()).then_some(())
     });
+    (dir, fx, p)
+}
+
+#[test]
+fn exit_policy_answers_waiting_requests_with_initialization_error_then_exits_3() {
+    // The failing attempt is under way (it takes 1.5s): these requests wait for it.
+    let (_dir, fx, mut p) = failing_initializer_under_exit("exit-answers", "1.5");
     let port = fx.port;
     // Empty bodies: fc-init answers these without reading a body, and a body it never read
     // turns its close into a reset, which a client that reads to the end sees as an error
@@ -586,6 +593,52 @@ fn exit_policy_answers_waiting_requests_with_initialization_error_then_exits_3()
             "the message does not carry the attempt's reason: {body}"
         );
     }
+    assert_eq!(p.wait(WATCHDOG), 3, "{}", p.stderr());
+}
+
+#[test]
+fn answers_decided_just_before_exit_are_written_before_fc_init_exits() {
+    // The bug: fc-init exited (status 3) as soon as the function was reaped, while its loops
+    // were still writing the InitializationError answers it had just decided on, so some
+    // clients saw their connection closed with no answer. Many waiting clients, and the
+    // ones that keep arriving until the end, make that window wide.
+    let (_dir, fx, mut p) = failing_initializer_under_exit("exit-settle", "1");
+    let port = fx.port;
+    let clients: Vec<_> = (0..48)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut answers = Vec::new();
+                // Until the listener is gone: every request that fc-init took must be
+                // answered.
+                while let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+                    if s.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n").is_err() {
+                        break;
+                    }
+                    let mut raw = Vec::new();
+                    match s.read_to_end(&mut raw) {
+                        Ok(_) if raw.is_empty() => answers.push(None),
+                        Ok(_) => answers.push(Some(String::from_utf8_lossy(&raw).into_owned())),
+                        // Reset: still in the listen queue when fc-init stopped accepting.
+                        Err(_) => break,
+                    }
+                }
+                answers
+            })
+        })
+        .collect();
+    let mut answered = 0;
+    for c in clients {
+        for a in c.join().unwrap() {
+            let a = a.unwrap_or_else(|| p.fail("a connection closed without an answer"));
+            assert!(
+                a.starts_with("HTTP/1.1 503") && a.contains("InitializationError")
+                    || a.contains("InstanceStopping"),
+                "{a}"
+            );
+            answered += 1;
+        }
+    }
+    assert!(answered >= 48, "only {answered} answers");
     assert_eq!(p.wait(WATCHDOG), 3, "{}", p.stderr());
 }
 
@@ -783,63 +836,4 @@ fn a_loose_runtime_directory_is_made_0700() {
     let _ = child.wait();
     assert!(up, "fc-init as nobody never served on {}", admin.display());
     assert_eq!(mode, 0o700, "runtime directory mode {mode:o}");
-}
-
-#[test]
-fn answers_decided_just_before_exit_are_written_before_fc_init_exits() {
-    // The bug: fc-init exited (status 3) as soon as the function was reaped, while its loops
-    // were still writing the InitializationError answers it had just decided on, so some
-    // clients saw their connection closed with no answer. Many waiting clients, and the
-    // ones that keep arriving until the end, make that window wide.
-    let dir = TempDir::new("exit-settle");
-    let (cfg, fx) = FixtureConfig::write(
-        &dir,
-        &[("FIXTURE_INIT_FAIL", "1"), ("FIXTURE_INIT_DELAY", "1")],
-        "",
-        "[initializer]\non_failure = \"exit\"\n",
-    );
-    let mut p = fc_init(Mode::Subreaper)
-        .args(["-c", cfg.to_str().unwrap()])
-        .start();
-    wait_port(&p, fx.port);
-    wait_for("the initializer call", || {
-        (!fx.requests("/initialize").is_empty()).then_some(())
-    });
-    let port = fx.port;
-    let clients: Vec<_> = (0..48)
-        .map(|_| {
-            std::thread::spawn(move || {
-                let mut answers = Vec::new();
-                // Until the listener is gone: every request that fc-init took must be
-                // answered.
-                while let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
-                    if s.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n").is_err() {
-                        break;
-                    }
-                    let mut raw = Vec::new();
-                    match s.read_to_end(&mut raw) {
-                        Ok(_) if raw.is_empty() => answers.push(None),
-                        Ok(_) => answers.push(Some(String::from_utf8_lossy(&raw).into_owned())),
-                        // Reset: still in the listen queue when fc-init stopped accepting.
-                        Err(_) => break,
-                    }
-                }
-                answers
-            })
-        })
-        .collect();
-    let mut answered = 0;
-    for c in clients {
-        for a in c.join().unwrap() {
-            let a = a.unwrap_or_else(|| p.fail("a connection closed without an answer"));
-            assert!(
-                a.starts_with("HTTP/1.1 503") && a.contains("InitializationError")
-                    || a.contains("InstanceStopping"),
-                "{a}"
-            );
-            answered += 1;
-        }
-    }
-    assert!(answered >= 48, "only {answered} answers");
-    assert_eq!(p.wait(WATCHDOG), 3, "{}", p.stderr());
 }
