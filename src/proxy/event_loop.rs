@@ -305,6 +305,15 @@ impl<T> Slab<T> {
     fn len(&self) -> usize {
         self.entries.len() - self.free.len()
     }
+
+    /// The index the next `insert` takes (a token must be registered before the insert).
+    fn next_index(&self) -> usize {
+        self.free.last().copied().unwrap_or(self.entries.len())
+    }
+
+    fn values(&self) -> impl Iterator<Item = &T> {
+        self.entries.iter().filter_map(|e| e.1.as_ref())
+    }
 }
 
 fn token(kind: usize, idx: usize, gen: u32) -> Token {
@@ -448,8 +457,7 @@ impl Cx {
         }
         .map_err(ConnectError::of)?;
         let gen = self.handle.generations.fetch_add(1, Ordering::Relaxed);
-        let idx = self.fns.entries.len();
-        let f = self.fns.free.last().copied().unwrap_or(idx);
+        let f = self.fns.next_index();
         stream
             .register(&self.registry, token(KIND_FN, f, gen))
             .map_err(ConnectError::of)?;
@@ -663,12 +671,7 @@ impl Loop {
         if self.settling.is_none() {
             return;
         }
-        let clients = &self.clients;
-        if clients
-            .entries
-            .iter()
-            .all(|e| e.1.as_ref().is_none_or(conn::settled))
-        {
+        if self.clients.values().all(conn::settled) {
             if let Some(settle) = self.settling.take() {
                 settle.count_out();
             }
@@ -747,13 +750,7 @@ impl Loop {
         let _ = stream.set_nodelay(true);
         let mut stream = mio::net::TcpStream::from_std(stream);
         let gen = self.cx.handle.generations.fetch_add(1, Ordering::Relaxed);
-        let idx = self
-            .clients
-            .free
-            .last()
-            .copied()
-            .unwrap_or(self.clients.entries.len());
-        let t = token(KIND_CLIENT, idx, gen);
+        let t = token(KIND_CLIENT, self.clients.next_index(), gen);
         if let Err(e) =
             self.cx
                 .registry
