@@ -16,7 +16,7 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::io::{AsRawFd, FromRawFd};
+use std::os::unix::io::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -163,47 +163,36 @@ fn time_left(deadline: Instant) -> Result<Duration, ClientError> {
 
 /// Connect to the function's Unix socket, giving up at `deadline`.
 pub fn connect_unix(path: impl AsRef<Path>, deadline: Instant) -> Result<Conn, ClientError> {
-    let bytes = path.as_ref().as_os_str().as_bytes();
-    // SAFETY: sockaddr_un is plain old data, for which all-zero bytes are a valid value.
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    // Leave room for the terminating NUL that the zeroed tail provides.
-    if bytes.is_empty() || bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
-        return Err(ClientError::Connect(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "unusable socket path (empty, too long or containing NUL)",
-        )));
-    }
-    for (dst, &src) in addr.sun_path.iter_mut().zip(bytes) {
-        *dst = src as libc::c_char;
-    }
-    let len = (std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1) as libc::socklen_t;
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
 
-    // SAFETY: a plain syscall with constant arguments; the fd it returns is owned just below.
-    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(ClientError::Connect(io::Error::last_os_error()));
-    }
-    // SAFETY: `fd` is a freshly created socket that nothing else owns.
-    let stream = unsafe { UnixStream::from_raw_fd(fd) };
+    let path = path.as_ref();
+    // UnixAddr refuses a path too long for sun_path; an empty one or one with a NUL byte would
+    // name another socket (the abstract namespace, or a shorter path).
+    let addr = match UnixAddr::new(path) {
+        Ok(addr) if !path.as_os_str().is_empty() && !path.as_os_str().as_bytes().contains(&0) => {
+            addr
+        }
+        _ => {
+            return Err(ClientError::Connect(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "unusable socket path (empty, too long or containing NUL)",
+            )))
+        }
+    };
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| ClientError::Connect(e.into()))?;
+    let stream = UnixStream::from(fd);
     let connected = crate::sys::retry(|| {
         let left = time_left(deadline).map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?;
         // Linux bounds a blocking AF_UNIX connect (full backlog) by SO_SNDTIMEO
         // (unix_stream_connect uses sock_sndtimeo), and then fails with EAGAIN.
         stream.set_write_timeout(Some(left))?;
-        // SAFETY: `addr` is an initialised sockaddr_un whose first `len` bytes hold the address;
-        // the fd is open for the lifetime of `stream`.
-        let r = unsafe {
-            libc::connect(
-                stream.as_raw_fd(),
-                std::ptr::addr_of!(addr).cast::<libc::sockaddr>(),
-                len,
-            )
-        };
-        match r {
-            0 => Ok(()),
-            _ => Err(io::Error::last_os_error()),
-        }
+        connect(stream.as_raw_fd(), &addr).map_err(io::Error::from)
     });
     match connected {
         Ok(()) => {}
@@ -515,6 +504,49 @@ mod tests {
         );
         let e = connect_unix(&path, Instant::now()).unwrap_err();
         assert!(matches!(e, ClientError::Timeout));
+    }
+
+    #[test]
+    fn unusable_socket_paths_are_refused_before_connecting() {
+        for path in ["".to_string(), "x".repeat(200)] {
+            let e = connect_unix(&path, soon(1000)).unwrap_err();
+            assert!(
+                matches!(&e, ClientError::Connect(io) if io.kind() == io::ErrorKind::InvalidInput),
+                "{path:?}: {e}"
+            );
+        }
+    }
+
+    /// A listener whose backlog is full and that never accepts: the connect blocks in the
+    /// kernel, and only SO_SNDTIMEO (set from the deadline) ends it.
+    #[test]
+    fn connect_to_a_full_backlog_ends_at_the_deadline() {
+        use nix::sys::socket::{
+            bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr,
+        };
+        let path = sock_path();
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        bind(fd.as_raw_fd(), &UnixAddr::new(&path).unwrap()).unwrap();
+        listen(&fd, Backlog::new(0).unwrap()).unwrap();
+        let mut held = Vec::new();
+        let started = Instant::now();
+        let timed_out = (0..16).any(|_| match connect_unix(&path, soon(300)) {
+            Ok(c) => {
+                held.push(c);
+                false
+            }
+            Err(ClientError::Timeout) => true,
+            Err(e) => panic!("{e}"),
+        });
+        assert!(timed_out, "{} connections, none blocked", held.len());
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]
