@@ -5,7 +5,10 @@
 //!
 //! One request per connection (`Connection: close`): the callers are probes and `fc-init ctl`,
 //! not traffic. Each connection runs on its own small thread, bounded by a deadline, so a stuck
-//! client cannot hold the API.
+//! client cannot hold the API; each listener serves at most [`MAX_CONNECTIONS`] connections at
+//! once and leaves further ones in the kernel's backlog until one ends, so a flood of idle
+//! connections (the TCP listener is reachable by anyone) costs a bounded number of threads and
+//! never delays the private socket, whose listener has slots of its own.
 
 pub mod ctl;
 
@@ -34,6 +37,8 @@ const CONNECTION_DEADLINE: Duration = Duration::from_secs(10);
 /// Largest request body the admin API reads (terminate's small JSON object).
 const MAX_BODY: u64 = 64 * 1024;
 const THREAD_STACK: usize = 128 * 1024;
+/// Connections one listener serves at once (each a thread of [`THREAD_STACK`]).
+pub const MAX_CONNECTIONS: usize = 32;
 
 /// The asynchronous-event operations the admin API exposes, as typed answers; this module
 /// turns them into HTTP statuses and JSON bodies.
@@ -152,7 +157,8 @@ fn bind_private(path: &Path) -> Result<UnixListener, AdminError> {
     Ok(listener)
 }
 
-/// Serves every connection of `incoming` on its own thread; `access` decides what each may ask.
+/// Serves every connection of `incoming` on its own thread, at most [`MAX_CONNECTIONS`] at
+/// once; `access` decides what each may ask.
 fn accept<S>(
     incoming: impl Iterator<Item = io::Result<S>>,
     what: &str,
@@ -161,18 +167,60 @@ fn accept<S>(
 ) where
     S: io::Read + Write + Timeouts + Send + 'static,
 {
+    let slots = Arc::new(Slots::new(MAX_CONNECTIONS));
+    // Taking a slot before accepting leaves a connection over the limit in the backlog, where
+    // it costs no thread, until a served one ends (each within CONNECTION_DEADLINE).
+    let mut slot = slots.take();
     for conn in incoming {
         match conn {
             Ok(conn) => {
                 let ctx = ctx.clone();
                 spawn("fc-init-admin-conn", move || {
+                    let _slot = slot;
                     let access = access(&conn);
                     serve(conn, &ctx, access);
                 });
+                slot = slots.take();
             }
             // EMFILE and friends: transient; the next accept may succeed.
             Err(e) => log::warn!("{what}: accept: {e}"),
         }
+    }
+}
+
+/// A counting semaphore: the connections a listener may serve at once.
+struct Slots {
+    free: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+/// One taken slot, given back when dropped (also when the thread that holds it panics, or
+/// could not be started and drops it unrun).
+struct Slot(Arc<Slots>);
+
+impl Slots {
+    fn new(n: usize) -> Self {
+        Slots {
+            free: std::sync::Mutex::new(n),
+            freed: std::sync::Condvar::new(),
+        }
+    }
+
+    /// Waits until a slot is free and takes it.
+    fn take(self: &Arc<Self>) -> Slot {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        while *free == 0 {
+            free = self.freed.wait(free).unwrap_or_else(|e| e.into_inner());
+        }
+        *free -= 1;
+        Slot(self.clone())
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.0.freed.notify_one();
     }
 }
 
@@ -530,6 +578,31 @@ fn parse_list_query(query: &str) -> Result<ListQuery, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slots_bound_what_is_served_at_once() {
+        let slots = Arc::new(Slots::new(2));
+        let a = slots.take();
+        let b = slots.take();
+        assert_eq!(*slots.free.lock().unwrap(), 0);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = {
+            let slots = slots.clone();
+            std::thread::spawn(move || {
+                let c = slots.take();
+                tx.send(()).unwrap();
+                c
+            })
+        };
+        // The third waits while both are held…
+        assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
+        drop(a);
+        // …and gets the slot the first gives back.
+        rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        let c = waiter.join().unwrap();
+        drop((b, c));
+        assert_eq!(*slots.free.lock().unwrap(), 2);
+    }
 
     #[test]
     fn list_queries() {

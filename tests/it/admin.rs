@@ -246,3 +246,47 @@ fn admin_listen_serves_only_health_and_metrics() {
     p.signal(libc::SIGTERM);
     assert_eq!(p.wait(WATCHDOG), 0);
 }
+
+fn threads_of(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Each admin connection had a thread of its own with no cap: a flood of idle connections on
+/// the TCP listener (reachable by anyone) started a thread each. Now each listener serves at
+/// most 32 at once, and the private socket keeps its own slots.
+#[test]
+fn a_flood_of_idle_admin_connections_started_a_thread_each() {
+    let dir = TempDir::new("admin-flood");
+    let port = free_port();
+    let (cfg, fx) = FixtureConfig::write(&dir, &[], "", "");
+    let mut p = fc_init(Mode::Subreaper)
+        .env("FC_INIT_ADMIN_LISTEN", format!("127.0.0.1:{port}"))
+        .args(["-c", cfg.to_str().unwrap()])
+        .start();
+    wait_for("admin socket", || accepting(&fx.admin).then_some(()));
+    wait_for("ready", || {
+        (admin_get(&fx.admin, "/health").0 == 200).then_some(())
+    });
+    let before = threads_of(p.pid());
+    // Idle connections that never send a request: each holds what serves it until the
+    // connection deadline (10 s).
+    let held: Vec<_> = (0..100)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    // The private socket still answers while the TCP listener is full…
+    assert_eq!(admin_get(&fx.admin, "/health").0, 200);
+    // …by then the TCP listener has taken all it will take.
+    wait_for("the TCP listener's slots taken", || {
+        (threads_of(p.pid()) >= before + 32).then_some(())
+    });
+    let during = threads_of(p.pid());
+    assert!(
+        during <= before + 32 + 1,
+        "{during} threads with 100 idle admin connections, {before} before"
+    );
+    drop(held);
+    p.signal(libc::SIGTERM);
+    assert_eq!(p.wait(WATCHDOG), 0);
+}
