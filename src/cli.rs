@@ -201,7 +201,7 @@ fn run(cfg: Config) -> Result<i32, Failure> {
         };
         let async_events = asynchronous
             .clone()
-            .map(|a| a as Arc<dyn crate::admin::AsyncEvents>);
+            .map(|a| a as Arc<dyn crate::events::api::AsyncEvents>);
         let ctx = crate::admin::Context {
             shared: setup.shared.clone(),
             metrics: metrics.clone(),

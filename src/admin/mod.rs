@@ -23,9 +23,10 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
+use crate::events::api::AsyncEvents;
 use crate::events::backend::BackendStatus;
 use crate::events::error::StoreError;
-use crate::events::model::{to_json_text, Event, EventList, ListQuery, Order, Status};
+use crate::events::model::{to_json_text, EventList, ListQuery, Order, Status};
 use crate::events::service::Terminated;
 use crate::events::time::parse_time_ms;
 use crate::http::{self, Buffered, Limits, Timeouts};
@@ -39,21 +40,6 @@ const MAX_BODY: u64 = 64 * 1024;
 const THREAD_STACK: usize = 128 * 1024;
 /// Connections one listener serves at once (each a thread of [`THREAD_STACK`]).
 pub const MAX_CONNECTIONS: usize = 32;
-
-/// The asynchronous-event operations the admin API exposes, as typed answers; this module
-/// turns them into HTTP statuses and JSON bodies.
-pub trait AsyncEvents: Send + Sync {
-    /// `GET /async-events?...`: the page and the total.
-    fn list(&self, q: &ListQuery) -> Result<(u64, Vec<Event>), StoreError>;
-    /// `GET /async-events/{id}`.
-    fn get(&self, id: &str) -> Result<Option<Event>, StoreError>;
-    /// `POST /async-events/{id}/terminate`; answers once the event has ended.
-    fn terminate(&self, id: &str, grace: bool) -> Terminated;
-    /// Stored events per status, for the metrics.
-    fn counts(&self) -> Vec<(&'static str, u64)>;
-    /// The store's part of `GET /status`.
-    fn status(&self) -> BackendStatus;
-}
 
 /// What the API reads from.
 pub struct Context {

@@ -9,12 +9,14 @@
 //!   finish / retry transitions, the operator's list / get / abort, retention.
 //! - [`redis`]: the fleet's store on Redis Streams.
 //! - [`service`]: submissions, workers, terminate and retention at run time.
+//! - [`api`]: what the operator may ask of the events (the admin API's view).
 //! - [`attempt`]: one attempt of an event through fc-init's own listener.
 //! - [`signal`]: wake-ups between the async threads.
 //! - [`time`]: wall-clock milliseconds and their RFC 3339 form.
 
 use crate::logging::Throttle;
 
+pub mod api;
 pub mod attempt;
 pub mod backend;
 pub mod error;

@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
+use super::api::AsyncEvents;
 use super::attempt::{Attempt, Listener, Sender};
 use super::backend::{Backend, BackendStatus, Claimer, Control, Holder, Retry, Sqlite};
 use super::error::StoreError;
@@ -41,7 +42,6 @@ use super::signal::lock;
 use super::store::Completion;
 use super::time::now_ms;
 use super::STORE_LOG;
-use crate::admin::AsyncEvents;
 use crate::config::{AsyncBackend, Config};
 use crate::state::{self, Notice, Phase, Shared, Watcher};
 use crate::supervisor::{Event as SupervisorEvent, Events};

@@ -1,0 +1,23 @@
+//! What the operator may ask of the asynchronous events — list, get, terminate, counts and the
+//! store's status — as typed answers. The service implements it; the admin API turns the
+//! answers into HTTP statuses and JSON bodies. It lives with the events so that the events
+//! never import the admin API (which imports them).
+
+use super::backend::BackendStatus;
+use super::error::StoreError;
+use super::model::{Event, ListQuery};
+use super::service::Terminated;
+
+/// The asynchronous-event operations the admin API exposes.
+pub trait AsyncEvents: Send + Sync {
+    /// `GET /async-events?...`: the page and the total.
+    fn list(&self, q: &ListQuery) -> Result<(u64, Vec<Event>), StoreError>;
+    /// `GET /async-events/{id}`.
+    fn get(&self, id: &str) -> Result<Option<Event>, StoreError>;
+    /// `POST /async-events/{id}/terminate`; answers once the event has ended.
+    fn terminate(&self, id: &str, grace: bool) -> Terminated;
+    /// Stored events per status, for the metrics.
+    fn counts(&self) -> Vec<(&'static str, u64)>;
+    /// The store's part of `GET /status`.
+    fn status(&self) -> BackendStatus;
+}
