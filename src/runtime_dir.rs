@@ -8,49 +8,27 @@
 //! with the reason. Directories above it, and the parent of a socket path the user configured,
 //! are only created when missing and never changed.
 
-use std::fmt;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Why the runtime directory cannot be used.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum RuntimeDirError {
     /// Creating or inspecting it failed.
+    #[error("runtime directory {}", path.display())]
     Io { path: PathBuf, source: io::Error },
     /// It exists but is not a directory (a symlink is refused too: it could point anywhere).
+    #[error("runtime directory {} exists and is not a directory (or is a symlink)", .0.display())]
     NotADirectory(PathBuf),
     /// It belongs to another user, who could read or replace what fc-init puts there.
+    #[error(
+        "runtime directory {} belongs to uid {owner}, not to fc-init's uid {}; \
+         remove it or set the paths in [admin], [function] and [async]",
+        path.display(),
+        nix::unistd::geteuid()
+    )]
     NotOurs { path: PathBuf, owner: u32 },
-}
-
-impl fmt::Display for RuntimeDirError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RuntimeDirError::Io { path, .. } => write!(f, "runtime directory {}", path.display()),
-            RuntimeDirError::NotADirectory(path) => write!(
-                f,
-                "runtime directory {} exists and is not a directory (or is a symlink)",
-                path.display()
-            ),
-            RuntimeDirError::NotOurs { path, owner } => write!(
-                f,
-                "runtime directory {} belongs to uid {owner}, not to fc-init's uid {}; \
-                 remove it or set the paths in [admin], [function] and [async]",
-                path.display(),
-                nix::unistd::geteuid()
-            ),
-        }
-    }
-}
-
-impl std::error::Error for RuntimeDirError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            RuntimeDirError::Io { source, .. } => Some(source),
-            _ => None,
-        }
-    }
 }
 
 /// Makes `path` fc-init's private directory: created with mode 0700 when missing; when it

@@ -48,30 +48,14 @@ pub struct Context {
     pub async_events: Option<Arc<dyn AsyncEvents>>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum AdminError {
     /// Another fc-init answers on the socket already.
+    #[error("admin socket {}: another fc-init is serving on it", .0.display())]
     InUse(PathBuf),
-    Bind {
-        what: String,
-        source: io::Error,
-    },
+    #[error("admin API: binding {what}: {source}")]
+    Bind { what: String, source: io::Error },
 }
-
-impl std::fmt::Display for AdminError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            AdminError::InUse(p) => write!(
-                f,
-                "admin socket {}: another fc-init is serving on it",
-                p.display()
-            ),
-            AdminError::Bind { what, source } => write!(f, "admin API: binding {what}: {source}"),
-        }
-    }
-}
-
-impl std::error::Error for AdminError {}
 
 /// Binds the admin socket (and `admin.listen`) and serves them on background threads.
 pub fn start(cfg: &Config, ctx: Arc<Context>) -> Result<(), AdminError> {

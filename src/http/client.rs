@@ -12,7 +12,6 @@
 //! refused", "timeout", "connection reset", "connection closed before the response",
 //! "malformed response: …".
 
-use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::ffi::OsStrExt;
@@ -83,46 +82,36 @@ impl Timeouts for Conn {
     }
 }
 
-/// Why a hook request failed.
-#[derive(Debug)]
+/// Why a hook request failed. The messages are the words the `FC … End` lines use.
+#[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// Connecting failed (refused, no such socket, …).
-    Connect(io::Error),
+    #[error("{}", connect_failure(.0))]
+    Connect(#[source] io::Error),
     /// The deadline passed (while connecting, sending or waiting for the answer).
+    #[error("timeout")]
     Timeout,
     /// Sending or receiving failed after the connection was made.
-    Io(io::Error),
+    #[error("{}", io_failure(.0))]
+    Io(#[source] io::Error),
     /// The answer is not valid HTTP/1.1.
+    #[error("malformed response: {0}")]
     Malformed(String),
 }
 
-impl fmt::Display for ClientError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ClientError::Connect(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                f.write_str("connection refused")
-            }
-            ClientError::Connect(e) => write!(f, "connect failed: {e}"),
-            ClientError::Timeout => f.write_str("timeout"),
-            ClientError::Io(e) => match e.kind() {
-                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => {
-                    f.write_str("connection reset")
-                }
-                // Our own UnexpectedEof errors carry a readable message.
-                io::ErrorKind::UnexpectedEof => write!(f, "{e}"),
-                _ => write!(f, "i/o error: {e}"),
-            },
-            ClientError::Malformed(why) => write!(f, "malformed response: {why}"),
-        }
+fn connect_failure(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => "connection refused".into(),
+        _ => format!("connect failed: {e}"),
     }
 }
 
-impl std::error::Error for ClientError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            ClientError::Connect(e) | ClientError::Io(e) => Some(e),
-            _ => None,
-        }
+fn io_failure(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => "connection reset".into(),
+        // Our own UnexpectedEof errors carry a readable message.
+        io::ErrorKind::UnexpectedEof => e.to_string(),
+        _ => format!("i/o error: {e}"),
     }
 }
 
