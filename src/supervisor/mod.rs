@@ -20,6 +20,7 @@ pub mod signals;
 pub mod spawn;
 
 use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
@@ -54,6 +55,8 @@ pub enum Event {
     /// (`graceful`: SIGTERM to the function process). Either way a new instance is started and
     /// initialized, whatever `restart` says.
     KillFunction { graceful: bool },
+    /// A gracefully terminated event has ended: the signalled process must not serve again.
+    Repossess,
     /// FC called `/initialize` or `/pre-stop` (`request_id`: FC's own, used for the hook's
     /// lines and for the call to the function).
     Lifecycle {
@@ -177,10 +180,13 @@ pub struct Setup {
     pub shared: Arc<Shared>,
 }
 
-/// First step of start-up, before any thread exists: blocks signals, becomes subreaper and
-/// creates the event queue.
-pub fn setup() -> Result<Setup, SupervisorError> {
+/// First step of start-up, before any thread exists: blocks signals, becomes subreaper, asks
+/// for `signals.parent_death_signal`, and creates the event queue.
+pub fn setup(cfg: &Config) -> Result<Setup, SupervisorError> {
     let signals = Signals::block_all().map_err(SupervisorError::Signals)?;
+    if let Some(signo) = cfg.signals.parent_death_signal {
+        ask_parent_death_signal(signo);
+    }
     if std::process::id() != 1 {
         // Orphans of the function are re-parented to fc-init instead of the host's init, so they
         // are reaped and stopped with the rest. PR_SET_CHILD_SUBREAPER: prctl(2).
@@ -207,6 +213,28 @@ pub fn setup() -> Result<Setup, SupervisorError> {
     })
 }
 
+/// tini's `-p`: the kernel sends `signo` to fc-init when its parent dies (PR_SET_PDEATHSIG,
+/// prctl(2)). The signal is blocked like every other, so it arrives through the signalfd:
+/// SIGTERM or SIGINT start the shutdown, anything else is forwarded.
+fn ask_parent_death_signal(signo: i32) {
+    // SAFETY: getppid and prctl with integer arguments only.
+    let parent = unsafe { libc::getppid() };
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signo as libc::c_ulong, 0, 0, 0) } != 0 {
+        log::warn!(
+            "cannot ask for {} when the parent dies: {}",
+            signals::name(signo),
+            std::io::Error::last_os_error()
+        );
+        return;
+    }
+    // The parent may have died before the request: then the kernel will never send it, and
+    // fc-init already has a new parent.
+    // SAFETY: getppid and raise with plain integers.
+    if unsafe { libc::getppid() } != parent {
+        unsafe { libc::raise(signo) };
+    }
+}
+
 /// The supervisor thread: the shell around [`Core`].
 pub struct Supervisor {
     core: Core,
@@ -228,6 +256,7 @@ impl Supervisor {
             replies: HashMap::new(),
             next_call: 0,
             exit: None,
+            argv: None,
             cfg: cfg.clone(),
         };
         Supervisor {
@@ -235,6 +264,13 @@ impl Supervisor {
             setup,
             system,
         }
+    }
+
+    /// Starts the function with `argv` exactly as given (not UTF-8 perhaps) instead of
+    /// `function.command`'s text.
+    pub fn with_argv(mut self, argv: Option<Vec<OsString>>) -> Supervisor {
+        self.system.argv = argv;
+        self
     }
 
     /// Runs until everything has been stopped and reaped; returns fc-init's exit status.
@@ -320,6 +356,7 @@ impl Supervisor {
                 Event::InitRequested => Input::InitRequested,
                 Event::Drained => Input::InFlight(0),
                 Event::KillFunction { graceful } => Input::Terminate { graceful },
+                Event::Repossess => Input::Repossess,
                 Event::Lifecycle {
                     call,
                     request_id,
@@ -385,6 +422,8 @@ struct System {
     replies: HashMap<CallId, Reply>,
     next_call: CallId,
     exit: Option<i32>,
+    /// The command line's command as given; `None`: `function.command`.
+    argv: Option<Vec<OsString>>,
 }
 
 impl System {
@@ -400,8 +439,16 @@ impl System {
                 }
             }
         }
+        let configured: Vec<OsString>;
+        let argv = match &self.argv {
+            Some(argv) => argv,
+            None => {
+                configured = os_args(&self.cfg.function.command);
+                &configured
+            }
+        };
         spawn::spawn(&spawn::Spec {
-            argv: &self.cfg.function.command,
+            argv,
             working_dir: self.cfg.function.working_dir.as_deref(),
             env: &self.function_env,
             credentials: self.credentials.as_ref(),
@@ -444,7 +491,7 @@ impl System {
                 env.set
                     .insert("FC_CONTROL_PATH".into(), kind.control_path().into());
                 let spawned = spawn::spawn(&spawn::Spec {
-                    argv: &argv,
+                    argv: &os_args(&argv),
                     working_dir: self.cfg.function.working_dir.as_deref(),
                     env: &env,
                     credentials: self.credentials.as_ref(),
@@ -488,6 +535,10 @@ impl System {
         }
         log::debug!("sent {name} to {to:?}");
     }
+}
+
+fn os_args(args: &[String]) -> Vec<OsString> {
+    args.iter().map(OsString::from).collect()
 }
 
 /// kill(2) that tolerates ESRCH: the process (group) is already gone, and its exit is reaped as

@@ -89,6 +89,8 @@ pub enum Input {
     InFlight(usize),
     /// An operator terminated a running asynchronous event.
     Terminate { graceful: bool },
+    /// A gracefully terminated event has ended: stop the signalled process if it still runs.
+    Repossess,
     /// FC called `/initialize` or `/pre-stop`.
     Lifecycle {
         call: LifecycleCall,
@@ -298,6 +300,13 @@ pub struct Core {
     pre_stop_calls: Vec<CallId>,
     exited: bool,
     actions: Vec<Action>,
+    /// The process a graceful terminate sent SIGTERM to, until its event has ended.
+    signalled: Option<Pid>,
+    /// When the repossessed process gets SIGKILL.
+    repossess_kill_at: Option<Instant>,
+    /// Plain mode under `signals.rewrite`: the signal the stop sends instead of
+    /// `stop_signal` (the received SIGTERM or SIGINT, rewritten).
+    stop_signal_override: Option<i32>,
 }
 
 impl Core {
@@ -324,6 +333,9 @@ impl Core {
             pre_stop_calls: Vec::new(),
             exited: false,
             actions: Vec::new(),
+            signalled: None,
+            repossess_kill_at: None,
+            stop_signal_override: None,
         }
     }
 
@@ -343,6 +355,7 @@ impl Core {
             self.init.retry_at,
             self.hook.as_ref().map(|h| h.deadline),
             self.probe.as_ref().map(|p| p.deadline),
+            self.repossess_kill_at,
             stage,
         ]
         .into_iter()
@@ -371,6 +384,17 @@ impl Core {
                 Disposition::Reap => {}
                 Disposition::Shutdown => {
                     log::info!("received {}", signals::name(signo));
+                    if self.plain() && self.cfg.signals.rewrite.contains_key(&signo) {
+                        // Plain mode forwards the signal, so `signals.rewrite` applies to it
+                        // (dumb-init's `-r 15:3`); rewritten to 0, it is dropped.
+                        match self.cfg.signals.rewritten(signo) {
+                            None => {
+                                log::info!("{} dropped (signals.rewrite)", signals::name(signo));
+                                return std::mem::take(&mut self.actions);
+                            }
+                            Some(to) => self.stop_signal_override = Some(to),
+                        }
+                    }
                     self.request_stop(now);
                 }
                 Disposition::Forward => self.forward(signo),
@@ -398,6 +422,7 @@ impl Core {
             }
             Input::InFlight(n) => self.in_flight = Some(n),
             Input::Terminate { graceful } => self.terminate(graceful),
+            Input::Repossess => self.repossess(now),
             Input::Lifecycle {
                 call: LifecycleCall::Initialize,
                 request_id,
@@ -429,6 +454,11 @@ impl Core {
 
     fn serves(&self) -> bool {
         self.cfg.serves_http()
+    }
+
+    /// Plain-init mode: no listener and no hooks, fc-init only passes signals on (as tini).
+    fn plain(&self) -> bool {
+        !self.serves() && self.cfg.initializer.is_none() && self.cfg.pre_stop.is_none()
     }
 
     // -----------------------------------------------------------------------------------------
