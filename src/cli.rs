@@ -519,4 +519,96 @@ mod tests {
             Some("file".into())
         );
     }
+
+    fn flags_of(name: Name, list: &[&str]) -> Vec<(String, String, Toml)> {
+        match parse_as(name, args(list)) {
+            Ok(Mode::Run(o)) => o
+                .flags
+                .into_iter()
+                .map(|f| (format!("{}.{}", f.section, f.key), f.flag, f.value))
+                .collect(),
+            other => panic!("{list:?} parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn tinis_flags_set_their_keys() {
+        let flags = flags_of(
+            Name::FcInit,
+            &[
+                "-s", "-g", "-e", "143", "-e", "137", "-p", "SIGTERM", "-w", "--", "app",
+            ],
+        );
+        let keys: Vec<&str> = flags.iter().map(|(k, _, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "signals.forward_to",
+                "signals.parent_death_signal",
+                "signals.warn_reaped",
+                "signals.success_codes"
+            ]
+        );
+        assert_eq!(
+            flags[3].2,
+            Toml::Array(vec![Toml::Integer(143), Toml::Integer(137)])
+        );
+        assert_eq!(
+            parse_as(Name::Tini, args(&["-l"])).ok(),
+            Some(Mode::License)
+        );
+        assert!(parse_as(Name::FcInit, args(&["-e", "x", "app"])).is_err());
+    }
+
+    #[test]
+    fn dumb_inits_c_is_single_child_only_under_its_name() {
+        let flags = flags_of(Name::DumbInit, &["-c", "-r", "15:3", "-r", "28:0", "app"]);
+        assert_eq!(flags[0].0, "signals.forward_to");
+        assert_eq!(flags[0].2, Toml::String("process".into()));
+        let mut table = toml::Table::new();
+        table.insert("15".into(), Toml::String("3".into()));
+        table.insert("28".into(), Toml::String("0".into()));
+        assert_eq!(flags[1].2, Toml::Table(table));
+        assert_eq!(
+            run_opts(&["-c", "x.toml", "app"]).config,
+            Some("x.toml".into())
+        );
+        assert_eq!(
+            Name::of(Some(OsStr::new("/usr/bin/dumb-init"))),
+            Name::DumbInit
+        );
+        assert_eq!(Name::of(Some(OsStr::new("tini"))), Name::Tini);
+        assert_eq!(Name::of(Some(OsStr::new("/sbin/fc-init"))), Name::FcInit);
+    }
+
+    #[test]
+    fn a_non_utf8_argument_reaches_the_command_unchanged() {
+        use std::os::unix::ffi::OsStringExt;
+        let odd = OsString::from_vec(vec![b'a', 0xff, b'b']);
+        let o = match parse(vec!["--".into(), "app".into(), odd.clone()]) {
+            Ok(Mode::Run(o)) => o,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(o.command, [OsString::from("app"), odd]);
+    }
+
+    #[test]
+    fn tinis_environment() {
+        let env = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let (flags, verbosity) = env_flags(&env(&[
+            ("TINI_KILL_PROCESS_GROUP", "1"),
+            ("TINI_VERBOSITY", "3"),
+        ]))
+        .unwrap();
+        assert_eq!(flags[0].value, Toml::String("group".into()));
+        assert_eq!(verbosity, 2);
+        let (flags, _) = env_flags(&env(&[("DUMB_INIT_SETSID", "0")])).unwrap();
+        assert_eq!(flags[0].value, Toml::String("process".into()));
+        assert!(env_flags(&env(&[("TINI_VERBOSITY", "9")])).is_err());
+    }
 }

@@ -15,6 +15,7 @@
 
 pub mod core;
 pub mod hooks;
+pub mod listening;
 pub mod reaper;
 pub mod signals;
 pub mod spawn;
@@ -257,6 +258,12 @@ impl Supervisor {
             next_call: 0,
             exit: None,
             argv: None,
+            fc_port: {
+                let env: BTreeMap<String, String> = std::env::vars_os()
+                    .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                    .collect();
+                crate::config::fc_port_variable(&env).map(|(var, v)| (var, v.to_owned()))
+            },
             cfg: cfg.clone(),
         };
         Supervisor {
@@ -424,6 +431,8 @@ struct System {
     exit: Option<i32>,
     /// The command line's command as given; `None`: `function.command`.
     argv: Option<Vec<OsString>>,
+    /// FC's port variable and its value, when set (for the collision hint).
+    fc_port: Option<(&'static str, String)>,
 }
 
 impl System {
@@ -537,6 +546,30 @@ impl System {
     }
 }
 
+/// Why a function may have exited before it accepted: fc-init itself listens on the port of
+/// FC's variable, so a function with that port written into it cannot bind it.
+fn collision_hint(cfg: &Config, fc_port: Option<&(&'static str, String)>) -> Option<String> {
+    let (var, value) = fc_port?;
+    let listen = cfg.server.listen?;
+    if value.trim().parse::<u16>().ok()? != listen.port() {
+        return None;
+    }
+    let own = match &cfg.function.endpoint {
+        Endpoint::Tcp(port) => {
+            format!("port {port} ({var} is set to it in the function's environment)")
+        }
+        Endpoint::Unix(path) => format!("the socket {} (FC_FUNCTION_SOCKET)", path.display()),
+    };
+    Some(format!(
+        "the function exited before it accepted a connection. fc-init itself listens on {listen} \
+         ({var}={value}), so a function that binds port {} fails (\"Address already in use\"). \
+         The function's own endpoint is {own}: have it listen on ${var}, or set function.port to \
+         the port it listens on (another one than {})",
+        listen.port(),
+        listen.port()
+    ))
+}
+
 fn os_args(args: &[String]) -> Vec<OsString> {
     args.iter().map(OsString::from).collect()
 }
@@ -580,6 +613,22 @@ impl Effects for System {
                 }
             }
             Action::Exit(code) => self.exit = Some(code),
+            Action::StartHint(pid) => {
+                let waits_on = match &self.cfg.function.endpoint {
+                    Endpoint::Unix(path) => path.display().to_string(),
+                    Endpoint::Tcp(port) => format!("127.0.0.1:{port}"),
+                };
+                let listens = listening::listening_addresses(pid.as_raw());
+                log::warn!(
+                    "{}",
+                    listening::start_hint(pid.as_raw(), &waits_on, &listens)
+                );
+            }
+            Action::ExitedBeforeAccepting => {
+                if let Some(hint) = collision_hint(&self.cfg, self.fc_port.as_ref()) {
+                    log::error!("{hint}");
+                }
+            }
         }
         None
     }

@@ -50,7 +50,11 @@ impl Core {
             .expect("called only for the running function");
         self.last_exit = Some(exit);
         self.repossess_kill_at = None;
+        self.hint_at = None;
         log::info!("function (pid {}) {exit}", f.pid);
+        if self.serves() && !f.accepting {
+            self.act(Action::ExitedBeforeAccepting);
+        }
         self.publish(|s| s.function_pid = None);
         // The probe was waiting for this instance: it simply ends with it.
         self.probe = None;

@@ -178,7 +178,15 @@ pub enum Action {
     },
     /// Everything is stopped and reaped: exit with this status.
     Exit(i32),
+    /// The function (pid) has not accepted where fc-init waits for [`START_HINT_AFTER`]: say
+    /// where it listens instead.
+    StartHint(Pid),
+    /// The function exited before it ever accepted a connection: say why that may be.
+    ExitedBeforeAccepting,
 }
+
+/// How long a function may take to accept before fc-init says where it listens instead.
+pub const START_HINT_AFTER: Duration = Duration::from_secs(5);
 
 /// Carries out actions for [`Core`]; the result of an action that has one comes back as the
 /// next input. The real one makes system calls; the tests' one records.
@@ -304,6 +312,8 @@ pub struct Core {
     signalled: Option<Pid>,
     /// When the repossessed process gets SIGKILL.
     repossess_kill_at: Option<Instant>,
+    /// When to give the start hint, while the function does not accept.
+    hint_at: Option<Instant>,
     /// Plain mode under `signals.rewrite`: the signal the stop sends instead of
     /// `stop_signal` (the received SIGTERM or SIGINT, rewritten).
     stop_signal_override: Option<i32>,
@@ -335,6 +345,7 @@ impl Core {
             actions: Vec::new(),
             signalled: None,
             repossess_kill_at: None,
+            hint_at: None,
             stop_signal_override: None,
         }
     }
@@ -356,6 +367,7 @@ impl Core {
             self.hook.as_ref().map(|h| h.deadline),
             self.probe.as_ref().map(|p| p.deadline),
             self.repossess_kill_at,
+            self.hint_at,
             stage,
         ]
         .into_iter()
@@ -490,6 +502,9 @@ impl Core {
             s.instance += 1;
             s.restarting = None;
         });
+        if self.serves() {
+            self.hint_at = Some(now + START_HINT_AFTER);
+        }
         if self.serves() && !http_initializer {
             // Nothing is forwarded before the function accepts connections.
             let token = self.token();

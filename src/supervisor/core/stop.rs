@@ -115,6 +115,13 @@ impl Core {
     /// Moves deadlines and the shutdown forward.
     pub(super) fn advance(&mut self, now: Instant) {
         self.repossess_deadline(now);
+        if self.hint_at.is_some_and(|t| now >= t) {
+            self.hint_at = None;
+            if let Some(f) = self.function.as_ref().filter(|f| !f.accepting) {
+                let pid = f.pid;
+                self.act(Action::StartHint(pid));
+            }
+        }
         if self.probe.as_ref().is_some_and(|p| now >= p.deadline) {
             self.probe_done(Err(HookError::Timeout), now);
         }

@@ -191,6 +191,8 @@ fn describe(action: &Action) -> String {
         },
         Action::Reply { answer, .. } => format!("reply {answer:?}"),
         Action::Exit(code) => format!("exit {code}"),
+        Action::StartHint(pid) => format!("start hint {pid}"),
+        Action::ExitedBeforeAccepting => "exited before accepting".into(),
     }
 }
 
@@ -728,6 +730,20 @@ fn serving_shutdown_keeps_stop_signal_whatever_rewrite_says() {
         Sim::started("[function]\nport = 9001\n[signals]\nrewrite = { SIGTERM = \"SIGQUIT\" }\n");
     sim.signal(Signal::SIGTERM);
     assert!(sim.has("SIGTERM to group 100"), "{:#?}", sim.log);
+}
+
+#[test]
+fn a_function_not_accepting_after_5s_gets_one_hint() {
+    let mut sim = Sim::started("[function]\nport = 9001\n");
+    assert!(!sim
+        .after(ms(4999))
+        .iter()
+        .any(|a| a.starts_with("start hint")));
+    assert_eq!(sim.after(ms(1)), ["start hint 100"]);
+    assert!(sim.after(Duration::from_secs(10)).is_empty());
+    let mut sim = Sim::started("");
+    sim.after(Duration::from_secs(6));
+    assert!(!sim.has("start hint"), "plain mode waits for nobody");
 }
 
 #[test]
