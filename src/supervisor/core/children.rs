@@ -195,7 +195,7 @@ impl Core {
 
     /// The repossessed process outlived its grace period: SIGKILL its group.
     pub(super) fn repossess_deadline(&mut self, now: Instant) {
-        if !self.repossess_kill_at.is_some_and(|t| now >= t) {
+        if self.repossess_kill_at.is_none_or(|t| now < t) {
             return;
         }
         self.repossess_kill_at = None;
