@@ -151,7 +151,7 @@ fn request_for(words: &[String]) -> Result<(&'static str, String, String), Usage
 }
 
 /// The query of `events list`: `--status S,..` (each a status the API knows), `--limit N`
-/// (1 to 100), `--offset N`; a bad value is a usage error, before anything is asked.
+/// (0 to 100; 0 counts only), `--offset N`; a bad value is a usage error, before anything is asked.
 fn list_query(opts: &[&str]) -> Result<Vec<String>, Usage> {
     use lexopt::prelude::*;
     let mut parser = lexopt::Parser::from_args(opts.iter().copied());
@@ -177,9 +177,9 @@ fn list_query(opts: &[&str]) -> Result<Vec<String>, Usage> {
                 let n: u64 = value
                     .parse()
                     .map_err(|_| Usage(format!("--{key} takes a whole number, not {value:?}")))?;
-                if key == "limit" && !(1..=MAX_LIMIT).contains(&n) {
+                if key == "limit" && n > MAX_LIMIT {
                     return Err(Usage(format!(
-                        "--limit must be between 1 and {MAX_LIMIT}, not {n}"
+                        "--limit must be at most {MAX_LIMIT}, not {n}"
                     )));
                 }
                 (key, value)

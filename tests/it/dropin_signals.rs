@@ -284,7 +284,7 @@ fn ctl_bad_option_values_are_usage_errors() {
     for args in [
         &["events", "list", "--status", "BOGUS"][..],
         &["events", "list", "--limit", "500"][..],
-        &["events", "list", "--limit=0"][..],
+        &["events", "list", "--limit=101"][..],
         &["events", "list", "--offset", "x"][..],
         &["events", "list", "--nope"][..],
     ] {
