@@ -107,7 +107,14 @@ fn run(args: Vec<OsString>) -> Result<i32, Usage> {
 
 /// The admin request a subcommand makes.
 fn request_for(words: &[String]) -> Result<(&'static str, String, String), Usage> {
-    let w: Vec<&str> = words.iter().map(String::as_str).collect();
+    let mut w: Vec<&str> = words.iter().map(String::as_str).collect();
+    // `--grace` may come before the event's id as well as after it.
+    if w.starts_with(&["events", "terminate"]) {
+        if let Some(at) = w.iter().position(|word| *word == "--grace") {
+            w.remove(at);
+            w.push("--grace");
+        }
+    }
     match w.as_slice() {
         ["health"] => Ok(("GET", "/health".into(), String::new())),
         ["status"] => Ok(("GET", "/status".into(), String::new())),
@@ -266,5 +273,27 @@ mod tests {
                 Ok(r) => panic!("{words:?} made {r:?}"),
             }
         }
+    }
+
+    #[test]
+    fn bad_option_values_and_grace_anywhere() {
+        for words in [
+            &["events", "list", "--status", "BOGUS"][..],
+            &["events", "list", "--status=QUEUED,nope"][..],
+            &["events", "list", "--limit", "500"][..],
+            &["events", "list", "--offset=-1"][..],
+            &["events", "list", "--grace"][..],
+        ] {
+            assert!(req(words).is_err(), "{words:?}");
+        }
+        let (_, path, _) = req(&["events", "list", "--status=queued", "--limit", "0"])
+            .ok()
+            .unwrap();
+        assert_eq!(path, "/async-events?status=queued&limit=0");
+        let (_, path, body) = req(&["events", "terminate", "--grace", "x"]).ok().unwrap();
+        assert_eq!(
+            (path.as_str(), body.as_str()),
+            ("/async-events/x/terminate", r#"{"graceShutdown":true}"#)
+        );
     }
 }

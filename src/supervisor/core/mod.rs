@@ -536,8 +536,12 @@ impl Core {
                 self.maybe_ready_now();
             }
             Err(reason) => {
+                let endpoint = match &self.cfg.function.endpoint {
+                    crate::config::Endpoint::Unix(path) => path.display().to_string(),
+                    crate::config::Endpoint::Tcp(port) => format!("127.0.0.1:{port}"),
+                };
                 log::error!(
-                    "the function did not accept connections within start_timeout ({}): {reason}",
+                    "the function did not accept connections on {endpoint} within start_timeout ({}): {reason}",
                     humantime::format_duration(self.cfg.function.start_timeout)
                 );
                 let reason = reason.to_string();
