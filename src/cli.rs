@@ -265,9 +265,9 @@ fn text(value: OsString, flag: &str) -> Result<String, String> {
 /// line's precedence), and the verbosity `TINI_VERBOSITY` asks for.
 fn env_flags(env: &BTreeMap<String, String>) -> Result<(Vec<FlagSetting>, u8), String> {
     let mut flags = Vec::new();
-    let set = |var: &str| env.get(var).is_some_and(|v| !v.is_empty());
     // TINI_SUBREAPER asks tini to register as a subreaper: fc-init always does.
-    if set("TINI_KILL_PROCESS_GROUP") {
+    // tini reads TINI_KILL_PROCESS_GROUP as set or not, whatever its value.
+    if env.contains_key("TINI_KILL_PROCESS_GROUP") {
         let var = "TINI_KILL_PROCESS_GROUP";
         flags.push(setting(
             "signals",

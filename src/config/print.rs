@@ -190,8 +190,13 @@ pub(super) fn to_toml(c: &Config) -> String {
         .rewrite
         .iter()
         .map(|(from, to)| match to {
-            0 => format!("{} = 0", signal_name(*from)),
-            to => format!("{} = {}", signal_name(*from), quote(&signal_name(*to))),
+            // `SIGRTMIN+2` is not a bare TOML key.
+            0 => format!("{} = 0", quote(&signal_name(*from))),
+            to => format!(
+                "{} = {}",
+                quote(&signal_name(*from)),
+                quote(&signal_name(*to))
+            ),
         })
         .collect();
     out.key(
