@@ -1,11 +1,14 @@
 //! The command line (contract section 1): parses arguments, loads the configuration and hands
 //! over to the supervisor. Every way out of fc-init maps to its exit status here, in one place.
 
-use std::ffi::OsString;
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::config::{self, Config, Sources};
+use toml::Value as Toml;
+
+use crate::config::{self, Config, FlagSetting, Sources};
 use crate::events::service::AsyncService;
 use crate::exit;
 use crate::supervisor::{self, spawn::Credentials, Supervisor};
@@ -21,13 +24,94 @@ Options:
       --listen ADDR         address to serve invocations on (server.listen)
       --function-socket PATH
                             unix socket the function serves HTTP on (function.socket)
+      --function-port PORT  the function serves HTTP on 127.0.0.1:PORT (function.port)
       --check-config        validate the configuration, print it and exit
-  -v                        more diagnostics on stderr (repeatable; FC_INIT_LOG overrides)
+  -v, --verbose             more diagnostics on stderr (repeatable; FC_INIT_LOG overrides)
   -h, --help                print this help
   -V, --version             print the version
 
+tini's and dumb-init's flags (CONTRACT section 11):
+  -s                        accepted: fc-init is always a child subreaper
+  -g                        forward signals to the function's process group (signals.forward_to)
+  -e CODE                   exit status CODE of the function counts as 0 (signals.success_codes)
+  -p SIGNAL                 get SIGNAL when fc-init's parent dies (signals.parent_death_signal)
+  -w                        warn about every reaped process that is not the function
+                            (signals.warn_reaped)
+  -l                        print the license and exit
+  -r, --rewrite S:R         forward signal S as R; R = 0 drops it (signals.rewrite)
+      --single-child        forward signals to the function's process only (also -c under
+                            the name dumb-init)
+Environment: TINI_SUBREAPER, TINI_KILL_PROCESS_GROUP (= -g), TINI_VERBOSITY (0-3),
+DUMB_INIT_SETSID=0 (= --single-child). Installed as `tini` or `dumb-init`, fc-init takes that
+tool's defaults.
+
 Every config key can also be set as FC_INIT_<SECTION>_<KEY>; precedence: CLI > env > file > default.
 A program literally named ctl is run with `fc-init -- ctl`.";
+
+/// What `-l` prints (tini prints its license the same way).
+const LICENSE: &str = "\
+fc-init is licensed under the Apache License, Version 2.0 (the \"License\");
+you may not use it except in compliance with the License. You may obtain a copy of the
+License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software distributed under the
+License is distributed on an \"AS IS\" BASIS, WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND,
+either express or implied. See the License for the specific language governing permissions
+and limitations under the License.";
+
+/// The name fc-init was started under (argv[0]'s file name): installed as `tini` or
+/// `dumb-init`, it takes that tool's defaults and reads `-c` as dumb-init does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Name {
+    FcInit,
+    Tini,
+    DumbInit,
+}
+
+impl Name {
+    fn of(argv0: Option<&OsStr>) -> Name {
+        let file = argv0.and_then(|a| Path::new(a).file_name());
+        match file.and_then(OsStr::to_str) {
+            Some("tini") => Name::Tini,
+            Some("dumb-init") => Name::DumbInit,
+            _ => Name::FcInit,
+        }
+    }
+
+    /// The keys that differ by name: tini forwards to the process, dumb-init to the group.
+    fn defaults(self) -> Vec<FlagSetting> {
+        let forward_to = match self {
+            Name::FcInit => return Vec::new(),
+            Name::Tini => "process",
+            Name::DumbInit => "group",
+        };
+        vec![setting(
+            "signals",
+            "forward_to",
+            self.as_str(),
+            Toml::String(forward_to.into()),
+        )]
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Name::FcInit => "fc-init",
+            Name::Tini => "tini",
+            Name::DumbInit => "dumb-init",
+        }
+    }
+}
+
+fn setting(section: &'static str, key: &'static str, flag: &str, value: Toml) -> FlagSetting {
+    FlagSetting {
+        section,
+        key,
+        flag: flag.to_owned(),
+        value,
+    }
+}
 
 #[derive(Debug, Default, PartialEq)]
 struct Options {
@@ -36,69 +120,182 @@ struct Options {
     function_socket: Option<String>,
     check_config: bool,
     verbosity: u8,
-    command: Vec<String>,
+    /// As given: arguments need not be UTF-8 and reach the function unchanged (as with tini).
+    command: Vec<OsString>,
+    /// Keys set by flags (`--function-port`, tini's and dumb-init's flags), in order.
+    flags: Vec<FlagSetting>,
 }
 
 #[derive(Debug, PartialEq)]
 enum Mode {
     Run(Options),
-    Ctl(Vec<String>),
+    Ctl(Vec<OsString>),
     Help,
     Version,
+    License,
 }
 
-/// Parses arguments (without the program name). Options stop at `--` or at the first word that
-/// is not an option: everything after belongs to the command.
-fn parse(args: Vec<OsString>) -> Result<Mode, String> {
-    let mut args = args
-        .into_iter()
-        .map(|a| {
-            a.into_string()
-                .map_err(|a| format!("argument is not valid UTF-8: {a:?}"))
-        })
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter();
+/// Parses arguments (without the program name) as fc-init under `name`. Options stop at `--`
+/// or at the first word that is not an option: everything after belongs to the command.
+///
+/// lexopt rather than clap: it reads `OsString`s (a command's arguments need not be UTF-8),
+/// lets options stop at the first word of the command, and adds a few kilobytes to a static
+/// binary where clap adds hundreds.
+fn parse_as(name: Name, args: Vec<OsString>) -> Result<Mode, lexopt::Error> {
+    use lexopt::prelude::*;
+    let mut parser = lexopt::Parser::from_args(args);
     let mut opts = Options::default();
-    while let Some(arg) = args.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n.to_owned(), Some(v.to_owned())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = |what: &str| -> Result<String, String> {
-            inline
-                .clone()
-                .or_else(|| args.next())
-                .ok_or_else(|| format!("{what} needs a value"))
-        };
-        match name.as_str() {
-            "--" => {
-                opts.command = args.collect();
-                break;
-            }
-            "-h" | "--help" => return Ok(Mode::Help),
-            "-V" | "--version" => return Ok(Mode::Version),
-            "-c" | "--config" => opts.config = Some(value(&name)?.into()),
-            "--listen" => opts.listen = Some(value(&name)?),
-            "--function-socket" => opts.function_socket = Some(value(&name)?),
-            "--check-config" => opts.check_config = true,
-            s if s.starts_with("-c") && s.len() > 2 => opts.config = Some(s[2..].into()),
-            s if s.starts_with('-') && s.len() > 1 && s[1..].bytes().all(|b| b == b'v') => {
-                opts.verbosity = opts.verbosity.saturating_add((s.len() - 1) as u8);
-            }
-            s if s.starts_with('-') && s.len() > 1 => return Err(format!("unknown option {s}")),
-            "ctl" if opts == Options::default() => return Ok(Mode::Ctl(args.collect())),
-            _ => {
-                opts.command = std::iter::once(arg).chain(args).collect();
+    let mut rewrite = toml::Table::new();
+    let mut codes = Vec::new();
+    loop {
+        // `--` ends the options; the word after it is the command even when it reads `ctl`.
+        if let Some(mut raw) = parser.try_raw_args() {
+            if raw.peek() == Some(OsStr::new("--")) {
+                raw.next();
+                opts.command = raw.collect();
                 break;
             }
         }
+        let Some(arg) = parser.next()? else {
+            break;
+        };
+        match arg {
+            Short('h') | Long("help") => return Ok(Mode::Help),
+            Short('V') | Long("version") => return Ok(Mode::Version),
+            Short('l') => return Ok(Mode::License),
+            Short('c') if name == Name::DumbInit => opts.flags.push(single_child("-c")),
+            Long("single-child") => opts.flags.push(single_child("--single-child")),
+            Short('c') | Long("config") => opts.config = Some(parser.value()?.into()),
+            Long("listen") => opts.listen = Some(text(parser.value()?, "--listen")?),
+            Long("function-socket") => {
+                opts.function_socket = Some(text(parser.value()?, "--function-socket")?)
+            }
+            Long("function-port") => {
+                let port: i64 = parser
+                    .value()?
+                    .parse()
+                    .map_err(|e| format!("--function-port takes a port number: {e}"))?;
+                let flag = "--function-port";
+                opts.flags
+                    .push(setting("function", "port", flag, Toml::Integer(port)));
+            }
+            Long("check-config") => opts.check_config = true,
+            Short('v') | Long("verbose") => opts.verbosity = opts.verbosity.saturating_add(1),
+            // tini's -s: fc-init becomes a child subreaper whenever it is not PID 1.
+            Short('s') => {}
+            Short('g') => opts.flags.push(setting(
+                "signals",
+                "forward_to",
+                "-g",
+                Toml::String("group".into()),
+            )),
+            Short('e') => {
+                let code: i64 = parser
+                    .value()?
+                    .parse()
+                    .map_err(|e| format!("-e takes an exit status: {e}"))?;
+                codes.push(Toml::Integer(code));
+            }
+            Short('p') => {
+                let signal = text(parser.value()?, "-p")?;
+                let flag = "-p";
+                opts.flags.push(setting(
+                    "signals",
+                    "parent_death_signal",
+                    flag,
+                    Toml::String(signal),
+                ));
+            }
+            Short('w') => {
+                opts.flags
+                    .push(setting("signals", "warn_reaped", "-w", Toml::Boolean(true)))
+            }
+            Short('r') | Long("rewrite") => {
+                let spec = text(parser.value()?, "--rewrite")?;
+                let (from, to) = spec
+                    .split_once(':')
+                    .ok_or_else(|| format!("--rewrite takes S:R, not {spec:?}"))?;
+                rewrite.insert(from.trim().into(), Toml::String(to.trim().into()));
+            }
+            Value(word) if word == "ctl" && opts == Options::default() => {
+                return Ok(Mode::Ctl(parser.raw_args()?.collect()))
+            }
+            Value(word) => {
+                opts.command = std::iter::once(word).chain(parser.raw_args()?).collect();
+                break;
+            }
+            other => return Err(other.unexpected()),
+        }
+    }
+    if !codes.is_empty() {
+        let value = Toml::Array(codes);
+        opts.flags
+            .push(setting("signals", "success_codes", "-e", value));
+    }
+    if !rewrite.is_empty() {
+        let value = Toml::Table(rewrite);
+        opts.flags.push(setting("signals", "rewrite", "-r", value));
     }
     Ok(Mode::Run(opts))
 }
 
+/// [`parse_as`] under fc-init's own name.
+#[cfg(test)]
+fn parse(args: Vec<OsString>) -> Result<Mode, String> {
+    parse_as(Name::FcInit, args).map_err(|e| e.to_string())
+}
+
+fn single_child(flag: &str) -> FlagSetting {
+    setting(
+        "signals",
+        "forward_to",
+        flag,
+        Toml::String("process".into()),
+    )
+}
+
+/// An option value that must be text (an address, a path fc-init keeps in its config).
+fn text(value: OsString, flag: &str) -> Result<String, String> {
+    value
+        .into_string()
+        .map_err(|v| format!("{flag}: {v:?} is not valid UTF-8"))
+}
+
+/// tini's and dumb-init's environment variables, read as their flags (so with the command
+/// line's precedence), and the verbosity `TINI_VERBOSITY` asks for.
+fn env_flags(env: &BTreeMap<String, String>) -> Result<(Vec<FlagSetting>, u8), String> {
+    let mut flags = Vec::new();
+    // TINI_SUBREAPER asks tini to register as a subreaper: fc-init always does.
+    // tini reads TINI_KILL_PROCESS_GROUP as set or not, whatever its value.
+    if env.contains_key("TINI_KILL_PROCESS_GROUP") {
+        let var = "TINI_KILL_PROCESS_GROUP";
+        flags.push(setting(
+            "signals",
+            "forward_to",
+            var,
+            Toml::String("group".into()),
+        ));
+    }
+    if env.get("DUMB_INIT_SETSID").map(String::as_str) == Some("0") {
+        flags.push(single_child("DUMB_INIT_SETSID=0"));
+    }
+    // tini's levels: 1 (its default) warnings, 2 information, 3 debugging; fc-init's warnings
+    // are its quietest level.
+    let verbosity = match env.get("TINI_VERBOSITY").map(|v| v.trim()) {
+        None | Some("") => 0,
+        Some(v) => match v.parse::<u8>() {
+            Ok(n @ 0..=3) => n.saturating_sub(1),
+            _ => return Err(format!("TINI_VERBOSITY must be 0 to 3, not {v:?}")),
+        },
+    };
+    Ok((flags, verbosity))
+}
+
 /// Runs fc-init with the process's arguments; returns the exit status.
 pub fn main() -> i32 {
-    let mode = match parse(std::env::args_os().skip(1).collect()) {
+    let mut args = std::env::args_os();
+    let name = Name::of(args.next().as_deref());
+    let mode = match parse_as(name, args.collect()) {
         Ok(mode) => mode,
         Err(e) => {
             eprintln!("fc-init: {e}\n\n{USAGE}");
@@ -117,18 +314,38 @@ pub fn main() -> i32 {
             println!("fc-init {}", env!("CARGO_PKG_VERSION"));
             return 0;
         }
+        Mode::License => {
+            println!("{LICENSE}");
+            return 0;
+        }
         Mode::Ctl(args) => return crate::admin::ctl::main(args),
         Mode::Run(opts) => opts,
     };
+    let env: BTreeMap<String, String> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    let (env_flags, env_verbosity) = match env_flags(&env) {
+        Ok(found) => found,
+        Err(e) => {
+            eprintln!("fc-init: {e}");
+            return exit::USAGE;
+        }
+    };
     let sources = Sources {
         config_flag: opts.config.clone(),
-        env: std::env::vars_os()
-            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-            .collect(),
+        env,
         listen: opts.listen.clone(),
         function_socket: opts.function_socket.clone(),
-        command: opts.command.clone(),
+        // The configuration keeps text (it is printed as TOML and names the function); the
+        // program itself is started with the arguments exactly as given.
+        command: opts
+            .command
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
         euid: nix::unistd::geteuid().as_raw(),
+        flags: env_flags.into_iter().chain(opts.flags.clone()).collect(),
+        defaults: name.defaults(),
     };
     let cfg = match config::load(&sources) {
         Ok(cfg) => cfg,
@@ -145,8 +362,10 @@ pub fn main() -> i32 {
         eprintln!("fc-init: no command: give COMMAND [ARG...] or set function.command\n\n{USAGE}");
         return exit::USAGE;
     }
-    crate::logging::init(opts.verbosity, cfg.log.format);
-    match run(cfg) {
+    let verbosity = opts.verbosity.max(env_verbosity);
+    crate::logging::init(verbosity, cfg.log.format);
+    let argv = (!opts.command.is_empty()).then_some(opts.command);
+    match run(cfg, argv) {
         Ok(code) => code,
         Err(Failure(e, code)) => {
             eprintln!("fc-init: {}", crate::logging::error_chain(e.as_ref()));
@@ -164,10 +383,11 @@ impl Failure {
     }
 }
 
-/// Sets up and runs the supervisor.
-fn run(cfg: Config) -> Result<i32, Failure> {
+/// Sets up and runs the supervisor; `argv`: the command as given on the command line, which
+/// overrides `function.command`'s text.
+fn run(cfg: Config, argv: Option<Vec<OsString>>) -> Result<i32, Failure> {
     // Signals are blocked before anything else can start a thread.
-    let setup = supervisor::setup().map_err(|e| {
+    let setup = supervisor::setup(&cfg).map_err(|e| {
         let code = e.exit_code();
         Failure(e.into(), code)
     })?;
@@ -221,7 +441,9 @@ fn run(cfg: Config) -> Result<i32, Failure> {
             service.start(t.addr());
         }
     }
-    let result = Supervisor::new(cfg, setup, credentials).run();
+    let result = Supervisor::new(cfg, setup, credentials)
+        .with_argv(argv)
+        .run();
     if let Some(t) = &traffic {
         t.settle();
     }
@@ -296,5 +518,97 @@ mod tests {
             run_opts(&["--check-config", "-cfile"]).config,
             Some("file".into())
         );
+    }
+
+    fn flags_of(name: Name, list: &[&str]) -> Vec<(String, String, Toml)> {
+        match parse_as(name, args(list)) {
+            Ok(Mode::Run(o)) => o
+                .flags
+                .into_iter()
+                .map(|f| (format!("{}.{}", f.section, f.key), f.flag, f.value))
+                .collect(),
+            other => panic!("{list:?} parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn tinis_flags_set_their_keys() {
+        let flags = flags_of(
+            Name::FcInit,
+            &[
+                "-s", "-g", "-e", "143", "-e", "137", "-p", "SIGTERM", "-w", "--", "app",
+            ],
+        );
+        let keys: Vec<&str> = flags.iter().map(|(k, _, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "signals.forward_to",
+                "signals.parent_death_signal",
+                "signals.warn_reaped",
+                "signals.success_codes"
+            ]
+        );
+        assert_eq!(
+            flags[3].2,
+            Toml::Array(vec![Toml::Integer(143), Toml::Integer(137)])
+        );
+        assert_eq!(
+            parse_as(Name::Tini, args(&["-l"])).ok(),
+            Some(Mode::License)
+        );
+        assert!(parse_as(Name::FcInit, args(&["-e", "x", "app"])).is_err());
+    }
+
+    #[test]
+    fn dumb_inits_c_is_single_child_only_under_its_name() {
+        let flags = flags_of(Name::DumbInit, &["-c", "-r", "15:3", "-r", "28:0", "app"]);
+        assert_eq!(flags[0].0, "signals.forward_to");
+        assert_eq!(flags[0].2, Toml::String("process".into()));
+        let mut table = toml::Table::new();
+        table.insert("15".into(), Toml::String("3".into()));
+        table.insert("28".into(), Toml::String("0".into()));
+        assert_eq!(flags[1].2, Toml::Table(table));
+        assert_eq!(
+            run_opts(&["-c", "x.toml", "app"]).config,
+            Some("x.toml".into())
+        );
+        assert_eq!(
+            Name::of(Some(OsStr::new("/usr/bin/dumb-init"))),
+            Name::DumbInit
+        );
+        assert_eq!(Name::of(Some(OsStr::new("tini"))), Name::Tini);
+        assert_eq!(Name::of(Some(OsStr::new("/sbin/fc-init"))), Name::FcInit);
+    }
+
+    #[test]
+    fn a_non_utf8_argument_reaches_the_command_unchanged() {
+        use std::os::unix::ffi::OsStringExt;
+        let odd = OsString::from_vec(vec![b'a', 0xff, b'b']);
+        let o = match parse(vec!["--".into(), "app".into(), odd.clone()]) {
+            Ok(Mode::Run(o)) => o,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(o.command, [OsString::from("app"), odd]);
+    }
+
+    #[test]
+    fn tinis_environment() {
+        let env = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let (flags, verbosity) = env_flags(&env(&[
+            ("TINI_KILL_PROCESS_GROUP", "1"),
+            ("TINI_VERBOSITY", "3"),
+        ]))
+        .unwrap();
+        assert_eq!(flags[0].value, Toml::String("group".into()));
+        assert_eq!(verbosity, 2);
+        let (flags, _) = env_flags(&env(&[("DUMB_INIT_SETSID", "0")])).unwrap();
+        assert_eq!(flags[0].value, Toml::String("process".into()));
+        assert!(env_flags(&env(&[("TINI_VERBOSITY", "9")])).is_err());
     }
 }

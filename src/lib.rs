@@ -8,7 +8,8 @@
 //! - [`supervisor`]: the one thread that owns children. Its decisions — lifecycle hooks,
 //!   restarts, terminate, shutdown — are a pure state machine ([`supervisor::core`]); around it
 //!   a thin shell: spawning ([`supervisor::spawn`]), signals ([`supervisor::signals`]),
-//!   reaping ([`supervisor::reaper`]), hook calls ([`supervisor::hooks`]).
+//!   reaping ([`supervisor::reaper`]), hook calls ([`supervisor::hooks`]), where a function that
+//!   does not accept listens instead ([`supervisor::listening`]).
 //! - [`state`]: the instance state the supervisor publishes to the rest, and its watchers.
 //! - [`runtime_dir`]: the private runtime directory (0700, ours, or refused).
 //! - [`events`]: asynchronous invocations: the durable store, workers, terminate.

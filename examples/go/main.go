@@ -20,13 +20,17 @@
 //	anything else      for each HTTP request, as sent by the client
 //	GET  /pre-stop     once, when the instance stops (any 2xx = done)
 //
+// each with x-fc-control-path (/initialize, /invoke, /http-invoke, /pre-stop)
+// naming its kind: the function chooses by that header, never by the URL
+// path, so no client can run the hooks.
+//
 // and finally SIGTERM, once the requests in flight are done.
 //
 // To try it without fc-init:
 //
 //	FC_FUNCTION_SOCKET=/tmp/fn.sock examples/go/function &
-//	curl --unix-socket /tmp/fn.sock -X POST http://localhost/initialize
-//	curl --unix-socket /tmp/fn.sock -X POST -d hi http://localhost/invoke
+//	curl --unix-socket /tmp/fn.sock -H 'x-fc-control-path: /initialize' -X POST http://localhost/initialize
+//	curl --unix-socket /tmp/fn.sock -H 'x-fc-control-path: /invoke' -X POST -d hi http://localhost/invoke
 package main
 
 import (
@@ -70,8 +74,11 @@ func handle(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusBadRequest, "text/plain", []byte("cannot read the body\n"))
 		return
 	}
-	switch {
-	case r.Method == http.MethodPost && r.URL.Path == "/initialize":
+	// fc-init names the kind of every call in x-fc-control-path, and replaces
+	// whatever a client sent in it: a client's own POST /initialize or
+	// GET /pre-stop is an ordinary HTTP request and runs no hook code.
+	switch r.Header.Get("x-fc-control-path") {
+	case "/initialize":
 		// The place for expensive one-time work: load a model, open a database
 		// pool, read configuration...
 		mu.Lock()
@@ -82,14 +89,14 @@ func handle(w http.ResponseWriter, r *http.Request) {
 		mu.Unlock()
 		logf("initialized (request %s)", requestID)
 		reply(w, http.StatusOK, "text/plain", []byte("ok\n"))
-	case r.Method == http.MethodPost && r.URL.Path == "/invoke":
+	case "/invoke":
 		invocations.Add(1)
 		mu.RLock()
 		answer := map[string]string{"message": greeting, "event": string(body), "requestId": requestID}
 		mu.RUnlock()
 		out, _ := json.Marshal(answer)
 		reply(w, http.StatusOK, "application/json", append(out, '\n'))
-	case r.Method == http.MethodGet && r.URL.Path == "/pre-stop":
+	case "/pre-stop":
 		// The place to flush buffers and close connections before the stop.
 		logf("pre-stop: served %d invocations, flushing", invocations.Load())
 		reply(w, http.StatusOK, "text/plain", []byte("ok\n"))

@@ -21,13 +21,17 @@
 //     anything else      for each HTTP request, as sent by the client
 //     GET  /pre-stop     once, when the instance stops (any 2xx = done)
 //
+// each with x-fc-control-path (/initialize, /invoke, /http-invoke, /pre-stop)
+// naming its kind: the function chooses by that header, never by the URL
+// path, so no client can run the hooks.
+//
 // and finally SIGTERM, once the requests in flight are done.
 //
 // To try it without fc-init:
 //
 //     FC_FUNCTION_SOCKET=/tmp/fn.sock node examples/node/function.js &
-//     curl --unix-socket /tmp/fn.sock -X POST http://localhost/initialize
-//     curl --unix-socket /tmp/fn.sock -X POST -d hi http://localhost/invoke
+//     curl --unix-socket /tmp/fn.sock -H 'x-fc-control-path: /initialize' -X POST http://localhost/initialize
+//     curl --unix-socket /tmp/fn.sock -H 'x-fc-control-path: /invoke' -X POST -d hi http://localhost/invoke
 
 'use strict';
 
@@ -54,21 +58,24 @@ function reply(res, status, contentType, body) {
 }
 
 async function handle(req, res) {
-  const path = req.url.split('?', 1)[0];
+  // fc-init names the kind of every call in x-fc-control-path, and replaces
+  // whatever a client sent in it: a client's own POST /initialize or
+  // GET /pre-stop is an ordinary HTTP request and runs no hook code.
+  const control = req.headers['x-fc-control-path'];
   const requestId = req.headers['x-fc-request-id'];
   const body = await readBody(req);
 
-  if (req.method === 'POST' && path === '/initialize') {
+  if (control === '/initialize') {
     // The place for expensive one-time work: load a model, open a database
     // pool, read configuration...
     greeting = process.env.GREETING || 'Hello from fc-init!';
     log(`initialized (request ${requestId})`);
     reply(res, 200, 'text/plain', 'ok\n');
-  } else if (req.method === 'POST' && path === '/invoke') {
+  } else if (control === '/invoke') {
     invocations += 1;
     const answer = { message: greeting, event: body.toString('utf8'), requestId };
     reply(res, 200, 'application/json', JSON.stringify(answer) + '\n');
-  } else if (req.method === 'GET' && path === '/pre-stop') {
+  } else if (control === '/pre-stop') {
     // The place to flush buffers and close connections before the stop.
     log(`pre-stop: served ${invocations} invocations, flushing`);
     reply(res, 200, 'text/plain', 'ok\n');

@@ -20,13 +20,17 @@ FC_FUNCTION_PORT (serve on 127.0.0.1:PORT) in its environment, then sends it:
     anything else      for each HTTP request, as sent by the client
     GET  /pre-stop     once, when the instance stops (any 2xx = done)
 
+each with x-fc-control-path (/initialize, /invoke, /http-invoke, /pre-stop)
+naming its kind: the function chooses by that header, never by the URL path,
+so no client can run the hooks.
+
 and finally SIGTERM, once the requests in flight are done.
 
 To try it without fc-init:
 
     FC_FUNCTION_SOCKET=/tmp/fn.sock python3 examples/python/function.py &
-    curl --unix-socket /tmp/fn.sock -X POST http://localhost/initialize
-    curl --unix-socket /tmp/fn.sock -X POST -d hi http://localhost/invoke
+    curl --unix-socket /tmp/fn.sock -H 'x-fc-control-path: /initialize' -X POST http://localhost/initialize
+    curl --unix-socket /tmp/fn.sock -H 'x-fc-control-path: /invoke' -X POST -d hi http://localhost/invoke
 """
 
 import json
@@ -46,20 +50,21 @@ class Handler(BaseHTTPRequestHandler):
     # Keep-alive: fc-init reuses its connections to the function.
     protocol_version = "HTTP/1.1"
 
-    def do_POST(self):
-        path = self.path.split("?", 1)[0]
-        if path == "/initialize":
+    # fc-init names the kind of every call in x-fc-control-path, and replaces
+    # whatever a client sent in it: a client's own POST /initialize or
+    # GET /pre-stop is an ordinary HTTP request and runs no hook code.
+    def route(self):
+        control = self.headers.get("x-fc-control-path")
+        if control == "/initialize":
             self.initialize()
-        elif path == "/invoke":
+        elif control == "/invoke":
             self.invoke()
-        else:
-            self.http_request()
-
-    def do_GET(self):
-        if self.path.split("?", 1)[0] == "/pre-stop":
+        elif control == "/pre-stop":
             self.pre_stop()
         else:
             self.http_request()
+
+    do_GET = do_POST = route
 
     def initialize(self):
         # The place for expensive one-time work: load a model, open a

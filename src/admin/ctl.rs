@@ -3,10 +3,12 @@
 //! usage error. `ctl health` exits 0 only when the instance is ready, so it works as an exec
 //! readiness probe.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::config::{self, Sources};
+use crate::events::model::Status;
 use crate::http::client;
 
 const USAGE: &str = "\
@@ -20,7 +22,10 @@ Usage: fc-init ctl [--socket PATH] [-c FILE] SUBCOMMAND
 /// How long one admin call may take; terminate waits for the event to end.
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
-pub fn main(args: Vec<String>) -> i32 {
+/// The most events one `events list` asks for: the admin API's own bound (`limit`).
+const MAX_LIMIT: u64 = 100;
+
+pub fn main(args: Vec<OsString>) -> i32 {
     match run(args) {
         Ok(code) => code,
         Err(Usage(msg)) => {
@@ -32,33 +37,37 @@ pub fn main(args: Vec<String>) -> i32 {
 
 struct Usage(String);
 
-fn run(args: Vec<String>) -> Result<i32, Usage> {
+impl From<lexopt::Error> for Usage {
+    fn from(e: lexopt::Error) -> Usage {
+        Usage(e.to_string())
+    }
+}
+
+/// The command line's words: `--socket` and `-c` are taken here, anywhere among them; the
+/// subcommand's words and options are handed on (options as `--name=value`) to
+/// [`request_for`], which knows which subcommand takes which.
+fn run(args: Vec<OsString>) -> Result<i32, Usage> {
+    use lexopt::prelude::*;
     let mut socket: Option<PathBuf> = None;
     let mut config_flag: Option<PathBuf> = None;
     let mut words = Vec::new();
-    let mut it = args.into_iter();
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--socket" => {
-                socket = Some(
-                    it.next()
-                        .ok_or(Usage("--socket needs a path".into()))?
-                        .into(),
-                )
-            }
-            "-c" | "--config" => {
-                config_flag = Some(
-                    it.next()
-                        .ok_or(Usage(format!("{arg} needs a file")))?
-                        .into(),
-                )
-            }
-            "-h" | "--help" => {
+    let mut parser = lexopt::Parser::from_args(args);
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Long("socket") => socket = Some(parser.value()?.into()),
+            Short('c') | Long("config") => config_flag = Some(parser.value()?.into()),
+            Short('h') | Long("help") => {
                 println!("{USAGE}");
                 return Ok(crate::exit::OK);
             }
-            s if s.starts_with("--socket=") => socket = Some(s["--socket=".len()..].into()),
-            _ => words.push(arg),
+            Long(name @ ("status" | "limit" | "offset")) => {
+                let name = format!("--{name}");
+                let value = parser.value()?.string()?;
+                words.push(format!("{name}={value}"));
+            }
+            Long("grace") => words.push("--grace".to_owned()),
+            Value(word) => words.push(word.string()?),
+            other => return Err(other.unexpected().into()),
         }
     }
     let (method, path, body) = request_for(&words)?;
@@ -98,34 +107,19 @@ fn run(args: Vec<String>) -> Result<i32, Usage> {
 
 /// The admin request a subcommand makes.
 fn request_for(words: &[String]) -> Result<(&'static str, String, String), Usage> {
-    let w: Vec<&str> = words.iter().map(String::as_str).collect();
+    let mut w: Vec<&str> = words.iter().map(String::as_str).collect();
+    // `--grace` may come before the event's id as well as after it.
+    if w.starts_with(&["events", "terminate"]) {
+        if let Some(at) = w.iter().position(|word| *word == "--grace") {
+            w.remove(at);
+            w.push("--grace");
+        }
+    }
     match w.as_slice() {
         ["health"] => Ok(("GET", "/health".into(), String::new())),
         ["status"] => Ok(("GET", "/status".into(), String::new())),
         ["events", "list", opts @ ..] => {
-            let mut query = Vec::new();
-            let mut it = opts.iter();
-            while let Some(opt) = it.next() {
-                let (name, value) = match opt.split_once('=') {
-                    Some((n, v)) => (n, v.to_owned()),
-                    None => (
-                        *opt,
-                        it.next()
-                            .ok_or_else(|| Usage(format!("{opt} needs a value")))?
-                            .to_string(),
-                    ),
-                };
-                let key = match name {
-                    "--status" => "status",
-                    "--limit" => "limit",
-                    "--offset" => "offset",
-                    other => return Err(Usage(format!("unknown option for events list: {other}"))),
-                };
-                if key != "status" && value.parse::<u64>().is_err() {
-                    return Err(Usage(format!("{name} takes a whole number, not {value:?}")));
-                }
-                query.push(format!("{key}={}", encode(&value)));
-            }
+            let query = list_query(opts)?;
             let path = if query.is_empty() {
                 "/async-events".into()
             } else {
@@ -161,6 +155,48 @@ fn request_for(words: &[String]) -> Result<(&'static str, String, String), Usage
         [] => Err(Usage("no subcommand".into())),
         other => Err(Usage(format!("unknown subcommand: {}", other.join(" ")))),
     }
+}
+
+/// The query of `events list`: `--status S,..` (each a status the API knows), `--limit N`
+/// (0 to 100; 0 counts only), `--offset N`; a bad value is a usage error, before anything is asked.
+fn list_query(opts: &[&str]) -> Result<Vec<String>, Usage> {
+    use lexopt::prelude::*;
+    let mut parser = lexopt::Parser::from_args(opts.iter().copied());
+    let mut query = Vec::new();
+    while let Some(arg) = parser.next()? {
+        let (key, value) = match arg {
+            Long("status") => {
+                let value = parser.value()?.string()?;
+                for status in value.split(',').filter(|s| !s.is_empty()) {
+                    if Status::parse(status).is_none() {
+                        let known: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
+                        return Err(Usage(format!(
+                            "--status: unknown status {status:?}; one of {}",
+                            known.join(", ")
+                        )));
+                    }
+                }
+                ("status", value)
+            }
+            Long(name @ ("limit" | "offset")) => {
+                let key = if name == "limit" { "limit" } else { "offset" };
+                let value = parser.value()?.string()?;
+                let n: u64 = value
+                    .parse()
+                    .map_err(|_| Usage(format!("--{key} takes a whole number, not {value:?}")))?;
+                if key == "limit" && n > MAX_LIMIT {
+                    return Err(Usage(format!(
+                        "--limit must be at most {MAX_LIMIT}, not {n}"
+                    )));
+                }
+                (key, value)
+            }
+            Long(other) => return Err(Usage(format!("unknown option for events list: --{other}"))),
+            other => return Err(other.unexpected().into()),
+        };
+        query.push(format!("{key}={}", encode(&value)));
+    }
+    Ok(query)
 }
 
 /// Everything but RFC 3986's unreserved characters (section 2.3) and the comma of a status list.
@@ -237,5 +273,27 @@ mod tests {
                 Ok(r) => panic!("{words:?} made {r:?}"),
             }
         }
+    }
+
+    #[test]
+    fn bad_option_values_and_grace_anywhere() {
+        for words in [
+            &["events", "list", "--status", "BOGUS"][..],
+            &["events", "list", "--status=QUEUED,nope"][..],
+            &["events", "list", "--limit", "500"][..],
+            &["events", "list", "--offset=-1"][..],
+            &["events", "list", "--grace"][..],
+        ] {
+            assert!(req(words).is_err(), "{words:?}");
+        }
+        let (_, path, _) = req(&["events", "list", "--status=queued", "--limit", "0"])
+            .ok()
+            .unwrap();
+        assert_eq!(path, "/async-events?status=queued&limit=0");
+        let (_, path, body) = req(&["events", "terminate", "--grace", "x"]).ok().unwrap();
+        assert_eq!(
+            (path.as_str(), body.as_str()),
+            ("/async-events/x/terminate", r#"{"graceShutdown":true}"#)
+        );
     }
 }

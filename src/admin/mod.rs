@@ -280,6 +280,9 @@ fn serve<S: io::Read + Write + Timeouts>(conn: S, ctx: &Context, access: Access)
         &body,
         full,
     );
+    // A terminate waits for its event to end, which may take longer than the deadline for
+    // reading the request: the answer gets a deadline of its own.
+    buf.set_deadline(Some(Instant::now() + CONNECTION_DEADLINE));
     let _ = respond(&mut buf, status, content_type, text.as_bytes());
 }
 

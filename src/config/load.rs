@@ -13,9 +13,9 @@ use nix::sys::signal::Signal;
 
 use super::schema::{self, Val, EXCLUSIVE, SCHEMA, SECTIONS};
 use super::{
-    AdminConfig, AsyncBackend, AsyncConfig, Config, ConfigError, Endpoint, FunctionConfig,
-    HookAction, InitializerConfig, LogConfig, LogFormat, OnFailure, Platform, PreStopConfig,
-    Problem, RestartPolicy, ServerConfig, ShutdownConfig, Sources,
+    AdminConfig, AsyncBackend, AsyncConfig, Config, ConfigError, Endpoint, ForwardTo,
+    FunctionConfig, HookAction, InitializerConfig, LogConfig, LogFormat, OnFailure, Platform,
+    PreStopConfig, Problem, RestartPolicy, ServerConfig, ShutdownConfig, SignalsConfig, Sources,
 };
 
 /// The config file read when neither `-c` nor `FC_INIT_CONFIG` names one, if it exists.
@@ -40,6 +40,11 @@ pub(super) fn load_with_default(
 ) -> Result<Config, ConfigError> {
     let mut problems = Vec::new();
     let mut settings = Settings::default();
+    settings.merge(flag_layer(
+        &sources.defaults,
+        "default for this name",
+        &mut problems,
+    ));
     if let Some(file) = choose_file(sources, default_path) {
         settings.merge(file_layer(&file, &mut problems));
     }
@@ -155,6 +160,11 @@ fn problem(source: &str, spec: &schema::KeySpec, reason: String) -> Problem {
 pub fn from_str(text: &str, sources: &Sources) -> Result<Config, ConfigError> {
     let mut problems = Vec::new();
     let mut settings = Settings::default();
+    settings.merge(flag_layer(
+        &sources.defaults,
+        "default for this name",
+        &mut problems,
+    ));
     settings.merge(text_layer("<config text>", text, &mut problems));
     settings.merge(env_layer(&sources.env, &mut problems));
     settings.merge(cli_layer(sources, &mut problems));
@@ -368,6 +378,22 @@ fn cli_layer(sources: &Sources, problems: &mut Vec<Problem>) -> Layer {
             .map(|a| toml::Value::String(a.clone()))
             .collect();
         set("function", "command", "COMMAND", toml::Value::Array(args));
+    }
+    for flag in &sources.flags {
+        set(flag.section, flag.key, &flag.flag, flag.value.clone());
+    }
+    layer
+}
+
+/// Keys that the name fc-init runs under sets (`tini`, `dumb-init`): its own layer, below
+/// the file.
+fn flag_layer(flags: &[super::FlagSetting], what: &str, problems: &mut Vec<Problem>) -> Layer {
+    let mut layer = Layer::default();
+    for flag in flags {
+        if let Some(spec) = schema::find(flag.section, flag.key) {
+            let source = format!("{what} ({})", flag.flag);
+            layer.set(spec, &flag.value, &source, problems);
+        }
     }
     layer
 }
@@ -757,6 +783,25 @@ fn build(s: &Settings, sources: &Sources, problems: &mut Vec<Problem>) -> Config
                 Some("json") => LogFormat::Json,
                 _ => LogFormat::Text,
             },
+        },
+        signals: SignalsConfig {
+            forward_to: match s.text("signals", "forward_to") {
+                Some("group") => ForwardTo::Group,
+                _ => ForwardTo::Process,
+            },
+            rewrite: match s.val("signals", "rewrite") {
+                Some(Val::Rewrite(map)) => map.clone(),
+                _ => BTreeMap::new(),
+            },
+            success_codes: match s.val("signals", "success_codes") {
+                Some(Val::Codes(codes)) => codes.clone(),
+                _ => Vec::new(),
+            },
+            parent_death_signal: match s.val("signals", "parent_death_signal") {
+                Some(Val::Signo(n)) => Some(*n),
+                _ => None,
+            },
+            warn_reaped: s.bool("signals", "warn_reaped", false),
         },
         runtime_dir: runtime,
     }

@@ -53,6 +53,22 @@ pub struct Sources {
     pub command: Vec<String>,
     /// Effective uid (root → runtime directory `/run/fc-init`).
     pub euid: u32,
+    /// Further keys set by command-line flags (`--function-port`, tini's and dumb-init's
+    /// flags and variables), with the precedence of the command line.
+    pub flags: Vec<FlagSetting>,
+    /// Defaults that differ by the name fc-init was started under (`tini`, `dumb-init`):
+    /// below the file, the environment and the command line.
+    pub defaults: Vec<FlagSetting>,
+}
+
+/// One key set by the command line: `section.key = value`, named after `flag` in problems.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlagSetting {
+    pub section: &'static str,
+    pub key: &'static str,
+    /// The flag or variable that set it, for problems (`-g`, `TINI_KILL_PROCESS_GROUP`).
+    pub flag: String,
+    pub value: toml::Value,
 }
 
 /// Every problem found while loading, from every source at once.
@@ -132,6 +148,7 @@ pub struct Config {
     pub async_: AsyncConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
+    pub signals: SignalsConfig,
     /// fc-init's private runtime directory (`/run/fc-init` as root, else
     /// `$XDG_RUNTIME_DIR/fc-init`, else `<temp dir>/fc-init-<uid>`): the defaults of the
     /// sockets and the store live there. Not a key: it follows from the uid and environment.
@@ -301,4 +318,38 @@ pub struct LogConfig {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// `[signals]`: what fc-init does with the signals it passes on (CONTRACT section 11).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignalsConfig {
+    pub forward_to: ForwardTo,
+    /// A received signal → the one forwarded in its place; 0 drops it.
+    pub rewrite: BTreeMap<i32, i32>,
+    /// The function's exit statuses that count as 0 in fc-init's own (tini's `-e`).
+    pub success_codes: Vec<i32>,
+    /// Asked of the kernel for fc-init when its parent dies (`PR_SET_PDEATHSIG`, tini's `-p`).
+    pub parent_death_signal: Option<i32>,
+    /// A warning on stderr for every reaped process that is not the function (tini's `-w`).
+    pub warn_reaped: bool,
+}
+
+impl SignalsConfig {
+    /// The signal forwarded in place of `signo`; `None`: dropped.
+    pub fn rewritten(&self, signo: i32) -> Option<i32> {
+        match self.rewrite.get(&signo) {
+            Some(0) => None,
+            Some(to) => Some(*to),
+            None => Some(signo),
+        }
+    }
+}
+
+/// `signals.forward_to`: where forwarded signals (SIGHUP, SIGUSR1, ...) go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardTo {
+    /// The function's own process (tini's default): a master reloads, its workers are spared.
+    Process,
+    /// The function's whole process group (tini's `-g`, dumb-init's default).
+    Group,
 }

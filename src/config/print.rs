@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use super::units::{format_duration, format_size};
 use super::{
-    AsyncBackend, Config, Endpoint, HookAction, LogFormat, OnFailure, Platform, RestartPolicy,
+    AsyncBackend, Config, Endpoint, ForwardTo, HookAction, LogFormat, OnFailure, Platform,
+    RestartPolicy,
 };
 
 pub(super) fn to_toml(c: &Config) -> String {
@@ -177,7 +178,53 @@ pub(super) fn to_toml(c: &Config) -> String {
         LogFormat::Json => "json",
     };
     out.key("format", quote(format));
+
+    let sig = &c.signals;
+    out.section("signals");
+    let forward_to = match sig.forward_to {
+        ForwardTo::Process => "process",
+        ForwardTo::Group => "group",
+    };
+    out.key("forward_to", quote(forward_to));
+    let rewrite: Vec<String> = sig
+        .rewrite
+        .iter()
+        .map(|(from, to)| match to {
+            // `SIGRTMIN+2` is not a bare TOML key.
+            0 => format!("{} = 0", quote(&signal_name(*from))),
+            to => format!(
+                "{} = {}",
+                quote(&signal_name(*from)),
+                quote(&signal_name(*to))
+            ),
+        })
+        .collect();
+    out.key(
+        "rewrite",
+        match rewrite.is_empty() {
+            true => "{}".to_owned(),
+            false => format!("{{ {} }}", rewrite.join(", ")),
+        },
+    );
+    let codes: Vec<String> = sig.success_codes.iter().map(i32::to_string).collect();
+    out.key("success_codes", format!("[{}]", codes.join(", ")));
+    out.key_or_unset(
+        "parent_death_signal",
+        sig.parent_death_signal.map(|s| quote(&signal_name(s))),
+        "\"SIGTERM\"",
+        "not set: fc-init outlives its parent",
+    );
+    out.key("warn_reaped", sig.warn_reaped.to_string());
     out.text
+}
+
+/// A signal's name as the loader reads it back (`SIGRTMIN+2` for real-time ones).
+fn signal_name(signo: i32) -> String {
+    match nix::sys::signal::Signal::try_from(signo) {
+        Ok(sig) => sig.as_str().to_owned(),
+        Err(_) if signo >= libc::SIGRTMIN() => format!("SIGRTMIN+{}", signo - libc::SIGRTMIN()),
+        Err(_) => signo.to_string(),
+    }
 }
 
 #[derive(Default)]

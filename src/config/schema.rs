@@ -23,6 +23,7 @@ pub(super) const SECTIONS: &[&str] = &[
     "async",
     "admin",
     "log",
+    "signals",
 ];
 
 /// Pairs of keys of one section that may not both be set: a source that sets one replaces
@@ -77,6 +78,12 @@ pub(super) enum Kind {
     RedisUrl,
     /// A queue name: text that can sit inside a Redis Cluster hash tag (no braces).
     QueueName,
+    /// Any signal, by name or number, real-time ones included (`"SIGRTMIN+2"`, `"34"`).
+    AnySignal,
+    /// A table of signal rewrites: `{ SIGTERM = "SIGQUIT", SIGWINCH = 0 }` (0 drops).
+    SignalRewrite,
+    /// An array of exit statuses, each 0 to 255.
+    ExitCodes,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -123,6 +130,7 @@ pub(super) const ON_FAILURE_CHOICES: &[&str] = &["retry", "next-request", "exit"
 pub(super) const FORMAT_CHOICES: &[&str] = &["text", "json"];
 pub(super) const PLATFORM_CHOICES: &[&str] = &["auto", "fc", "none"];
 pub(super) const BACKEND_CHOICES: &[&str] = &["sqlite", "redis"];
+pub(super) const FORWARD_TO_CHOICES: &[&str] = &["process", "group"];
 
 /// Every key, in the contract's order (the sample file follows it; a test checks that).
 pub(super) const SCHEMA: &[KeySpec] = &[
@@ -195,6 +203,11 @@ pub(super) const SCHEMA: &[KeySpec] = &[
     key("admin", "listen", Kind::Addr),
     key("log", "invocations", Kind::Bool),
     key("log", "format", Kind::Choice(FORMAT_CHOICES)),
+    key("signals", "forward_to", Kind::Choice(FORWARD_TO_CHOICES)),
+    key("signals", "rewrite", Kind::SignalRewrite),
+    key("signals", "success_codes", Kind::ExitCodes),
+    key("signals", "parent_death_signal", Kind::AnySignal),
+    key("signals", "warn_reaped", Kind::Bool),
 ];
 
 pub(super) fn find(section: &str, key: &str) -> Option<&'static KeySpec> {
@@ -224,6 +237,11 @@ pub(super) enum Val {
     Addr(SocketAddr),
     Signal(Signal),
     User(UserSpec),
+    /// A signal number (real-time signals have no [`Signal`]).
+    Signo(i32),
+    /// Received signal → forwarded signal (0: dropped).
+    Rewrite(BTreeMap<i32, i32>),
+    Codes(Vec<i32>),
 }
 
 /// Checks one raw value against its key's kind; the error is the reason of a problem.
@@ -363,6 +381,76 @@ pub(super) fn convert(kind: Kind, value: &Value) -> Result<Val, String> {
             let s = expect_str(value, "a string")?;
             queue_name(s).map(Val::Text)
         }
+        Kind::AnySignal => signal_value(value).map(Val::Signo),
+        Kind::SignalRewrite => {
+            let table = value.as_table().ok_or_else(|| {
+                expected(
+                    "a table such as { SIGTERM = \"SIGQUIT\", SIGWINCH = 0 }",
+                    value,
+                )
+            })?;
+            let mut out = BTreeMap::new();
+            for (from, to) in table {
+                let from = parse_signo(from)?;
+                let to = match to {
+                    // 0 drops the signal, as dumb-init's `-r S:0`.
+                    Value::Integer(0) => 0,
+                    Value::String(s) if s.trim() == "0" => 0,
+                    other => signal_value(other)?,
+                };
+                out.insert(from, to);
+            }
+            Ok(Val::Rewrite(out))
+        }
+        Kind::ExitCodes => {
+            let array = value
+                .as_array()
+                .ok_or_else(|| expected("an array of exit statuses such as [143]", value))?;
+            array
+                .iter()
+                .map(|item| match item.as_integer() {
+                    Some(n @ 0..=255) => Ok(n as i32),
+                    Some(n) => Err(format!("exit status {n} is not between 0 and 255")),
+                    None => Err(expected("an exit status between 0 and 255", item)),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Val::Codes)
+        }
+    }
+}
+
+/// A signal given as a name (`"SIGHUP"`, `"HUP"`, `"SIGRTMIN+2"`) or a number.
+fn signal_value(value: &Value) -> Result<i32, String> {
+    match value {
+        Value::String(s) => parse_signo(s),
+        Value::Integer(i) => parse_signo(&i.to_string()),
+        other => Err(expected("a signal such as \"SIGTERM\"", other)),
+    }
+}
+
+/// Any signal number the kernel delivers (1 to SIGRTMAX), by name or number.
+pub(crate) fn parse_signo(s: &str) -> Result<i32, String> {
+    let text = s.trim();
+    let upper = text.to_ascii_uppercase();
+    let rt = upper.strip_prefix("SIG").unwrap_or(&upper);
+    if let Some(n) = rt.strip_prefix("RTMIN") {
+        let offset = match n {
+            "" => 0,
+            n => n
+                .strip_prefix('+')
+                .and_then(|n| n.parse::<i32>().ok())
+                .ok_or_else(|| format!("unknown signal {s:?}"))?,
+        };
+        let signo = libc::SIGRTMIN() + offset;
+        return match signo <= libc::SIGRTMAX() {
+            true => Ok(signo),
+            false => Err(format!("{s:?} is beyond SIGRTMAX")),
+        };
+    }
+    match text.parse::<i32>() {
+        Ok(n) if (1..=libc::SIGRTMAX()).contains(&n) => Ok(n),
+        Ok(n) => Err(format!("unknown signal number {n}")),
+        Err(_) => parse_signal(text).map(|sig| sig as i32),
     }
 }
 
@@ -406,6 +494,24 @@ pub(super) fn env_value(kind: Kind, raw: &str) -> Result<Value, String> {
             }
         }
         Kind::EnvTable => inline_toml(raw, "a TOML inline table such as { NAME = \"value\" }"),
+        Kind::SignalRewrite => {
+            inline_toml(raw, "a TOML inline table such as { SIGTERM = \"SIGQUIT\" }")
+        }
+        Kind::ExitCodes => {
+            if raw.trim_start().starts_with('[') {
+                inline_toml(raw, "a TOML array such as [143, 137]")
+            } else {
+                raw.split([' ', ','])
+                    .filter(|w| !w.is_empty())
+                    .map(|w| {
+                        w.parse::<i64>().map(Value::Integer).map_err(|_| {
+                            format!("expected exit statuses such as \"143 137\", got {raw:?}")
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(Value::Array)
+            }
+        }
         _ => Ok(Value::String(raw.to_owned())),
     }
 }

@@ -73,6 +73,37 @@ pub enum Terminated {
     Failed(StoreError),
 }
 
+/// How an event terminated gracefully ends (CONTRACT section 11): ABORTED, with the
+/// function's answer as `statusCode` when it gave one, and a message that says what happened
+/// to its request.
+fn graceful_outcome(result: &Attempt, timeout: Duration, end: u64) -> Outcome {
+    let (status_code, message) = match result {
+        Attempt::Succeeded { status } => (Some(*status), "terminated by an operator".to_owned()),
+        Attempt::Failed {
+            status, error_type, ..
+        } => match error_type.as_str() {
+            // The function answered (an error of its own): it was running, not gone.
+            "FunctionError" => (*status, "terminated by an operator".to_owned()),
+            "FunctionTimeout" => (
+                None,
+                format!(
+                    "terminated by an operator; the request was cut by function.timeout ({}) \
+                     while the process was still running",
+                    humantime::format_duration(timeout)
+                ),
+            ),
+            _ => (None, "User process exit when running".to_owned()),
+        },
+    };
+    Outcome {
+        status: Status::Aborted,
+        status_code,
+        error_type: None,
+        error_message: Some(message),
+        end,
+    }
+}
+
 /// The asynchronous side of one fc-init.
 pub struct AsyncService {
     cfg: Arc<Config>,
@@ -242,11 +273,10 @@ impl AsyncService {
         let now = now_ms();
         let graceful = lock(&self.graceful).remove(id);
         if graceful {
-            let message = match &result {
-                Attempt::Succeeded { .. } => "terminated by an operator",
-                _ => "User process exit when running",
-            };
-            self.record(id, || self.store.mark_aborted(id, Some(message), now));
+            let outcome = graceful_outcome(&result, self.cfg.function.timeout, now);
+            self.record(id, || self.store.finish(claimed, &outcome));
+            // SCF's instance repossession: the signalled process does not serve again.
+            self.events.send(SupervisorEvent::Repossess);
             return;
         }
         let (code, error_type, message) = match result {
@@ -514,5 +544,38 @@ mod tests {
         assert_eq!(backoff(1), Duration::from_millis(500));
         assert_eq!(backoff(2), Duration::from_secs(1));
         assert_eq!(backoff(30), RETRY_BACKOFF_MAX);
+    }
+
+    #[test]
+    fn a_graceful_terminate_says_what_happened_to_the_request() {
+        let failed = |status: Option<u16>, error_type: &str| Attempt::Failed {
+            status,
+            error_type: error_type.into(),
+            message: String::new(),
+        };
+        let timeout = Duration::from_secs(3);
+        let o = graceful_outcome(&Attempt::Succeeded { status: 200 }, timeout, 7);
+        assert_eq!(
+            (o.status, o.status_code, o.end),
+            (Status::Aborted, Some(200), 7)
+        );
+        assert_eq!(
+            o.error_message.as_deref(),
+            Some("terminated by an operator")
+        );
+        let o = graceful_outcome(&failed(Some(500), "FunctionError"), timeout, 7);
+        assert_eq!(o.status_code, Some(500));
+        let o = graceful_outcome(&failed(Some(504), "FunctionTimeout"), timeout, 7);
+        let message = o.error_message.unwrap();
+        assert!(
+            message.contains("cut by function.timeout (3s)"),
+            "{message}"
+        );
+        assert!(!message.contains("User process exit"));
+        let o = graceful_outcome(&failed(Some(502), "UnhandledInvocationError"), timeout, 7);
+        assert_eq!(
+            o.error_message.as_deref(),
+            Some("User process exit when running")
+        );
     }
 }

@@ -15,11 +15,13 @@
 
 pub mod core;
 pub mod hooks;
+pub mod listening;
 pub mod reaper;
 pub mod signals;
 pub mod spawn;
 
 use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
@@ -54,6 +56,8 @@ pub enum Event {
     /// (`graceful`: SIGTERM to the function process). Either way a new instance is started and
     /// initialized, whatever `restart` says.
     KillFunction { graceful: bool },
+    /// A gracefully terminated event has ended: the signalled process must not serve again.
+    Repossess,
     /// FC called `/initialize` or `/pre-stop` (`request_id`: FC's own, used for the hook's
     /// lines and for the call to the function).
     Lifecycle {
@@ -177,10 +181,13 @@ pub struct Setup {
     pub shared: Arc<Shared>,
 }
 
-/// First step of start-up, before any thread exists: blocks signals, becomes subreaper and
-/// creates the event queue.
-pub fn setup() -> Result<Setup, SupervisorError> {
+/// First step of start-up, before any thread exists: blocks signals, becomes subreaper, asks
+/// for `signals.parent_death_signal`, and creates the event queue.
+pub fn setup(cfg: &Config) -> Result<Setup, SupervisorError> {
     let signals = Signals::block_all().map_err(SupervisorError::Signals)?;
+    if let Some(signo) = cfg.signals.parent_death_signal {
+        ask_parent_death_signal(signo);
+    }
     if std::process::id() != 1 {
         // Orphans of the function are re-parented to fc-init instead of the host's init, so they
         // are reaped and stopped with the rest. PR_SET_CHILD_SUBREAPER: prctl(2).
@@ -207,6 +214,28 @@ pub fn setup() -> Result<Setup, SupervisorError> {
     })
 }
 
+/// tini's `-p`: the kernel sends `signo` to fc-init when its parent dies (PR_SET_PDEATHSIG,
+/// prctl(2)). The signal is blocked like every other, so it arrives through the signalfd:
+/// SIGTERM or SIGINT start the shutdown, anything else is forwarded.
+fn ask_parent_death_signal(signo: i32) {
+    // SAFETY: getppid and prctl with integer arguments only.
+    let parent = unsafe { libc::getppid() };
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signo as libc::c_ulong, 0, 0, 0) } != 0 {
+        log::warn!(
+            "cannot ask for {} when the parent dies: {}",
+            signals::name(signo),
+            std::io::Error::last_os_error()
+        );
+        return;
+    }
+    // The parent may have died before the request: then the kernel will never send it, and
+    // fc-init already has a new parent.
+    // SAFETY: getppid and raise with plain integers.
+    if unsafe { libc::getppid() } != parent {
+        unsafe { libc::raise(signo) };
+    }
+}
+
 /// The supervisor thread: the shell around [`Core`].
 pub struct Supervisor {
     core: Core,
@@ -228,6 +257,13 @@ impl Supervisor {
             replies: HashMap::new(),
             next_call: 0,
             exit: None,
+            argv: None,
+            fc_port: {
+                let env: BTreeMap<String, String> = std::env::vars_os()
+                    .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                    .collect();
+                crate::config::fc_port_variable(&env).map(|(var, v)| (var, v.to_owned()))
+            },
             cfg: cfg.clone(),
         };
         Supervisor {
@@ -235,6 +271,13 @@ impl Supervisor {
             setup,
             system,
         }
+    }
+
+    /// Starts the function with `argv` exactly as given (not UTF-8 perhaps) instead of
+    /// `function.command`'s text.
+    pub fn with_argv(mut self, argv: Option<Vec<OsString>>) -> Supervisor {
+        self.system.argv = argv;
+        self
     }
 
     /// Runs until everything has been stopped and reaped; returns fc-init's exit status.
@@ -320,6 +363,7 @@ impl Supervisor {
                 Event::InitRequested => Input::InitRequested,
                 Event::Drained => Input::InFlight(0),
                 Event::KillFunction { graceful } => Input::Terminate { graceful },
+                Event::Repossess => Input::Repossess,
                 Event::Lifecycle {
                     call,
                     request_id,
@@ -385,6 +429,10 @@ struct System {
     replies: HashMap<CallId, Reply>,
     next_call: CallId,
     exit: Option<i32>,
+    /// The command line's command as given; `None`: `function.command`.
+    argv: Option<Vec<OsString>>,
+    /// FC's port variable and its value, when set (for the collision hint).
+    fc_port: Option<(&'static str, String)>,
 }
 
 impl System {
@@ -400,8 +448,16 @@ impl System {
                 }
             }
         }
+        let configured: Vec<OsString>;
+        let argv = match &self.argv {
+            Some(argv) => argv,
+            None => {
+                configured = os_args(&self.cfg.function.command);
+                &configured
+            }
+        };
         spawn::spawn(&spawn::Spec {
-            argv: &self.cfg.function.command,
+            argv,
             working_dir: self.cfg.function.working_dir.as_deref(),
             env: &self.function_env,
             credentials: self.credentials.as_ref(),
@@ -444,7 +500,7 @@ impl System {
                 env.set
                     .insert("FC_CONTROL_PATH".into(), kind.control_path().into());
                 let spawned = spawn::spawn(&spawn::Spec {
-                    argv: &argv,
+                    argv: &os_args(&argv),
                     working_dir: self.cfg.function.working_dir.as_deref(),
                     env: &env,
                     credentials: self.credentials.as_ref(),
@@ -490,6 +546,34 @@ impl System {
     }
 }
 
+/// Why a function may have exited before it accepted: fc-init itself listens on the port of
+/// FC's variable, so a function with that port written into it cannot bind it.
+fn collision_hint(cfg: &Config, fc_port: Option<&(&'static str, String)>) -> Option<String> {
+    let (var, value) = fc_port?;
+    let listen = cfg.server.listen?;
+    if value.trim().parse::<u16>().ok()? != listen.port() {
+        return None;
+    }
+    let own = match &cfg.function.endpoint {
+        Endpoint::Tcp(port) => {
+            format!("port {port} ({var} is set to it in the function's environment)")
+        }
+        Endpoint::Unix(path) => format!("the socket {} (FC_FUNCTION_SOCKET)", path.display()),
+    };
+    Some(format!(
+        "the function exited before it accepted a connection. fc-init itself listens on {listen} \
+         ({var}={value}), so a function that binds port {} fails (\"Address already in use\"). \
+         The function's own endpoint is {own}: have it listen on ${var}, or set function.port to \
+         the port it listens on (another one than {})",
+        listen.port(),
+        listen.port()
+    ))
+}
+
+fn os_args(args: &[String]) -> Vec<OsString> {
+    args.iter().map(OsString::from).collect()
+}
+
 /// kill(2) that tolerates ESRCH: the process (group) is already gone, and its exit is reaped as
 /// usual.
 fn send(target: i32, signo: i32, what: &str) {
@@ -529,6 +613,22 @@ impl Effects for System {
                 }
             }
             Action::Exit(code) => self.exit = Some(code),
+            Action::StartHint(pid) => {
+                let waits_on = match &self.cfg.function.endpoint {
+                    Endpoint::Unix(path) => path.display().to_string(),
+                    Endpoint::Tcp(port) => format!("127.0.0.1:{port}"),
+                };
+                let listens = listening::listening_addresses(pid.as_raw());
+                log::warn!(
+                    "{}",
+                    listening::start_hint(pid.as_raw(), &waits_on, &listens)
+                );
+            }
+            Action::ExitedBeforeAccepting => {
+                if let Some(hint) = collision_hint(&self.cfg, self.fc_port.as_ref()) {
+                    log::error!("{hint}");
+                }
+            }
         }
         None
     }

@@ -10,6 +10,7 @@
 //! Only the supervisor thread calls `spawn`, and it never waits on the returned pid here: the
 //! reaper owns `waitpid` (a `Child::wait` elsewhere would race it and get ECHILD).
 
+use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io;
 use std::os::unix::process::CommandExt;
@@ -214,7 +215,8 @@ fn group_entries(text: &str) -> impl Iterator<Item = GroupEntry<'_>> {
 
 /// What to start.
 pub struct Spec<'a> {
-    pub argv: &'a [String],
+    /// Program and arguments as given: they need not be UTF-8.
+    pub argv: &'a [OsString],
     pub working_dir: Option<&'a Path>,
     /// Added to (and overriding) the inherited environment, and taken out of it.
     pub env: &'a FunctionEnv,
@@ -226,8 +228,12 @@ pub struct Spec<'a> {
 
 /// Starts `spec` in a new process group whose id is its pid. Never waits.
 pub fn spawn(spec: &Spec<'_>) -> Result<Pid, SpawnError> {
-    let program = spec.argv.first().cloned().unwrap_or_default();
-    let mut cmd = Command::new(&program);
+    let program = spec
+        .argv
+        .first()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut cmd = Command::new(spec.argv.first().map_or(OsStr::new(""), |p| p.as_os_str()));
     cmd.args(&spec.argv[1..]);
     for name in &spec.env.remove {
         cmd.env_remove(name);

@@ -201,15 +201,19 @@ fn stop_signal_reaches_a_grandchild_through_the_group() {
     }
 }
 
+/// With `-g` (`signals.forward_to = "group"`); by default a forwarded signal goes to the
+/// function's own process only, as with `tini -s` (tests/it/dropin_signals.rs).
 #[test]
-fn forwarded_signal_reaches_the_group_not_only_the_leader() {
+fn forwarded_signal_reaches_the_group_not_only_the_leader_with_minus_g() {
     for mode in modes() {
         let script = grandchild_script("USR1");
         let (py, sh_part) = (
             script.split_once('\n').unwrap().1,
             script.split_once('\n').unwrap().0,
         );
-        let mut p = fc_init(mode).args(["--", "sh", "-c", sh_part, py]).start();
+        let mut p = fc_init(mode)
+            .args(["-g", "--", "sh", "-c", sh_part, py])
+            .start();
         p.expect_line("grandchild ready", |l| l == "ready");
         p.signal(libc::SIGUSR1);
         p.expect_line("grandchild got SIGUSR1", |l| l == "grandchild-USR1");

@@ -5,6 +5,7 @@ mod async_events;
 mod deploy;
 mod docs;
 mod dropin;
+mod dropin_signals;
 mod fleet;
 mod hooks;
 mod init;

@@ -90,6 +90,7 @@ pub struct Run {
     stdin: Option<Vec<u8>>,
     keep_stdin: bool,
     block_and_ignore: bool,
+    program: Option<String>,
 }
 
 pub fn fc_init(mode: Mode) -> Run {
@@ -100,6 +101,7 @@ pub fn fc_init(mode: Mode) -> Run {
         stdin: None,
         keep_stdin: false,
         block_and_ignore: false,
+        program: None,
     }
 }
 
@@ -133,12 +135,20 @@ impl Run {
         self
     }
 
+    /// Runs fc-init through `path` (a symlink named `tini` or `dumb-init`) instead of the
+    /// binary's own name.
+    pub fn program(mut self, path: &std::path::Path) -> Run {
+        self.program = Some(path.to_str().expect("UTF-8 path").to_owned());
+        self
+    }
+
     pub fn start(self) -> Proc {
+        let program = self.program.clone().unwrap_or_else(|| bin().to_owned());
         let mut cmd = match self.mode {
-            Mode::Subreaper => Command::new(bin()),
+            Mode::Subreaper => Command::new(&program),
             Mode::Pid1 => {
                 let mut c = Command::new("unshare");
-                c.args(["--pid", "--fork", "--mount-proc", "--kill-child", bin()]);
+                c.args(["--pid", "--fork", "--mount-proc", "--kill-child", &program]);
                 c
             }
         };

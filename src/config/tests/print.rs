@@ -254,3 +254,38 @@ fn documented_key_list(text: &str) -> Vec<(String, String)> {
 fn documented_keys(text: &str) -> BTreeSet<(String, String)> {
     documented_key_list(text).into_iter().collect()
 }
+
+#[test]
+fn signals_round_trip_through_to_toml() {
+    let c = ok(&with_file(
+        "[signals]\nforward_to = \"group\"\n\
+         rewrite = { SIGTERM = \"SIGQUIT\", SIGWINCH = 0, 10 = 12, \"SIGRTMIN+2\" = \"HUP\" }\n\
+         success_codes = [143, 0]\nparent_death_signal = \"SIGKILL\"\nwarn_reaped = true\n",
+    ));
+    assert_eq!(c.signals.forward_to, ForwardTo::Group);
+    assert_eq!(c.signals.rewritten(libc::SIGTERM), Some(libc::SIGQUIT));
+    assert_eq!(c.signals.rewritten(libc::SIGWINCH), None);
+    assert_eq!(c.signals.rewritten(libc::SIGUSR1), Some(libc::SIGUSR2));
+    assert_eq!(
+        c.signals.rewritten(libc::SIGRTMIN() + 2),
+        Some(libc::SIGHUP)
+    );
+    assert_eq!(c.signals.rewritten(libc::SIGINT), Some(libc::SIGINT));
+    assert_eq!(c.signals.success_codes, [143, 0]);
+    assert_eq!(c.signals.parent_death_signal, Some(libc::SIGKILL));
+    assert_round_trip(&c);
+    for bad in [
+        "rewrite = { SIGNOPE = 1 }",
+        "rewrite = { SIGTERM = \"SIGNOPE\" }",
+        "rewrite = { SIGTERM = 99 }",
+        "success_codes = [256]",
+        "success_codes = \"143\"",
+        "forward_to = \"session\"",
+        "parent_death_signal = \"SIGRTMIN+99\"",
+    ] {
+        assert!(
+            crate::config::from_str(&format!("[signals]\n{bad}\n"), &sources()).is_err(),
+            "{bad}"
+        );
+    }
+}

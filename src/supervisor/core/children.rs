@@ -6,7 +6,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use super::{Action, Core, Stage, Target, RESTART_BACKOFF_MIN};
-use crate::config::RestartPolicy;
+use crate::config::{ForwardTo, RestartPolicy};
 use crate::state::{Phase, StopCause};
 use crate::supervisor::hooks::{HookError, HookKind};
 use crate::supervisor::reaper::Exit;
@@ -21,6 +21,9 @@ impl Core {
                 self.function_exited(exit, now);
             } else if self.hook.as_ref().is_some_and(|h| h.command == Some(pid)) {
                 self.finish_hook(HookError::from_command_exit(exit), now);
+            } else if self.cfg.signals.warn_reaped {
+                // tini's -w: a zombie that is not the function was someone else's to reap.
+                log::warn!("reaped zombie process (pid {pid}): {exit}");
             } else {
                 log::debug!("reaped pid {pid}: {exit}");
             }
@@ -46,7 +49,12 @@ impl Core {
             .take()
             .expect("called only for the running function");
         self.last_exit = Some(exit);
+        self.repossess_kill_at = None;
+        self.hint_at = None;
         log::info!("function (pid {}) {exit}", f.pid);
+        if self.serves() && !f.accepting {
+            self.act(Action::ExitedBeforeAccepting);
+        }
         self.publish(|s| s.function_pid = None);
         // The probe was waiting for this instance: it simply ends with it.
         self.probe = None;
@@ -106,15 +114,20 @@ impl Core {
         });
     }
 
-    /// Passes a signal on to the function: its process group (`kill_group`) or its pid.
-    pub(super) fn forward(&mut self, signo: i32) {
+    /// Passes a signal on to the function, rewritten by `signals.rewrite`: to its process or
+    /// its process group (`signals.forward_to`).
+    pub(super) fn forward(&mut self, received: i32) {
         let Some(f) = &self.function else {
-            log::debug!("no function to forward {} to", signals::name(signo));
+            log::debug!("no function to forward {} to", signals::name(received));
             return;
         };
-        let to = match self.cfg.shutdown.kill_group {
-            true => Target::Group(f.pid),
-            false => Target::Process(f.pid),
+        let Some(signo) = self.cfg.signals.rewritten(received) else {
+            log::debug!("{} dropped (signals.rewrite)", signals::name(received));
+            return;
+        };
+        let to = match self.cfg.signals.forward_to {
+            ForwardTo::Group => Target::Group(f.pid),
+            ForwardTo::Process => Target::Process(f.pid),
         };
         self.act(Action::Signal { to, signal: signo });
     }
@@ -128,6 +141,9 @@ impl Core {
             return;
         }
         self.respawn_forced = true;
+        if graceful {
+            self.signalled = Some(f.pid);
+        }
         let (to, signal) = match graceful {
             true => (Target::Process(f.pid), Signal::SIGTERM),
             false => (Target::Group(f.pid), Signal::SIGKILL),
@@ -140,5 +156,56 @@ impl Core {
             to,
             signal: signal as i32,
         });
+    }
+}
+
+impl Core {
+    /// A gracefully terminated event has ended: the process that got SIGTERM must not serve
+    /// again (SCF repossesses the instance). If it still runs, it is stopped — the stop signal,
+    /// SIGKILL after `grace_period` — and a new instance is started and initialized once it is
+    /// reaped, whatever `restart` says.
+    pub(super) fn repossess(&mut self, now: Instant) {
+        let Some(pid) = self.signalled.take() else {
+            return;
+        };
+        if self.stop.is_some() {
+            return;
+        }
+        let Some(f) = &mut self.function else {
+            // It exited: the new instance is on its way.
+            return;
+        };
+        if f.pid != pid {
+            return;
+        }
+        f.ready = false;
+        log::warn!(
+            "the instance (pid {pid}) was terminated gracefully and still runs: stopping it; a new instance takes over"
+        );
+        self.publish(|s| s.phase = Phase::Starting);
+        self.respawn_forced = true;
+        let signal = self.cfg.shutdown.stop_signal as i32;
+        let to = match self.cfg.shutdown.kill_group {
+            true => Target::Group(pid),
+            false => Target::Process(pid),
+        };
+        self.act(Action::Signal { to, signal });
+        self.repossess_kill_at = Some(now + self.cfg.shutdown.grace_period);
+    }
+
+    /// The repossessed process outlived its grace period: SIGKILL its group.
+    pub(super) fn repossess_deadline(&mut self, now: Instant) {
+        if self.repossess_kill_at.is_none_or(|t| now < t) {
+            return;
+        }
+        self.repossess_kill_at = None;
+        if let Some(f) = &self.function {
+            log::warn!("grace period over: killing the instance (pid {})", f.pid);
+            let to = Target::Group(f.pid);
+            self.act(Action::Signal {
+                to,
+                signal: Signal::SIGKILL as i32,
+            });
+        }
     }
 }

@@ -89,6 +89,8 @@ pub enum Input {
     InFlight(usize),
     /// An operator terminated a running asynchronous event.
     Terminate { graceful: bool },
+    /// A gracefully terminated event has ended: stop the signalled process if it still runs.
+    Repossess,
     /// FC called `/initialize` or `/pre-stop`.
     Lifecycle {
         call: LifecycleCall,
@@ -176,7 +178,15 @@ pub enum Action {
     },
     /// Everything is stopped and reaped: exit with this status.
     Exit(i32),
+    /// The function (pid) has not accepted where fc-init waits for [`START_HINT_AFTER`]: say
+    /// where it listens instead.
+    StartHint(Pid),
+    /// The function exited before it ever accepted a connection: say why that may be.
+    ExitedBeforeAccepting,
 }
+
+/// How long a function may take to accept before fc-init says where it listens instead.
+pub const START_HINT_AFTER: Duration = Duration::from_secs(5);
 
 /// Carries out actions for [`Core`]; the result of an action that has one comes back as the
 /// next input. The real one makes system calls; the tests' one records.
@@ -298,6 +308,15 @@ pub struct Core {
     pre_stop_calls: Vec<CallId>,
     exited: bool,
     actions: Vec<Action>,
+    /// The process a graceful terminate sent SIGTERM to, until its event has ended.
+    signalled: Option<Pid>,
+    /// When the repossessed process gets SIGKILL.
+    repossess_kill_at: Option<Instant>,
+    /// When to give the start hint, while the function does not accept.
+    hint_at: Option<Instant>,
+    /// Plain mode under `signals.rewrite`: the signal the stop sends instead of
+    /// `stop_signal` (the received SIGTERM or SIGINT, rewritten).
+    stop_signal_override: Option<i32>,
 }
 
 impl Core {
@@ -324,6 +343,10 @@ impl Core {
             pre_stop_calls: Vec::new(),
             exited: false,
             actions: Vec::new(),
+            signalled: None,
+            repossess_kill_at: None,
+            hint_at: None,
+            stop_signal_override: None,
         }
     }
 
@@ -343,6 +366,8 @@ impl Core {
             self.init.retry_at,
             self.hook.as_ref().map(|h| h.deadline),
             self.probe.as_ref().map(|p| p.deadline),
+            self.repossess_kill_at,
+            self.hint_at,
             stage,
         ]
         .into_iter()
@@ -371,6 +396,17 @@ impl Core {
                 Disposition::Reap => {}
                 Disposition::Shutdown => {
                     log::info!("received {}", signals::name(signo));
+                    if self.plain() && self.cfg.signals.rewrite.contains_key(&signo) {
+                        // Plain mode forwards the signal, so `signals.rewrite` applies to it
+                        // (dumb-init's `-r 15:3`); rewritten to 0, it is dropped.
+                        match self.cfg.signals.rewritten(signo) {
+                            None => {
+                                log::info!("{} dropped (signals.rewrite)", signals::name(signo));
+                                return std::mem::take(&mut self.actions);
+                            }
+                            Some(to) => self.stop_signal_override = Some(to),
+                        }
+                    }
                     self.request_stop(now);
                 }
                 Disposition::Forward => self.forward(signo),
@@ -398,6 +434,7 @@ impl Core {
             }
             Input::InFlight(n) => self.in_flight = Some(n),
             Input::Terminate { graceful } => self.terminate(graceful),
+            Input::Repossess => self.repossess(now),
             Input::Lifecycle {
                 call: LifecycleCall::Initialize,
                 request_id,
@@ -431,6 +468,11 @@ impl Core {
         self.cfg.serves_http()
     }
 
+    /// Plain-init mode: no listener and no hooks, fc-init only passes signals on (as tini).
+    fn plain(&self) -> bool {
+        !self.serves() && self.cfg.initializer.is_none() && self.cfg.pre_stop.is_none()
+    }
+
     // -----------------------------------------------------------------------------------------
     // An instance's start and readiness
 
@@ -460,6 +502,9 @@ impl Core {
             s.instance += 1;
             s.restarting = None;
         });
+        if self.serves() {
+            self.hint_at = Some(now + START_HINT_AFTER);
+        }
         if self.serves() && !http_initializer {
             // Nothing is forwarded before the function accepts connections.
             let token = self.token();
@@ -491,8 +536,12 @@ impl Core {
                 self.maybe_ready_now();
             }
             Err(reason) => {
+                let endpoint = match &self.cfg.function.endpoint {
+                    crate::config::Endpoint::Unix(path) => path.display().to_string(),
+                    crate::config::Endpoint::Tcp(port) => format!("127.0.0.1:{port}"),
+                };
                 log::error!(
-                    "the function did not accept connections within start_timeout ({}): {reason}",
+                    "the function did not accept connections on {endpoint} within start_timeout ({}): {reason}",
                     humantime::format_duration(self.cfg.function.start_timeout)
                 );
                 let reason = reason.to_string();

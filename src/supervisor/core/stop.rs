@@ -114,6 +114,14 @@ impl Core {
 
     /// Moves deadlines and the shutdown forward.
     pub(super) fn advance(&mut self, now: Instant) {
+        self.repossess_deadline(now);
+        if self.hint_at.is_some_and(|t| now >= t) {
+            self.hint_at = None;
+            if let Some(f) = self.function.as_ref().filter(|f| !f.accepting) {
+                let pid = f.pid;
+                self.act(Action::StartHint(pid));
+            }
+        }
         if self.probe.as_ref().is_some_and(|p| now >= p.deadline) {
             self.probe_done(Err(HookError::Timeout), now);
         }
@@ -164,10 +172,14 @@ impl Core {
         }
         let stop = self.stop.as_ref().expect("checked in the loop");
         if matches!(stop.stage, Stage::Grace { .. } | Stage::Killed) && self.childless {
-            let code = stop
-                .code
-                .or(self.last_exit.map(Exit::status))
-                .unwrap_or(exit::OK);
+            // tini's -e: the function's listed statuses count as success.
+            let function_status = self.last_exit.map(Exit::status).map(|s| {
+                match self.cfg.signals.success_codes.contains(&s) {
+                    true => exit::OK,
+                    false => s,
+                }
+            });
+            let code = stop.code.or(function_status).unwrap_or(exit::OK);
             self.exited = true;
             self.act(Action::Exit(code));
         }
@@ -180,7 +192,9 @@ impl Core {
     /// want to stop itself, and finding them costs a look into /proc that the common case (no
     /// orphans at all) should not pay on its way to exiting.
     pub(super) fn send_stop_signal(&mut self) {
-        let signal = self.cfg.shutdown.stop_signal as i32;
+        let signal = self
+            .stop_signal_override
+            .unwrap_or(self.cfg.shutdown.stop_signal as i32);
         match (&self.function, self.cfg.shutdown.kill_group, self.pgid) {
             (Some(f), false, _) => self.act(Action::Signal {
                 to: Target::Process(f.pid),

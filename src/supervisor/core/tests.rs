@@ -191,6 +191,8 @@ fn describe(action: &Action) -> String {
         },
         Action::Reply { answer, .. } => format!("reply {answer:?}"),
         Action::Exit(code) => format!("exit {code}"),
+        Action::StartHint(pid) => format!("start hint {pid}"),
+        Action::ExitedBeforeAccepting => "exited before accepting".into(),
     }
 }
 
@@ -679,13 +681,79 @@ fn the_stop_signal_goes_to_the_process_only_without_kill_group() {
 }
 
 #[test]
-fn other_signals_are_forwarded_to_the_group() {
+fn other_signals_are_forwarded_to_the_process_as_tini_does() {
+    // kill_group = true (the default) is the stop's business, not the forwarding's: a
+    // reloading master's workers are spared (gunicorn's die on SIGHUP).
     let mut sim = Sim::started("");
+    for sig in [Signal::SIGHUP, Signal::SIGUSR1, Signal::SIGWINCH] {
+        let actions = sim.signal(sig);
+        assert_eq!(actions, [format!("{} to 100", sig.as_str())]);
+    }
+    assert_eq!(sim.phase(), Phase::Ready);
+}
+
+#[test]
+fn other_signals_are_forwarded_to_the_group_with_forward_to_group() {
+    let mut sim = Sim::started("[signals]\nforward_to = \"group\"\n");
     for sig in [Signal::SIGHUP, Signal::SIGUSR1, Signal::SIGWINCH] {
         let actions = sim.signal(sig);
         assert_eq!(actions, [format!("{} to group 100", sig.as_str())]);
     }
-    assert_eq!(sim.phase(), Phase::Ready);
+}
+
+#[test]
+fn forwarded_signals_are_rewritten_or_dropped() {
+    let mut sim = Sim::started("[signals]\nrewrite = { SIGHUP = \"SIGUSR2\", SIGWINCH = 0 }\n");
+    assert_eq!(sim.signal(Signal::SIGHUP), ["SIGUSR2 to 100"]);
+    assert!(sim.signal(Signal::SIGWINCH).is_empty());
+    assert_eq!(sim.signal(Signal::SIGUSR1), ["SIGUSR1 to 100"]);
+}
+
+#[test]
+fn plain_mode_sigterm_reaches_the_function_rewritten() {
+    let mut sim = Sim::started("[signals]\nrewrite = { SIGTERM = \"SIGQUIT\" }\n");
+    sim.signal(Signal::SIGTERM);
+    assert!(sim.has("SIGQUIT to group 100"), "{:#?}", sim.log);
+    assert!(!sim.has("SIGTERM"));
+}
+
+#[test]
+fn plain_mode_sigterm_rewritten_to_0_is_dropped() {
+    let mut sim = Sim::started("[signals]\nrewrite = { SIGTERM = 0 }\n");
+    assert!(sim.signal(Signal::SIGTERM).is_empty());
+    assert_ne!(sim.phase(), Phase::Stopping);
+}
+
+#[test]
+fn serving_shutdown_keeps_stop_signal_whatever_rewrite_says() {
+    let mut sim =
+        Sim::started("[function]\nport = 9001\n[signals]\nrewrite = { SIGTERM = \"SIGQUIT\" }\n");
+    sim.signal(Signal::SIGTERM);
+    assert!(sim.has("SIGTERM to group 100"), "{:#?}", sim.log);
+}
+
+#[test]
+fn a_function_not_accepting_after_5s_gets_one_hint() {
+    let mut sim = Sim::started("[function]\nport = 9001\n");
+    assert!(!sim
+        .after(ms(4999))
+        .iter()
+        .any(|a| a.starts_with("start hint")));
+    assert_eq!(sim.after(ms(1)), ["start hint 100"]);
+    assert!(sim.after(Duration::from_secs(10)).is_empty());
+    let mut sim = Sim::started("");
+    sim.after(Duration::from_secs(6));
+    assert!(!sim.has("start hint"), "plain mode waits for nobody");
+}
+
+#[test]
+fn success_codes_count_as_0() {
+    let mut sim = Sim::started("[signals]\nsuccess_codes = [143]\n");
+    sim.all_gone(FUNCTION, Exit::Code(143));
+    assert_eq!(sim.exit_code(), Some(0));
+    let mut sim = Sim::started("[signals]\nsuccess_codes = [143]\n");
+    sim.all_gone(FUNCTION, Exit::Code(1));
+    assert_eq!(sim.exit_code(), Some(1));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -710,6 +778,35 @@ fn a_graceful_terminate_sends_sigterm_to_the_process_only() {
         sim.input(Input::Terminate { graceful: true }),
         ["SIGTERM to 100"]
     );
+}
+
+#[test]
+fn a_gracefully_terminated_process_that_still_runs_is_repossessed() {
+    let mut sim =
+        Sim::started("[function]\nrestart = \"never\"\n[shutdown]\ngrace_period = \"2s\"\n");
+    sim.input(Input::Terminate { graceful: true });
+    // The event ended; the process ignored SIGTERM (SCF's stop-flag handler).
+    let actions = sim.input(Input::Repossess);
+    assert_eq!(actions, ["phase starting", "SIGTERM to group 100"]);
+    assert!(sim.after(ms(1999)).is_empty());
+    assert_eq!(sim.after(ms(1)), ["SIGKILL to group 100"]);
+    sim.exited(FUNCTION, Exit::Signal(libc::SIGKILL));
+    assert_eq!(
+        sim.count("spawn"),
+        2,
+        "a new instance, whatever restart says"
+    );
+    assert_ne!(sim.phase(), Phase::Stopping);
+}
+
+#[test]
+fn a_gracefully_terminated_process_that_exited_is_not_repossessed_again() {
+    let mut sim = Sim::started("");
+    sim.input(Input::Terminate { graceful: true });
+    sim.exited(FUNCTION, Exit::Code(0));
+    assert_eq!(sim.count("spawn"), 2);
+    // The new instance is not the signalled one.
+    assert!(sim.input(Input::Repossess).is_empty());
 }
 
 // ---------------------------------------------------------------------------------------------
