@@ -596,6 +596,17 @@ fn build(s: &Settings, sources: &Sources, problems: &mut Vec<Problem>) -> Config
             _ => RestartPolicy::Never,
         },
         restart_backoff_max: s.duration("function", "restart_backoff_max", Duration::from_secs(30)),
+        qualifier: s
+            .text("function", "qualifier")
+            .map(str::to_owned)
+            .or_else(|| {
+                sources
+                    .env
+                    .get("FC_QUALIFIER")
+                    .filter(|q| !q.is_empty() && !q.chars().any(char::is_control))
+                    .cloned()
+            })
+            .unwrap_or_else(|| "LATEST".to_owned()),
         command,
     };
 
@@ -770,6 +781,15 @@ fn build(s: &Settings, sources: &Sources, problems: &mut Vec<Problem>) -> Config
             max_retries: s.count_u32("async", "max_retries", 3),
             max_queued: s.int("async", "max_queued", 10_000),
             max_payload: s.size("async", "max_payload", 128 << 10),
+            max_event_age: s.duration("async", "max_event_age", Duration::from_secs(24 * 3600)),
+            max_result: s.size("async", "max_result", 1 << 20),
+            destination_retry_for: s.duration(
+                "async",
+                "destination_retry_for",
+                Duration::from_secs(24 * 3600),
+            ),
+            on_success: s.text("async", "on_success").map(str::to_owned),
+            on_failure: s.text("async", "on_failure").map(str::to_owned),
         },
         admin: AdminConfig {
             socket: s

@@ -6,7 +6,7 @@
 use super::backend::BackendStatus;
 use super::error::StoreError;
 use super::model::{Event, ListQuery};
-use super::service::Terminated;
+use super::service::{ResultAnswer, Terminated};
 
 /// The asynchronous-event operations the admin API exposes.
 pub trait AsyncEvents: Send + Sync {
@@ -20,4 +20,11 @@ pub trait AsyncEvents: Send + Sync {
     fn counts(&self) -> Vec<(&'static str, u64)>;
     /// The store's part of `GET /status`.
     fn status(&self) -> BackendStatus;
+    /// Whether `list` honours every filter of CONTRACT section 12 (the Redis backend does
+    /// not yet: only those of section 7).
+    fn lists_every_filter(&self) -> bool;
+    /// `GET /async-events/{id}/result?wait=`: waits up to `wait` for the event to end.
+    fn result(&self, id: &str, wait: std::time::Duration) -> Result<ResultAnswer, StoreError>;
+    /// Destination deliveries by result (`delivered`, `retried`, `failed`), for the metrics.
+    fn deliveries(&self) -> Vec<(&'static str, u64)>;
 }

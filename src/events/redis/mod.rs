@@ -113,7 +113,7 @@ use super::backend::{
 use super::error::StoreError;
 use super::model::{
     decode_headers, encode_headers, AbortResult, Claimed, Event, ListQuery, NewEvent, Order,
-    Outcome, Status, StoreOptions, StoredRequest, Submitted, MAX_LIST_LIMIT,
+    Outcome, Status, StoreOptions, StoredRequest, Submitted, MAX_LIST_LIMIT, STATUS_COUNT,
 };
 use super::signal::{lock, Signal};
 use super::store::Completion;
@@ -342,7 +342,7 @@ impl Inner {
         Ok(result)
     }
 
-    fn counts(&self) -> Result<[(Status, u64); 5], StoreError> {
+    fn counts(&self) -> Result<[(Status, u64); STATUS_COUNT], StoreError> {
         let reply = self.run("count", &self.invocation(&scripts().counts, now_ms()))?;
         let items = array("count", &reply)?;
         let mut counts = Status::ALL.map(|s| (s, 0));
@@ -478,7 +478,7 @@ impl Backend for Redis {
         self.inner.ended.wait(seen, timeout)
     }
 
-    fn counts_by_status(&self) -> Result<[(Status, u64); 5], StoreError> {
+    fn counts_by_status(&self) -> Result<[(Status, u64); STATUS_COUNT], StoreError> {
         self.inner.counts()
     }
 

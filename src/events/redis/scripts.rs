@@ -510,6 +510,7 @@ pub fn event(op: &'static str, v: &Value) -> Result<Event, StoreError> {
         error_type: text(&f[8]),
         error_message: text(&f[9]),
         next_attempt_at: num(&f[10]).unwrap_or(0),
+        ..Event::default()
     })
 }
 

@@ -403,6 +403,7 @@ fn finish_records_the_outcome_and_rejects_non_final_statuses() {
         error_type: Some("UnhandledInvocationError".into()),
         error_message: Some("boom".into()),
         end: 1500,
+        answer: None,
     };
     let ev = store.finish("x", &failed).unwrap().unwrap();
     assert_eq!(ev.status, Status::Failed);
@@ -462,6 +463,7 @@ fn purge_drops_only_ended_events_past_retention() {
         StoreOptions {
             max_queued: 0,
             retention: Duration::from_millis(1000),
+            ..StoreOptions::default()
         },
     )
     .unwrap();
@@ -510,6 +512,7 @@ fn counts_by_status_covers_every_status() {
             (Status::Finished, 0),
             (Status::Failed, 0),
             (Status::Aborted, 1),
+            (Status::Expired, 0),
         ]
     );
 }
@@ -528,10 +531,13 @@ fn event_json_has_the_contract_shape() {
         error_type: None,
         error_message: None,
         next_attempt_at: 0,
+        function_name: "f".into(),
+        qualifier: "LATEST".into(),
+        ..Event::default()
     };
     assert_eq!(
         queued.to_json(),
-        r#"{"requestId":"req-1","status":"QUEUED","invocationType":"Async","submitTime":"2026-11-21T22:33:43.123Z","startTime":null,"endTime":null,"durationMs":null,"statusCode":null,"attempts":0,"errorType":null,"errorMessage":null}"#
+        r#"{"requestId":"req-1","status":"QUEUED","invocationType":"Async","submitTime":"2026-11-21T22:33:43.123Z","startTime":null,"endTime":null,"durationMs":null,"statusCode":null,"attempts":0,"errorType":null,"errorMessage":null,"functionName":"f","qualifier":"LATEST","notBefore":null,"result":null,"destination":null}"#
     );
     let failed = Event {
         status: Status::Failed,
@@ -546,7 +552,7 @@ fn event_json_has_the_contract_shape() {
     };
     assert_eq!(
         failed.to_json(),
-        r#"{"requestId":"req-1","status":"FAILED","invocationType":"Async","submitTime":"2026-11-21T22:33:43.123Z","startTime":"2026-11-21T22:33:43.200Z","endTime":"2026-11-21T22:33:44.000Z","durationMs":800,"statusCode":502,"attempts":4,"errorType":"UnhandledInvocationError","errorMessage":"said \"no\"\\\n\u0001\u2028é"}"#
+        r#"{"requestId":"req-1","status":"FAILED","invocationType":"Async","submitTime":"2026-11-21T22:33:43.123Z","startTime":"2026-11-21T22:33:43.200Z","endTime":"2026-11-21T22:33:44.000Z","durationMs":800,"statusCode":502,"attempts":4,"errorType":"UnhandledInvocationError","errorMessage":"said \"no\"\\\n\u0001\u2028é","functionName":"f","qualifier":"LATEST","notBefore":null,"result":null,"destination":null}"#
     );
     assert_eq!(
         list_to_json(7, &[queued.clone(), queued.clone()]),
