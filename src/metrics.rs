@@ -199,7 +199,10 @@ pub fn render_deliveries(w: &mut String, counts: &[(&str, u64)]) {
         "Destination delivery tries of asynchronous events by result.",
     );
     for (result, n) in counts {
-        let _ = writeln!(w, "fc_init_async_destination_deliveries_total{{result=\"{result}\"}} {n}");
+        let _ = writeln!(
+            w,
+            "fc_init_async_destination_deliveries_total{{result=\"{result}\"}} {n}"
+        );
     }
 }
 

@@ -190,7 +190,9 @@ fn request_for(words: &[String]) -> Result<(&'static str, String, String), Usage
                     let d = humantime::parse_duration(v)
                         .ok()
                         .or_else(|| v.parse::<u64>().ok().map(Duration::from_secs))
-                        .ok_or_else(|| Usage(format!("--wait takes a duration such as 30s, not {v:?}")))?;
+                        .ok_or_else(|| {
+                            Usage(format!("--wait takes a duration such as 30s, not {v:?}"))
+                        })?;
                     if d > Duration::from_secs(60) {
                         return Err(Usage(format!("--wait must be at most 60s, not {v:?}")));
                     }
@@ -253,8 +255,10 @@ fn list_query(opts: &[&str]) -> Result<Vec<String>, Usage> {
                 }
                 (key, value)
             }
-            Long(name @ ("since" | "until" | "startedSince" | "startedUntil" | "endedSince"
-            | "endedUntil")) => {
+            Long(
+                name @ ("since" | "until" | "startedSince" | "startedUntil" | "endedSince"
+                | "endedUntil"),
+            ) => {
                 let key = LIST_OPTIONS.iter().find(|k| **k == name).expect("listed");
                 let value = parser.value()?.string()?;
                 if crate::events::time::parse_time_ms(&value).is_none() {
@@ -367,7 +371,10 @@ mod tests {
                 &["events", "terminate"][..],
                 "events terminate needs an event id",
             ),
-            (&["events"][..], "events needs list, get, result or terminate"),
+            (
+                &["events"][..],
+                "events needs list, get, result or terminate",
+            ),
             (&["events", "show", "x"][..], "unknown events subcommand"),
         ] {
             match req(words) {

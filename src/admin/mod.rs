@@ -551,7 +551,10 @@ fn parse_list_query(query: &str) -> Result<ListQuery, String> {
             "functionName" => q.function_name = Some(value),
             "qualifier" => q.qualifier = Some(value),
             "invocationType" => {
-                if !["Async", "Sync"].iter().any(|t| t.eq_ignore_ascii_case(&value)) {
+                if !["Async", "Sync"]
+                    .iter()
+                    .any(|t| t.eq_ignore_ascii_case(&value))
+                {
                     return Err(format!("invocationType: Async or Sync, not {value:?}"));
                 }
                 q.invocation_type = Some(value)

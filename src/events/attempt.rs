@@ -151,7 +151,10 @@ impl Sender {
             u64::MAX,
         );
         let seen = sink.seen;
-        let answer = (self.max_result > 0 && copied.is_ok()).then(|| {
+        // fc-init's own answers (`x-fc-error-type`: the function crashed, timed out, ...)
+        // are not the function's: nothing is kept for them.
+        let own = response.header("x-fc-error-type").is_some();
+        let answer = (self.max_result > 0 && copied.is_ok() && !own).then(|| {
             let limit = usize::try_from(self.max_result).unwrap_or(usize::MAX);
             StoredAnswer {
                 status: response.status,
@@ -188,8 +191,8 @@ impl Sender {
         if !failed {
             return (Attempt::Succeeded { status }, answer);
         }
-        let mut message = String::from_utf8_lossy(&body[..body.len().min(MAX_ERROR_MESSAGE)])
-            .into_owned();
+        let mut message =
+            String::from_utf8_lossy(&body[..body.len().min(MAX_ERROR_MESSAGE)]).into_owned();
         if message.is_empty() {
             message = format!("status {status}");
         }

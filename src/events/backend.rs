@@ -68,7 +68,10 @@ pub struct BackendStatus {
 impl BackendStatus {
     /// The status of `backend` with the QUEUED and RUNNING figures of `counts` (the store's
     /// counts by status; `None` when it could not be read).
-    pub fn counted(backend: &'static str, counts: Option<[(Status, u64); STATUS_COUNT]>) -> BackendStatus {
+    pub fn counted(
+        backend: &'static str,
+        counts: Option<[(Status, u64); STATUS_COUNT]>,
+    ) -> BackendStatus {
         let count =
             |status| counts.map(|c| c.iter().find(|(s, _)| *s == status).map_or(0, |c| c.1));
         BackendStatus {

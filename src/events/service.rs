@@ -33,8 +33,8 @@ use std::time::{Duration, Instant};
 use super::api::AsyncEvents;
 use super::attempt::{Attempt, Listener, Sender};
 use super::backend::{Backend, BackendStatus, Claimer, Control, Holder, Retry, Sqlite};
-use super::error::StoreError;
 use super::destination;
+use super::error::StoreError;
 use super::model::{
     AbortResult, Claimed, Delivered, Delivery, Event, ListQuery, NewEvent, Outcome, Status,
     StoreOptions, StoredAnswer, StoredRequest, Submitted,
@@ -702,9 +702,18 @@ fn outbox(service: &Weak<AsyncService>, store: &dyn Backend) {
                 }
             }
         }
+        // An event submitted after this look expires no sooner than `max_event_age` from
+        // now: waking by then finds it, and the next wait ends at its expiry exactly.
+        let mut most = MAX_WAIT;
+        if let Some(service) = service.upgrade() {
+            let age = service.cfg.async_.max_event_age;
+            if !age.is_zero() {
+                most = most.min(age);
+            }
+        }
         let wait = match store.next_outbox_wake() {
-            Ok(Some(at)) => Duration::from_millis(at.saturating_sub(now)).min(MAX_WAIT),
-            _ => MAX_WAIT,
+            Ok(Some(at)) => Duration::from_millis(at.saturating_sub(now)).min(most),
+            _ => most,
         };
         store.wait_for_outbox(seen, wait.max(Duration::from_millis(5)));
     }
@@ -757,7 +766,12 @@ mod tests {
             "{message}"
         );
         assert!(!message.contains("User process exit"));
-        let o = graceful_outcome(&failed(Some(502), "UnhandledInvocationError"), timeout, 7, None);
+        let o = graceful_outcome(
+            &failed(Some(502), "UnhandledInvocationError"),
+            timeout,
+            7,
+            None,
+        );
         assert_eq!(
             o.error_message.as_deref(),
             Some("User process exit when running")

@@ -83,8 +83,8 @@ use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtensio
 
 pub use super::error::StoreError;
 pub use super::model::{
-    valid_request_id, AbortResult, Claimed, Delivered, Delivery, Event, ListQuery, NewEvent,
-    Order, OrderBy, Outcome, Retry, Status, StoreOptions, StoreStats, StoredAnswer, StoredRequest,
+    valid_request_id, AbortResult, Claimed, Delivered, Delivery, Event, ListQuery, NewEvent, Order,
+    OrderBy, Outcome, Retry, Status, StoreOptions, StoreStats, StoredAnswer, StoredRequest,
     Submitted, MAX_LIST_LIMIT, STATUS_COUNT,
 };
 // The JSON of the model, for the tests of this module.
@@ -722,7 +722,10 @@ impl Store {
     }
 
     /// The event and its stored answer, if it has one.
-    pub fn get_result(&self, id: &str) -> Result<Option<(Event, Option<StoredAnswer>)>, StoreError> {
+    pub fn get_result(
+        &self,
+        id: &str,
+    ) -> Result<Option<(Event, Option<StoredAnswer>)>, StoreError> {
         let conn = lock(&self.reader);
         let tx = conn.unchecked_transaction().map_err(sql_err("result"))?;
         let Some(event) = select_event(&tx, id).map_err(sql_err("result"))? else {
