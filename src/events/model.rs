@@ -211,7 +211,7 @@ pub enum Submitted {
     Created,
     /// An event with this request id was already stored: nothing new was stored, nothing
     /// runs twice. Carries the stored event as it is now.
-    AlreadyExists(Event),
+    AlreadyExists(Box<Event>),
 }
 
 /// How an attempt ended, for [`Store::finish`].

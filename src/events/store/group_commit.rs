@@ -235,7 +235,7 @@ impl Store {
                         // An existing id wins over the limit: a client retrying an accepted event
                         // must get its 202, not a 429.
                         let result = match select_event(tx, &event.request_id)? {
-                            Some(existing) => Ok(Submitted::AlreadyExists(existing)),
+                            Some(existing) => Ok(Submitted::AlreadyExists(Box::new(existing))),
                             None if full => Err(StoreError::Full { max_queued }),
                             // Not inserted and not there: cannot happen inside one transaction.
                             None => Err(StoreError::Corrupt {
