@@ -804,10 +804,14 @@ impl Store {
             }
         }
         if let Some(kind) = &q.invocation_type {
-            // Every stored event is an asynchronous invocation.
-            if !kind.eq_ignore_ascii_case("Async") {
-                filter.push_str(" AND 0");
-            }
+            // Stored as `Async` (or, later, `Sync`); matched as the API's values, any case.
+            let kind = if kind.eq_ignore_ascii_case("Async") {
+                "Async"
+            } else {
+                "Sync"
+            };
+            filter.push_str(" AND invocation_type = ?");
+            args.push(Value::Text(kind.to_owned()));
         }
         for (column, since, until) in [
             ("start_time", q.started_since, q.started_until),

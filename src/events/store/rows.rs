@@ -79,6 +79,8 @@ CREATE TABLE events_v3 (
     failures        INTEGER NOT NULL DEFAULT 0,
     function_name   TEXT    NOT NULL DEFAULT '',
     qualifier       TEXT    NOT NULL DEFAULT 'LATEST',
+    -- 'Async' for every event stored today; the sync-to-async handoff will store 'Sync'.
+    invocation_type TEXT    NOT NULL DEFAULT 'Async',
     not_before      INTEGER,
     result_code     INTEGER,
     result_truncated INTEGER,
