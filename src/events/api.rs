@@ -6,7 +6,6 @@
 use super::backend::BackendStatus;
 use super::error::StoreError;
 use super::model::{Event, ListQuery};
-use super::service::Terminated;
 
 /// The asynchronous-event operations the admin API exposes.
 pub trait AsyncEvents: Send + Sync {
@@ -20,4 +19,17 @@ pub trait AsyncEvents: Send + Sync {
     fn counts(&self) -> Vec<(&'static str, u64)>;
     /// The store's part of `GET /status`.
     fn status(&self) -> BackendStatus;
+}
+
+/// The answer to an operator's terminate, for the admin API to turn into HTTP.
+#[derive(Debug)]
+pub enum Terminated {
+    /// The event has ended (ABORTED, or whatever it reached meanwhile): 200 with it.
+    Ended(Event),
+    NotFound,
+    /// It had ended before: 409 `EventAlreadyEnded`.
+    AlreadyEnded(Event),
+    /// It did not end within the wait.
+    TimedOut,
+    Failed(StoreError),
 }
