@@ -387,10 +387,7 @@ impl Failure {
 /// overrides `function.command`'s text.
 fn run(cfg: Config, argv: Option<Vec<OsString>>) -> Result<i32, Failure> {
     // Signals are blocked before anything else can start a thread.
-    let setup = supervisor::setup(&cfg).map_err(|e| {
-        let code = e.exit_code();
-        Failure(e.into(), code)
-    })?;
+    let setup = supervisor::setup(&cfg).map_err(Failure::own)?;
     let credentials = match &cfg.function.user {
         Some(spec) => Some(Credentials::resolve(spec).map_err(Failure::own)?),
         None => None,
@@ -448,10 +445,7 @@ fn run(cfg: Config, argv: Option<Vec<OsString>>) -> Result<i32, Failure> {
         t.settle();
     }
     drop(admin_socket);
-    result.map_err(|e| {
-        let code = e.exit_code();
-        Failure(e.into(), code)
-    })
+    result.map_err(Failure::own)
 }
 
 /// The admin socket file, removed when fc-init is done with it: a clean exit leaves nothing

@@ -24,10 +24,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::events::api::AsyncEvents;
+use crate::events::api::{ResultAnswer, Terminated};
 use crate::events::backend::BackendStatus;
 use crate::events::error::StoreError;
 use crate::events::model::{to_json_text, EventList, ListQuery, Order, OrderBy, Status};
-use crate::events::service::{ResultAnswer, Terminated};
 use crate::events::time::parse_time_ms;
 use crate::http::{self, Buffered, Limits, Timeouts};
 use crate::metrics::{Metrics, Snapshot};

@@ -5,8 +5,8 @@
 
 use super::backend::BackendStatus;
 use super::error::StoreError;
+use super::model::StoredAnswer;
 use super::model::{Event, ListQuery};
-use super::service::{ResultAnswer, Terminated};
 
 /// The asynchronous-event operations the admin API exposes.
 pub trait AsyncEvents: Send + Sync {
@@ -27,4 +27,30 @@ pub trait AsyncEvents: Send + Sync {
     fn result(&self, id: &str, wait: std::time::Duration) -> Result<ResultAnswer, StoreError>;
     /// Destination deliveries by result (`delivered`, `retried`, `failed`), for the metrics.
     fn deliveries(&self) -> Vec<(&'static str, u64)>;
+}
+
+/// The answer to an operator's terminate, for the admin API to turn into HTTP.
+#[derive(Debug)]
+pub enum Terminated {
+    /// The event has ended (ABORTED, or whatever it reached meanwhile): 200 with it.
+    Ended(Event),
+    NotFound,
+    /// It had ended before: 409 `EventAlreadyEnded`.
+    AlreadyEnded(Event),
+    /// It did not end within the wait.
+    TimedOut,
+    Failed(StoreError),
+}
+
+/// The answer to `GET /async-events/{id}/result` (CONTRACT section 12).
+#[derive(Debug)]
+pub enum ResultAnswer {
+    /// 404 `EventNotFound`.
+    NotFound,
+    /// Not ended (within the wait): 202 with the event.
+    NotEnded(Event),
+    /// Ended without a stored answer: 404 `ResultNotFound`.
+    NoAnswer(Event),
+    /// The function's answer.
+    Answer(Event, StoredAnswer),
 }

@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use super::api::AsyncEvents;
+use super::api::{AsyncEvents, ResultAnswer, Terminated};
 use super::attempt::{Attempt, Listener, Sender};
 use super::backend::{Backend, BackendStatus, Claimer, Control, Holder, Retry, Sqlite};
 use super::destination;
@@ -60,19 +60,6 @@ const WORKER_NICE: libc::c_int = 10;
 /// How long an idle worker waits for work before it looks at the phase again (the stopping
 /// notice wakes it sooner).
 const IDLE_WAIT: Duration = Duration::from_secs(3600);
-
-/// The answer to an operator's terminate, for the admin API to turn into HTTP.
-#[derive(Debug)]
-pub enum Terminated {
-    /// The event has ended (ABORTED, or whatever it reached meanwhile): 200 with it.
-    Ended(Event),
-    NotFound,
-    /// It had ended before: 409 `EventAlreadyEnded`.
-    AlreadyEnded(Event),
-    /// It did not end within the wait.
-    TimedOut,
-    Failed(StoreError),
-}
 
 /// How an event terminated gracefully ends (CONTRACT section 11): ABORTED, with the
 /// function's answer as `statusCode` when it gave one, and a message that says what happened
@@ -109,19 +96,6 @@ fn graceful_outcome(
         end,
         answer,
     }
-}
-
-/// The answer to `GET /async-events/{id}/result` (CONTRACT section 12).
-#[derive(Debug)]
-pub enum ResultAnswer {
-    /// 404 `EventNotFound`.
-    NotFound,
-    /// Not ended (within the wait): 202 with the event.
-    NotEnded(Event),
-    /// Ended without a stored answer: 404 `ResultNotFound`.
-    NoAnswer(Event),
-    /// The function's answer.
-    Answer(Event, StoredAnswer),
 }
 
 /// Destination deliveries by result, for `fc_init_async_destination_deliveries_total`.

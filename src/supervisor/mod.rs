@@ -134,42 +134,14 @@ impl Events {
 }
 
 /// Why the supervisor could not run at all.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {
     /// Blocking signals or opening the signalfd failed.
-    Signals(nix::Error),
+    #[error("setting up signal handling")]
+    Signals(#[source] nix::Error),
     /// Creating the wake pipe failed.
-    WakePipe(nix::Error),
-    /// The function could not be started (126/127).
-    Spawn(SpawnError),
-}
-
-impl SupervisorError {
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            SupervisorError::Spawn(e) => e.exit_code(),
-            _ => crate::exit::FAILURE,
-        }
-    }
-}
-
-impl std::fmt::Display for SupervisorError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SupervisorError::Signals(_) => f.write_str("setting up signal handling"),
-            SupervisorError::WakePipe(_) => f.write_str("creating the wake pipe"),
-            SupervisorError::Spawn(_) => f.write_str("starting the function"),
-        }
-    }
-}
-
-impl std::error::Error for SupervisorError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            SupervisorError::Signals(e) | SupervisorError::WakePipe(e) => Some(e),
-            SupervisorError::Spawn(e) => Some(e),
-        }
-    }
+    #[error("creating the wake pipe")]
+    WakePipe(#[source] nix::Error),
 }
 
 /// The parts of fc-init the supervisor is wired to.
@@ -267,7 +239,7 @@ impl Supervisor {
             cfg: cfg.clone(),
         };
         Supervisor {
-            core: Core::new(cfg),
+            core: Core::new(cfg, Box::new(crate::http::request_id::new_request_id)),
             setup,
             system,
         }
@@ -282,13 +254,7 @@ impl Supervisor {
 
     /// Runs until everything has been stopped and reaped; returns fc-init's exit status.
     pub fn run(mut self) -> Result<i32, SupervisorError> {
-        // The first spawn is the shell's: a program that cannot start is fc-init's own error
-        // (126/127 with the cause), not a respawn failure to stop after.
-        let pid = self
-            .system
-            .spawn_function()
-            .map_err(SupervisorError::Spawn)?;
-        self.feed(Input::Spawned(Ok(pid)));
+        self.feed(Input::Start);
         loop {
             if let Some(code) = self.system.exit {
                 return Ok(code);

@@ -32,7 +32,7 @@ impl Core {
             s.phase = Phase::Initializing;
             s.initializer_attempts += 1;
         });
-        let request_id = request_id.unwrap_or_else(crate::http::request_id::new_request_id);
+        let request_id = request_id.unwrap_or_else(|| (self.request_ids)());
         self.start_hook(
             HookKind::Initialize,
             action,

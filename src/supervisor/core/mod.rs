@@ -278,8 +278,14 @@ struct Stop {
 }
 
 /// The supervisor's whole state.
+/// A source of fresh request ids (`crate::http::request_id::new_request_id` in the shell).
+pub type RequestIds = Box<dyn FnMut() -> String + Send>;
+
 pub struct Core {
     cfg: Arc<Config>,
+    /// Where the request ids of hook attempts come from: random in the shell, counted in tests,
+    /// so the core itself stays deterministic.
+    request_ids: RequestIds,
     status: Status,
     function: Option<Function>,
     /// The function's process group, kept after it exits so what is left of it can be stopped.
@@ -320,8 +326,9 @@ pub struct Core {
 }
 
 impl Core {
-    pub fn new(cfg: Arc<Config>) -> Core {
+    pub fn new(cfg: Arc<Config>, request_ids: RequestIds) -> Core {
         Core {
+            request_ids,
             init: InitProgress::new(&cfg),
             cfg,
             status: Status::default(),
@@ -384,10 +391,13 @@ impl Core {
             Input::Start => self.act(Action::SpawnFunction),
             Input::Spawned(Ok(pid)) => self.spawned(pid, now),
             Input::Spawned(Err(e)) => {
-                log::error!(
-                    "restarting the function: {}",
-                    crate::logging::error_chain(&e)
-                );
+                // The first start failing is the exit status itself (126/127, as tini); a
+                // respawn failing stops what is left the same way.
+                let what = match self.status.restarts {
+                    0 if self.pgid.is_none() => "starting the function",
+                    _ => "restarting the function",
+                };
+                log::error!("{what}: {}", crate::logging::error_chain(&e));
                 let code = e.exit_code();
                 self.begin_stop(StopCause::Failure, Some(code), now);
             }
@@ -521,7 +531,8 @@ impl Core {
             self.start_initializer(None, now);
         } else if !self.initialize_calls.is_empty() {
             // FC asked before this instance existed: its call is this instance's attempt.
-            self.start_forwarded_initialize(crate::http::request_id::new_request_id(), now);
+            let request_id = (self.request_ids)();
+            self.start_forwarded_initialize(request_id, now);
         }
         self.maybe_ready_now();
     }

@@ -64,7 +64,7 @@ impl Core {
         }
         let stage = match self.pre_stop_decision(code, initializing) {
             Ok(()) => {
-                let request_id = crate::http::request_id::new_request_id();
+                let request_id = (self.request_ids)();
                 self.start_pre_stop(request_id, now);
                 Stage::PreStop
             }

@@ -67,11 +67,20 @@ impl Effects for Sim {
     }
 }
 
+/// Request ids `req-1`, `req-2`, …: the core takes them as given.
+fn counted_ids() -> RequestIds {
+    let mut n = 0;
+    Box::new(move || {
+        n += 1;
+        format!("req-{n}")
+    })
+}
+
 impl Sim {
     fn new(toml: &str) -> Sim {
         let now = Instant::now();
         Sim {
-            core: Core::new(config(toml)),
+            core: Core::new(config(toml), counted_ids()),
             now,
             t0: now,
             next_pid: FUNCTION.as_raw(),
@@ -91,7 +100,7 @@ impl Sim {
     /// Feeds one input (and the feedback of its actions); returns the new actions.
     fn input(&mut self, input: Input) -> Vec<String> {
         let from = self.log.len();
-        let mut core = std::mem::replace(&mut self.core, Core::new(config("")));
+        let mut core = std::mem::replace(&mut self.core, Core::new(config(""), counted_ids()));
         let now = self.now;
         drive(&mut core, self, input, now);
         self.core = core;
@@ -939,4 +948,71 @@ fn a_respawn_that_cannot_start_the_program_stops_with_its_status() {
     sim.all_gone(FUNCTION, Exit::Code(1));
     sim.after(ms(100));
     assert_eq!(sim.exit_code(), Some(127));
+}
+
+/// The shell starts the first instance through `Input::Start` too, so a program that cannot
+/// start is decided here: its exit status (127 not found, 126 not executable), in every mode.
+#[test]
+fn a_first_start_that_cannot_start_the_program_exits_with_its_status() {
+    for (config, error, code) in [
+        (
+            "",
+            SpawnError::NotFound {
+                program: "/bin/app".into(),
+                source: io::Error::from(io::ErrorKind::NotFound),
+            },
+            127,
+        ),
+        (
+            SERVING,
+            SpawnError::NotExecutable {
+                program: "/bin/app".into(),
+                source: io::Error::from(io::ErrorKind::PermissionDenied),
+            },
+            126,
+        ),
+    ] {
+        let mut sim = Sim::new(config);
+        sim.spawn_error = Some(error);
+        sim.input(Input::Start);
+        assert_eq!(sim.exit_code(), Some(code), "{config:?}");
+    }
+}
+
+/// Each hook attempt's request id comes from the id source the core was given, one per
+/// attempt, and each attempt's Start and End lines carry the same one.
+#[test]
+fn every_hook_attempt_takes_the_next_request_id_it_was_given() {
+    let mut sim = Sim::started(&with(&[HTTP_INIT, "backoff = \"100ms\"\n", "[pre_stop]\n"]));
+    sim.done(HookKind::Initialize, Err(HookError::Status(500)));
+    while sim.count("http Initialize /initialize") < 2 {
+        sim.after(ms(50));
+    }
+    sim.done(HookKind::Initialize, Ok(()));
+    sim.signal(Signal::SIGTERM);
+    sim.done(HookKind::PreStop, Ok(()));
+    let lines: Vec<String> = sim
+        .log
+        .iter()
+        .filter_map(|a| match a {
+            Action::Line(Line::Start { kind, request_id }) => {
+                Some(format!("{kind:?} start {request_id}"))
+            }
+            Action::Line(Line::End {
+                kind, request_id, ..
+            }) => Some(format!("{kind:?} end {request_id}")),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "Initialize start req-1",
+            "Initialize end req-1",
+            "Initialize start req-2",
+            "Initialize end req-2",
+            "PreStop start req-3",
+            "PreStop end req-3",
+        ]
+    );
 }
