@@ -77,6 +77,8 @@ pub(super) enum Kind {
     RedisUrl,
     /// A queue name: text that can sit inside a Redis Cluster hash tag (no braces).
     QueueName,
+    /// `"auto"` or a replica count (`async.redis_min_replicas`).
+    MinReplicas,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -191,6 +193,7 @@ pub(super) const SCHEMA: &[KeySpec] = &[
     key("async", "max_retries", COUNT_U32),
     key("async", "max_queued", AT_LEAST_ONE),
     key("async", "max_payload", Kind::Size { min: 0 }),
+    key("async", "redis_min_replicas", Kind::MinReplicas),
     key("admin", "socket", Kind::SocketPath),
     key("admin", "listen", Kind::Addr),
     key("log", "invocations", Kind::Bool),
@@ -363,6 +366,11 @@ pub(super) fn convert(kind: Kind, value: &Value) -> Result<Val, String> {
             let s = expect_str(value, "a string")?;
             queue_name(s).map(Val::Text)
         }
+        Kind::MinReplicas => match (value.as_str(), value.as_integer()) {
+            (Some("auto"), _) => Ok(Val::Text("auto".to_owned())),
+            (_, Some(n)) if (0..=i64::from(u32::MAX)).contains(&n) => Ok(Val::Int(n as u64)),
+            _ => Err(expected("\"auto\" or a replica count such as 1", value)),
+        },
     }
 }
 

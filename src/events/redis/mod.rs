@@ -100,12 +100,14 @@ pub mod link;
 mod scripts;
 #[cfg(feature = "redis-tls")]
 mod tls;
+pub mod topology;
 
 use std::collections::HashSet;
 use std::sync::{mpsc, Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use redis::{Client, ConnectionAddr, ConnectionInfo, RedisConnectionInfo, ScriptInvocation, Value};
+use topology::{Conn, Topology};
 
 use super::backend::{
     Aborted, Backend, BackendStatus, Claimer, Control, Holder, Retry, Terminating,
@@ -141,13 +143,17 @@ pub struct Redis {
 }
 
 struct Inner {
-    client: Arc<Client>,
+    topology: Arc<Topology>,
     server: Arc<str>,
     reach: Arc<Mutex<link::Reach>>,
     queue: String,
     /// `fc-init:{queue}:`.
     prefix: String,
     stream: String,
+    /// The stream again, shared by the links (their keyless commands go to its node).
+    key: Arc<str>,
+    /// `async.redis_min_replicas`: `None` is `auto`.
+    min_replicas: Option<u32>,
     /// This instance's consumer name in the group.
     me: String,
     opts: StoreOptions,
@@ -163,7 +169,7 @@ struct Inner {
     acted: Mutex<HashSet<String>>,
 }
 
-/// The redis crate's form of a parsed `async.redis_url`.
+/// The redis crate's form of a parsed standalone `async.redis_url`.
 fn connection_info(target: RedisTarget) -> ConnectionInfo {
     let addr = match target.addr {
         RedisAddr::Tcp { host, port } => ConnectionAddr::Tcp(host, port),
@@ -175,6 +181,10 @@ fn connection_info(target: RedisTarget) -> ConnectionInfo {
             tls_params: None,
         },
         RedisAddr::Unix(path) => ConnectionAddr::Unix(path),
+        // Made by `topology`, never here: their nodes are found at run time.
+        RedisAddr::Cluster { .. } | RedisAddr::Sentinel { .. } => {
+            unreachable!("the cluster and Sentinel forms are not single servers")
+        }
     };
     let mut login = RedisConnectionInfo::default().set_db(target.db);
     if let Some(user) = target.username {
@@ -209,15 +219,18 @@ impl Redis {
         };
         // The configuration checked the URL already; a failure here names it again.
         let target = crate::config::redis_url::parse(&url).map_err(|why| refuse(&why))?;
-        let client = client(target).map_err(|why| refuse(&why))?;
         let queue = cfg.async_.queue.clone();
         let prefix = format!("fc-init:{{{queue}}}:");
-        Ok(Box::new(Redis {
+        let stream = format!("{prefix}stream");
+        let topology = Topology::new(target, &stream, client).map_err(|why| refuse(&why))?;
+        let redis = Redis {
             inner: Arc::new(Inner {
-                client: Arc::new(client),
+                topology: Arc::new(topology),
                 server: server_of(&url).into(),
                 reach: Arc::default(),
-                stream: format!("{prefix}stream"),
+                key: stream.as_str().into(),
+                min_replicas: cfg.async_.redis_min_replicas,
+                stream,
                 prefix,
                 queue,
                 me: consumer_name(),
@@ -229,7 +242,43 @@ impl Redis {
                 ended: Signal::default(),
                 acted: Mutex::new(HashSet::new()),
             }),
-        }))
+        };
+        redis.check_access(&url)?;
+        Ok(Box::new(redis))
+    }
+
+    /// At start: a server that refuses the login or the rights fc-init needs is a
+    /// configuration error (exit 2); one that cannot be reached is not (fc-init serves and
+    /// reconnects). The probe is what the fleet does: a script on the queue's keys, the
+    /// group's creation, a publish on this instance's own channel.
+    fn check_access(&self, url: &str) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        let mut link = inner.link("start");
+        let ctl = format!("{}ctl:{}", inner.prefix, inner.me);
+        let inv = inner.invocation(&scripts().counts, now_ms());
+        let probe = link.call("start-up check", |c| {
+            inv.invoke::<Value>(c)?;
+            inner.ensure_group(c)?;
+            redis::cmd("PUBLISH").arg(&ctl).arg("").query::<i64>(c)?;
+            Ok(())
+        });
+        let refused = |source: &Arc<redis::RedisError>| StoreError::RedisAccess {
+            url: crate::config::redis_url::redacted(url),
+            source: source.clone(),
+        };
+        match probe {
+            Err(StoreError::Redis { source, .. }) if link::is_auth_error(&source) => {
+                Err(refused(&source))
+            }
+            Err(e) => {
+                log::warn!("the Redis store cannot be reached at start ({e}); serving, and reconnecting with backoff");
+                Ok(())
+            }
+            Ok(()) => {
+                lock(&inner.pool).push(link);
+                Ok(())
+            }
+        }
     }
 }
 
@@ -258,7 +307,8 @@ fn consumer_name() -> String {
 impl Inner {
     fn link(&self, what: &'static str) -> Link {
         Link::new(
-            self.client.clone(),
+            self.topology.clone(),
+            self.key.clone(),
             self.server.clone(),
             self.reach.clone(),
             what,
@@ -269,7 +319,7 @@ impl Inner {
     fn with<T>(
         &self,
         op: &'static str,
-        f: impl FnMut(&mut redis::Connection) -> redis::RedisResult<T>,
+        f: impl FnMut(&mut Conn) -> redis::RedisResult<T>,
     ) -> Result<T, StoreError> {
         let mut link = lock(&self.pool).pop().unwrap_or_else(|| self.link("pool"));
         let result = link.call(op, f);
@@ -292,7 +342,7 @@ impl Inner {
 
     /// Creates the queue's stream and group when missing (the first instance ever, or a
     /// Redis that lost its data).
-    fn ensure_group(&self, conn: &mut redis::Connection) -> redis::RedisResult<()> {
+    fn ensure_group(&self, conn: &mut Conn) -> redis::RedisResult<()> {
         let created: redis::RedisResult<()> = redis::cmd("XGROUP")
             .arg("CREATE")
             .arg(&self.stream)
@@ -502,10 +552,16 @@ impl Backend for Redis {
 
     fn status(&self) -> BackendStatus {
         let counts = self.inner.counts().ok();
+        let topology = &self.inner.topology;
+        let serving = topology.serving();
         BackendStatus {
             queue: Some(self.inner.queue.clone()),
             consumer: Some(self.inner.me.clone()),
             connected: Some(counts.is_some()),
+            form: Some(topology.form().as_str()),
+            node: serving.as_ref().map(|(node, _)| node.clone()),
+            master: serving.map(|(_, master)| master),
+            replicas: Some(topology.replicas()),
             ..BackendStatus::counted("redis", counts)
         }
     }
@@ -518,10 +574,16 @@ struct RedisClaimer {
 }
 
 impl Claimer for RedisClaimer {
-    fn claim(&mut self, now: u64, wait: Duration) -> Result<Option<Claimed>, StoreError> {
+    /// `startTime` is taken after the blocking read, when the event is started (the bug:
+    /// it was the time the worker began waiting, up to [`CLAIM_BLOCK`] before `submitTime`).
+    fn claim(
+        &mut self,
+        _waiting_since: u64,
+        wait: Duration,
+    ) -> Result<Option<Claimed>, StoreError> {
         let block = wait.min(CLAIM_BLOCK);
         let inner = &self.inner;
-        let read = |c: &mut redis::Connection| -> redis::RedisResult<Value> {
+        let read = |c: &mut Conn| -> redis::RedisResult<Value> {
             let read = redis::cmd("XREADGROUP")
                 .arg("GROUP")
                 .arg(GROUP)
@@ -546,7 +608,7 @@ impl Claimer for RedisClaimer {
         let Some((entry, id)) = first_entry(&reply) else {
             return Ok(None);
         };
-        let mut inv = inner.invocation(&scripts().start, now);
+        let mut inv = inner.invocation(&scripts().start, now_ms());
         inv.arg(&entry).arg(&id);
         let reply = self.link.call("start", |c| inv.invoke::<Value>(c))?;
         if reply == Value::Nil {
