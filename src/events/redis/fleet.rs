@@ -33,6 +33,10 @@ pub const SUBMIT_DEADLINE: Duration = Duration::from_secs(10);
 /// The pause between two checks of an unknown outcome: the links' backoff decides when a
 /// connection is tried again; this only keeps the loop from spinning meanwhile.
 const RECHECK_PAUSE: Duration = Duration::from_millis(50);
+/// How long a new event waits undelivered for its replicas' confirmation: longer than
+/// [`REPLICA_WAIT`] and a withdrawal, so that an unconfirmed event is withdrawn before any
+/// worker could start it; should the instance die meanwhile, it is delivered after this.
+const HOLD: Duration = Duration::from_secs(3);
 const RENEW_EVERY: Duration = Duration::from_secs(1);
 const TAKEOVER_EVERY: Duration = Duration::from_secs(1);
 const PROMOTE_EVERY: Duration = Duration::from_millis(250);
@@ -117,8 +121,11 @@ fn submit_batch(
     batch: &[(NewEvent, Completion)],
 ) -> Vec<Result<Submitted, StoreError>> {
     let deadline = Instant::now() + SUBMIT_DEADLINE;
+    let mut retry = false;
     loop {
-        match try_batch(inner, link, batch) {
+        let tried = try_batch(inner, link, batch, retry);
+        retry = true;
+        match tried {
             Try::Known(results) => return results,
             Try::Unknown(e) if Instant::now() >= deadline => {
                 return batch.iter().map(|_| Err(e.clone())).collect();
@@ -137,10 +144,25 @@ fn unknown(link: &super::Link, e: &StoreError) -> bool {
         && matches!(e, StoreError::Redis { source, .. } if super::link::ends_connection(source))
 }
 
-fn try_batch(inner: &Inner, link: &mut super::Link, batch: &[(NewEvent, Completion)]) -> Try {
+/// One try of a batch; `retry`: an earlier try's outcome was unknown, so the events it may
+/// have stored answer as existing, and are withdrawn or released as this try's own.
+fn try_batch(
+    inner: &Inner,
+    link: &mut super::Link,
+    batch: &[(NewEvent, Completion)],
+    retry: bool,
+) -> Try {
     let all = |e: StoreError| Try::Known(batch.iter().map(|_| Err(e.clone())).collect());
+    let wanted = match inner.min_replicas {
+        Some(n) => n,
+        None => u32::from(link.topology().replicas() > 0),
+    };
+    let hold = match wanted {
+        0 => 0,
+        _ => HOLD.as_millis() as u64,
+    };
     let mut inv = inner.invocation(&scripts().submit, now_ms());
-    inv.arg(inner.opts.max_queued);
+    inv.arg(inner.opts.max_queued).arg(hold);
     for (event, _) in batch {
         push_submission(&mut inv, event);
     }
@@ -153,13 +175,21 @@ fn try_batch(inner: &Inner, link: &mut super::Link, batch: &[(NewEvent, Completi
         Ok(results) => results,
         Err(e) => return all(e),
     };
-    let wanted = match inner.min_replicas {
-        Some(n) => n,
-        None => u32::from(link.topology().replicas() > 0),
-    };
     if wanted == 0 {
         return Try::Known(results);
     }
+    let ours: Vec<usize> = (0..results.len())
+        .filter(|i| match &results[*i] {
+            Ok(Submitted::Created) => true,
+            Ok(Submitted::AlreadyExists(_)) => retry,
+            _ => false,
+        })
+        .collect();
+    let ids = |inv: &mut ScriptInvocation<'_>| {
+        for i in &ours {
+            inv.arg(&batch[*i].0.request_id);
+        }
+    };
     let wait = redis::cmd("WAIT")
         .arg(wanted)
         .arg(REPLICA_WAIT.as_millis() as u64)
@@ -172,21 +202,21 @@ fn try_batch(inner: &Inner, link: &mut super::Link, batch: &[(NewEvent, Completi
         Err(e) if unknown(link, &e) => return Try::Unknown(e),
         Err(e) => return all(e),
     };
+    if ours.is_empty() {
+        return Try::Known(results);
+    }
     if confirmed >= u64::from(wanted) {
+        // Confirmed: deliver them now. Should this fail, they are delivered when their hold
+        // is over.
+        let mut inv = inner.invocation(&scripts().release, now_ms());
+        ids(&mut inv);
+        let _ = link.call("submit (release)", |c| inv.invoke::<Value>(c));
         return Try::Known(results);
     }
-    // Too few replicas have the new events: take them back before answering 503, unless a
-    // worker started one meanwhile (it runs, so it is answered 202).
-    let created: Vec<usize> = (0..results.len())
-        .filter(|i| matches!(results[*i], Ok(Submitted::Created)))
-        .collect();
-    if created.is_empty() {
-        return Try::Known(results);
-    }
+    // Too few replicas have the new events: take them back before answering 503, unless one
+    // was delivered meanwhile (it runs, so it is answered 202).
     let mut inv = inner.invocation(&scripts().withdraw, now_ms());
-    for i in &created {
-        inv.arg(&batch[*i].0.request_id);
-    }
+    ids(&mut inv);
     let withdrawn = match link.call("submit (withdraw)", |c| inv.invoke::<Value>(c)) {
         Ok(v) => v,
         Err(e) if unknown(link, &e) => return Try::Unknown(e),
@@ -197,7 +227,7 @@ fn try_batch(inner: &Inner, link: &mut super::Link, batch: &[(NewEvent, Completi
     let flags = array("withdraw", &withdrawn)
         .map(<[Value]>::to_vec)
         .unwrap_or_default();
-    for (k, i) in created.iter().enumerate() {
+    for (k, i) in ours.iter().enumerate() {
         if flags.get(k).and_then(num) == Some(1) {
             results[*i] = Err(StoreError::NotReplicated { wanted, confirmed });
         }

@@ -18,6 +18,7 @@
 //! | `fc-init:{q}:delayed` | sorted set | QUEUED events waiting out a retry backoff, by due time |
 //! | `fc-init:{q}:alive:<consumer>` | string, 5 s TTL | an instance's heartbeat |
 //! | `fc-init:{q}:seq` | counter | orders submissions within one millisecond |
+//! | `fc-init:{q}:cursor` | counter | where the renewal of queued events' expiry goes on |
 //! | channel `fc-init:{q}:ctl:<consumer>` | pub/sub | "terminate this event" to the instance running it |
 //! | channel `fc-init:{q}:ended` | pub/sub | an event a terminate waits for has ended |
 //!
@@ -55,10 +56,13 @@
 //!   event as ABORTED instead of running it again. The caller's answer comes when the event
 //!   has ended: a script ending an event with `term` publishes its id on `ended`, which every
 //!   instance's subscriber turns into a local wake-up.
-//! - **Retention is key expiry.** An ended event's hash expires a minute after its retention;
-//!   the indexes forget it at the retention itself (each script that reads them first drops
-//!   what `ended` says is past it), so lists and counts never show half-forgotten events, and
-//!   a fleet that stops leaves nothing behind.
+//! - **Retention is key expiry.** An ended event's hash expires a margin (the retention
+//!   again, a minute at most) after its retention; the indexes forget it at the retention
+//!   itself (each script that reads them first drops what `ended` says is past it), so lists
+//!   and counts never show half-forgotten events. Every other key expires too: each live
+//!   instance's renewal pushes the expiry of the queue's keys on every second (and of the
+//!   hashes of unended events, at least 10 minutes, 200 queued ones a second), so a fleet that
+//!   stops leaves nothing behind once the queue is unused for the retention.
 //! - **Retries** wait in `delayed` and are delivered again when due (every instance moves due
 //!   ones every 250 ms).
 //!

@@ -31,8 +31,13 @@ local function is_ended(st) return st == 'FINISHED' or st == 'FAILED' or st == '
 -- retention (RENEW, every second on every live instance, pushes their expiry on).
 local FIXED = {P .. 'all', P .. 'ended', P .. 'delayed', P .. 'seq', P .. 'st:QUEUED',
   P .. 'st:RUNNING', P .. 'st:FINISHED', P .. 'st:FAILED', P .. 'st:ABORTED'}
--- How long an unused key lives: the retention, and a minute for the last ended event's hash.
-local TTL = RET + 60000
+-- How long an unused key lives: the retention, and a margin (a minute at most) for the last
+-- ended event's hash, so that lists never show an event half forgotten.
+local TTL = RET + math.min(RET, 60000)
+-- An event that has not ended lives at least 10 minutes unused: RENEW goes round the queued
+-- ones 200 a second, so a live fleet refreshes every one well before then (10,000 queued
+-- events in under a minute), while the queue of a fleet that is gone still expires.
+local LIVE_TTL = math.max(TTL, 600000)
 -- Reads every key the script may write before it writes any: while a Cluster slot migrates,
 -- a key already moved fails the script here, with nothing of it done, rather than halfway.
 local function preflight(ids)
@@ -109,7 +114,7 @@ local function requeue(h, id)
   local st = redis.call('HGET', h, 'status')
   redis.call('HSET', h, 'status', 'QUEUED', 'next', NOW)
   redis.call('HDEL', h, 'owner', 'lease')
-  redis.call('PEXPIRE', h, TTL)
+  redis.call('PEXPIRE', h, LIVE_TTL)
   if st ~= 'QUEUED' then move(id, st, 'QUEUED', redis.call('HGET', h, 'score')) end
   deliver(h, id)
 end
@@ -149,11 +154,15 @@ local function purge()
 end
 "#;
 
-/// ARGV[5] max_queued, then per event: id, submit time, method, target, headers, body.
-/// Per event: `{0}` stored, `{1, event}` the id exists, `{2}` the queue is full.
+/// ARGV[5] max_queued, [6] hold (ms), then per event: id, submit time, method, target,
+/// headers, body. Per event: `{0}` stored, `{1, event}` the id exists, `{2}` the queue is
+/// full. With a hold, a new event is not delivered yet: it waits in `delayed`, marked `held`,
+/// until RELEASE (once the replicas confirmed it) or WITHDRAW; should neither come (the
+/// instance died meanwhile), it is delivered when the hold is over.
 const SUBMIT: &str = r#"
+local hold = tonumber(ARGV[6])
 local ids = {}
-for i = 6, #ARGV, 6 do ids[#ids + 1] = ARGV[i] end
+for i = 7, #ARGV, 6 do ids[#ids + 1] = ARGV[i] end
 preflight(ids)
 purge()
 -- Always a write, even when every id exists: the WAIT that follows then covers whatever of
@@ -162,7 +171,7 @@ redis.call('PEXPIRE', S, TTL)
 local max = tonumber(ARGV[5])
 local queued = redis.call('ZCARD', P .. 'st:QUEUED')
 local out = {}
-for i = 6, #ARGV, 6 do
+for i = 7, #ARGV, 6 do
   local id, submit = ARGV[i], ARGV[i + 1]
   local h = P .. 'ev:' .. id
   if redis.call('EXISTS', h) == 1 then
@@ -175,10 +184,15 @@ for i = 6, #ARGV, 6 do
     redis.call('HSET', h, 'status', 'QUEUED', 'submit', submit, 'next', submit, 'attempts', 0,
       'failures', 0, 'score', score, 'method', ARGV[i + 2], 'target', ARGV[i + 3],
       'headers', ARGV[i + 4], 'body', ARGV[i + 5])
-    redis.call('PEXPIRE', h, TTL)
+    redis.call('PEXPIRE', h, LIVE_TTL)
     redis.call('ZADD', P .. 'all', score, id)
     redis.call('ZADD', P .. 'st:QUEUED', score, id)
-    deliver(h, id)
+    if hold > 0 then
+      redis.call('HSET', h, 'held', 1)
+      redis.call('ZADD', P .. 'delayed', NOW + hold, id)
+    else
+      deliver(h, id)
+    end
     queued = queued + 1
     out[#out + 1] = {0}
   end
@@ -205,7 +219,7 @@ if not again then
   -- Never before submitTime, whatever the clocks of the instances say.
   local submit = tonumber(redis.call('HGET', h, 'submit')) or NOW
   if redis.call('HEXISTS', h, 'start') == 0 then redis.call('HSET', h, 'start', math.max(NOW, submit)) end
-  redis.call('PEXPIRE', h, TTL)
+  redis.call('PEXPIRE', h, LIVE_TTL)
   move(id, 'QUEUED', 'RUNNING', redis.call('HGET', h, 'score'))
 end
 local r = ev(id)
@@ -256,7 +270,7 @@ end
 redis.call('HSET', h, 'status', 'QUEUED', 'next', at)
 redis.call('HINCRBY', h, 'failures', ARGV[11])
 redis.call('HDEL', h, 'owner', 'lease', 'entry')
-redis.call('PEXPIRE', h, TTL)
+redis.call('PEXPIRE', h, LIVE_TTL)
 ack(eid)
 move(id, 'RUNNING', 'QUEUED', redis.call('HGET', h, 'score'))
 if at <= NOW then deliver(h, id) else redis.call('ZADD', P .. 'delayed', at, id) end
@@ -305,6 +319,11 @@ redis.call('SET', P .. 'alive:' .. ME, '1', 'PX', ARGV[5])
 -- The queue is in use: its keys live on (they expire a retention after the last instance).
 redis.call('PEXPIRE', S, TTL)
 for _, k in ipairs(FIXED) do redis.call('PEXPIRE', k, TTL) end
+-- The next 200 queued events' hashes live on too (see LIVE_TTL).
+local cursor = tonumber(redis.call('GET', P .. 'cursor')) or 0
+local queued = redis.call('ZRANGE', P .. 'st:QUEUED', cursor, cursor + 199)
+for _, id in ipairs(queued) do redis.call('PEXPIRE', P .. 'ev:' .. id, LIVE_TTL) end
+redis.call('SET', P .. 'cursor', #queued < 200 and 0 or cursor + 200, 'PX', TTL)
 local leases, out = {}, {}
 for k = 6, #ARGV do
   local id = ARGV[k]
@@ -313,7 +332,7 @@ for k = 6, #ARGV do
   if lease and redis.call('HGET', h, 'owner') == ME then
     leases[lease] = true
     redis.call('XCLAIM', S, G, ME, 0, lease, 'JUSTID')
-    redis.call('PEXPIRE', h, TTL)
+    redis.call('PEXPIRE', h, LIVE_TTL)
     local term = redis.call('HGET', h, 'term')
     if term then
       out[#out + 1] = id
@@ -366,9 +385,22 @@ end
 return n
 "#;
 
-/// ARGV[5..] ids of a batch too few replicas confirmed. Each event that has not started is
-/// removed as if it had never been submitted (1); one a worker started already stays, and
-/// will run (0).
+/// ARGV[5..] ids of a batch the replicas confirmed: the held ones are delivered now.
+const RELEASE: &str = r#"
+for k = 5, #ARGV do
+  local id = ARGV[k]
+  local h = P .. 'ev:' .. id
+  if redis.call('HDEL', h, 'held') == 1 then
+    redis.call('ZREM', P .. 'delayed', id)
+    if redis.call('HGET', h, 'status') == 'QUEUED' then deliver(h, id) end
+  end
+end
+return 1
+"#;
+
+/// ARGV[5..] ids of a batch too few replicas confirmed. Each event still held (not
+/// delivered, so not started) is removed as if it had never been submitted (1); one that is
+/// not (delivered when its hold ran out, or another submission's) stays, and will run (0).
 const WITHDRAW: &str = r#"
 local ids = {}
 for k = 5, #ARGV do ids[#ids + 1] = ARGV[k] end
@@ -376,8 +408,8 @@ preflight(ids)
 local out = {}
 for _, id in ipairs(ids) do
   local h = P .. 'ev:' .. id
-  local f = redis.call('HMGET', h, 'status', 'attempts', 'entry')
-  if f[1] == 'QUEUED' and tonumber(f[2]) == 0 then
+  local f = redis.call('HMGET', h, 'status', 'attempts', 'entry', 'held')
+  if f[1] == 'QUEUED' and tonumber(f[2]) == 0 and f[4] then
     ack(f[3])
     redis.call('ZREM', P .. 'all', id)
     redis.call('ZREM', P .. 'st:QUEUED', id)
@@ -397,6 +429,7 @@ local ids = redis.call('ZRANGEBYSCORE', P .. 'delayed', '-inf', NOW, 'LIMIT', 0,
 for _, id in ipairs(ids) do
   redis.call('ZREM', P .. 'delayed', id)
   local h = P .. 'ev:' .. id
+  redis.call('HDEL', h, 'held')
   if redis.call('HGET', h, 'status') == 'QUEUED' then deliver(h, id) end
 end
 return #ids
@@ -487,6 +520,7 @@ pub struct Scripts {
     pub takeover: Script,
     pub promote: Script,
     pub withdraw: Script,
+    pub release: Script,
     pub counts: Script,
     pub purge: Script,
     pub get: Script,
@@ -508,6 +542,7 @@ pub fn scripts() -> &'static Scripts {
             takeover: s(TAKEOVER),
             promote: s(PROMOTE),
             withdraw: s(WITHDRAW),
+            release: s(RELEASE),
             counts: s(COUNTS),
             purge: s(PURGE),
             get: s(GET),
