@@ -133,6 +133,16 @@ fn now() -> f64 {
 /// What a burst got: each id, its answer and when it was answered (unix seconds).
 type Answers = Mutex<Vec<(String, u16, f64)>>;
 
+/// Sets its flag when dropped: a burst stops even when the test fails (a panic in a scope
+/// would otherwise wait for the burst threads for ever).
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
 /// Submits `prefix-N` events to the instances in turn, from two threads, until `stop`.
 fn burst<'s>(
     scope: &'s std::thread::Scope<'s, '_>,
@@ -176,12 +186,16 @@ fn acked_after(answers: &Answers, t: f64) -> usize {
 /// Waits until `n` more submissions were acknowledged after `t`.
 fn until_acked(answers: &Answers, t: f64, n: usize, what: &str) {
     let deadline = Instant::now() + WATCHDOG * 2;
+    eprintln!("{what}: waiting for {n} acknowledgements");
     while acked_after(answers, t) < n {
-        assert!(
-            Instant::now() < deadline,
-            "{what}: {} of {n} acknowledged",
-            acked_after(answers, t)
-        );
+        if Instant::now() >= deadline {
+            let a = answers.lock().unwrap();
+            let tail: Vec<_> = a.iter().rev().take(5).collect();
+            panic!(
+                "{what}: {} of {n} acknowledged; the last answers {tail:?}",
+                acked_after(answers, t)
+            );
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -336,6 +350,7 @@ fn cluster_queue_on_an_unnamed_master_survives_a_slot_migration_and_a_master_sig
     let answers = Answers::default();
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
         burst(s, &fleet, "mig", &answers, &stop);
         until_acked(&answers, 0.0, 40, "before the migration");
         cluster.migrate(slot, owner, third);
@@ -355,6 +370,7 @@ fn cluster_queue_on_an_unnamed_master_survives_a_slot_migration_and_a_master_sig
     let stop = AtomicBool::new(false);
     let mut recovered = 0.0;
     std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
         burst(s, &fleet, "kill", &answers, &stop);
         until_acked(&answers, 0.0, 40, "before the kill");
         cluster.nodes[third].kill();
@@ -407,6 +423,7 @@ fn sentinel_failover_mid_burst_and_the_old_master_returning_empty() {
     let stop = AtomicBool::new(false);
     let mut recovered = 0.0;
     std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
         burst(s, &fleet, "sn", &answers, &stop);
         until_acked(&answers, 0.0, 40, "before the failover");
         topo.servers[0].kill();

@@ -238,11 +238,10 @@ impl Link {
     /// and starts (or doubles) the backoff.
     fn failed(&mut self, op: &'static str, e: RedisError) -> StoreError {
         let source = Arc::new(e);
-        if is_readonly(&source) {
-            // A demoted master (or a node that is no longer the queue's): ask again.
-            self.topology.forget_master();
-        }
         if ends_connection(&source) {
+            // A demoted master (`READONLY`) or one that cannot be reached: the Sentinels are
+            // asked again before the next connection (the Sentinel client spec).
+            self.topology.forget_master();
             self.conn = None;
             self.connected_since = None;
             let mut reach = lock(&self.reach);
