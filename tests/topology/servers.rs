@@ -178,9 +178,13 @@ impl Cluster {
     pub fn start(tag: &str) -> Cluster {
         let nodes: Vec<Node> = (0..6)
             .map(|i| {
+                // The bus port would be port + 10000, past 65535 for a high free port.
+                let bus = free_port().to_string();
                 Node::start(
                     &format!("{tag}-{i}"),
                     &[
+                        "--cluster-port",
+                        &bus,
                         "--cluster-enabled",
                         "yes",
                         "--cluster-config-file",
