@@ -63,7 +63,7 @@ enum Kind {
         certs: Option<redis::TlsCertificates>,
     },
     Sentinel {
-        sentinels: Mutex<SentinelClient>,
+        sentinels: Box<Mutex<SentinelClient>>,
         /// The master as the Sentinels last named it (its `ROLE` checked then); `None`: ask.
         master: Mutex<Option<Client>>,
     },
@@ -271,7 +271,7 @@ impl Topology {
                 #[cfg(not(feature = "redis-tls"))]
                 let _ = ca;
                 Kind::Sentinel {
-                    sentinels: Mutex::new(b.build().map_err(|e| e.to_string())?),
+                    sentinels: Box::new(Mutex::new(b.build().map_err(|e| e.to_string())?)),
                     master: Mutex::new(None),
                 }
             }
@@ -440,7 +440,7 @@ impl Topology {
             }
             Kind::Cluster { known, login, .. } => {
                 let slots: Value =
-                    conn.on_node_of(&redis::cmd("CLUSTER").arg("SLOTS"), &self.key)?;
+                    conn.on_node_of(redis::cmd("CLUSTER").arg("SLOTS"), &self.key)?;
                 let (nodes, owner) = cluster_nodes(&slots, slot_of(&self.key));
                 let tls = matches!(
                     self.kind,
@@ -531,14 +531,17 @@ pub fn slot_of(key: &str) -> u16 {
     crc % 16384
 }
 
+/// A node's host and port.
+type HostPort = (String, u16);
+
 /// Every node of a `CLUSTER SLOTS` reply, and the master of `slot`.
-fn cluster_nodes(slots: &Value, slot: u16) -> (Vec<(String, u16)>, Option<(String, u16)>) {
-    let mut nodes: Vec<(String, u16)> = Vec::new();
+fn cluster_nodes(slots: &Value, slot: u16) -> (Vec<HostPort>, Option<HostPort>) {
+    let mut nodes: Vec<HostPort> = Vec::new();
     let mut owner = None;
     let Value::Array(ranges) = slots else {
         return (nodes, owner);
     };
-    let node = |v: &Value| -> Option<(String, u16)> {
+    let node = |v: &Value| -> Option<HostPort> {
         let Value::Array(n) = v else { return None };
         let host = text(n.first()?)?;
         let port = match n.get(1)? {
@@ -636,7 +639,7 @@ mod tests {
         assert_eq!(nodes.len(), 4);
         assert_eq!(slot_of("fc-init:{q}:stream"), slot_of("q"));
         // The specification's vector, and what `CLUSTER KEYSLOT` answers.
-        assert_eq!(slot_of("123456789"), 0x31C3 % 16384);
+        assert_eq!(slot_of("123456789"), 0x31C3);
         assert_eq!(slot_of("foo"), 12182);
         assert_eq!(slot_of("a{}b"), slot_of("a{}b"));
     }
