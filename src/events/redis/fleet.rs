@@ -152,7 +152,17 @@ fn try_batch(
     batch: &[(NewEvent, Completion)],
     retry: bool,
 ) -> Try {
-    let all = |e: StoreError| Try::Known(batch.iter().map(|_| Err(e.clone())).collect());
+    // After an unknown outcome, a failure (even one that sent nothing) leaves it unknown: only
+    // an answer from the store resolves it.
+    let all = |e: StoreError| match retry {
+        true => Try::Unknown(e),
+        false => Try::Known(batch.iter().map(|_| Err(e.clone())).collect()),
+    };
+    // Connected first (no round trip when it is): a new connection reads the replicas, which
+    // decide whether this batch is held and waited for.
+    if let Err(e) = link.call("submit (connect)", |_| Ok(())) {
+        return all(e);
+    }
     let wanted = match inner.min_replicas {
         Some(n) => n,
         None => u32::from(link.topology().replicas() > 0),

@@ -40,9 +40,11 @@ local TTL = RET + math.min(RET, 60000)
 local LIVE_TTL = math.max(TTL, 600000)
 -- Reads every key the script may write before it writes any: while a Cluster slot migrates,
 -- a key already moved fails the script here, with nothing of it done, rather than halfway.
+-- One call for all of them: a slot is on one node, so any key of it answers there or fails.
 local function preflight(ids)
-  for _, k in ipairs(FIXED) do redis.call('EXISTS', k) end
-  for _, id in ipairs(ids or {}) do redis.call('EXISTS', P .. 'ev:' .. id) end
+  local keys = {unpack(FIXED)}
+  for _, id in ipairs(ids or {}) do keys[#keys + 1] = P .. 'ev:' .. id end
+  redis.call('EXISTS', unpack(keys))
 end
 -- The event as the admin API shows it: its id, then FIELDS.
 local function ev(id)
