@@ -13,6 +13,8 @@
 mod util;
 
 mod servers;
+#[cfg(feature = "redis-tls")]
+mod tls;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
