@@ -1,5 +1,5 @@
 //! The fleet's store on Redis (`async.backend = "redis"`, CONTRACT section 7 "A fleet on
-//! Redis"): every fc-init with the same `redis_url` and `queue` shares one queue, one event
+//! Redis", section 10): every fc-init with the same `redis_url` and `queue` shares one queue, one event
 //! index and one set of limits, through the `redis` crate's synchronous API (no async
 //! runtime: each thread that talks to Redis owns its connection, a [`link::Link`]).
 //!
@@ -69,14 +69,27 @@
 //! # Durability before 202
 //!
 //! A submission is answered 202 only once the script that stored it has returned, i.e. the
-//! Redis server has executed and acknowledged it. When the server reports replicas
-//! (`INFO replication`, read at every connect), fc-init also waits for one of them to have it
-//! (`WAIT 1 1000`); no replica acknowledging within a second is a 503 (a retry with the same
-//! id is answered idempotently). What a single Redis keeps across its own crash is its
+//! Redis server has executed and acknowledged it, and `async.redis_min_replicas` replicas
+//! confirmed it (`WAIT`, at most a second). `auto` waits for one whenever the queue's master
+//! has a replica that keeps up ([`topology::replication`]: online, acknowledged within 2 s, so
+//! a paused replica stops being waited for); the count is read at every connection and every
+//! second, never only at connect. While replicas are waited for, new events are stored
+//! *held* (in `delayed`, not delivered), so no worker can start one before it is confirmed:
+//! confirmed, they are released (delivered); not, they are withdrawn (deleted) and the
+//! submission answered 503, so a 503 never stands for an event that will run. A batch whose
+//! outcome is unknown (the connection broke after its script was sent) is tried again until
+//! the store answers or [`fleet::SUBMIT_DEADLINE`] passes: the script is idempotent, so what
+//! was stored answers as stored. What a single Redis keeps across its own crash is its
 //! persistence setting: only `appendonly yes` with `appendfsync always` makes an acknowledged
 //! event survive a crash or power loss of the Redis host (`everysec` may lose the last
 //! second). Submissions from many connections are group-committed: a few submitter threads
 //! each take every submission queued meanwhile into one script call.
+//!
+//! # Topologies
+//!
+//! A standalone server, a Redis Cluster or a Sentinel-watched master ([`topology`]): links
+//! reach the node that holds the queue's slot through the crate's own clients, follow
+//! redirects and failovers, and reconnect when the master changes.
 //!
 //! # Failure modes
 //!
