@@ -15,6 +15,7 @@ mod util;
 mod servers;
 #[cfg(feature = "redis-tls")]
 mod tls;
+mod unknown;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
