@@ -396,6 +396,15 @@ fn cluster_queue_on_an_unnamed_master_survives_a_slot_migration_and_a_master_sig
         let st = b.status();
         st["node"] == replica_addr.as_str() && st["master"] == true
     });
+    // Pub/sub across the cluster: a terminate reaches the instance running the event.
+    assert_eq!(a.submit("term-1", "30").0, 202);
+    let runner = wait_for("term-1 runs", || {
+        fleet
+            .iter()
+            .position(|i| i.runs().iter().any(|(id, _)| id == "term-1"))
+    });
+    let (code, e) = fleet[1 - runner].ctl(&["events", "terminate", "term-1"]);
+    assert_eq!((code, e["status"].as_str()), (0, Some("ABORTED")), "{e}");
 }
 
 impl Cluster {
