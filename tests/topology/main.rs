@@ -608,6 +608,28 @@ fn a_wrong_password_exits_2_without_the_secret_and_an_unreachable_server_is_serv
     drop(i.p);
 }
 
+#[test]
+fn a_wrong_master_password_behind_sentinel_exits_2_without_the_secret() {
+    if !available("sentinel password") {
+        return;
+    }
+    let topo = Sentinels::start_with("sentinel-pw", 1, Some("RightSecret"));
+    let url = topo.url(":WrongSecret@");
+    let (_dir, cfg, _fx) = config("sentinel-pw-i", &url, "q", "");
+    let (code, out, err) = fc_init(Mode::Subreaper)
+        .args(["-c", cfg.to_str().unwrap()])
+        .output();
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        !err.contains("WrongSecret") && err.contains("****"),
+        "{err}"
+    );
+    // The right one serves.
+    let i = Instance::start("sentinel-pw-ok", &topo.url(":RightSecret@"), "q", "");
+    assert_eq!(i.submit("pw-1", "0").0, 202);
+    wait_for("pw-1 ran", || (!i.runs().is_empty()).then_some(()));
+}
+
 /// The `ACL SETUSER` line of the reference, with `PASSWORD` filled in.
 fn reference_acl(password: &str) -> Vec<String> {
     let reference =

@@ -134,6 +134,20 @@ impl Drop for Node {
     }
 }
 
+/// One command as the default user with `password`; its reply as text ("" on failure).
+pub fn query_auth(port: u16, password: &str, args: &[&str]) -> String {
+    let run = || -> redis::RedisResult<redis::Value> {
+        let client = redis::Client::open(format!("redis://:{password}@127.0.0.1:{port}/"))?;
+        let mut conn = client.get_connection_with_timeout(Duration::from_secs(1))?;
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query(&mut conn)
+    };
+    run().map(|v| flatten(&v)).unwrap_or_default()
+}
+
 pub fn query_at(port: u16, args: &[&str]) -> redis::RedisResult<redis::Value> {
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}/"))?;
     let mut conn = client.get_connection_with_timeout(Duration::from_secs(1))?;
@@ -313,20 +327,35 @@ pub const MASTER: &str = "mymaster";
 
 impl Sentinels {
     pub fn start(tag: &str, replicas: usize) -> Sentinels {
-        let master = Node::start(&format!("{tag}-m"), &[]);
+        Sentinels::start_with(tag, replicas, None)
+    }
+
+    /// With `password`, every server requires it (and the Sentinels know it).
+    pub fn start_with(tag: &str, replicas: usize, password: Option<&str>) -> Sentinels {
+        let auth: Vec<&str> = match password {
+            Some(p) => vec!["--requirepass", p, "--masterauth", p],
+            None => vec![],
+        };
+        let master = Node::start(&format!("{tag}-m"), &auth);
         let mp = master.port.to_string();
         let mut servers = vec![master];
         for i in 0..replicas {
-            servers.push(Node::start(
-                &format!("{tag}-r{i}"),
-                &["--replicaof", "127.0.0.1", &mp],
-            ));
+            let mut args = vec!["--replicaof", "127.0.0.1", &mp];
+            args.extend(&auth);
+            servers.push(Node::start(&format!("{tag}-r{i}"), &args));
         }
         until("the replicas in sync", || {
             servers[1..].iter().all(|r| {
-                info_field(&r.info("replication"), "master_link_status").as_deref() == Some("up")
+                let info = match password {
+                    Some(p) => query_auth(r.port, p, &["INFO", "replication"]),
+                    None => r.info("replication"),
+                };
+                info_field(&info, "master_link_status").as_deref() == Some("up")
             })
         });
+        let auth_pass = password
+            .map(|p| format!("sentinel auth-pass {MASTER} {p}\n"))
+            .unwrap_or_default();
         let sentinels = (0..3)
             .map(|i| {
                 let dir = TempDir::new(&format!("{tag}-s{i}"));
@@ -338,7 +367,7 @@ impl Sentinels {
                          sentinel monitor {MASTER} 127.0.0.1 {mp} 2\n\
                          sentinel down-after-milliseconds {MASTER} 1000\n\
                          sentinel failover-timeout {MASTER} 5000\n\
-                         sentinel parallel-syncs {MASTER} 1\n",
+                         sentinel parallel-syncs {MASTER} 1\n{auth_pass}",
                         dir = dir.0.display()
                     ),
                 );
