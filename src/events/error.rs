@@ -164,11 +164,12 @@ impl std::error::Error for StoreError {
 }
 
 impl StoreError {
-    /// The exit status when opening the store fails with this error: a configuration
-    /// problem found at start is a usage error (2), the rest fc-init's own failure (1).
+    /// The exit status when opening the store fails with this error: Redis refusing the
+    /// login or a right is a configuration error (2, CONTRACT section 10); the rest (a CA
+    /// file that cannot be read, a store file) is fc-init's own failure (1).
     pub fn exit_code(&self) -> i32 {
         match self {
-            StoreError::RedisAccess { .. } | StoreError::RedisUrl { .. } => crate::exit::USAGE,
+            StoreError::RedisAccess { .. } => crate::exit::USAGE,
             _ => crate::exit::FAILURE,
         }
     }
