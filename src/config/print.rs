@@ -145,7 +145,9 @@ pub(super) fn to_toml(c: &Config) -> String {
     out.key("store", path(&a.store));
     out.key_or_unset(
         "redis_url",
-        a.redis_url.as_deref().map(quote),
+        a.redis_url
+            .as_deref()
+            .map(|url| quote(&super::redis_url::redacted(url))),
         "\"redis://127.0.0.1:6379/0\"",
         "not set: needed with backend = \"redis\"",
     );
@@ -160,6 +162,13 @@ pub(super) fn to_toml(c: &Config) -> String {
     out.key("max_retries", a.max_retries.to_string());
     out.key("max_queued", a.max_queued.to_string());
     out.key("max_payload", size(a.max_payload));
+    out.key(
+        "redis_min_replicas",
+        match a.redis_min_replicas {
+            Some(n) => n.to_string(),
+            None => quote("auto"),
+        },
+    );
 
     out.section("admin");
     out.key("socket", path(&c.admin.socket));
