@@ -9,7 +9,7 @@
 //!   submission gets its 503 `AsyncStoreUnavailable` without waiting for a dead server. The
 //!   backoff is one for all links to the server ([`Reach`]): the first to reconnect ends it.
 //! - **Bounded waits.** Connecting waits at most [`CONNECT_TIMEOUT`]; a reply at most
-//!   [`REPLY_TIMEOUT`] beyond what the command itself blocks for.
+//!   [`REPLY_TIMEOUT`](super::topology::REPLY_TIMEOUT) beyond what the command itself blocks for.
 //! - **Quiet logs.** "unreachable" and "reachable again" are logged at most once a second for
 //!   the whole process, however many links notice.
 //! - **Replicas counted.** On each connect the queue's master's `INFO replication` says how
@@ -24,15 +24,13 @@ use std::time::{Duration, Instant};
 
 use redis::{ErrorKind, RedisError, RedisResult, ServerErrorKind};
 
-use super::topology::{replication, Conn, Topology};
+use super::topology::{replication, Conn, Topology, REPLY_TIMEOUT};
 
 use crate::events::error::StoreError;
 use crate::events::signal::lock;
 use crate::logging::Throttle;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long a reply may take (beyond a blocking command's own wait).
-pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// The longest wait between two connection attempts. The fleet's takeover grace must exceed
 /// it (see the backend's docs).

@@ -83,6 +83,9 @@ pub struct Topology {
     serving: Mutex<Option<(String, bool)>>,
 }
 
+/// How long a reply may take (beyond a blocking command's own wait).
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A replica that has not acknowledged the replication stream for longer is not waited for
 /// by `redis_min_replicas = "auto"` (a paused replica stays "connected" for `repl-timeout`).
 pub const REPLICA_LAG_MAX: u64 = 2;
@@ -327,7 +330,7 @@ impl Topology {
                 }
                 let mut b = ClusterClientBuilder::new(nodes)
                     .connection_timeout(timeout)
-                    .response_timeout(super::link::REPLY_TIMEOUT)
+                    .response_timeout(REPLY_TIMEOUT)
                     // A redirect or two (a migration: MOVED then ASK), not minutes of retries
                     // during a failover: the link's backoff takes over from there.
                     .retries(3)
@@ -349,7 +352,7 @@ impl Topology {
             Kind::Sentinel { .. } => {
                 let client = self.master()?;
                 let mut conn = client.get_connection_with_timeout(timeout)?;
-                conn.set_read_timeout(Some(super::link::REPLY_TIMEOUT))?;
+                conn.set_read_timeout(Some(REPLY_TIMEOUT))?;
                 // The Sentinel client spec: check ROLE before writing.
                 let role: Value = redis::cmd("ROLE").query(&mut conn)?;
                 if !is_master(&role) {
