@@ -6,7 +6,11 @@
 #     `redis-benchmark` gets from the same server in the same run at the same client counts
 #     (the ratio is the figure; the aim is >= 0.5);
 #  2. events/s run end to end by 3 instances on one queue against 1 instance (a backlog is
-#     submitted first; the rate is FINISHED events per second while it lasts).
+#     submitted first; the rate is FINISHED events per second while it lasts);
+#  3. a Redis Cluster of 3 masters (no replicas; appendfsync everysec): durable submissions/s
+#     of 3 instances on one queue (one slot, one master) against 3 instances on three queues
+#     whose slots sit on the three masters, each against the raw XADD rate of the same
+#     masters (redis-benchmark on keys of the same slots, in the same run).
 # Prints markdown tables on stdout, progress on stderr. See bench/README.md.
 #
 #     bench/redis.sh                       # from anywhere; builds fc-init if needed
@@ -25,7 +29,7 @@ WORKERS=${WORKERS:-10}        # async.max_concurrency of each instance
 BACKLOG_SECONDS=${BACKLOG_SECONDS:-3}  # submissions that build the backlog of part 2
 E2E_SECONDS=${E2E_SECONDS:-5}          # the measuring window of part 2
 BENCH_DIR=${BENCH_DIR:-${TMPDIR:-/tmp}}
-PARTS=${PARTS:-12}            # which parts to run: 1, 2 or 12
+PARTS=${PARTS:-123}           # which parts to run: any of 1, 2, 3
 
 SCRIPT=redis.sh
 # shellcheck source=bench/lib.sh
@@ -80,7 +84,8 @@ raw_xadd() {
 
 # ---- fc-init instances ------------------------------------------------------------------------
 
-# instance N QUEUE: writes $T/iN/fc-init.toml (function: one nginx worker answering 200).
+# instance N QUEUE: writes $T/iN/fc-init.toml (function: one nginx worker answering 200), on
+# REDIS_URL (default: the single server of parts 1 and 2).
 instance() {
     local d=$T/i$1
     mkdir -p "$d"
@@ -111,7 +116,7 @@ socket = "$d/admin.sock"
 invocations = false
 [async]
 backend = "redis"
-redis_url = "redis://127.0.0.1:$REDIS_PORT/0"
+redis_url = "${REDIS_URL:-redis://127.0.0.1:$REDIS_PORT/0}"
 queue = "$2"
 max_queued = 100000000
 max_concurrency = $WORKERS
@@ -119,11 +124,12 @@ EOF
 }
 
 FC_PIDS=()
-# start_instances N QUEUE: N fc-inits on QUEUE, ready.
+# start_instances N QUEUE...: N fc-inits, instance i on the i-th QUEUE (the last one for the
+# rest), ready.
 start_instances() {
-    local i
-    for ((i = 0; i < $1; i++)); do
-        instance "$i" "$2"
+    local i n=$1 queues=("${@:2}")
+    for ((i = 0; i < n; i++)); do
+        instance "$i" "${queues[i < ${#queues[@]} ? i : ${#queues[@]} - 1]}"
         "$FC_INIT" -c "$T/i$i/fc-init.toml" >/dev/null 2>"$T/i$i/fc-init.err" &
         FC_PIDS+=($!)
         PIDS+=($!)
@@ -206,7 +212,7 @@ done
 
 # ---- 2. events run end to end: 3 instances against 1 ------------------------------------------
 
-[[ $PARTS == *2* ]] || exit 0
+if [[ $PARTS == *2* ]]; then
 redis_start everysec e2e
 declare -A E2E
 for n in 1 3; do
@@ -227,5 +233,122 @@ printf '\n| instances on one queue | events run end to end per second | ratio to
 printf '|---:|---:|---:|\n'
 printf '| 1 | %s | 1.00 |\n' "${E2E[1]}"
 printf '| 3 | %s | %s |\n' "${E2E[3]}" "$(ratio "${E2E[3]}" "${E2E[1]}")"
+fi
+
+# ---- 3. a 3-master cluster: three queues against one ------------------------------------------
+
+CLUSTER_PIDS=()
+CLUSTER_PORTS=()
+cluster_start() {
+    local i port bus
+    for ((i = 0; i < 3; i++)); do
+        port=$(free_port)
+        bus=$(free_port)
+        mkdir -p "$T/cluster-$i"
+        redis-server --port "$port" --cluster-port "$bus" --bind 127.0.0.1 --save '' \
+            --appendonly yes --appendfsync everysec --cluster-enabled yes \
+            --cluster-config-file nodes.conf --dir "$T/cluster-$i" \
+            --logfile "$T/cluster-$i.log" &
+        CLUSTER_PIDS+=($!)
+        PIDS+=($!)
+        CLUSTER_PORTS+=("$port")
+    done
+    for port in "${CLUSTER_PORTS[@]}"; do
+        local deadline=$((SECONDS + 10))
+        until [[ $(redis-cli -p "$port" ping 2>/dev/null) == PONG ]]; do
+            ((SECONDS < deadline)) || die "cluster node $port did not start"
+            sleep 0.05
+        done
+    done
+    redis-cli --cluster create $(printf '127.0.0.1:%s ' "${CLUSTER_PORTS[@]}") \
+        --cluster-replicas 0 --cluster-yes >"$T/cluster-create.log" ||
+        die "redis-cli --cluster create failed (see $T/cluster-create.log)"
+    local deadline=$((SECONDS + 20))
+    until redis-cli -p "${CLUSTER_PORTS[0]}" cluster info | grep -q 'cluster_state:ok'; do
+        ((SECONDS < deadline)) || die "the cluster never became ok"
+        sleep 0.1
+    done
+}
+cluster_stop() {
+    local pid
+    for pid in "${CLUSTER_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${CLUSTER_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    CLUSTER_PIDS=()
+}
+# owner_port KEY: the port of the master that holds KEY's slot.
+owner_port() {
+    local slot
+    slot=$(redis-cli -p "${CLUSTER_PORTS[0]}" cluster keyslot "$1")
+    # CLUSTER NODES: "<id> <ip:port@bus> <flags> <master> ... <state> <slots...>".
+    redis-cli -p "${CLUSTER_PORTS[0]}" cluster nodes |
+        awk -v s="$slot" '$3 ~ /master/ {
+            for (i = 9; i <= NF; i++) {
+                n = split($i, r, "-"); a = r[1]; b = (n > 1 ? r[2] : r[1])
+                if (s + 0 >= a + 0 && s + 0 <= b + 0) { split($2, hp, "[:@]"); print hp[2] }
+            } }' | head -n 1
+}
+# queue_on PORT: a queue name whose slot is on the master at PORT.
+queue_on() {
+    local i
+    for ((i = 0; i < 1000; i++)); do
+        [[ $(owner_port "fc-init:{cq$i}:stream") == "$1" ]] && { echo "cq$i"; return; }
+    done
+    die "no queue name found for the master at $1"
+}
+# raw_cluster PORTS...: XADD/s of redis-benchmark, CONNS connections on each master in
+# parallel, on a key of the slot of the queue that master holds (the sum).
+raw_cluster() {
+    local port out total=0 files=() pids=()
+    for port in "$@"; do
+        local q n=$((RAW_SECONDS * 40000))
+        q=$(queue_on "$port")
+        redis-benchmark -p "$port" -c "$CONNS" -n "$n" -q XADD "fc-init:{$q}:rawbench" '*' f "$BODY" \
+            >"$T/raw-$port.out" &
+        pids+=($!)
+        files+=("$T/raw-$port.out")
+    done
+    for port in "${pids[@]}"; do wait "$port" || die "redis-benchmark failed"; done
+    for out in "${files[@]}"; do
+        total=$(awk -v t="$total" '{ gsub("\r", "\n") } { for (i = 1; i < NF; i++) if ($(i + 1) == "requests") r = $i }
+            END { print t + r }' "$out")
+    done
+    echo "$total"
+}
+# fleet_rate: 202s per second of all instances, one wrk of CONNS connections each, at once.
+fleet_rate() {
+    local i pids=() total=0
+    for ((i = 0; i < 3; i++)); do
+        submit_rate "$CONNS" "$THREADS" "$(port_of "$i")" >"$T/rate-$i" &
+        pids+=($!)
+    done
+    for i in "${pids[@]}"; do wait "$i" || die "a submission run failed"; done
+    for ((i = 0; i < 3; i++)); do total=$((total + $(cat "$T/rate-$i"))); done
+    echo "$total"
+}
+
+if [[ $PARTS == *3* ]]; then
+    log "a 3-master Redis Cluster"
+    cluster_start
+    REDIS_URL="redis+cluster://127.0.0.1:${CLUSTER_PORTS[0]}"
+    one=$(queue_on "${CLUSTER_PORTS[1]}")
+    three=("$(queue_on "${CLUSTER_PORTS[0]}")" "$one" "$(queue_on "${CLUSTER_PORTS[2]}")")
+    raw1=$(raw_cluster "${CLUSTER_PORTS[1]}")
+    raw3=$(raw_cluster "${CLUSTER_PORTS[@]}")
+    log "3 instances on one queue ($one)"
+    start_instances 3 "$one"
+    sub1=$(fleet_rate)
+    stop_instances
+    log "3 instances on three queues (${three[*]})"
+    start_instances 3 "${three[@]}"
+    sub3=$(fleet_rate)
+    stop_instances
+    cluster_stop
+    printf '\n| 3-master cluster (everysec), 3 instances x %s connections | fc-init durable submissions/s | redis-benchmark XADD/s on the same masters | ratio |\n' "$CONNS"
+    printf '|---|---:|---:|---:|\n'
+    printf '| one queue (one master) | %s | %.0f | %s |\n' "$sub1" "$raw1" "$(ratio "$sub1" "$raw1")"
+    printf '| three queues (three masters) | %s | %.0f | %s |\n' "$sub3" "$raw3" "$(ratio "$sub3" "$raw3")"
+    printf '\nthree queues / one queue: %s\n' "$(ratio "$sub3" "$sub1")"
+fi
+
 printf '\n%s CPUs; %s workers per instance; Redis %s on loopback.\n' "$(nproc)" "$WORKERS" \
     "$(redis-server --version | awk '{ print $3 }')"

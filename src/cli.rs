@@ -412,7 +412,10 @@ fn run(cfg: Config, argv: Option<Vec<OsString>>) -> Result<i32, Failure> {
         let asynchronous = match cfg.async_.enabled {
             true => Some(
                 AsyncService::open(cfg.clone(), setup.shared.clone(), setup.events.clone())
-                    .map_err(Failure::own)?,
+                    .map_err(|e| {
+                        let code = e.exit_code();
+                        Failure(e.into(), code)
+                    })?,
             ),
             false => None,
         };

@@ -781,6 +781,10 @@ fn build(s: &Settings, sources: &Sources, problems: &mut Vec<Problem>) -> Config
             max_retries: s.count_u32("async", "max_retries", 3),
             max_queued: s.int("async", "max_queued", 10_000),
             max_payload: s.size("async", "max_payload", 128 << 10),
+            redis_min_replicas: match s.val("async", "redis_min_replicas") {
+                Some(Val::Int(n)) => Some(u32::try_from(*n).unwrap_or(u32::MAX)),
+                _ => None,
+            },
             max_event_age: s.duration("async", "max_event_age", Duration::from_secs(24 * 3600)),
             max_result: s.size("async", "max_result", 1 << 20),
             destination_retry_for: s.duration(

@@ -302,6 +302,9 @@ pub struct AsyncConfig {
     pub max_retries: u32,
     pub max_queued: u64,
     pub max_payload: u64,
+    /// `async.redis_min_replicas`: replicas that must confirm a submission (`WAIT`);
+    /// `None` is `auto` (one, whenever the queue's master has a replica that keeps up).
+    pub redis_min_replicas: Option<u32>,
     /// A QUEUED event not started within this of its submission ends EXPIRED; zero: never.
     pub max_event_age: Duration,
     /// The most of a function's answer kept with an event; 0 keeps none.

@@ -146,7 +146,9 @@ pub(super) fn to_toml(c: &Config) -> String {
     out.key("store", path(&a.store));
     out.key_or_unset(
         "redis_url",
-        a.redis_url.as_deref().map(quote),
+        a.redis_url
+            .as_deref()
+            .map(|url| quote(&super::redis_url::redacted(url))),
         "\"redis://127.0.0.1:6379/0\"",
         "not set: needed with backend = \"redis\"",
     );
@@ -161,6 +163,13 @@ pub(super) fn to_toml(c: &Config) -> String {
     out.key("max_retries", a.max_retries.to_string());
     out.key("max_queued", a.max_queued.to_string());
     out.key("max_payload", size(a.max_payload));
+    out.key(
+        "redis_min_replicas",
+        match a.redis_min_replicas {
+            Some(n) => n.to_string(),
+            None => quote("auto"),
+        },
+    );
     out.key("max_event_age", duration(a.max_event_age));
     out.key("max_result", size(a.max_result));
     out.key("destination_retry_for", duration(a.destination_retry_for));

@@ -20,8 +20,8 @@ use percent_encoding::percent_decode_str;
 /// The default Redis port.
 pub const DEFAULT_PORT: u16 = 6379;
 
-/// Where the fleet's Redis is, and how to log in.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the fleet's Redis is, and how to log in. Its `Debug` prints passwords as `****`.
+#[derive(Clone, PartialEq, Eq)]
 pub struct RedisTarget {
     pub addr: RedisAddr,
     pub db: i64,
@@ -29,7 +29,7 @@ pub struct RedisTarget {
     pub password: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum RedisAddr {
     /// A host name or IP address (IPv6 without its brackets) and a port.
     Tcp {
@@ -44,6 +44,122 @@ pub enum RedisAddr {
         ca: Option<PathBuf>,
     },
     Unix(PathBuf),
+    /// `redis+cluster://` (`rediss+cluster://`: `tls`): seed nodes of a Redis Cluster.
+    Cluster {
+        nodes: Vec<(String, u16)>,
+        tls: bool,
+        ca: Option<PathBuf>,
+    },
+    /// `redis+sentinel://` (`rediss+sentinel://`: `tls`): the Sentinels that know where
+    /// `master` is; the target's user and password are the master's, these the Sentinels'.
+    Sentinel {
+        sentinels: Vec<(String, u16)>,
+        master: String,
+        tls: bool,
+        ca: Option<PathBuf>,
+        username: Option<String>,
+        password: Option<String>,
+    },
+}
+
+/// What stands for a secret in every output.
+pub const HIDDEN: &str = "****";
+
+fn hidden(secret: &Option<String>) -> Option<&'static str> {
+    secret.as_ref().map(|_| HIDDEN)
+}
+
+impl std::fmt::Debug for RedisTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisTarget")
+            .field("addr", &self.addr)
+            .field("db", &self.db)
+            .field("username", &self.username)
+            .field("password", &hidden(&self.password))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for RedisAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RedisAddr::Tcp { host, port } => f
+                .debug_struct("Tcp")
+                .field("host", host)
+                .field("port", port)
+                .finish(),
+            RedisAddr::Tls { host, port, ca } => f
+                .debug_struct("Tls")
+                .field("host", host)
+                .field("port", port)
+                .field("ca", ca)
+                .finish(),
+            RedisAddr::Unix(path) => f.debug_tuple("Unix").field(path).finish(),
+            RedisAddr::Cluster { nodes, tls, ca } => f
+                .debug_struct("Cluster")
+                .field("nodes", nodes)
+                .field("tls", tls)
+                .field("ca", ca)
+                .finish(),
+            RedisAddr::Sentinel {
+                sentinels,
+                master,
+                tls,
+                ca,
+                username,
+                password,
+            } => f
+                .debug_struct("Sentinel")
+                .field("sentinels", sentinels)
+                .field("master", master)
+                .field("tls", tls)
+                .field("ca", ca)
+                .field("username", username)
+                .field("password", &hidden(password))
+                .finish(),
+        }
+    }
+}
+
+/// `url` as it may be shown: every password (the user information's, `pass=`,
+/// `sentinel_pass=`) replaced by `****`. Anything else is kept, so the operator recognises
+/// the URL.
+pub fn redacted(url: &str) -> String {
+    let mut out = url.to_owned();
+    for secret in secrets(url) {
+        out = out.replace(&secret, HIDDEN);
+    }
+    out
+}
+
+/// The raw (still percent-encoded) secrets of a URL, longest first (so that a secret that
+/// contains another is replaced whole).
+fn secrets(url: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if let Some((userinfo, _)) = before_query.rsplit_once('@') {
+        if let Some((_, pass)) = userinfo.split_once(':') {
+            found.push(pass.to_owned());
+        }
+    }
+    for pair in query.split('&') {
+        if let Some(("pass" | "sentinel_pass" | "password", value)) = pair.split_once('=') {
+            found.push(value.split('#').next().unwrap_or("").to_owned());
+        }
+    }
+    found.retain(|s| !s.is_empty());
+    found.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    found
+}
+
+/// The reason of a refused URL, naming it with its secrets hidden.
+fn refused(url: &str, why: impl std::fmt::Display) -> String {
+    let mut why = why.to_string();
+    for secret in secrets(url) {
+        why = why.replace(&secret, HIDDEN);
+    }
+    format!("{:?}: {why}", redacted(url))
 }
 
 /// Whether this build speaks TLS to Redis (the `redis-tls` feature).
@@ -52,33 +168,192 @@ pub const TLS: bool = cfg!(feature = "redis-tls");
 /// Parses `async.redis_url`; the error is the reason of a configuration problem.
 pub fn parse(url: &str) -> Result<RedisTarget, String> {
     if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(format!(
-            "{url:?} contains whitespace or a control character"
-        ));
+        return Err(refused(url, "contains whitespace or a control character"));
+    }
+    let needs_tls = |scheme: &str| {
+        refused(
+            url,
+            format!(
+                "this build of fc-init has no TLS, so {scheme} is refused; build it with \
+                 `cargo build --features redis-tls`, or use redis:// on a private network, \
+                 unix:// to a local socket, or a local TLS tunnel"
+            ),
+        )
+    };
+    for (scheme, tls_scheme) in [
+        ("rediss+cluster://", true),
+        ("redis+cluster://", false),
+        ("rediss+sentinel://", true),
+        ("redis+sentinel://", false),
+    ] {
+        let Some(rest) = url.strip_prefix(scheme) else {
+            continue;
+        };
+        if tls_scheme && !TLS {
+            return Err(needs_tls(scheme));
+        }
+        let parsed = match scheme.contains("cluster") {
+            true => cluster(rest, tls_scheme),
+            false => sentinel(rest, tls_scheme),
+        };
+        return parsed.map_err(|why| refused(url, why));
     }
     if let Some(rest) = url.strip_prefix("rediss://") {
         if !TLS {
-            return Err(format!(
-                "{url:?}: this build of fc-init has no TLS, so rediss:// is refused; build it \
-                 with `cargo build --features redis-tls`, or use redis:// on a private network, \
-                 unix:// to a local socket, or a local TLS tunnel"
-            ));
+            return Err(needs_tls("rediss://"));
         }
-        return tls(rest).map_err(|why| format!("{url:?}: {why}"));
+        return tls(rest).map_err(|why| refused(url, why));
     }
     if let Some(rest) = url.strip_prefix("redis://") {
-        return plain(rest).map_err(|why| format!("{url:?}: {why}"));
+        return plain(rest).map_err(|why| refused(url, why));
     }
     if let Some(rest) = url
         .strip_prefix("unix://")
         .or_else(|| url.strip_prefix("redis+unix://"))
     {
-        return unix(rest).map_err(|why| format!("{url:?}: {why}"));
+        return unix(rest).map_err(|why| refused(url, why));
     }
-    Err(format!(
-        "{url:?} is not a Redis URL such as \"redis://[user:pass@]host:port/db\" or \
-         \"unix:///path/to/redis.sock\""
+    Err(refused(
+        url,
+        "not a Redis URL such as \"redis://[user:pass@]host:port/db\", \
+         \"redis+cluster://host:port,host:port\", \"redis+sentinel://host:port/MASTER\" or \
+         \"unix:///path/to/redis.sock\"",
     ))
+}
+
+/// The CA file of `?ca=`.
+fn ca_path(path: &str) -> Result<PathBuf, String> {
+    let path = percent_decode_str(path)
+        .decode_utf8()
+        .map_err(|_| "the CA file's path is not UTF-8")?;
+    if !path.starts_with('/') {
+        return Err(format!(
+            "the CA file must be an absolute path (?ca=/path/ca.pem), not {path:?}"
+        ));
+    }
+    Ok(PathBuf::from(path.into_owned()))
+}
+
+/// `[user[:pass]@]host:port[,host:port...]` with `default_port`: the login and the nodes.
+type Login = (Option<String>, Option<String>);
+fn login_and_nodes(
+    authority: &str,
+    default_port: u16,
+) -> Result<(Login, Vec<(String, u16)>), String> {
+    let (credentials, hosts) = match authority.rsplit_once('@') {
+        Some((c, h)) => (Some(c), h),
+        None => (None, authority),
+    };
+    let login = credentials_of(credentials)?;
+    let mut nodes = Vec::new();
+    for hostport in hosts.split(',') {
+        let (host, port) = host_and_port(hostport)?;
+        let port = match hostport.ends_with(&format!(":{port}")) {
+            true => port,
+            false => default_port,
+        };
+        nodes.push((host, port));
+    }
+    Ok((login, nodes))
+}
+
+fn credentials_of(credentials: Option<&str>) -> Result<Login, String> {
+    Ok(match credentials {
+        None => (None, None),
+        Some(c) => {
+            let (user, pass) = match c.split_once(':') {
+                Some((u, p)) => (u, Some(p)),
+                None => (c, None),
+            };
+            (decoded(user)?, pass.map(decoded).transpose()?.flatten())
+        }
+    })
+}
+
+/// `redis+cluster://` after the scheme: seed nodes, no database (a cluster has only 0).
+fn cluster(rest: &str, tls: bool) -> Result<RedisTarget, String> {
+    let (rest, query) = split_query(rest)?;
+    let mut ca = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=').unwrap_or((pair, "")) {
+            ("ca", path) if tls => ca = Some(ca_path(path)?),
+            (other, _) => {
+                return Err(format!(
+                    "unknown parameter {other:?} ({})",
+                    if tls { "ca" } else { "none are known" }
+                ))
+            }
+        }
+    }
+    let authority = match rest.split_once('/') {
+        None | Some((_, "")) => rest.trim_end_matches('/'),
+        Some(_) => return Err("a Redis Cluster has no database number (only 0)".to_owned()),
+    };
+    let ((username, password), nodes) = login_and_nodes(authority, DEFAULT_PORT)?;
+    Ok(RedisTarget {
+        addr: RedisAddr::Cluster { nodes, tls, ca },
+        db: 0,
+        username,
+        password,
+    })
+}
+
+/// The default port of a Sentinel.
+pub const SENTINEL_PORT: u16 = 26379;
+
+/// `redis+sentinel://` after the scheme: `[login@]sentinels/MASTER[/db][?sentinel_user=&sentinel_pass=]`.
+fn sentinel(rest: &str, tls: bool) -> Result<RedisTarget, String> {
+    let (rest, query) = split_query(rest)?;
+    let (mut s_user, mut s_pass, mut ca) = (None, None, None);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=').unwrap_or((pair, "")) {
+            ("sentinel_user", v) => s_user = decoded(v)?,
+            ("sentinel_pass", v) => s_pass = decoded(v)?,
+            ("ca", path) if tls => ca = Some(ca_path(path)?),
+            (other, _) => {
+                return Err(format!(
+                    "unknown parameter {other:?} (sentinel_user, sentinel_pass{})",
+                    if tls { ", ca" } else { "" }
+                ))
+            }
+        }
+    }
+    let (authority, path) = rest
+        .split_once('/')
+        .ok_or("the master's name is missing (redis+sentinel://host:port/MASTER)")?;
+    let (master, db) = match path.split_once('/') {
+        Some((m, db)) => (m, db.trim_end_matches('/')),
+        None => (path, ""),
+    };
+    let master = percent_decode_str(master)
+        .decode_utf8()
+        .map_err(|_| "the master's name is not UTF-8")?
+        .into_owned();
+    if master.is_empty() {
+        return Err("the master's name is missing (redis+sentinel://host:port/MASTER)".to_owned());
+    }
+    let db = match db {
+        "" => 0,
+        db => db
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| format!("{db:?} is not a database number"))?,
+    };
+    let ((username, password), sentinels) = login_and_nodes(authority, SENTINEL_PORT)?;
+    Ok(RedisTarget {
+        addr: RedisAddr::Sentinel {
+            sentinels,
+            master,
+            tls,
+            ca,
+            username: s_user,
+            password: s_pass,
+        },
+        db,
+        username,
+        password,
+    })
 }
 
 /// `redis://` after the scheme.
@@ -102,17 +377,7 @@ fn tls(rest: &str) -> Result<RedisTarget, String> {
     let mut ca = None;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=').unwrap_or((pair, "")) {
-            ("ca", path) => {
-                let path = percent_decode_str(path)
-                    .decode_utf8()
-                    .map_err(|_| "the CA file's path is not UTF-8")?;
-                if !path.starts_with('/') {
-                    return Err(format!(
-                        "the CA file must be an absolute path (?ca=/path/ca.pem), not {path:?}"
-                    ));
-                }
-                ca = Some(PathBuf::from(path.into_owned()));
-            }
+            ("ca", path) => ca = Some(ca_path(path)?),
             (other, _) => return Err(format!("unknown parameter {other:?} (ca)")),
         }
     }
@@ -137,16 +402,7 @@ fn tcp(rest: &str, addr: impl FnOnce(String, u16) -> RedisAddr) -> Result<RedisT
         Some((c, h)) => (Some(c), h),
         None => (None, authority),
     };
-    let (username, password) = match credentials {
-        None => (None, None),
-        Some(c) => {
-            let (user, pass) = match c.split_once(':') {
-                Some((u, p)) => (u, Some(p)),
-                None => (c, None),
-            };
-            (decoded(user)?, pass.map(decoded).transpose()?.flatten())
-        }
-    };
+    let (username, password) = credentials_of(credentials)?;
     let (host, port) = host_and_port(hostport)?;
     let db = match path.trim_start_matches('/') {
         "" => 0,
@@ -396,5 +652,109 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn cluster_and_sentinel_forms_parse() {
+        let c = parse("redis+cluster://app:pw@10.0.0.1:7000,10.0.0.2,[::1]:7002").unwrap();
+        assert_eq!(
+            c.addr,
+            RedisAddr::Cluster {
+                nodes: vec![
+                    ("10.0.0.1".into(), 7000),
+                    ("10.0.0.2".into(), DEFAULT_PORT),
+                    ("::1".into(), 7002)
+                ],
+                tls: false,
+                ca: None,
+            }
+        );
+        assert_eq!(
+            (c.username.as_deref(), c.password.as_deref()),
+            (Some("app"), Some("pw"))
+        );
+        let s = parse(
+            "redis+sentinel://:m%40ster@s1:26380,s2/mymaster/3?sentinel_user=su&sentinel_pass=sp",
+        )
+        .unwrap();
+        assert_eq!(
+            s.addr,
+            RedisAddr::Sentinel {
+                sentinels: vec![("s1".into(), 26380), ("s2".into(), SENTINEL_PORT)],
+                master: "mymaster".into(),
+                tls: false,
+                ca: None,
+                username: Some("su".into()),
+                password: Some("sp".into()),
+            }
+        );
+        assert_eq!((s.db, s.password.as_deref()), (3, Some("m@ster")));
+        assert_eq!(parse("redis+sentinel://s1/m").unwrap().db, 0);
+        for (url, says) in [
+            ("redis+cluster://h:7000/1", "no database"),
+            ("redis+cluster://h:7000?ca=/x", "unknown parameter"),
+            ("redis+cluster://h:0", "not a port"),
+            ("redis+cluster://", "not a host name"),
+            ("redis+sentinel://s1:26379", "master's name is missing"),
+            ("redis+sentinel://s1:26379/", "master's name is missing"),
+            ("redis+sentinel://s1/m/x", "not a database number"),
+            ("redis+sentinel://s1/m?bogus=1", "unknown parameter"),
+        ] {
+            refused(parse, url, says);
+        }
+        if !TLS {
+            for url in ["rediss+cluster://h:7000", "rediss+sentinel://s/m"] {
+                assert!(parse(url).unwrap_err().contains("no TLS"), "{url}");
+            }
+        } else {
+            let c = parse("rediss+cluster://h:7000?ca=/ca.pem").unwrap();
+            assert!(matches!(
+                c.addr,
+                RedisAddr::Cluster {
+                    tls: true,
+                    ca: Some(_),
+                    ..
+                }
+            ));
+            let s = parse("rediss+sentinel://s/m?ca=/ca.pem").unwrap();
+            assert!(matches!(
+                s.addr,
+                RedisAddr::Sentinel {
+                    tls: true,
+                    ca: Some(_),
+                    ..
+                }
+            ));
+        }
+    }
+
+    /// The bug: configuration errors printed `redis://u:TopSecret@...`.
+    #[test]
+    fn no_password_in_errors_or_debug() {
+        for url in [
+            "redis://u:TopSecret@host:99999",
+            "redis://u:TopSecret@host/x",
+            "redis://u:TopSecret@ho st",
+            "redis+cluster://u:TopSecret@h:7000/1",
+            "redis+sentinel://u:TopSecret@s1/m/x?sentinel_pass=TopSecret2",
+            "redis+sentinel://s1/m?sentinel_pass=TopSecret&bogus=1",
+            "unix:///r.sock?pass=TopSecret&bogus=1",
+            "http://u:TopSecret@x",
+        ] {
+            let why = parse(url).unwrap_err();
+            assert!(!why.contains("TopSecret"), "{why}");
+            assert!(why.contains("****"), "{why}");
+        }
+        let t = parse("redis+sentinel://u:TopSecret@s1/m?sentinel_pass=TopSecret2").unwrap();
+        let shown = format!("{t:?}");
+        assert!(
+            !shown.contains("TopSecret") && shown.contains("****"),
+            "{shown}"
+        );
+        assert_eq!(
+            redacted("redis://app:p%40ss@h:1/0"),
+            "redis://app:****@h:1/0"
+        );
+        assert_eq!(redacted("redis://h:1/0"), "redis://h:1/0");
     }
 }

@@ -84,6 +84,8 @@ pub(super) enum Kind {
     SignalRewrite,
     /// An array of exit statuses, each 0 to 255.
     ExitCodes,
+    /// `"auto"` or a replica count (`async.redis_min_replicas`).
+    MinReplicas,
     /// A destination table `{ url = "http://HOST:PORT/PATH" }` (CONTRACT section 12); the
     /// environment gives the URL alone.
     Destination,
@@ -203,6 +205,7 @@ pub(super) const SCHEMA: &[KeySpec] = &[
     key("async", "max_retries", COUNT_U32),
     key("async", "max_queued", AT_LEAST_ONE),
     key("async", "max_payload", Kind::Size { min: 0 }),
+    key("async", "redis_min_replicas", Kind::MinReplicas),
     key("async", "max_event_age", ANY_DURATION),
     key("async", "max_result", Kind::Size { min: 0 }),
     key("async", "destination_retry_for", ANY_DURATION),
@@ -447,6 +450,11 @@ pub(super) fn convert(kind: Kind, value: &Value) -> Result<Val, String> {
                 .collect::<Result<Vec<_>, _>>()
                 .map(Val::Codes)
         }
+        Kind::MinReplicas => match (value.as_str(), value.as_integer()) {
+            (Some("auto"), _) => Ok(Val::Text("auto".to_owned())),
+            (_, Some(n)) if (0..=i64::from(u32::MAX)).contains(&n) => Ok(Val::Int(n as u64)),
+            _ => Err(expected("\"auto\" or a replica count such as 1", value)),
+        },
     }
 }
 

@@ -59,6 +59,18 @@ pub struct BackendStatus {
     /// Redis: whether the server answers now.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connected: Option<bool>,
+    /// Redis: `standalone`, `cluster` or `sentinel` (the form of `async.redis_url`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub form: Option<&'static str>,
+    /// Redis: the node that serves the queue now (`host:port`, never a password), and
+    /// whether it is a master; null until it was first seen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master: Option<bool>,
+    /// Redis: replicas of the queue's master that keep up (what `auto` waits for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u64>,
     /// QUEUED and RUNNING events in the store (on Redis: the fleet's); null when the store
     /// cannot be read now.
     pub queued: Option<u64>,

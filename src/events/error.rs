@@ -63,6 +63,15 @@ pub enum StoreError {
     },
     /// `async.redis_url` cannot be used by this build.
     RedisUrl { url: String, reason: String },
+    /// Redis refused fc-init's login or the rights it needs (`WRONGPASS`, `NOAUTH`,
+    /// `NOPERM`) at start: a configuration error. `url` has its passwords as `****`.
+    RedisAccess {
+        url: String,
+        source: Arc<redis::RedisError>,
+    },
+    /// Too few replicas confirmed a submission in time (`async.redis_min_replicas`): the
+    /// event was withdrawn, it will not run; resubmitting the same id is safe.
+    NotReplicated { wanted: u32, confirmed: u64 },
     /// A Redis reply did not have the shape the backend's scripts give (a server that is
     /// not Redis, or a bug).
     RedisReply { op: &'static str, detail: String },
@@ -121,6 +130,16 @@ impl fmt::Display for StoreError {
             StoreError::RedisUrl { url, reason } => {
                 write!(f, "async.redis_url {url:?}: {reason}")
             }
+            StoreError::RedisAccess { url, source } => write!(
+                f,
+                "async.redis_url {url:?}: Redis refused the login or a right fc-init needs \
+                 (see the reference's ACL): {source}"
+            ),
+            StoreError::NotReplicated { wanted, confirmed } => write!(
+                f,
+                "{confirmed} of {wanted} replica(s) confirmed the event in time \
+                 (async.redis_min_replicas); it was withdrawn and will not run"
+            ),
             StoreError::RedisReply { op, detail } => {
                 write!(f, "event store {op}: unexpected Redis reply: {detail}")
             }
@@ -138,12 +157,23 @@ impl std::error::Error for StoreError {
             StoreError::Disk { source, .. } | StoreError::Sqlite { source, .. } => Some(&**source),
             StoreError::Committer { source } => Some(&**source),
             StoreError::Redis { source, .. } => Some(&**source),
+            StoreError::RedisAccess { source, .. } => Some(&**source),
             _ => None,
         }
     }
 }
 
 impl StoreError {
+    /// The exit status when opening the store fails with this error: Redis refusing the
+    /// login or a right is a configuration error (2, CONTRACT section 10); the rest (a CA
+    /// file that cannot be read, a store file) is fc-init's own failure (1).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            StoreError::RedisAccess { .. } => crate::exit::USAGE,
+            _ => crate::exit::FAILURE,
+        }
+    }
+
     /// Whether this failure means the store cannot take a submission now (disk, database,
     /// Redis): answered 503 `AsyncStoreUnavailable`. The others are the request's own problem
     /// (`Full`: 429; an invalid id: 400) or a caller's bug.

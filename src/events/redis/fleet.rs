@@ -25,11 +25,23 @@ use crate::events::time::now_ms;
 const SUBMITTERS: usize = 2;
 /// The most submissions in one script call.
 const MAX_BATCH: usize = 256;
-/// How long `WAIT` waits for a replica to acknowledge a batch.
-const REPLICA_WAIT_MS: u64 = 1000;
+/// How long `WAIT` waits for the replicas to acknowledge a batch.
+const REPLICA_WAIT: Duration = Duration::from_secs(1);
+/// How long a submission whose outcome is unknown (the connection broke after its script
+/// was sent) is checked for before it is answered 503: the request's own deadline.
+pub const SUBMIT_DEADLINE: Duration = Duration::from_secs(10);
+/// The pause between two checks of an unknown outcome: the links' backoff decides when a
+/// connection is tried again; this only keeps the loop from spinning meanwhile.
+const RECHECK_PAUSE: Duration = Duration::from_millis(50);
+/// How long a new event waits undelivered for its replicas' confirmation: longer than
+/// [`REPLICA_WAIT`] and a withdrawal, so that an unconfirmed event is withdrawn before any
+/// worker could start it; should the instance die meanwhile, it is delivered after this.
+const HOLD: Duration = Duration::from_secs(3);
 const RENEW_EVERY: Duration = Duration::from_secs(1);
 const TAKEOVER_EVERY: Duration = Duration::from_secs(1);
 const PROMOTE_EVERY: Duration = Duration::from_millis(250);
+/// How often the topology is looked at (Sentinel's master, the cluster's nodes, replicas).
+const WATCH_EVERY: Duration = Duration::from_secs(1);
 const THREAD_STACK: usize = 256 * 1024;
 
 /// Starts the submitter threads once.
@@ -91,69 +103,182 @@ fn submitter(inner: &Weak<Inner>) {
     }
 }
 
+/// What one try of a batch gave.
+enum Try {
+    /// Each submission's answer.
+    Known(Vec<Result<Submitted, StoreError>>),
+    /// The connection broke after the script may have reached the server: whether the
+    /// batch was stored is not known.
+    Unknown(StoreError),
+}
+
+/// Stores a batch and waits for the replicas `async.redis_min_replicas` asks for. An unknown
+/// outcome is resolved by trying again (the script is idempotent: what was stored answers as
+/// stored) until [`SUBMIT_DEADLINE`]; only then is it a 503.
 fn submit_batch(
     inner: &Inner,
     link: &mut super::Link,
     batch: &[(NewEvent, Completion)],
 ) -> Vec<Result<Submitted, StoreError>> {
+    let deadline = Instant::now() + SUBMIT_DEADLINE;
+    let mut retry = false;
+    loop {
+        let tried = try_batch(inner, link, batch, retry);
+        retry = true;
+        match tried {
+            Try::Known(results) => return results,
+            Try::Unknown(e) if Instant::now() >= deadline => {
+                return batch.iter().map(|_| Err(e.clone())).collect();
+            }
+            Try::Unknown(e) => {
+                log::debug!("a submission's outcome is unknown ({e}); checking again");
+                std::thread::sleep(RECHECK_PAUSE.min(deadline - Instant::now()));
+            }
+        }
+    }
+}
+
+/// Whether a failed call may have reached the server (its connection broke after sending).
+fn unknown(link: &super::Link, e: &StoreError) -> bool {
+    link.sent()
+        && matches!(e, StoreError::Redis { source, .. } if super::link::ends_connection(source))
+}
+
+/// One try of a batch; `retry`: an earlier try's outcome was unknown, so the events it may
+/// have stored answer as existing, and are withdrawn or released as this try's own.
+fn try_batch(
+    inner: &Inner,
+    link: &mut super::Link,
+    batch: &[(NewEvent, Completion)],
+    retry: bool,
+) -> Try {
+    // After an unknown outcome, a failure (even one that sent nothing) leaves it unknown: only
+    // an answer from the store resolves it.
+    let all = |e: StoreError| match retry {
+        true => Try::Unknown(e),
+        false => Try::Known(batch.iter().map(|_| Err(e.clone())).collect()),
+    };
+    // Connected first (no round trip when it is): a new connection reads the replicas, which
+    // decide whether this batch is held and waited for.
+    if let Err(e) = link.call("submit (connect)", |_| Ok(())) {
+        return all(e);
+    }
+    let wanted = match inner.min_replicas {
+        Some(n) => n,
+        None => u32::from(link.topology().replicas() > 0),
+    };
+    let hold = match wanted {
+        0 => 0,
+        _ => HOLD.as_millis() as u64,
+    };
     let mut inv = inner.invocation(&scripts().submit, now_ms());
-    inv.arg(inner.opts.max_queued);
+    inv.arg(inner.opts.max_queued).arg(hold);
     for (event, _) in batch {
         push_submission(&mut inv, event);
     }
-    let stored = link.call("submit", |c| {
-        let reply: Value = inv.invoke(c)?;
-        Ok(reply)
-    });
-    // With replicas attached, a batch is acknowledged once one of them has it too.
-    let stored = stored.and_then(|reply| {
-        if link.replicas() == 0 {
-            return Ok(reply);
-        }
-        let acked: u64 = link.call("submit (WAIT for a replica)", |c| {
-            redis::cmd("WAIT").arg(1).arg(REPLICA_WAIT_MS).query(c)
-        })?;
-        match acked {
-            0 => Err(StoreError::RedisReply {
-                op: "submit",
-                detail: format!("no replica acknowledged the write within {REPLICA_WAIT_MS} ms"),
-            }),
-            _ => Ok(reply),
-        }
-    });
-    let max_queued = inner.opts.max_queued;
-    let per_event = stored.and_then(|reply| {
-        let items = array("submit", &reply)?;
-        Ok(items
-            .iter()
-            .map(|item| {
-                let parts = array("submit", item)?;
-                match parts.first().and_then(num) {
-                    Some(0) => Ok(Submitted::Created),
-                    Some(1) => event("submit", parts.get(1).unwrap_or(&Value::Nil))
-                        .map(|e| Submitted::AlreadyExists(Box::new(e))),
-                    Some(2) => Err(StoreError::Full { max_queued }),
-                    _ => Err(StoreError::RedisReply {
-                        op: "submit",
-                        detail: format!("{item:?}"),
-                    }),
-                }
-            })
-            .collect::<Vec<_>>())
-    });
-    match per_event {
-        Ok(results) if results.len() == batch.len() => results,
-        Ok(_) => batch
-            .iter()
-            .map(|_| {
-                Err(StoreError::RedisReply {
-                    op: "submit",
-                    detail: "one result per submission expected".into(),
-                })
-            })
-            .collect(),
-        Err(e) => batch.iter().map(|_| Err(e.clone())).collect(),
+    let reply = match link.call("submit", |c| inv.invoke::<Value>(c)) {
+        Ok(reply) => reply,
+        Err(e) if unknown(link, &e) => return Try::Unknown(e),
+        Err(e) => return all(e),
+    };
+    let mut results = match per_event(inner, &reply, batch.len()) {
+        Ok(results) => results,
+        Err(e) => return all(e),
+    };
+    if wanted == 0 {
+        return Try::Known(results);
     }
+    let ours: Vec<usize> = (0..results.len())
+        .filter(|i| match &results[*i] {
+            Ok(Submitted::Created) => true,
+            Ok(Submitted::AlreadyExists(_)) => retry,
+            _ => false,
+        })
+        .collect();
+    let ids = |inv: &mut ScriptInvocation<'_>| {
+        for i in &ours {
+            inv.arg(&batch[*i].0.request_id);
+        }
+    };
+    let wait = redis::cmd("WAIT")
+        .arg(wanted)
+        .arg(REPLICA_WAIT.as_millis() as u64)
+        .clone();
+    let key = inner.stream.clone();
+    let confirmed: u64 = match link.call_blocking("submit (WAIT for replicas)", REPLICA_WAIT, |c| {
+        c.on_node_of(&wait, &key)
+    }) {
+        Ok(n) => n,
+        Err(e) if unknown(link, &e) => return Try::Unknown(e),
+        Err(e) => return all(e),
+    };
+    if ours.is_empty() {
+        return Try::Known(results);
+    }
+    if confirmed >= u64::from(wanted) {
+        // Confirmed: deliver them now. Should this fail, they are delivered when their hold
+        // is over.
+        let mut inv = inner.invocation(&scripts().release, now_ms());
+        ids(&mut inv);
+        let _ = link.call("submit (release)", |c| inv.invoke::<Value>(c));
+        return Try::Known(results);
+    }
+    // Too few replicas have the new events: take them back before answering 503, unless one
+    // was delivered meanwhile (it runs, so it is answered 202).
+    let mut inv = inner.invocation(&scripts().withdraw, now_ms());
+    ids(&mut inv);
+    let withdrawn = match link.call("submit (withdraw)", |c| inv.invoke::<Value>(c)) {
+        Ok(v) => v,
+        Err(e) if unknown(link, &e) => return Try::Unknown(e),
+        // Not withdrawn, and the events may run: try again (the next try finds them stored
+        // and waits for the replicas once more).
+        Err(e) => return Try::Unknown(e),
+    };
+    let flags = array("withdraw", &withdrawn)
+        .map(<[Value]>::to_vec)
+        .unwrap_or_default();
+    for (k, i) in ours.iter().enumerate() {
+        if flags.get(k).and_then(num) == Some(1) {
+            results[*i] = Err(StoreError::NotReplicated { wanted, confirmed });
+        }
+    }
+    log::warn!(
+        "{confirmed} of {wanted} replica(s) confirmed a submission within {} ms: withdrawn (async.redis_min_replicas)",
+        REPLICA_WAIT.as_millis()
+    );
+    Try::Known(results)
+}
+
+/// Each submission's answer in a SUBMIT reply.
+fn per_event(
+    inner: &Inner,
+    reply: &Value,
+    expected: usize,
+) -> Result<Vec<Result<Submitted, StoreError>>, StoreError> {
+    let max_queued = inner.opts.max_queued;
+    let items = array("submit", reply)?;
+    if items.len() != expected {
+        return Err(StoreError::RedisReply {
+            op: "submit",
+            detail: "one result per submission expected".into(),
+        });
+    }
+    Ok(items
+        .iter()
+        .map(|item| {
+            let parts = array("submit", item)?;
+            match parts.first().and_then(num) {
+                Some(0) => Ok(Submitted::Created),
+                Some(1) => event("submit", parts.get(1).unwrap_or(&Value::Nil))
+                    .map(|e| Submitted::AlreadyExists(Box::new(e))),
+                Some(2) => Err(StoreError::Full { max_queued }),
+                _ => Err(StoreError::RedisReply {
+                    op: "submit",
+                    detail: format!("{item:?}"),
+                }),
+            }
+        })
+        .collect())
 }
 
 /// One renewal (RENEW): the heartbeat, the held leases, reconcile of this consumer's other
@@ -209,6 +334,7 @@ fn housekeeping(inner: &Arc<Inner>, control: &Weak<dyn Control>) {
     let mut link = inner.link("fleet");
     let start = Instant::now();
     let (mut renew_at, mut takeover_at, mut promote_at) = (start, start + TAKEOVER_EVERY, start);
+    let mut watch_at = start;
     loop {
         let Some(control) = control.upgrade() else {
             return;
@@ -249,8 +375,13 @@ fn housekeeping(inner: &Arc<Inner>, control: &Weak<dyn Control>) {
             let inv = inner.invocation(&scripts().promote, now_ms());
             let _ = link.call("promote", |c| inv.invoke::<Value>(c));
         }
+        if now >= watch_at {
+            watch_at = now + WATCH_EVERY;
+            let topology = inner.topology.clone();
+            let _ = link.call("topology", |c| topology.watch(c));
+        }
         drop(control);
-        let next = renew_at.min(takeover_at).min(promote_at);
+        let next = renew_at.min(takeover_at).min(promote_at).min(watch_at);
         // A schedule of periodic chores: the pause is the time to the next one.
         std::thread::sleep(next.saturating_duration_since(Instant::now()));
     }
@@ -266,9 +397,8 @@ fn subscriber(inner: &Arc<Inner>, control: &Weak<dyn Control>) {
             return;
         }
         let session = (|| -> redis::RedisResult<()> {
-            let mut conn = inner
-                .client
-                .get_connection_with_timeout(Duration::from_secs(1))?;
+            let mut conn = inner.topology.pubsub_connection(Duration::from_secs(1))?;
+            let generation = inner.topology.generation();
             let mut pubsub = conn.as_pubsub();
             pubsub.subscribe(&ctl)?;
             pubsub.subscribe(&ended)?;
@@ -282,6 +412,13 @@ fn subscriber(inner: &Arc<Inner>, control: &Weak<dyn Control>) {
                     Err(e) if e.is_timeout() => {
                         if control.strong_count() == 0 {
                             return Ok(());
+                        }
+                        if inner.topology.generation() != generation {
+                            // The master moved: listen on the new one.
+                            return Err(redis::RedisError::from((
+                                redis::ErrorKind::Io,
+                                "the master changed",
+                            )));
                         }
                         continue;
                     }

@@ -9,24 +9,28 @@
 //!   submission gets its 503 `AsyncStoreUnavailable` without waiting for a dead server. The
 //!   backoff is one for all links to the server ([`Reach`]): the first to reconnect ends it.
 //! - **Bounded waits.** Connecting waits at most [`CONNECT_TIMEOUT`]; a reply at most
-//!   [`REPLY_TIMEOUT`] beyond what the command itself blocks for.
+//!   [`REPLY_TIMEOUT`](super::topology::REPLY_TIMEOUT) beyond what the command itself blocks for.
 //! - **Quiet logs.** "unreachable" and "reachable again" are logged at most once a second for
 //!   the whole process, however many links notice.
-//! - **Replicas counted.** On each connect the server's `INFO replication` says how many
-//!   replicas are attached; a submission then waits for one of them (`WAIT`).
+//! - **Replicas counted.** On each connect the queue's master's `INFO replication` says how
+//!   many replicas keep up (the housekeeping reads it again every second); a submission
+//!   waits for them as `async.redis_min_replicas` says (`WAIT`).
+//! - **Follow the master.** A link made before the topology changed (Sentinel named another
+//!   master) reconnects before its next call; a `READONLY` answer (a demoted master) ends
+//!   the connection and makes the Sentinels be asked again ([`super::topology`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::{Client, Connection, RedisError, RedisResult};
+use redis::{ErrorKind, RedisError, RedisResult, ServerErrorKind};
+
+use super::topology::{replication, Conn, Topology, REPLY_TIMEOUT};
 
 use crate::events::error::StoreError;
 use crate::events::signal::lock;
 use crate::logging::Throttle;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long a reply may take (beyond a blocking command's own wait).
-pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// The longest wait between two connection attempts. The fleet's takeover grace must exceed
 /// it (see the backend's docs).
@@ -56,37 +60,50 @@ impl Default for Reach {
 static LOG: Throttle = Throttle::new();
 
 pub struct Link {
-    client: Arc<Client>,
+    topology: Arc<Topology>,
+    /// The queue's stream (routes keyless commands to its node on a cluster).
+    key: Arc<str>,
     /// The server, as the config says (credentials stripped), for diagnostics.
     server: Arc<str>,
-    conn: Option<Connection>,
+    conn: Option<Conn>,
+    /// The topology's generation when the connection was made.
+    generation: u64,
     /// Set after a failure: no new connection attempt before this instant.
     /// The backoff state, shared by every link to the same server.
     reach: Arc<std::sync::Mutex<Reach>>,
     /// When the current connection was made (the fleet's takeover grace counts from it).
     connected_since: Option<Instant>,
-    /// Replicas attached to the server, as of the last connect.
-    replicas: u64,
-    /// Read timeout of the connection for commands that do not block.
+    /// What the link serves, for diagnostics.
     what: &'static str,
+    /// Whether the last call reached the point of sending its command on a connection.
+    sent: bool,
 }
 
 impl Link {
     pub fn new(
-        client: Arc<Client>,
+        topology: Arc<Topology>,
+        key: Arc<str>,
         server: Arc<str>,
         reach: Arc<std::sync::Mutex<Reach>>,
         what: &'static str,
     ) -> Link {
         Link {
-            client,
+            topology,
+            key,
             server,
             conn: None,
+            generation: 0,
             reach,
             connected_since: None,
-            replicas: 0,
             what,
+            sent: false,
         }
+    }
+
+    /// Whether the last call sent its command (so a failure may have come after the server
+    /// ran it), rather than failing before (backoff, connect).
+    pub fn sent(&self) -> bool {
+        self.sent
     }
 
     /// Runs `f` on the connection (made first when needed); `op` names the operation in the
@@ -94,7 +111,7 @@ impl Link {
     pub fn call<T>(
         &mut self,
         op: &'static str,
-        f: impl FnMut(&mut Connection) -> RedisResult<T>,
+        f: impl FnMut(&mut Conn) -> RedisResult<T>,
     ) -> Result<T, StoreError> {
         self.call_blocking(op, Duration::ZERO, f)
     }
@@ -109,8 +126,14 @@ impl Link {
         &mut self,
         op: &'static str,
         blocks: Duration,
-        mut f: impl FnMut(&mut Connection) -> RedisResult<T>,
+        mut f: impl FnMut(&mut Conn) -> RedisResult<T>,
     ) -> Result<T, StoreError> {
+        if self.conn.is_some() && self.generation != self.topology.generation() {
+            log::debug!("Redis at {}: the master changed; reconnecting", self.server);
+            self.conn = None;
+            self.connected_since = None;
+        }
+        self.sent = false;
         if let Some(e) = self.backing_off(op) {
             return Err(e);
         }
@@ -132,9 +155,11 @@ impl Link {
     fn attempt<T>(
         &mut self,
         blocks: Duration,
-        f: &mut impl FnMut(&mut Connection) -> RedisResult<T>,
+        f: &mut impl FnMut(&mut Conn) -> RedisResult<T>,
     ) -> RedisResult<T> {
-        let conn = self.connection()?;
+        self.connection()?;
+        self.sent = true;
+        let conn = self.conn.as_mut().expect("connected just above");
         if !blocks.is_zero() {
             let _ = conn.set_read_timeout(Some(REPLY_TIMEOUT + blocks));
         }
@@ -155,8 +180,8 @@ impl Link {
         self.connected_since.map(|t| t.elapsed())
     }
 
-    pub fn replicas(&self) -> u64 {
-        self.replicas
+    pub fn topology(&self) -> &Topology {
+        &self.topology
     }
 
     /// While the backoff after a failure lasts: the error to fail with at once.
@@ -176,7 +201,7 @@ impl Link {
     }
 
     /// The connection, made now if needed.
-    fn connection(&mut self) -> RedisResult<&mut Connection> {
+    fn connection(&mut self) -> RedisResult<&mut Conn> {
         if self.conn.is_none() {
             let conn = self.connect()?;
             let mut reach = lock(&self.reach);
@@ -192,17 +217,17 @@ impl Link {
         Ok(self.conn.as_mut().expect("connected just above"))
     }
 
-    fn connect(&mut self) -> RedisResult<Connection> {
-        let mut conn = self.client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
+    fn connect(&mut self) -> RedisResult<Conn> {
+        self.generation = self.topology.generation();
+        let mut conn = self.topology.connect(CONNECT_TIMEOUT)?;
         conn.set_read_timeout(Some(REPLY_TIMEOUT))?;
-        conn.set_write_timeout(Some(REPLY_TIMEOUT))?;
-        let info: String = redis::cmd("INFO").arg("replication").query(&mut conn)?;
-        self.replicas = connected_replicas(&info);
+        let info: String = conn.on_node_of(redis::cmd("INFO").arg("replication"), &self.key)?;
+        let (_, replicas) = replication(&info);
+        self.topology.set_replicas(replicas);
         log::debug!(
-            "Redis at {}: connected ({}; {} replica(s))",
+            "Redis at {}: connected ({}; {replicas} replica(s) keep up)",
             self.server,
             self.what,
-            self.replicas
         );
         Ok(conn)
     }
@@ -212,6 +237,9 @@ impl Link {
     fn failed(&mut self, op: &'static str, e: RedisError) -> StoreError {
         let source = Arc::new(e);
         if ends_connection(&source) {
+            // A demoted master (`READONLY`) or one that cannot be reached: the Sentinels are
+            // asked again before the next connection (the Sentinel client spec).
+            self.topology.forget_master();
             self.conn = None;
             self.connected_since = None;
             let mut reach = lock(&self.reach);
@@ -234,31 +262,33 @@ impl Link {
     }
 }
 
-/// Whether `e` means the connection cannot be used any more.
-fn ends_connection(e: &RedisError) -> bool {
+/// Whether `e` means the connection cannot be used any more: it broke, or the node it
+/// reaches is no longer the master (`READONLY`), or the cluster or the Sentinels have no
+/// master for it now.
+pub fn ends_connection(e: &RedisError) -> bool {
     e.is_io_error()
         || e.is_connection_dropped()
         || e.is_connection_refusal()
         || e.is_timeout()
         || e.is_unrecoverable_error()
+        || is_readonly(e)
+        || matches!(
+            e.kind(),
+            ErrorKind::MasterNameNotFoundBySentinel
+                | ErrorKind::ClusterConnectionNotFound
+                | ErrorKind::Server(ServerErrorKind::ClusterDown)
+                | ErrorKind::Server(ServerErrorKind::MasterDown)
+        )
 }
 
-/// `connected_slaves:N` of `INFO replication` (0 when absent, or on a replica).
-fn connected_replicas(info: &str) -> u64 {
-    info.lines()
-        .find_map(|l| l.trim().strip_prefix("connected_slaves:"))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0)
+fn is_readonly(e: &RedisError) -> bool {
+    e.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn replicas_are_read_from_info_replication() {
-        let info = "# Replication\r\nrole:master\r\nconnected_slaves:2\r\nslave0:ip=...\r\n";
-        assert_eq!(connected_replicas(info), 2);
-        assert_eq!(connected_replicas("# Replication\r\nrole:slave\r\n"), 0);
-    }
+/// Whether `e` is the server refusing the login or the user's rights (`WRONGPASS`,
+/// `NOAUTH`, `NOPERM`): a configuration error, not an outage.
+pub fn is_auth_error(e: &RedisError) -> bool {
+    e.kind() == ErrorKind::AuthenticationFailed
+        || e.kind() == ErrorKind::Server(ServerErrorKind::NoPerm)
+        || matches!(e.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"))
 }

@@ -1,5 +1,5 @@
 //! The fleet's store on Redis (`async.backend = "redis"`, CONTRACT section 7 "A fleet on
-//! Redis"): every fc-init with the same `redis_url` and `queue` shares one queue, one event
+//! Redis", section 10): every fc-init with the same `redis_url` and `queue` shares one queue, one event
 //! index and one set of limits, through the `redis` crate's synchronous API (no async
 //! runtime: each thread that talks to Redis owns its connection, a [`link::Link`]).
 //!
@@ -18,6 +18,7 @@
 //! | `fc-init:{q}:delayed` | sorted set | QUEUED events waiting out a retry backoff, by due time |
 //! | `fc-init:{q}:alive:<consumer>` | string, 5 s TTL | an instance's heartbeat |
 //! | `fc-init:{q}:seq` | counter | orders submissions within one millisecond |
+//! | `fc-init:{q}:cursor` | counter | where the renewal of queued events' expiry goes on |
 //! | channel `fc-init:{q}:ctl:<consumer>` | pub/sub | "terminate this event" to the instance running it |
 //! | channel `fc-init:{q}:ended` | pub/sub | an event a terminate waits for has ended |
 //!
@@ -55,24 +56,40 @@
 //!   event as ABORTED instead of running it again. The caller's answer comes when the event
 //!   has ended: a script ending an event with `term` publishes its id on `ended`, which every
 //!   instance's subscriber turns into a local wake-up.
-//! - **Retention is key expiry.** An ended event's hash expires a minute after its retention;
-//!   the indexes forget it at the retention itself (each script that reads them first drops
-//!   what `ended` says is past it), so lists and counts never show half-forgotten events, and
-//!   a fleet that stops leaves nothing behind.
+//! - **Retention is key expiry.** An ended event's hash expires a margin (the retention
+//!   again, a minute at most) after its retention; the indexes forget it at the retention
+//!   itself (each script that reads them first drops what `ended` says is past it), so lists
+//!   and counts never show half-forgotten events. Every other key expires too: each live
+//!   instance's renewal pushes the expiry of the queue's keys on every second (and of the
+//!   hashes of unended events, at least 10 minutes, 200 queued ones a second), so a fleet that
+//!   stops leaves nothing behind once the queue is unused for the retention.
 //! - **Retries** wait in `delayed` and are delivered again when due (every instance moves due
 //!   ones every 250 ms).
 //!
 //! # Durability before 202
 //!
 //! A submission is answered 202 only once the script that stored it has returned, i.e. the
-//! Redis server has executed and acknowledged it. When the server reports replicas
-//! (`INFO replication`, read at every connect), fc-init also waits for one of them to have it
-//! (`WAIT 1 1000`); no replica acknowledging within a second is a 503 (a retry with the same
-//! id is answered idempotently). What a single Redis keeps across its own crash is its
+//! Redis server has executed and acknowledged it, and `async.redis_min_replicas` replicas
+//! confirmed it (`WAIT`, at most a second). `auto` waits for one whenever the queue's master
+//! has a replica that keeps up ([`topology::replication`]: online, acknowledged within 2 s, so
+//! a paused replica stops being waited for); the count is read at every connection and every
+//! second, never only at connect. While replicas are waited for, new events are stored
+//! *held* (in `delayed`, not delivered), so no worker can start one before it is confirmed:
+//! confirmed, they are released (delivered); not, they are withdrawn (deleted) and the
+//! submission answered 503, so a 503 never stands for an event that will run. A batch whose
+//! outcome is unknown (the connection broke after its script was sent) is tried again until
+//! the store answers or [`fleet::SUBMIT_DEADLINE`] passes: the script is idempotent, so what
+//! was stored answers as stored. What a single Redis keeps across its own crash is its
 //! persistence setting: only `appendonly yes` with `appendfsync always` makes an acknowledged
 //! event survive a crash or power loss of the Redis host (`everysec` may lose the last
 //! second). Submissions from many connections are group-committed: a few submitter threads
 //! each take every submission queued meanwhile into one script call.
+//!
+//! # Topologies
+//!
+//! A standalone server, a Redis Cluster or a Sentinel-watched master ([`topology`]): links
+//! reach the node that holds the queue's slot through the crate's own clients, follow
+//! redirects and failovers, and reconnect when the master changes.
 //!
 //! # Failure modes
 //!
@@ -100,12 +117,14 @@ pub mod link;
 mod scripts;
 #[cfg(feature = "redis-tls")]
 mod tls;
+pub mod topology;
 
 use std::collections::HashSet;
 use std::sync::{mpsc, Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use redis::{Client, ConnectionAddr, ConnectionInfo, RedisConnectionInfo, ScriptInvocation, Value};
+use topology::{Conn, Topology};
 
 use super::backend::{
     Aborted, Backend, BackendStatus, Claimer, Control, Holder, Retry, Terminating,
@@ -141,13 +160,17 @@ pub struct Redis {
 }
 
 struct Inner {
-    client: Arc<Client>,
+    topology: Arc<Topology>,
     server: Arc<str>,
     reach: Arc<Mutex<link::Reach>>,
     queue: String,
     /// `fc-init:{queue}:`.
     prefix: String,
     stream: String,
+    /// The stream again, shared by the links (their keyless commands go to its node).
+    key: Arc<str>,
+    /// `async.redis_min_replicas`: `None` is `auto`.
+    min_replicas: Option<u32>,
     /// This instance's consumer name in the group.
     me: String,
     opts: StoreOptions,
@@ -163,7 +186,7 @@ struct Inner {
     acted: Mutex<HashSet<String>>,
 }
 
-/// The redis crate's form of a parsed `async.redis_url`.
+/// The redis crate's form of a parsed standalone `async.redis_url`.
 fn connection_info(target: RedisTarget) -> ConnectionInfo {
     let addr = match target.addr {
         RedisAddr::Tcp { host, port } => ConnectionAddr::Tcp(host, port),
@@ -175,6 +198,10 @@ fn connection_info(target: RedisTarget) -> ConnectionInfo {
             tls_params: None,
         },
         RedisAddr::Unix(path) => ConnectionAddr::Unix(path),
+        // Made by `topology`, never here: their nodes are found at run time.
+        RedisAddr::Cluster { .. } | RedisAddr::Sentinel { .. } => {
+            unreachable!("the cluster and Sentinel forms are not single servers")
+        }
     };
     let mut login = RedisConnectionInfo::default().set_db(target.db);
     if let Some(user) = target.username {
@@ -209,15 +236,18 @@ impl Redis {
         };
         // The configuration checked the URL already; a failure here names it again.
         let target = crate::config::redis_url::parse(&url).map_err(|why| refuse(&why))?;
-        let client = client(target).map_err(|why| refuse(&why))?;
         let queue = cfg.async_.queue.clone();
         let prefix = format!("fc-init:{{{queue}}}:");
-        Ok(Box::new(Redis {
+        let stream = format!("{prefix}stream");
+        let topology = Topology::new(target, &stream, client).map_err(|why| refuse(&why))?;
+        let redis = Redis {
             inner: Arc::new(Inner {
-                client: Arc::new(client),
+                topology: Arc::new(topology),
                 server: server_of(&url).into(),
                 reach: Arc::default(),
-                stream: format!("{prefix}stream"),
+                key: stream.as_str().into(),
+                min_replicas: cfg.async_.redis_min_replicas,
+                stream,
                 prefix,
                 queue,
                 me: consumer_name(),
@@ -229,7 +259,43 @@ impl Redis {
                 ended: Signal::default(),
                 acted: Mutex::new(HashSet::new()),
             }),
-        }))
+        };
+        redis.check_access(&url)?;
+        Ok(Box::new(redis))
+    }
+
+    /// At start: a server that refuses the login or the rights fc-init needs is a
+    /// configuration error (exit 2); one that cannot be reached is not (fc-init serves and
+    /// reconnects). The probe is what the fleet does: a script on the queue's keys, the
+    /// group's creation, a publish on this instance's own channel.
+    fn check_access(&self, url: &str) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        let mut link = inner.link("start");
+        let ctl = format!("{}ctl:{}", inner.prefix, inner.me);
+        let inv = inner.invocation(&scripts().counts, now_ms());
+        let probe = link.call("start-up check", |c| {
+            inv.invoke::<Value>(c)?;
+            inner.ensure_group(c)?;
+            redis::cmd("PUBLISH").arg(&ctl).arg("").query::<i64>(c)?;
+            Ok(())
+        });
+        let refused = |source: &Arc<redis::RedisError>| StoreError::RedisAccess {
+            url: crate::config::redis_url::redacted(url),
+            source: source.clone(),
+        };
+        match probe {
+            Err(StoreError::Redis { source, .. }) if link::is_auth_error(&source) => {
+                Err(refused(&source))
+            }
+            Err(e) => {
+                log::warn!("the Redis store cannot be reached at start ({e}); serving, and reconnecting with backoff");
+                Ok(())
+            }
+            Ok(()) => {
+                lock(&inner.pool).push(link);
+                Ok(())
+            }
+        }
     }
 }
 
@@ -258,7 +324,8 @@ fn consumer_name() -> String {
 impl Inner {
     fn link(&self, what: &'static str) -> Link {
         Link::new(
-            self.client.clone(),
+            self.topology.clone(),
+            self.key.clone(),
             self.server.clone(),
             self.reach.clone(),
             what,
@@ -269,7 +336,7 @@ impl Inner {
     fn with<T>(
         &self,
         op: &'static str,
-        f: impl FnMut(&mut redis::Connection) -> redis::RedisResult<T>,
+        f: impl FnMut(&mut Conn) -> redis::RedisResult<T>,
     ) -> Result<T, StoreError> {
         let mut link = lock(&self.pool).pop().unwrap_or_else(|| self.link("pool"));
         let result = link.call(op, f);
@@ -292,7 +359,7 @@ impl Inner {
 
     /// Creates the queue's stream and group when missing (the first instance ever, or a
     /// Redis that lost its data).
-    fn ensure_group(&self, conn: &mut redis::Connection) -> redis::RedisResult<()> {
+    fn ensure_group(&self, conn: &mut Conn) -> redis::RedisResult<()> {
         let created: redis::RedisResult<()> = redis::cmd("XGROUP")
             .arg("CREATE")
             .arg(&self.stream)
@@ -502,10 +569,16 @@ impl Backend for Redis {
 
     fn status(&self) -> BackendStatus {
         let counts = self.inner.counts().ok();
+        let topology = &self.inner.topology;
+        let serving = topology.serving();
         BackendStatus {
             queue: Some(self.inner.queue.clone()),
             consumer: Some(self.inner.me.clone()),
             connected: Some(counts.is_some()),
+            form: Some(topology.form().as_str()),
+            node: serving.as_ref().map(|(node, _)| node.clone()),
+            master: serving.map(|(_, master)| master),
+            replicas: Some(topology.replicas()),
             ..BackendStatus::counted("redis", counts)
         }
     }
@@ -518,10 +591,16 @@ struct RedisClaimer {
 }
 
 impl Claimer for RedisClaimer {
-    fn claim(&mut self, now: u64, wait: Duration) -> Result<Option<Claimed>, StoreError> {
+    /// `startTime` is taken after the blocking read, when the event is started (the bug:
+    /// it was the time the worker began waiting, up to [`CLAIM_BLOCK`] before `submitTime`).
+    fn claim(
+        &mut self,
+        _waiting_since: u64,
+        wait: Duration,
+    ) -> Result<Option<Claimed>, StoreError> {
         let block = wait.min(CLAIM_BLOCK);
         let inner = &self.inner;
-        let read = |c: &mut redis::Connection| -> redis::RedisResult<Value> {
+        let read = |c: &mut Conn| -> redis::RedisResult<Value> {
             let read = redis::cmd("XREADGROUP")
                 .arg("GROUP")
                 .arg(GROUP)
@@ -546,7 +625,7 @@ impl Claimer for RedisClaimer {
         let Some((entry, id)) = first_entry(&reply) else {
             return Ok(None);
         };
-        let mut inv = inner.invocation(&scripts().start, now);
+        let mut inv = inner.invocation(&scripts().start, now_ms());
         inv.arg(&entry).arg(&id);
         let reply = self.link.call("start", |c| inv.invoke::<Value>(c))?;
         if reply == Value::Nil {

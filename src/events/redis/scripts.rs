@@ -27,6 +27,25 @@ local S, P, NOW, RET, ME = KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]
 local G = 'workers'
 local FIELDS = {'status', 'submit', 'start', 'end', 'dur', 'code', 'attempts', 'etype', 'emsg', 'next'}
 local function is_ended(st) return st == 'FINISHED' or st == 'FAILED' or st == 'ABORTED' end
+-- The queue's keys besides the stream: all of them expire once nobody used the queue for the
+-- retention (RENEW, every second on every live instance, pushes their expiry on).
+local FIXED = {P .. 'all', P .. 'ended', P .. 'delayed', P .. 'seq', P .. 'st:QUEUED',
+  P .. 'st:RUNNING', P .. 'st:FINISHED', P .. 'st:FAILED', P .. 'st:ABORTED'}
+-- How long an unused key lives: the retention, and a margin (a minute at most) for the last
+-- ended event's hash, so that lists never show an event half forgotten.
+local TTL = RET + math.min(RET, 60000)
+-- An event that has not ended lives at least 10 minutes unused: RENEW goes round the queued
+-- ones 200 a second, so a live fleet refreshes every one well before then (10,000 queued
+-- events in under a minute), while the queue of a fleet that is gone still expires.
+local LIVE_TTL = math.max(TTL, 600000)
+-- Reads every key the script may write before it writes any: while a Cluster slot migrates,
+-- a key already moved fails the script here, with nothing of it done, rather than halfway.
+-- One call for all of them: a slot is on one node, so any key of it answers there or fails.
+local function preflight(ids)
+  local keys = {unpack(FIXED)}
+  for _, id in ipairs(ids or {}) do keys[#keys + 1] = P .. 'ev:' .. id end
+  redis.call('EXISTS', unpack(keys))
+end
 -- The event as the admin API shows it: its id, then FIELDS.
 local function ev(id)
   local f = redis.call('HMGET', P .. 'ev:' .. id, unpack(FIELDS))
@@ -67,8 +86,9 @@ end
 local function ended(h, id, from, to)
   move(id, from, to, redis.call('HGET', h, 'score'))
   redis.call('ZADD', P .. 'ended', NOW, id)
-  redis.call('PEXPIREAT', h, NOW + RET + 60000)
-  redis.call('HDEL', h, 'owner', 'lease', 'entry')
+  redis.call('PEXPIREAT', h, NOW + TTL)
+  -- The request is needed no more: an ended event keeps only what the admin API shows.
+  redis.call('HDEL', h, 'owner', 'lease', 'entry', 'method', 'target', 'headers', 'body')
   if redis.call('HEXISTS', h, 'term') == 1 then
     redis.call('HDEL', h, 'term')
     redis.call('PUBLISH', P .. 'ended', id)
@@ -80,7 +100,8 @@ local function abort(h, id, msg)
   ack(redis.call('HGET', h, 'lease'))
   redis.call('ZREM', P .. 'delayed', id)
   local start = tonumber(redis.call('HGET', h, 'start'))
-  redis.call('HSET', h, 'status', 'ABORTED', 'end', NOW, 'dur', start and math.max(NOW - start, 0) or 0)
+  local fin = math.max(NOW, start or NOW)
+  redis.call('HSET', h, 'status', 'ABORTED', 'end', fin, 'dur', start and fin - start or 0)
   if msg ~= '' then redis.call('HSET', h, 'emsg', msg) end
   ended(h, id, st, 'ABORTED')
 end
@@ -95,6 +116,7 @@ local function requeue(h, id)
   local st = redis.call('HGET', h, 'status')
   redis.call('HSET', h, 'status', 'QUEUED', 'next', NOW)
   redis.call('HDEL', h, 'owner', 'lease')
+  redis.call('PEXPIRE', h, LIVE_TTL)
   if st ~= 'QUEUED' then move(id, st, 'QUEUED', redis.call('HGET', h, 'score')) end
   deliver(h, id)
 end
@@ -134,14 +156,24 @@ local function purge()
 end
 "#;
 
-/// ARGV[5] max_queued, then per event: id, submit time, method, target, headers, body.
-/// Per event: `{0}` stored, `{1, event}` the id exists, `{2}` the queue is full.
+/// ARGV[5] max_queued, [6] hold (ms), then per event: id, submit time, method, target,
+/// headers, body. Per event: `{0}` stored, `{1, event}` the id exists, `{2}` the queue is
+/// full. With a hold, a new event is not delivered yet: it waits in `delayed`, marked `held`,
+/// until RELEASE (once the replicas confirmed it) or WITHDRAW; should neither come (the
+/// instance died meanwhile), it is delivered when the hold is over.
 const SUBMIT: &str = r#"
+local hold = tonumber(ARGV[6])
+local ids = {}
+for i = 7, #ARGV, 6 do ids[#ids + 1] = ARGV[i] end
+preflight(ids)
 purge()
+-- Always a write, even when every id exists: the WAIT that follows then covers whatever of
+-- this batch an earlier, interrupted call stored.
+redis.call('PEXPIRE', S, TTL)
 local max = tonumber(ARGV[5])
 local queued = redis.call('ZCARD', P .. 'st:QUEUED')
 local out = {}
-for i = 6, #ARGV, 6 do
+for i = 7, #ARGV, 6 do
   local id, submit = ARGV[i], ARGV[i + 1]
   local h = P .. 'ev:' .. id
   if redis.call('EXISTS', h) == 1 then
@@ -154,9 +186,15 @@ for i = 6, #ARGV, 6 do
     redis.call('HSET', h, 'status', 'QUEUED', 'submit', submit, 'next', submit, 'attempts', 0,
       'failures', 0, 'score', score, 'method', ARGV[i + 2], 'target', ARGV[i + 3],
       'headers', ARGV[i + 4], 'body', ARGV[i + 5])
+    redis.call('PEXPIRE', h, LIVE_TTL)
     redis.call('ZADD', P .. 'all', score, id)
     redis.call('ZADD', P .. 'st:QUEUED', score, id)
-    deliver(h, id)
+    if hold > 0 then
+      redis.call('HSET', h, 'held', 1)
+      redis.call('ZADD', P .. 'delayed', NOW + hold, id)
+    else
+      deliver(h, id)
+    end
     queued = queued + 1
     out[#out + 1] = {0}
   end
@@ -169,6 +207,7 @@ return out
 const START: &str = r#"
 local eid, id = ARGV[5], ARGV[6]
 local h = P .. 'ev:' .. id
+preflight({id})
 local st = redis.call('HGET', h, 'status')
 -- Started by this very call already (its reply was lost and the call made again): the same.
 local again = st == 'RUNNING' and redis.call('HGET', h, 'lease') == eid and redis.call('HGET', h, 'owner') == ME
@@ -179,7 +218,10 @@ if not again then
   end
   redis.call('HSET', h, 'status', 'RUNNING', 'owner', ME, 'lease', eid)
   redis.call('HINCRBY', h, 'attempts', 1)
-  if redis.call('HEXISTS', h, 'start') == 0 then redis.call('HSET', h, 'start', NOW) end
+  -- Never before submitTime, whatever the clocks of the instances say.
+  local submit = tonumber(redis.call('HGET', h, 'submit')) or NOW
+  if redis.call('HEXISTS', h, 'start') == 0 then redis.call('HSET', h, 'start', math.max(NOW, submit)) end
+  redis.call('PEXPIRE', h, LIVE_TTL)
   move(id, 'QUEUED', 'RUNNING', redis.call('HGET', h, 'score'))
 end
 local r = ev(id)
@@ -193,11 +235,14 @@ return r
 const FINISH: &str = r#"
 local eid, id = ARGV[5], ARGV[6]
 local h = P .. 'ev:' .. id
+preflight({id})
 if redis.call('HGET', h, 'status') ~= 'RUNNING' or redis.call('HGET', h, 'lease') ~= eid then
   return false
 end
 local start = tonumber(redis.call('HGET', h, 'start')) or NOW
-redis.call('HSET', h, 'status', ARGV[7], 'end', NOW, 'dur', math.max(NOW - start, 0))
+-- durationMs is endTime - startTime exactly, and never negative.
+local fin = math.max(NOW, start)
+redis.call('HSET', h, 'status', ARGV[7], 'end', fin, 'dur', fin - start)
 set_opt(h, 'code', ARGV[8])
 set_opt(h, 'etype', ARGV[9])
 set_opt(h, 'emsg', ARGV[10])
@@ -211,6 +256,7 @@ return ev(id)
 const RETRY: &str = r#"
 local eid, id, at = ARGV[5], ARGV[6], tonumber(ARGV[7])
 local h = P .. 'ev:' .. id
+preflight({id})
 if redis.call('HGET', h, 'status') ~= 'RUNNING' or redis.call('HGET', h, 'lease') ~= eid then
   return 0
 end
@@ -226,6 +272,7 @@ end
 redis.call('HSET', h, 'status', 'QUEUED', 'next', at)
 redis.call('HINCRBY', h, 'failures', ARGV[11])
 redis.call('HDEL', h, 'owner', 'lease', 'entry')
+redis.call('PEXPIRE', h, LIVE_TTL)
 ack(eid)
 move(id, 'RUNNING', 'QUEUED', redis.call('HGET', h, 'score'))
 if at <= NOW then deliver(h, id) else redis.call('ZADD', P .. 'delayed', at, id) end
@@ -237,6 +284,7 @@ return 1
 /// recorded on the event and its owner told.
 const TERMINATE: &str = r#"
 local id = ARGV[5]
+preflight({id})
 local h = P .. 'ev:' .. id
 local done, st = unended(id)
 if done then return done end
@@ -245,16 +293,19 @@ if st == 'QUEUED' then
   return {3, ev(id)}
 end
 local term = ARGV[6] == '1' and 'graceful' or 'forced'
-redis.call('HSET', h, 'term', term)
 local owner = redis.call('HGET', h, 'owner') or ''
 local alive = redis.call('EXISTS', P .. 'alive:' .. owner)
+-- The word first: a publish that fails (a user without the channel's right) fails the whole
+-- script before anything is recorded, so the terminate answers an error and the event runs on.
 if owner ~= ME and alive == 1 then redis.call('PUBLISH', P .. 'ctl:' .. owner, term .. ' ' .. id) end
+redis.call('HSET', h, 'term', term)
 return {2, ev(id), owner, alive}
 "#;
 
 /// ARGV[5] id, [6] message ('' keeps the event's). As TERMINATE, for QUEUED and RUNNING alike.
 const MARK_ABORTED: &str = r#"
 local id = ARGV[5]
+preflight({id})
 local done = unended(id)
 if done then return done end
 abort(P .. 'ev:' .. id, id, ARGV[6])
@@ -267,6 +318,14 @@ return {3, ev(id)}
 /// terminate was asked for.
 const RENEW: &str = r#"
 redis.call('SET', P .. 'alive:' .. ME, '1', 'PX', ARGV[5])
+-- The queue is in use: its keys live on (they expire a retention after the last instance).
+redis.call('PEXPIRE', S, TTL)
+for _, k in ipairs(FIXED) do redis.call('PEXPIRE', k, TTL) end
+-- The next 200 queued events' hashes live on too (see LIVE_TTL).
+local cursor = tonumber(redis.call('GET', P .. 'cursor')) or 0
+local queued = redis.call('ZRANGE', P .. 'st:QUEUED', cursor, cursor + 199)
+for _, id in ipairs(queued) do redis.call('PEXPIRE', P .. 'ev:' .. id, LIVE_TTL) end
+redis.call('SET', P .. 'cursor', #queued < 200 and 0 or cursor + 200, 'PX', TTL)
 local leases, out = {}, {}
 for k = 6, #ARGV do
   local id = ARGV[k]
@@ -275,6 +334,7 @@ for k = 6, #ARGV do
   if lease and redis.call('HGET', h, 'owner') == ME then
     leases[lease] = true
     redis.call('XCLAIM', S, G, ME, 0, lease, 'JUSTID')
+    redis.call('PEXPIRE', h, LIVE_TTL)
     local term = redis.call('HGET', h, 'term')
     if term then
       out[#out + 1] = id
@@ -305,15 +365,18 @@ for _, c in ipairs(consumers) do
     if c[k] == 'name' then name = c[k + 1] elseif c[k] == 'pending' then pending = c[k + 1] end
   end
   if name and name ~= ME and redis.call('EXISTS', P .. 'alive:' .. name) == 0 then
-    if pending and pending > 0 then
+    local left = pending or 0
+    if left > 0 then
       for _, p in ipairs(redis.call('XPENDING', S, G, '-', '+', 100, name)) do
         redis.call('XCLAIM', S, G, ME, 0, p[1], 'JUSTID')
         reclaim(p[1])
         n = n + 1
+        left = left - 1
       end
-    else
-      redis.call('XGROUP', 'DELCONSUMER', S, G, name)
     end
+    -- Its events are taken over: the dead consumer leaves the group (a live instance that
+    -- was only cut off comes back as a new consumer when it reads again).
+    if left <= 0 then redis.call('XGROUP', 'DELCONSUMER', S, G, name) end
   end
 end
 local r = redis.call('XAUTOCLAIM', S, G, ME, ARGV[5], '0-0', 'COUNT', 100, 'JUSTID')
@@ -324,12 +387,51 @@ end
 return n
 "#;
 
+/// ARGV[5..] ids of a batch the replicas confirmed: the held ones are delivered now.
+const RELEASE: &str = r#"
+for k = 5, #ARGV do
+  local id = ARGV[k]
+  local h = P .. 'ev:' .. id
+  if redis.call('HDEL', h, 'held') == 1 then
+    redis.call('ZREM', P .. 'delayed', id)
+    if redis.call('HGET', h, 'status') == 'QUEUED' then deliver(h, id) end
+  end
+end
+return 1
+"#;
+
+/// ARGV[5..] ids of a batch too few replicas confirmed. Each event still held (not
+/// delivered, so not started) is removed as if it had never been submitted (1); one that is
+/// not (delivered when its hold ran out, or another submission's) stays, and will run (0).
+const WITHDRAW: &str = r#"
+local ids = {}
+for k = 5, #ARGV do ids[#ids + 1] = ARGV[k] end
+preflight(ids)
+local out = {}
+for _, id in ipairs(ids) do
+  local h = P .. 'ev:' .. id
+  local f = redis.call('HMGET', h, 'status', 'attempts', 'entry', 'held')
+  if f[1] == 'QUEUED' and tonumber(f[2]) == 0 and f[4] then
+    ack(f[3])
+    redis.call('ZREM', P .. 'all', id)
+    redis.call('ZREM', P .. 'st:QUEUED', id)
+    redis.call('ZREM', P .. 'delayed', id)
+    redis.call('DEL', h)
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out
+"#;
+
 /// Retries whose time has come are delivered again. Returns how many.
 const PROMOTE: &str = r#"
 local ids = redis.call('ZRANGEBYSCORE', P .. 'delayed', '-inf', NOW, 'LIMIT', 0, 100)
 for _, id in ipairs(ids) do
   redis.call('ZREM', P .. 'delayed', id)
   local h = P .. 'ev:' .. id
+  redis.call('HDEL', h, 'held')
   if redis.call('HGET', h, 'status') == 'QUEUED' then deliver(h, id) end
 end
 return #ids
@@ -351,7 +453,7 @@ const PURGE: &str = "return purge()";
 /// One event (ARGV[5] id), or nil.
 const GET: &str = r#"
 purge()
-if redis.call('EXISTS', P .. 'ev:' .. ARGV[5]) == 0 then return false end
+if redis.call('HEXISTS', P .. 'ev:' .. ARGV[5], 'status') == 0 then return false end
 return ev(ARGV[5])
 "#;
 
@@ -399,7 +501,11 @@ if #keys > 1 then
   end)
 end
 local out = {total}
-for j = offset + 1, math.min(offset + limit, #page) do out[#out + 1] = ev(page[j][1]) end
+for j = offset + 1, math.min(offset + limit, #page) do
+  local e = ev(page[j][1])
+  -- A hash that expired with its queue unused; the indexes forget it on the next purge.
+  if e[2] then out[#out + 1] = e end
+end
 return out
 "#;
 
@@ -415,6 +521,8 @@ pub struct Scripts {
     pub renew: Script,
     pub takeover: Script,
     pub promote: Script,
+    pub withdraw: Script,
+    pub release: Script,
     pub counts: Script,
     pub purge: Script,
     pub get: Script,
@@ -435,6 +543,8 @@ pub fn scripts() -> &'static Scripts {
             renew: s(RENEW),
             takeover: s(TAKEOVER),
             promote: s(PROMOTE),
+            withdraw: s(WITHDRAW),
+            release: s(RELEASE),
             counts: s(COUNTS),
             purge: s(PURGE),
             get: s(GET),

@@ -6,7 +6,7 @@
 //! for the URL's host name): it builds a `rustls::ClientConfig` at every connect, from the
 //! process's default provider.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use redis::{Client, ConnectionInfo, TlsCertificates};
 use rustls::pki_types::pem::PemObject;
@@ -20,7 +20,19 @@ pub fn client(ca: Option<PathBuf>, info: ConnectionInfo) -> Result<Client, Strin
         return Client::open(info).map_err(|e| e.to_string());
     };
     let shown = path.display();
-    let pem = std::fs::read(&path).map_err(|e| format!("reading the CA file {shown}: {e}"))?;
+    let pem = ca_pem(&path)?;
+    let certificates = TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem),
+    };
+    Client::build_with_tls(info, certificates).map_err(|e| format!("the CA file {shown}: {e}"))
+}
+
+/// The PEM text of the CA file of `?ca=`, checked to hold at least one certificate.
+pub fn ca_pem(path: &Path) -> Result<Vec<u8>, String> {
+    install_provider();
+    let shown = path.display();
+    let pem = std::fs::read(path).map_err(|e| format!("reading the CA file {shown}: {e}"))?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("the CA file {shown}: {e}"))?;
@@ -29,11 +41,7 @@ pub fn client(ca: Option<PathBuf>, info: ConnectionInfo) -> Result<Client, Strin
             "the CA file {shown} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
         ));
     }
-    let certificates = TlsCertificates {
-        client_tls: None,
-        root_cert: Some(pem),
-    };
-    Client::build_with_tls(info, certificates).map_err(|e| format!("the CA file {shown}: {e}"))
+    Ok(pem)
 }
 
 /// Makes ring rustls's process-wide crypto provider, once, before the first handshake. rustls

@@ -1,0 +1,659 @@
+//! Where the fleet's Redis is, in each form `async.redis_url` can take (CONTRACT section 10),
+//! and how a link gets a connection to the node that holds the queue now.
+//!
+//! - **Standalone** (`redis://`, `rediss://`, `unix://`): one server.
+//! - **Cluster** (`redis+cluster://`): the redis crate's synchronous cluster client follows
+//!   `MOVED` and `ASK` and refreshes its slot map on a redirect or `READONLY`. It does not
+//!   refresh it when a node stops answering (it only reconnects to the same address), so a
+//!   connection that fails is dropped whole and the next one is made from the URL's seeds
+//!   plus every node seen since: a failover's new master is then found from whichever node
+//!   still answers. Keyless commands that must reach the queue's own master (`WAIT`, `INFO`)
+//!   are routed there by the queue's key.
+//! - **Sentinel** (`redis+sentinel://`): the crate's Sentinel client asks the Sentinels for
+//!   the master and checks its `ROLE`; fc-init checks `ROLE` again on every new connection,
+//!   forgets the master after a connection error or a `READONLY` answer (the Sentinel client
+//!   spec's rule), and asks the Sentinels every second ([`Topology::watch`]): when they name
+//!   another master, every link reconnects ([`Topology::generation`]), so no link keeps
+//!   writing to a demoted master.
+//!
+//! Pub/sub needs no sharding here: a `PUBLISH` in a cluster reaches every node's
+//! subscribers, so the subscriber listens on any node that answers.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConnection};
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
+use redis::{
+    Client, Cmd, Connection, ConnectionAddr, ConnectionInfo, ConnectionLike, ErrorKind,
+    FromRedisValue, RedisConnectionInfo, RedisError, RedisResult, ServerErrorKind, Value,
+};
+
+use crate::config::redis_url::{RedisAddr, RedisTarget};
+use crate::events::signal::lock;
+
+/// How the store is reached: shown by `ctl status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    Standalone,
+    Cluster,
+    Sentinel,
+}
+
+impl Form {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Form::Standalone => "standalone",
+            Form::Cluster => "cluster",
+            Form::Sentinel => "sentinel",
+        }
+    }
+}
+
+enum Kind {
+    Single(Client),
+    Cluster {
+        seeds: Vec<ConnectionInfo>,
+        /// Every node seen in a slot map since start (new seeds after a failover).
+        known: Mutex<Vec<ConnectionInfo>>,
+        login: RedisConnectionInfo,
+        #[cfg(feature = "redis-tls")]
+        certs: Option<redis::TlsCertificates>,
+    },
+    Sentinel {
+        sentinels: Box<Mutex<SentinelClient>>,
+        /// The master as the Sentinels last named it (its `ROLE` checked then); `None`: ask.
+        master: Mutex<Option<Client>>,
+    },
+}
+
+/// The fleet's Redis, in its form.
+pub struct Topology {
+    kind: Kind,
+    /// The queue's stream: its slot is the queue's.
+    key: String,
+    /// Bumped whenever the node serving the queue changes: links made before reconnect.
+    generation: AtomicU64,
+    /// Replicas of the queue's master that keep up (online, acknowledged within
+    /// [`REPLICA_LAG_MAX`]), as last read.
+    replicas: AtomicU64,
+    /// `host:port` of the node serving the queue, and whether it said it is a master.
+    serving: Mutex<Option<(String, bool)>>,
+}
+
+/// How long a reply may take (beyond a blocking command's own wait).
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A replica that has not acknowledged the replication stream for longer is not waited for
+/// by `redis_min_replicas = "auto"` (a paused replica stays "connected" for `repl-timeout`).
+pub const REPLICA_LAG_MAX: u64 = 2;
+
+/// A connection to the node (or, on a cluster, the nodes) that holds the queue.
+pub enum Conn {
+    Plain(Connection),
+    Cluster(Box<ClusterConnection>),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<Value> {
+        match self {
+            Conn::Plain(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands(
+        &mut self,
+        cmd: &[u8],
+        offset: usize,
+        count: usize,
+    ) -> RedisResult<Vec<Value>> {
+        match self {
+            Conn::Plain(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn req_command(&mut self, cmd: &Cmd) -> RedisResult<Value> {
+        match self {
+            Conn::Plain(c) => c.req_command(cmd),
+            Conn::Cluster(c) => c.req_command(cmd),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Plain(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+
+    fn check_connection(&mut self) -> bool {
+        match self {
+            Conn::Plain(c) => c.check_connection(),
+            Conn::Cluster(c) => c.check_connection(),
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        match self {
+            Conn::Plain(c) => c.is_open(),
+            Conn::Cluster(c) => c.is_open(),
+        }
+    }
+}
+
+impl Conn {
+    pub fn set_read_timeout(&self, dur: Option<Duration>) -> RedisResult<()> {
+        match self {
+            Conn::Plain(c) => c.set_read_timeout(dur),
+            Conn::Cluster(c) => c.set_read_timeout(dur),
+        }
+    }
+
+    /// A command without keys (`WAIT`, `INFO`, `ROLE`, `CLUSTER SLOTS`) on the master that
+    /// holds `key`: on a cluster the crate would send it to a random node.
+    pub fn on_node_of<T: FromRedisValue>(&mut self, cmd: &Cmd, key: &str) -> RedisResult<T> {
+        match self {
+            Conn::Plain(c) => cmd.query(c),
+            Conn::Cluster(c) => {
+                let route = Route::with_key(key.as_bytes(), SlotAddr::Master);
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+                let value = c.route_command(cmd, routing)?;
+                redis::from_redis_value(value).map_err(RedisError::from)
+            }
+        }
+    }
+}
+
+fn tcp_info(host: &str, port: u16, tls: bool, login: &RedisConnectionInfo) -> ConnectionInfo {
+    let addr = match tls {
+        false => ConnectionAddr::Tcp(host.to_owned(), port),
+        true => ConnectionAddr::TcpTls {
+            host: host.to_owned(),
+            port,
+            insecure: false,
+            tls_params: None,
+        },
+    };
+    redis::IntoConnectionInfo::into_connection_info(addr)
+        .expect("a ConnectionAddr is always a valid ConnectionInfo")
+        .set_redis_settings(login.clone())
+}
+
+/// The CA certificates of `?ca=`, for the cluster and Sentinel clients.
+#[cfg(feature = "redis-tls")]
+fn certificates(ca: &Option<std::path::PathBuf>) -> Result<Option<redis::TlsCertificates>, String> {
+    let Some(path) = ca else {
+        return Ok(None);
+    };
+    let pem = super::tls::ca_pem(path)?;
+    Ok(Some(redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem),
+    }))
+}
+
+impl Topology {
+    /// The topology of a parsed URL; `client` makes the standalone form's client (TLS and
+    /// CA handled by the backend).
+    pub fn new(
+        target: RedisTarget,
+        key: &str,
+        single: impl FnOnce(RedisTarget) -> Result<Client, String>,
+    ) -> Result<Topology, String> {
+        let mut login = RedisConnectionInfo::default().set_db(target.db);
+        if let Some(user) = &target.username {
+            login = login.set_username(user);
+        }
+        if let Some(password) = &target.password {
+            login = login.set_password(password);
+        }
+        let kind = match target.addr {
+            RedisAddr::Cluster { nodes, tls, ca } => {
+                #[cfg(feature = "redis-tls")]
+                let certs = certificates(&ca)?;
+                #[cfg(not(feature = "redis-tls"))]
+                let _ = ca;
+                Kind::Cluster {
+                    seeds: nodes
+                        .iter()
+                        .map(|(h, p)| tcp_info(h, *p, tls, &login))
+                        .collect(),
+                    known: Mutex::new(Vec::new()),
+                    login,
+                    #[cfg(feature = "redis-tls")]
+                    certs,
+                }
+            }
+            RedisAddr::Sentinel {
+                sentinels,
+                master,
+                tls,
+                ca,
+                username,
+                password,
+            } => {
+                let addrs = sentinels.iter().map(|(h, p)| match tls {
+                    false => ConnectionAddr::Tcp(h.clone(), *p),
+                    true => ConnectionAddr::TcpTls {
+                        host: h.clone(),
+                        port: *p,
+                        insecure: false,
+                        tls_params: None,
+                    },
+                });
+                let mut b = SentinelClientBuilder::new(addrs, &master, SentinelServerType::Master)
+                    .map_err(|e| e.to_string())?
+                    .set_client_to_redis_db(target.db);
+                if let Some(user) = &target.username {
+                    b = b.set_client_to_redis_username(user);
+                }
+                if let Some(password) = &target.password {
+                    b = b.set_client_to_redis_password(password);
+                }
+                if let Some(user) = &username {
+                    b = b.set_client_to_sentinel_username(user);
+                }
+                if let Some(password) = &password {
+                    b = b.set_client_to_sentinel_password(password);
+                }
+                if tls {
+                    b = b
+                        .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
+                        .set_client_to_sentinel_tls_mode(redis::TlsMode::Secure);
+                }
+                #[cfg(feature = "redis-tls")]
+                if let Some(certs) = certificates(&ca)? {
+                    b = b
+                        .set_client_to_redis_certificates(certs.clone())
+                        .set_client_to_sentinel_certificates(certs);
+                }
+                #[cfg(not(feature = "redis-tls"))]
+                let _ = ca;
+                Kind::Sentinel {
+                    sentinels: Box::new(Mutex::new(b.build().map_err(|e| e.to_string())?)),
+                    master: Mutex::new(None),
+                }
+            }
+            _ => Kind::Single(single(target)?),
+        };
+        Ok(Topology {
+            kind,
+            key: key.to_owned(),
+            generation: AtomicU64::new(0),
+            replicas: AtomicU64::new(0),
+            serving: Mutex::new(None),
+        })
+    }
+
+    pub fn form(&self) -> Form {
+        match self.kind {
+            Kind::Single(_) => Form::Standalone,
+            Kind::Cluster { .. } => Form::Cluster,
+            Kind::Sentinel { .. } => Form::Sentinel,
+        }
+    }
+
+    /// Changes whenever links made before must reconnect.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    pub fn replicas(&self) -> u64 {
+        self.replicas.load(Ordering::Acquire)
+    }
+
+    /// The node serving the queue (`host:port`) and whether it is the master, as last seen.
+    pub fn serving(&self) -> Option<(String, bool)> {
+        lock(&self.serving).clone()
+    }
+
+    /// A new connection to the queue's node (on a cluster: to the cluster).
+    pub fn connect(&self, timeout: Duration) -> RedisResult<Conn> {
+        match &self.kind {
+            Kind::Single(client) => Ok(Conn::Plain(client.get_connection_with_timeout(timeout)?)),
+            Kind::Cluster {
+                seeds,
+                known,
+                login,
+                #[cfg(feature = "redis-tls")]
+                certs,
+            } => {
+                let mut nodes = seeds.clone();
+                for node in lock(known).iter() {
+                    if !nodes.iter().any(|n| n.addr() == node.addr()) {
+                        nodes.push(node.clone());
+                    }
+                }
+                let mut b = ClusterClientBuilder::new(nodes)
+                    .connection_timeout(timeout)
+                    .response_timeout(REPLY_TIMEOUT)
+                    // A redirect or two (a migration: MOVED then ASK), not minutes of retries
+                    // during a failover: the link's backoff takes over from there.
+                    .retries(3)
+                    .min_retry_wait(10)
+                    .max_retry_wait(200);
+                if let Some(user) = login.username() {
+                    b = b.username(user);
+                }
+                if let Some(password) = login.password() {
+                    b = b.password(password);
+                }
+                #[cfg(feature = "redis-tls")]
+                if let Some(certs) = certs {
+                    b = b.certs(certs.clone());
+                }
+                let client: ClusterClient = b.build()?;
+                Ok(Conn::Cluster(Box::new(client.get_connection()?)))
+            }
+            Kind::Sentinel { .. } => {
+                let client = self.master()?;
+                let mut conn = client.get_connection_with_timeout(timeout)?;
+                conn.set_read_timeout(Some(REPLY_TIMEOUT))?;
+                // The Sentinel client spec: check ROLE before writing.
+                let role: Value = redis::cmd("ROLE").query(&mut conn)?;
+                if !is_master(&role) {
+                    self.forget_master();
+                    return Err(not_master(&client));
+                }
+                Ok(Conn::Plain(conn))
+            }
+        }
+    }
+
+    /// A plain connection for pub/sub: the standalone server, the Sentinel's master, or any
+    /// node of a cluster that answers (a cluster's `PUBLISH` reaches every node).
+    pub fn pubsub_connection(&self, timeout: Duration) -> RedisResult<Connection> {
+        match &self.kind {
+            Kind::Single(client) => client.get_connection_with_timeout(timeout),
+            Kind::Sentinel { .. } => self.master()?.get_connection_with_timeout(timeout),
+            Kind::Cluster { seeds, known, .. } => {
+                let mut nodes = lock(known).clone();
+                nodes.extend(seeds.iter().cloned());
+                let mut last = None;
+                for node in nodes {
+                    match Client::open(node).and_then(|c| c.get_connection_with_timeout(timeout)) {
+                        Ok(conn) => return Ok(conn),
+                        Err(e) => last = Some(e),
+                    }
+                }
+                Err(last.unwrap_or_else(|| {
+                    RedisError::from((ErrorKind::Io, "no cluster node to subscribe on"))
+                }))
+            }
+        }
+    }
+
+    /// The master the Sentinels name (asked when not known).
+    fn master(&self) -> RedisResult<Client> {
+        let Kind::Sentinel { sentinels, master } = &self.kind else {
+            return Err(RedisError::from((
+                ErrorKind::Client,
+                "not a Sentinel topology",
+            )));
+        };
+        let mut current = lock(master);
+        if let Some(client) = &*current {
+            return Ok(client.clone());
+        }
+        let client = lock(sentinels).get_client()?;
+        *current = Some(client.clone());
+        Ok(client)
+    }
+
+    /// After a connection error or `READONLY`: the Sentinels are asked again before the
+    /// next connection, and every link reconnects.
+    pub fn forget_master(&self) {
+        if let Kind::Sentinel { master, .. } = &self.kind {
+            if lock(master).take().is_some() {
+                self.generation.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// Called every second on the housekeeping's connection: asks the Sentinels whether the
+    /// master moved, records the cluster's nodes, and reads the queue's node: its address,
+    /// its role and its replicas that keep up.
+    pub fn watch(&self, conn: &mut Conn) -> RedisResult<()> {
+        let addr = match &self.kind {
+            Kind::Single(client) => Some(shown(client.get_connection_info())),
+            Kind::Sentinel { sentinels, master } => {
+                // A Sentinel that cannot answer now changes nothing: the links find out.
+                let named = lock(sentinels).get_client();
+                let mut current = lock(master);
+                if let Ok(named) = named {
+                    let moved = current.as_ref().is_some_and(|c| {
+                        c.get_connection_info().addr() != named.get_connection_info().addr()
+                    });
+                    if moved {
+                        log::warn!(
+                            "Redis Sentinel: the master is now {}",
+                            shown(named.get_connection_info())
+                        );
+                        self.generation.fetch_add(1, Ordering::AcqRel);
+                    }
+                    if moved || current.is_none() {
+                        *current = Some(named);
+                    }
+                }
+                current.as_ref().map(|c| shown(c.get_connection_info()))
+            }
+            Kind::Cluster { known, login, .. } => {
+                let slots: Value =
+                    conn.on_node_of(redis::cmd("CLUSTER").arg("SLOTS"), &self.key)?;
+                let (nodes, owner) = cluster_nodes(&slots, slot_of(&self.key));
+                let tls = matches!(
+                    self.kind,
+                    Kind::Cluster { ref seeds, .. } if seeds.first().is_some_and(|s| matches!(s.addr(), ConnectionAddr::TcpTls { .. }))
+                );
+                *lock(known) = nodes
+                    .iter()
+                    .map(|(h, p)| tcp_info(h, *p, tls, login))
+                    .collect();
+                owner.map(|(h, p)| format!("{h}:{p}"))
+            }
+        };
+        let info: String = conn.on_node_of(redis::cmd("INFO").arg("replication"), &self.key)?;
+        let (master, replicas) = replication(&info);
+        self.set_replicas(replicas);
+        if let Some(addr) = addr {
+            *lock(&self.serving) = Some((addr, master));
+        }
+        Ok(())
+    }
+
+    /// Records the replica count a link read (at its connect, or the watch).
+    pub fn set_replicas(&self, n: u64) {
+        let before = self.replicas.swap(n, Ordering::AcqRel);
+        if before != n {
+            log::info!("Redis: the queue's master has {n} replica(s) that keep up (was {before})");
+        }
+    }
+}
+
+/// `host:port` (or the socket) of a node, without login.
+fn shown(info: &ConnectionInfo) -> String {
+    match info.addr() {
+        ConnectionAddr::Tcp(h, p)
+        | ConnectionAddr::TcpTls {
+            host: h, port: p, ..
+        } => {
+            format!("{h}:{p}")
+        }
+        ConnectionAddr::Unix(path) => path.display().to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn not_master(client: &Client) -> RedisError {
+    RedisError::from((
+        ErrorKind::Server(ServerErrorKind::ReadOnly),
+        "the node Sentinel named is not a master (ROLE)",
+        shown(client.get_connection_info()),
+    ))
+}
+
+/// Whether a `ROLE` reply says master.
+pub fn is_master(role: &Value) -> bool {
+    match role {
+        Value::Array(items) => items.first().and_then(text).as_deref() == Some("master"),
+        _ => false,
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// The cluster slot of `key`: CRC16 (XMODEM) of its hash tag, modulo 16384 (the Redis
+/// Cluster specification; the crate keeps its own to itself).
+pub fn slot_of(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let tagged = bytes.iter().position(|b| *b == b'{').and_then(|open| {
+        let close = bytes[open + 1..].iter().position(|b| *b == b'}')?;
+        (close > 0).then(|| &bytes[open + 1..open + 1 + close])
+    });
+    let mut crc: u16 = 0;
+    for byte in tagged.unwrap_or(bytes) {
+        crc ^= u16::from(*byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
+/// A node's host and port.
+type HostPort = (String, u16);
+
+/// Every node of a `CLUSTER SLOTS` reply, and the master of `slot`.
+fn cluster_nodes(slots: &Value, slot: u16) -> (Vec<HostPort>, Option<HostPort>) {
+    let mut nodes: Vec<HostPort> = Vec::new();
+    let mut owner = None;
+    let Value::Array(ranges) = slots else {
+        return (nodes, owner);
+    };
+    let node = |v: &Value| -> Option<HostPort> {
+        let Value::Array(n) = v else { return None };
+        let host = text(n.first()?)?;
+        let port = match n.get(1)? {
+            Value::Int(p) => u16::try_from(*p).ok()?,
+            other => text(other)?.parse().ok()?,
+        };
+        Some((host, port))
+    };
+    for range in ranges {
+        let Value::Array(r) = range else { continue };
+        let bound = |i: usize| match r.get(i) {
+            Some(Value::Int(n)) => Some(*n),
+            _ => None,
+        };
+        let (Some(start), Some(end)) = (bound(0), bound(1)) else {
+            continue;
+        };
+        for (i, n) in r.iter().enumerate().skip(2) {
+            if let Some(n) = node(n) {
+                if i == 2 && (start..=end).contains(&i64::from(slot)) {
+                    owner = Some(n.clone());
+                }
+                if !nodes.contains(&n) {
+                    nodes.push(n);
+                }
+            }
+        }
+    }
+    (nodes, owner)
+}
+
+/// From `INFO replication`: whether the node is a master, and how many of its replicas are
+/// online and acknowledged within [`REPLICA_LAG_MAX`] seconds.
+pub fn replication(info: &str) -> (bool, u64) {
+    let mut master = false;
+    let mut healthy = 0;
+    for line in info.lines().map(str::trim) {
+        if line == "role:master" {
+            master = true;
+        }
+        let Some((name, fields)) = line.split_once(':') else {
+            continue;
+        };
+        if !(name.starts_with("slave") && name[5..].chars().all(|c| c.is_ascii_digit())) {
+            continue;
+        }
+        let field = |k: &str| {
+            fields
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
+        };
+        let online = field("state") == Some("online");
+        let lag = field("lag").and_then(|l| l.parse::<u64>().ok());
+        if online && lag.is_some_and(|l| l <= REPLICA_LAG_MAX) {
+            healthy += 1;
+        }
+    }
+    (master, healthy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replicas_that_keep_up_are_counted() {
+        let info = "# Replication\r\nrole:master\r\nconnected_slaves:3\r\n\
+            slave0:ip=127.0.0.1,port=7001,state=online,offset=10,lag=0\r\n\
+            slave1:ip=127.0.0.1,port=7002,state=online,offset=10,lag=9\r\n\
+            slave2:ip=127.0.0.1,port=7003,state=wait_bgsave,offset=0,lag=0\r\n\
+            slave_read_repl_offset:10\r\n";
+        assert_eq!(replication(info), (true, 1));
+        assert_eq!(replication("# Replication\r\nrole:slave\r\n"), (false, 0));
+    }
+
+    #[test]
+    fn the_owner_of_a_slot_is_found_in_cluster_slots() {
+        let n = |h: &str, p: i64| {
+            Value::Array(vec![
+                Value::BulkString(h.as_bytes().to_vec()),
+                Value::Int(p),
+            ])
+        };
+        let slots = Value::Array(vec![
+            Value::Array(vec![Value::Int(0), Value::Int(5460), n("a", 1), n("b", 2)]),
+            Value::Array(vec![
+                Value::Int(5461),
+                Value::Int(16383),
+                n("c", 3),
+                n("d", 4),
+            ]),
+        ]);
+        let (nodes, owner) = cluster_nodes(&slots, 14220);
+        assert_eq!(owner, Some(("c".into(), 3)));
+        assert_eq!(nodes.len(), 4);
+        assert_eq!(slot_of("fc-init:{q}:stream"), slot_of("q"));
+        // The specification's vector, and what `CLUSTER KEYSLOT` answers.
+        assert_eq!(slot_of("123456789"), 0x31C3);
+        assert_eq!(slot_of("foo"), 12182);
+        assert_eq!(slot_of("a{}b"), slot_of("a{}b"));
+    }
+
+    #[test]
+    fn role_says_master() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        assert!(is_master(&Value::Array(vec![
+            bulk("master"),
+            Value::Int(0)
+        ])));
+        assert!(!is_master(&Value::Array(vec![bulk("slave")])));
+    }
+}
