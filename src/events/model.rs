@@ -364,6 +364,14 @@ impl StoreOptions {
         .filter(|u| !u.is_empty())
     }
 
+    /// The `errorMessage` of an EXPIRED event.
+    pub fn expiry_message(&self) -> String {
+        format!(
+            "not started within async.max_event_age ({}) of its submission",
+            humantime::format_duration(self.max_event_age)
+        )
+    }
+
     /// The submit time before which a QUEUED event has expired at `now`; `None`: no limit.
     pub fn expiry_cutoff(&self, now: u64) -> Option<u64> {
         let age = u64::try_from(self.max_event_age.as_millis()).unwrap_or(u64::MAX);

@@ -21,6 +21,21 @@ fn start(tag: &str, async_keys: &str) -> AsyncServer {
     AsyncServer::start_on(&Backend::Sqlite, tag, "", async_keys)
 }
 
+/// A test of CONTRACT section 12 run on both backends: `$sqlite` on SQLite, `$redis` on a
+/// real redis-server of its own.
+macro_rules! on_both {
+    ($sqlite:ident, $redis:ident, $body:ident) => {
+        #[test]
+        fn $sqlite() {
+            $body(Backend::Sqlite)
+        }
+        #[test]
+        fn $redis() {
+            $body(Backend::redis(stringify!($redis)))
+        }
+    };
+}
+
 /// `GET /async-events?query` on the admin socket: (status, JSON).
 fn list(s: &AsyncServer, query: &str) -> (u16, Value) {
     let (status, body) = admin_get(&s.fx.admin, &format!("/async-events?{query}"));
@@ -296,12 +311,15 @@ fn list_filters_select_events_by_every_field_and_bad_values_are_refused() {
 
 // ---- expiry, delay, task id -------------------------------------------------------------
 
-#[test]
-fn an_event_not_started_within_max_event_age_expires_while_the_only_worker_is_busy() {
-    let s = start(
-        "parity-expiry",
-        "max_concurrency = 1\nmax_event_age = \"1s\"\n",
-    );
+on_both!(
+    an_event_not_started_within_max_event_age_expires_while_the_only_worker_is_busy,
+    an_event_not_started_within_max_event_age_expires_while_the_only_worker_is_busy_on_redis,
+    expiry_on
+);
+
+fn expiry_on(b: Backend) {
+    let keys = "max_concurrency = 1\nmax_event_age = \"1s\"\n";
+    let s = AsyncServer::start_on(&b, "parity-expiry", "", keys);
     let busy = s.submit("/invoke", &[("x-test-sleep", "3")], b"slow");
     s.wait_status(&busy, "RUNNING");
     let late = s.submit("/invoke", &[], b"never");
@@ -323,9 +341,14 @@ fn an_event_not_started_within_max_event_age_expires_while_the_only_worker_is_bu
     );
 }
 
-#[test]
-fn a_delayed_event_stays_queued_until_not_before_and_a_task_id_is_its_id() {
-    let s = start("parity-delay", "");
+on_both!(
+    a_delayed_event_stays_queued_until_not_before_and_a_task_id_is_its_id,
+    a_delayed_event_stays_queued_until_not_before_and_a_task_id_is_its_id_on_redis,
+    delay_on
+);
+
+fn delay_on(b: Backend) {
+    let s = AsyncServer::start_on(&b, "parity-delay", "", "");
     let id = s.submit(
         "/invoke",
         &[("X-Fc-Async-Delay", "2"), ("X-Fc-Async-Task-Id", "task-7")],
@@ -334,6 +357,10 @@ fn a_delayed_event_stays_queued_until_not_before_and_a_task_id_is_its_id() {
     assert_eq!(id, "task-7");
     let e = s.get(&id);
     assert_eq!(e["status"], "QUEUED", "{e}");
+    assert_eq!(
+        (e["qualifier"].as_str(), e["functionName"].as_str()),
+        (Some("LATEST"), Some("python3"))
+    );
     let not_before = ms(&e["notBefore"]);
     assert_eq!(not_before, ms(&e["submitTime"]) + 2000, "{e}");
     let e = s.wait_status(&id, "FINISHED");
@@ -367,9 +394,15 @@ fn a_delayed_event_stays_queued_until_not_before_and_a_task_id_is_its_id() {
 
 // ---- results ----------------------------------------------------------------------------
 
-#[test]
-fn results_are_kept_truncated_past_max_result_and_long_polled() {
-    let s = start("parity-results", "max_result = \"1KiB\"\nmax_retries = 0\n");
+on_both!(
+    results_are_kept_truncated_past_max_result_and_long_polled,
+    results_are_kept_truncated_past_max_result_and_long_polled_on_redis,
+    results_on
+);
+
+fn results_on(b: Backend) {
+    let keys = "max_result = \"1KiB\"\nmax_retries = 0\n";
+    let s = AsyncServer::start_on(&b, "parity-results", "", keys);
     // The answer as the function gave it, cut at max_result.
     let id = s.submit("/invoke", &[("x-test-stream", "5000")], b"");
     let e = s.wait_status(&id, "FINISHED");
@@ -443,6 +476,23 @@ fn max_result_zero_keeps_no_answer() {
         status == 404 && body.contains("ResultNotFound"),
         "{status} {body}"
     );
+}
+
+#[test]
+fn on_redis_the_filters_not_built_yet_are_refused_with_a_reason() {
+    let s = AsyncServer::start_on(
+        &Backend::redis("parity-redis-filters"),
+        "parity-redis-filters",
+        "",
+        "",
+    );
+    let id = s.submit("/invoke", &[("x-fc-qualifier", "prod")], b"");
+    assert_eq!(s.wait_status(&id, "FINISHED")["qualifier"], "prod");
+    let (status, l) = list(&s, "qualifier=prod");
+    assert_eq!(status, 400, "{l}");
+    assert!(l["errorMessage"].as_str().unwrap().contains("redis"), "{l}");
+    let (status, l) = list(&s, "status=FINISHED");
+    assert_eq!((status, l["totalCount"].as_u64()), (200, Some(1)), "{l}");
 }
 
 // ---- destinations -----------------------------------------------------------------------

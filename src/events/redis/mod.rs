@@ -132,7 +132,8 @@ use super::backend::{
 use super::error::StoreError;
 use super::model::{
     decode_headers, encode_headers, AbortResult, Claimed, Event, ListQuery, NewEvent, Order,
-    Outcome, Status, StoreOptions, StoredRequest, Submitted, MAX_LIST_LIMIT, STATUS_COUNT,
+    Outcome, Status, StoreOptions, StoredAnswer, StoredRequest, Submitted, MAX_LIST_LIMIT,
+    STATUS_COUNT,
 };
 use super::signal::{lock, Signal};
 use super::store::Completion;
@@ -140,7 +141,7 @@ use super::time::now_ms;
 use crate::config::redis_url::{RedisAddr, RedisTarget};
 use crate::config::Config;
 use link::Link;
-use scripts::{array, bytes, event, num, scripts, text};
+use scripts::{array, bytes, event, num, scripts, text, EVENT_ITEMS};
 
 /// How long a lease lasts without renewal before a live instance may take the event over
 /// (CONTRACT section 7: at most 30 s).
@@ -466,6 +467,15 @@ impl Backend for Redis {
             .arg(o.status_code.map(|c| c.to_string()).unwrap_or_default())
             .arg(o.error_type.as_deref().unwrap_or(""))
             .arg(o.error_message.as_deref().unwrap_or(""));
+        match &o.answer {
+            Some(a) => inv
+                .arg(a.status)
+                .arg(u8::from(a.truncated))
+                .arg(a.body.len())
+                .arg(encode_headers(&a.headers))
+                .arg(&a.body),
+            None => inv.arg("").arg("").arg("").arg("").arg(""),
+        };
         let reply = self.inner.run("finish", &inv)?;
         if reply == Value::Nil {
             return Ok(None);
@@ -489,6 +499,48 @@ impl Backend for Redis {
 
     /// Workers block at most [`CLAIM_BLOCK`] on the server, then look at the phase again.
     fn notify_workers(&self) {}
+
+    fn expire_overdue(&self, now: u64) -> Result<u64, StoreError> {
+        let Some(cutoff) = self.inner.opts.expiry_cutoff(now) else {
+            return Ok(0);
+        };
+        let mut inv = self.inner.invocation(&scripts().expire, now);
+        inv.arg(cutoff).arg(self.inner.opts.expiry_message());
+        let n = num(&self.inner.run("expire", &inv)?).unwrap_or(0);
+        if n > 0 {
+            log::warn!("{n} asynchronous event(s) were not started within async.max_event_age; they ended EXPIRED");
+            self.inner.ended.bump();
+        }
+        Ok(n)
+    }
+
+    fn get_result(&self, id: &str) -> Result<Option<(Event, Option<StoredAnswer>)>, StoreError> {
+        let mut inv = self.inner.invocation(&scripts().result, now_ms());
+        inv.arg(id);
+        let reply = self.inner.run("result", &inv)?;
+        if reply == Value::Nil {
+            return Ok(None);
+        }
+        let event = event("result", &reply)?;
+        let items = array("result", &reply)?;
+        let answer = match (
+            &event.result,
+            items.get(EVENT_ITEMS),
+            items.get(EVENT_ITEMS + 1),
+        ) {
+            (Some(info), Some(head), Some(body)) if *head != Value::Nil => Some(StoredAnswer {
+                status: info.status_code,
+                headers: decode_headers(&bytes(head)).ok_or_else(|| StoreError::Corrupt {
+                    op: "result",
+                    detail: format!("headers of the answer to {id}"),
+                })?,
+                body: bytes(body),
+                truncated: info.truncated,
+            }),
+            _ => None,
+        };
+        Ok(Some((event, answer)))
+    }
 
     fn get(&self, id: &str) -> Result<Option<Event>, StoreError> {
         let mut inv = self.inner.invocation(&scripts().get, now_ms());
@@ -626,32 +678,38 @@ impl Claimer for RedisClaimer {
             return Ok(None);
         };
         let mut inv = inner.invocation(&scripts().start, now_ms());
-        inv.arg(&entry).arg(&id);
+        let opts = &inner.opts;
+        let cutoff = opts.expiry_cutoff(now_ms());
+        inv.arg(&entry)
+            .arg(&id)
+            .arg(cutoff.map(|t| t.to_string()).unwrap_or_default())
+            .arg(opts.expiry_message());
         let reply = self.link.call("start", |c| inv.invoke::<Value>(c))?;
         if reply == Value::Nil {
             return Ok(None);
         }
         let items = array("start", &reply)?;
-        if items.len() < 16 {
+        if items.len() < EVENT_ITEMS + 5 {
             return Err(StoreError::RedisReply {
                 op: "start",
                 detail: format!("{reply:?}"),
             });
         }
         let event = event("start", &reply)?;
-        let headers = decode_headers(&bytes(&items[13])).ok_or_else(|| StoreError::Corrupt {
-            op: "start",
-            detail: format!("headers of event {id}"),
-        })?;
+        let headers =
+            decode_headers(&bytes(&items[EVENT_ITEMS + 2])).ok_or_else(|| StoreError::Corrupt {
+                op: "start",
+                detail: format!("headers of event {id}"),
+            })?;
         Ok(Some(Claimed {
             event,
             request: StoredRequest {
-                method: text(&items[11]).unwrap_or_default(),
-                target: text(&items[12]).unwrap_or_default(),
+                method: text(&items[EVENT_ITEMS]).unwrap_or_default(),
+                target: text(&items[EVENT_ITEMS + 1]).unwrap_or_default(),
                 headers,
-                body: bytes(&items[14]),
+                body: bytes(&items[EVENT_ITEMS + 3]),
             },
-            failures: num(&items[15])
+            failures: num(&items[EVENT_ITEMS + 4])
                 .and_then(|n| u32::try_from(n).ok())
                 .unwrap_or(0),
             lease: entry,
@@ -692,7 +750,10 @@ fn push_submission(inv: &mut ScriptInvocation<'_>, e: &NewEvent) {
         .arg(&e.request.method)
         .arg(&e.request.target)
         .arg(encode_headers(&e.request.headers))
-        .arg(&e.request.body);
+        .arg(&e.request.body)
+        .arg(&e.function_name)
+        .arg(&e.qualifier)
+        .arg(e.not_before.map(|t| t.to_string()).unwrap_or_default());
 }
 
 #[cfg(test)]

@@ -19,18 +19,25 @@ use std::sync::OnceLock;
 use redis::{Script, Value};
 
 use crate::events::error::StoreError;
-use crate::events::model::{Event, Status};
+use crate::events::model::{Event, ResultInfo, Status};
+
+/// Items of an event as the scripts return it (`ev`): its id, then `FIELDS`. What a script
+/// returns after it begins here.
+pub const EVENT_ITEMS: usize = 17;
 
 /// Shared by every script: the names, and the steps several of them take.
 const PRELUDE: &str = r#"
 local S, P, NOW, RET, ME = KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local G = 'workers'
-local FIELDS = {'status', 'submit', 'start', 'end', 'dur', 'code', 'attempts', 'etype', 'emsg', 'next'}
-local function is_ended(st) return st == 'FINISHED' or st == 'FAILED' or st == 'ABORTED' end
+local FIELDS = {'status', 'submit', 'start', 'end', 'dur', 'code', 'attempts', 'etype', 'emsg', 'next',
+  'fn', 'qual', 'nb', 'rcode', 'rtrunc', 'rbytes'}
+local function is_ended(st)
+  return st == 'FINISHED' or st == 'FAILED' or st == 'ABORTED' or st == 'EXPIRED'
+end
 -- The queue's keys besides the stream: all of them expire once nobody used the queue for the
 -- retention (RENEW, every second on every live instance, pushes their expiry on).
 local FIXED = {P .. 'all', P .. 'ended', P .. 'delayed', P .. 'seq', P .. 'st:QUEUED',
-  P .. 'st:RUNNING', P .. 'st:FINISHED', P .. 'st:FAILED', P .. 'st:ABORTED'}
+  P .. 'st:RUNNING', P .. 'st:FINISHED', P .. 'st:FAILED', P .. 'st:ABORTED', P .. 'st:EXPIRED'}
 -- How long an unused key lives: the retention, and a margin (a minute at most) for the last
 -- ended event's hash, so that lists never show an event half forgotten.
 local TTL = RET + math.min(RET, 60000)
@@ -105,6 +112,27 @@ local function abort(h, id, msg)
   if msg ~= '' then redis.call('HSET', h, 'emsg', msg) end
   ended(h, id, st, 'ABORTED')
 end
+-- A QUEUED event past async.max_event_age ends EXPIRED without starting (CONTRACT section 12).
+local function expire(h, id, msg)
+  local st = redis.call('HGET', h, 'status')
+  ack(redis.call('HGET', h, 'entry'))
+  redis.call('ZREM', P .. 'delayed', id)
+  local start = tonumber(redis.call('HGET', h, 'start'))
+  local fin = math.max(NOW, start or NOW)
+  redis.call('HSET', h, 'status', 'EXPIRED', 'end', fin, 'dur', start and fin - start or 0,
+    'etype', 'EventAgeExceeded', 'emsg', msg)
+  ended(h, id, st, 'EXPIRED')
+end
+-- A QUEUED event whose stream entry is due now: delivered, unless it was submitted with a
+-- delay (`nb`, CONTRACT section 12) still to run, when it waits in `delayed` until then.
+local function deliver_due(h, id)
+  local nb = tonumber(redis.call('HGET', h, 'nb'))
+  if nb and nb > NOW and tonumber(redis.call('HGET', h, 'attempts')) == 0 then
+    redis.call('ZADD', P .. 'delayed', nb, id)
+  else
+    deliver(h, id)
+  end
+end
 -- An event nobody runs any more goes back to the queue without using a retry, or ends as a
 -- terminate asked.
 local function requeue(h, id)
@@ -144,7 +172,7 @@ local function purge()
   local ids = redis.call('ZRANGEBYSCORE', P .. 'ended', '-inf', '(' .. (NOW - RET), 'LIMIT', 0, 500)
   for _, id in ipairs(ids) do
     redis.call('ZREM', P .. 'ended', id)
-    for _, s in ipairs({'FINISHED', 'FAILED', 'ABORTED'}) do redis.call('ZREM', P .. 'st:' .. s, id) end
+    for _, s in ipairs({'FINISHED', 'FAILED', 'ABORTED', 'EXPIRED'}) do redis.call('ZREM', P .. 'st:' .. s, id) end
     local h = P .. 'ev:' .. id
     local st = redis.call('HGET', h, 'status')
     if not st or is_ended(st) then
@@ -157,14 +185,14 @@ end
 "#;
 
 /// ARGV[5] max_queued, [6] hold (ms), then per event: id, submit time, method, target,
-/// headers, body. Per event: `{0}` stored, `{1, event}` the id exists, `{2}` the queue is
+/// headers, body, function name, qualifier, not-before time ('' when not delayed). Per event: `{0}` stored, `{1, event}` the id exists, `{2}` the queue is
 /// full. With a hold, a new event is not delivered yet: it waits in `delayed`, marked `held`,
 /// until RELEASE (once the replicas confirmed it) or WITHDRAW; should neither come (the
 /// instance died meanwhile), it is delivered when the hold is over.
 const SUBMIT: &str = r#"
 local hold = tonumber(ARGV[6])
 local ids = {}
-for i = 7, #ARGV, 6 do ids[#ids + 1] = ARGV[i] end
+for i = 7, #ARGV, 9 do ids[#ids + 1] = ARGV[i] end
 preflight(ids)
 purge()
 -- Always a write, even when every id exists: the WAIT that follows then covers whatever of
@@ -173,7 +201,7 @@ redis.call('PEXPIRE', S, TTL)
 local max = tonumber(ARGV[5])
 local queued = redis.call('ZCARD', P .. 'st:QUEUED')
 local out = {}
-for i = 7, #ARGV, 6 do
+for i = 7, #ARGV, 9 do
   local id, submit = ARGV[i], ARGV[i + 1]
   local h = P .. 'ev:' .. id
   if redis.call('EXISTS', h) == 1 then
@@ -185,7 +213,8 @@ for i = 7, #ARGV, 6 do
     local score = submit .. string.format('%03d', redis.call('INCR', P .. 'seq') % 1000)
     redis.call('HSET', h, 'status', 'QUEUED', 'submit', submit, 'next', submit, 'attempts', 0,
       'failures', 0, 'score', score, 'method', ARGV[i + 2], 'target', ARGV[i + 3],
-      'headers', ARGV[i + 4], 'body', ARGV[i + 5])
+      'headers', ARGV[i + 4], 'body', ARGV[i + 5], 'fn', ARGV[i + 6], 'qual', ARGV[i + 7])
+    if ARGV[i + 8] ~= '' then redis.call('HSET', h, 'nb', ARGV[i + 8], 'next', ARGV[i + 8]) end
     redis.call('PEXPIRE', h, LIVE_TTL)
     redis.call('ZADD', P .. 'all', score, id)
     redis.call('ZADD', P .. 'st:QUEUED', score, id)
@@ -193,7 +222,7 @@ for i = 7, #ARGV, 6 do
       redis.call('HSET', h, 'held', 1)
       redis.call('ZADD', P .. 'delayed', NOW + hold, id)
     else
-      deliver(h, id)
+      deliver_due(h, id)
     end
     queued = queued + 1
     out[#out + 1] = {0}
@@ -202,8 +231,10 @@ end
 return out
 "#;
 
-/// ARGV[5] the delivered entry, ARGV[6] its event. The event, then method, target, headers,
-/// body and failures; nil when the entry is stale (the event was aborted or delivered again).
+/// ARGV[5] the delivered entry, ARGV[6] its event, [7] the submit time before which it has
+/// expired ('' for no limit), [8] the message of an expiry. The event, then method, target,
+/// headers, body and failures; nil when the entry is stale (the event was aborted or delivered
+/// again) or the event expired instead of starting.
 const START: &str = r#"
 local eid, id = ARGV[5], ARGV[6]
 local h = P .. 'ev:' .. id
@@ -214,6 +245,10 @@ local again = st == 'RUNNING' and redis.call('HGET', h, 'lease') == eid and redi
 if not again then
   if st ~= 'QUEUED' or redis.call('HGET', h, 'entry') ~= eid then
     ack(eid)
+    return false
+  end
+  if ARGV[7] ~= '' and (tonumber(redis.call('HGET', h, 'submit')) or NOW) < tonumber(ARGV[7]) then
+    expire(h, id, ARGV[8])
     return false
   end
   redis.call('HSET', h, 'status', 'RUNNING', 'owner', ME, 'lease', eid)
@@ -230,8 +265,9 @@ for k = 1, 5 do r[#r + 1] = q[k] end
 return r
 "#;
 
-/// ARGV[5] lease, [6] id, [7] status, [8] code, [9] error type, [10] message. The event, or
-/// nil when the lease is no longer the event's.
+/// ARGV[5] lease, [6] id, [7] status, [8] code, [9] error type, [10] message, then the
+/// function's answer to keep: [11] status ('' for none), [12] 1 when truncated, [13] bytes,
+/// [14] headers, [15] body. The event, or nil when the lease is no longer the event's.
 const FINISH: &str = r#"
 local eid, id = ARGV[5], ARGV[6]
 local h = P .. 'ev:' .. id
@@ -246,6 +282,10 @@ redis.call('HSET', h, 'status', ARGV[7], 'end', fin, 'dur', fin - start)
 set_opt(h, 'code', ARGV[8])
 set_opt(h, 'etype', ARGV[9])
 set_opt(h, 'emsg', ARGV[10])
+if ARGV[11] ~= '' then
+  redis.call('HSET', h, 'rcode', ARGV[11], 'rtrunc', ARGV[12], 'rbytes', ARGV[13],
+    'rhead', ARGV[14], 'rbody', ARGV[15])
+end
 ack(eid)
 ended(h, id, 'RUNNING', ARGV[7])
 return ev(id)
@@ -394,7 +434,7 @@ for k = 5, #ARGV do
   local h = P .. 'ev:' .. id
   if redis.call('HDEL', h, 'held') == 1 then
     redis.call('ZREM', P .. 'delayed', id)
-    if redis.call('HGET', h, 'status') == 'QUEUED' then deliver(h, id) end
+    if redis.call('HGET', h, 'status') == 'QUEUED' then deliver_due(h, id) end
   end
 end
 return 1
@@ -432,7 +472,7 @@ for _, id in ipairs(ids) do
   redis.call('ZREM', P .. 'delayed', id)
   local h = P .. 'ev:' .. id
   redis.call('HDEL', h, 'held')
-  if redis.call('HGET', h, 'status') == 'QUEUED' then deliver(h, id) end
+  if redis.call('HGET', h, 'status') == 'QUEUED' then deliver_due(h, id) end
 end
 return #ids
 "#;
@@ -441,7 +481,7 @@ return #ids
 const COUNTS: &str = r#"
 purge()
 local out = {}
-for _, s in ipairs({'QUEUED', 'RUNNING', 'FINISHED', 'FAILED', 'ABORTED'}) do
+for _, s in ipairs({'QUEUED', 'RUNNING', 'FINISHED', 'FAILED', 'ABORTED', 'EXPIRED'}) do
   out[#out + 1] = redis.call('ZCARD', P .. 'st:' .. s)
 end
 return out
@@ -449,6 +489,35 @@ return out
 
 /// How many events were forgotten.
 const PURGE: &str = "return purge()";
+
+/// ARGV[5] the submit time before which a QUEUED event has expired, [6] the message. Ends
+/// EXPIRED up to 100 such events (also while every worker is busy); returns how many.
+const EXPIRE: &str = r#"
+purge()
+local ids = redis.call('ZRANGEBYSCORE', P .. 'st:QUEUED', '-inf', '(' .. ARGV[5] .. '000', 'LIMIT', 0, 100)
+preflight(ids)
+local n = 0
+for _, id in ipairs(ids) do
+  local h = P .. 'ev:' .. id
+  if redis.call('HGET', h, 'status') == 'QUEUED' then
+    expire(h, id, ARGV[6])
+    n = n + 1
+  end
+end
+return n
+"#;
+
+/// One event (ARGV[5] id) and its stored answer's headers and body, or nil.
+const RESULT: &str = r#"
+purge()
+local h = P .. 'ev:' .. ARGV[5]
+if redis.call('HEXISTS', h, 'status') == 0 then return false end
+local r = ev(ARGV[5])
+local q = redis.call('HMGET', h, 'rhead', 'rbody')
+r[#r + 1] = q[1]
+r[#r + 1] = q[2]
+return r
+"#;
 
 /// One event (ARGV[5] id), or nil.
 const GET: &str = r#"
@@ -525,6 +594,8 @@ pub struct Scripts {
     pub release: Script,
     pub counts: Script,
     pub purge: Script,
+    pub expire: Script,
+    pub result: Script,
     pub get: Script,
     pub list: Script,
 }
@@ -547,6 +618,8 @@ pub fn scripts() -> &'static Scripts {
             release: s(RELEASE),
             counts: s(COUNTS),
             purge: s(PURGE),
+            expire: s(EXPIRE),
+            result: s(RESULT),
             get: s(GET),
             list: s(LIST),
         }
@@ -620,6 +693,14 @@ pub fn event(op: &'static str, v: &Value) -> Result<Event, StoreError> {
         error_type: text(&f[8]),
         error_message: text(&f[9]),
         next_attempt_at: num(&f[10]).unwrap_or(0),
+        function_name: f.get(11).and_then(text).unwrap_or_default(),
+        qualifier: f.get(12).and_then(text).unwrap_or_default(),
+        not_before: f.get(13).and_then(num),
+        result: f.get(14).and_then(num).map(|code| ResultInfo {
+            status_code: u16::try_from(code).unwrap_or(0),
+            truncated: f.get(15).and_then(num) == Some(1),
+            bytes: f.get(16).and_then(num).unwrap_or(0),
+        }),
         ..Event::default()
     })
 }

@@ -585,10 +585,7 @@ impl Store {
         let Some(cutoff) = self.opts.expiry_cutoff(now) else {
             return Ok(0);
         };
-        let message = format!(
-            "not started within async.max_event_age ({}) of its submission",
-            humantime::format_duration(self.opts.max_event_age)
-        );
+        let message = self.opts.expiry_message();
         let destination = self.opts.destination_for(Status::Expired);
         tx.prepare_cached(
             "UPDATE events SET status = 'EXPIRED', end_time = ?1, \
