@@ -284,7 +284,7 @@ set_opt(h, 'etype', ARGV[9])
 set_opt(h, 'emsg', ARGV[10])
 if ARGV[11] ~= '' then
   redis.call('HSET', h, 'rcode', ARGV[11], 'rtrunc', ARGV[12], 'rbytes', ARGV[13],
-    'rhead', ARGV[14], 'rbody', ARGV[15])
+    'rhdr', ARGV[14], 'rdat', ARGV[15])
 end
 ack(eid)
 ended(h, id, 'RUNNING', ARGV[7])
@@ -513,7 +513,7 @@ purge()
 local h = P .. 'ev:' .. ARGV[5]
 if redis.call('HEXISTS', h, 'status') == 0 then return false end
 local r = ev(ARGV[5])
-local q = redis.call('HMGET', h, 'rhead', 'rbody')
+local q = redis.call('HMGET', h, 'rhdr', 'rdat')
 r[#r + 1] = q[1]
 r[#r + 1] = q[2]
 return r
