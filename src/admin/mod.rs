@@ -373,7 +373,7 @@ fn list(events: &dyn AsyncEvents, query: &str) -> Reply {
         Ok(q) => q,
         Err(msg) => return error(400, "InvalidArgument", &msg),
     };
-    if uses_new_filters(&q) && !events.lists_every_filter() {
+    if q.uses_section_12() && !events.lists_every_filter() {
         let m = "this store (async.backend = \"redis\") does not filter by requestIdPrefix, \
                  functionName, qualifier, invocationType, start or end time, nor order by them yet";
         return error(400, "InvalidArgument", m);
@@ -595,20 +595,6 @@ fn parse_list_query(query: &str) -> Result<ListQuery, String> {
         }
     }
     Ok(q)
-}
-
-/// Whether `q` uses a filter of CONTRACT section 12 (beyond those of section 7).
-fn uses_new_filters(q: &ListQuery) -> bool {
-    let d = ListQuery::default();
-    q.request_id_prefix.is_some()
-        || q.function_name.is_some()
-        || q.qualifier.is_some()
-        || q.invocation_type.is_some()
-        || q.started_since.is_some()
-        || q.started_until.is_some()
-        || q.ended_since.is_some()
-        || q.ended_until.is_some()
-        || q.order_by != d.order_by
 }
 
 /// The longest `wait` of `GET /async-events/{id}/result`.

@@ -335,6 +335,22 @@ impl Default for ListQuery {
     }
 }
 
+impl ListQuery {
+    /// Whether the query uses a filter or ordering of CONTRACT section 12 (beyond those of
+    /// section 7).
+    pub fn uses_section_12(&self) -> bool {
+        self.request_id_prefix.is_some()
+            || self.function_name.is_some()
+            || self.qualifier.is_some()
+            || self.invocation_type.is_some()
+            || self.started_since.is_some()
+            || self.started_until.is_some()
+            || self.ended_since.is_some()
+            || self.ended_until.is_some()
+            || self.order_by != OrderBy::SubmitTime
+    }
+}
+
 /// Limits of a store (`[async]` in the config).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreOptions {

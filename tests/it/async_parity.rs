@@ -178,9 +178,14 @@ fn wait_destination(s: &AsyncServer, id: &str, status: &str) -> Value {
 
 // ---- filters ----------------------------------------------------------------------------
 
-#[test]
-fn list_filters_select_events_by_every_field_and_bad_values_are_refused() {
-    let s = start("parity-filters", "max_retries = 0\n");
+on_both!(
+    list_filters_select_events_by_every_field_and_bad_values_are_refused,
+    list_filters_select_events_by_every_field_and_bad_values_are_refused_on_redis,
+    filters_on
+);
+
+fn filters_on(b: Backend) {
+    let s = AsyncServer::start_on(&b, "parity-filters", "", "max_retries = 0\n");
     let mut done = Vec::new();
     for (id, qualifier, status) in [
         ("ord-a1", "prod", "200"),
@@ -476,23 +481,6 @@ fn max_result_zero_keeps_no_answer() {
         status == 404 && body.contains("ResultNotFound"),
         "{status} {body}"
     );
-}
-
-#[test]
-fn on_redis_the_filters_not_built_yet_are_refused_with_a_reason() {
-    let s = AsyncServer::start_on(
-        &Backend::redis("parity-redis-filters"),
-        "parity-redis-filters",
-        "",
-        "",
-    );
-    let id = s.submit("/invoke", &[("x-fc-qualifier", "prod")], b"");
-    assert_eq!(s.wait_status(&id, "FINISHED")["qualifier"], "prod");
-    let (status, l) = list(&s, "qualifier=prod");
-    assert_eq!(status, 400, "{l}");
-    assert!(l["errorMessage"].as_str().unwrap().contains("redis"), "{l}");
-    let (status, l) = list(&s, "status=FINISHED");
-    assert_eq!((status, l["totalCount"].as_u64()), (200, Some(1)), "{l}");
 }
 
 // ---- destinations -----------------------------------------------------------------------

@@ -132,7 +132,7 @@ use super::backend::{
 use super::error::StoreError;
 use super::model::{
     decode_headers, encode_headers, AbortResult, Claimed, Event, ListQuery, NewEvent, Order,
-    Outcome, Status, StoreOptions, StoredAnswer, StoredRequest, Submitted, MAX_LIST_LIMIT,
+    OrderBy, Outcome, Status, StoreOptions, StoredAnswer, StoredRequest, Submitted, MAX_LIST_LIMIT,
     STATUS_COUNT,
 };
 use super::signal::{lock, Signal};
@@ -500,6 +500,10 @@ impl Backend for Redis {
     /// Workers block at most [`CLAIM_BLOCK`] on the server, then look at the phase again.
     fn notify_workers(&self) {}
 
+    fn lists_every_filter(&self) -> bool {
+        true
+    }
+
     fn expire_overdue(&self, now: u64) -> Result<u64, StoreError> {
         let Some(cutoff) = self.inner.opts.expiry_cutoff(now) else {
             return Ok(0);
@@ -554,7 +558,12 @@ impl Backend for Redis {
     fn list(&self, q: &ListQuery) -> Result<(u64, Vec<Event>), StoreError> {
         let statuses: Vec<&str> = q.statuses.iter().map(|s| s.as_str()).collect();
         let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
-        let mut inv = self.inner.invocation(&scripts().list, now_ms());
+        let filtered = q.uses_section_12();
+        let script = match filtered {
+            true => &scripts().list_filtered,
+            false => &scripts().list,
+        };
+        let mut inv = self.inner.invocation(script, now_ms());
         inv.arg(statuses.join(","))
             .arg(opt(q.since))
             .arg(opt(q.until))
@@ -565,6 +574,26 @@ impl Backend for Redis {
             .arg(q.offset)
             .arg(q.limit.min(MAX_LIST_LIMIT))
             .arg(q.request_id.as_deref().unwrap_or(""));
+        if filtered {
+            let text = |v: &Option<String>| v.clone().unwrap_or_default();
+            inv.arg(text(&q.request_id_prefix))
+                .arg(text(&q.function_name))
+                .arg(text(&q.qualifier))
+                .arg(match &q.invocation_type {
+                    Some(t) if t.eq_ignore_ascii_case("Async") => "Async",
+                    Some(_) => "Sync",
+                    None => "",
+                })
+                .arg(opt(q.started_since))
+                .arg(opt(q.started_until))
+                .arg(opt(q.ended_since))
+                .arg(opt(q.ended_until))
+                .arg(match q.order_by {
+                    OrderBy::SubmitTime => "submit",
+                    OrderBy::StartTime => "start",
+                    OrderBy::EndTime => "end",
+                });
+        }
         let reply = self.inner.run("list", &inv)?;
         let items = array("list", &reply)?;
         let total = items.first().and_then(num).unwrap_or(0);

@@ -578,6 +578,64 @@ end
 return out
 "#;
 
+/// LIST with the filters of CONTRACT section 12, by a scan of the events in the submit-time
+/// window (the fleet's store has no index for them): ARGV[5..11] as LIST, then [12] request
+/// id prefix, [13] function name, [14] qualifier, [15] invocation type, [16] started since,
+/// [17] started until, [18] ended since, [19] ended until (ms; '' for none), [20] what to
+/// order by (`submit`, `start`, `end`). The total, then the page.
+const LIST_FILTERED: &str = r#"
+purge()
+local statuses, since, untl, order = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local offset, limit, rid, prefix = tonumber(ARGV[9]), tonumber(ARGV[10]), ARGV[11], ARGV[12]
+local fname, qual, itype = ARGV[13], ARGV[14], ARGV[15]
+local ss, su = tonumber(ARGV[16]), tonumber(ARGV[17])
+local es, eu = tonumber(ARGV[18]), tonumber(ARGV[19])
+local by = ARGV[20]
+local wanted = {}
+for s in string.gmatch(statuses, '[^,]+') do wanted[#wanted + 1] = s end
+local min = since ~= '' and (since .. '000') or '-inf'
+local max = untl ~= '' and ('(' .. untl .. '000') or '+inf'
+local keys = {}
+if #wanted == 0 then keys[1] = P .. 'all' end
+for _, s in ipairs(wanted) do keys[#keys + 1] = P .. 'st:' .. s end
+local rows = {}
+for _, k in ipairs(keys) do
+  local ids = redis.call('ZRANGEBYSCORE', k, min, max, 'WITHSCORES')
+  for j = 1, #ids, 2 do
+    local id = ids[j]
+    local f = redis.call('HMGET', P .. 'ev:' .. id, 'status', 'fn', 'qual', 'start', 'end')
+    local st, en = tonumber(f[4]), tonumber(f[5])
+    local ok = f[1] ~= false
+      and (rid == '' or id == rid)
+      and (prefix == '' or string.sub(id, 1, #prefix) == prefix)
+      and (fname == '' or (f[2] or '') == fname)
+      and (qual == '' or (f[3] or 'LATEST') == qual)
+      and (itype == '' or itype == 'Async')
+      and (not ss or (st ~= nil and st >= ss)) and (not su or (st ~= nil and st < su))
+      and (not es or (en ~= nil and en >= es)) and (not eu or (en ~= nil and en < eu))
+    if ok then
+      local score = tonumber(ids[j + 1])
+      local t = score
+      if by == 'start' then t = st elseif by == 'end' then t = en end
+      rows[#rows + 1] = {id, t or false, score}
+    end
+  end
+end
+-- As SQLite's ORDER BY: events without the time ordered by come last, either way.
+table.sort(rows, function(a, b)
+  if (a[2] == false) ~= (b[2] == false) then return b[2] == false end
+  if a[2] ~= false and a[2] ~= b[2] then
+    if order == 'asc' then return a[2] < b[2] end
+    return a[2] > b[2]
+  end
+  if order == 'asc' then return a[3] < b[3] end
+  return a[3] > b[3]
+end)
+local out = {#rows}
+for j = offset + 1, math.min(offset + limit, #rows) do out[#out + 1] = ev(rows[j][1]) end
+return out
+"#;
+
 /// The scripts, loaded once per process (the server caches them by SHA1; after a restart of
 /// Redis the first call sends the source again).
 pub struct Scripts {
@@ -598,6 +656,7 @@ pub struct Scripts {
     pub result: Script,
     pub get: Script,
     pub list: Script,
+    pub list_filtered: Script,
 }
 
 pub fn scripts() -> &'static Scripts {
@@ -622,6 +681,7 @@ pub fn scripts() -> &'static Scripts {
             result: s(RESULT),
             get: s(GET),
             list: s(LIST),
+            list_filtered: s(LIST_FILTERED),
         }
     })
 }
@@ -694,7 +754,11 @@ pub fn event(op: &'static str, v: &Value) -> Result<Event, StoreError> {
         error_message: text(&f[9]),
         next_attempt_at: num(&f[10]).unwrap_or(0),
         function_name: f.get(11).and_then(text).unwrap_or_default(),
-        qualifier: f.get(12).and_then(text).unwrap_or_default(),
+        // Events stored before qualifiers were recorded are LATEST, as on SQLite.
+        qualifier: f
+            .get(12)
+            .and_then(text)
+            .unwrap_or_else(|| "LATEST".to_owned()),
         not_before: f.get(13).and_then(num),
         result: f.get(14).and_then(num).map(|code| ResultInfo {
             status_code: u16::try_from(code).unwrap_or(0),
