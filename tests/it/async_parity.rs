@@ -485,8 +485,13 @@ fn max_result_zero_keeps_no_answer() {
 
 // ---- destinations -----------------------------------------------------------------------
 
-#[test]
-fn destinations_get_success_retries_exhausted_and_expired_events() {
+on_both!(
+    destinations_get_success_retries_exhausted_and_expired_events,
+    destinations_get_success_retries_exhausted_and_expired_events_on_redis,
+    destinations_on
+);
+
+fn destinations_on(b: Backend) {
     let ok = Receiver::start(200);
     let failures = Receiver::start(200);
     let keys = format!(
@@ -495,7 +500,7 @@ fn destinations_get_success_retries_exhausted_and_expired_events() {
         ok.url(),
         failures.url()
     );
-    let s = start("parity-destinations", &keys);
+    let s = AsyncServer::start_on(&b, "parity-destinations", "", &keys);
     let good = s.submit("/invoke", &[("x-fc-qualifier", "prod")], b"{\"n\":1}");
     let e = wait_destination(&s, &good, "delivered");
     assert_eq!(e["destination"]["attempts"], 1, "{e}");
@@ -546,14 +551,19 @@ fn destinations_get_success_retries_exhausted_and_expired_events() {
     );
 }
 
-#[test]
-fn a_delivery_that_never_gets_a_2xx_is_failed_after_destination_retry_for() {
+on_both!(
+    a_delivery_that_never_gets_a_2xx_is_failed_after_destination_retry_for,
+    a_delivery_that_never_gets_a_2xx_is_failed_after_destination_retry_for_on_redis,
+    exhausted_on
+);
+
+fn exhausted_on(b: Backend) {
     let sink = Receiver::start(500);
     let keys = format!(
         "destination_retry_for = \"2s\"\n[async.on_success]\nurl = {:?}\n",
         sink.url()
     );
-    let s = start("parity-dest-exhausted", &keys);
+    let s = AsyncServer::start_on(&b, "parity-dest-exhausted", "", &keys);
     let id = s.submit("/invoke", &[], b"");
     let e = wait_destination(&s, &id, "failed");
     let tries = e["destination"]["attempts"].as_u64().unwrap();
@@ -567,13 +577,18 @@ fn a_delivery_that_never_gets_a_2xx_is_failed_after_destination_retry_for() {
     );
 }
 
-#[test]
-fn a_delivery_pending_across_a_sigkill_of_fc_init_is_delivered_once_the_receiver_is_up() {
+on_both!(
+    a_delivery_pending_across_a_sigkill_of_fc_init_is_delivered_once_the_receiver_is_up,
+    a_delivery_pending_across_a_sigkill_of_fc_init_is_delivered_once_the_receiver_is_up_on_redis,
+    carried_on
+);
+
+fn carried_on(b: Backend) {
     // The receiver's port, reserved and closed: nothing listens there until the test says.
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}/events");
     let keys = format!("[async.on_success]\nurl = {url:?}\n");
-    let s = start("parity-dest-crash", &keys);
+    let s = AsyncServer::start_on(&b, "parity-dest-crash", "", &keys);
     let id = s.submit("/invoke", &[], b"keep me");
     wait_for("a failed try", || {
         let e = s.get(&id);

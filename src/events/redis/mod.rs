@@ -131,9 +131,9 @@ use super::backend::{
 };
 use super::error::StoreError;
 use super::model::{
-    decode_headers, encode_headers, AbortResult, Claimed, Event, ListQuery, NewEvent, Order,
-    OrderBy, Outcome, Status, StoreOptions, StoredAnswer, StoredRequest, Submitted, MAX_LIST_LIMIT,
-    STATUS_COUNT,
+    decode_headers, encode_headers, AbortResult, Claimed, Delivered, Delivery, Event, ListQuery,
+    NewEvent, Order, OrderBy, Outcome, Status, StoreOptions, StoredAnswer, StoredRequest,
+    Submitted, MAX_LIST_LIMIT, STATUS_COUNT,
 };
 use super::signal::{lock, Signal};
 use super::store::Completion;
@@ -346,6 +346,13 @@ impl Inner {
     }
 
     /// A script invocation with the arguments every script starts with (see [`scripts`]).
+    /// Until when a delivery of an event that ends at `end` is tried.
+    fn delivery_until(&self, end: u64) -> u64 {
+        let retry_for =
+            u64::try_from(self.opts.destination_retry_for.as_millis()).unwrap_or(u64::MAX);
+        end.saturating_add(retry_for)
+    }
+
     fn invocation<'a>(&self, script: &'a redis::Script, now: u64) -> ScriptInvocation<'a> {
         let retention = u64::try_from(self.opts.retention.as_millis()).unwrap_or(u64::MAX);
         let mut inv = script.key(&self.stream);
@@ -476,6 +483,8 @@ impl Backend for Redis {
                 .arg(&a.body),
             None => inv.arg("").arg("").arg("").arg("").arg(""),
         };
+        inv.arg(self.inner.opts.destination_for(o.status).unwrap_or(""))
+            .arg(self.inner.delivery_until(o.end));
         let reply = self.inner.run("finish", &inv)?;
         if reply == Value::Nil {
             return Ok(None);
@@ -504,12 +513,55 @@ impl Backend for Redis {
         true
     }
 
+    fn next_outbox_wake(&self) -> Result<Option<u64>, StoreError> {
+        let inv = self.inner.invocation(&scripts().next_due, now_ms());
+        Ok(num(&self.inner.run("outbox", &inv)?))
+    }
+
+    fn due_deliveries(&self, now: u64, limit: u32) -> Result<Vec<Delivery>, StoreError> {
+        let mut inv = self.inner.invocation(&scripts().due, now);
+        inv.arg(limit);
+        let reply = self.inner.run("outbox", &inv)?;
+        array("outbox", &reply)?
+            .iter()
+            .map(|item| {
+                let event = event("outbox", item)?;
+                let items = array("outbox", item)?;
+                let at = |k: usize| items.get(EVENT_ITEMS + k).unwrap_or(&Value::Nil);
+                Ok(Delivery {
+                    event,
+                    request_body: bytes(at(0)),
+                    response_body: (*at(1) != Value::Nil).then(|| bytes(at(1))),
+                    until: num(at(2)).unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
+    fn record_delivery(&self, id: &str, result: Delivered) -> Result<(), StoreError> {
+        let mut inv = self.inner.invocation(&scripts().record, now_ms());
+        match result {
+            Delivered::Yes => inv.arg(id).arg("delivered").arg(0),
+            Delivered::GiveUp => inv.arg(id).arg("failed").arg(0),
+            Delivered::RetryAt(at) => inv.arg(id).arg("pending").arg(at),
+        };
+        self.inner.run("record delivery", &inv).map(|_| ())
+    }
+
     fn expire_overdue(&self, now: u64) -> Result<u64, StoreError> {
         let Some(cutoff) = self.inner.opts.expiry_cutoff(now) else {
             return Ok(0);
         };
         let mut inv = self.inner.invocation(&scripts().expire, now);
-        inv.arg(cutoff).arg(self.inner.opts.expiry_message());
+        inv.arg(cutoff)
+            .arg(self.inner.opts.expiry_message())
+            .arg(
+                self.inner
+                    .opts
+                    .destination_for(Status::Expired)
+                    .unwrap_or(""),
+            )
+            .arg(self.inner.delivery_until(now));
         let n = num(&self.inner.run("expire", &inv)?).unwrap_or(0);
         if n > 0 {
             log::warn!("{n} asynchronous event(s) were not started within async.max_event_age; they ended EXPIRED");
@@ -712,7 +764,9 @@ impl Claimer for RedisClaimer {
         inv.arg(&entry)
             .arg(&id)
             .arg(cutoff.map(|t| t.to_string()).unwrap_or_default())
-            .arg(opts.expiry_message());
+            .arg(opts.expiry_message())
+            .arg(opts.destination_for(Status::Expired).unwrap_or(""))
+            .arg(inner.delivery_until(now_ms()));
         let reply = self.link.call("start", |c| inv.invoke::<Value>(c))?;
         if reply == Value::Nil {
             return Ok(None);

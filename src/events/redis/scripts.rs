@@ -19,25 +19,26 @@ use std::sync::OnceLock;
 use redis::{Script, Value};
 
 use crate::events::error::StoreError;
-use crate::events::model::{Event, ResultInfo, Status};
+use crate::events::model::{DeliveryStatus, Destination, Event, ResultInfo, Status};
 
 /// Items of an event as the scripts return it (`ev`): its id, then `FIELDS`. What a script
 /// returns after it begins here.
-pub const EVENT_ITEMS: usize = 17;
+pub const EVENT_ITEMS: usize = 20;
 
 /// Shared by every script: the names, and the steps several of them take.
 const PRELUDE: &str = r#"
 local S, P, NOW, RET, ME = KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local G = 'workers'
 local FIELDS = {'status', 'submit', 'start', 'end', 'dur', 'code', 'attempts', 'etype', 'emsg', 'next',
-  'fn', 'qual', 'nb', 'rcode', 'rtrunc', 'rbytes'}
+  'fn', 'qual', 'nb', 'rcode', 'rtrunc', 'rbytes', 'durl', 'dst', 'datt'}
 local function is_ended(st)
   return st == 'FINISHED' or st == 'FAILED' or st == 'ABORTED' or st == 'EXPIRED'
 end
 -- The queue's keys besides the stream: all of them expire once nobody used the queue for the
 -- retention (RENEW, every second on every live instance, pushes their expiry on).
 local FIXED = {P .. 'all', P .. 'ended', P .. 'delayed', P .. 'seq', P .. 'st:QUEUED',
-  P .. 'st:RUNNING', P .. 'st:FINISHED', P .. 'st:FAILED', P .. 'st:ABORTED', P .. 'st:EXPIRED'}
+  P .. 'st:RUNNING', P .. 'st:FINISHED', P .. 'st:FAILED', P .. 'st:ABORTED', P .. 'st:EXPIRED',
+  P .. 'outbox'}
 -- How long an unused key lives: the retention, and a margin (a minute at most) for the last
 -- ended event's hash, so that lists never show an event half forgotten.
 local TTL = RET + math.min(RET, 60000)
@@ -93,13 +94,22 @@ end
 local function ended(h, id, from, to)
   move(id, from, to, redis.call('HGET', h, 'score'))
   redis.call('ZADD', P .. 'ended', NOW, id)
-  redis.call('PEXPIREAT', h, NOW + TTL)
+  if redis.call('HGET', h, 'dst') ~= 'pending' then redis.call('PEXPIREAT', h, NOW + TTL) end
   -- The request is needed no more: an ended event keeps only what the admin API shows.
   redis.call('HDEL', h, 'owner', 'lease', 'entry', 'method', 'target', 'headers', 'body')
   if redis.call('HEXISTS', h, 'term') == 1 then
     redis.call('HDEL', h, 'term')
     redis.call('PUBLISH', P .. 'ended', id)
   end
+end
+-- An event that ended with a destination (CONTRACT section 12): its delivery is recorded with
+-- the end, in the same script (a durable outbox), with the payload it carries.
+local function outbox(h, id, url, untl)
+  if url == '' then return end
+  redis.call('HSET', h, 'durl', url, 'dst', 'pending', 'datt', 0, 'duntil', untl,
+    'dpay', redis.call('HGET', h, 'body') or '')
+  redis.call('ZADD', P .. 'outbox', NOW, id)
+  redis.call('PEXPIREAT', h, math.max(NOW, tonumber(untl)) + LIVE_TTL)
 end
 local function abort(h, id, msg)
   local st = redis.call('HGET', h, 'status')
@@ -113,7 +123,7 @@ local function abort(h, id, msg)
   ended(h, id, st, 'ABORTED')
 end
 -- A QUEUED event past async.max_event_age ends EXPIRED without starting (CONTRACT section 12).
-local function expire(h, id, msg)
+local function expire(h, id, msg, url, untl)
   local st = redis.call('HGET', h, 'status')
   ack(redis.call('HGET', h, 'entry'))
   redis.call('ZREM', P .. 'delayed', id)
@@ -121,6 +131,7 @@ local function expire(h, id, msg)
   local fin = math.max(NOW, start or NOW)
   redis.call('HSET', h, 'status', 'EXPIRED', 'end', fin, 'dur', start and fin - start or 0,
     'etype', 'EventAgeExceeded', 'emsg', msg)
+  outbox(h, id, url, untl)
   ended(h, id, st, 'EXPIRED')
 end
 -- A QUEUED event whose stream entry is due now: delivered, unless it was submitted with a
@@ -175,7 +186,7 @@ local function purge()
     for _, s in ipairs({'FINISHED', 'FAILED', 'ABORTED', 'EXPIRED'}) do redis.call('ZREM', P .. 'st:' .. s, id) end
     local h = P .. 'ev:' .. id
     local st = redis.call('HGET', h, 'status')
-    if not st or is_ended(st) then
+    if not st or (is_ended(st) and redis.call('HGET', h, 'dst') ~= 'pending') then
       redis.call('ZREM', P .. 'all', id)
       redis.call('DEL', h)
     end
@@ -232,7 +243,8 @@ return out
 "#;
 
 /// ARGV[5] the delivered entry, ARGV[6] its event, [7] the submit time before which it has
-/// expired ('' for no limit), [8] the message of an expiry. The event, then method, target,
+/// expired ('' for no limit), [8] the message of an expiry, [9] its destination ('' none),
+/// [10] until when that is tried. The event, then method, target,
 /// headers, body and failures; nil when the entry is stale (the event was aborted or delivered
 /// again) or the event expired instead of starting.
 const START: &str = r#"
@@ -248,7 +260,7 @@ if not again then
     return false
   end
   if ARGV[7] ~= '' and (tonumber(redis.call('HGET', h, 'submit')) or NOW) < tonumber(ARGV[7]) then
-    expire(h, id, ARGV[8])
+    expire(h, id, ARGV[8], ARGV[9], ARGV[10])
     return false
   end
   redis.call('HSET', h, 'status', 'RUNNING', 'owner', ME, 'lease', eid)
@@ -267,7 +279,8 @@ return r
 
 /// ARGV[5] lease, [6] id, [7] status, [8] code, [9] error type, [10] message, then the
 /// function's answer to keep: [11] status ('' for none), [12] 1 when truncated, [13] bytes,
-/// [14] headers, [15] body. The event, or nil when the lease is no longer the event's.
+/// [14] headers, [15] body; [16] the destination ('' none), [17] until when it is tried.
+/// The event, or nil when the lease is no longer the event's.
 const FINISH: &str = r#"
 local eid, id = ARGV[5], ARGV[6]
 local h = P .. 'ev:' .. id
@@ -286,6 +299,7 @@ if ARGV[11] ~= '' then
   redis.call('HSET', h, 'rcode', ARGV[11], 'rtrunc', ARGV[12], 'rbytes', ARGV[13],
     'rhdr', ARGV[14], 'rdat', ARGV[15])
 end
+outbox(h, id, ARGV[16], ARGV[17])
 ack(eid)
 ended(h, id, 'RUNNING', ARGV[7])
 return ev(id)
@@ -490,7 +504,8 @@ return out
 /// How many events were forgotten.
 const PURGE: &str = "return purge()";
 
-/// ARGV[5] the submit time before which a QUEUED event has expired, [6] the message. Ends
+/// ARGV[5] the submit time before which a QUEUED event has expired, [6] the message, [7] its
+/// destination ('' none), [8] until when that is tried. Ends
 /// EXPIRED up to 100 such events (also while every worker is busy); returns how many.
 const EXPIRE: &str = r#"
 purge()
@@ -500,11 +515,58 @@ local n = 0
 for _, id in ipairs(ids) do
   local h = P .. 'ev:' .. id
   if redis.call('HGET', h, 'status') == 'QUEUED' then
-    expire(h, id, ARGV[6])
+    expire(h, id, ARGV[6], ARGV[7], ARGV[8])
     n = n + 1
   end
 end
 return n
+"#;
+
+/// Deliveries due (at most ARGV[5]): each is leased for 30 s (its time in the outbox moves on,
+/// so another instance tries it only if this one dies), and returned as the event, then its
+/// payload, its answer's body and until when it is tried.
+const DUE: &str = r#"
+local ids = redis.call('ZRANGEBYSCORE', P .. 'outbox', '-inf', NOW, 'LIMIT', 0, tonumber(ARGV[5]))
+preflight(ids)
+local out = {}
+for _, id in ipairs(ids) do
+  local h = P .. 'ev:' .. id
+  if redis.call('HGET', h, 'dst') == 'pending' then
+    redis.call('ZADD', P .. 'outbox', NOW + 30000, id)
+    local r = ev(id)
+    local q = redis.call('HMGET', h, 'dpay', 'rdat', 'duntil')
+    for k = 1, 3 do r[#r + 1] = q[k] end
+    out[#out + 1] = r
+  else
+    redis.call('ZREM', P .. 'outbox', id)
+  end
+end
+return out
+"#;
+
+/// ARGV[5] id, [6] `delivered`, `failed` or `pending` (tried again at [7]). Records a try.
+const RECORD: &str = r#"
+local id = ARGV[5]
+local h = P .. 'ev:' .. id
+preflight({id})
+if redis.call('HGET', h, 'dst') ~= 'pending' then return 0 end
+redis.call('HINCRBY', h, 'datt', 1)
+if ARGV[6] == 'pending' then
+  redis.call('ZADD', P .. 'outbox', tonumber(ARGV[7]), id)
+else
+  redis.call('HSET', h, 'dst', ARGV[6])
+  redis.call('HDEL', h, 'dpay')
+  redis.call('ZREM', P .. 'outbox', id)
+  redis.call('PEXPIREAT', h, NOW + TTL)
+end
+return 1
+"#;
+
+/// The earliest time a delivery is due (ms), or nil.
+const NEXT_DUE: &str = r#"
+local r = redis.call('ZRANGE', P .. 'outbox', 0, 0, 'WITHSCORES')
+if r[2] then return r[2] end
+return false
 "#;
 
 /// One event (ARGV[5] id) and its stored answer's headers and body, or nil.
@@ -657,6 +719,9 @@ pub struct Scripts {
     pub get: Script,
     pub list: Script,
     pub list_filtered: Script,
+    pub due: Script,
+    pub record: Script,
+    pub next_due: Script,
 }
 
 pub fn scripts() -> &'static Scripts {
@@ -682,6 +747,9 @@ pub fn scripts() -> &'static Scripts {
             get: s(GET),
             list: s(LIST),
             list_filtered: s(LIST_FILTERED),
+            due: s(DUE),
+            record: s(RECORD),
+            next_due: s(NEXT_DUE),
         }
     })
 }
@@ -764,6 +832,20 @@ pub fn event(op: &'static str, v: &Value) -> Result<Event, StoreError> {
             status_code: u16::try_from(code).unwrap_or(0),
             truncated: f.get(15).and_then(num) == Some(1),
             bytes: f.get(16).and_then(num).unwrap_or(0),
+        }),
+        destination: f.get(17).and_then(text).map(|url| Destination {
+            url,
+            status: f
+                .get(18)
+                .and_then(text)
+                .as_deref()
+                .and_then(DeliveryStatus::parse)
+                .unwrap_or(DeliveryStatus::Pending),
+            attempts: f
+                .get(19)
+                .and_then(num)
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(0),
         }),
         ..Event::default()
     })
