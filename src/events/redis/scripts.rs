@@ -183,10 +183,14 @@ local function purge()
   local ids = redis.call('ZRANGEBYSCORE', P .. 'ended', '-inf', '(' .. (NOW - RET), 'LIMIT', 0, 500)
   for _, id in ipairs(ids) do
     redis.call('ZREM', P .. 'ended', id)
-    for _, s in ipairs({'FINISHED', 'FAILED', 'ABORTED', 'EXPIRED'}) do redis.call('ZREM', P .. 'st:' .. s, id) end
     local h = P .. 'ev:' .. id
     local st = redis.call('HGET', h, 'status')
-    if not st or (is_ended(st) and redis.call('HGET', h, 'dst') ~= 'pending') then
+    -- An event whose delivery is pending stays until it is done (RECORD puts it back here).
+    local pending = redis.call('HGET', h, 'dst') == 'pending'
+    if not pending then
+      for _, s in ipairs({'FINISHED', 'FAILED', 'ABORTED', 'EXPIRED'}) do redis.call('ZREM', P .. 'st:' .. s, id) end
+    end
+    if not st or (is_ended(st) and not pending) then
       redis.call('ZREM', P .. 'all', id)
       redis.call('DEL', h)
     end
@@ -557,6 +561,8 @@ else
   redis.call('HSET', h, 'dst', ARGV[6])
   redis.call('HDEL', h, 'dpay')
   redis.call('ZREM', P .. 'outbox', id)
+  -- Back under the retention, counted from the event's end as any other.
+  redis.call('ZADD', P .. 'ended', tonumber(redis.call('HGET', h, 'end')) or NOW, id)
   redis.call('PEXPIREAT', h, NOW + TTL)
 end
 return 1
