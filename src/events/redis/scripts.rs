@@ -853,7 +853,6 @@ pub fn event(op: &'static str, v: &Value) -> Result<Event, StoreError> {
                 .and_then(|n| u32::try_from(n).ok())
                 .unwrap_or(0),
         }),
-        ..Event::default()
     })
 }
 
