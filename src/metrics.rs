@@ -190,6 +190,22 @@ impl Metrics {
     }
 }
 
+/// Appends `fc_init_async_destination_deliveries_total{result}` (CONTRACT section 12) to `w`.
+pub fn render_deliveries(w: &mut String, counts: &[(&str, u64)]) {
+    family(
+        w,
+        "fc_init_async_destination_deliveries_total",
+        "counter",
+        "Destination delivery tries of asynchronous events by result.",
+    );
+    for (result, n) in counts {
+        let _ = writeln!(
+            w,
+            "fc_init_async_destination_deliveries_total{{result=\"{result}\"}} {n}"
+        );
+    }
+}
+
 fn family(w: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(w, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }

@@ -15,9 +15,34 @@ const USAGE: &str = "\
 Usage: fc-init ctl [--socket PATH] [-c FILE] SUBCOMMAND
   health                                   exit 0 only when the instance is ready
   status                                   instance state, pid, restarts, in flight, queued
-  events list [--status S,..] [--limit N] [--offset N]
+  events list [--status S,..] [--limit N] [--offset N] [--requestId ID]
+              [--requestIdPrefix P] [--functionName F] [--qualifier Q] [--invocationType T]
+              [--since T] [--until T] [--startedSince T] [--startedUntil T]
+              [--endedSince T] [--endedUntil T] [--orderBy submitTime|startTime|endTime]
+              [--order asc|desc]
   events get ID
+  events result ID [--wait 30s]            the function's answer's body (exit 0 for a 2xx)
   events terminate ID [--grace]            abort an event (SIGTERM first with --grace)";
+
+/// `events list` options that take a value and go into the query as they are named.
+const LIST_OPTIONS: &[&str] = &[
+    "status",
+    "limit",
+    "offset",
+    "requestId",
+    "requestIdPrefix",
+    "functionName",
+    "qualifier",
+    "invocationType",
+    "since",
+    "until",
+    "startedSince",
+    "startedUntil",
+    "endedSince",
+    "endedUntil",
+    "orderBy",
+    "order",
+];
 
 /// How long one admin call may take; terminate waits for the event to end.
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
@@ -60,7 +85,7 @@ fn run(args: Vec<OsString>) -> Result<i32, Usage> {
                 println!("{USAGE}");
                 return Ok(crate::exit::OK);
             }
-            Long(name @ ("status" | "limit" | "offset")) => {
+            Long(name) if LIST_OPTIONS.contains(&name) || name == "wait" => {
                 let name = format!("--{name}");
                 let value = parser.value()?.string()?;
                 words.push(format!("{name}={value}"));
@@ -90,7 +115,20 @@ fn run(args: Vec<OsString>) -> Result<i32, Usage> {
         };
         client::request(&mut conn, method, &path, headers, body.as_bytes(), deadline)
     });
+    let result = words.get(1).is_some_and(|w| w == "result");
     match answer {
+        // The function's answer: its body as it is; fc-init's own answers (not ended, no
+        // answer, unknown) are JSON on stdout and exit 1.
+        Ok(resp) if result => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(&resp.body).and_then(|()| out.flush());
+            let answered = resp.header("x-fc-async-status").is_some();
+            Ok(match answered && resp.is_success() {
+                true => crate::exit::OK,
+                false => crate::exit::FAILURE,
+            })
+        }
         Ok(resp) => {
             println!("{}", String::from_utf8_lossy(&resp.body));
             Ok(match resp.is_success() {
@@ -144,14 +182,40 @@ fn request_for(words: &[String]) -> Result<(&'static str, String, String), Usage
                 serde_json::json!({ "graceShutdown": grace }).to_string(),
             ))
         }
-        ["events", "get" | "terminate"] => Err(Usage(format!("events {} needs an event id", w[1]))),
+        ["events", "result", id, rest @ ..] => {
+            let query = match rest {
+                [] => String::new(),
+                [wait] if wait.starts_with("--wait=") => {
+                    let v = &wait["--wait=".len()..];
+                    let d = humantime::parse_duration(v)
+                        .ok()
+                        .or_else(|| v.parse::<u64>().ok().map(Duration::from_secs))
+                        .ok_or_else(|| {
+                            Usage(format!("--wait takes a duration such as 30s, not {v:?}"))
+                        })?;
+                    if d > Duration::from_secs(60) {
+                        return Err(Usage(format!("--wait must be at most 60s, not {v:?}")));
+                    }
+                    format!("?wait={}ms", d.as_millis())
+                }
+                other => return Err(Usage(format!("unexpected arguments: {other:?}"))),
+            };
+            Ok((
+                "GET",
+                format!("/async-events/{}/result{query}", encode(id)),
+                String::new(),
+            ))
+        }
+        ["events", "get" | "terminate" | "result"] => {
+            Err(Usage(format!("events {} needs an event id", w[1])))
+        }
         ["events", "get", _, extra @ ..] => {
             Err(Usage(format!("unexpected arguments: {}", extra.join(" "))))
         }
         ["events", other, ..] => Err(Usage(format!(
-            "unknown events subcommand {other:?}: use list, get or terminate"
+            "unknown events subcommand {other:?}: use list, get, result or terminate"
         ))),
-        ["events"] => Err(Usage("events needs list, get or terminate".into())),
+        ["events"] => Err(Usage("events needs list, get, result or terminate".into())),
         [] => Err(Usage("no subcommand".into())),
         other => Err(Usage(format!("unknown subcommand: {}", other.join(" ")))),
     }
@@ -190,6 +254,48 @@ fn list_query(opts: &[&str]) -> Result<Vec<String>, Usage> {
                     )));
                 }
                 (key, value)
+            }
+            Long(
+                name @ ("since" | "until" | "startedSince" | "startedUntil" | "endedSince"
+                | "endedUntil"),
+            ) => {
+                let key = LIST_OPTIONS.iter().find(|k| **k == name).expect("listed");
+                let value = parser.value()?.string()?;
+                if crate::events::time::parse_time_ms(&value).is_none() {
+                    return Err(Usage(format!(
+                        "--{key} takes an RFC 3339 time such as 2026-01-02T03:04:05Z, not {value:?}"
+                    )));
+                }
+                (*key, value)
+            }
+            Long("orderBy") => {
+                let value = parser.value()?.string()?;
+                if crate::events::model::OrderBy::parse(&value).is_none() {
+                    return Err(Usage(format!(
+                        "--orderBy takes submitTime, startTime or endTime, not {value:?}"
+                    )));
+                }
+                ("orderBy", value)
+            }
+            Long("order") => {
+                let value = parser.value()?.string()?;
+                if !["asc", "desc"].contains(&value.to_ascii_lowercase().as_str()) {
+                    return Err(Usage(format!("--order takes asc or desc, not {value:?}")));
+                }
+                ("order", value)
+            }
+            Long("invocationType") => {
+                let value = parser.value()?.string()?;
+                if !["async", "sync"].contains(&value.to_ascii_lowercase().as_str()) {
+                    return Err(Usage(format!(
+                        "--invocationType takes Async or Sync, not {value:?}"
+                    )));
+                }
+                ("invocationType", value)
+            }
+            Long(name) if LIST_OPTIONS.contains(&name) => {
+                let key = LIST_OPTIONS.iter().find(|k| **k == name).expect("listed");
+                (*key, parser.value()?.string()?)
             }
             Long(other) => return Err(Usage(format!("unknown option for events list: --{other}"))),
             other => return Err(other.unexpected().into()),
@@ -265,7 +371,10 @@ mod tests {
                 &["events", "terminate"][..],
                 "events terminate needs an event id",
             ),
-            (&["events"][..], "events needs list, get or terminate"),
+            (
+                &["events"][..],
+                "events needs list, get, result or terminate",
+            ),
             (&["events", "show", "x"][..], "unknown events subcommand"),
         ] {
             match req(words) {

@@ -24,10 +24,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::events::api::AsyncEvents;
-use crate::events::api::Terminated;
+use crate::events::api::{ResultAnswer, Terminated};
 use crate::events::backend::BackendStatus;
 use crate::events::error::StoreError;
-use crate::events::model::{to_json_text, EventList, ListQuery, Order, Status};
+use crate::events::model::{to_json_text, EventList, ListQuery, Order, OrderBy, Status};
 use crate::events::time::parse_time_ms;
 use crate::http::{self, Buffered, Limits, Timeouts};
 use crate::metrics::{Metrics, Snapshot};
@@ -272,6 +272,19 @@ fn serve<S: io::Read + Write + Timeouts>(conn: S, ctx: &Context, access: Access)
         return;
     }
     let full = access == Access::Full;
+    if let (true, "GET", Some(events)) = (full, head.method(), &ctx.async_events) {
+        let id = head
+            .path()
+            .strip_prefix("/async-events/")
+            .and_then(|rest| rest.strip_suffix("/result"))
+            .filter(|id| !id.is_empty() && !id.contains('/'));
+        if let Some(id) = id {
+            // The wait may be a minute: the answer gets a deadline of its own.
+            let wait = parse_result_query(head.query().unwrap_or("")).unwrap_or_default();
+            buf.set_deadline(Some(Instant::now() + wait + CONNECTION_DEADLINE));
+            return serve_result(&mut buf, &**events, id, head.query().unwrap_or(""));
+        }
+    }
     let (status, content_type, text) = route(
         ctx,
         head.method(),
@@ -310,7 +323,11 @@ fn route(ctx: &Context, method: &str, path: &str, query: &str, body: &[u8], full
                 in_flight: ctx.shared.in_flight(),
                 async_events: ctx.async_events.as_ref().map(|a| a.counts()),
             };
-            (200, "text/plain; version=0.0.4", ctx.metrics.render(&snap))
+            let mut text = ctx.metrics.render(&snap);
+            if let Some(events) = &ctx.async_events {
+                crate::metrics::render_deliveries(&mut text, &events.deliveries());
+            }
+            (200, "text/plain; version=0.0.4", text)
         }
         _ if !full => error(
             404,
@@ -356,6 +373,11 @@ fn list(events: &dyn AsyncEvents, query: &str) -> Reply {
         Ok(q) => q,
         Err(msg) => return error(400, "InvalidArgument", &msg),
     };
+    if q.uses_section_12() && !events.lists_every_filter() {
+        let m = "this store (async.backend = \"redis\") does not filter by requestIdPrefix, \
+                 functionName, qualifier, invocationType, start or end time, nor order by them yet";
+        return error(400, "InvalidArgument", m);
+    }
     match events.list(&q) {
         Ok((total_count, events)) => json(
             200,
@@ -494,9 +516,14 @@ fn parse_grace(body: &[u8]) -> Result<bool, String> {
         .map_err(|e| format!("expected a JSON object like {{\"graceShutdown\":true}}: {e}"))
 }
 
-/// `status=A,B&requestId=&since=&until=&order=asc|desc&offset=0&limit=20`.
+/// `status=A,B&requestId=&requestIdPrefix=&functionName=&qualifier=&invocationType=&since=&until=
+/// &startedSince=&startedUntil=&endedSince=&endedUntil=&orderBy=submitTime|startTime|endTime
+/// &order=asc|desc&offset=0&limit=20` (CONTRACT sections 7 and 12).
 fn parse_list_query(query: &str) -> Result<ListQuery, String> {
     let mut q = ListQuery::default();
+    let time = |key: &str, value: &str| {
+        parse_time_ms(value).ok_or_else(|| format!("{key}: not a time: {value:?}"))
+    };
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
         if value.is_empty() {
             continue;
@@ -511,15 +538,37 @@ fn parse_list_query(query: &str) -> Result<ListQuery, String> {
                 }
             }
             "requestId" => q.request_id = Some(value),
-            "since" => {
-                q.since = Some(
-                    parse_time_ms(&value).ok_or_else(|| format!("since: not a time: {value:?}"))?,
-                )
+            "requestIdPrefix" => {
+                // Ids are [A-Za-z0-9._:-]; a prefix of anything else matches nothing and
+                // is most likely a mistake.
+                if value.len() > 128 || !crate::http::valid_request_id(value.as_bytes()) {
+                    return Err(format!(
+                        "requestIdPrefix: not the start of a request id: {value:?}"
+                    ));
+                }
+                q.request_id_prefix = Some(value)
             }
-            "until" => {
-                q.until = Some(
-                    parse_time_ms(&value).ok_or_else(|| format!("until: not a time: {value:?}"))?,
-                )
+            "functionName" => q.function_name = Some(value),
+            "qualifier" => q.qualifier = Some(value),
+            "invocationType" => {
+                if !["Async", "Sync"]
+                    .iter()
+                    .any(|t| t.eq_ignore_ascii_case(&value))
+                {
+                    return Err(format!("invocationType: Async or Sync, not {value:?}"));
+                }
+                q.invocation_type = Some(value)
+            }
+            "since" => q.since = Some(time("since", &value)?),
+            "until" => q.until = Some(time("until", &value)?),
+            "startedSince" => q.started_since = Some(time("startedSince", &value)?),
+            "startedUntil" => q.started_until = Some(time("startedUntil", &value)?),
+            "endedSince" => q.ended_since = Some(time("endedSince", &value)?),
+            "endedUntil" => q.ended_until = Some(time("endedUntil", &value)?),
+            "orderBy" => {
+                q.order_by = OrderBy::parse(&value).ok_or_else(|| {
+                    format!("orderBy: submitTime, startTime or endTime, not {value:?}")
+                })?
             }
             "order" => {
                 q.order = match value.to_ascii_lowercase().as_str() {
@@ -546,6 +595,92 @@ fn parse_list_query(query: &str) -> Result<ListQuery, String> {
         }
     }
     Ok(q)
+}
+
+/// The longest `wait` of `GET /async-events/{id}/result`.
+const MAX_RESULT_WAIT: Duration = Duration::from_secs(60);
+
+/// `wait=DURATION` of `GET /async-events/{id}/result` (≤ 60s; a bare number is seconds).
+fn parse_result_query(query: &str) -> Result<Duration, String> {
+    let mut wait = Duration::ZERO;
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        match &*key {
+            "wait" => {
+                let v = value.trim();
+                wait = match v.parse::<u64>() {
+                    Ok(secs) => Duration::from_secs(secs),
+                    Err(_) => humantime::parse_duration(v)
+                        .map_err(|_| format!("wait: not a duration such as \"30s\": {v:?}"))?,
+                };
+                if wait > MAX_RESULT_WAIT {
+                    return Err(format!("wait: at most 60s, not {v:?}"));
+                }
+            }
+            other => return Err(format!("unknown parameter {other:?}")),
+        }
+    }
+    Ok(wait)
+}
+
+/// `GET /async-events/{id}/result[?wait=]`, written to `w` (CONTRACT section 12): the stored
+/// answer as the function gave it, plus `x-fc-request-id` and `x-fc-async-status`.
+fn serve_result(w: &mut impl Write, events: &dyn AsyncEvents, id: &str, query: &str) {
+    let wait = match parse_result_query(query) {
+        Ok(wait) => wait,
+        Err(msg) => return send(w, error(400, "InvalidArgument", &msg)),
+    };
+    let answer = match events.result(id, wait) {
+        Ok(answer) => answer,
+        Err(e) => return send(w, store_failure(&e)),
+    };
+    let (event, answer) = match answer {
+        ResultAnswer::NotFound => return send(w, not_found(id)),
+        ResultAnswer::NotEnded(e) => return send(w, json(202, &e)),
+        ResultAnswer::NoAnswer(e) => {
+            let message = format!("event {id} ended {} without a stored answer", e.status);
+            return send(w, error(404, "ResultNotFound", &message));
+        }
+        ResultAnswer::Answer(e, a) => (e, a),
+    };
+    let mut out = Vec::with_capacity(answer.body.len() + 512);
+    let _ = write!(
+        out,
+        "HTTP/1.1 {} {}\r\n",
+        answer.status,
+        http::reason_phrase(answer.status)
+    );
+    for (name, value) in &answer.headers {
+        // fc-init's own fields are set below; framing follows the stored body.
+        if ["x-fc-request-id", "x-fc-async-status", "connection"]
+            .iter()
+            .any(|n| name.eq_ignore_ascii_case(n))
+        {
+            continue;
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    let _ = write!(
+        out,
+        "x-fc-request-id: {}\r\nx-fc-async-status: {}\r\n",
+        event.request_id, event.status
+    );
+    if answer.truncated {
+        out.extend_from_slice(b"x-fc-result-truncated: true\r\n");
+    }
+    let _ = write!(
+        out,
+        "Content-Length: {}\r\nConnection: close\r\n\r\n",
+        answer.body.len()
+    );
+    out.extend_from_slice(&answer.body);
+    let _ = w.write_all(&out).and_then(|()| w.flush());
+}
+
+fn send(w: &mut impl Write, (status, content_type, text): Reply) {
+    let _ = respond(w, status, content_type, text.as_bytes());
 }
 
 #[cfg(test)]

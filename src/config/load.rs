@@ -596,6 +596,17 @@ fn build(s: &Settings, sources: &Sources, problems: &mut Vec<Problem>) -> Config
             _ => RestartPolicy::Never,
         },
         restart_backoff_max: s.duration("function", "restart_backoff_max", Duration::from_secs(30)),
+        qualifier: s
+            .text("function", "qualifier")
+            .map(str::to_owned)
+            .or_else(|| {
+                sources
+                    .env
+                    .get("FC_QUALIFIER")
+                    .filter(|q| !q.is_empty() && !q.chars().any(char::is_control))
+                    .cloned()
+            })
+            .unwrap_or_else(|| "LATEST".to_owned()),
         command,
     };
 
@@ -774,6 +785,15 @@ fn build(s: &Settings, sources: &Sources, problems: &mut Vec<Problem>) -> Config
                 Some(Val::Int(n)) => Some(u32::try_from(*n).unwrap_or(u32::MAX)),
                 _ => None,
             },
+            max_event_age: s.duration("async", "max_event_age", Duration::from_secs(24 * 3600)),
+            max_result: s.size("async", "max_result", 1 << 20),
+            destination_retry_for: s.duration(
+                "async",
+                "destination_retry_for",
+                Duration::from_secs(24 * 3600),
+            ),
+            on_success: s.text("async", "on_success").map(str::to_owned),
+            on_failure: s.text("async", "on_failure").map(str::to_owned),
         },
         admin: AdminConfig {
             socket: s

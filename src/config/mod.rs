@@ -173,6 +173,9 @@ pub struct FunctionConfig {
     pub user: Option<UserSpec>,
     pub restart: RestartPolicy,
     pub restart_backoff_max: Duration,
+    /// An event's qualifier when its request has no `x-fc-qualifier`: `$FC_QUALIFIER`, else
+    /// `LATEST`.
+    pub qualifier: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -302,6 +305,15 @@ pub struct AsyncConfig {
     /// `async.redis_min_replicas`: replicas that must confirm a submission (`WAIT`);
     /// `None` is `auto` (one, whenever the queue's master has a replica that keeps up).
     pub redis_min_replicas: Option<u32>,
+    /// A QUEUED event not started within this of its submission ends EXPIRED; zero: never.
+    pub max_event_age: Duration,
+    /// The most of a function's answer kept with an event; 0 keeps none.
+    pub max_result: u64,
+    /// How long a destination delivery is tried.
+    pub destination_retry_for: Duration,
+    /// `[async.on_success] url` and `[async.on_failure] url`.
+    pub on_success: Option<String>,
+    pub on_failure: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

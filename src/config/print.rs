@@ -62,6 +62,7 @@ pub(super) fn to_toml(c: &Config) -> String {
     };
     out.key("restart", quote(restart));
     out.key("restart_backoff_max", duration(f.restart_backoff_max));
+    out.key("qualifier", quote(&f.qualifier));
 
     let s = &c.server;
     out.section("server");
@@ -169,6 +170,17 @@ pub(super) fn to_toml(c: &Config) -> String {
             None => quote("auto"),
         },
     );
+    out.key("max_event_age", duration(a.max_event_age));
+    out.key("max_result", size(a.max_result));
+    out.key("destination_retry_for", duration(a.destination_retry_for));
+    for (name, url) in [("on_success", &a.on_success), ("on_failure", &a.on_failure)] {
+        out.key_or_unset(
+            name,
+            url.as_deref().map(|u| format!("{{ url = {} }}", quote(u))),
+            "{ url = \"http://127.0.0.1:8080/events\" }",
+            "not set: no delivery",
+        );
+    }
 
     out.section("admin");
     out.key("socket", path(&c.admin.socket));

@@ -86,6 +86,9 @@ pub(super) enum Kind {
     ExitCodes,
     /// `"auto"` or a replica count (`async.redis_min_replicas`).
     MinReplicas,
+    /// A destination table `{ url = "http://HOST:PORT/PATH" }` (CONTRACT section 12); the
+    /// environment gives the URL alone.
+    Destination,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -147,6 +150,7 @@ pub(super) const SCHEMA: &[KeySpec] = &[
     key("function", "user", Kind::User),
     key("function", "restart", Kind::Choice(RESTART_CHOICES)),
     key("function", "restart_backoff_max", ANY_DURATION),
+    key("function", "qualifier", Kind::Text),
     key("server", "listen", Kind::Addr),
     key("server", "platform", Kind::Choice(PLATFORM_CHOICES)),
     key("server", "max_concurrency", COUNT),
@@ -202,6 +206,11 @@ pub(super) const SCHEMA: &[KeySpec] = &[
     key("async", "max_queued", AT_LEAST_ONE),
     key("async", "max_payload", Kind::Size { min: 0 }),
     key("async", "redis_min_replicas", Kind::MinReplicas),
+    key("async", "max_event_age", ANY_DURATION),
+    key("async", "max_result", Kind::Size { min: 0 }),
+    key("async", "destination_retry_for", ANY_DURATION),
+    key("async", "on_success", Kind::Destination),
+    key("async", "on_failure", Kind::Destination),
     key("admin", "socket", Kind::SocketPath),
     key("admin", "listen", Kind::Addr),
     key("log", "invocations", Kind::Bool),
@@ -404,6 +413,28 @@ pub(super) fn convert(kind: Kind, value: &Value) -> Result<Val, String> {
                 out.insert(from, to);
             }
             Ok(Val::Rewrite(out))
+        }
+        Kind::Destination => {
+            let url = match value {
+                Value::String(url) => url.as_str(),
+                Value::Table(t) => {
+                    if let Some(other) = t.keys().find(|k| *k != "url") {
+                        return Err(format!("unknown key {other:?}; a destination has url"));
+                    }
+                    let url = t
+                        .get("url")
+                        .ok_or_else(|| "a destination needs url".to_owned())?;
+                    expect_str(url, "a URL such as \"http://127.0.0.1:8080/done\"")?
+                }
+                other => {
+                    return Err(expected(
+                        "a table such as { url = \"http://127.0.0.1:8080/done\" }",
+                        other,
+                    ))
+                }
+            };
+            crate::events::destination::parse_url(url)?;
+            Ok(Val::Text(url.to_owned()))
         }
         Kind::ExitCodes => {
             let array = value

@@ -5,6 +5,7 @@
 
 use super::backend::BackendStatus;
 use super::error::StoreError;
+use super::model::StoredAnswer;
 use super::model::{Event, ListQuery};
 
 /// The asynchronous-event operations the admin API exposes.
@@ -19,6 +20,13 @@ pub trait AsyncEvents: Send + Sync {
     fn counts(&self) -> Vec<(&'static str, u64)>;
     /// The store's part of `GET /status`.
     fn status(&self) -> BackendStatus;
+    /// Whether `list` honours every filter of CONTRACT section 12 (the Redis backend does
+    /// not yet: only those of section 7).
+    fn lists_every_filter(&self) -> bool;
+    /// `GET /async-events/{id}/result?wait=`: waits up to `wait` for the event to end.
+    fn result(&self, id: &str, wait: std::time::Duration) -> Result<ResultAnswer, StoreError>;
+    /// Destination deliveries by result (`delivered`, `retried`, `failed`), for the metrics.
+    fn deliveries(&self) -> Vec<(&'static str, u64)>;
 }
 
 /// The answer to an operator's terminate, for the admin API to turn into HTTP.
@@ -32,4 +40,17 @@ pub enum Terminated {
     /// It did not end within the wait.
     TimedOut,
     Failed(StoreError),
+}
+
+/// The answer to `GET /async-events/{id}/result` (CONTRACT section 12).
+#[derive(Debug)]
+pub enum ResultAnswer {
+    /// 404 `EventNotFound`.
+    NotFound,
+    /// Not ended (within the wait): 202 with the event.
+    NotEnded(Event),
+    /// Ended without a stored answer: 404 `ResultNotFound`.
+    NoAnswer(Event),
+    /// The function's answer.
+    Answer(Event, StoredAnswer),
 }

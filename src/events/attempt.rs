@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use super::model::StoredRequest;
+use super::model::{StoredAnswer, StoredRequest};
 use crate::http::{self, Buffered, Limits};
 
 /// Most of a failed answer's body kept as the event's `errorMessage`.
@@ -34,6 +34,8 @@ pub enum Attempt {
 pub struct Sender {
     pub target: OnceLock<SocketAddr>,
     pub function_timeout: Duration,
+    /// `async.max_result`: the most of an answer's body kept with the event.
+    pub max_result: u64,
 }
 
 impl Sender {
@@ -53,8 +55,14 @@ impl Sender {
     }
 
     /// One attempt: the stored request sent through fc-init's own listener, on the worker's
-    /// kept connection when it has one.
-    pub fn send(&self, id: &str, req: &StoredRequest, kept: &mut Option<Listener>) -> Attempt {
+    /// kept connection when it has one; with the answer to keep, when there was one and
+    /// `async.max_result` keeps any.
+    pub fn send(
+        &self,
+        id: &str,
+        req: &StoredRequest,
+        kept: &mut Option<Listener>,
+    ) -> (Attempt, Option<StoredAnswer>) {
         // The listener waits up to function.timeout for initialization and again for the
         // answer; the margin covers the queue.
         let deadline = Instant::now() + self.function_timeout * 2 + Duration::from_secs(10);
@@ -86,7 +94,7 @@ impl Sender {
                 Some(c) => c,
                 None => match self.connect() {
                     Ok(c) => c,
-                    Err(message) => return failed(message),
+                    Err(message) => return (failed(message), None),
                 },
             };
             conn.set_deadline(Some(deadline));
@@ -117,20 +125,53 @@ impl Sender {
                 // so the event goes again on a new one.
                 Err((true, _)) if reused => continue,
                 Err((_, e)) => {
-                    return failed(format!("sending the event through the listener: {e}"))
+                    return (
+                        failed(format!("sending the event through the listener: {e}")),
+                        None,
+                    )
                 }
             }
         };
         let mut body = Vec::new();
-        // Only the start of a failed answer is kept; the rest is read and dropped, so the
-        // connection is ready for the next event.
+        // Only the start of an answer is kept (for the error message and the stored result);
+        // the rest is read and dropped, so the connection is ready for the next event.
+        let keep = usize::try_from(self.max_result)
+            .unwrap_or(usize::MAX)
+            .max(MAX_ERROR_MESSAGE);
+        let mut sink = LimitedSink {
+            kept: &mut body,
+            keep,
+            seen: 0,
+        };
         let copied = http::copy_body(
             &mut conn,
-            &mut LimitedSink(&mut body),
+            &mut sink,
             response.framing,
             http::Output::Raw,
             u64::MAX,
         );
+        let seen = sink.seen;
+        // fc-init's own answers (`x-fc-error-type`: the function crashed, timed out, ...)
+        // are not the function's: nothing is kept for them.
+        let own = response.header("x-fc-error-type").is_some();
+        let answer = (self.max_result > 0 && copied.is_ok() && !own).then(|| {
+            let limit = usize::try_from(self.max_result).unwrap_or(usize::MAX);
+            StoredAnswer {
+                status: response.status,
+                headers: response
+                    .headers
+                    .iter()
+                    .filter(|f| {
+                        !f.hop_by_hop
+                            && !f.name.eq_ignore_ascii_case("content-length")
+                            && !f.name.eq_ignore_ascii_case("transfer-encoding")
+                    })
+                    .map(|f| (f.name.to_owned(), f.value.to_vec()))
+                    .collect(),
+                body: body[..body.len().min(limit)].to_vec(),
+                truncated: seen > limit as u64,
+            }
+        });
         if copied.is_ok() && response.keep_alive {
             *kept = Some(conn);
         }
@@ -148,17 +189,19 @@ impl Sender {
             || (event_invocation && (!(200..300).contains(&status) || fc_404))
             || (!event_invocation && status >= 500);
         if !failed {
-            return Attempt::Succeeded { status };
+            return (Attempt::Succeeded { status }, answer);
         }
-        let mut message = String::from_utf8_lossy(&body).into_owned();
+        let mut message =
+            String::from_utf8_lossy(&body[..body.len().min(MAX_ERROR_MESSAGE)]).into_owned();
         if message.is_empty() {
             message = format!("status {status}");
         }
-        Attempt::Failed {
+        let attempt = Attempt::Failed {
             status: Some(status),
             error_type: own_error.unwrap_or_else(|| "FunctionError".into()),
             message,
-        }
+        };
+        (attempt, answer)
     }
 
     /// A new connection to fc-init's own listener.
@@ -173,13 +216,18 @@ impl Sender {
     }
 }
 
-/// Keeps the first [`MAX_ERROR_MESSAGE`] bytes written and discards the rest.
-struct LimitedSink<'a>(&'a mut Vec<u8>);
+/// Keeps the first `keep` bytes written, discards the rest, and counts them all.
+struct LimitedSink<'a> {
+    kept: &'a mut Vec<u8>,
+    keep: usize,
+    seen: u64,
+}
 
 impl Write for LimitedSink<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let room = MAX_ERROR_MESSAGE.saturating_sub(self.0.len());
-        self.0.extend_from_slice(&buf[..buf.len().min(room)]);
+        let room = self.keep.saturating_sub(self.kept.len());
+        self.kept.extend_from_slice(&buf[..buf.len().min(room)]);
+        self.seen += buf.len() as u64;
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {

@@ -20,7 +20,8 @@ use serde::Serialize;
 use super::error::StoreError;
 pub use super::model::Retry;
 use super::model::{
-    AbortResult, Claimed, Event, ListQuery, NewEvent, Outcome, Status, StoreOptions, Submitted,
+    AbortResult, Claimed, Delivered, Delivery, Event, ListQuery, NewEvent, Outcome, Status,
+    StoreOptions, StoredAnswer, Submitted, STATUS_COUNT,
 };
 use super::store::{Completion, Store};
 
@@ -79,7 +80,10 @@ pub struct BackendStatus {
 impl BackendStatus {
     /// The status of `backend` with the QUEUED and RUNNING figures of `counts` (the store's
     /// counts by status; `None` when it could not be read).
-    pub fn counted(backend: &'static str, counts: Option<[(Status, u64); 5]>) -> BackendStatus {
+    pub fn counted(
+        backend: &'static str,
+        counts: Option<[(Status, u64); STATUS_COUNT]>,
+    ) -> BackendStatus {
         let count =
             |status| counts.map(|c| c.iter().find(|(s, _)| *s == status).map_or(0, |c| c.1));
         BackendStatus {
@@ -136,7 +140,7 @@ pub trait Backend: Send + Sync {
     /// Like a work sequence, for events reaching an ended status (terminate waits on it).
     fn ended_seq(&self) -> u64;
     fn wait_for_ended(&self, seen: u64, timeout: Duration) -> bool;
-    fn counts_by_status(&self) -> Result<[(Status, u64); 5], StoreError>;
+    fn counts_by_status(&self) -> Result<[(Status, u64); STATUS_COUNT], StoreError>;
     /// Forgets ended events past the retention; returns how many.
     fn purge_expired(&self, now: u64) -> Result<u64, StoreError>;
     /// See the module docs; `held` are the ids this instance's workers are running.
@@ -146,6 +150,53 @@ pub trait Backend: Send + Sync {
         let _ = control;
     }
     fn status(&self) -> BackendStatus;
+
+    // CONTRACT section 12. The defaults are the behaviour of a backend that does not keep
+    // answers, expire events or hold an outbox yet (Redis, for now): nothing expires, no
+    // answer is stored, no delivery is ever due.
+
+    /// Ends EXPIRED the QUEUED events past `async.max_event_age` at `now`; how many.
+    fn expire_overdue(&self, now: u64) -> Result<u64, StoreError> {
+        let _ = now;
+        Ok(0)
+    }
+    /// EXPIRED events since this instance started, for the logs.
+    fn expired_count(&self) -> u64 {
+        0
+    }
+    /// When the outbox thread must look again at the latest (ms): the next delivery due, the
+    /// next expiry.
+    fn next_outbox_wake(&self) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
+    /// Deliveries due at `now`, at most `limit`.
+    fn due_deliveries(&self, now: u64, limit: u32) -> Result<Vec<Delivery>, StoreError> {
+        let _ = (now, limit);
+        Ok(Vec::new())
+    }
+    /// Records a try of event `id`'s delivery.
+    fn record_delivery(&self, id: &str, result: Delivered) -> Result<(), StoreError> {
+        let _ = (id, result);
+        Ok(())
+    }
+    /// Like [`Backend::ended_seq`], for the outbox.
+    fn outbox_seq(&self) -> u64 {
+        0
+    }
+    fn wait_for_outbox(&self, seen: u64, timeout: Duration) -> bool {
+        let _ = seen;
+        std::thread::sleep(timeout.min(Duration::from_secs(1)));
+        false
+    }
+    /// The event and its stored answer, if it has one.
+    fn get_result(&self, id: &str) -> Result<Option<(Event, Option<StoredAnswer>)>, StoreError> {
+        Ok(self.get(id)?.map(|e| (e, None)))
+    }
+    /// Whether [`Backend::list`] honours every filter of CONTRACT section 12 (else only
+    /// those of section 7).
+    fn lists_every_filter(&self) -> bool {
+        false
+    }
 }
 
 /// The SQLite store as a [`Backend`]: one process holds every attempt, so leases and holders
@@ -238,7 +289,7 @@ impl Backend for Sqlite {
         self.store.wait_for_ended(seen, timeout)
     }
 
-    fn counts_by_status(&self) -> Result<[(Status, u64); 5], StoreError> {
+    fn counts_by_status(&self) -> Result<[(Status, u64); STATUS_COUNT], StoreError> {
         self.store.counts_by_status()
     }
 
@@ -248,6 +299,47 @@ impl Backend for Sqlite {
 
     fn reconcile(&self, held: &[String], now: u64) -> Result<u64, StoreError> {
         self.store.reconcile(held, now)
+    }
+
+    fn expire_overdue(&self, now: u64) -> Result<u64, StoreError> {
+        self.store.expire_overdue(now)
+    }
+
+    fn expired_count(&self) -> u64 {
+        self.store.expired_count()
+    }
+
+    fn next_outbox_wake(&self) -> Result<Option<u64>, StoreError> {
+        let delivery = self.store.next_delivery_due()?;
+        let expiry = self.store.next_expiry()?;
+        Ok(match (delivery, expiry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
+    }
+
+    fn due_deliveries(&self, now: u64, limit: u32) -> Result<Vec<Delivery>, StoreError> {
+        self.store.due_deliveries(now, limit)
+    }
+
+    fn record_delivery(&self, id: &str, result: Delivered) -> Result<(), StoreError> {
+        self.store.record_delivery(id, result)
+    }
+
+    fn outbox_seq(&self) -> u64 {
+        self.store.outbox_seq()
+    }
+
+    fn wait_for_outbox(&self, seen: u64, timeout: Duration) -> bool {
+        self.store.wait_for_outbox(seen, timeout)
+    }
+
+    fn get_result(&self, id: &str) -> Result<Option<(Event, Option<StoredAnswer>)>, StoreError> {
+        self.store.get_result(id)
+    }
+
+    fn lists_every_filter(&self) -> bool {
+        true
     }
 
     fn status(&self) -> BackendStatus {

@@ -9,6 +9,8 @@
 //!   finish / retry transitions, the operator's list / get / abort, retention.
 //! - [`redis`]: the fleet's store on Redis Streams.
 //! - [`service`]: submissions, workers, terminate and retention at run time.
+//! - [`submission`]: what a submission's headers ask (task id, delay, qualifier).
+//! - [`destination`]: `[async.on_success]` / `[async.on_failure]` deliveries.
 //! - [`api`]: what the operator may ask of the events (the admin API's view).
 //! - [`attempt`]: one attempt of an event through fc-init's own listener.
 //! - [`signal`]: wake-ups between the async threads.
@@ -19,12 +21,14 @@ use crate::logging::Throttle;
 pub mod api;
 pub mod attempt;
 pub mod backend;
+pub mod destination;
 pub mod error;
 pub mod model;
 pub mod redis;
 pub mod service;
 pub mod signal;
 pub mod store;
+pub mod submission;
 pub mod time;
 
 /// One line a second, process-wide, for the store's trouble (a full disk, Redis gone): every

@@ -16,8 +16,9 @@ use super::time::format_rfc3339_ms;
 pub const MAX_LIST_LIMIT: u32 = 100;
 
 /// An event's state. Text in the database and the JSON (`QUEUED`, ...).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Status {
+    #[default]
     Queued,
     Running,
     /// The function answered with success.
@@ -26,15 +27,21 @@ pub enum Status {
     Failed,
     /// Terminated by an operator.
     Aborted,
+    /// Not started within `async.max_event_age` of its submission (CONTRACT section 12).
+    Expired,
 }
 
+/// How many statuses there are: the length of the store's counts by status.
+pub const STATUS_COUNT: usize = 6;
+
 impl Status {
-    pub const ALL: [Status; 5] = [
+    pub const ALL: [Status; STATUS_COUNT] = [
         Status::Queued,
         Status::Running,
         Status::Finished,
         Status::Failed,
         Status::Aborted,
+        Status::Expired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -44,6 +51,7 @@ impl Status {
             Status::Finished => "FINISHED",
             Status::Failed => "FAILED",
             Status::Aborted => "ABORTED",
+            Status::Expired => "EXPIRED",
         }
     }
 
@@ -54,9 +62,12 @@ impl Status {
             .find(|st| st.as_str().eq_ignore_ascii_case(s))
     }
 
-    /// FINISHED, FAILED and ABORTED are final: nothing changes them again.
+    /// FINISHED, FAILED, ABORTED and EXPIRED are final: nothing changes them again.
     pub fn is_ended(self) -> bool {
-        matches!(self, Status::Finished | Status::Failed | Status::Aborted)
+        matches!(
+            self,
+            Status::Finished | Status::Failed | Status::Aborted | Status::Expired
+        )
     }
 }
 
@@ -80,16 +91,81 @@ pub struct StoredRequest {
 }
 
 /// A submission.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NewEvent {
     /// `[A-Za-z0-9._:-]{1,128}`; checked again here because it is the primary key.
     pub request_id: String,
     pub submit_time: u64,
     pub request: StoredRequest,
+    /// `function.name` of the instance that accepted it (CONTRACT section 12).
+    pub function_name: String,
+    /// The request's `x-fc-qualifier`, else `function.qualifier`.
+    pub qualifier: String,
+    /// Runs no earlier than this (ms; `X-Fc-Async-Delay`); `None` when not delayed.
+    pub not_before: Option<u64>,
+}
+
+/// The function's answer kept with an event (`async.max_result`), summarized in its JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResultInfo {
+    pub status_code: u16,
+    /// The body was longer than `async.max_result`: only its start is kept.
+    pub truncated: bool,
+    /// Bytes kept.
+    pub bytes: u64,
+}
+
+/// The function's answer as stored: `GET /async-events/{id}/result` gives it back.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StoredAnswer {
+    pub status: u16,
+    /// End-to-end header fields of the answer, in order (framing fields are not kept).
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// At most `async.max_result` bytes.
+    pub body: Vec<u8>,
+    pub truncated: bool,
+}
+
+/// Where a destination delivery stands (CONTRACT section 12).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    Pending,
+    Delivered,
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DeliveryStatus> {
+        [
+            DeliveryStatus::Pending,
+            DeliveryStatus::Delivered,
+            DeliveryStatus::Failed,
+        ]
+        .into_iter()
+        .find(|d| d.as_str() == s)
+    }
+}
+
+/// An event's destination delivery, as its JSON shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Destination {
+    pub url: String,
+    pub status: DeliveryStatus,
+    pub attempts: u32,
 }
 
 /// An event as the operator sees it (everything but the stored request).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Event {
     pub request_id: String,
     pub status: Status,
@@ -106,6 +182,12 @@ pub struct Event {
     pub error_message: Option<String>,
     /// When a QUEUED event is due (its submit time, or the retry time set by `retry_later`).
     pub next_attempt_at: u64,
+    pub function_name: String,
+    pub qualifier: String,
+    pub not_before: Option<u64>,
+    /// The stored answer's summary, when one is stored.
+    pub result: Option<ResultInfo>,
+    pub destination: Option<Destination>,
 }
 
 /// What [`Store::claim_next`] hands a worker: the event (now RUNNING) and what to send.
@@ -129,7 +211,7 @@ pub enum Submitted {
     Created,
     /// An event with this request id was already stored: nothing new was stored, nothing
     /// runs twice. Carries the stored event as it is now.
-    AlreadyExists(Event),
+    AlreadyExists(Box<Event>),
 }
 
 /// How an attempt ended, for [`Store::finish`].
@@ -142,6 +224,8 @@ pub struct Outcome {
     pub error_message: Option<String>,
     /// End time, ms since the epoch.
     pub end: u64,
+    /// The function's answer to keep (`async.max_result`), when it gave one.
+    pub answer: Option<StoredAnswer>,
 }
 
 /// How a failed attempt goes back to the queue (a backend's `retry`).
@@ -169,7 +253,27 @@ pub enum AbortResult {
     Aborted(Event),
 }
 
-/// Ordering of [`Store::list`] by submit time.
+/// What [`Store::list`] orders by (`orderBy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OrderBy {
+    #[default]
+    SubmitTime,
+    StartTime,
+    EndTime,
+}
+
+impl OrderBy {
+    pub fn parse(s: &str) -> Option<OrderBy> {
+        match s {
+            "submitTime" => Some(OrderBy::SubmitTime),
+            "startTime" => Some(OrderBy::StartTime),
+            "endTime" => Some(OrderBy::EndTime),
+            _ => None,
+        }
+    }
+}
+
+/// Ordering of [`Store::list`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Order {
     Asc,
@@ -189,6 +293,19 @@ pub struct ListQuery {
     pub since: Option<u64>,
     /// Submit time < `until` (ms): half-open, so consecutive windows never overlap.
     pub until: Option<u64>,
+    /// Request ids that start with this.
+    pub request_id_prefix: Option<String>,
+    pub function_name: Option<String>,
+    pub qualifier: Option<String>,
+    /// `Async` matches every stored event (the only kind stored today); anything else none.
+    pub invocation_type: Option<String>,
+    /// Start-time window, half-open like `since`/`until`; an event never started is outside.
+    pub started_since: Option<u64>,
+    pub started_until: Option<u64>,
+    /// End-time window, likewise.
+    pub ended_since: Option<u64>,
+    pub ended_until: Option<u64>,
+    pub order_by: OrderBy,
     pub order: Order,
     pub offset: u64,
     /// Clamped to [`MAX_LIST_LIMIT`]; 0 returns only the total.
@@ -202,6 +319,15 @@ impl Default for ListQuery {
             request_id: None,
             since: None,
             until: None,
+            request_id_prefix: None,
+            function_name: None,
+            qualifier: None,
+            invocation_type: None,
+            started_since: None,
+            started_until: None,
+            ended_since: None,
+            ended_until: None,
+            order_by: OrderBy::SubmitTime,
             order: Order::Desc,
             offset: 0,
             limit: 20,
@@ -209,14 +335,99 @@ impl Default for ListQuery {
     }
 }
 
+impl ListQuery {
+    /// Whether the query uses a filter or ordering of CONTRACT section 12 (beyond those of
+    /// section 7).
+    pub fn uses_section_12(&self) -> bool {
+        self.request_id_prefix.is_some()
+            || self.function_name.is_some()
+            || self.qualifier.is_some()
+            || self.invocation_type.is_some()
+            || self.started_since.is_some()
+            || self.started_until.is_some()
+            || self.ended_since.is_some()
+            || self.ended_until.is_some()
+            || self.order_by != OrderBy::SubmitTime
+    }
+}
+
 /// Limits of a store (`[async]` in the config).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreOptions {
     /// The most QUEUED events at once; further submissions get [`StoreError::Full`].
     /// 0 = unlimited, like the other limits of the config.
     pub max_queued: u64,
     /// How long ended events are kept (by end time) before [`Store::purge_expired`] drops them.
     pub retention: Duration,
+    /// `async.max_event_age`: a QUEUED event submitted longer ago ends EXPIRED; zero: none.
+    pub max_event_age: Duration,
+    /// `[async.on_success] url`: FINISHED events get a delivery there.
+    pub on_success: Option<String>,
+    /// `[async.on_failure] url`: FAILED and EXPIRED events get a delivery there.
+    pub on_failure: Option<String>,
+    /// `async.destination_retry_for`: how long a delivery is tried before it is `failed`.
+    pub destination_retry_for: Duration,
+}
+
+impl StoreOptions {
+    /// The destination of an event that ends with `status`, if any.
+    pub fn destination_for(&self, status: Status) -> Option<&str> {
+        match status {
+            Status::Finished => self.on_success.as_deref(),
+            Status::Failed | Status::Expired => self.on_failure.as_deref(),
+            _ => None,
+        }
+        .filter(|u| !u.is_empty())
+    }
+
+    /// The `errorMessage` of an EXPIRED event.
+    pub fn expiry_message(&self) -> String {
+        format!(
+            "not started within async.max_event_age ({}) of its submission",
+            humantime::format_duration(self.max_event_age)
+        )
+    }
+
+    /// The submit time before which a QUEUED event has expired at `now`; `None`: no limit.
+    pub fn expiry_cutoff(&self, now: u64) -> Option<u64> {
+        let age = u64::try_from(self.max_event_age.as_millis()).unwrap_or(u64::MAX);
+        (age > 0).then(|| now.saturating_sub(age))
+    }
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            max_queued: 0,
+            retention: Duration::from_secs(72 * 3600),
+            max_event_age: Duration::ZERO,
+            on_success: None,
+            on_failure: None,
+            destination_retry_for: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// A destination delivery that is due: the event, its payload and its stored answer's body
+/// (the JSON of CONTRACT section 12 is built from them), and until when it is tried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub event: Event,
+    pub request_body: Vec<u8>,
+    pub response_body: Option<Vec<u8>>,
+    /// Give up (status `failed`) once a failed try ends after this (ms).
+    pub until: u64,
+}
+
+/// What became of one try of a [`Delivery`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivered {
+    /// A 2xx: done.
+    Yes,
+    /// Try again at this time (ms).
+    RetryAt(u64),
+    /// Out of time: `destination.status` becomes `failed`.
+    GiveUp,
 }
 
 /// Counters of the group commit, for metrics and the batching test.
@@ -262,6 +473,11 @@ struct EventJson<'a> {
     attempts: u32,
     error_type: Option<&'a str>,
     error_message: Option<&'a str>,
+    function_name: &'a str,
+    qualifier: &'a str,
+    not_before: Option<Rfc3339>,
+    result: Option<ResultInfo>,
+    destination: Option<&'a Destination>,
 }
 
 impl Serialize for Event {
@@ -278,6 +494,11 @@ impl Serialize for Event {
             attempts: self.attempts,
             error_type: self.error_type.as_deref(),
             error_message: self.error_message.as_deref(),
+            function_name: &self.function_name,
+            qualifier: &self.qualifier,
+            not_before: self.not_before.map(Rfc3339),
+            result: self.result,
+            destination: self.destination.as_ref(),
         }
         .serialize(s)
     }

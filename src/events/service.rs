@@ -30,13 +30,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use super::api::{AsyncEvents, Terminated};
+use super::api::{AsyncEvents, ResultAnswer, Terminated};
 use super::attempt::{Attempt, Listener, Sender};
 use super::backend::{Backend, BackendStatus, Claimer, Control, Holder, Retry, Sqlite};
+use super::destination;
 use super::error::StoreError;
 use super::model::{
-    AbortResult, Claimed, Event, ListQuery, NewEvent, Outcome, Status, StoreOptions, StoredRequest,
-    Submitted,
+    AbortResult, Claimed, Delivered, Delivery, Event, ListQuery, NewEvent, Outcome, Status,
+    StoreOptions, StoredAnswer, StoredRequest, Submitted,
 };
 use super::signal::lock;
 use super::store::Completion;
@@ -63,7 +64,12 @@ const IDLE_WAIT: Duration = Duration::from_secs(3600);
 /// How an event terminated gracefully ends (CONTRACT section 11): ABORTED, with the
 /// function's answer as `statusCode` when it gave one, and a message that says what happened
 /// to its request.
-fn graceful_outcome(result: &Attempt, timeout: Duration, end: u64) -> Outcome {
+fn graceful_outcome(
+    result: &Attempt,
+    timeout: Duration,
+    end: u64,
+    answer: Option<StoredAnswer>,
+) -> Outcome {
     let (status_code, message) = match result {
         Attempt::Succeeded { status } => (Some(*status), "terminated by an operator".to_owned()),
         Attempt::Failed {
@@ -88,7 +94,18 @@ fn graceful_outcome(result: &Attempt, timeout: Duration, end: u64) -> Outcome {
         error_type: None,
         error_message: Some(message),
         end,
+        answer,
     }
+}
+
+/// Destination deliveries by result, for `fc_init_async_destination_deliveries_total`.
+#[derive(Debug, Default)]
+pub struct DeliveryCounts {
+    pub delivered: AtomicU64,
+    /// Tries that failed and will be made again.
+    pub retried: AtomicU64,
+    /// Deliveries given up (`destination.status = failed`).
+    pub failed: AtomicU64,
 }
 
 /// The asynchronous side of one fc-init.
@@ -107,6 +124,7 @@ pub struct AsyncService {
     held: Mutex<HashSet<String>>,
     /// A store write failed since the last reconcile.
     write_failed: AtomicBool,
+    deliveries: DeliveryCounts,
 }
 
 /// Idle workers wait on the store; at shutdown they must look at the phase again.
@@ -129,6 +147,10 @@ impl AsyncService {
         let opts = StoreOptions {
             max_queued: cfg.async_.max_queued,
             retention: cfg.async_.retention,
+            max_event_age: cfg.async_.max_event_age,
+            on_success: cfg.async_.on_success.clone(),
+            on_failure: cfg.async_.on_failure.clone(),
+            destination_retry_for: cfg.async_.destination_retry_for,
         };
         let store: Arc<dyn Backend> = match cfg.async_.backend {
             AsyncBackend::Sqlite => Arc::new(Sqlite::open(&cfg.async_.store, opts)?),
@@ -138,6 +160,7 @@ impl AsyncService {
             sender: Sender {
                 target: OnceLock::new(),
                 function_timeout: cfg.function.timeout,
+                max_result: cfg.async_.max_result,
             },
             cfg,
             store,
@@ -147,6 +170,7 @@ impl AsyncService {
             graceful: Mutex::new(HashSet::new()),
             held: Mutex::new(HashSet::new()),
             write_failed: AtomicBool::new(false),
+            deliveries: DeliveryCounts::default(),
         }))
     }
 
@@ -180,6 +204,15 @@ impl AsyncService {
         if let Err(e) = spawned {
             log::error!("starting the retention thread: {e}");
         }
+        let me = Arc::downgrade(self);
+        let store = self.store.clone();
+        let spawned = std::thread::Builder::new()
+            .name("fc-init-outbox".into())
+            .stack_size(WORKER_STACK)
+            .spawn(move || outbox(&me, &*store));
+        if let Err(e) = spawned {
+            log::error!("starting the destination delivery thread: {e}");
+        }
         self.shared.watch(self.clone());
     }
 
@@ -189,7 +222,7 @@ impl AsyncService {
         request_id: &str,
         request: StoredRequest,
     ) -> Result<Submitted, StoreError> {
-        let submitted = self.store.submit(new_event(request_id, request))?;
+        let submitted = self.store.submit(self.new_event(request_id, request))?;
         if matches!(submitted, Submitted::Created) {
             log::debug!("stored asynchronous event {request_id}");
         }
@@ -200,7 +233,7 @@ impl AsyncService {
     /// durable, or the error that prevented it (it runs on a store thread and must not block).
     pub fn submit_async(&self, request_id: &str, request: StoredRequest, completion: Completion) {
         self.store
-            .submit_async(new_event(request_id, request), completion);
+            .submit_async(self.new_event(request_id, request), completion);
     }
 
     /// The backend's part of `GET /status`.
@@ -256,11 +289,11 @@ impl AsyncService {
     fn run(&self, claimed: &Claimed, conn: &mut Option<Listener>) {
         let id = &claimed.event.request_id;
         let kills = self.kills.load(Ordering::Acquire);
-        let result = self.sender.send(id, &claimed.request, conn);
+        let (result, answer) = self.sender.send(id, &claimed.request, conn);
         let now = now_ms();
         let graceful = lock(&self.graceful).remove(id);
         if graceful {
-            let outcome = graceful_outcome(&result, self.cfg.function.timeout, now);
+            let outcome = graceful_outcome(&result, self.cfg.function.timeout, now, answer);
             self.record(id, || self.store.finish(claimed, &outcome));
             // SCF's instance repossession: the signalled process does not serve again.
             self.events.send(SupervisorEvent::Repossess);
@@ -274,6 +307,7 @@ impl AsyncService {
                     error_type: None,
                     error_message: None,
                     end: now,
+                    answer,
                 };
                 self.record(id, || self.store.finish(claimed, &outcome));
                 return;
@@ -323,6 +357,7 @@ impl AsyncService {
                 error_type: Some(error_type.clone()),
                 error_message: Some(message.clone()),
                 end: now,
+                answer,
             };
             self.record(id, || self.store.finish(claimed, &outcome));
         }
@@ -446,6 +481,44 @@ impl AsyncEvents for AsyncService {
         self.store.list(q)
     }
 
+    fn lists_every_filter(&self) -> bool {
+        self.store.lists_every_filter()
+    }
+
+    fn result(&self, id: &str, wait: Duration) -> Result<ResultAnswer, StoreError> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let seen = self.store.ended_seq();
+            let (event, answer) = match self.store.get_result(id)? {
+                None => return Ok(ResultAnswer::NotFound),
+                Some(found) => found,
+            };
+            if event.status.is_ended() {
+                return Ok(match answer {
+                    Some(answer) => ResultAnswer::Answer(event, answer),
+                    None => ResultAnswer::NoAnswer(event),
+                });
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(ResultAnswer::NotEnded(event));
+            }
+            // Woken when any event ends; a second at most, in case the end was recorded by
+            // another instance of the fleet.
+            self.store
+                .wait_for_ended(seen, left.min(Duration::from_secs(1)));
+        }
+    }
+
+    fn deliveries(&self) -> Vec<(&'static str, u64)> {
+        let d = &self.deliveries;
+        vec![
+            ("delivered", d.delivered.load(Ordering::Relaxed)),
+            ("retried", d.retried.load(Ordering::Relaxed)),
+            ("failed", d.failed.load(Ordering::Relaxed)),
+        ]
+    }
+
     fn get(&self, id: &str) -> Result<Option<Event>, StoreError> {
         self.store.get(id)
     }
@@ -504,11 +577,119 @@ fn janitor(service: &Weak<AsyncService>, every: Duration) {
     }
 }
 
-fn new_event(request_id: &str, request: StoredRequest) -> NewEvent {
-    NewEvent {
-        request_id: request_id.to_owned(),
-        submit_time: now_ms(),
-        request,
+impl AsyncService {
+    /// The event a submission stores: its function, its qualifier (the request's
+    /// `x-fc-qualifier`, else `function.qualifier`) and, when it asked for a delay, when it
+    /// may run (CONTRACT section 12).
+    fn new_event(&self, request_id: &str, request: StoredRequest) -> NewEvent {
+        let submit_time = now_ms();
+        let delay = super::submission::stored_delay(&request.headers);
+        NewEvent {
+            request_id: request_id.to_owned(),
+            submit_time,
+            function_name: self.cfg.function.name.clone(),
+            qualifier: super::submission::stored_qualifier(&request.headers)
+                .unwrap_or_else(|| self.cfg.function.qualifier.clone()),
+            not_before: (delay > 0).then(|| submit_time + delay * 1000),
+            request,
+        }
+    }
+
+    /// One try of a due delivery, recorded in the store.
+    fn deliver(&self, d: &Delivery) {
+        let Some(dest) = &d.event.destination else {
+            return;
+        };
+        let id = &d.event.request_id;
+        let result = match destination::post(&dest.url, &destination::body(d)) {
+            Ok(true) => Delivered::Yes,
+            outcome => {
+                let why = match outcome {
+                    Ok(_) => "a status other than 2xx".to_owned(),
+                    Err(e) => e,
+                };
+                let next = destination::after_failure(dest.attempts + 1, now_ms(), d.until);
+                match next {
+                    Delivered::GiveUp => log::warn!(
+                        "asynchronous event {id}: delivery to {} given up after {} tries: {why}",
+                        dest.url,
+                        dest.attempts + 1
+                    ),
+                    _ => log::info!(
+                        "asynchronous event {id}: delivery to {} failed ({why}); trying again",
+                        dest.url
+                    ),
+                }
+                next
+            }
+        };
+        let counter = match result {
+            Delivered::Yes => &self.deliveries.delivered,
+            Delivered::RetryAt(_) => &self.deliveries.retried,
+            Delivered::GiveUp => &self.deliveries.failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        // Unrecorded, a delivery stays pending and is sent again: at least once.
+        if let Err(e) = self.store.record_delivery(id, result) {
+            if STORE_LOG.ready() {
+                log::error!("recording the delivery of asynchronous event {id}: {e}");
+            }
+        }
+    }
+}
+
+/// The outbox thread: expires events past `async.max_event_age` while the workers are busy,
+/// and tries the destination deliveries that are due, one at a time, until each is
+/// delivered or given up. It holds the service only weakly, and ends with it.
+fn outbox(service: &Weak<AsyncService>, store: &dyn Backend) {
+    /// The longest it sleeps without a reason: a delivery recorded by another instance (Redis)
+    /// or a lost wake-up is noticed within this.
+    const MAX_WAIT: Duration = Duration::from_secs(5);
+    loop {
+        let seen = store.outbox_seq();
+        let now = now_ms();
+        {
+            let Some(service) = service.upgrade() else {
+                return;
+            };
+            if service.shared.phase() == Phase::Stopping {
+                return;
+            }
+            if let Err(e) = store.expire_overdue(now) {
+                if STORE_LOG.ready() {
+                    log::error!("expiring asynchronous events: {e}");
+                }
+            }
+            match store.due_deliveries(now, 16) {
+                Ok(due) => {
+                    for d in &due {
+                        service.deliver(d);
+                    }
+                    if !due.is_empty() {
+                        continue;
+                    }
+                }
+                Err(e) => {
+                    if STORE_LOG.ready() {
+                        log::error!("reading the destination outbox: {e}");
+                    }
+                }
+            }
+        }
+        // An event submitted after this look expires no sooner than `max_event_age` from
+        // now: waking by then finds it, and the next wait ends at its expiry exactly.
+        let mut most = MAX_WAIT;
+        if let Some(service) = service.upgrade() {
+            let age = service.cfg.async_.max_event_age;
+            if !age.is_zero() {
+                most = most.min(age);
+            }
+        }
+        let wait = match store.next_outbox_wake() {
+            Ok(Some(at)) => Duration::from_millis(at.saturating_sub(now)).min(most),
+            _ => most,
+        };
+        store.wait_for_outbox(seen, wait.max(Duration::from_millis(5)));
     }
 }
 
@@ -541,7 +722,7 @@ mod tests {
             message: String::new(),
         };
         let timeout = Duration::from_secs(3);
-        let o = graceful_outcome(&Attempt::Succeeded { status: 200 }, timeout, 7);
+        let o = graceful_outcome(&Attempt::Succeeded { status: 200 }, timeout, 7, None);
         assert_eq!(
             (o.status, o.status_code, o.end),
             (Status::Aborted, Some(200), 7)
@@ -550,16 +731,21 @@ mod tests {
             o.error_message.as_deref(),
             Some("terminated by an operator")
         );
-        let o = graceful_outcome(&failed(Some(500), "FunctionError"), timeout, 7);
+        let o = graceful_outcome(&failed(Some(500), "FunctionError"), timeout, 7, None);
         assert_eq!(o.status_code, Some(500));
-        let o = graceful_outcome(&failed(Some(504), "FunctionTimeout"), timeout, 7);
+        let o = graceful_outcome(&failed(Some(504), "FunctionTimeout"), timeout, 7, None);
         let message = o.error_message.unwrap();
         assert!(
             message.contains("cut by function.timeout (3s)"),
             "{message}"
         );
         assert!(!message.contains("User process exit"));
-        let o = graceful_outcome(&failed(Some(502), "UnhandledInvocationError"), timeout, 7);
+        let o = graceful_outcome(
+            &failed(Some(502), "UnhandledInvocationError"),
+            timeout,
+            7,
+            None,
+        );
         assert_eq!(
             o.error_message.as_deref(),
             Some("User process exit when running")

@@ -354,7 +354,7 @@ fn start_request(cx: &mut Cx, c: &mut Client, head_len: usize) {
     let mut ex = cx.exchange();
     ex.reset(cx.now);
     std::mem::swap(&mut ex.head, &mut cx.head);
-    match ex.head.header("x-fc-request-id") {
+    match super::submit::caller_request_id(&ex.head) {
         // Valid ids are ASCII.
         Some(id) if valid_request_id(id) => ex
             .request_id
@@ -385,7 +385,9 @@ fn start_request(cx: &mut Cx, c: &mut Client, head_len: usize) {
         exchange::log_start(cx, c);
     }
     if let Purpose::Submit = purpose {
-        if let Some((status, error, message)) = submission_refused(cx, framing) {
+        let head = c.ex.as_ref().map(|ex| &ex.head);
+        let refused = submission_refused(cx, framing).or_else(|| super::submit::refused(head?));
+        if let Some((status, error, message)) = refused {
             return refuse(cx, c, status, error, &message);
         }
     }

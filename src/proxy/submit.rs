@@ -27,6 +27,17 @@ pub(super) fn is_async(head: &RequestHead) -> bool {
         .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"async"))
 }
 
+/// The id the caller gives a request: `X-Fc-Async-Task-Id` on a submission, else
+/// `x-fc-request-id` (CONTRACT section 12).
+pub(super) fn caller_request_id(head: &RequestHead) -> Option<&[u8]> {
+    crate::events::submission::caller_request_id(head, is_async(head))
+}
+
+/// Why a submission's own headers (`X-Fc-Async-Delay`, `X-Fc-Async-Task-Id`) are refused.
+pub(super) fn refused(head: &RequestHead) -> Option<(u16, ErrorType, String)> {
+    crate::events::submission::refused(head).map(|m| (400, ErrorType::InvalidArgument, m))
+}
+
 /// Fields not stored with an event: framing (the stored body is whole), the invocation type
 /// (a replay is not asynchronous again) and the request id (the replay carries the event's).
 const NOT_STORED: &[&str] = &[

@@ -134,6 +134,13 @@ impl AsyncServer {
         s
     }
 
+    /// SIGKILLs this fc-init and its function (nothing gets to clean up), then starts
+    /// another on the same directory.
+    pub fn killed_and_restarted(self) -> AsyncServer {
+        let p = kill_instance(self.p, &self.fx);
+        AsyncServer { p, ..self }.restart()
+    }
+
     pub fn wait_ready(&self) {
         wait_for("instance ready", || {
             // A socket file left by a killed fc-init refuses connections until the new one binds.

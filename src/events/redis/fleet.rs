@@ -270,7 +270,7 @@ fn per_event(
             match parts.first().and_then(num) {
                 Some(0) => Ok(Submitted::Created),
                 Some(1) => event("submit", parts.get(1).unwrap_or(&Value::Nil))
-                    .map(Submitted::AlreadyExists),
+                    .map(|e| Submitted::AlreadyExists(Box::new(e))),
                 Some(2) => Err(StoreError::Full { max_queued }),
                 _ => Err(StoreError::RedisReply {
                     op: "submit",

@@ -131,8 +131,9 @@ use super::backend::{
 };
 use super::error::StoreError;
 use super::model::{
-    decode_headers, encode_headers, AbortResult, Claimed, Event, ListQuery, NewEvent, Order,
-    Outcome, Status, StoreOptions, StoredRequest, Submitted, MAX_LIST_LIMIT,
+    decode_headers, encode_headers, AbortResult, Claimed, Delivered, Delivery, Event, ListQuery,
+    NewEvent, Order, OrderBy, Outcome, Status, StoreOptions, StoredAnswer, StoredRequest,
+    Submitted, MAX_LIST_LIMIT, STATUS_COUNT,
 };
 use super::signal::{lock, Signal};
 use super::store::Completion;
@@ -140,7 +141,7 @@ use super::time::now_ms;
 use crate::config::redis_url::{RedisAddr, RedisTarget};
 use crate::config::Config;
 use link::Link;
-use scripts::{array, bytes, event, num, scripts, text};
+use scripts::{array, bytes, event, num, scripts, text, EVENT_ITEMS};
 
 /// How long a lease lasts without renewal before a live instance may take the event over
 /// (CONTRACT section 7: at most 30 s).
@@ -345,6 +346,13 @@ impl Inner {
     }
 
     /// A script invocation with the arguments every script starts with (see [`scripts`]).
+    /// Until when a delivery of an event that ends at `end` is tried.
+    fn delivery_until(&self, end: u64) -> u64 {
+        let retry_for =
+            u64::try_from(self.opts.destination_retry_for.as_millis()).unwrap_or(u64::MAX);
+        end.saturating_add(retry_for)
+    }
+
     fn invocation<'a>(&self, script: &'a redis::Script, now: u64) -> ScriptInvocation<'a> {
         let retention = u64::try_from(self.opts.retention.as_millis()).unwrap_or(u64::MAX);
         let mut inv = script.key(&self.stream);
@@ -409,7 +417,7 @@ impl Inner {
         Ok(result)
     }
 
-    fn counts(&self) -> Result<[(Status, u64); 5], StoreError> {
+    fn counts(&self) -> Result<[(Status, u64); STATUS_COUNT], StoreError> {
         let reply = self.run("count", &self.invocation(&scripts().counts, now_ms()))?;
         let items = array("count", &reply)?;
         let mut counts = Status::ALL.map(|s| (s, 0));
@@ -466,6 +474,17 @@ impl Backend for Redis {
             .arg(o.status_code.map(|c| c.to_string()).unwrap_or_default())
             .arg(o.error_type.as_deref().unwrap_or(""))
             .arg(o.error_message.as_deref().unwrap_or(""));
+        match &o.answer {
+            Some(a) => inv
+                .arg(a.status)
+                .arg(u8::from(a.truncated))
+                .arg(a.body.len())
+                .arg(encode_headers(&a.headers))
+                .arg(&a.body),
+            None => inv.arg("").arg("").arg("").arg("").arg(""),
+        };
+        inv.arg(self.inner.opts.destination_for(o.status).unwrap_or(""))
+            .arg(self.inner.delivery_until(o.end));
         let reply = self.inner.run("finish", &inv)?;
         if reply == Value::Nil {
             return Ok(None);
@@ -490,6 +509,95 @@ impl Backend for Redis {
     /// Workers block at most [`CLAIM_BLOCK`] on the server, then look at the phase again.
     fn notify_workers(&self) {}
 
+    fn lists_every_filter(&self) -> bool {
+        true
+    }
+
+    fn next_outbox_wake(&self) -> Result<Option<u64>, StoreError> {
+        let inv = self.inner.invocation(&scripts().next_due, now_ms());
+        Ok(num(&self.inner.run("outbox", &inv)?))
+    }
+
+    fn due_deliveries(&self, now: u64, limit: u32) -> Result<Vec<Delivery>, StoreError> {
+        let mut inv = self.inner.invocation(&scripts().due, now);
+        inv.arg(limit);
+        let reply = self.inner.run("outbox", &inv)?;
+        array("outbox", &reply)?
+            .iter()
+            .map(|item| {
+                let event = event("outbox", item)?;
+                let items = array("outbox", item)?;
+                let at = |k: usize| items.get(EVENT_ITEMS + k).unwrap_or(&Value::Nil);
+                Ok(Delivery {
+                    event,
+                    request_body: bytes(at(0)),
+                    response_body: (*at(1) != Value::Nil).then(|| bytes(at(1))),
+                    until: num(at(2)).unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
+    fn record_delivery(&self, id: &str, result: Delivered) -> Result<(), StoreError> {
+        let mut inv = self.inner.invocation(&scripts().record, now_ms());
+        match result {
+            Delivered::Yes => inv.arg(id).arg("delivered").arg(0),
+            Delivered::GiveUp => inv.arg(id).arg("failed").arg(0),
+            Delivered::RetryAt(at) => inv.arg(id).arg("pending").arg(at),
+        };
+        self.inner.run("record delivery", &inv).map(|_| ())
+    }
+
+    fn expire_overdue(&self, now: u64) -> Result<u64, StoreError> {
+        let Some(cutoff) = self.inner.opts.expiry_cutoff(now) else {
+            return Ok(0);
+        };
+        let mut inv = self.inner.invocation(&scripts().expire, now);
+        inv.arg(cutoff)
+            .arg(self.inner.opts.expiry_message())
+            .arg(
+                self.inner
+                    .opts
+                    .destination_for(Status::Expired)
+                    .unwrap_or(""),
+            )
+            .arg(self.inner.delivery_until(now));
+        let n = num(&self.inner.run("expire", &inv)?).unwrap_or(0);
+        if n > 0 {
+            log::warn!("{n} asynchronous event(s) were not started within async.max_event_age; they ended EXPIRED");
+            self.inner.ended.bump();
+        }
+        Ok(n)
+    }
+
+    fn get_result(&self, id: &str) -> Result<Option<(Event, Option<StoredAnswer>)>, StoreError> {
+        let mut inv = self.inner.invocation(&scripts().result, now_ms());
+        inv.arg(id);
+        let reply = self.inner.run("result", &inv)?;
+        if reply == Value::Nil {
+            return Ok(None);
+        }
+        let event = event("result", &reply)?;
+        let items = array("result", &reply)?;
+        let answer = match (
+            &event.result,
+            items.get(EVENT_ITEMS),
+            items.get(EVENT_ITEMS + 1),
+        ) {
+            (Some(info), Some(head), Some(body)) if *head != Value::Nil => Some(StoredAnswer {
+                status: info.status_code,
+                headers: decode_headers(&bytes(head)).ok_or_else(|| StoreError::Corrupt {
+                    op: "result",
+                    detail: format!("headers of the answer to {id}"),
+                })?,
+                body: bytes(body),
+                truncated: info.truncated,
+            }),
+            _ => None,
+        };
+        Ok(Some((event, answer)))
+    }
+
     fn get(&self, id: &str) -> Result<Option<Event>, StoreError> {
         let mut inv = self.inner.invocation(&scripts().get, now_ms());
         inv.arg(id);
@@ -502,7 +610,12 @@ impl Backend for Redis {
     fn list(&self, q: &ListQuery) -> Result<(u64, Vec<Event>), StoreError> {
         let statuses: Vec<&str> = q.statuses.iter().map(|s| s.as_str()).collect();
         let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
-        let mut inv = self.inner.invocation(&scripts().list, now_ms());
+        let filtered = q.uses_section_12();
+        let script = match filtered {
+            true => &scripts().list_filtered,
+            false => &scripts().list,
+        };
+        let mut inv = self.inner.invocation(script, now_ms());
         inv.arg(statuses.join(","))
             .arg(opt(q.since))
             .arg(opt(q.until))
@@ -513,6 +626,26 @@ impl Backend for Redis {
             .arg(q.offset)
             .arg(q.limit.min(MAX_LIST_LIMIT))
             .arg(q.request_id.as_deref().unwrap_or(""));
+        if filtered {
+            let text = |v: &Option<String>| v.clone().unwrap_or_default();
+            inv.arg(text(&q.request_id_prefix))
+                .arg(text(&q.function_name))
+                .arg(text(&q.qualifier))
+                .arg(match &q.invocation_type {
+                    Some(t) if t.eq_ignore_ascii_case("Async") => "Async",
+                    Some(_) => "Sync",
+                    None => "",
+                })
+                .arg(opt(q.started_since))
+                .arg(opt(q.started_until))
+                .arg(opt(q.ended_since))
+                .arg(opt(q.ended_until))
+                .arg(match q.order_by {
+                    OrderBy::SubmitTime => "submit",
+                    OrderBy::StartTime => "start",
+                    OrderBy::EndTime => "end",
+                });
+        }
         let reply = self.inner.run("list", &inv)?;
         let items = array("list", &reply)?;
         let total = items.first().and_then(num).unwrap_or(0);
@@ -545,7 +678,7 @@ impl Backend for Redis {
         self.inner.ended.wait(seen, timeout)
     }
 
-    fn counts_by_status(&self) -> Result<[(Status, u64); 5], StoreError> {
+    fn counts_by_status(&self) -> Result<[(Status, u64); STATUS_COUNT], StoreError> {
         self.inner.counts()
     }
 
@@ -626,32 +759,40 @@ impl Claimer for RedisClaimer {
             return Ok(None);
         };
         let mut inv = inner.invocation(&scripts().start, now_ms());
-        inv.arg(&entry).arg(&id);
+        let opts = &inner.opts;
+        let cutoff = opts.expiry_cutoff(now_ms());
+        inv.arg(&entry)
+            .arg(&id)
+            .arg(cutoff.map(|t| t.to_string()).unwrap_or_default())
+            .arg(opts.expiry_message())
+            .arg(opts.destination_for(Status::Expired).unwrap_or(""))
+            .arg(inner.delivery_until(now_ms()));
         let reply = self.link.call("start", |c| inv.invoke::<Value>(c))?;
         if reply == Value::Nil {
             return Ok(None);
         }
         let items = array("start", &reply)?;
-        if items.len() < 16 {
+        if items.len() < EVENT_ITEMS + 5 {
             return Err(StoreError::RedisReply {
                 op: "start",
                 detail: format!("{reply:?}"),
             });
         }
         let event = event("start", &reply)?;
-        let headers = decode_headers(&bytes(&items[13])).ok_or_else(|| StoreError::Corrupt {
-            op: "start",
-            detail: format!("headers of event {id}"),
-        })?;
+        let headers =
+            decode_headers(&bytes(&items[EVENT_ITEMS + 2])).ok_or_else(|| StoreError::Corrupt {
+                op: "start",
+                detail: format!("headers of event {id}"),
+            })?;
         Ok(Some(Claimed {
             event,
             request: StoredRequest {
-                method: text(&items[11]).unwrap_or_default(),
-                target: text(&items[12]).unwrap_or_default(),
+                method: text(&items[EVENT_ITEMS]).unwrap_or_default(),
+                target: text(&items[EVENT_ITEMS + 1]).unwrap_or_default(),
                 headers,
-                body: bytes(&items[14]),
+                body: bytes(&items[EVENT_ITEMS + 3]),
             },
-            failures: num(&items[15])
+            failures: num(&items[EVENT_ITEMS + 4])
                 .and_then(|n| u32::try_from(n).ok())
                 .unwrap_or(0),
             lease: entry,
@@ -692,7 +833,10 @@ fn push_submission(inv: &mut ScriptInvocation<'_>, e: &NewEvent) {
         .arg(&e.request.method)
         .arg(&e.request.target)
         .arg(encode_headers(&e.request.headers))
-        .arg(&e.request.body);
+        .arg(&e.request.body)
+        .arg(&e.function_name)
+        .arg(&e.qualifier)
+        .arg(e.not_before.map(|t| t.to_string()).unwrap_or_default());
 }
 
 #[cfg(test)]

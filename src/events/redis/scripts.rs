@@ -19,18 +19,26 @@ use std::sync::OnceLock;
 use redis::{Script, Value};
 
 use crate::events::error::StoreError;
-use crate::events::model::{Event, Status};
+use crate::events::model::{DeliveryStatus, Destination, Event, ResultInfo, Status};
+
+/// Items of an event as the scripts return it (`ev`): its id, then `FIELDS`. What a script
+/// returns after it begins here.
+pub const EVENT_ITEMS: usize = 20;
 
 /// Shared by every script: the names, and the steps several of them take.
 const PRELUDE: &str = r#"
 local S, P, NOW, RET, ME = KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local G = 'workers'
-local FIELDS = {'status', 'submit', 'start', 'end', 'dur', 'code', 'attempts', 'etype', 'emsg', 'next'}
-local function is_ended(st) return st == 'FINISHED' or st == 'FAILED' or st == 'ABORTED' end
+local FIELDS = {'status', 'submit', 'start', 'end', 'dur', 'code', 'attempts', 'etype', 'emsg', 'next',
+  'fn', 'qual', 'nb', 'rcode', 'rtrunc', 'rbytes', 'durl', 'dst', 'datt'}
+local function is_ended(st)
+  return st == 'FINISHED' or st == 'FAILED' or st == 'ABORTED' or st == 'EXPIRED'
+end
 -- The queue's keys besides the stream: all of them expire once nobody used the queue for the
 -- retention (RENEW, every second on every live instance, pushes their expiry on).
 local FIXED = {P .. 'all', P .. 'ended', P .. 'delayed', P .. 'seq', P .. 'st:QUEUED',
-  P .. 'st:RUNNING', P .. 'st:FINISHED', P .. 'st:FAILED', P .. 'st:ABORTED'}
+  P .. 'st:RUNNING', P .. 'st:FINISHED', P .. 'st:FAILED', P .. 'st:ABORTED', P .. 'st:EXPIRED',
+  P .. 'outbox'}
 -- How long an unused key lives: the retention, and a margin (a minute at most) for the last
 -- ended event's hash, so that lists never show an event half forgotten.
 local TTL = RET + math.min(RET, 60000)
@@ -86,13 +94,22 @@ end
 local function ended(h, id, from, to)
   move(id, from, to, redis.call('HGET', h, 'score'))
   redis.call('ZADD', P .. 'ended', NOW, id)
-  redis.call('PEXPIREAT', h, NOW + TTL)
+  if redis.call('HGET', h, 'dst') ~= 'pending' then redis.call('PEXPIREAT', h, NOW + TTL) end
   -- The request is needed no more: an ended event keeps only what the admin API shows.
   redis.call('HDEL', h, 'owner', 'lease', 'entry', 'method', 'target', 'headers', 'body')
   if redis.call('HEXISTS', h, 'term') == 1 then
     redis.call('HDEL', h, 'term')
     redis.call('PUBLISH', P .. 'ended', id)
   end
+end
+-- An event that ended with a destination (CONTRACT section 12): its delivery is recorded with
+-- the end, in the same script (a durable outbox), with the payload it carries.
+local function outbox(h, id, url, untl)
+  if url == '' then return end
+  redis.call('HSET', h, 'durl', url, 'dst', 'pending', 'datt', 0, 'duntil', untl,
+    'dpay', redis.call('HGET', h, 'body') or '')
+  redis.call('ZADD', P .. 'outbox', NOW, id)
+  redis.call('PEXPIREAT', h, math.max(NOW, tonumber(untl)) + LIVE_TTL)
 end
 local function abort(h, id, msg)
   local st = redis.call('HGET', h, 'status')
@@ -104,6 +121,28 @@ local function abort(h, id, msg)
   redis.call('HSET', h, 'status', 'ABORTED', 'end', fin, 'dur', start and fin - start or 0)
   if msg ~= '' then redis.call('HSET', h, 'emsg', msg) end
   ended(h, id, st, 'ABORTED')
+end
+-- A QUEUED event past async.max_event_age ends EXPIRED without starting (CONTRACT section 12).
+local function expire(h, id, msg, url, untl)
+  local st = redis.call('HGET', h, 'status')
+  ack(redis.call('HGET', h, 'entry'))
+  redis.call('ZREM', P .. 'delayed', id)
+  local start = tonumber(redis.call('HGET', h, 'start'))
+  local fin = math.max(NOW, start or NOW)
+  redis.call('HSET', h, 'status', 'EXPIRED', 'end', fin, 'dur', start and fin - start or 0,
+    'etype', 'EventAgeExceeded', 'emsg', msg)
+  outbox(h, id, url, untl)
+  ended(h, id, st, 'EXPIRED')
+end
+-- A QUEUED event whose stream entry is due now: delivered, unless it was submitted with a
+-- delay (`nb`, CONTRACT section 12) still to run, when it waits in `delayed` until then.
+local function deliver_due(h, id)
+  local nb = tonumber(redis.call('HGET', h, 'nb'))
+  if nb and nb > NOW and tonumber(redis.call('HGET', h, 'attempts')) == 0 then
+    redis.call('ZADD', P .. 'delayed', nb, id)
+  else
+    deliver(h, id)
+  end
 end
 -- An event nobody runs any more goes back to the queue without using a retry, or ends as a
 -- terminate asked.
@@ -144,10 +183,14 @@ local function purge()
   local ids = redis.call('ZRANGEBYSCORE', P .. 'ended', '-inf', '(' .. (NOW - RET), 'LIMIT', 0, 500)
   for _, id in ipairs(ids) do
     redis.call('ZREM', P .. 'ended', id)
-    for _, s in ipairs({'FINISHED', 'FAILED', 'ABORTED'}) do redis.call('ZREM', P .. 'st:' .. s, id) end
     local h = P .. 'ev:' .. id
     local st = redis.call('HGET', h, 'status')
-    if not st or is_ended(st) then
+    -- An event whose delivery is pending stays until it is done (RECORD puts it back here).
+    local pending = redis.call('HGET', h, 'dst') == 'pending'
+    if not pending then
+      for _, s in ipairs({'FINISHED', 'FAILED', 'ABORTED', 'EXPIRED'}) do redis.call('ZREM', P .. 'st:' .. s, id) end
+    end
+    if not st or (is_ended(st) and not pending) then
       redis.call('ZREM', P .. 'all', id)
       redis.call('DEL', h)
     end
@@ -157,14 +200,14 @@ end
 "#;
 
 /// ARGV[5] max_queued, [6] hold (ms), then per event: id, submit time, method, target,
-/// headers, body. Per event: `{0}` stored, `{1, event}` the id exists, `{2}` the queue is
+/// headers, body, function name, qualifier, not-before time ('' when not delayed). Per event: `{0}` stored, `{1, event}` the id exists, `{2}` the queue is
 /// full. With a hold, a new event is not delivered yet: it waits in `delayed`, marked `held`,
 /// until RELEASE (once the replicas confirmed it) or WITHDRAW; should neither come (the
 /// instance died meanwhile), it is delivered when the hold is over.
 const SUBMIT: &str = r#"
 local hold = tonumber(ARGV[6])
 local ids = {}
-for i = 7, #ARGV, 6 do ids[#ids + 1] = ARGV[i] end
+for i = 7, #ARGV, 9 do ids[#ids + 1] = ARGV[i] end
 preflight(ids)
 purge()
 -- Always a write, even when every id exists: the WAIT that follows then covers whatever of
@@ -173,7 +216,7 @@ redis.call('PEXPIRE', S, TTL)
 local max = tonumber(ARGV[5])
 local queued = redis.call('ZCARD', P .. 'st:QUEUED')
 local out = {}
-for i = 7, #ARGV, 6 do
+for i = 7, #ARGV, 9 do
   local id, submit = ARGV[i], ARGV[i + 1]
   local h = P .. 'ev:' .. id
   if redis.call('EXISTS', h) == 1 then
@@ -185,7 +228,8 @@ for i = 7, #ARGV, 6 do
     local score = submit .. string.format('%03d', redis.call('INCR', P .. 'seq') % 1000)
     redis.call('HSET', h, 'status', 'QUEUED', 'submit', submit, 'next', submit, 'attempts', 0,
       'failures', 0, 'score', score, 'method', ARGV[i + 2], 'target', ARGV[i + 3],
-      'headers', ARGV[i + 4], 'body', ARGV[i + 5])
+      'headers', ARGV[i + 4], 'body', ARGV[i + 5], 'fn', ARGV[i + 6], 'qual', ARGV[i + 7])
+    if ARGV[i + 8] ~= '' then redis.call('HSET', h, 'nb', ARGV[i + 8], 'next', ARGV[i + 8]) end
     redis.call('PEXPIRE', h, LIVE_TTL)
     redis.call('ZADD', P .. 'all', score, id)
     redis.call('ZADD', P .. 'st:QUEUED', score, id)
@@ -193,7 +237,7 @@ for i = 7, #ARGV, 6 do
       redis.call('HSET', h, 'held', 1)
       redis.call('ZADD', P .. 'delayed', NOW + hold, id)
     else
-      deliver(h, id)
+      deliver_due(h, id)
     end
     queued = queued + 1
     out[#out + 1] = {0}
@@ -202,8 +246,11 @@ end
 return out
 "#;
 
-/// ARGV[5] the delivered entry, ARGV[6] its event. The event, then method, target, headers,
-/// body and failures; nil when the entry is stale (the event was aborted or delivered again).
+/// ARGV[5] the delivered entry, ARGV[6] its event, [7] the submit time before which it has
+/// expired ('' for no limit), [8] the message of an expiry, [9] its destination ('' none),
+/// [10] until when that is tried. The event, then method, target,
+/// headers, body and failures; nil when the entry is stale (the event was aborted or delivered
+/// again) or the event expired instead of starting.
 const START: &str = r#"
 local eid, id = ARGV[5], ARGV[6]
 local h = P .. 'ev:' .. id
@@ -214,6 +261,10 @@ local again = st == 'RUNNING' and redis.call('HGET', h, 'lease') == eid and redi
 if not again then
   if st ~= 'QUEUED' or redis.call('HGET', h, 'entry') ~= eid then
     ack(eid)
+    return false
+  end
+  if ARGV[7] ~= '' and (tonumber(redis.call('HGET', h, 'submit')) or NOW) < tonumber(ARGV[7]) then
+    expire(h, id, ARGV[8], ARGV[9], ARGV[10])
     return false
   end
   redis.call('HSET', h, 'status', 'RUNNING', 'owner', ME, 'lease', eid)
@@ -230,8 +281,10 @@ for k = 1, 5 do r[#r + 1] = q[k] end
 return r
 "#;
 
-/// ARGV[5] lease, [6] id, [7] status, [8] code, [9] error type, [10] message. The event, or
-/// nil when the lease is no longer the event's.
+/// ARGV[5] lease, [6] id, [7] status, [8] code, [9] error type, [10] message, then the
+/// function's answer to keep: [11] status ('' for none), [12] 1 when truncated, [13] bytes,
+/// [14] headers, [15] body; [16] the destination ('' none), [17] until when it is tried.
+/// The event, or nil when the lease is no longer the event's.
 const FINISH: &str = r#"
 local eid, id = ARGV[5], ARGV[6]
 local h = P .. 'ev:' .. id
@@ -246,6 +299,11 @@ redis.call('HSET', h, 'status', ARGV[7], 'end', fin, 'dur', fin - start)
 set_opt(h, 'code', ARGV[8])
 set_opt(h, 'etype', ARGV[9])
 set_opt(h, 'emsg', ARGV[10])
+if ARGV[11] ~= '' then
+  redis.call('HSET', h, 'rcode', ARGV[11], 'rtrunc', ARGV[12], 'rbytes', ARGV[13],
+    'rhdr', ARGV[14], 'rdat', ARGV[15])
+end
+outbox(h, id, ARGV[16], ARGV[17])
 ack(eid)
 ended(h, id, 'RUNNING', ARGV[7])
 return ev(id)
@@ -394,7 +452,7 @@ for k = 5, #ARGV do
   local h = P .. 'ev:' .. id
   if redis.call('HDEL', h, 'held') == 1 then
     redis.call('ZREM', P .. 'delayed', id)
-    if redis.call('HGET', h, 'status') == 'QUEUED' then deliver(h, id) end
+    if redis.call('HGET', h, 'status') == 'QUEUED' then deliver_due(h, id) end
   end
 end
 return 1
@@ -432,7 +490,7 @@ for _, id in ipairs(ids) do
   redis.call('ZREM', P .. 'delayed', id)
   local h = P .. 'ev:' .. id
   redis.call('HDEL', h, 'held')
-  if redis.call('HGET', h, 'status') == 'QUEUED' then deliver(h, id) end
+  if redis.call('HGET', h, 'status') == 'QUEUED' then deliver_due(h, id) end
 end
 return #ids
 "#;
@@ -441,7 +499,7 @@ return #ids
 const COUNTS: &str = r#"
 purge()
 local out = {}
-for _, s in ipairs({'QUEUED', 'RUNNING', 'FINISHED', 'FAILED', 'ABORTED'}) do
+for _, s in ipairs({'QUEUED', 'RUNNING', 'FINISHED', 'FAILED', 'ABORTED', 'EXPIRED'}) do
   out[#out + 1] = redis.call('ZCARD', P .. 'st:' .. s)
 end
 return out
@@ -449,6 +507,85 @@ return out
 
 /// How many events were forgotten.
 const PURGE: &str = "return purge()";
+
+/// ARGV[5] the submit time before which a QUEUED event has expired, [6] the message, [7] its
+/// destination ('' none), [8] until when that is tried. Ends
+/// EXPIRED up to 100 such events (also while every worker is busy); returns how many.
+const EXPIRE: &str = r#"
+purge()
+local ids = redis.call('ZRANGEBYSCORE', P .. 'st:QUEUED', '-inf', '(' .. ARGV[5] .. '000', 'LIMIT', 0, 100)
+preflight(ids)
+local n = 0
+for _, id in ipairs(ids) do
+  local h = P .. 'ev:' .. id
+  if redis.call('HGET', h, 'status') == 'QUEUED' then
+    expire(h, id, ARGV[6], ARGV[7], ARGV[8])
+    n = n + 1
+  end
+end
+return n
+"#;
+
+/// Deliveries due (at most ARGV[5]): each is leased for 30 s (its time in the outbox moves on,
+/// so another instance tries it only if this one dies), and returned as the event, then its
+/// payload, its answer's body and until when it is tried.
+const DUE: &str = r#"
+local ids = redis.call('ZRANGEBYSCORE', P .. 'outbox', '-inf', NOW, 'LIMIT', 0, tonumber(ARGV[5]))
+preflight(ids)
+local out = {}
+for _, id in ipairs(ids) do
+  local h = P .. 'ev:' .. id
+  if redis.call('HGET', h, 'dst') == 'pending' then
+    redis.call('ZADD', P .. 'outbox', NOW + 30000, id)
+    local r = ev(id)
+    local q = redis.call('HMGET', h, 'dpay', 'rdat', 'duntil')
+    for k = 1, 3 do r[#r + 1] = q[k] end
+    out[#out + 1] = r
+  else
+    redis.call('ZREM', P .. 'outbox', id)
+  end
+end
+return out
+"#;
+
+/// ARGV[5] id, [6] `delivered`, `failed` or `pending` (tried again at [7]). Records a try.
+const RECORD: &str = r#"
+local id = ARGV[5]
+local h = P .. 'ev:' .. id
+preflight({id})
+if redis.call('HGET', h, 'dst') ~= 'pending' then return 0 end
+redis.call('HINCRBY', h, 'datt', 1)
+if ARGV[6] == 'pending' then
+  redis.call('ZADD', P .. 'outbox', tonumber(ARGV[7]), id)
+else
+  redis.call('HSET', h, 'dst', ARGV[6])
+  redis.call('HDEL', h, 'dpay')
+  redis.call('ZREM', P .. 'outbox', id)
+  -- Back under the retention, counted from the event's end as any other.
+  redis.call('ZADD', P .. 'ended', tonumber(redis.call('HGET', h, 'end')) or NOW, id)
+  redis.call('PEXPIREAT', h, NOW + TTL)
+end
+return 1
+"#;
+
+/// The earliest time a delivery is due (ms), or nil.
+const NEXT_DUE: &str = r#"
+local r = redis.call('ZRANGE', P .. 'outbox', 0, 0, 'WITHSCORES')
+if r[2] then return r[2] end
+return false
+"#;
+
+/// One event (ARGV[5] id) and its stored answer's headers and body, or nil.
+const RESULT: &str = r#"
+purge()
+local h = P .. 'ev:' .. ARGV[5]
+if redis.call('HEXISTS', h, 'status') == 0 then return false end
+local r = ev(ARGV[5])
+local q = redis.call('HMGET', h, 'rhdr', 'rdat')
+r[#r + 1] = q[1]
+r[#r + 1] = q[2]
+return r
+"#;
 
 /// One event (ARGV[5] id), or nil.
 const GET: &str = r#"
@@ -509,6 +646,64 @@ end
 return out
 "#;
 
+/// LIST with the filters of CONTRACT section 12, by a scan of the events in the submit-time
+/// window (the fleet's store has no index for them): ARGV[5..11] as LIST, then [12] request
+/// id prefix, [13] function name, [14] qualifier, [15] invocation type, [16] started since,
+/// [17] started until, [18] ended since, [19] ended until (ms; '' for none), [20] what to
+/// order by (`submit`, `start`, `end`). The total, then the page.
+const LIST_FILTERED: &str = r#"
+purge()
+local statuses, since, untl, order = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local offset, limit, rid, prefix = tonumber(ARGV[9]), tonumber(ARGV[10]), ARGV[11], ARGV[12]
+local fname, qual, itype = ARGV[13], ARGV[14], ARGV[15]
+local ss, su = tonumber(ARGV[16]), tonumber(ARGV[17])
+local es, eu = tonumber(ARGV[18]), tonumber(ARGV[19])
+local by = ARGV[20]
+local wanted = {}
+for s in string.gmatch(statuses, '[^,]+') do wanted[#wanted + 1] = s end
+local min = since ~= '' and (since .. '000') or '-inf'
+local max = untl ~= '' and ('(' .. untl .. '000') or '+inf'
+local keys = {}
+if #wanted == 0 then keys[1] = P .. 'all' end
+for _, s in ipairs(wanted) do keys[#keys + 1] = P .. 'st:' .. s end
+local rows = {}
+for _, k in ipairs(keys) do
+  local ids = redis.call('ZRANGEBYSCORE', k, min, max, 'WITHSCORES')
+  for j = 1, #ids, 2 do
+    local id = ids[j]
+    local f = redis.call('HMGET', P .. 'ev:' .. id, 'status', 'fn', 'qual', 'start', 'end')
+    local st, en = tonumber(f[4]), tonumber(f[5])
+    local ok = f[1] ~= false
+      and (rid == '' or id == rid)
+      and (prefix == '' or string.sub(id, 1, #prefix) == prefix)
+      and (fname == '' or (f[2] or '') == fname)
+      and (qual == '' or (f[3] or 'LATEST') == qual)
+      and (itype == '' or itype == 'Async')
+      and (not ss or (st ~= nil and st >= ss)) and (not su or (st ~= nil and st < su))
+      and (not es or (en ~= nil and en >= es)) and (not eu or (en ~= nil and en < eu))
+    if ok then
+      local score = tonumber(ids[j + 1])
+      local t = score
+      if by == 'start' then t = st elseif by == 'end' then t = en end
+      rows[#rows + 1] = {id, t or false, score}
+    end
+  end
+end
+-- As SQLite's ORDER BY: events without the time ordered by come last, either way.
+table.sort(rows, function(a, b)
+  if (a[2] == false) ~= (b[2] == false) then return b[2] == false end
+  if a[2] ~= false and a[2] ~= b[2] then
+    if order == 'asc' then return a[2] < b[2] end
+    return a[2] > b[2]
+  end
+  if order == 'asc' then return a[3] < b[3] end
+  return a[3] > b[3]
+end)
+local out = {#rows}
+for j = offset + 1, math.min(offset + limit, #rows) do out[#out + 1] = ev(rows[j][1]) end
+return out
+"#;
+
 /// The scripts, loaded once per process (the server caches them by SHA1; after a restart of
 /// Redis the first call sends the source again).
 pub struct Scripts {
@@ -525,8 +720,14 @@ pub struct Scripts {
     pub release: Script,
     pub counts: Script,
     pub purge: Script,
+    pub expire: Script,
+    pub result: Script,
     pub get: Script,
     pub list: Script,
+    pub list_filtered: Script,
+    pub due: Script,
+    pub record: Script,
+    pub next_due: Script,
 }
 
 pub fn scripts() -> &'static Scripts {
@@ -547,8 +748,14 @@ pub fn scripts() -> &'static Scripts {
             release: s(RELEASE),
             counts: s(COUNTS),
             purge: s(PURGE),
+            expire: s(EXPIRE),
+            result: s(RESULT),
             get: s(GET),
             list: s(LIST),
+            list_filtered: s(LIST_FILTERED),
+            due: s(DUE),
+            record: s(RECORD),
+            next_due: s(NEXT_DUE),
         }
     })
 }
@@ -620,6 +827,32 @@ pub fn event(op: &'static str, v: &Value) -> Result<Event, StoreError> {
         error_type: text(&f[8]),
         error_message: text(&f[9]),
         next_attempt_at: num(&f[10]).unwrap_or(0),
+        function_name: f.get(11).and_then(text).unwrap_or_default(),
+        // Events stored before qualifiers were recorded are LATEST, as on SQLite.
+        qualifier: f
+            .get(12)
+            .and_then(text)
+            .unwrap_or_else(|| "LATEST".to_owned()),
+        not_before: f.get(13).and_then(num),
+        result: f.get(14).and_then(num).map(|code| ResultInfo {
+            status_code: u16::try_from(code).unwrap_or(0),
+            truncated: f.get(15).and_then(num) == Some(1),
+            bytes: f.get(16).and_then(num).unwrap_or(0),
+        }),
+        destination: f.get(17).and_then(text).map(|url| Destination {
+            url,
+            status: f
+                .get(18)
+                .and_then(text)
+                .as_deref()
+                .and_then(DeliveryStatus::parse)
+                .unwrap_or(DeliveryStatus::Pending),
+            attempts: f
+                .get(19)
+                .and_then(num)
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(0),
+        }),
     })
 }
 

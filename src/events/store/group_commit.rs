@@ -204,8 +204,8 @@ impl Store {
                     let mut queued = queued_before;
                     let mut insert = tx.prepare_cached(
                 "INSERT INTO events (request_id, status, submit_time, attempts, next_attempt_at, \
-                     method, target, headers, body) \
-                 VALUES (?1, 'QUEUED', ?2, 0, ?2, ?3, ?4, ?5, ?6) \
+                     method, target, headers, body, function_name, qualifier, not_before) \
+                 VALUES (?1, 'QUEUED', ?2, 0, MAX(?2, COALESCE(?9, 0)), ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
                  ON CONFLICT (request_id) DO NOTHING",
             )?;
                     let mut results = Vec::with_capacity(batch.len());
@@ -222,6 +222,9 @@ impl Store {
                                 req.target,
                                 encode_headers(&req.headers),
                                 req.body,
+                                event.function_name,
+                                event.qualifier,
+                                event.not_before.map(sql_int),
                             ])? == 1
                         };
                         if inserted {
@@ -232,7 +235,7 @@ impl Store {
                         // An existing id wins over the limit: a client retrying an accepted event
                         // must get its 202, not a 429.
                         let result = match select_event(tx, &event.request_id)? {
-                            Some(existing) => Ok(Submitted::AlreadyExists(existing)),
+                            Some(existing) => Ok(Submitted::AlreadyExists(Box::new(existing))),
                             None if full => Err(StoreError::Full { max_queued }),
                             // Not inserted and not there: cannot happen inside one transaction.
                             None => Err(StoreError::Corrupt {

@@ -83,8 +83,9 @@ use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtensio
 
 pub use super::error::StoreError;
 pub use super::model::{
-    valid_request_id, AbortResult, Claimed, Event, ListQuery, NewEvent, Order, Outcome, Retry,
-    Status, StoreOptions, StoreStats, StoredRequest, Submitted, MAX_LIST_LIMIT,
+    valid_request_id, AbortResult, Claimed, Delivered, Delivery, Event, ListQuery, NewEvent, Order,
+    OrderBy, Outcome, Retry, Status, StoreOptions, StoreStats, StoredAnswer, StoredRequest,
+    Submitted, MAX_LIST_LIMIT, STATUS_COUNT,
 };
 // The JSON of the model, for the tests of this module.
 #[cfg(test)]
@@ -98,8 +99,9 @@ use group_commit::{Batcher, Durability};
 #[cfg(test)]
 use rows::encode_headers;
 use rows::{
-    decode_headers, event_from_row, migrate, raw_request_from_row, run_tx, select_event, sql_err,
-    sql_int, EVENT_COLUMNS, REQUEST_COLUMNS,
+    decode_headers, encode_headers as encode_answer_headers, event_from_row, migrate,
+    raw_request_from_row, run_tx, select_event, sql_err, sql_int, EVENT_COLUMNS,
+    EVENT_COLUMN_COUNT, REQUEST_COLUMNS,
 };
 // What the tests of this module use besides the store's own names.
 #[cfg(test)]
@@ -107,7 +109,7 @@ use std::{path::PathBuf, time::Instant};
 
 /// `PRAGMA user_version` of the schema this code writes. Older versions are migrated on open;
 /// a newer one (written by a newer fc-init) is refused rather than misread.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// WAL pages between automatic checkpoints (32 MiB at 4 KiB pages, as `journal_size_limit`).
 const WAL_CHECKPOINT_PAGES: i64 = 8192;
@@ -133,6 +135,10 @@ pub struct Store {
     work: Signal,
     /// Signalled when an event reached an ended status (terminate waits on it).
     ended: Signal,
+    /// Signalled when a destination delivery was recorded (the delivery thread waits on it).
+    outbox: Signal,
+    /// EXPIRED events so far, for the metrics.
+    expired: AtomicU64,
     opts: StoreOptions,
     recovered_at_open: u64,
     /// Commits on the writer connection so far (for the checkpointer).
@@ -270,6 +276,8 @@ impl Store {
             queued: AtomicU64::new(queued),
             work: Signal::default(),
             ended: Signal::default(),
+            outbox: Signal::default(),
+            expired: AtomicU64::new(0),
             opts,
             recovered_at_open: recovered,
             _lock: file,
@@ -281,8 +289,8 @@ impl Store {
         self.recovered_at_open
     }
 
-    pub fn options(&self) -> StoreOptions {
-        self.opts
+    pub fn options(&self) -> &StoreOptions {
+        &self.opts
     }
 
     /// Group-commit counters.
@@ -305,22 +313,29 @@ impl Store {
                           ORDER BY next_attempt_at, seq LIMIT 1) \
              RETURNING {EVENT_COLUMNS}, {REQUEST_COLUMNS}, failures"
         );
-        let row = self.write_tx(
+        let (expired, row) = self.write_tx(
             "claim",
             Durability::Relaxed,
             |tx| {
-                tx.prepare_cached(&sql)?
+                // Expired events first: the oldest due event may be one.
+                let expired = self.expire_in(tx, now)?;
+                let row = tx
+                    .prepare_cached(&sql)?
                     .query_row([sql_int(now)], |row| {
                         Ok((
                             event_from_row(row)?,
-                            raw_request_from_row(row, 11)?,
-                            row.get::<_, u32>(15)?,
+                            raw_request_from_row(row, EVENT_COLUMN_COUNT)?,
+                            row.get::<_, u32>(EVENT_COLUMN_COUNT + 4)?,
                         ))
                     })
-                    .optional()
+                    .optional()?;
+                Ok((expired, row))
             },
-            |row| -i64::from(row.is_some()),
+            |(expired, row)| -(*expired as i64) - i64::from(row.is_some()),
         )?;
+        if expired > 0 {
+            self.expired_now(expired);
+        }
         let Some((event, (method, target, headers, body), failures)) = row else {
             return Ok(None);
         };
@@ -353,15 +368,22 @@ impl Store {
         let sql = format!(
             "UPDATE events SET status = ?2, end_time = ?3, \
                  duration_ms = MAX(?3 - COALESCE(start_time, ?3), 0), \
-                 status_code = ?4, error_type = ?5, error_message = ?6 \
+                 status_code = ?4, error_type = ?5, error_message = ?6, \
+                 result_code = ?7, result_truncated = ?8, result_bytes = ?9, \
+                 dest_url = ?10, dest_status = CASE WHEN ?10 IS NULL THEN NULL ELSE 'pending' END, \
+                 dest_next_at = CASE WHEN ?10 IS NULL THEN NULL ELSE ?3 END, dest_until = ?11 \
              WHERE request_id = ?1 AND status = 'RUNNING' \
              RETURNING {EVENT_COLUMNS}"
         );
+        let answer = outcome.answer.as_ref();
+        let destination = self.opts.destination_for(outcome.status);
+        let until = outcome.end.saturating_add(self.retry_for_ms());
         let ended = self.write_tx(
             "finish",
             Durability::Relaxed,
             |tx| {
-                tx.prepare_cached(&sql)?
+                let ended = tx
+                    .prepare_cached(&sql)?
                     .query_row(
                         params![
                             id,
@@ -369,14 +391,29 @@ impl Store {
                             sql_int(outcome.end),
                             outcome.status_code,
                             outcome.error_type,
-                            outcome.error_message
+                            outcome.error_message,
+                            answer.map(|a| a.status),
+                            answer.map(|a| a.truncated),
+                            answer.map(|a| a.body.len() as i64),
+                            destination,
+                            sql_int(until),
                         ],
                         event_from_row,
                     )
-                    .optional()
+                    .optional()?;
+                if let (Some(_), Some(answer)) = (&ended, answer) {
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO results (request_id, headers, body) VALUES (?1, ?2, ?3)",
+                    )?
+                    .execute(params![id, encode_answer_headers(&answer.headers), answer.body])?;
+                }
+                Ok(ended)
             },
             |_| 0,
         )?;
+        if ended.as_ref().is_some_and(|e| e.destination.is_some()) {
+            self.outbox.bump();
+        }
         if ended.is_some() {
             self.ended.bump();
         }
@@ -534,6 +571,188 @@ impl Store {
         self.ended.wait(seen, timeout)
     }
 
+    // ---- expiry and the outbox (CONTRACT section 12) ----------------------------------------
+
+    /// `async.destination_retry_for` in ms.
+    fn retry_for_ms(&self) -> u64 {
+        u64::try_from(self.opts.destination_retry_for.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Ends EXPIRED every QUEUED event submitted more than `async.max_event_age` before
+    /// `now`, inside the caller's transaction `tx`, recording their `on_failure` delivery.
+    /// A RUNNING event is never touched: an attempt is not cut for age. Returns how many.
+    fn expire_in(&self, tx: &Connection, now: u64) -> rusqlite::Result<usize> {
+        let Some(cutoff) = self.opts.expiry_cutoff(now) else {
+            return Ok(0);
+        };
+        let message = self.opts.expiry_message();
+        let destination = self.opts.destination_for(Status::Expired);
+        tx.prepare_cached(
+            "UPDATE events SET status = 'EXPIRED', end_time = ?1, \
+                 duration_ms = MAX(?1 - COALESCE(start_time, ?1), 0), \
+                 error_type = 'EventAgeExceeded', error_message = ?3, \
+                 dest_url = ?4, dest_status = CASE WHEN ?4 IS NULL THEN NULL ELSE 'pending' END, \
+                 dest_next_at = CASE WHEN ?4 IS NULL THEN NULL ELSE ?1 END, dest_until = ?5 \
+             WHERE status = 'QUEUED' AND submit_time < ?2",
+        )?
+        .execute(params![
+            sql_int(now),
+            sql_int(cutoff),
+            message,
+            destination,
+            sql_int(now.saturating_add(self.retry_for_ms()))
+        ])
+    }
+
+    /// Counts and announces `n` events that just expired.
+    fn expired_now(&self, n: usize) {
+        log::warn!("{n} asynchronous event(s) were not started within async.max_event_age; they ended EXPIRED");
+        self.expired.fetch_add(n as u64, Ordering::Relaxed);
+        self.ended.bump();
+        self.outbox.bump();
+    }
+
+    /// Ends EXPIRED the QUEUED events past `async.max_event_age` at `now` (also while every
+    /// worker is busy and nobody claims). Returns how many.
+    pub fn expire_overdue(&self, now: u64) -> Result<u64, StoreError> {
+        if self.opts.expiry_cutoff(now).is_none() {
+            return Ok(0);
+        }
+        let n = self.write_tx(
+            "expire",
+            Durability::Relaxed,
+            |tx| self.expire_in(tx, now),
+            |&n| -(n as i64),
+        )?;
+        if n > 0 {
+            self.expired_now(n);
+        }
+        Ok(n as u64)
+    }
+
+    /// When the next QUEUED event expires (ms), if any may.
+    pub fn next_expiry(&self) -> Result<Option<u64>, StoreError> {
+        if self.opts.expiry_cutoff(0).is_none() {
+            return Ok(None);
+        }
+        let oldest: Option<i64> = lock(&self.reader)
+            .prepare_cached("SELECT MIN(submit_time) FROM events WHERE status = 'QUEUED'")
+            .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)))
+            .map_err(sql_err("next expiry"))?;
+        let age = u64::try_from(self.opts.max_event_age.as_millis()).unwrap_or(u64::MAX);
+        Ok(oldest.map(|t| u64::try_from(t).unwrap_or(0).saturating_add(age)))
+    }
+
+    /// Events that expired since this store opened.
+    pub fn expired_count(&self) -> u64 {
+        self.expired.load(Ordering::Relaxed)
+    }
+
+    /// Up to `limit` deliveries due at `now`, oldest due first.
+    pub fn due_deliveries(&self, now: u64, limit: u32) -> Result<Vec<Delivery>, StoreError> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS}, body, dest_until, \
+                 (SELECT r.body FROM results r WHERE r.request_id = events.request_id) \
+             FROM events WHERE dest_status = 'pending' AND dest_next_at <= ?1 \
+             ORDER BY dest_next_at LIMIT ?2"
+        );
+        let conn = lock(&self.reader);
+        let mut stmt = conn.prepare_cached(&sql).map_err(sql_err("outbox"))?;
+        let rows = stmt
+            .query_map(params![sql_int(now), limit], |row| {
+                Ok(Delivery {
+                    event: event_from_row(row)?,
+                    request_body: row.get(EVENT_COLUMN_COUNT)?,
+                    until: row
+                        .get::<_, Option<i64>>(EVENT_COLUMN_COUNT + 1)?
+                        .map_or(u64::MAX, |t| u64::try_from(t).unwrap_or(0)),
+                    response_body: row.get(EVENT_COLUMN_COUNT + 2)?,
+                })
+            })
+            .map_err(sql_err("outbox"))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(sql_err("outbox"))
+    }
+
+    /// Records a try of event `id`'s delivery. A delivery no longer pending is left alone.
+    pub fn record_delivery(&self, id: &str, result: Delivered) -> Result<(), StoreError> {
+        let (status, next) = match result {
+            Delivered::Yes => ("delivered", None),
+            Delivered::RetryAt(at) => ("pending", Some(sql_int(at))),
+            Delivered::GiveUp => ("failed", None),
+        };
+        // Durable: a delivery recorded as done must not be sent again after a power cut
+        // more often than at-least-once needs.
+        self.write_tx(
+            "record delivery",
+            Durability::Full,
+            |tx| {
+                tx.prepare_cached(
+                    "UPDATE events SET dest_status = ?2, dest_attempts = dest_attempts + 1, \
+                         dest_next_at = ?3 \
+                     WHERE request_id = ?1 AND dest_status = 'pending'",
+                )?
+                .execute(params![id, status, next])
+            },
+            |_| 0,
+        )?;
+        self.outbox.bump();
+        Ok(())
+    }
+
+    /// The earliest time a pending delivery is due (ms), if any is pending.
+    pub fn next_delivery_due(&self) -> Result<Option<u64>, StoreError> {
+        let due: Option<i64> = lock(&self.reader)
+            .prepare_cached("SELECT MIN(dest_next_at) FROM events WHERE dest_status = 'pending'")
+            .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)))
+            .map_err(sql_err("outbox"))?;
+        Ok(due.map(|d| u64::try_from(d).unwrap_or(0)))
+    }
+
+    /// Like [`Store::work_seq`], for the outbox (a delivery recorded, an event expired).
+    pub fn outbox_seq(&self) -> u64 {
+        self.outbox.current()
+    }
+
+    pub fn wait_for_outbox(&self, seen: u64, timeout: Duration) -> bool {
+        self.outbox.wait(seen, timeout)
+    }
+
+    /// The event and its stored answer, if it has one.
+    pub fn get_result(
+        &self,
+        id: &str,
+    ) -> Result<Option<(Event, Option<StoredAnswer>)>, StoreError> {
+        let conn = lock(&self.reader);
+        let tx = conn.unchecked_transaction().map_err(sql_err("result"))?;
+        let Some(event) = select_event(&tx, id).map_err(sql_err("result"))? else {
+            return Ok(None);
+        };
+        let Some(info) = event.result else {
+            return Ok(Some((event, None)));
+        };
+        let row: Option<(Vec<u8>, Vec<u8>)> = tx
+            .prepare_cached("SELECT headers, body FROM results WHERE request_id = ?1")
+            .and_then(|mut stmt| {
+                stmt.query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .optional()
+            })
+            .map_err(sql_err("result"))?;
+        let answer = match row {
+            Some((headers, body)) => Some(StoredAnswer {
+                status: info.status_code,
+                headers: decode_headers(&headers).ok_or_else(|| StoreError::Corrupt {
+                    op: "result",
+                    detail: format!("headers of the answer to {id}"),
+                })?,
+                body,
+                truncated: info.truncated,
+            }),
+            None => None,
+        };
+        Ok(Some((event, answer)))
+    }
+
     // ---- operator --------------------------------------------------------------------------
 
     /// One event, without its request.
@@ -566,14 +785,58 @@ impl Store {
             filter.push_str(" AND submit_time < ?");
             args.push(Value::Integer(sql_int(until)));
         }
+        if let Some(prefix) = &q.request_id_prefix {
+            // A range on the unique index: every character of an id is below U+007F.
+            filter.push_str(" AND request_id >= ? AND request_id < ?");
+            args.push(Value::Text(prefix.clone()));
+            args.push(Value::Text(format!("{prefix}\u{7f}")));
+        }
+        for (column, value) in [
+            ("function_name", &q.function_name),
+            ("qualifier", &q.qualifier),
+        ] {
+            if let Some(value) = value {
+                filter.push_str(&format!(" AND {column} = ?"));
+                args.push(Value::Text(value.clone()));
+            }
+        }
+        if let Some(kind) = &q.invocation_type {
+            // Stored as `Async` (or, later, `Sync`); matched as the API's values, any case.
+            let kind = if kind.eq_ignore_ascii_case("Async") {
+                "Async"
+            } else {
+                "Sync"
+            };
+            filter.push_str(" AND invocation_type = ?");
+            args.push(Value::Text(kind.to_owned()));
+        }
+        for (column, since, until) in [
+            ("start_time", q.started_since, q.started_until),
+            ("end_time", q.ended_since, q.ended_until),
+        ] {
+            if let Some(since) = since {
+                filter.push_str(&format!(" AND {column} >= ?"));
+                args.push(Value::Integer(sql_int(since)));
+            }
+            if let Some(until) = until {
+                filter.push_str(&format!(" AND {column} < ?"));
+                args.push(Value::Integer(sql_int(until)));
+            }
+        }
         let order = match q.order {
             Order::Asc => "ASC",
             Order::Desc => "DESC",
         };
+        // Events that never reached the time ordered by come last either way.
+        let order_by = match q.order_by {
+            OrderBy::SubmitTime => format!("submit_time {order}"),
+            OrderBy::StartTime => format!("start_time IS NULL, start_time {order}"),
+            OrderBy::EndTime => format!("end_time IS NULL, end_time {order}"),
+        };
         let count_sql = format!("SELECT COUNT(*) FROM events{filter}");
         let page_sql = format!(
             "SELECT {EVENT_COLUMNS} FROM events{filter} \
-             ORDER BY submit_time {order}, seq {order} LIMIT ? OFFSET ?"
+             ORDER BY {order_by}, seq {order} LIMIT ? OFFSET ?"
         );
         let limit = q.limit.min(MAX_LIST_LIMIT);
 
@@ -657,7 +920,7 @@ impl Store {
     }
 
     /// How many events are in each status, in [`Status::ALL`] order (for metrics).
-    pub fn counts_by_status(&self) -> Result<[(Status, u64); 5], StoreError> {
+    pub fn counts_by_status(&self) -> Result<[(Status, u64); STATUS_COUNT], StoreError> {
         let mut counts = Status::ALL.map(|s| (s, 0u64));
         let conn = lock(&self.reader);
         let mut stmt = conn
@@ -686,11 +949,23 @@ impl Store {
             "purge",
             Durability::Relaxed,
             |tx| {
-                tx.prepare_cached(
-                    "DELETE FROM events WHERE end_time IS NOT NULL AND end_time < ?1 \
-                         AND status IN ('FINISHED', 'FAILED', 'ABORTED')",
-                )?
-                .execute([sql_int(cutoff)])
+                // An event whose delivery is still pending stays until it is done.
+                let ids = tx
+                    .prepare_cached(
+                        "DELETE FROM events WHERE end_time IS NOT NULL AND end_time < ?1 \
+                             AND status IN ('FINISHED', 'FAILED', 'ABORTED', 'EXPIRED') \
+                             AND (dest_status IS NULL OR dest_status <> 'pending') \
+                         RETURNING request_id, result_code IS NOT NULL",
+                    )?
+                    .query_map([sql_int(cutoff)], |row| {
+                        Ok((row.get::<_, String>(0)?, row.get::<_, bool>(1)?))
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                let mut forget = tx.prepare_cached("DELETE FROM results WHERE request_id = ?1")?;
+                for (id, _) in ids.iter().filter(|(_, has_result)| *has_result) {
+                    forget.execute([id])?;
+                }
+                Ok(ids.len())
             },
             |_| 0,
         )?;

@@ -13,13 +13,17 @@ use rusqlite::{
 use super::SCHEMA_VERSION;
 use crate::events::error::StoreError;
 pub(super) use crate::events::model::{decode_headers, encode_headers};
-use crate::events::model::{Event, Status};
+use crate::events::model::{DeliveryStatus, Destination, Event, ResultInfo, Status};
 
 /// The event columns every query reads, in the order [`event_from_row`] expects. The request
 /// blobs come last in the table, so scans of these columns never touch their overflow pages.
 pub(super) const EVENT_COLUMNS: &str =
     "request_id, status, submit_time, start_time, end_time, duration_ms, \
-     status_code, attempts, error_type, error_message, next_attempt_at";
+     status_code, attempts, error_type, error_message, next_attempt_at, \
+     function_name, qualifier, not_before, result_code, result_truncated, result_bytes, \
+     dest_url, dest_status, dest_attempts";
+/// How many columns [`EVENT_COLUMNS`] names: where the columns that follow them begin.
+pub(super) const EVENT_COLUMN_COUNT: usize = 20;
 pub(super) const REQUEST_COLUMNS: &str = "method, target, headers, body";
 
 const SCHEMA_V1: &str = "
@@ -49,6 +53,74 @@ CREATE INDEX events_submit ON events (submit_time);
 CREATE INDEX events_status_submit ON events (status, submit_time);
 -- purge_expired.
 CREATE INDEX events_end ON events (end_time) WHERE end_time IS NOT NULL;
+";
+
+/// v3 (CONTRACT section 12): status EXPIRED (a CHECK constraint cannot be altered, so the
+/// table is rebuilt, as SQLite's "generalized ALTER TABLE procedure" says), the event's
+/// function, qualifier, delay, result summary and destination delivery, placed before the
+/// request blobs so that lists never read the blobs' overflow pages; the stored answers in
+/// their own table; the indexes of the list filters and of the outbox. Events of v2 keep
+/// every field; their function name is unknown (empty) and their qualifier `LATEST`.
+const SCHEMA_V3: &str = "
+CREATE TABLE events_v3 (
+    seq             INTEGER PRIMARY KEY,
+    request_id      TEXT    NOT NULL UNIQUE,
+    status          TEXT    NOT NULL
+                    CHECK (status IN ('QUEUED', 'RUNNING', 'FINISHED', 'FAILED', 'ABORTED', 'EXPIRED')),
+    submit_time     INTEGER NOT NULL,
+    start_time      INTEGER,
+    end_time        INTEGER,
+    duration_ms     INTEGER,
+    status_code     INTEGER,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    error_type      TEXT,
+    error_message   TEXT,
+    next_attempt_at INTEGER NOT NULL,
+    failures        INTEGER NOT NULL DEFAULT 0,
+    function_name   TEXT    NOT NULL DEFAULT '',
+    qualifier       TEXT    NOT NULL DEFAULT 'LATEST',
+    -- 'Async' for every event stored today; the sync-to-async handoff will store 'Sync'.
+    invocation_type TEXT    NOT NULL DEFAULT 'Async',
+    not_before      INTEGER,
+    result_code     INTEGER,
+    result_truncated INTEGER,
+    result_bytes    INTEGER,
+    -- The outbox: a delivery is recorded with the event's end, in the same transaction.
+    dest_url        TEXT,
+    dest_status     TEXT CHECK (dest_status IN ('pending', 'delivered', 'failed')),
+    dest_attempts   INTEGER NOT NULL DEFAULT 0,
+    dest_next_at    INTEGER,
+    dest_until      INTEGER,
+    method          TEXT    NOT NULL,
+    target          TEXT    NOT NULL,
+    headers         BLOB    NOT NULL,
+    body            BLOB    NOT NULL
+);
+INSERT INTO events_v3 (seq, request_id, status, submit_time, start_time, end_time, duration_ms,
+        status_code, attempts, error_type, error_message, next_attempt_at, failures,
+        method, target, headers, body)
+    SELECT seq, request_id, status, submit_time, start_time, end_time, duration_ms,
+        status_code, attempts, error_type, error_message, next_attempt_at, failures,
+        method, target, headers, body
+    FROM events;
+DROP TABLE events;
+ALTER TABLE events_v3 RENAME TO events;
+CREATE INDEX events_due ON events (status, next_attempt_at);
+CREATE INDEX events_submit ON events (submit_time);
+CREATE INDEX events_status_submit ON events (status, submit_time);
+CREATE INDEX events_end ON events (end_time) WHERE end_time IS NOT NULL;
+-- list: startedSince/startedUntil and orderBy=startTime.
+CREATE INDEX events_start ON events (start_time) WHERE start_time IS NOT NULL;
+-- list: functionName and qualifier, newest first.
+CREATE INDEX events_function ON events (function_name, qualifier, submit_time);
+-- the outbox: deliveries due.
+CREATE INDEX events_outbox ON events (dest_next_at) WHERE dest_status = 'pending';
+-- The function's answers (async.max_result), apart so that event rows stay small.
+CREATE TABLE results (
+    request_id TEXT PRIMARY KEY,
+    headers    BLOB NOT NULL,
+    body       BLOB NOT NULL
+);
 ";
 
 impl ToSql for Status {
@@ -156,7 +228,13 @@ pub(super) fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> 
             tx.pragma_update(None, "user_version", 2)
         })?;
     }
-    // Future versions: `if version < 3 { ... }`, each in its own transaction.
+    if version < 3 {
+        run_tx(conn, "migrate schema to v3", |tx| {
+            tx.execute_batch(SCHEMA_V3)?;
+            tx.pragma_update(None, "user_version", 3)
+        })?;
+    }
+    // Future versions: `if version < 4 { ... }`, each in its own transaction.
     Ok(())
 }
 
@@ -182,6 +260,29 @@ pub(super) fn event_from_row(row: &Row<'_>) -> rusqlite::Result<Event> {
         error_type: row.get(8)?,
         error_message: row.get(9)?,
         next_attempt_at: get_u64(row, 10)?,
+        function_name: row.get(11)?,
+        qualifier: row.get(12)?,
+        not_before: get_opt_u64(row, 13)?,
+        result: match get_opt_u64(row, 14)? {
+            Some(code) => Some(ResultInfo {
+                status_code: u16::try_from(code).unwrap_or(0),
+                truncated: row.get::<_, Option<bool>>(15)?.unwrap_or(false),
+                bytes: get_opt_u64(row, 16)?.unwrap_or(0),
+            }),
+            None => None,
+        },
+        destination: match row.get::<_, Option<String>>(17)? {
+            Some(url) => Some(Destination {
+                url,
+                status: row
+                    .get::<_, Option<String>>(18)?
+                    .as_deref()
+                    .and_then(DeliveryStatus::parse)
+                    .unwrap_or(DeliveryStatus::Pending),
+                attempts: row.get(19)?,
+            }),
+            None => None,
+        },
     })
 }
 

@@ -2,6 +2,7 @@
 //! read-only tmpfs mounts).
 
 use super::*;
+use crate::events::model::DeliveryStatus;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Barrier;
 use std::thread;
@@ -403,6 +404,7 @@ fn finish_records_the_outcome_and_rejects_non_final_statuses() {
         error_type: Some("UnhandledInvocationError".into()),
         error_message: Some("boom".into()),
         end: 1500,
+        answer: None,
     };
     let ev = store.finish("x", &failed).unwrap().unwrap();
     assert_eq!(ev.status, Status::Failed);
@@ -462,6 +464,7 @@ fn purge_drops_only_ended_events_past_retention() {
         StoreOptions {
             max_queued: 0,
             retention: Duration::from_millis(1000),
+            ..StoreOptions::default()
         },
     )
     .unwrap();
@@ -510,6 +513,7 @@ fn counts_by_status_covers_every_status() {
             (Status::Finished, 0),
             (Status::Failed, 0),
             (Status::Aborted, 1),
+            (Status::Expired, 0),
         ]
     );
 }
@@ -528,10 +532,13 @@ fn event_json_has_the_contract_shape() {
         error_type: None,
         error_message: None,
         next_attempt_at: 0,
+        function_name: "f".into(),
+        qualifier: "LATEST".into(),
+        ..Event::default()
     };
     assert_eq!(
         queued.to_json(),
-        r#"{"requestId":"req-1","status":"QUEUED","invocationType":"Async","submitTime":"2026-11-21T22:33:43.123Z","startTime":null,"endTime":null,"durationMs":null,"statusCode":null,"attempts":0,"errorType":null,"errorMessage":null}"#
+        r#"{"requestId":"req-1","status":"QUEUED","invocationType":"Async","submitTime":"2026-11-21T22:33:43.123Z","startTime":null,"endTime":null,"durationMs":null,"statusCode":null,"attempts":0,"errorType":null,"errorMessage":null,"functionName":"f","qualifier":"LATEST","notBefore":null,"result":null,"destination":null}"#
     );
     let failed = Event {
         status: Status::Failed,
@@ -546,7 +553,7 @@ fn event_json_has_the_contract_shape() {
     };
     assert_eq!(
         failed.to_json(),
-        r#"{"requestId":"req-1","status":"FAILED","invocationType":"Async","submitTime":"2026-11-21T22:33:43.123Z","startTime":"2026-11-21T22:33:43.200Z","endTime":"2026-11-21T22:33:44.000Z","durationMs":800,"statusCode":502,"attempts":4,"errorType":"UnhandledInvocationError","errorMessage":"said \"no\"\\\n\u0001\u2028é"}"#
+        r#"{"requestId":"req-1","status":"FAILED","invocationType":"Async","submitTime":"2026-11-21T22:33:43.123Z","startTime":"2026-11-21T22:33:43.200Z","endTime":"2026-11-21T22:33:44.000Z","durationMs":800,"statusCode":502,"attempts":4,"errorType":"UnhandledInvocationError","errorMessage":"said \"no\"\\\n\u0001\u2028é","functionName":"f","qualifier":"LATEST","notBefore":null,"result":null,"destination":null}"#
     );
     assert_eq!(
         list_to_json(7, &[queued.clone(), queued.clone()]),
@@ -944,4 +951,218 @@ fn dropping_the_store_after_async_submissions_releases_the_file() {
     // The committer holds the store only while it commits: the lock is free again.
     let store = open(&dir);
     assert!(store.get("kept").unwrap().is_some());
+}
+
+// ---- CONTRACT section 12: expiry, delay, results, the outbox -----------------------------
+
+fn parity_opts() -> StoreOptions {
+    StoreOptions {
+        max_event_age: Duration::from_millis(1000),
+        on_success: Some("http://127.0.0.1:1/ok".into()),
+        on_failure: Some("http://127.0.0.1:1/failed".into()),
+        destination_retry_for: Duration::from_millis(10_000),
+        ..opts()
+    }
+}
+
+#[test]
+fn queued_events_past_max_event_age_expire_but_a_running_one_is_never_cut() {
+    let dir = TempDir::new("expire");
+    let store = reopen(&dir.db(), parity_opts()).unwrap();
+    submit(&store, "running", 0);
+    submit(&store, "waiting", 10);
+    submit(&store, "young", 900);
+    assert_eq!(
+        store.claim_next(500).unwrap().unwrap().event.request_id,
+        "running"
+    );
+    assert_eq!(store.next_expiry().unwrap(), Some(1010));
+    // At 1,500 ms "waiting" (submitted at 10) is past the age; "running" runs on.
+    assert_eq!(store.expire_overdue(1500).unwrap(), 1);
+    let e = store.get("waiting").unwrap().unwrap();
+    assert_eq!(e.status, Status::Expired);
+    assert_eq!(e.error_type.as_deref(), Some("EventAgeExceeded"));
+    assert_eq!(
+        (e.start_time, e.end_time, e.attempts),
+        (None, Some(1500), 0)
+    );
+    let d = e.destination.expect("on_failure recorded with the end");
+    assert_eq!(
+        (d.url.as_str(), d.status),
+        ("http://127.0.0.1:1/failed", DeliveryStatus::Pending)
+    );
+    assert_eq!(
+        store.get("running").unwrap().unwrap().status,
+        Status::Running
+    );
+    // A claim expires first: the young one is past its age at 2,000 and never starts.
+    assert!(store.claim_next(2000).unwrap().is_none());
+    assert_eq!(store.get("young").unwrap().unwrap().status, Status::Expired);
+    assert_eq!(store.expired_count(), 2);
+    let counts = store.counts_by_status().unwrap();
+    assert!(counts.contains(&(Status::Expired, 2)), "{counts:?}");
+}
+
+#[test]
+fn a_delayed_event_is_due_at_not_before() {
+    let dir = TempDir::new("delay");
+    let store = open(&dir);
+    let mut e = new_event("later", 100);
+    e.not_before = Some(5100);
+    store.submit(e).unwrap();
+    assert_eq!(store.next_due().unwrap(), Some(5100));
+    assert!(store.claim_next(5099).unwrap().is_none());
+    let c = store.claim_next(5100).unwrap().unwrap();
+    assert_eq!(c.event.not_before, Some(5100));
+    assert_eq!(c.event.start_time, Some(5100));
+}
+
+#[test]
+fn an_answer_is_stored_with_the_end_and_the_outbox_is_delivered_then_purged() {
+    let dir = TempDir::new("outbox");
+    let store = reopen(
+        &dir.db(),
+        StoreOptions {
+            retention: Duration::from_millis(100),
+            ..parity_opts()
+        },
+    )
+    .unwrap();
+    submit(&store, "ok", 0);
+    store.claim_next(10).unwrap().unwrap();
+    let answer = StoredAnswer {
+        status: 201,
+        headers: vec![("x-a".into(), vec![0xff, b'b'])],
+        body: b"done".to_vec(),
+        truncated: true,
+    };
+    let outcome = Outcome {
+        answer: Some(answer.clone()),
+        ..ok_outcome(20)
+    };
+    let e = store.finish("ok", &outcome).unwrap().unwrap();
+    let info = e.result.expect("a result");
+    assert_eq!(
+        (info.status_code, info.truncated, info.bytes),
+        (201, true, 4)
+    );
+    let (_, got) = store.get_result("ok").unwrap().unwrap();
+    assert_eq!(got, Some(answer));
+    // Due at the end; a failed try is put off; pending, it outlives the retention.
+    let due = store.due_deliveries(20, 10).unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].response_body.as_deref(), Some(&b"done"[..]));
+    assert_eq!(due[0].request_body, b"{\"id\":\"ok\"}");
+    assert_eq!(due[0].until, 10_020);
+    store
+        .record_delivery("ok", Delivered::RetryAt(600))
+        .unwrap();
+    assert!(store.due_deliveries(599, 10).unwrap().is_empty());
+    assert_eq!(store.next_delivery_due().unwrap(), Some(600));
+    assert_eq!(store.purge_expired(10_000).unwrap(), 0);
+    store.record_delivery("ok", Delivered::Yes).unwrap();
+    let d = store.get("ok").unwrap().unwrap().destination.unwrap();
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Delivered, 2));
+    // A later record of a delivery no longer pending changes nothing.
+    store.record_delivery("ok", Delivered::GiveUp).unwrap();
+    assert_eq!(
+        store
+            .get("ok")
+            .unwrap()
+            .unwrap()
+            .destination
+            .unwrap()
+            .status,
+        DeliveryStatus::Delivered
+    );
+    assert_eq!(store.next_delivery_due().unwrap(), None);
+    assert_eq!(store.purge_expired(10_000).unwrap(), 1);
+    assert!(store.get_result("ok").unwrap().is_none());
+    let leftover: i64 = lock(&store.reader)
+        .query_row("SELECT COUNT(*) FROM results", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(leftover, 0, "the answer is forgotten with its event");
+}
+
+#[test]
+fn list_filters_by_prefix_qualifier_and_start_and_end_windows() {
+    let dir = TempDir::new("filters");
+    let store = open(&dir);
+    for (id, qualifier, t) in [
+        ("a-1", "prod", 10),
+        ("a-2", "test", 20),
+        ("b-1", "prod", 30),
+    ] {
+        let mut e = new_event(id, t);
+        e.qualifier = qualifier.into();
+        e.function_name = "f".into();
+        store.submit(e).unwrap();
+    }
+    for (id, start, end) in [("a-1", 100, 400), ("a-2", 200, 300)] {
+        assert_eq!(
+            store.claim_next(start).unwrap().unwrap().event.request_id,
+            id
+        );
+        store.finish(id, &ok_outcome(end)).unwrap().unwrap();
+    }
+    let ids = |q: ListQuery| -> Vec<String> {
+        let (_, events) = store.list(&q).unwrap();
+        events.into_iter().map(|e| e.request_id).collect()
+    };
+    let q = ListQuery::default;
+    let v = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        ids(ListQuery {
+            request_id_prefix: Some("a-".into()),
+            ..q()
+        }),
+        v(&["a-2", "a-1"])
+    );
+    assert_eq!(
+        ids(ListQuery {
+            qualifier: Some("prod".into()),
+            ..q()
+        }),
+        v(&["b-1", "a-1"])
+    );
+    assert_eq!(
+        ids(ListQuery {
+            function_name: Some("g".into()),
+            ..q()
+        }),
+        v(&[])
+    );
+    assert_eq!(
+        ids(ListQuery {
+            invocation_type: Some("Sync".into()),
+            ..q()
+        }),
+        v(&[])
+    );
+    assert_eq!(
+        ids(ListQuery {
+            started_since: Some(150),
+            ..q()
+        }),
+        v(&["a-2"])
+    );
+    assert_eq!(
+        ids(ListQuery {
+            ended_until: Some(400),
+            ..q()
+        }),
+        v(&["a-2"])
+    );
+    // Ordered by end time, ascending: the never-ended last.
+    let by_end = ListQuery {
+        order_by: OrderBy::EndTime,
+        order: Order::Asc,
+        ..q()
+    };
+    assert_eq!(ids(by_end), v(&["a-2", "a-1", "b-1"]));
+    let by_start = ListQuery {
+        order_by: OrderBy::StartTime,
+        ..q()
+    };
+    assert_eq!(ids(by_start), v(&["a-2", "a-1", "b-1"]));
 }

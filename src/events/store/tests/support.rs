@@ -84,6 +84,7 @@ pub(super) fn opts() -> StoreOptions {
     StoreOptions {
         max_queued: 0,
         retention: Duration::from_secs(3600),
+        ..StoreOptions::default()
     }
 }
 
@@ -103,7 +104,7 @@ pub(super) const TRANSIENT_HOLDERS: Duration = Duration::from_secs(10);
 pub(super) fn reopen(path: &Path, opts: StoreOptions) -> Result<Store, StoreError> {
     let deadline = Instant::now() + TRANSIENT_HOLDERS;
     loop {
-        match Store::open(path, opts) {
+        match Store::open(path, opts.clone()) {
             Err(StoreError::Locked { .. }) if Instant::now() < deadline => {
                 thread::sleep(Duration::from_millis(5))
             }
@@ -125,6 +126,7 @@ pub(super) fn new_event(id: &str, submit_time: u64) -> NewEvent {
             ],
             body: format!("{{\"id\":\"{id}\"}}").into_bytes(),
         },
+        ..NewEvent::default()
     }
 }
 
@@ -139,5 +141,6 @@ pub(super) fn ok_outcome(end: u64) -> Outcome {
         error_type: None,
         error_message: None,
         end,
+        answer: None,
     }
 }
