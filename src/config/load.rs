@@ -719,6 +719,7 @@ fn build(s: &Settings, sources: &Sources, problems: &mut Vec<Problem>) -> Config
             body_timeout: s.duration("server", "body_timeout", Duration::from_secs(30)),
             idle_timeout: s.duration("server", "idle_timeout", Duration::from_secs(60)),
             busy_poll: s.duration("server", "busy_poll", Duration::from_micros(50)),
+            body_buffer_total: s.size("server", "body_buffer_total", 64 << 20),
         },
         initializer,
         pre_stop,

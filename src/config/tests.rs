@@ -146,6 +146,7 @@ fn defaults_are_those_of_the_contract() {
     assert_eq!(s.body_timeout, secs(30));
     assert_eq!(s.idle_timeout, secs(60));
     assert_eq!(s.busy_poll, Duration::from_micros(50));
+    assert_eq!(s.body_buffer_total, 64 << 20);
     assert_eq!(s.platform, Platform::None);
     assert!(s.platform_auto);
 

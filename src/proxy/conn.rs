@@ -48,6 +48,9 @@ use super::exchange::{self, Exchange, Purpose};
 use super::kind::{kind, Kind};
 use super::{OpenSlot, END_ERROR, INVOKE_END, INVOKE_START};
 
+/// Input read at a time while a head is incomplete (nginx reads a head in 1 KiB steps).
+const HEAD_READ: usize = 8 * 1024;
+
 /// How long a closing connection's input is read and dropped at most.
 const LINGER: Duration = Duration::from_secs(2);
 
@@ -264,7 +267,7 @@ fn read_head(cx: &mut Cx, c: &mut Client) -> Flow {
     let mut progress = false;
     loop {
         if c.pending().is_empty() {
-            progress |= read_client(cx, c, p.limits.max_header_bytes.max(BUF))?;
+            progress |= read_client(cx, c, head_cap(cx, c))?;
             if c.pending().is_empty() {
                 if c.eof {
                     return Err(Gone);
@@ -296,11 +299,19 @@ fn read_head(cx: &mut Cx, c: &mut Client) -> Flow {
                 if !c.rd {
                     return Ok(progress);
                 }
-                progress |= read_client(cx, c, p.limits.max_header_bytes.max(BUF))?;
+                progress |= read_client(cx, c, head_cap(cx, c))?;
             }
             Err(e) => return bad_request(cx, c, e),
         }
     }
+}
+
+/// How much unread input a connection may hold while its head is read: what is there plus
+/// [`HEAD_READ`], so that the start of a body read along with its head stays small. The body
+/// itself is read only within its share of `server.body_buffer_total`; with 64 KiB here,
+/// 1,000 connections sending bodies would hold 64 MiB outside it.
+fn head_cap(cx: &Cx, c: &Client) -> usize {
+    (c.pending().len() + HEAD_READ).min(cx.p.limits.max_header_bytes.max(BUF))
 }
 
 /// A malformed, oversized or too slow head: fc-init's answer, then the connection closes
@@ -394,9 +405,10 @@ fn start_request(cx: &mut Cx, c: &mut Client, head_len: usize) {
         Ok(d) => d,
         Err(_) => return exchange::fail(cx, c, Failure::BodyTooLarge),
     };
+    let total = p.cfg.server.body_buffer_total;
     ex.buffer_limit = match purpose {
-        Purpose::Invoke(_) => p.cfg.server.body_buffer.min(max),
-        _ => max,
+        Purpose::Invoke(_) => p.cfg.server.body_buffer.min(max).min(total),
+        _ => max.min(total),
     } as usize;
     ex.upgrade = matches!(purpose, Purpose::Invoke(_)) && exchange::asks_upgrade(&ex.head);
     if ex.head.expect_continue && !ex.decoder.is_done() && c.pending().is_empty() {
@@ -421,6 +433,12 @@ fn submission_refused(cx: &Cx, framing: BodyFraming) -> Option<(u16, ErrorType, 
     match framing {
         BodyFraming::Length(n) if n > max => {
             Some((413, ErrorType::InvalidArgument, too_large(max)))
+        }
+        // Read whole before it is stored: it could never fit in the shared budget.
+        BodyFraming::Length(n) if n > p.cfg.server.body_buffer_total => {
+            let total = p.cfg.server.body_buffer_total;
+            let m = format!("the payload exceeds server.body_buffer_total ({total} bytes)");
+            Some((413, ErrorType::InvalidArgument, m))
         }
         _ => None,
     }
@@ -447,13 +465,16 @@ fn refuse(cx: &mut Cx, c: &mut Client, status: u16, error: ErrorType, message: &
     }
 }
 
-/// Reads the request body into the exchange's buffer, then lets the request go on.
+/// Reads the request body into the exchange's buffer, then lets the request go on. The body
+/// and the unread input stay within the body's share of `server.body_buffer_total`
+/// ([`reserve`]), give or take a partial chunk-size line.
 fn buffer_body(cx: &mut Cx, c: &mut Client) -> Flow {
     let mut progress = false;
     loop {
         let ex = c.ex.as_mut().expect("a request is in its body phase");
-        while !ex.decoder.is_done() && ex.body.len() < ex.buffer_limit {
-            let room = ex.buffer_limit - ex.body.len();
+        let covered = ex.buffer_limit.min(reserved(ex));
+        while !ex.decoder.is_done() && ex.body.len() < covered {
+            let room = covered.saturating_sub(ex.body.len());
             let input = &c.inbuf[c.ipos..];
             let step = match ex.decoder.step(input, room) {
                 Ok(s) => s,
@@ -477,6 +498,17 @@ fn buffer_body(cx: &mut Cx, c: &mut Client) -> Flow {
             body_refused(cx, c, HttpError::BodyTooLarge);
             return Ok(true);
         }
+        if ex.body.len() >= covered {
+            // No room left in its share: more of it, before another byte is read.
+            match reserve(cx, c) {
+                Reserve::Covered => continue,
+                Reserve::Wait => return Ok(progress),
+                Reserve::GoOn => {
+                    proceed(cx, c);
+                    return Ok(true);
+                }
+            }
+        }
         if c.eof {
             let e = cut_short(&mut ex.decoder);
             body_refused(cx, c, e);
@@ -485,8 +517,66 @@ fn buffer_body(cx: &mut Cx, c: &mut Client) -> Flow {
         if !c.rd {
             return Ok(progress);
         }
-        progress |= read_client(cx, c, BUF)?;
+        // The decoder needs more input: read what the share covers (a few bytes more when
+        // the input holds only a partial chunk-size line).
+        let room = covered - ex.body.len();
+        let pending = c.pending().len();
+        let cap = room.max(pending + 16).min(BUF.max(pending + 16));
+        let got = read_client(cx, c, cap)?;
+        if !got {
+            return Ok(progress);
+        }
+        progress = true;
     }
+}
+
+/// The bytes of `server.body_buffer_total` the exchange's body holds.
+fn reserved(ex: &Exchange) -> usize {
+    ex.reserved.as_ref().map_or(0, |r| r.bytes()) as usize
+}
+
+/// Where a body stands with its share of the budget.
+enum Reserve {
+    /// There is room to read on.
+    Covered,
+    /// It does not fit: nothing more is read until bytes come back (the connection is woken).
+    Wait,
+    /// A chunked invocation that could not grow its share: it goes on with what it has
+    /// buffered and streams the rest from a slot, so partly buffered bodies can never hold
+    /// the whole budget waiting for each other.
+    GoOn,
+}
+
+/// Grows the body's share of the budget: to the whole remaining body (up to what is
+/// buffered) at once for a body of known length, a step of [`BUF`] at a time for a chunked
+/// one. When that does not fit, the connection queues to be woken.
+fn reserve(cx: &mut Cx, c: &mut Client) -> Reserve {
+    let p = cx.p;
+    let ex = c.ex.as_mut().expect("a request is in its body phase");
+    let have = reserved(ex) as u64;
+    let body = ex.body.len() as u64;
+    let limit = ex.buffer_limit as u64;
+    let (target, chunked) = match ex.decoder.raw_left() {
+        Some(left) => (limit.min(body + left), false),
+        None => (limit.min(body + BUF as u64), true),
+    };
+    if p.budget.grow(&mut ex.reserved, target) {
+        // Exactly what the share covers: growing by doubling would leave freed copies behind.
+        ex.body.reserve_exact((target - body) as usize);
+        return Reserve::Covered;
+    }
+    if chunked && have > 0 && matches!(ex.purpose, Purpose::Invoke(_)) {
+        return Reserve::GoOn;
+    }
+    if !ex.budget_queued {
+        ex.budget_queued = true;
+        let (handle, t) = (cx.handle.clone(), c.token);
+        p.budget.wait(
+            target - have,
+            Box::new(move || handle.push(Mail::Budget(t))),
+        );
+    }
+    Reserve::Wait
 }
 
 /// The client closed its side in the middle of the body `d` decodes.
@@ -521,6 +611,10 @@ fn proceed(cx: &mut Cx, c: &mut Client) {
     let p = cx.p;
     let ex = c.ex.as_mut().expect("a request is in its body phase");
     ex.body_complete = ex.decoder.is_done();
+    // The share keeps what the body took (a chunked step may have been larger).
+    if let Some(r) = ex.reserved.as_mut() {
+        r.shrink(ex.body.len() as u64);
+    }
     match ex.purpose {
         Purpose::Invoke(_) => super::admission::enter_admit(cx, c),
         Purpose::Submit => {
@@ -642,8 +736,13 @@ fn deliver(cx: &mut Cx, c: &mut Client) -> Flow {
         if c.eof {
             return Err(Gone);
         }
-        // The client may still be sending (a body nobody read): let it see the answer.
+        // The client may still be sending (a body nobody read): let it see the answer. What
+        // it sends now is dropped unread, so the connection keeps no buffer while it lingers.
         let _ = c.stream.shutdown(std::net::Shutdown::Write);
+        c.inbuf = Vec::new();
+        c.ipos = 0;
+        c.out = Vec::new();
+        c.opos = 0;
         c.phase = Phase::Linger;
         cx.set_deadline(c, cx.now + LINGER.min(cx.p.cfg.server.idle_timeout));
         return Ok(true);
@@ -668,7 +767,6 @@ fn linger(cx: &mut Cx, c: &mut Client) -> Flow {
             Err(_) => return Err(Gone),
         }
     }
-    c.ipos = c.inbuf.len();
     if c.eof {
         return Err(Gone);
     }

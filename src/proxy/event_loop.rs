@@ -87,6 +87,8 @@ pub(super) enum Mail {
     Lifecycle(Token, LifecycleAnswer),
     /// The limiter handed this client's request a slot (or closed).
     Granted(Token),
+    /// Bytes of the body budget came back: this client may buffer its body now.
+    Budget(Token),
     /// fc-init is about to exit: say when every answer decided on has been written.
     Settle(Arc<Settle>),
 }
@@ -422,8 +424,9 @@ impl Cx {
         self.spare.pop().unwrap_or_else(Exchange::new)
     }
 
-    pub(super) fn recycle(&mut self, ex: Box<Exchange>) {
+    pub(super) fn recycle(&mut self, mut ex: Box<Exchange>) {
         if self.spare.len() < 16 {
+            ex.shed();
             self.spare.push(ex);
         }
     }
@@ -724,6 +727,18 @@ impl Loop {
                     }
                 }
                 Mail::Granted(t) => self.drive_token(t),
+                Mail::Budget(t) => {
+                    let (_, idx, gen) = untoken(t);
+                    if let Some(c) = self.clients.live(idx, gen) {
+                        if let Some(ex) = c.ex.as_mut() {
+                            ex.budget_queued = false;
+                        }
+                        self.drive(idx);
+                    }
+                    // Whatever the woken connection did not take (it is gone, or needed less)
+                    // goes to the next waiter.
+                    self.cx.p.budget.wake();
+                }
                 Mail::Settle(settle) => self.settling = Some(settle),
             }
         }

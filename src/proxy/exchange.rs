@@ -37,6 +37,7 @@ use crate::state::Phase as Lifecycle;
 use crate::supervisor::LifecycleCall;
 
 use super::admission::{admit, decide, Readiness};
+use super::budget::Reservation;
 use super::conn::{self, Client, Flow, Gone, Phase};
 use super::errors::Failure;
 use super::event_loop::{ConnectError, Cx, BUF};
@@ -132,6 +133,10 @@ pub(super) struct Exchange {
     pub body: Vec<u8>,
     /// The whole body was buffered before admission.
     pub body_complete: bool,
+    /// The share of `server.body_buffer_total` the buffered body holds.
+    pub(super) reserved: Option<Reservation>,
+    /// Waiting for bytes of that budget to come back.
+    pub budget_queued: bool,
 
     /// The function connection (index in `Cx::fns`), its instance.
     pub(super) fnc: Option<usize>,
@@ -190,6 +195,8 @@ impl Exchange {
             buffer_limit: 0,
             body: Vec::new(),
             body_complete: false,
+            reserved: None,
+            budget_queued: false,
             fnc: None,
             instance: 0,
             resent: false,
@@ -232,6 +239,22 @@ impl Exchange {
         fresh.request_id.clear();
         std::mem::swap(&mut fresh.resp, &mut self.resp);
         *self = fresh;
+    }
+
+    /// Frees the buffers a large request or answer left behind, so that a recycled exchange
+    /// keeps only small ones (a buffered body is up to `server.body_buffer`, outside the
+    /// budget once its request has ended).
+    pub(super) fn shed(&mut self) {
+        for buf in [
+            &mut self.body,
+            &mut self.fn_head,
+            &mut self.fn_out,
+            &mut self.fn_in,
+        ] {
+            if buf.capacity() > BUF {
+                *buf = Vec::new();
+            }
+        }
     }
 
     fn invocation(&self) -> Invocation {
@@ -831,6 +854,8 @@ pub(super) fn release(cx: &mut Cx, ex: &mut Exchange, reusable: bool) {
     ex.permit = None;
     // Its place in the queue, if it still has one, is given up.
     ex.ticket = None;
+    // The buffered body is out (or will never go): its share of the budget comes back.
+    ex.reserved = None;
 }
 
 /// After `101 Switching Protocols`: the two connections relayed byte for byte until either

@@ -27,6 +27,7 @@
 //! loses its connections and starts again (guards restore the counters).
 
 mod admission;
+mod budget;
 mod conn;
 mod errors;
 mod event_loop;
@@ -107,6 +108,8 @@ pub(crate) struct Proxy {
     busy_poll: Duration,
     /// Event loops to run ([`event_loop::count`]).
     loops: usize,
+    /// `server.body_buffer_total`, shared by every loop.
+    budget: budget::Budget,
 }
 
 impl Proxy {
@@ -145,6 +148,7 @@ impl Proxy {
                 _ => s.busy_poll,
             },
             loops,
+            budget: budget::Budget::new(s.body_buffer_total),
             cfg,
             shared,
             events,
@@ -225,6 +229,19 @@ fn give_back_memory() {
     }
 }
 
+/// Makes glibc serve every allocation of 128 KiB or more (buffered bodies) with its own
+/// mapping, given back to the kernel the moment it is freed. By default glibc raises that
+/// threshold to the size of the largest block freed so far, after which 1 MiB bodies come
+/// from the per-thread heaps and stay resident after they are freed: fc-init's memory would
+/// then be bounded by `server.body_buffer_total` only on paper.
+fn large_buffers_from_mmap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a glibc tunable; called once at start, before the loops run.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
 /// `d` in whole seconds, rounded up (CONTRACT §8).
 fn whole_seconds_up(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
@@ -271,6 +288,7 @@ pub fn start(cfg: Arc<Config>, w: Wiring) -> Result<Option<Traffic>, ProxyError>
         return Ok(None);
     };
     let listener = listener::bind(addr)?;
+    large_buffers_from_mmap();
     let bound = listener.local_addr().unwrap_or(addr);
     // One per process, alive until it exits: a `'static` borrow lets a request's guards
     // (`Permit`, `InFlight`) live in the loops' connections and in the limiter's tickets.

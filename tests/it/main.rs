@@ -8,6 +8,7 @@ mod dropin;
 mod fleet;
 mod hooks;
 mod init;
+mod limits;
 mod proxy;
 mod redis;
 mod redis_tls;
