@@ -46,7 +46,7 @@ use super::errors::Failure;
 use super::event_loop::{Cx, Mail, BUF};
 use super::exchange::{self, Exchange, Purpose};
 use super::kind::{kind, Kind};
-use super::{OpenSlot, END_ERROR, INVOKE_END, INVOKE_START};
+use super::{OpenSlot, CLIENT_CLOSED, END_ERROR, INTERNAL_ERROR, INVOKE_END, INVOKE_START};
 
 /// Input read at a time while a head is incomplete (nginx reads a head in 1 KiB steps).
 const HEAD_READ: usize = 8 * 1024;
@@ -218,11 +218,15 @@ fn flush(c: &mut Client) -> Flow {
     Ok(progress)
 }
 
-/// The client did not take the answer: the function's answer never got through.
+/// The client did not take the answer: it closed its connection before the answer was
+/// complete, which is not the function's fault (CONTRACT §11).
 pub(super) fn lost_answer(c: &mut Client) -> Gone {
     if let Some(ex) = c.ex.as_mut() {
-        if let Some((Outcome::Success | Outcome::FunctionError, _)) = ex.outcome {
-            ex.outcome = Some((Outcome::Error(ErrorType::UnhandledInvocationError), true));
+        // An upgraded connection ends when either side closes: that is no failure.
+        if let (Some(Outcome::Success | Outcome::FunctionError), false) =
+            (ex.outcome, c.phase == Phase::Upgraded)
+        {
+            ex.outcome = Some(Outcome::ClientClosed);
         }
     }
     Gone
@@ -371,6 +375,14 @@ fn start_request(cx: &mut Cx, c: &mut Client, head_len: usize) {
             .request_id
             .push_str(std::str::from_utf8(id).unwrap_or_default()),
         _ => ex.request_id.push_str(&new_request_id()),
+    }
+    if ex.head.authority().is_none() && ex.head.header("host").is_none() {
+        // HTTP/1.0 without Host: the function gets HTTP/1.1, which needs one.
+        let addr = c.stream.local_addr().ok().or(p.cfg.server.listen);
+        if let Some(addr) = addr {
+            use std::fmt::Write as _;
+            let _ = write!(ex.host, "{addr}");
+        }
     }
     let head = &ex.head;
     if head.method() == "CONNECT" {
@@ -780,8 +792,8 @@ pub(super) fn end_exchange(cx: &mut Cx, c: &mut Client) {
     };
     exchange::release(cx, &mut ex, false);
     if ex.logged && ex.outcome.is_none() {
-        // An invocation that ended without an answer (the client went away).
-        ex.outcome = Some((Outcome::Error(ErrorType::UnhandledInvocationError), true));
+        // An invocation that ended without an answer: the client went away.
+        ex.outcome = Some(Outcome::ClientClosed);
     }
     conclude(cx, &mut ex);
     cx.recycle(ex);
@@ -791,17 +803,31 @@ pub(super) fn end_exchange(cx: &mut Cx, c: &mut Client) {
 /// the outcome is known (the function's answer complete in the buffers, or fc-init's own
 /// answer decided), so both are there before the client can have read the answer.
 pub(super) fn conclude(cx: &mut Cx, ex: &mut Exchange) {
-    let Some((outcome, failed)) = ex.outcome.take() else {
+    let Some(outcome) = ex.outcome.take() else {
         return;
     };
     cx.p.metrics.record(outcome, ex.started.elapsed());
     if std::mem::take(&mut ex.logged) {
         cx.log.extend_from_slice(INVOKE_END.as_bytes());
         cx.log.extend_from_slice(ex.request_id.as_bytes());
-        if failed {
-            cx.log.extend_from_slice(END_ERROR.as_bytes());
+        if let Some(error) = end_error(outcome) {
+            cx.log.extend_from_slice(b", Error: ");
+            cx.log.extend_from_slice(error.as_bytes());
         }
         cx.log.push(b'\n');
+    }
+}
+
+/// What the End line of an invocation that ended with `outcome` says after `, Error: `
+/// (CONTRACT §5, §11): nothing for a function's answer to an HTTP invocation (whatever its
+/// status); the function's failure for a failed `/invoke` and for fc-init's own error
+/// answers; the client's part when it went away first.
+pub(super) fn end_error(outcome: Outcome) -> Option<&'static str> {
+    match outcome {
+        Outcome::Success => None,
+        Outcome::FunctionError | Outcome::Error(_) => Some(END_ERROR),
+        Outcome::ClientClosed => Some(CLIENT_CLOSED),
+        Outcome::InternalError => Some(INTERNAL_ERROR),
     }
 }
 
@@ -810,6 +836,20 @@ pub(super) fn start_line(cx: &mut Cx, request_id: &str) {
     cx.log.extend_from_slice(INVOKE_START.as_bytes());
     cx.log.extend_from_slice(request_id.as_bytes());
     cx.log.push(b'\n');
+}
+
+/// The connection is dropped after a panic while handling it: its exchange ends as fc-init's
+/// own fault (its End line and metrics), and the function connection it used is closed, not
+/// pooled (where its answer stands is unknown).
+pub(super) fn abandon(cx: &mut Cx, c: &mut Client) {
+    let Some(mut ex) = c.ex.take() else {
+        return;
+    };
+    exchange::release(cx, &mut ex, false);
+    if ex.logged || ex.outcome.is_some() {
+        ex.outcome = Some(Outcome::InternalError);
+    }
+    conclude(cx, &mut ex);
 }
 
 /// The connection is closing: whatever it holds is ended.
@@ -831,8 +871,8 @@ pub(super) fn on_deadline(cx: &mut Cx, c: &mut Client) -> Next {
         Phase::Deliver => {
             // function.timeout bounds the delivery of the function's answer too.
             if let Some(ex) = c.ex.as_mut() {
-                if let Some((Outcome::Success | Outcome::FunctionError, _)) = ex.outcome {
-                    ex.outcome = Some((Outcome::Error(ErrorType::FunctionTimeout), true));
+                if let Some(Outcome::Success | Outcome::FunctionError) = ex.outcome {
+                    ex.outcome = Some(Outcome::Error(ErrorType::FunctionTimeout));
                 }
             }
             Err(Gone)

@@ -136,6 +136,15 @@ impl Failure {
         }
     }
 
+    /// Whether the client closed its connection (or reset it) before the exchange was over:
+    /// not the function's fault (CONTRACT §11).
+    pub fn client_gone(&self) -> bool {
+        matches!(
+            self,
+            Failure::RequestBody(HttpError::Read(_) | HttpError::UnexpectedEof)
+        )
+    }
+
     /// Whether the client connection can carry another request after this failure's answer
     /// (nothing of the request was left half-read by it, nothing half-written).
     pub fn can_continue(&self) -> bool {

@@ -172,6 +172,7 @@ impl Loops {
     /// Starts `p.loops` loops ([`count`]).
     pub(super) fn start(p: &'static Proxy) -> io::Result<Loops> {
         let n = p.loops;
+        quiet_loop_panics();
         let mut handles = Vec::with_capacity(n);
         for i in 0..n {
             let poll = Poll::new()?;
@@ -183,7 +184,7 @@ impl Loops {
             });
             let h = handle.clone();
             std::thread::Builder::new()
-                .name(format!("fc-init-loop-{i}"))
+                .name(format!("{THREAD}{i}"))
                 .spawn(move || run(p, poll, &h))?;
             handles.push(handle);
         }
@@ -228,8 +229,36 @@ pub(super) fn count() -> usize {
         .min(MAX_LOOPS)
 }
 
-/// The body of a loop thread: restarts the loop after a panic (its connections are lost,
-/// the poll and the mailbox stay).
+/// The name of every loop thread starts so.
+const THREAD: &str = "fc-init-loop-";
+
+std::thread_local! {
+    /// What the last panic on this loop thread said (where, and its message), for the loop's
+    /// own once-a-second log line.
+    static LAST_PANIC: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Keeps panics on the loop threads off stderr (the loop logs them itself, at most once a
+/// second: a request that panics fc-init must not also flood its log); panics elsewhere go
+/// to the hook that was there before.
+fn quiet_loop_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let on_loop = std::thread::current()
+                .name()
+                .is_some_and(|n| n.starts_with(THREAD));
+            if !on_loop {
+                return previous(info);
+            }
+            LAST_PANIC.with(|l| *l.borrow_mut() = Some(info.to_string()));
+        }));
+    });
+}
+
+/// The body of a loop thread: restarts the loop after a panic outside the handling of one
+/// connection (its connections are lost, the poll and the mailbox stay).
 fn run(p: &'static Proxy, mut poll: Poll, h: &Arc<Handle>) {
     loop {
         let result =
@@ -240,7 +269,13 @@ fn run(p: &'static Proxy, mut poll: Poll, h: &Arc<Handle>) {
         match result {
             // Only a failing poll ends a loop; pause so as not to spin on it.
             Ok(()) => std::thread::sleep(Duration::from_secs(1)),
-            Err(_) => log::error!("an event loop panicked; its connections were closed"),
+            Err(_) => {
+                let what = LAST_PANIC
+                    .with(|l| l.borrow_mut().take())
+                    .unwrap_or_default();
+                p.metrics.internal_error();
+                log::error!("an event loop panicked; its connections were closed: {what}");
+            }
         }
     }
 }
@@ -682,13 +717,48 @@ impl Loop {
     }
 
     fn drive(&mut self, idx: usize) {
+        self.guarded(idx, conn::drive);
+    }
+
+    /// Runs `step` on client `idx` and acts on its [`Next`]; a panic inside it costs that
+    /// connection only ([`Loop::contain`]).
+    fn guarded(&mut self, idx: usize, step: impl FnOnce(&mut Cx, &mut Client) -> Next) {
         let Some(c) = self.clients.get(idx) else {
             return;
         };
-        if let Next::Close = conn::drive(&mut self.cx, c) {
+        let cx = &mut self.cx;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| step(cx, c))) {
+            Ok(Next::Keep) => {}
             // Dropping the client closes its socket (which leaves the poll) and frees its
             // `max_connections` slot.
-            self.clients.remove(idx);
+            Ok(Next::Close) => drop(self.clients.remove(idx)),
+            Err(_) => self.contain(idx),
+        }
+    }
+
+    /// A panic while handling client `idx`: that connection is closed, and only it. What its
+    /// exchange held is given back (the function connection closed, not pooled: its state is
+    /// unknown; the slot and the in-flight count by their guards), its invocation ends with
+    /// fc-init's own fault, and the panic is counted and logged at most once a second. Other
+    /// exchanges on this loop go on.
+    fn contain(&mut self, idx: usize) {
+        static LOGGED: crate::logging::Throttle = crate::logging::Throttle::new();
+        let p = self.cx.p;
+        p.metrics.internal_error();
+        let what = LAST_PANIC
+            .with(|l| l.borrow_mut().take())
+            .unwrap_or_default();
+        if LOGGED.ready() {
+            log::error!("internal error while handling a client connection (closed): {what}");
+        }
+        let Some(mut c) = self.clients.remove(idx) else {
+            return;
+        };
+        let cx = &mut self.cx;
+        let cleaned = std::panic::catch_unwind(AssertUnwindSafe(|| conn::abandon(cx, &mut c)));
+        if cleaned.is_err() {
+            // Its guards still give back what they hold when `c` drops.
+            p.metrics.internal_error();
         }
     }
 
@@ -714,16 +784,20 @@ impl Loop {
                 Mail::Connection(stream, slot) => self.accept(stream, slot),
                 Mail::Stored(t, result) => {
                     let (_, idx, gen) = untoken(t);
-                    if let Some(c) = self.clients.live(idx, gen) {
-                        conn::stored(&mut self.cx, c, result);
-                        self.drive(idx);
+                    if self.clients.live(idx, gen).is_some() {
+                        self.guarded(idx, |cx, c| {
+                            conn::stored(cx, c, result);
+                            conn::drive(cx, c)
+                        });
                     }
                 }
                 Mail::Lifecycle(t, answer) => {
                     let (_, idx, gen) = untoken(t);
-                    if let Some(c) = self.clients.live(idx, gen) {
-                        conn::lifecycle_answered(&mut self.cx, c, answer);
-                        self.drive(idx);
+                    if self.clients.live(idx, gen).is_some() {
+                        self.guarded(idx, |cx, c| {
+                            conn::lifecycle_answered(cx, c, answer);
+                            conn::drive(cx, c)
+                        });
                     }
                 }
                 Mail::Granted(t) => self.drive_token(t),
@@ -804,10 +878,7 @@ impl Loop {
                 continue;
             };
             if c.deadline <= now {
-                if let Next::Close = conn::on_deadline(&mut self.cx, c) {
-                    self.clients.remove(idx);
-                    continue;
-                }
+                self.guarded(idx, conn::on_deadline);
             }
             if let Some(c) = self.clients.get(idx) {
                 next = next.min(c.deadline);

@@ -124,8 +124,8 @@ pub(super) struct Exchange {
     /// The Start line was written (its epoch, see `Cx::log_epoch`).
     pub logged: bool,
     start_epoch: u64,
-    /// Metrics outcome, and whether the End line marks a failure.
-    pub outcome: Option<(Outcome, bool)>,
+    /// How the invocation ended: its metrics label and its End line ([`conn::end_error`]).
+    pub outcome: Option<Outcome>,
 
     /// The client's body, and what of it was read before admission.
     pub decoder: Decoder,
@@ -133,6 +133,9 @@ pub(super) struct Exchange {
     pub body: Vec<u8>,
     /// The whole body was buffered before admission.
     pub body_complete: bool,
+    /// The `Host` a request without one (HTTP/1.0) reaches the function with: the listener's
+    /// address as the client reached it (CONTRACT §9). Empty when the request has its own.
+    pub host: String,
     /// The share of `server.body_buffer_total` the buffered body holds.
     pub(super) reserved: Option<Reservation>,
     /// Waiting for bytes of that budget to come back.
@@ -195,6 +198,7 @@ impl Exchange {
             buffer_limit: 0,
             body: Vec::new(),
             body_complete: false,
+            host: String::new(),
             reserved: None,
             budget_queued: false,
             fnc: None,
@@ -352,6 +356,11 @@ pub(super) fn forward(cx: &mut Cx, c: &mut Client) -> Flow {
 fn prepare(cx: &Cx, ex: &mut Exchange) {
     let p = cx.p;
     let head = &ex.head;
+    // TEST ONLY (debug builds): see `Proxy::test_panic`.
+    #[cfg(debug_assertions)]
+    if p.test_panic && head.header("x-fc-init-test-panic").is_some() {
+        panic!("test-only panic (x-fc-init-test-panic)");
+    }
     let control_path = super::kind::control_path(ex.invocation());
     let upgrade = head
         .header("upgrade")
@@ -368,6 +377,9 @@ fn prepare(cx: &Cx, ex: &mut Exchange) {
     let mut n = 4;
     if let Some(authority) = head.authority() {
         extra[n] = ("Host", authority);
+        n += 1;
+    } else if !ex.host.is_empty() {
+        extra[n] = ("Host", ex.host.as_str());
         n += 1;
     }
     if ex.upgrade {
@@ -765,8 +777,8 @@ fn answer_head(cx: &mut Cx, c: &mut Client) {
                 .header("x-fc-status")
                 .is_some_and(|v| v.trim_ascii() == b"404"));
     ex.outcome = Some(match failed {
-        true => (Outcome::FunctionError, true),
-        false => (Outcome::Success, false),
+        true => Outcome::FunctionError,
+        false => Outcome::Success,
     });
     if resp.status == 101 {
         let upgrade = resp
@@ -925,7 +937,10 @@ pub(super) fn fail(cx: &mut Cx, c: &mut Client, failure: Failure) {
         Failure::Timeout => crate::http::fc_error::ErrorType::FunctionTimeout,
         _ => error,
     };
-    ex.outcome = Some((Outcome::Error(error), true));
+    ex.outcome = Some(match failure.client_gone() {
+        true => Outcome::ClientClosed,
+        false => Outcome::Error(error),
+    });
     log::debug!("request {}: {failure}", ex.request_id);
     // The request stops counting before the answer is written.
     release(cx, ex, false);
@@ -1000,10 +1015,15 @@ pub(super) fn on_deadline(cx: &mut Cx, c: &mut Client) -> Flow {
             Ok(true)
         }
         Phase::Forward if !ex.resp_started => {
+            // The client's fault (408) only when everything it sent is with the function and
+            // more of its body is awaited; a function that has not taken what it was sent
+            // (the head, the buffered body, the streamed rest) did not read its request in
+            // time: 504 (CONTRACT §9).
             let waiting_for_client = ex.req_failed.is_none()
                 && !ex.decoder.is_done()
                 && ex.fpos >= ex.fn_out.len()
-                && ex.hpos >= ex.fn_head.len();
+                && ex.hpos >= ex.fn_head.len()
+                && ex.bpos >= ex.body.len();
             match waiting_for_client {
                 true => fail_flow(cx, c, Failure::RequestBody(HttpError::Timeout)),
                 false => fail_flow(cx, c, Failure::ResponseHead(HttpError::Timeout)),

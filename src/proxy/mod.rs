@@ -82,8 +82,13 @@ impl std::error::Error for ProxyError {
 /// The FC Invoke lines (CONTRACT §5), written by the event loops.
 const INVOKE_START: &str = "FC Invoke Start RequestId: ";
 const INVOKE_END: &str = "FC Invoke End RequestId: ";
-/// Appended to the End line of a failed invocation (CONTRACT §8).
-const END_ERROR: &str = ", Error: Unhandled function error";
+/// After `, Error: ` on the End line of a failed invocation (CONTRACT §8).
+const END_ERROR: &str = "Unhandled function error";
+/// ... of an invocation whose client closed its connection before the answer was complete
+/// (CONTRACT §11).
+const CLIENT_CLOSED: &str = "client closed the connection";
+/// ... of an invocation cut by a fault of fc-init's own (a panic while handling it).
+const INTERNAL_ERROR: &str = "fc-init internal error";
 
 /// Everything the traffic threads share.
 pub(crate) struct Proxy {
@@ -110,6 +115,12 @@ pub(crate) struct Proxy {
     loops: usize,
     /// `server.body_buffer_total`, shared by every loop.
     budget: budget::Budget,
+    /// TEST ONLY, debug builds only: `FC_INIT_TEST_PANIC=1` in fc-init's environment makes a
+    /// request with `x-fc-init-test-panic` panic on its event loop once it holds a slot and a
+    /// function connection, so that an integration test can show that a panic costs only its
+    /// own connection. Release builds have neither the field nor the trigger.
+    #[cfg(debug_assertions)]
+    test_panic: bool,
 }
 
 impl Proxy {
@@ -149,6 +160,8 @@ impl Proxy {
             },
             loops,
             budget: budget::Budget::new(s.body_buffer_total),
+            #[cfg(debug_assertions)]
+            test_panic: std::env::var_os("FC_INIT_TEST_PANIC").is_some_and(|v| v == "1"),
             cfg,
             shared,
             events,

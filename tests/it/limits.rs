@@ -196,3 +196,223 @@ fn a_thousand_1_mib_bodies_keep_rss_under_body_buffer_total_plus_32_mib() {
         small_answer.1
     );
 }
+
+/// fc-init running the fixture with `env` in fc-init's own environment; waits until a
+/// request is answered 200.
+fn start_with_env(
+    tag: &str,
+    function_extra: &str,
+    env: &[(&str, &str)],
+) -> (Proc, FixtureConfig, TempDir) {
+    let dir = TempDir::new(tag);
+    let (cfg, fx) = FixtureConfig::write(&dir, &[], function_extra, "");
+    let mut run = fc_init(Mode::Subreaper).args(["-c", cfg.to_str().unwrap()]);
+    for (k, v) in env {
+        run = run.env(k, v);
+    }
+    let p = run.start();
+    wait_port(&p, fx.port);
+    wait_for("the instance to serve", || {
+        (http(fx.port, "GET", "/ready", &[], b"").0 == 200).then_some(())
+    });
+    (p, fx, dir)
+}
+
+/// One metric's value in the admin API's `/metrics`.
+fn metric(fx: &FixtureConfig, line_start: &str) -> u64 {
+    let (_, text) = admin_get(&fx.admin, "/metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {line_start} in {text}"))
+}
+
+#[test]
+fn a_panic_while_handling_a_request_costs_only_its_own_connection() {
+    // The trigger exists only in debug builds (the ones `cargo test` runs), behind
+    // FC_INIT_TEST_PANIC: a request with x-fc-init-test-panic panics its event loop once it
+    // holds a slot and a function connection. An integration test rather than a unit test,
+    // because what is shown is the whole loop's behaviour: the other clients' exchanges on the
+    // same loop, the guards that give the slot back, the metrics and the log.
+    let (p, fx, _dir) = start_with_env(
+        "panic",
+        "timeout = \"30s\"",
+        &[
+            ("FC_INIT_TEST_PANIC", "1"),
+            ("FC_INIT_SERVER_MAX_CONCURRENCY", "21"),
+        ],
+    );
+    let port = fx.port;
+    // 20 slow requests in flight, spread over every loop (connections go round robin).
+    let slow: Vec<_> = (0..20)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let id = format!("slow-{i}");
+                let (status, _, _) = http(
+                    port,
+                    "GET",
+                    "/slow",
+                    &[("x-test-sleep", "2"), ("x-fc-request-id", &id)],
+                    b"",
+                );
+                status
+            })
+        })
+        .collect();
+    wait_for("20 slow requests at the function", || {
+        (fx.requests("/slow").len() == 20).then_some(())
+    });
+    // Four panics, on every loop.
+    for i in 0..4 {
+        let mut c = crate::proxy::Client::connect(port);
+        c.write(&crate::proxy::get(
+            "/boom",
+            &[
+                ("x-fc-init-test-panic", "1"),
+                ("x-fc-request-id", &format!("boom-{i}")),
+            ],
+        ));
+        assert!(
+            c.read().is_none(),
+            "a panicking request gets its connection closed"
+        );
+        p.expect_line(&format!("End line of boom-{i}"), |l| {
+            l == format!("FC Invoke End RequestId: boom-{i}, Error: fc-init internal error")
+        });
+    }
+    for h in slow {
+        assert_eq!(h.join().expect("a slow client"), 200);
+    }
+    assert_eq!(metric(&fx, "fc_init_internal_errors_total"), 4);
+    assert_eq!(
+        metric(&fx, "fc_init_requests_total{outcome=\"InternalError\"}"),
+        4
+    );
+    assert_eq!(
+        metric(&fx, "fc_init_requests_total{outcome=\"success\"}"),
+        21
+    );
+    assert_eq!(metric(&fx, "fc_init_in_flight_requests"), 0);
+    // The four slots came back: 21 requests at once are all let through.
+    let again: Vec<_> = (0..21)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                let (status, _, _) = http(port, "GET", "/again", &[("x-test-sleep", "1")], b"");
+                (status, t.elapsed())
+            })
+        })
+        .collect();
+    for h in again {
+        let (status, took) = h.join().expect("a client");
+        assert_eq!(status, 200);
+        assert!(took < Duration::from_millis(1900), "queued: {took:?}");
+    }
+    let logged = p
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("internal error while handling a client connection"))
+        .count();
+    assert!(
+        (1..=2).contains(&logged),
+        "logged {logged} times:\n{}",
+        p.stderr()
+    );
+    // The default hook's own line would be one per panic.
+    assert!(
+        !p.stderr().contains("thread 'fc-init-loop"),
+        "{}",
+        p.stderr()
+    );
+}
+
+#[test]
+fn a_function_that_does_not_read_a_streamed_body_gets_the_client_504() {
+    let s = Server::ready(
+        "noread",
+        &[],
+        "timeout = \"2s\"",
+        &[("body_buffer", "64KiB"), ("body_timeout", "30s")],
+        "",
+    );
+    let mut c = s.conn();
+    let len = 16 << 20;
+    c.write(
+        format!(
+            "POST /noread HTTP/1.1\r\nHost: t\r\nContent-Length: {len}\r\n\
+             x-test-hold: 20\r\nx-fc-request-id: noread-1\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let writer = {
+        let mut w = c.r.get_ref().try_clone().expect("clone");
+        std::thread::spawn(move || {
+            let piece = vec![b'n'; 1 << 20];
+            for _ in 0..16 {
+                if w.write_all(&piece).is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    let start = Instant::now();
+    let r = c.read().expect("an answer");
+    assert_eq!(r.status, 504, "{r:?}");
+    assert_eq!(r.error_type(), Some("FunctionTimeout"));
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    drop(c);
+    writer.join().expect("the writer");
+    let end = crate::proxy::invoke_end(&s.p, "noread-1");
+    assert!(end.ends_with(", Error: Unhandled function error"), "{end}");
+}
+
+#[test]
+fn a_connection_that_sends_nothing_is_closed_at_header_timeout_without_an_answer() {
+    let s = Server::ready("silent", &[], "", &[("header_timeout", "1s")], "");
+    let start = Instant::now();
+    let mut c = TcpStream::connect(("127.0.0.1", s.fx.port)).expect("connect");
+    c.set_read_timeout(Some(WATCHDOG)).expect("timeout");
+    let mut got = Vec::new();
+    let end = c.read_to_end(&mut got);
+    let took = start.elapsed();
+    assert!(
+        end.is_ok() || got.is_empty(),
+        "not closed: {end:?} after {took:?}"
+    );
+    assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+}
+
+#[test]
+fn an_http_1_0_request_without_host_reaches_the_function_as_http_1_1_with_the_listeners_address() {
+    let s = Server::ready("host10", &[], "", &[], "");
+    let mut c = TcpStream::connect(("127.0.0.1", s.fx.port)).expect("connect");
+    c.set_read_timeout(Some(WATCHDOG)).expect("timeout");
+    c.write_all(b"GET /old HTTP/1.0\r\nUser-Agent: old\r\n\r\n")
+        .expect("write");
+    let mut answer = Vec::new();
+    c.read_to_end(&mut answer).expect("an answer, then close");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let got = s.fx.requests("/old");
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["version"], "HTTP/1.1");
+    assert_eq!(
+        got[0]["headers"]["host"],
+        format!("127.0.0.1:{}", s.fx.port),
+        "{got:?}"
+    );
+    // With its own Host, an HTTP/1.0 request keeps it.
+    let mut c = TcpStream::connect(("127.0.0.1", s.fx.port)).expect("connect");
+    c.write_all(b"GET /old2 HTTP/1.0\r\nHost: mine.example\r\n\r\n")
+        .expect("write");
+    c.read_to_end(&mut Vec::new()).expect("an answer");
+    let got = s.fx.requests("/old2");
+    assert_eq!(got[0]["headers"]["host"], "mine.example", "{got:?}");
+}
