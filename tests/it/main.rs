@@ -9,6 +9,7 @@ mod fleet;
 mod hooks;
 mod init;
 mod limits;
+mod outcomes;
 mod proxy;
 mod redis;
 mod redis_tls;
