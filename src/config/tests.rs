@@ -693,6 +693,24 @@ fn platform_auto_is_fc_only_with_both_fc_variables() {
 }
 
 #[test]
+fn fc_owns_async_invocations_under_platform_fc_unless_async_is_enabled_explicitly() {
+    let enabled = |pairs: &[(&str, &str)], file: &str| {
+        let mut s = with_file(file);
+        s.env = env(pairs);
+        ok(&s).async_.enabled
+    };
+    let both = [("FC_FUNCTION_NAME", "f"), ("FC_REGION", "cn-hangzhou")];
+    assert!(enabled(&[], ""), "fc-init's own queue by default");
+    assert!(!enabled(&both, ""), "auto resolving to fc");
+    assert!(!enabled(&[], "[server]\nplatform = \"fc\"\n"));
+    assert!(enabled(
+        &[],
+        "[server]\nplatform = \"fc\"\n[async]\nenabled = true\n"
+    ));
+    assert!(enabled(&both, "[server]\nplatform = \"none\"\n"));
+}
+
+#[test]
 fn the_redis_backend_needs_a_url_and_a_queue_name_fit_for_a_hash_tag() {
     let s = with_file("[async]\nbackend = \"redis\"\n");
     assert_problem(

@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::Token;
 
+use crate::config::Platform;
 use crate::events::store::{StoreError, Submitted};
 use crate::http::codec::Decoder;
 use crate::http::fc_error::{write_error_response, ErrorType, Invocation};
@@ -396,7 +397,12 @@ fn start_request(cx: &mut Cx, c: &mut Client, head_len: usize) {
     let k = kind(p.cfg.server.platform, head.method(), head.path(), control);
     let (purpose, max) = match k {
         Kind::Lifecycle(call) => (Purpose::Lifecycle(call), p.cfg.server.body_buffer),
-        Kind::Invoke(_) if super::submit::is_async(head) => {
+        // Under FC's own platform with fc-init's queue off, FC owns asynchronous invocations:
+        // the request is forwarded as it came (CONTRACT §11).
+        Kind::Invoke(_)
+            if super::submit::is_async(head)
+                && (p.asynchronous.is_some() || p.cfg.server.platform != Platform::Fc) =>
+        {
             (Purpose::Submit, p.cfg.async_.max_payload)
         }
         Kind::Invoke(inv) => (Purpose::Invoke(inv), p.cfg.server.max_body),

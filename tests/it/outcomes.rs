@@ -105,3 +105,60 @@ fn a_functions_own_413_to_an_http_invocation_is_a_plain_end_line() {
         "the readiness request and both 413s"
     );
 }
+
+#[test]
+fn under_platform_fc_an_async_invocation_is_forwarded_as_it_came_synchronously() {
+    let s = Server::ready("fcasync", &[], "", &[("platform", "fc")], "");
+    let r = s.conn().send(&request(
+        "POST",
+        "/invoke",
+        &[
+            ("X-Fc-Invocation-Type", "Async"),
+            ("x-fc-request-id", "fc-async-1"),
+        ],
+        b"payload",
+    ));
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body, b"payload", "the function's own answer");
+    let got = s.fx.requests("/invoke");
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["headers"]["x-fc-invocation-type"], "Async");
+    assert_eq!(got[0]["headers"]["x-fc-request-id"], "fc-async-1");
+    let (_, status) = admin_get(&s.fx.admin, "/status");
+    let status: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
+    assert!(
+        status["async"].is_null(),
+        "fc-init's queue is off: {status}"
+    );
+}
+
+#[test]
+fn under_platform_fc_async_enabled_explicitly_brings_fc_inits_queue_back() {
+    let dir = TempDir::new("fcasyncq");
+    let store = dir.path("events.db");
+    let extra = format!(
+        "[async]\nenabled = true\nstore = {:?}\n",
+        store.display().to_string()
+    );
+    let s = Server::ready("fcasyncq", &[], "", &[("platform", "fc")], &extra);
+    let r = s.conn().send(&request(
+        "POST",
+        "/invoke",
+        &[
+            ("X-Fc-Invocation-Type", "Async"),
+            ("x-fc-request-id", "fc-async-2"),
+        ],
+        b"payload",
+    ));
+    assert_eq!(r.status, 202, "{r:?}");
+    // The stored event runs later, through the normal path, without the async header.
+    let got = wait_for("the stored event to run", || {
+        let got = s.fx.requests("/invoke");
+        (!got.is_empty()).then_some(got)
+    });
+    assert_eq!(got[0]["headers"]["x-fc-request-id"], "fc-async-2");
+    assert!(
+        got[0]["headers"]["x-fc-invocation-type"].is_null(),
+        "{got:?}"
+    );
+}
