@@ -29,10 +29,9 @@
 //! the answer had started, the connection is closed: where the next request would begin is
 //! unknown.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
 use mio::Token;
 
 use crate::config::Platform;
@@ -46,6 +45,7 @@ use crate::supervisor::{Event, LifecycleAnswer, LifecycleCall, Reply};
 use super::errors::Failure;
 use super::event_loop::{Cx, Mail, BUF};
 use super::exchange::{self, Exchange, Purpose};
+use super::io::Transport;
 use super::kind::{kind, Kind};
 use super::{OpenSlot, CLIENT_CLOSED, END_ERROR, INTERNAL_ERROR, INVOKE_END, INVOKE_START};
 
@@ -90,7 +90,7 @@ pub(super) struct Gone;
 pub(super) type Flow = Result<bool, Gone>;
 
 pub(super) struct Client {
-    pub stream: TcpStream,
+    pub stream: Box<dyn Transport>,
     _open: OpenSlot,
     pub token: Token,
     /// May read / may write (edge-triggered: cleared only by `EAGAIN`).
@@ -117,7 +117,12 @@ pub(super) struct Client {
 }
 
 impl Client {
-    pub(super) fn new(stream: TcpStream, open: OpenSlot, token: Token, deadline: Instant) -> Self {
+    pub(super) fn new(
+        stream: Box<dyn Transport>,
+        open: OpenSlot,
+        token: Token,
+        deadline: Instant,
+    ) -> Self {
         Client {
             stream,
             _open: open,
@@ -196,7 +201,7 @@ fn step(cx: &mut Cx, c: &mut Client) -> Flow {
 fn flush(c: &mut Client) -> Flow {
     let mut progress = false;
     while c.wr && c.opos < c.out.len() {
-        match crate::sys::retry(|| (&c.stream).write(&c.out[c.opos..])) {
+        match crate::sys::retry(|| c.stream.write(&c.out[c.opos..])) {
             Ok(0) => return Err(lost_answer(c)),
             Ok(n) => {
                 // A short write filled the socket's buffer: the next edge says when it drains.
@@ -243,7 +248,7 @@ pub(super) fn read_client(cx: &mut Cx, c: &mut Client, limit: usize) -> Flow {
             c.ipos = 0;
         }
         let want = (limit - c.pending().len()).min(cx.read_buf.len());
-        match crate::sys::retry(|| (&c.stream).read(&mut cx.read_buf[..want])) {
+        match crate::sys::retry(|| c.stream.read(&mut cx.read_buf[..want])) {
             Ok(0) => {
                 c.eof = true;
                 progress = true;
@@ -379,7 +384,7 @@ fn start_request(cx: &mut Cx, c: &mut Client, head_len: usize) {
     }
     if ex.head.authority().is_none() && ex.head.header("host").is_none() {
         // HTTP/1.0 without Host: the function gets HTTP/1.1, which needs one.
-        let addr = c.stream.local_addr().ok().or(p.cfg.server.listen);
+        let addr = c.stream.local_addr().or(p.cfg.server.listen);
         if let Some(addr) = addr {
             use std::fmt::Write as _;
             let _ = write!(ex.host, "{addr}");
@@ -756,7 +761,7 @@ fn deliver(cx: &mut Cx, c: &mut Client) -> Flow {
         }
         // The client may still be sending (a body nobody read): let it see the answer. What
         // it sends now is dropped unread, so the connection keeps no buffer while it lingers.
-        let _ = c.stream.shutdown(std::net::Shutdown::Write);
+        let _ = c.stream.shutdown_write();
         c.inbuf = Vec::new();
         c.ipos = 0;
         c.out = Vec::new();
@@ -778,7 +783,7 @@ fn deliver(cx: &mut Cx, c: &mut Client) -> Flow {
 fn linger(cx: &mut Cx, c: &mut Client) -> Flow {
     let mut progress = false;
     while c.rd && !c.eof {
-        match crate::sys::retry(|| (&c.stream).read(&mut cx.read_buf)) {
+        match crate::sys::retry(|| c.stream.read(&mut cx.read_buf)) {
             Ok(0) => c.eof = true,
             Ok(_) => progress = true,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.rd = false,

@@ -50,7 +50,8 @@ use crate::state::{Notice, Status, Watcher};
 use crate::supervisor::LifecycleAnswer;
 
 use super::conn::{self, Client, Next};
-use super::exchange::{Exchange, FnSlot, FnStream};
+use super::exchange::{Exchange, FnSlot};
+use super::io::{Connector, FunctionConnector};
 use super::{OpenSlot, Proxy};
 
 /// Event loops at most, whatever the core count.
@@ -116,7 +117,8 @@ impl Settle {
 /// What other threads share with one loop.
 pub(super) struct Handle {
     mail: Mutex<Vec<Mail>>,
-    waker: Waker,
+    /// Wakes the loop from its poll (a `mio::Waker`; a recorder in tests).
+    waker: Box<dyn Fn() -> io::Result<()> + Send + Sync>,
     /// The instance's status changed since the loop last looked.
     changed: AtomicBool,
     /// Generations of tokens: never repeated, across restarts of the loop too.
@@ -124,6 +126,23 @@ pub(super) struct Handle {
 }
 
 impl Handle {
+    /// A loop's handle, woken by `waker`.
+    pub(super) fn new(waker: Box<dyn Fn() -> io::Result<()> + Send + Sync>) -> Handle {
+        Handle {
+            mail: Mutex::new(Vec::new()),
+            waker,
+            changed: AtomicBool::new(false),
+            generations: AtomicU32::new(0),
+        }
+    }
+
+    /// What other threads handed over since the last look, and whether the instance's status
+    /// changed meanwhile.
+    pub(super) fn take_mail(&self) -> (Vec<Mail>, bool) {
+        let mail = std::mem::take(&mut *self.mail.lock().unwrap_or_else(|e| e.into_inner()));
+        (mail, self.changed.swap(false, Ordering::AcqRel))
+    }
+
     /// Queues `mail` and wakes the loop; never blocks beyond a short lock.
     pub(super) fn push(&self, mail: Mail) {
         let first = {
@@ -138,14 +157,14 @@ impl Handle {
         }
     }
 
-    fn status_changed(&self) {
+    pub(super) fn status_changed(&self) {
         if !self.changed.swap(true, Ordering::AcqRel) {
             self.wake();
         }
     }
 
     fn wake(&self) {
-        if let Err(e) = self.waker.wake() {
+        if let Err(e) = (self.waker)() {
             log::error!("waking an event loop: {e}");
         }
     }
@@ -176,12 +195,8 @@ impl Loops {
         let mut handles = Vec::with_capacity(n);
         for i in 0..n {
             let poll = Poll::new()?;
-            let handle = Arc::new(Handle {
-                mail: Mutex::new(Vec::new()),
-                waker: Waker::new(poll.registry(), WAKE)?,
-                changed: AtomicBool::new(false),
-                generations: AtomicU32::new(0),
-            });
+            let waker = Waker::new(poll.registry(), WAKE)?;
+            let handle = Arc::new(Handle::new(Box::new(move || waker.wake())));
             let h = handle.clone();
             std::thread::Builder::new()
                 .name(format!("{THREAD}{i}"))
@@ -261,11 +276,16 @@ fn quiet_loop_panics() {
 /// connection (its connections are lost, the poll and the mailbox stay).
 fn run(p: &'static Proxy, mut poll: Poll, h: &Arc<Handle>) {
     loop {
-        let result =
-            std::panic::catch_unwind(AssertUnwindSafe(|| match poll.registry().try_clone() {
-                Ok(registry) => Loop::new(p, registry, h.clone()).run(&mut poll),
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let made = poll
+                .registry()
+                .try_clone()
+                .and_then(|registry| Loop::new(p, registry, h.clone()));
+            match made {
+                Ok(mut l) => l.run(&mut poll),
                 Err(e) => log::error!("starting an event loop: {e}"),
-            }));
+            }
+        }));
         match result {
             // Only a failing poll ends a loop; pause so as not to spin on it.
             Ok(()) => std::thread::sleep(Duration::from_secs(1)),
@@ -368,7 +388,8 @@ fn untoken(t: Token) -> (usize, usize, u32) {
 /// Everything a loop has besides its client connections: what driving one client needs.
 pub(super) struct Cx {
     pub p: &'static Proxy,
-    registry: Registry,
+    /// Makes function connections (registered with this loop's poll).
+    connector: Box<dyn Connector>,
     pub handle: Arc<Handle>,
     pub fns: Slab<FnSlot>,
     /// Pooled function connections, the warmest last.
@@ -480,24 +501,11 @@ impl Cx {
             self.fns.remove(f);
             self.purge_idle();
         }
-        let mut stream = match &self.p.cfg.function.endpoint {
-            crate::config::Endpoint::Unix(path) => {
-                mio::net::UnixStream::connect(path).map(FnStream::Unix)
-            }
-            crate::config::Endpoint::Tcp(port) => {
-                let addr = std::net::SocketAddr::from(([127, 0, 0, 1], *port));
-                mio::net::TcpStream::connect(addr).map(|s| {
-                    // Small exchanges must not wait for Nagle (RFC 896).
-                    let _ = s.set_nodelay(true);
-                    FnStream::Tcp(s)
-                })
-            }
-        }
-        .map_err(ConnectError::of)?;
         let gen = self.handle.generations.fetch_add(1, Ordering::Relaxed);
         let f = self.fns.next_index();
-        stream
-            .register(&self.registry, token(KIND_FN, f, gen))
+        let stream = self
+            .connector
+            .connect(token(KIND_FN, f, gen))
             .map_err(ConnectError::of)?;
         let f = self.fns.insert(
             FnSlot {
@@ -592,39 +600,57 @@ fn idle_wait(
 struct Loop {
     clients: Slab<Client>,
     cx: Cx,
+    /// Client connections are registered here.
+    registry: Registry,
     /// Set when fc-init is about to exit ([`Mail::Settle`]).
     settling: Option<Arc<Settle>>,
 }
 
-impl Loop {
-    fn new(p: &'static Proxy, registry: Registry, handle: Arc<Handle>) -> Loop {
-        let now = Instant::now();
-        Loop {
-            clients: Slab::new(),
-            settling: None,
-            cx: Cx {
-                p,
-                registry,
-                handle,
-                fns: Slab::new(),
-                idle: Vec::new(),
-                log: Vec::new(),
-                log_epoch: 0,
-                to_send: Vec::new(),
-                status_waiters: Vec::new(),
-                now,
-                next_scan: now + Duration::from_secs(3600),
-                read_buf: vec![0; BUF].into_boxed_slice(),
-                scratch: Vec::new(),
-                head: RequestHead::default(),
-                spare: Vec::new(),
-                resp_limits: Limits {
-                    max_header_bytes: RESPONSE_HEAD,
-                    max_headers: crate::http::MAX_HEADERS,
-                    require_host: false,
-                },
+impl Cx {
+    /// A loop's context, its function connections made by `connector`.
+    pub(super) fn new(
+        p: &'static Proxy,
+        connector: Box<dyn Connector>,
+        handle: Arc<Handle>,
+        now: Instant,
+    ) -> Cx {
+        Cx {
+            p,
+            connector,
+            handle,
+            fns: Slab::new(),
+            idle: Vec::new(),
+            log: Vec::new(),
+            log_epoch: 0,
+            to_send: Vec::new(),
+            status_waiters: Vec::new(),
+            now,
+            next_scan: now + Duration::from_secs(3600),
+            read_buf: vec![0; BUF].into_boxed_slice(),
+            scratch: Vec::new(),
+            head: RequestHead::default(),
+            spare: Vec::new(),
+            resp_limits: Limits {
+                max_header_bytes: RESPONSE_HEAD,
+                max_headers: crate::http::MAX_HEADERS,
+                require_host: false,
             },
         }
+    }
+}
+
+impl Loop {
+    fn new(p: &'static Proxy, registry: Registry, handle: Arc<Handle>) -> io::Result<Loop> {
+        let connector = FunctionConnector {
+            registry: registry.try_clone()?,
+            endpoint: &p.cfg.function.endpoint,
+        };
+        Ok(Loop {
+            clients: Slab::new(),
+            cx: Cx::new(p, Box::new(connector), handle, Instant::now()),
+            registry,
+            settling: None,
+        })
     }
 
     fn run(&mut self, poll: &mut Poll) {
@@ -771,14 +797,7 @@ impl Loop {
 
     /// Acts on what other threads handed over.
     fn mail(&mut self) {
-        let mail = std::mem::take(
-            &mut *self
-                .cx
-                .handle
-                .mail
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
+        let (mail, changed) = self.cx.handle.take_mail();
         for m in mail {
             match m {
                 Mail::Connection(stream, slot) => self.accept(stream, slot),
@@ -816,7 +835,7 @@ impl Loop {
                 Mail::Settle(settle) => self.settling = Some(settle),
             }
         }
-        if self.cx.handle.changed.swap(false, Ordering::AcqRel) {
+        if changed {
             for t in std::mem::take(&mut self.cx.status_waiters) {
                 let (_, idx, gen) = untoken(t);
                 if let Some(c) = self.clients.live(idx, gen) {
@@ -841,8 +860,7 @@ impl Loop {
         let gen = self.cx.handle.generations.fetch_add(1, Ordering::Relaxed);
         let t = token(KIND_CLIENT, self.clients.next_index(), gen);
         if let Err(e) =
-            self.cx
-                .registry
+            self.registry
                 .register(&mut stream, t, Interest::READABLE | Interest::WRITABLE)
         {
             log::error!("registering a connection: {e}");
@@ -852,7 +870,7 @@ impl Loop {
         let deadline = self.cx.now + self.cx.p.cfg.server.header_timeout;
         let idx = self
             .clients
-            .insert(Client::new(stream, slot, t, deadline), gen);
+            .insert(Client::new(Box::new(stream), slot, t, deadline), gen);
         if let Some(c) = self.clients.get(idx) {
             self.cx.set_deadline(c, deadline);
         }
@@ -885,16 +903,6 @@ impl Loop {
             }
         }
         self.cx.next_scan = next;
-    }
-}
-
-impl FnStream {
-    fn register(&mut self, registry: &Registry, t: Token) -> io::Result<()> {
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        match self {
-            FnStream::Unix(s) => registry.register(s, t, interest),
-            FnStream::Tcp(s) => registry.register(s, t, interest),
-        }
     }
 }
 

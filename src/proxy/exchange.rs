@@ -23,7 +23,7 @@
 //!
 //! Failure modes: each step's [`Failure`] variant; see [`super::errors`] for the answers.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::time::{Duration, Instant};
 
 use mio::Token;
@@ -41,6 +41,7 @@ use super::budget::Reservation;
 use super::conn::{self, Client, Flow, Gone, Phase};
 use super::errors::Failure;
 use super::event_loop::{ConnectError, Cx, BUF};
+use super::io::Transport;
 use super::limiter::{Permit, Queued};
 use super::InFlight;
 
@@ -61,32 +62,9 @@ pub(super) enum Purpose {
     Lifecycle(LifecycleCall),
 }
 
-/// A connection to the function.
-pub(super) enum FnStream {
-    Unix(mio::net::UnixStream),
-    Tcp(mio::net::TcpStream),
-}
-
-impl FnStream {
-    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            FnStream::Unix(s) => (&*s).read(buf),
-            FnStream::Tcp(s) => (&*s).read(buf),
-        }
-    }
-
-    fn write_parts(&self, a: &[u8], b: &[u8]) -> io::Result<usize> {
-        let parts = [io::IoSlice::new(a), io::IoSlice::new(b)];
-        match self {
-            FnStream::Unix(s) => (&*s).write_vectored(&parts),
-            FnStream::Tcp(s) => (&*s).write_vectored(&parts),
-        }
-    }
-}
-
 /// A function connection owned by a loop.
 pub(super) struct FnSlot {
-    pub stream: FnStream,
+    pub stream: Box<dyn Transport>,
     /// The instance it was opened to.
     pub instance: u64,
     /// The client whose exchange uses it; `None` while pooled.
@@ -659,7 +637,7 @@ fn pass_through(cx: &mut Cx, c: &mut Client) -> Flow {
     if let Err(e) = ex.resp_decoder.step(data, n) {
         return fail_flow(cx, c, Failure::ResponseBody(e));
     }
-    let written = match crate::sys::retry(|| (&c.stream).write(data)) {
+    let written = match crate::sys::retry(|| c.stream.write(data)) {
         Ok(w) => w,
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
         Err(_) => return Err(conn::lost_answer(c)),

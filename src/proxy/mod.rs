@@ -32,7 +32,10 @@ mod conn;
 mod errors;
 mod event_loop;
 mod exchange;
+#[cfg(test)]
+mod exchange_tests;
 mod fds;
+mod io;
 mod kind;
 mod limiter;
 mod listener;
@@ -94,7 +97,7 @@ const INTERNAL_ERROR: &str = "fc-init internal error";
 pub(crate) struct Proxy {
     cfg: Arc<Config>,
     shared: Arc<Shared>,
-    events: Events,
+    events: Tell,
     metrics: Arc<Metrics>,
     /// `None` when `async.enabled = false`.
     asynchronous: Option<Arc<AsyncService>>,
@@ -127,7 +130,7 @@ impl Proxy {
     fn new(
         cfg: Arc<Config>,
         shared: Arc<Shared>,
-        events: Events,
+        events: Tell,
         metrics: Arc<Metrics>,
         asynchronous: Option<Arc<AsyncService>>,
     ) -> Proxy {
@@ -182,6 +185,16 @@ impl Proxy {
         // includes it (see `InFlight::enter`).
         self.shared.in_flight.fetch_add(0, Ordering::SeqCst);
         self.limiter.close();
+    }
+}
+
+/// Where the traffic side tells the supervisor what happened (its `Events` queue; a recorder
+/// in the exchange tests).
+struct Tell(Box<dyn Fn(Event) + Send + Sync>);
+
+impl Tell {
+    fn send(&self, event: Event) {
+        (self.0)(event)
     }
 }
 
@@ -305,10 +318,11 @@ pub fn start(cfg: Arc<Config>, w: Wiring) -> Result<Option<Traffic>, ProxyError>
     let bound = listener.local_addr().unwrap_or(addr);
     // One per process, alive until it exits: a `'static` borrow lets a request's guards
     // (`Permit`, `InFlight`) live in the loops' connections and in the limiter's tickets.
+    let events = w.events;
     let proxy: &'static Proxy = Box::leak(Box::new(Proxy::new(
         cfg,
         w.shared,
-        w.events,
+        Tell(Box::new(move |e| events.send(e))),
         w.metrics.clone(),
         w.asynchronous,
     )));
