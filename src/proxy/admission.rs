@@ -15,12 +15,13 @@ use crate::config::OnFailure;
 use crate::state::{NotReady, Phase as Lifecycle, Status};
 use crate::supervisor::Event;
 
-use super::conn::{Client, Flow, Phase};
+use super::client::{self, Client, Flow, Phase};
+use super::cx::{Cx, Mail};
 use super::errors::Failure;
-use super::event_loop::{Cx, Mail};
-use super::exchange::{fail_flow, Exchange};
+use super::exchange::Exchange;
+use super::finish::fail_flow;
 use super::limiter::{Admit, Denied, Ticket};
-use super::InFlight;
+use super::shared::InFlight;
 
 /// The body is buffered: the request waits for its admission.
 pub(super) fn enter_admit(cx: &mut Cx, c: &mut Client) {
@@ -30,7 +31,7 @@ pub(super) fn enter_admit(cx: &mut Cx, c: &mut Client) {
     ex.admit_deadline = cx.now + cx.p.cfg.function.timeout;
     let deadline = ex.admit_deadline;
     c.phase = Phase::Admit;
-    cx.set_deadline(c, deadline);
+    client::set_deadline(cx, c, deadline);
 }
 
 /// Where the instance leaves a request.
@@ -97,12 +98,12 @@ pub(super) fn admit(cx: &mut Cx, c: &mut Client) -> Flow {
     ex.instance = instance;
     let deadline = ex.deadline;
     c.phase = Phase::Forward;
-    cx.set_deadline(c, deadline);
+    client::set_deadline(cx, c, deadline);
     Ok(true)
 }
 
 /// Whether the instance can take the request now.
-fn readiness(cx: &Cx, ex: &mut Exchange) -> Readiness {
+pub(super) fn readiness(cx: &Cx, ex: &mut Exchange) -> Readiness {
     let p = cx.p;
     let (phase, instance) = p.shared.phase_and_instance();
     if phase == Lifecycle::Ready && ex.next_instance_of.is_none() {
@@ -149,7 +150,7 @@ fn readiness(cx: &Cx, ex: &mut Exchange) -> Readiness {
 /// What a request gets that fc-init's shutdown sent away: `InstanceStopping`, unless the
 /// shutdown is because the instance could not be initialized (`on_failure = "exit"`), then
 /// `InitializationError` — the one rule of [`Status::not_ready`].
-fn stopped(cx: &Cx) -> Failure {
+pub(super) fn stopped(cx: &Cx) -> Failure {
     match decide(&cx.p.shared.snapshot()) {
         Readiness::Refuse(f) => f,
         _ => Failure::Stopping,

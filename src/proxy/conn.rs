@@ -32,140 +32,30 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use mio::Token;
-
 use crate::config::Platform;
 use crate::events::store::{StoreError, Submitted};
 use crate::http::codec::Decoder;
-use crate::http::fc_error::{write_error_response, ErrorType, Invocation};
+use crate::http::fc_error::{ErrorType, Invocation};
 use crate::http::{new_request_id, parse_request_head, valid_request_id, BodyFraming, HttpError};
 use crate::metrics::Outcome;
 use crate::supervisor::{Event, LifecycleAnswer, LifecycleCall, Reply};
 
+use super::client::{
+    self, cut_short, enter_deliver, flush, own_answer, read_client, Client, Flow, Gone, Next, Phase,
+};
+use super::cx::{Cx, Mail};
 use super::errors::Failure;
-use super::event_loop::{Cx, Mail, BUF};
 use super::exchange::{self, Exchange, Purpose};
-use super::io::Transport;
+use super::finish::{self, end_exchange};
+use super::forward;
 use super::kind::{kind, Kind};
-use super::{OpenSlot, CLIENT_CLOSED, END_ERROR, INTERNAL_ERROR, INVOKE_END, INVOKE_START};
+use super::shared::BUF;
 
 /// Input read at a time while a head is incomplete (nginx reads a head in 1 KiB steps).
 const HEAD_READ: usize = 8 * 1024;
 
 /// How long a closing connection's input is read and dropped at most.
 const LINGER: Duration = Duration::from_secs(2);
-
-/// Where a client connection is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Phase {
-    Idle,
-    Head,
-    Body,
-    /// Waiting for a slot, for the instance, or for a new instance to resend to.
-    Admit,
-    /// The store commits a submission; its result comes as mail.
-    Storing,
-    /// The supervisor serves a lifecycle call; its answer comes as mail.
-    Lifecycle,
-    /// The exchange with the function, both directions at once.
-    Forward,
-    /// After `101 Switching Protocols`: bytes relayed both ways as they are.
-    Upgraded,
-    Deliver,
-    Linger,
-    /// Nothing more can be said (the answer had started): closed at once.
-    Abort,
-}
-
-/// What the loop does with a connection after driving it.
-pub(super) enum Next {
-    Keep,
-    Close,
-}
-
-/// The connection is to be closed now (the client is gone, or nothing more can be said).
-pub(super) struct Gone;
-
-/// Whether a step made progress; `Err(Gone)` closes the connection.
-pub(super) type Flow = Result<bool, Gone>;
-
-pub(super) struct Client {
-    pub stream: Box<dyn Transport>,
-    _open: OpenSlot,
-    pub token: Token,
-    /// May read / may write (edge-triggered: cleared only by `EAGAIN`).
-    pub rd: bool,
-    pub wr: bool,
-    /// The peer's end of input was signalled (no further edge will come for it).
-    pub hup: bool,
-    pub eof: bool,
-    /// Read from the client, from `ipos` on not yet used; freed when empty between requests.
-    pub inbuf: Vec<u8>,
-    pub ipos: usize,
-    /// Bytes of the pending head already seen without its end.
-    scanned: usize,
-    /// To be written to the client, from `opos` on.
-    pub out: Vec<u8>,
-    pub opos: usize,
-    pub phase: Phase,
-    pub deadline: Instant,
-    /// Requests read on this connection.
-    served: u64,
-    /// Close (or linger) once the answer in `out` is written.
-    pub close_after: bool,
-    pub ex: Option<Box<Exchange>>,
-}
-
-impl Client {
-    pub(super) fn new(
-        stream: Box<dyn Transport>,
-        open: OpenSlot,
-        token: Token,
-        deadline: Instant,
-    ) -> Self {
-        Client {
-            stream,
-            _open: open,
-            token,
-            rd: true,
-            wr: true,
-            hup: false,
-            eof: false,
-            inbuf: Vec::new(),
-            ipos: 0,
-            scanned: 0,
-            out: Vec::new(),
-            opos: 0,
-            phase: Phase::Idle,
-            deadline,
-            served: 0,
-            close_after: false,
-            ex: None,
-        }
-    }
-
-    /// Bytes read and not used yet.
-    pub(super) fn pending(&self) -> &[u8] {
-        &self.inbuf[self.ipos..]
-    }
-
-    /// Bytes queued for the client and not written yet.
-    pub(super) fn unsent(&self) -> usize {
-        self.out.len() - self.opos
-    }
-}
-
-/// Whether `c` has nothing left to say before fc-init exits: no byte of an answer unwritten,
-/// and no request that fc-init has read and not answered. A request still arriving (its head
-/// or its buffered body) is not waited for.
-pub(super) fn settled(c: &Client) -> bool {
-    c.unsent() == 0
-        && match c.phase {
-            Phase::Idle => c.pending().is_empty(),
-            Phase::Head | Phase::Body | Phase::Abort => true,
-            _ => false,
-        }
-}
 
 /// Drives `c` as far as it can go now.
 pub(super) fn drive(cx: &mut Cx, c: &mut Client) -> Next {
@@ -188,82 +78,12 @@ fn step(cx: &mut Cx, c: &mut Client) -> Flow {
         Phase::Body => buffer_body(cx, c)?,
         Phase::Admit => super::admission::admit(cx, c)?,
         Phase::Storing | Phase::Lifecycle => false,
-        Phase::Forward => exchange::forward(cx, c)?,
-        Phase::Upgraded => exchange::relay_upgraded(cx, c)?,
+        Phase::Forward => forward::forward(cx, c)?,
+        Phase::Upgraded => forward::relay_upgraded(cx, c)?,
         Phase::Deliver => deliver(cx, c)?,
         Phase::Linger => linger(cx, c)?,
         Phase::Abort => return Err(Gone),
     };
-    Ok(progress)
-}
-
-/// Writes what is queued for the client.
-fn flush(c: &mut Client) -> Flow {
-    let mut progress = false;
-    while c.wr && c.opos < c.out.len() {
-        match crate::sys::retry(|| c.stream.write(&c.out[c.opos..])) {
-            Ok(0) => return Err(lost_answer(c)),
-            Ok(n) => {
-                // A short write filled the socket's buffer: the next edge says when it drains.
-                c.wr = c.opos + n == c.out.len();
-                c.opos += n;
-                progress = true;
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.wr = false,
-            Err(_) => return Err(lost_answer(c)),
-        }
-    }
-    if c.opos == c.out.len() && c.opos > 0 {
-        c.out.clear();
-        c.opos = 0;
-        // A busy connection keeps its buffer; an upgraded one (often idle for long) does not.
-        if c.out.capacity() > 2 * BUF || c.phase == Phase::Upgraded {
-            c.out = Vec::new();
-        }
-    }
-    Ok(progress)
-}
-
-/// The client did not take the answer: it closed its connection before the answer was
-/// complete, which is not the function's fault (CONTRACT §11).
-pub(super) fn lost_answer(c: &mut Client) -> Gone {
-    if let Some(ex) = c.ex.as_mut() {
-        // An upgraded connection ends when either side closes: that is no failure.
-        if let (Some(Outcome::Success | Outcome::FunctionError), false) =
-            (ex.outcome, c.phase == Phase::Upgraded)
-        {
-            ex.outcome = Some(Outcome::ClientClosed);
-        }
-    }
-    Gone
-}
-
-/// Reads from the client while it has input and less than `limit` bytes are pending; returns
-/// whether bytes (or the end of input) arrived.
-pub(super) fn read_client(cx: &mut Cx, c: &mut Client, limit: usize) -> Flow {
-    let mut progress = false;
-    while c.rd && !c.eof && c.pending().len() < limit {
-        if c.ipos > 0 && c.ipos * 2 >= c.inbuf.len() {
-            c.inbuf.drain(..c.ipos);
-            c.ipos = 0;
-        }
-        let want = (limit - c.pending().len()).min(cx.read_buf.len());
-        match crate::sys::retry(|| c.stream.read(&mut cx.read_buf[..want])) {
-            Ok(0) => {
-                c.eof = true;
-                progress = true;
-            }
-            Ok(n) => {
-                c.inbuf.extend_from_slice(&cx.read_buf[..n]);
-                // A short read drained the socket (unless its end is known to be there too):
-                // more input is a new edge.
-                c.rd = n == want || c.hup;
-                progress = true;
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.rd = false,
-            Err(_) => return Err(Gone),
-        }
-    }
     Ok(progress)
 }
 
@@ -294,7 +114,7 @@ fn read_head(cx: &mut Cx, c: &mut Client) -> Flow {
             c.phase = Phase::Head;
             c.scanned = 0;
             if c.served > 0 {
-                cx.set_deadline(c, cx.now + p.cfg.server.header_timeout);
+                client::set_deadline(cx, c, cx.now + p.cfg.server.header_timeout);
             }
         }
         let parsed = parse_request_head(&c.inbuf[c.ipos..], c.scanned, &p.limits, &mut cx.head);
@@ -342,28 +162,6 @@ fn bad_request(cx: &mut Cx, c: &mut Client, e: HttpError) -> Flow {
         true,
     );
     Ok(true)
-}
-
-/// Queues one of fc-init's own answers; the connection goes on (or closes) once it is out.
-pub(super) fn own_answer(
-    cx: &mut Cx,
-    c: &mut Client,
-    status: u16,
-    error: ErrorType,
-    request_id: &str,
-    message: &str,
-    close: bool,
-) {
-    write_error_response(&mut cx.scratch, status, error, request_id, message, close);
-    c.out.extend_from_slice(&cx.scratch);
-    c.close_after |= close;
-    enter_deliver(cx, c, cx.now + cx.p.cfg.server.idle_timeout);
-}
-
-/// The answer is queued: it is delivered by `deadline`.
-pub(super) fn enter_deliver(cx: &mut Cx, c: &mut Client, deadline: Instant) {
-    c.phase = Phase::Deliver;
-    cx.set_deadline(c, deadline);
 }
 
 /// A complete head of `head_len` bytes is in `cx.head`: the request begins.
@@ -416,7 +214,7 @@ fn start_request(cx: &mut Cx, c: &mut Client, head_len: usize) {
     let framing = ex.head.framing;
     c.ex = Some(ex);
     if let Purpose::Invoke(_) = purpose {
-        exchange::log_start(cx, c);
+        finish::log_start(cx, c);
     }
     if let Purpose::Submit = purpose {
         if let Some((status, error, message)) = submission_refused(cx, framing) {
@@ -426,7 +224,7 @@ fn start_request(cx: &mut Cx, c: &mut Client, head_len: usize) {
     let ex = c.ex.as_mut().expect("set above");
     ex.decoder = match Decoder::new(framing, max) {
         Ok(d) => d,
-        Err(_) => return exchange::fail(cx, c, Failure::BodyTooLarge),
+        Err(_) => return finish::fail(cx, c, Failure::BodyTooLarge),
     };
     let total = p.cfg.server.body_buffer_total;
     ex.buffer_limit = match purpose {
@@ -438,7 +236,7 @@ fn start_request(cx: &mut Cx, c: &mut Client, head_len: usize) {
         c.out.extend_from_slice(crate::http::CONTINUE_100);
     }
     c.phase = Phase::Body;
-    cx.set_deadline(c, cx.now + p.cfg.server.body_timeout);
+    client::set_deadline(cx, c, cx.now + p.cfg.server.body_timeout);
 }
 
 /// Why an asynchronous submission is refused before its body is read, if it is.
@@ -602,11 +400,6 @@ fn reserve(cx: &mut Cx, c: &mut Client) -> Reserve {
     Reserve::Wait
 }
 
-/// The client closed its side in the middle of the body `d` decodes.
-pub(super) fn cut_short(d: &mut Decoder) -> HttpError {
-    d.at_eof().err().unwrap_or(HttpError::UnexpectedEof)
-}
-
 /// The body could not be read (malformed, too large, too slow, cut short): fc-init's answer,
 /// then close.
 fn body_refused(cx: &mut Cx, c: &mut Client, e: HttpError) {
@@ -614,7 +407,7 @@ fn body_refused(cx: &mut Cx, c: &mut Client, e: HttpError) {
         return;
     };
     match ex.purpose {
-        Purpose::Invoke(_) => exchange::fail(cx, c, Failure::RequestBody(e)),
+        Purpose::Invoke(_) => finish::fail(cx, c, Failure::RequestBody(e)),
         _ => {
             let message = match e {
                 HttpError::BodyTooLarge if ex.purpose == Purpose::Submit => {
@@ -659,7 +452,7 @@ fn proceed(cx: &mut Cx, c: &mut Client) {
                 Box::new(move |result| handle.push(Mail::Stored(t, result))),
             );
             c.phase = Phase::Storing;
-            cx.set_deadline(c, far(cx.now));
+            client::set_deadline(cx, c, far(cx.now));
         }
         Purpose::Lifecycle(call) => {
             let (handle, t) = (cx.handle.clone(), c.token);
@@ -669,7 +462,7 @@ fn proceed(cx: &mut Cx, c: &mut Client) {
                 reply: Reply::new(move |answer| handle.push(Mail::Lifecycle(t, answer))),
             });
             c.phase = Phase::Lifecycle;
-            cx.set_deadline(c, far(cx.now));
+            client::set_deadline(cx, c, far(cx.now));
         }
     }
 }
@@ -767,7 +560,7 @@ fn deliver(cx: &mut Cx, c: &mut Client) -> Flow {
         c.out = Vec::new();
         c.opos = 0;
         c.phase = Phase::Linger;
-        cx.set_deadline(c, cx.now + LINGER.min(cx.p.cfg.server.idle_timeout));
+        client::set_deadline(cx, c, cx.now + LINGER.min(cx.p.cfg.server.idle_timeout));
         return Ok(true);
     }
     c.phase = Phase::Idle;
@@ -775,7 +568,7 @@ fn deliver(cx: &mut Cx, c: &mut Client) -> Flow {
     if c.out.capacity() > 4096 {
         c.out = Vec::new();
     }
-    cx.set_deadline(c, cx.now + cx.p.cfg.server.idle_timeout);
+    client::set_deadline(cx, c, cx.now + cx.p.cfg.server.idle_timeout);
     Ok(true)
 }
 
@@ -796,73 +589,6 @@ fn linger(cx: &mut Cx, c: &mut Client) -> Flow {
     Ok(progress)
 }
 
-/// Ends the connection's exchange, if any: its slot and counts, its metrics and End line.
-pub(super) fn end_exchange(cx: &mut Cx, c: &mut Client) {
-    let Some(mut ex) = c.ex.take() else {
-        return;
-    };
-    exchange::release(cx, &mut ex, false);
-    if ex.logged && ex.outcome.is_none() {
-        // An invocation that ended without an answer: the client went away.
-        ex.outcome = Some(Outcome::ClientClosed);
-    }
-    conclude(cx, &mut ex);
-    cx.recycle(ex);
-}
-
-/// Records how the invocation ended, once: its metrics and its End line. Called as soon as
-/// the outcome is known (the function's answer complete in the buffers, or fc-init's own
-/// answer decided), so both are there before the client can have read the answer.
-pub(super) fn conclude(cx: &mut Cx, ex: &mut Exchange) {
-    let Some(outcome) = ex.outcome.take() else {
-        return;
-    };
-    cx.p.metrics.record(outcome, ex.started.elapsed());
-    if std::mem::take(&mut ex.logged) {
-        cx.log.extend_from_slice(INVOKE_END.as_bytes());
-        cx.log.extend_from_slice(ex.request_id.as_bytes());
-        if let Some(error) = end_error(outcome) {
-            cx.log.extend_from_slice(b", Error: ");
-            cx.log.extend_from_slice(error.as_bytes());
-        }
-        cx.log.push(b'\n');
-    }
-}
-
-/// What the End line of an invocation that ended with `outcome` says after `, Error: `
-/// (CONTRACT §5, §11): nothing for a function's answer to an HTTP invocation (whatever its
-/// status); the function's failure for a failed `/invoke` and for fc-init's own error
-/// answers; the client's part when it went away first.
-pub(super) fn end_error(outcome: Outcome) -> Option<&'static str> {
-    match outcome {
-        Outcome::Success => None,
-        Outcome::FunctionError | Outcome::Error(_) => Some(END_ERROR),
-        Outcome::ClientClosed => Some(CLIENT_CLOSED),
-        Outcome::InternalError => Some(INTERNAL_ERROR),
-    }
-}
-
-/// Appends the Start line of the exchange's request to the pending lines.
-pub(super) fn start_line(cx: &mut Cx, request_id: &str) {
-    cx.log.extend_from_slice(INVOKE_START.as_bytes());
-    cx.log.extend_from_slice(request_id.as_bytes());
-    cx.log.push(b'\n');
-}
-
-/// The connection is dropped after a panic while handling it: its exchange ends as fc-init's
-/// own fault (its End line and metrics), and the function connection it used is closed, not
-/// pooled (where its answer stands is unknown).
-pub(super) fn abandon(cx: &mut Cx, c: &mut Client) {
-    let Some(mut ex) = c.ex.take() else {
-        return;
-    };
-    exchange::release(cx, &mut ex, false);
-    if ex.logged || ex.outcome.is_some() {
-        ex.outcome = Some(Outcome::InternalError);
-    }
-    conclude(cx, &mut ex);
-}
-
 /// The connection is closing: whatever it holds is ended.
 fn close(cx: &mut Cx, c: &mut Client) {
     end_exchange(cx, c);
@@ -878,7 +604,7 @@ pub(super) fn on_deadline(cx: &mut Cx, c: &mut Client) -> Next {
             body_refused(cx, c, HttpError::Timeout);
             Ok(true)
         }
-        Phase::Admit | Phase::Forward | Phase::Upgraded => exchange::on_deadline(cx, c),
+        Phase::Admit | Phase::Forward | Phase::Upgraded => forward::on_deadline(cx, c),
         Phase::Deliver => {
             // function.timeout bounds the delivery of the function's answer too.
             if let Some(ex) = c.ex.as_mut() {
@@ -891,7 +617,7 @@ pub(super) fn on_deadline(cx: &mut Cx, c: &mut Client) -> Next {
         Phase::Abort => Err(Gone),
         // Not a deadline of their own: looked at again later.
         Phase::Storing | Phase::Lifecycle => {
-            cx.set_deadline(c, far(cx.now));
+            client::set_deadline(cx, c, far(cx.now));
             Ok(false)
         }
     };

@@ -20,10 +20,11 @@ use crate::metrics::Metrics;
 use crate::state::{Phase, Shared, Status};
 use crate::supervisor::Event;
 
-use super::conn::{self, Client, Next};
-use super::event_loop::{Cx, Handle, Mail};
+use super::client::{self, Client, Next};
+use super::conn;
+use super::cx::{Cx, Handle, Mail};
 use super::io::{Connector, Transport};
-use super::{OpenSlot, Proxy, Tell};
+use super::shared::{OpenSlot, Proxy, Tell};
 
 /// One side's scripted stream: what the peer sent and not yet read, what fc-init wrote.
 #[derive(Default)]
@@ -212,7 +213,7 @@ impl Sim {
             token,
             deadline,
         );
-        cx.set_deadline(&mut client, deadline);
+        client::set_deadline(&mut cx, &mut client, deadline);
         Sim {
             p,
             cx,
