@@ -129,8 +129,8 @@ impl Budget {
         }
     }
 
-    /// Bytes reserved now (for tests and diagnostics).
-    #[cfg(test)]
+    /// Bytes reserved now (for tests and the fuzz target's end-of-run check).
+    #[cfg(any(test, feature = "exchange-seam"))]
     pub(super) fn used(&self) -> u64 {
         self.lock().used
     }

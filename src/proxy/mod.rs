@@ -52,6 +52,8 @@ mod kind;
 mod limiter;
 mod listener;
 mod shared;
+#[cfg(any(test, feature = "exchange-seam"))]
+mod sim;
 mod slab;
 mod submit;
 
@@ -66,6 +68,8 @@ use crate::supervisor::Events;
 
 pub use errors::ProxyError;
 use shared::{Proxy, Tell};
+#[cfg(feature = "exchange-seam")]
+pub use sim::fuzz_exchange;
 
 /// What the traffic side is wired to besides the configuration and the lifecycle.
 pub struct Wiring {
