@@ -205,10 +205,19 @@ pub(super) fn own_answer(
     c: &mut Client,
     status: u16,
     error: ErrorType,
-    request_id: &str,
     message: &str,
     close: bool,
 ) {
+    // The request's own id, the one place it lives; a head that never became a request
+    // gets a fresh one.
+    let fresh;
+    let request_id = match c.ex.as_ref() {
+        Some(ex) => ex.request_id.as_str(),
+        None => {
+            fresh = crate::http::new_request_id();
+            fresh.as_str()
+        }
+    };
     write_error_response(&mut cx.scratch, status, error, request_id, message, close);
     c.out.extend_from_slice(&cx.scratch);
     c.close_after |= close;

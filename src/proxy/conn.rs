@@ -152,15 +152,7 @@ fn bad_request(cx: &mut Cx, c: &mut Client, e: HttpError) -> Flow {
     let Some(a) = failure.answer(Invocation::Http) else {
         return Err(Gone);
     };
-    own_answer(
-        cx,
-        c,
-        a.status,
-        a.error,
-        &new_request_id(),
-        &a.message,
-        true,
-    );
+    own_answer(cx, c, a.status, a.error, &a.message, true);
     Ok(true)
 }
 
@@ -190,10 +182,9 @@ fn start_request(cx: &mut Cx, c: &mut Client, head_len: usize) {
     }
     let head = &ex.head;
     if head.method() == "CONNECT" {
-        let id = std::mem::take(&mut ex.request_id);
         c.ex = Some(ex);
         let message = "CONNECT is not supported: fc-init is not a forward proxy";
-        own_answer(cx, c, 405, ErrorType::InvalidArgument, &id, message, true);
+        own_answer(cx, c, 405, ErrorType::InvalidArgument, message, true);
         return;
     }
     let control = head.header("x-fc-control-path");
@@ -279,11 +270,7 @@ fn refuse(cx: &mut Cx, c: &mut Client, status: u16, error: ErrorType, message: &
         cx.p.metrics
             .record(Outcome::Error(error), ex.started.elapsed());
     }
-    let id = std::mem::take(&mut ex.request_id);
-    own_answer(cx, c, status, error, &id, message, true);
-    if let Some(ex) = c.ex.as_mut() {
-        ex.request_id = id;
-    }
+    own_answer(cx, c, status, error, message, true);
 }
 
 /// Reads the request body into the exchange's buffer, then lets the request go on. The body
@@ -521,12 +508,8 @@ pub(super) fn lifecycle_answered(cx: &mut Cx, c: &mut Client, answer: LifecycleA
         "lifecycle call {}: the {what} failed: {message}",
         ex.request_id
     );
-    let id = std::mem::take(&mut ex.request_id);
     let status = error.status(Invocation::Http);
-    own_answer(cx, c, status, error, &id, &message, !keep);
-    if let Some(ex) = c.ex.as_mut() {
-        ex.request_id = id;
-    }
+    own_answer(cx, c, status, error, &message, !keep);
 }
 
 /// `200 OK` with `x-fc-request-id` and no body.

@@ -58,11 +58,7 @@ pub(super) fn fail(cx: &mut Cx, c: &mut Client, failure: Failure) {
     };
     let keep =
         failure.can_continue() && ex.decoder.is_done() && ex.head.keep_alive && !p.stopping();
-    let id = std::mem::take(&mut ex.request_id);
-    client::own_answer(cx, c, a.status, a.error, &id, &a.message, !keep);
-    if let Some(ex) = c.ex.as_mut() {
-        ex.request_id = id;
-    }
+    client::own_answer(cx, c, a.status, a.error, &a.message, !keep);
 }
 
 /// [`fail`], as a step's result: the connection goes on with the answer, or closes.
