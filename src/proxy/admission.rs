@@ -19,7 +19,7 @@ use super::client::{self, Client, Flow, Phase};
 use super::cx::{Cx, Mail};
 use super::errors::Failure;
 use super::exchange::Exchange;
-use super::finish::fail_flow;
+use super::finish::fail;
 use super::limiter::{Admit, Denied, Ticket};
 use super::shared::InFlight;
 
@@ -47,7 +47,7 @@ pub(super) fn admit(cx: &mut Cx, c: &mut Client) -> Flow {
     let t = c.token;
     let ex = c.ex.as_mut().expect("a request is being admitted");
     if p.stopping() {
-        return fail_flow(cx, c, stopped(cx));
+        return fail(cx, c, stopped(cx));
     }
     if ex.permit.is_none() {
         let taken = match &ex.ticket {
@@ -73,8 +73,8 @@ pub(super) fn admit(cx: &mut Cx, c: &mut Client) -> Flow {
         ex.ticket = None;
         match taken {
             Ok(permit) => ex.permit = Some(permit),
-            Err(Denied::Full) => return fail_flow(cx, c, Failure::QueueFull),
-            Err(Denied::Closed) => return fail_flow(cx, c, stopped(cx)),
+            Err(Denied::Full) => return fail(cx, c, Failure::QueueFull),
+            Err(Denied::Closed) => return fail(cx, c, stopped(cx)),
         }
     }
     let instance = match readiness(cx, ex) {
@@ -86,12 +86,12 @@ pub(super) fn admit(cx: &mut Cx, c: &mut Client) -> Flow {
             }
             return Ok(false);
         }
-        Readiness::Refuse(f) => return fail_flow(cx, c, f),
+        Readiness::Refuse(f) => return fail(cx, c, f),
     };
     if ex.in_flight.is_none() {
         match InFlight::enter(p) {
             Some(g) => ex.in_flight = Some(g),
-            None => return fail_flow(cx, c, stopped(cx)),
+            None => return fail(cx, c, stopped(cx)),
         }
         ex.deadline = cx.now + p.cfg.function.timeout;
     }

@@ -35,8 +35,6 @@ pub(super) enum Phase {
     Upgraded,
     Deliver,
     Linger,
-    /// Nothing more can be said (the answer had started): closed at once.
-    Abort,
 }
 
 /// What the loop does with a connection after driving it.
@@ -124,7 +122,7 @@ pub(super) fn settled(c: &Client) -> bool {
     c.unsent() == 0
         && match c.phase {
             Phase::Idle => c.pending().is_empty(),
-            Phase::Head | Phase::Body | Phase::Abort => true,
+            Phase::Head | Phase::Body => true,
             _ => false,
         }
 }

@@ -82,7 +82,6 @@ fn step(cx: &mut Cx, c: &mut Client) -> Flow {
         Phase::Upgraded => forward::relay_upgraded(cx, c)?,
         Phase::Deliver => deliver(cx, c)?,
         Phase::Linger => linger(cx, c)?,
-        Phase::Abort => return Err(Gone),
     };
     Ok(progress)
 }
@@ -120,8 +119,7 @@ fn read_head(cx: &mut Cx, c: &mut Client) -> Flow {
         let parsed = parse_request_head(&c.inbuf[c.ipos..], c.scanned, &p.limits, &mut cx.head);
         match parsed {
             Ok(Some(n)) => {
-                start_request(cx, c, n);
-                return Ok(true);
+                return start_request(cx, c, n);
             }
             Ok(None) if c.eof => return bad_request(cx, c, HttpError::UnexpectedEof),
             Ok(None) => {
@@ -157,7 +155,7 @@ fn bad_request(cx: &mut Cx, c: &mut Client, e: HttpError) -> Flow {
 }
 
 /// A complete head of `head_len` bytes is in `cx.head`: the request begins.
-fn start_request(cx: &mut Cx, c: &mut Client, head_len: usize) {
+fn start_request(cx: &mut Cx, c: &mut Client, head_len: usize) -> Flow {
     let p = cx.p;
     c.ipos += head_len;
     c.scanned = 0;
@@ -185,7 +183,7 @@ fn start_request(cx: &mut Cx, c: &mut Client, head_len: usize) {
         c.ex = Some(ex);
         let message = "CONNECT is not supported: fc-init is not a forward proxy";
         own_answer(cx, c, 405, ErrorType::InvalidArgument, message, true);
-        return;
+        return Ok(true);
     }
     let control = head.header("x-fc-control-path");
     let k = kind(p.cfg.server.platform, head.method(), head.path(), control);
@@ -209,7 +207,8 @@ fn start_request(cx: &mut Cx, c: &mut Client, head_len: usize) {
     }
     if let Purpose::Submit = purpose {
         if let Some((status, error, message)) = submission_refused(cx, framing) {
-            return refuse(cx, c, status, error, &message);
+            refuse(cx, c, status, error, &message);
+            return Ok(true);
         }
     }
     let ex = c.ex.as_mut().expect("set above");
@@ -228,6 +227,7 @@ fn start_request(cx: &mut Cx, c: &mut Client, head_len: usize) {
     }
     c.phase = Phase::Body;
     client::set_deadline(cx, c, cx.now + p.cfg.server.body_timeout);
+    Ok(true)
 }
 
 /// Why an asynchronous submission is refused before its body is read, if it is.
@@ -287,8 +287,7 @@ fn buffer_body(cx: &mut Cx, c: &mut Client) -> Flow {
             let step = match ex.decoder.step(input, room) {
                 Ok(s) => s,
                 Err(e) => {
-                    body_refused(cx, c, e);
-                    return Ok(true);
+                    return body_refused(cx, c, e);
                 }
             };
             ex.body.extend_from_slice(&input[step.data.clone()]);
@@ -303,8 +302,7 @@ fn buffer_body(cx: &mut Cx, c: &mut Client) -> Flow {
             return Ok(true);
         }
         if full {
-            body_refused(cx, c, HttpError::BodyTooLarge);
-            return Ok(true);
+            return body_refused(cx, c, HttpError::BodyTooLarge);
         }
         if ex.body.len() >= covered {
             // No room left in its share: more of it, before another byte is read.
@@ -319,8 +317,7 @@ fn buffer_body(cx: &mut Cx, c: &mut Client) -> Flow {
         }
         if c.eof {
             let e = cut_short(&mut ex.decoder);
-            body_refused(cx, c, e);
-            return Ok(true);
+            return body_refused(cx, c, e);
         }
         if !c.rd {
             return Ok(progress);
@@ -389,9 +386,9 @@ fn reserve(cx: &mut Cx, c: &mut Client) -> Reserve {
 
 /// The body could not be read (malformed, too large, too slow, cut short): fc-init's answer,
 /// then close.
-fn body_refused(cx: &mut Cx, c: &mut Client, e: HttpError) {
+fn body_refused(cx: &mut Cx, c: &mut Client, e: HttpError) -> Flow {
     let Some(ex) = c.ex.as_ref() else {
-        return;
+        return Err(Gone);
     };
     match ex.purpose {
         Purpose::Invoke(_) => finish::fail(cx, c, Failure::RequestBody(e)),
@@ -405,6 +402,7 @@ fn body_refused(cx: &mut Cx, c: &mut Client, e: HttpError) {
             };
             let status = e.status().unwrap_or(400);
             refuse(cx, c, status, ErrorType::InvalidArgument, &message);
+            Ok(true)
         }
     }
 }
@@ -583,10 +581,7 @@ pub(super) fn on_deadline(cx: &mut Cx, c: &mut Client) -> Next {
         // An idle connection is closed without a word.
         Phase::Idle | Phase::Linger => Err(Gone),
         Phase::Head => bad_request(cx, c, HttpError::Timeout),
-        Phase::Body => {
-            body_refused(cx, c, HttpError::Timeout);
-            Ok(true)
-        }
+        Phase::Body => body_refused(cx, c, HttpError::Timeout),
         Phase::Admit | Phase::Forward | Phase::Upgraded => forward::on_deadline(cx, c),
         Phase::Deliver => {
             // function.timeout bounds the delivery of the function's answer too.
@@ -597,7 +592,6 @@ pub(super) fn on_deadline(cx: &mut Cx, c: &mut Client) -> Next {
             }
             Err(Gone)
         }
-        Phase::Abort => Err(Gone),
         // Not a deadline of their own: looked at again later.
         Phase::Storing | Phase::Lifecycle => {
             client::set_deadline(cx, c, far(cx.now));

@@ -6,7 +6,7 @@
 
 use crate::metrics::Outcome;
 
-use super::client::{self, Client, Flow, Gone, Phase};
+use super::client::{self, Client, Flow, Gone};
 use super::cx::Cx;
 use super::errors::Failure;
 use super::exchange::Exchange;
@@ -27,11 +27,13 @@ pub(super) fn release(cx: &mut Cx, ex: &mut Exchange, reusable: bool) {
 }
 
 /// Fails the exchange (the one place): fc-init's own answer when nothing of the function's
-/// has been sent yet, else a close; the outcome, and so the metrics and the End line.
-pub(super) fn fail(cx: &mut Cx, c: &mut Client, failure: Failure) {
+/// has been sent yet, else a close; the outcome, and so the metrics and the End line. As a
+/// step's result: `Ok` when the connection goes on with the answer, `Err(Gone)` when it is
+/// to be closed (nothing more can be said).
+pub(super) fn fail(cx: &mut Cx, c: &mut Client, failure: Failure) -> Flow {
     let p = cx.p;
     let Some(ex) = c.ex.as_mut() else {
-        return;
+        return Err(Gone);
     };
     let answer = failure.answer(ex.invocation());
     let error = answer.as_ref().map_or(
@@ -53,21 +55,12 @@ pub(super) fn fail(cx: &mut Cx, c: &mut Client, failure: Failure) {
     let answer = answer.filter(|_| !ex.resp_started);
     let Some(a) = answer else {
         // Nothing can be said any more: the connection closes.
-        c.phase = Phase::Abort;
-        return;
+        return Err(Gone);
     };
     let keep =
         failure.can_continue() && ex.decoder.is_done() && ex.head.keep_alive && !p.stopping();
     client::own_answer(cx, c, a.status, a.error, &a.message, !keep);
-}
-
-/// [`fail`], as a step's result: the connection goes on with the answer, or closes.
-pub(super) fn fail_flow(cx: &mut Cx, c: &mut Client, failure: Failure) -> Flow {
-    fail(cx, c, failure);
-    match c.phase {
-        Phase::Abort => Err(Gone),
-        _ => Ok(true),
-    }
+    Ok(true)
 }
 
 /// The FC Invoke Start line, for an invocation that begins (CONTRACT §5).

@@ -35,7 +35,7 @@ use super::client::{self, Client, Flow, Gone, Phase};
 use super::cx::Cx;
 use super::errors::{ConnectError, Failure};
 use super::exchange::Exchange;
-use super::finish::{self, fail, fail_flow, release};
+use super::finish::{self, fail, release};
 use super::shared::BUF;
 
 /// How long a request whose fresh connection the function reset waits for the supervisor to
@@ -81,9 +81,9 @@ pub(super) fn forward(cx: &mut Cx, c: &mut Client) -> Flow {
             }
             Err(ConnectError::Exhausted(e)) => {
                 super::fds::log_exhausted("connecting to the function", &e);
-                return fail_flow(cx, c, Failure::Descriptors(e));
+                return fail(cx, c, Failure::Descriptors(e));
             }
-            Err(e) => return fail_flow(cx, c, Failure::Connect(e)),
+            Err(e) => return fail(cx, c, Failure::Connect(e)),
         }
     }
     if ex.logged && ex.start_epoch >= cx.log_epoch {
@@ -225,7 +225,7 @@ pub(super) fn pull_body(cx: &mut Cx, c: &mut Client) -> Flow {
             let input = &c.inbuf[c.ipos..];
             let step = match ex.decoder.step(input, BUF - ex.fn_out.len()) {
                 Ok(s) => s,
-                Err(e) => return fail_flow(cx, c, Failure::RequestBody(e)),
+                Err(e) => return fail(cx, c, Failure::RequestBody(e)),
             };
             ex.req_encoder
                 .data(&input[step.data.clone()], &mut ex.fn_out);
@@ -244,7 +244,7 @@ pub(super) fn pull_body(cx: &mut Cx, c: &mut Client) -> Flow {
         }
         if c.eof {
             let e = client::cut_short(&mut ex.decoder);
-            return fail_flow(cx, c, Failure::RequestBody(e));
+            return fail(cx, c, Failure::RequestBody(e));
         }
         if !c.rd || !client::read_client(cx, c, BUF)? {
             return Ok(false);
@@ -404,7 +404,7 @@ pub(super) fn pass_through(cx: &mut Cx, c: &mut Client) -> Flow {
     slot.rd = n == want || slot.hup;
     let data = &cx.read_buf[..n];
     if let Err(e) = ex.resp_decoder.step(data, n) {
-        return fail_flow(cx, c, Failure::ResponseBody(e));
+        return fail(cx, c, Failure::ResponseBody(e));
     }
     let written = match crate::sys::retry(|| c.stream.write(data)) {
         Ok(w) => w,
@@ -427,7 +427,7 @@ pub(super) fn function_closed(cx: &mut Cx, c: &mut Client) -> Flow {
     let read_error = ex.fn_error.take();
     if !ex.resp_started {
         if !ex.fn_in.is_empty() {
-            return fail_flow(cx, c, Failure::ResponseHead(HttpError::UnexpectedEof));
+            return fail(cx, c, Failure::ResponseHead(HttpError::UnexpectedEof));
         }
         // Nothing of an answer: did the request get there at all?
         let failure = match (read_error, ex.req_failed.take()) {
@@ -442,15 +442,15 @@ pub(super) fn function_closed(cx: &mut Cx, c: &mut Client) -> Flow {
         if unread && ex.resendable() {
             return resend(cx, c, failure);
         }
-        return fail_flow(cx, c, failure);
+        return fail(cx, c, failure);
     }
     match (ex.resp_decoder.at_eof(), read_error) {
         (Ok(()), _) => {
             complete(cx, c);
             Ok(true)
         }
-        (Err(_), Some(e)) => fail_flow(cx, c, Failure::ResponseBody(HttpError::Read(e))),
-        (Err(e), None) => fail_flow(cx, c, Failure::ResponseBody(e)),
+        (Err(_), Some(e)) => fail(cx, c, Failure::ResponseBody(HttpError::Read(e))),
+        (Err(e), None) => fail(cx, c, Failure::ResponseBody(e)),
     }
 }
 
@@ -476,10 +476,10 @@ pub(super) fn relay(cx: &mut Cx, c: &mut Client) -> Flow {
                 Ok(true)
             }
             Ok(None) if ex.fn_in.len() > cx.resp_limits.max_header_bytes => {
-                fail_flow(cx, c, Failure::ResponseHead(HttpError::HeadersTooLarge))
+                fail(cx, c, Failure::ResponseHead(HttpError::HeadersTooLarge))
             }
             Ok(None) => Ok(false),
-            Err(e) => fail_flow(cx, c, Failure::ResponseHead(e)),
+            Err(e) => fail(cx, c, Failure::ResponseHead(e)),
         };
     }
     let mut used = 0;
@@ -491,7 +491,7 @@ pub(super) fn relay(cx: &mut Cx, c: &mut Client) -> Flow {
             Ok(s) => s,
             Err(e) => {
                 ex.fn_in.drain(..used);
-                return fail_flow(cx, c, Failure::ResponseBody(e));
+                return fail(cx, c, Failure::ResponseBody(e));
             }
         };
         ex.resp_encoder.data(&input[step.data.clone()], &mut c.out);
@@ -681,14 +681,14 @@ pub(super) fn on_deadline(cx: &mut Cx, c: &mut Client) -> Flow {
                 match queued.take() {
                     Some(Ok(permit)) => ex.permit = Some(permit),
                     Some(Err(_)) => return admit(cx, c),
-                    None => return fail_flow(cx, c, Failure::QueueTimeout),
+                    None => return fail(cx, c, Failure::QueueTimeout),
                 }
             }
             if let Some((_, failure)) = ex.next_instance_of.take() {
-                return fail_flow(cx, c, failure);
+                return fail(cx, c, failure);
             }
             match decide(&cx.p.shared.snapshot()) {
-                Readiness::Refuse(f) => fail_flow(cx, c, f),
+                Readiness::Refuse(f) => fail(cx, c, f),
                 _ => admit(cx, c),
             }
         }
@@ -710,13 +710,14 @@ pub(super) fn on_deadline(cx: &mut Cx, c: &mut Client) -> Flow {
                 && ex.hpos >= ex.fn_head.len()
                 && ex.bpos >= ex.body.len();
             match waiting_for_client {
-                true => fail_flow(cx, c, Failure::RequestBody(HttpError::Timeout)),
-                false => fail_flow(cx, c, Failure::ResponseHead(HttpError::Timeout)),
+                true => fail(cx, c, Failure::RequestBody(HttpError::Timeout)),
+                false => fail(cx, c, Failure::ResponseHead(HttpError::Timeout)),
             }
         }
         // Cut mid-answer or mid-relay at function.timeout: both sides are closed.
         _ if now >= ex.deadline => {
-            fail(cx, c, Failure::Timeout);
+            // Whatever the answer, the connection closes.
+            let _ = fail(cx, c, Failure::Timeout);
             Err(Gone)
         }
         _ => Ok(true),
