@@ -4,7 +4,7 @@
 //! change, the loop's clock and scratch buffers), and how other threads reach the loop
 //! ([`Handle`]: a mailbox and a waker).
 
-use std::io::{self, Write};
+use std::io;
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -20,6 +20,7 @@ use crate::supervisor::LifecycleAnswer;
 use super::errors::ConnectError;
 use super::exchange::Exchange;
 use super::io::{Connector, Transport};
+use super::lines::Lines;
 use super::shared::{OpenSlot, Proxy, BUF, MAX_IDLE};
 use super::slab::{token, Slab, KIND_FN};
 
@@ -139,13 +140,8 @@ pub(super) struct Cx {
     pub fns: Slab<FnSlot>,
     /// Pooled function connections, the warmest last.
     pub(super) idle: Vec<usize>,
-    /// FC Invoke lines not yet on stdout.
-    pub log: Vec<u8>,
-    /// Bumped each time `log` is written out: a request whose Start line was added at an
-    /// earlier epoch may go to the function.
-    pub log_epoch: u64,
-    /// Clients whose request waits for its Start line to be written.
-    pub to_send: Vec<Token>,
+    /// The FC Invoke lines not yet on stdout, and the requests that wait for theirs.
+    pub lines: Lines,
     /// Clients whose request waits for a change of the instance's status.
     pub status_waiters: Vec<Token>,
     pub now: Instant,
@@ -238,19 +234,6 @@ impl Cx {
             self.fns.remove(f);
         }
     }
-
-    /// Writes the pending FC Invoke lines in one go.
-    pub(super) fn flush_log(&mut self) {
-        if self.log.is_empty() {
-            return;
-        }
-        let mut out = std::io::stdout().lock();
-        // A closed stdout is no reason to stop serving.
-        let _ = out.write_all(&self.log);
-        let _ = out.flush();
-        self.log.clear();
-        self.log_epoch += 1;
-    }
 }
 
 impl Cx {
@@ -267,9 +250,7 @@ impl Cx {
             handle,
             fns: Slab::new(),
             idle: Vec::new(),
-            log: Vec::new(),
-            log_epoch: 0,
-            to_send: Vec::new(),
+            lines: Lines::default(),
             status_waiters: Vec::new(),
             now,
             next_scan: now + Duration::from_secs(3600),

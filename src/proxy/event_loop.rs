@@ -28,7 +28,7 @@
 //!
 //! The FC Invoke Start line of a request is on stdout before the request reaches the
 //! function: the lines of one batch of events are written together, and the requests that
-//! wait for them go out right after.
+//! wait for them go out right after (the rule itself: [`super::lines`]).
 //!
 //! Failure modes: a panic while a connection is handled is caught around that connection's
 //! step: that connection alone is closed (its guards restore the counters), counted in
@@ -253,7 +253,7 @@ impl Loop {
         let busy_poll = self.cx.p.busy_poll;
         let mut last_event = Instant::now();
         loop {
-            self.cx.flush_log();
+            self.write_lines();
             let now = Instant::now();
             let clients = self.clients.len();
             let wait = match idle_wait(now, last_event, busy_poll, clients, self.cx.next_scan) {
@@ -317,7 +317,7 @@ impl Loop {
                     _ => {}
                 }
             }
-            self.send_after_log();
+            self.write_lines();
             if self.cx.now >= self.cx.next_scan {
                 self.scan_deadlines();
             }
@@ -472,11 +472,15 @@ impl Loop {
         self.drive(idx);
     }
 
-    /// Writes the Start lines of this batch, then lets the requests waiting for them go.
-    fn send_after_log(&mut self) {
-        while !self.cx.to_send.is_empty() {
-            self.cx.flush_log();
-            for t in std::mem::take(&mut self.cx.to_send) {
+    /// Writes the FC lines of this batch, then lets the requests that waited for their Start
+    /// line go (which may queue more lines: until none waits).
+    fn write_lines(&mut self) {
+        loop {
+            let go = self.cx.lines.write(&mut std::io::stdout().lock());
+            if go.is_empty() {
+                return;
+            }
+            for t in go {
                 self.drive_token(t);
             }
         }

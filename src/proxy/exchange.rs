@@ -17,6 +17,7 @@ use crate::supervisor::LifecycleCall;
 use super::budget::Reservation;
 use super::errors::Failure;
 use super::limiter::{Permit, Queued};
+use super::lines::Started;
 use super::shared::{InFlight, BUF};
 
 /// First pause before connecting again to a function whose backlog is full; doubles.
@@ -54,8 +55,7 @@ pub(super) struct Exchange {
     /// Waiting for an instance after this one, and why this one failed.
     pub(super) next_instance_of: Option<(u64, Failure)>,
     /// The Start line was written (its epoch, see `Cx::log_epoch`).
-    pub logged: bool,
-    pub(super) start_epoch: u64,
+    pub(super) start_line: Option<Started>,
     /// How the invocation ended: its metrics label and its End line ([`finish::end_error`]).
     pub outcome: Option<Outcome>,
 
@@ -123,8 +123,7 @@ impl Exchange {
             waiting_status: false,
             init_seen: None,
             next_instance_of: None,
-            logged: false,
-            start_epoch: 0,
+            start_line: None,
             outcome: None,
             decoder: Decoder::passthrough(),
             buffer_limit: 0,

@@ -10,7 +10,6 @@ use super::client::{self, Client, Flow, Gone};
 use super::cx::Cx;
 use super::errors::Failure;
 use super::exchange::Exchange;
-use super::shared::{CLIENT_CLOSED, END_ERROR, INTERNAL_ERROR, INVOKE_END, INVOKE_START};
 
 /// Gives back what the exchange holds of the function's side: its connection (pooled when
 /// `reusable`), then its in-flight count and slot, or its place in the queue.
@@ -71,9 +70,7 @@ pub(super) fn log_start(cx: &mut Cx, c: &mut Client) {
     let Some(ex) = c.ex.as_mut() else {
         return;
     };
-    start_line(cx, &ex.request_id);
-    ex.logged = true;
-    ex.start_epoch = cx.log_epoch;
+    ex.start_line = Some(cx.lines.start(&ex.request_id));
 }
 
 /// Ends the connection's exchange, if any: its slot and counts, its metrics and End line.
@@ -82,7 +79,7 @@ pub(super) fn end_exchange(cx: &mut Cx, c: &mut Client) {
         return;
     };
     release(cx, &mut ex, false);
-    if ex.logged && ex.outcome.is_none() {
+    if ex.start_line.is_some() && ex.outcome.is_none() {
         // An invocation that ended without an answer: the client went away.
         ex.outcome = Some(Outcome::ClientClosed);
     }
@@ -98,35 +95,9 @@ pub(super) fn conclude(cx: &mut Cx, ex: &mut Exchange) {
         return;
     };
     cx.p.metrics.record(outcome, ex.started.elapsed());
-    if std::mem::take(&mut ex.logged) {
-        cx.log.extend_from_slice(INVOKE_END.as_bytes());
-        cx.log.extend_from_slice(ex.request_id.as_bytes());
-        if let Some(error) = end_error(outcome) {
-            cx.log.extend_from_slice(b", Error: ");
-            cx.log.extend_from_slice(error.as_bytes());
-        }
-        cx.log.push(b'\n');
+    if ex.start_line.take().is_some() {
+        cx.lines.end(&ex.request_id, outcome);
     }
-}
-
-/// What the End line of an invocation that ended with `outcome` says after `, Error: `
-/// (CONTRACT §5, §11): nothing for a function's answer to an HTTP invocation (whatever its
-/// status); the function's failure for a failed `/invoke` and for fc-init's own error
-/// answers; the client's part when it went away first.
-pub(super) fn end_error(outcome: Outcome) -> Option<&'static str> {
-    match outcome {
-        Outcome::Success => None,
-        Outcome::FunctionError | Outcome::Error(_) => Some(END_ERROR),
-        Outcome::ClientClosed => Some(CLIENT_CLOSED),
-        Outcome::InternalError => Some(INTERNAL_ERROR),
-    }
-}
-
-/// Appends the Start line of the exchange's request to the pending lines.
-pub(super) fn start_line(cx: &mut Cx, request_id: &str) {
-    cx.log.extend_from_slice(INVOKE_START.as_bytes());
-    cx.log.extend_from_slice(request_id.as_bytes());
-    cx.log.push(b'\n');
 }
 
 /// The connection is dropped after a panic while handling it: its exchange ends as fc-init's
@@ -137,7 +108,7 @@ pub(super) fn abandon(cx: &mut Cx, c: &mut Client) {
         return;
     };
     release(cx, &mut ex, false);
-    if ex.logged || ex.outcome.is_some() {
+    if ex.start_line.is_some() || ex.outcome.is_some() {
         ex.outcome = Some(Outcome::InternalError);
     }
     conclude(cx, &mut ex);

@@ -86,9 +86,7 @@ pub(super) fn forward(cx: &mut Cx, c: &mut Client) -> Flow {
             Err(e) => return fail(cx, c, Failure::Connect(e)),
         }
     }
-    if ex.logged && ex.start_epoch >= cx.log_epoch {
-        // The Start line goes to stdout first.
-        cx.to_send.push(t);
+    if !cx.lines.may_send(ex.start_line, t) {
         return Ok(progress);
     }
     progress |= send(cx, c)?;

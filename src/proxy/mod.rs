@@ -17,7 +17,7 @@
 //!
 //! The rooms, lowest first (each imports only rooms above it in this list): [`io`] (the
 //! streams of both sides behind a trait: the seam the exchange tests drive), [`slab`],
-//! [`kind`], [`limiter`], [`budget`], [`errors`], [`shared`] (the one `Proxy` value and its
+//! [`kind`], [`limiter`], [`lines`], [`budget`], [`errors`], [`shared`] (the one `Proxy` value and its
 //! guards), [`exchange`] (one request as one value), [`cx`] (a loop's context and mailbox),
 //! [`client`] (a client connection's state and I/O), [`finish`], [`admission`], [`forward`],
 //! [`conn`], [`event_loop`], [`listener`].
@@ -50,6 +50,7 @@ mod forward;
 mod io;
 mod kind;
 mod limiter;
+mod lines;
 mod listener;
 mod shared;
 #[cfg(any(test, feature = "exchange-seam"))]

@@ -33,21 +33,6 @@ pub(super) fn count() -> usize {
         .min(MAX_LOOPS)
 }
 
-/// The FC Invoke lines (CONTRACT §5), written by the event loops.
-pub(super) const INVOKE_START: &str = "FC Invoke Start RequestId: ";
-
-pub(super) const INVOKE_END: &str = "FC Invoke End RequestId: ";
-
-/// After `, Error: ` on the End line of a failed invocation (CONTRACT §8).
-pub(super) const END_ERROR: &str = "Unhandled function error";
-
-/// ... of an invocation whose client closed its connection before the answer was complete
-/// (CONTRACT §11).
-pub(super) const CLIENT_CLOSED: &str = "client closed the connection";
-
-/// ... of an invocation cut by a fault of fc-init's own (a panic while handling it).
-pub(super) const INTERNAL_ERROR: &str = "fc-init internal error";
-
 /// Everything the traffic threads share.
 pub(super) struct Proxy {
     pub(super) cfg: Arc<Config>,

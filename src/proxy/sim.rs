@@ -392,9 +392,8 @@ impl Sim {
                 self.client = None;
             }
             let mut again = false;
-            if !self.cx.to_send.is_empty() {
+            if self.cx.lines.anyone_waiting() {
                 self.flush_log();
-                self.cx.to_send.clear();
                 again = true;
             }
             let (mail, changed) = self.cx.handle.take_mail();
@@ -420,16 +419,15 @@ impl Sim {
     }
 
     fn flush_log(&mut self) {
-        if self.cx.log.is_empty() {
-            return;
-        }
-        let lines = String::from_utf8_lossy(&std::mem::take(&mut self.cx.log)).into_owned();
+        let mut out = Vec::new();
+        // Whoever waited goes on the next pass of `drive`.
+        let _ = self.cx.lines.write(&mut out);
+        let lines = String::from_utf8_lossy(&out).into_owned();
         if lines.contains("FC Invoke Start") {
             let sent = self.fns.borrow().iter().map(|f| f.borrow().out.len()).sum();
             self.sent_before_start_line.push(sent);
         }
         self.stdout.push_str(&lines);
-        self.cx.log_epoch += 1;
     }
 
     /// The fake clock moves on by `d`; a passed deadline is acted on as the loop does.
