@@ -177,14 +177,14 @@ pub(super) fn read_client(cx: &mut Cx, c: &mut Client, limit: usize) -> Flow {
             c.inbuf.drain(..c.ipos);
             c.ipos = 0;
         }
-        let want = (limit - c.pending().len()).min(cx.read_buf.len());
-        match crate::sys::retry(|| c.stream.read(&mut cx.read_buf[..want])) {
+        let want = (limit - c.pending().len()).min(cx.bufs.read.len());
+        match crate::sys::retry(|| c.stream.read(&mut cx.bufs.read[..want])) {
             Ok(0) => {
                 c.eof = true;
                 progress = true;
             }
             Ok(n) => {
-                c.inbuf.extend_from_slice(&cx.read_buf[..n]);
+                c.inbuf.extend_from_slice(&cx.bufs.read[..n]);
                 // A short read drained the socket (unless its end is known to be there too):
                 // more input is a new edge.
                 c.rd = n == want || c.hup;
@@ -216,8 +216,15 @@ pub(super) fn own_answer(
             fresh.as_str()
         }
     };
-    write_error_response(&mut cx.scratch, status, error, request_id, message, close);
-    c.out.extend_from_slice(&cx.scratch);
+    write_error_response(
+        &mut cx.bufs.answer,
+        status,
+        error,
+        request_id,
+        message,
+        close,
+    );
+    c.out.extend_from_slice(&cx.bufs.answer);
     c.close_after |= close;
     enter_deliver(cx, c, cx.now + cx.p.cfg.server.idle_timeout);
 }

@@ -116,7 +116,8 @@ fn read_head(cx: &mut Cx, c: &mut Client) -> Flow {
                 client::set_deadline(cx, c, cx.now + p.cfg.server.header_timeout);
             }
         }
-        let parsed = parse_request_head(&c.inbuf[c.ipos..], c.scanned, &p.limits, &mut cx.head);
+        let parsed =
+            parse_request_head(&c.inbuf[c.ipos..], c.scanned, &p.limits, &mut cx.bufs.head);
         match parsed {
             Ok(Some(n)) => {
                 return start_request(cx, c, n);
@@ -154,7 +155,7 @@ fn bad_request(cx: &mut Cx, c: &mut Client, e: HttpError) -> Flow {
     Ok(true)
 }
 
-/// A complete head of `head_len` bytes is in `cx.head`: the request begins.
+/// A complete head of `head_len` bytes is in `cx.bufs.head`: the request begins.
 fn start_request(cx: &mut Cx, c: &mut Client, head_len: usize) -> Flow {
     let p = cx.p;
     c.ipos += head_len;
@@ -162,7 +163,7 @@ fn start_request(cx: &mut Cx, c: &mut Client, head_len: usize) -> Flow {
     c.served += 1;
     let mut ex = cx.exchange();
     ex.reset(cx.now);
-    std::mem::swap(&mut ex.head, &mut cx.head);
+    std::mem::swap(&mut ex.head, &mut cx.bufs.head);
     match ex.head.header("x-fc-request-id") {
         // Valid ids are ASCII.
         Some(id) if valid_request_id(id) => ex
@@ -468,13 +469,13 @@ pub(super) fn stored(cx: &mut Cx, c: &mut Client, result: Result<Submitted, Stor
     let keep = ex.head.keep_alive && !cx.p.stopping();
     let keep = super::submit::answer(
         cx.p,
-        &mut cx.scratch,
+        &mut cx.bufs.answer,
         &ex.request_id,
         result,
         keep,
         ex.started,
     );
-    c.out.extend_from_slice(&cx.scratch);
+    c.out.extend_from_slice(&cx.bufs.answer);
     c.close_after |= !keep;
     enter_deliver(cx, c, cx.now + cx.p.cfg.server.idle_timeout);
 }
@@ -557,7 +558,7 @@ fn deliver(cx: &mut Cx, c: &mut Client) -> Flow {
 fn linger(cx: &mut Cx, c: &mut Client) -> Flow {
     let mut progress = false;
     while c.rd && !c.eof {
-        match crate::sys::retry(|| c.stream.read(&mut cx.read_buf)) {
+        match crate::sys::retry(|| c.stream.read(&mut cx.bufs.read)) {
             Ok(0) => c.eof = true,
             Ok(_) => progress = true,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.rd = false,

@@ -134,28 +134,48 @@ impl Handle {
 /// Everything a loop has besides its client connections: what driving one client needs.
 pub(super) struct Cx {
     pub p: &'static Proxy,
-    /// Makes function connections (registered with this loop's poll).
-    pub(super) connector: Box<dyn Connector>,
     pub handle: Arc<Handle>,
-    pub fns: Slab<FnSlot>,
-    /// Pooled function connections, the warmest last.
-    pub(super) idle: Vec<usize>,
-    /// The FC Invoke lines not yet on stdout, and the requests that wait for theirs.
-    pub lines: Lines,
+    /// The loop's clock: set once per batch of events (a test moves it by hand).
+    pub now: Instant,
+    /// The nearest deadline of any connection (see [`Cx::note_deadline`]).
+    pub(super) next_scan: Instant,
     /// Clients whose request waits for a change of the instance's status.
     pub status_waiters: Vec<Token>,
-    pub now: Instant,
-    pub(super) next_scan: Instant,
+    /// The function connections.
+    pub pool: FnPool,
+    /// The FC Invoke lines not yet on stdout, and the requests that wait for theirs.
+    pub lines: Lines,
+    /// Buffers every connection of the loop uses in turn.
+    pub bufs: Scratch,
+}
+
+/// A loop's function connections: each in use by one exchange, or pooled.
+pub(super) struct FnPool {
+    /// Makes function connections (registered with this loop's poll).
+    pub(super) connector: Box<dyn Connector>,
+    pub(super) slots: Slab<FnSlot>,
+    /// Pooled connections (indices in `slots`), the warmest last.
+    pub(super) idle: Vec<usize>,
+}
+
+/// Buffers a loop's connections use in turn, and recycled exchanges.
+pub(super) struct Scratch {
     /// Every read lands here first.
-    pub read_buf: Box<[u8]>,
+    pub(super) read: Box<[u8]>,
     /// For answers built before they are appended to a client's output.
-    pub scratch: Vec<u8>,
+    pub(super) answer: Vec<u8>,
     /// The head being parsed (swapped into an exchange when one starts).
-    pub head: RequestHead,
+    pub(super) head: RequestHead,
     #[allow(clippy::vec_box)]
     pub(super) spare: Vec<Box<Exchange>>,
-    pub resp_limits: Limits,
 }
+
+/// What a function's answer head may be: fc-init's own limits, not the client-facing ones.
+pub(super) const RESPONSE_LIMITS: Limits = Limits {
+    max_header_bytes: RESPONSE_HEAD,
+    max_headers: crate::http::MAX_HEADERS,
+    require_host: false,
+};
 
 impl Cx {
     /// A connection's deadline is now `deadline`: the loop looks at its connections again by
@@ -168,20 +188,20 @@ impl Cx {
 
     /// A recycled exchange, or a new one.
     pub(super) fn exchange(&mut self) -> Box<Exchange> {
-        self.spare.pop().unwrap_or_else(Exchange::new)
+        self.bufs.spare.pop().unwrap_or_else(Exchange::new)
     }
 
     pub(super) fn recycle(&mut self, mut ex: Box<Exchange>) {
-        if self.spare.len() < 16 {
+        if self.bufs.spare.len() < 16 {
             ex.shed();
-            self.spare.push(ex);
+            self.bufs.spare.push(ex);
         }
     }
 
     /// A pooled connection to `instance`, or a new one (non-blocking) owned by `owner`.
     pub(super) fn take_fn(&mut self, instance: u64, owner: Token) -> Result<usize, ConnectError> {
-        while let Some(f) = self.idle.pop() {
-            let Some(slot) = self.fns.get(f) else {
+        while let Some(f) = self.pool.idle.pop() {
+            let Some(slot) = self.pool.slots.get(f) else {
                 continue;
             };
             if slot.instance == instance {
@@ -189,16 +209,17 @@ impl Cx {
                 return Ok(f);
             }
             // A new instance: every connection to an older one is dead.
-            self.fns.remove(f);
+            self.pool.slots.remove(f);
             self.purge_idle();
         }
         let gen = self.handle.generations.fetch_add(1, Ordering::Relaxed);
-        let f = self.fns.next_index();
+        let f = self.pool.slots.next_index();
         let stream = self
+            .pool
             .connector
             .connect(token(KIND_FN, f, gen))
             .map_err(ConnectError::of)?;
-        let f = self.fns.insert(
+        let f = self.pool.slots.insert(
             FnSlot {
                 stream,
                 instance,
@@ -217,21 +238,21 @@ impl Cx {
 
     /// Gives back a function connection after a clean exchange (pooled), or closes it.
     pub(super) fn release_fn(&mut self, f: usize, reusable: bool) {
-        if reusable && self.idle.len() < MAX_IDLE {
-            if let Some(slot) = self.fns.get(f) {
+        if reusable && self.pool.idle.len() < MAX_IDLE {
+            if let Some(slot) = self.pool.slots.get(f) {
                 slot.owner = None;
                 slot.served += 1;
-                self.idle.push(f);
+                self.pool.idle.push(f);
                 return;
             }
         }
-        self.fns.remove(f);
+        self.pool.slots.remove(f);
     }
 
     /// Closes every pooled function connection (the instance they reach is most likely dead).
     pub(super) fn purge_idle(&mut self) {
-        for f in std::mem::take(&mut self.idle) {
-            self.fns.remove(f);
+        for f in std::mem::take(&mut self.pool.idle) {
+            self.pool.slots.remove(f);
         }
     }
 }
@@ -246,22 +267,21 @@ impl Cx {
     ) -> Cx {
         Cx {
             p,
-            connector,
             handle,
-            fns: Slab::new(),
-            idle: Vec::new(),
-            lines: Lines::default(),
-            status_waiters: Vec::new(),
             now,
             next_scan: now + Duration::from_secs(3600),
-            read_buf: vec![0; BUF].into_boxed_slice(),
-            scratch: Vec::new(),
-            head: RequestHead::default(),
-            spare: Vec::new(),
-            resp_limits: Limits {
-                max_header_bytes: RESPONSE_HEAD,
-                max_headers: crate::http::MAX_HEADERS,
-                require_host: false,
+            status_waiters: Vec::new(),
+            pool: FnPool {
+                connector,
+                slots: Slab::new(),
+                idle: Vec::new(),
+            },
+            lines: Lines::default(),
+            bufs: Scratch {
+                read: vec![0; BUF].into_boxed_slice(),
+                answer: Vec::new(),
+                head: RequestHead::default(),
+                spare: Vec::new(),
             },
         }
     }

@@ -296,7 +296,7 @@ impl Loop {
                         self.drive(idx);
                     }
                     KIND_FN => {
-                        let Some(slot) = self.cx.fns.live(idx, gen) else {
+                        let Some(slot) = self.cx.pool.slots.live(idx, gen) else {
                             continue;
                         };
                         slot.rd |= rd;
@@ -308,8 +308,8 @@ impl Loop {
                             // sent bytes nobody asked for). Drop it now rather than fail the
                             // next request with it.
                             None if rd => {
-                                self.cx.idle.retain(|&i| i != idx);
-                                self.cx.fns.remove(idx);
+                                self.cx.pool.idle.retain(|&i| i != idx);
+                                self.cx.pool.slots.remove(idx);
                             }
                             None => {}
                         }

@@ -32,7 +32,7 @@ use crate::state::Phase as Lifecycle;
 
 use super::admission::{admit, decide, Readiness};
 use super::client::{self, Client, Flow, Gone, Phase};
-use super::cx::Cx;
+use super::cx::{Cx, RESPONSE_LIMITS};
 use super::errors::{ConnectError, Failure};
 use super::exchange::Exchange;
 use super::finish::{self, fail, release};
@@ -169,7 +169,7 @@ pub(super) fn send(cx: &mut Cx, c: &mut Client) -> Flow {
             return Ok(progress);
         }
         let f = ex.fnc.expect("connected");
-        let slot = cx.fns.get(f).expect("a live function connection");
+        let slot = cx.pool.slots.get(f).expect("a live function connection");
         let (a, b) = if ex.hpos < ex.fn_head.len() || ex.bpos < ex.body.len() {
             (&ex.fn_head[ex.hpos..], &ex.body[ex.bpos..])
         } else if ex.fpos < ex.fn_out.len() {
@@ -270,7 +270,7 @@ pub(super) fn write_failed(cx: &mut Cx, c: &mut Client, e: io::Error) -> Flow {
         let failure = ConnectError::Absent(e);
         let f = ex.fnc.take();
         if let Some(f) = f {
-            cx.fns.remove(f);
+            cx.pool.slots.remove(f);
         }
         log::debug!(
             "request {}: {failure}; waiting for a new instance",
@@ -296,7 +296,7 @@ pub(super) fn write_failed(cx: &mut Cx, c: &mut Client, e: io::Error) -> Flow {
 pub(super) fn resend(cx: &mut Cx, c: &mut Client, failure: Failure) -> Flow {
     let ex = c.ex.as_mut().expect("a request is being forwarded");
     log::debug!("request {}: {failure}; sending it again", ex.request_id);
-    let fresh = match ex.fnc.take().and_then(|f| cx.fns.remove(f)) {
+    let fresh = match ex.fnc.take().and_then(|f| cx.pool.slots.remove(f)) {
         Some(slot) => slot.served == 0,
         None => true,
     };
@@ -331,20 +331,20 @@ pub(super) fn receive(cx: &mut Cx, c: &mut Client) -> Flow {
         let mut moved = false;
         let ex = c.ex.as_mut().expect("a request is being forwarded");
         let f = ex.fnc.expect("connected");
-        let slot = cx.fns.get(f).expect("a live function connection");
+        let slot = cx.pool.slots.get(f).expect("a live function connection");
         let room = match ex.resp_started {
             true => ex.fn_in.len() < BUF && (c.out.len() - c.opos) < BUF,
-            false => ex.fn_in.len() <= cx.resp_limits.max_header_bytes,
+            false => ex.fn_in.len() <= RESPONSE_LIMITS.max_header_bytes,
         };
         if slot.rd && !ex.fn_eof && room {
-            match crate::sys::retry(|| slot.stream.read(&mut cx.read_buf)) {
+            match crate::sys::retry(|| slot.stream.read(&mut cx.bufs.read)) {
                 Ok(0) => {
                     ex.fn_eof = true;
                     moved = true;
                 }
                 Ok(n) => {
-                    ex.fn_in.extend_from_slice(&cx.read_buf[..n]);
-                    slot.rd = n == cx.read_buf.len() || slot.hup;
+                    ex.fn_in.extend_from_slice(&cx.bufs.read[..n]);
+                    slot.rd = n == cx.bufs.read.len() || slot.hup;
                     moved = true;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => slot.rd = false,
@@ -372,7 +372,7 @@ pub(super) fn receive(cx: &mut Cx, c: &mut Client) -> Flow {
 pub(super) fn pass_through(cx: &mut Cx, c: &mut Client) -> Flow {
     let ex = c.ex.as_mut().expect("a request is being forwarded");
     let f = ex.fnc.expect("connected");
-    let slot = cx.fns.get(f).expect("a live function connection");
+    let slot = cx.pool.slots.get(f).expect("a live function connection");
     let left = match ex.resp_decoder.raw_left() {
         Some(left) if ex.resp_started && ex.resp_encoder == Encoder::Raw => left,
         _ => return Ok(false),
@@ -382,8 +382,8 @@ pub(super) fn pass_through(cx: &mut Cx, c: &mut Client) -> Flow {
     }
     let want = usize::try_from(left)
         .unwrap_or(usize::MAX)
-        .min(cx.read_buf.len());
-    let n = match crate::sys::retry(|| slot.stream.read(&mut cx.read_buf[..want])) {
+        .min(cx.bufs.read.len());
+    let n = match crate::sys::retry(|| slot.stream.read(&mut cx.bufs.read[..want])) {
         Ok(0) => {
             ex.fn_eof = true;
             return Ok(true);
@@ -400,7 +400,7 @@ pub(super) fn pass_through(cx: &mut Cx, c: &mut Client) -> Flow {
         }
     };
     slot.rd = n == want || slot.hup;
-    let data = &cx.read_buf[..n];
+    let data = &cx.bufs.read[..n];
     if let Err(e) = ex.resp_decoder.step(data, n) {
         return fail(cx, c, Failure::ResponseBody(e));
     }
@@ -462,7 +462,7 @@ pub(super) fn relay(cx: &mut Cx, c: &mut Client) -> Flow {
         let head_request = ex.head.method() == "HEAD";
         let parsed = parse_response_head(
             &ex.fn_in,
-            &cx.resp_limits,
+            &RESPONSE_LIMITS,
             head_request,
             ex.upgrade,
             &mut ex.resp,
@@ -473,7 +473,7 @@ pub(super) fn relay(cx: &mut Cx, c: &mut Client) -> Flow {
                 answer_head(cx, c);
                 Ok(true)
             }
-            Ok(None) if ex.fn_in.len() > cx.resp_limits.max_header_bytes => {
+            Ok(None) if ex.fn_in.len() > RESPONSE_LIMITS.max_header_bytes => {
                 fail(cx, c, Failure::ResponseHead(HttpError::HeadersTooLarge))
             }
             Ok(None) => Ok(false),
@@ -535,8 +535,8 @@ pub(super) fn answer_head(cx: &mut Cx, c: &mut Client) {
             ("Connection", "Upgrade"),
             ("Upgrade", upgrade),
         ];
-        write_response_head(&mut cx.scratch, resp, &extra, BodyFraming::None);
-        c.out.extend_from_slice(&cx.scratch);
+        write_response_head(&mut cx.bufs.answer, resp, &extra, BodyFraming::None);
+        c.out.extend_from_slice(&cx.bufs.answer);
         // What the function sent after its head belongs to the new protocol.
         c.out.extend_from_slice(&ex.fn_in);
         // A long-lived upgraded connection keeps no buffer it does not use.
@@ -574,10 +574,12 @@ pub(super) fn answer_head(cx: &mut Cx, c: &mut Client) {
     };
     let id = ("x-fc-request-id", ex.request_id.as_str());
     match connection {
-        Some(v) => write_response_head(&mut cx.scratch, resp, &[id, ("Connection", v)], framing),
-        None => write_response_head(&mut cx.scratch, resp, &[id], framing),
+        Some(v) => {
+            write_response_head(&mut cx.bufs.answer, resp, &[id, ("Connection", v)], framing)
+        }
+        None => write_response_head(&mut cx.bufs.answer, resp, &[id], framing),
     }
-    c.out.extend_from_slice(&cx.scratch);
+    c.out.extend_from_slice(&cx.bufs.answer);
     c.close_after |= !keep_alive;
 }
 
@@ -609,7 +611,7 @@ pub(super) fn relay_upgraded(cx: &mut Cx, c: &mut Client) -> Flow {
         let mut moved = false;
         let ex = c.ex.as_mut().expect("an upgraded exchange");
         let f = ex.fnc.expect("connected");
-        let slot = cx.fns.get(f).expect("a live function connection");
+        let slot = cx.pool.slots.get(f).expect("a live function connection");
         // Client to function, from the client's input buffer.
         if c.ipos < c.inbuf.len() && slot.wr {
             match crate::sys::retry(|| slot.stream.write_parts(&c.inbuf[c.ipos..], &[])) {
@@ -627,11 +629,11 @@ pub(super) fn relay_upgraded(cx: &mut Cx, c: &mut Client) -> Flow {
         }
         // Function to client, through the client's output buffer.
         if slot.rd && !ex.fn_eof && (c.out.len() - c.opos) < BUF {
-            let want = (BUF - (c.out.len() - c.opos)).min(cx.read_buf.len());
-            match crate::sys::retry(|| slot.stream.read(&mut cx.read_buf[..want])) {
+            let want = (BUF - (c.out.len() - c.opos)).min(cx.bufs.read.len());
+            match crate::sys::retry(|| slot.stream.read(&mut cx.bufs.read[..want])) {
                 Ok(0) => ex.fn_eof = true,
                 Ok(n) => {
-                    c.out.extend_from_slice(&cx.read_buf[..n]);
+                    c.out.extend_from_slice(&cx.bufs.read[..n]);
                     moved = true;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => slot.rd = false,

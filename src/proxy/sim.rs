@@ -374,7 +374,7 @@ impl Sim {
 
     fn fns_ready(&mut self) {
         for i in 0..64 {
-            if let Some(slot) = self.cx.fns.get(i) {
+            if let Some(slot) = self.cx.pool.slots.get(i) {
                 slot.rd = true;
                 slot.wr = true;
             }
