@@ -18,7 +18,7 @@ use crate::supervisor::Event;
 use super::client::{self, Client, Flow, Phase};
 use super::cx::{Cx, Mail};
 use super::errors::Failure;
-use super::exchange::Exchange;
+use super::exchange::{Exchange, Slot};
 use super::finish::fail;
 use super::limiter::{Admit, Denied, Ticket};
 use super::shared::InFlight;
@@ -49,13 +49,13 @@ pub(super) fn admit(cx: &mut Cx, c: &mut Client) -> Flow {
     if p.stopping() {
         return fail(cx, c, stopped(cx));
     }
-    if ex.permit.is_none() {
-        let taken = match &ex.ticket {
-            Some(queued) => match queued.take() {
+    if !matches!(ex.slot, Slot::Held(_)) {
+        let taken = match &ex.slot {
+            Slot::Queued(queued) => match queued.take() {
                 None => return Ok(false),
                 Some(r) => r,
             },
-            None => {
+            _ => {
                 let handle = cx.handle.clone();
                 let admitted = p
                     .limiter
@@ -63,16 +63,16 @@ pub(super) fn admit(cx: &mut Cx, c: &mut Client) -> Flow {
                 match admitted {
                     Ok(Admit::Now(permit)) => Ok(permit),
                     Ok(Admit::Queued(queued)) => {
-                        ex.ticket = Some(queued);
+                        ex.slot = Slot::Queued(queued);
                         return Ok(false);
                     }
                     Err(d) => Err(d),
                 }
             }
         };
-        ex.ticket = None;
+        ex.slot = Slot::None;
         match taken {
-            Ok(permit) => ex.permit = Some(permit),
+            Ok(permit) => ex.slot = Slot::Held(permit),
             Err(Denied::Full) => return fail(cx, c, Failure::QueueFull),
             Err(Denied::Closed) => return fail(cx, c, stopped(cx)),
         }

@@ -32,6 +32,30 @@ pub(super) enum Purpose {
     Lifecycle(LifecycleCall),
 }
 
+/// Where a request stands with its concurrency slot: one value, so that a request can
+/// never both wait for a slot and hold one.
+pub(super) enum Slot {
+    /// Not asked for yet (or given back).
+    None,
+    /// Waiting in the limiter's queue; its ticket says when a slot was handed over.
+    Queued(Queued<'static>),
+    /// Held: dropping the permit hands the slot on (it is kept for that alone).
+    Held(#[allow(dead_code)] Permit<'static>),
+}
+
+impl Slot {
+    /// The place in the queue, taken out (the slot is `None` then); `None` when not queued.
+    pub(super) fn take_queued(&mut self) -> Option<Queued<'static>> {
+        match std::mem::replace(self, Slot::None) {
+            Slot::Queued(q) => Some(q),
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
+}
+
 /// One request, from its head to the end of its answer.
 pub(super) struct Exchange {
     pub head: RequestHead,
@@ -46,8 +70,7 @@ pub(super) struct Exchange {
     pub(super) deadline: Instant,
     /// Dropped in this order (in-flight first) when the function's part ends.
     pub(super) in_flight: Option<InFlight<'static>>,
-    pub(super) permit: Option<Permit<'static>>,
-    pub(super) ticket: Option<Queued<'static>>,
+    pub(super) slot: Slot,
     /// Registered as waiting for a status change.
     pub waiting_status: bool,
     /// `next-request`: the attempt asked for, and the failures counted before it.
@@ -118,8 +141,7 @@ impl Exchange {
             admit_deadline: now,
             deadline: now,
             in_flight: None,
-            permit: None,
-            ticket: None,
+            slot: Slot::None,
             waiting_status: false,
             init_seen: None,
             next_instance_of: None,

@@ -9,7 +9,7 @@ use crate::metrics::Outcome;
 use super::client::{self, Client, Flow, Gone};
 use super::cx::Cx;
 use super::errors::Failure;
-use super::exchange::Exchange;
+use super::exchange::{Exchange, Slot};
 
 /// Gives back what the exchange holds of the function's side: its connection (pooled when
 /// `reusable`), then its in-flight count and slot, or its place in the queue.
@@ -18,9 +18,8 @@ pub(super) fn release(cx: &mut Cx, ex: &mut Exchange, reusable: bool) {
         cx.release_fn(f, reusable);
     }
     ex.in_flight = None;
-    ex.permit = None;
-    // Its place in the queue, if it still has one, is given up.
-    ex.ticket = None;
+    // Its slot, or its place in the queue (given up), after the in-flight count.
+    ex.slot = Slot::None;
     // The buffered body is out (or will never go): its share of the budget comes back.
     ex.reserved = None;
 }

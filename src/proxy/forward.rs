@@ -34,7 +34,7 @@ use super::admission::{admit, decide, Readiness};
 use super::client::{self, Client, Flow, Gone, Phase};
 use super::cx::{Cx, RESPONSE_LIMITS};
 use super::errors::{ConnectError, Failure};
-use super::exchange::Exchange;
+use super::exchange::{Exchange, Slot};
 use super::finish::{self, fail, release};
 use super::shared::BUF;
 
@@ -676,10 +676,10 @@ pub(super) fn on_deadline(cx: &mut Cx, c: &mut Client) -> Flow {
             Ok(true)
         }
         Phase::Admit => {
-            if let Some(queued) = ex.ticket.take() {
+            if let Some(queued) = ex.slot.take_queued() {
                 // A slot handed over just now still counts; else the wait is over.
                 match queued.take() {
-                    Some(Ok(permit)) => ex.permit = Some(permit),
+                    Some(Ok(permit)) => ex.slot = Slot::Held(permit),
                     Some(Err(_)) => return admit(cx, c),
                     None => return fail(cx, c, Failure::QueueTimeout),
                 }
