@@ -32,6 +32,26 @@ pub(super) enum Purpose {
     Lifecycle(LifecycleCall),
 }
 
+/// Where the function's answer stands (hyper's `Reading`): the head is awaited, or the body
+/// is relayed, decoded as it came and encoded for the client; a body phase cannot exist
+/// without its codecs.
+pub(super) enum Reading {
+    Head,
+    Body { decoder: Decoder, encoder: Encoder },
+}
+
+impl Reading {
+    /// The answer has started: its head was taken (and maybe sent on).
+    pub(super) fn started(&self) -> bool {
+        matches!(self, Reading::Body { .. })
+    }
+
+    /// The whole body has been decoded.
+    pub(super) fn done(&self) -> bool {
+        matches!(self, Reading::Body { decoder, .. } if decoder.is_done())
+    }
+}
+
 /// Where a request stands with its concurrency slot: one value, so that a request can
 /// never both wait for a slot and hold one.
 pub(super) enum Slot {
@@ -121,9 +141,8 @@ pub(super) struct Exchange {
     /// Reading from the function failed (after whatever it sent before).
     pub(super) fn_error: Option<io::Error>,
     pub(super) resp: ResponseHead,
-    pub(super) resp_started: bool,
-    pub(super) resp_decoder: Decoder,
-    pub(super) resp_encoder: Encoder,
+    /// Where the function's answer stands: its head awaited, or its body relayed.
+    pub(super) reading: Reading,
 }
 
 impl Exchange {
@@ -171,9 +190,7 @@ impl Exchange {
             fn_eof: false,
             fn_error: None,
             resp: ResponseHead::default(),
-            resp_started: false,
-            resp_decoder: Decoder::passthrough(),
-            resp_encoder: Encoder::Raw,
+            reading: Reading::Head,
         }
     }
 
@@ -224,7 +241,7 @@ impl Exchange {
     /// Everything the function was sent is still here to send again: the whole body was
     /// buffered, and nothing of an answer has arrived.
     pub(super) fn resendable(&self) -> bool {
-        self.body_complete && !self.resent && self.fn_in.is_empty() && !self.resp_started
+        self.body_complete && !self.resent && self.fn_in.is_empty() && !self.reading.started()
     }
 }
 

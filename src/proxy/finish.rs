@@ -50,7 +50,7 @@ pub(super) fn fail(cx: &mut Cx, c: &mut Client, failure: Failure) -> Flow {
     // The request stops counting before the answer is written.
     release(cx, ex, false);
     conclude(cx, ex);
-    let answer = answer.filter(|_| !ex.resp_started);
+    let answer = answer.filter(|_| !ex.reading.started());
     let Some(a) = answer else {
         // Nothing can be said any more: the connection closes.
         return Err(Gone);

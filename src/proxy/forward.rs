@@ -34,7 +34,7 @@ use super::admission::{admit, decide, Readiness};
 use super::client::{self, Client, Flow, Gone, Phase};
 use super::cx::{Cx, RESPONSE_LIMITS};
 use super::errors::{ConnectError, Failure};
-use super::exchange::{Exchange, Slot};
+use super::exchange::{Exchange, Reading, Slot};
 use super::finish::{self, fail, release};
 use super::shared::BUF;
 
@@ -332,7 +332,7 @@ pub(super) fn receive(cx: &mut Cx, c: &mut Client) -> Flow {
         let ex = c.ex.as_mut().expect("a request is being forwarded");
         let f = ex.fnc.expect("connected");
         let slot = cx.pool.slots.get(f).expect("a live function connection");
-        let room = match ex.resp_started {
+        let room = match ex.reading.started() {
             true => ex.fn_in.len() < BUF && (c.out.len() - c.opos) < BUF,
             false => ex.fn_in.len() <= RESPONSE_LIMITS.max_header_bytes,
         };
@@ -373,8 +373,14 @@ pub(super) fn pass_through(cx: &mut Cx, c: &mut Client) -> Flow {
     let ex = c.ex.as_mut().expect("a request is being forwarded");
     let f = ex.fnc.expect("connected");
     let slot = cx.pool.slots.get(f).expect("a live function connection");
-    let left = match ex.resp_decoder.raw_left() {
-        Some(left) if ex.resp_started && ex.resp_encoder == Encoder::Raw => left,
+    let left = match &ex.reading {
+        Reading::Body {
+            decoder,
+            encoder: Encoder::Raw,
+        } => match decoder.raw_left() {
+            Some(left) => left,
+            None => return Ok(false),
+        },
         _ => return Ok(false),
     };
     if !(slot.rd && c.wr && !ex.fn_eof && ex.fn_in.is_empty() && c.opos == c.out.len()) {
@@ -401,8 +407,10 @@ pub(super) fn pass_through(cx: &mut Cx, c: &mut Client) -> Flow {
     };
     slot.rd = n == want || slot.hup;
     let data = &cx.bufs.read[..n];
-    if let Err(e) = ex.resp_decoder.step(data, n) {
-        return fail(cx, c, Failure::ResponseBody(e));
+    if let Reading::Body { decoder, .. } = &mut ex.reading {
+        if let Err(e) = decoder.step(data, n) {
+            return fail(cx, c, Failure::ResponseBody(e));
+        }
     }
     let written = match crate::sys::retry(|| c.stream.write(data)) {
         Ok(w) => w,
@@ -413,7 +421,7 @@ pub(super) fn pass_through(cx: &mut Cx, c: &mut Client) -> Flow {
         c.wr = false;
         c.out.extend_from_slice(&data[written..]);
     }
-    if ex.resp_decoder.is_done() {
+    if ex.reading.done() {
         complete(cx, c);
     }
     Ok(true)
@@ -423,7 +431,7 @@ pub(super) fn pass_through(cx: &mut Cx, c: &mut Client) -> Flow {
 pub(super) fn function_closed(cx: &mut Cx, c: &mut Client) -> Flow {
     let ex = c.ex.as_mut().expect("a request is being forwarded");
     let read_error = ex.fn_error.take();
-    if !ex.resp_started {
+    if !ex.reading.started() {
         if !ex.fn_in.is_empty() {
             return fail(cx, c, Failure::ResponseHead(HttpError::UnexpectedEof));
         }
@@ -442,7 +450,11 @@ pub(super) fn function_closed(cx: &mut Cx, c: &mut Client) -> Flow {
         }
         return fail(cx, c, failure);
     }
-    match (ex.resp_decoder.at_eof(), read_error) {
+    let at_eof = match &mut ex.reading {
+        Reading::Body { decoder, .. } => decoder.at_eof(),
+        Reading::Head => Err(HttpError::UnexpectedEof),
+    };
+    match (at_eof, read_error) {
         (Ok(()), _) => {
             complete(cx, c);
             Ok(true)
@@ -455,7 +467,7 @@ pub(super) fn function_closed(cx: &mut Cx, c: &mut Client) -> Flow {
 /// Uses what the function sent: its head, then its body into the client's output.
 pub(super) fn relay(cx: &mut Cx, c: &mut Client) -> Flow {
     let ex = c.ex.as_mut().expect("a request is being forwarded");
-    if !ex.resp_started {
+    if !ex.reading.started() {
         if ex.fn_in.is_empty() {
             return Ok(false);
         }
@@ -480,19 +492,22 @@ pub(super) fn relay(cx: &mut Cx, c: &mut Client) -> Flow {
             Err(e) => fail(cx, c, Failure::ResponseHead(e)),
         };
     }
+    let Reading::Body { decoder, encoder } = &mut ex.reading else {
+        return Ok(false);
+    };
     let mut used = 0;
     let mut progress = false;
-    while !ex.resp_decoder.is_done() && (c.out.len() - c.opos) < BUF {
+    while !decoder.is_done() && (c.out.len() - c.opos) < BUF {
         let input = &ex.fn_in[used..];
         let room = BUF - (c.out.len() - c.opos);
-        let step = match ex.resp_decoder.step(input, room) {
+        let step = match decoder.step(input, room) {
             Ok(s) => s,
             Err(e) => {
                 ex.fn_in.drain(..used);
                 return fail(cx, c, Failure::ResponseBody(e));
             }
         };
-        ex.resp_encoder.data(&input[step.data.clone()], &mut c.out);
+        encoder.data(&input[step.data.clone()], &mut c.out);
         used += step.consumed;
         if step.is_stalled() {
             break;
@@ -500,7 +515,7 @@ pub(super) fn relay(cx: &mut Cx, c: &mut Client) -> Flow {
         progress = true;
     }
     ex.fn_in.drain(..used);
-    if ex.resp_decoder.is_done() {
+    if ex.reading.done() {
         complete(cx, c);
         return Ok(true);
     }
@@ -515,7 +530,11 @@ pub(super) fn answer_head(cx: &mut Cx, c: &mut Client) {
     let p = cx.p;
     let ex = c.ex.as_mut().expect("a request is being forwarded");
     let resp = &ex.resp;
-    ex.resp_started = true;
+    // Until its codecs are known (and for ever after `101`): bytes as they are.
+    ex.reading = Reading::Body {
+        decoder: Decoder::passthrough(),
+        encoder: Encoder::Raw,
+    };
     let failed = ex.invocation() == Invocation::Event
         && (!(200..300).contains(&resp.status)
             || resp
@@ -559,13 +578,12 @@ pub(super) fn answer_head(cx: &mut Cx, c: &mut Client) {
             BodyFraming::UntilClose
         }
     };
-    ex.resp_encoder = match framing {
-        BodyFraming::Chunked => Encoder::Chunked,
-        _ => Encoder::Raw,
-    };
-    ex.resp_decoder = match Decoder::new(resp.framing, u64::MAX) {
-        Ok(d) => d,
-        Err(_) => Decoder::passthrough(),
+    ex.reading = Reading::Body {
+        decoder: Decoder::new(resp.framing, u64::MAX).unwrap_or_else(|_| Decoder::passthrough()),
+        encoder: match framing {
+            BodyFraming::Chunked => Encoder::Chunked,
+            _ => Encoder::Raw,
+        },
     };
     let connection = match (keep_alive, client_11) {
         (false, _) => Some("close"),
@@ -587,7 +605,9 @@ pub(super) fn answer_head(cx: &mut Cx, c: &mut Client) {
 /// its slot and its connection are released now.
 pub(super) fn complete(cx: &mut Cx, c: &mut Client) {
     let ex = c.ex.as_mut().expect("a request is being forwarded");
-    ex.resp_encoder.finish(&mut c.out);
+    if let Reading::Body { encoder, .. } = &ex.reading {
+        encoder.finish(&mut c.out);
+    }
     let reusable = ex.resp.keep_alive
         && ex.fn_in.is_empty()
         && !ex.fn_eof
@@ -699,7 +719,7 @@ pub(super) fn on_deadline(cx: &mut Cx, c: &mut Client) -> Flow {
             client::set_deadline(cx, c, deadline);
             Ok(true)
         }
-        Phase::Forward if !ex.resp_started => {
+        Phase::Forward if !ex.reading.started() => {
             // The client's fault (408) only when everything it sent is with the function and
             // more of its body is awaited; a function that has not taken what it was sent
             // (the head, the buffered body, the streamed rest) did not read its request in
