@@ -32,6 +32,17 @@ pub(super) enum Purpose {
     Lifecycle(LifecycleCall),
 }
 
+/// Where writing the request to the function stands (hyper's `Writing`).
+#[derive(Debug)]
+pub(super) enum Writing {
+    /// The head, the buffered body, then the streamed rest go out as the function takes them.
+    Sending,
+    /// All of it is written.
+    Done,
+    /// Writing failed (the function may have answered and closed its side).
+    Failed(io::Error),
+}
+
 /// Where the function's answer stands (hyper's `Reading`): the head is awaited, or the body
 /// is relayed, decoded as it came and encoded for the client; a body phase cannot exist
 /// without its codecs.
@@ -130,10 +141,8 @@ pub(super) struct Exchange {
     pub(super) fn_out: Vec<u8>,
     pub(super) fpos: usize,
     pub(super) req_encoder: Encoder,
-    /// All of the request is written.
-    pub(super) req_sent: bool,
-    /// Writing to the function failed (it may have answered and closed its side).
-    pub(super) req_failed: Option<io::Error>,
+    /// Where writing the request stands.
+    pub(super) writing: Writing,
 
     /// From the function, not yet used.
     pub(super) fn_in: Vec<u8>,
@@ -184,8 +193,7 @@ impl Exchange {
             fn_out: Vec::new(),
             fpos: 0,
             req_encoder: Encoder::Raw,
-            req_sent: false,
-            req_failed: None,
+            writing: Writing::Sending,
             fn_in: Vec::new(),
             fn_eof: false,
             fn_error: None,

@@ -34,7 +34,7 @@ use super::admission::{admit, decide, Readiness};
 use super::client::{self, Client, Flow, Gone, Phase};
 use super::cx::{Cx, RESPONSE_LIMITS};
 use super::errors::{ConnectError, Failure};
-use super::exchange::{Exchange, Reading, Slot};
+use super::exchange::{Exchange, Reading, Slot, Writing};
 use super::finish::{self, fail, release};
 use super::shared::BUF;
 
@@ -151,8 +151,7 @@ pub(super) fn prepare(cx: &Cx, ex: &mut Exchange) {
     ex.hpos = 0;
     ex.bpos = 0;
     ex.fpos = 0;
-    ex.req_sent = false;
-    ex.req_failed = None;
+    ex.writing = Writing::Sending;
     // A request sent again starts afresh on the function's side too.
     ex.fn_in.clear();
     ex.fn_eof = false;
@@ -165,7 +164,7 @@ pub(super) fn send(cx: &mut Cx, c: &mut Client) -> Flow {
     let mut progress = false;
     loop {
         let ex = c.ex.as_mut().expect("a request is being forwarded");
-        if ex.req_sent || ex.req_failed.is_some() {
+        if !matches!(ex.writing, Writing::Sending) {
             return Ok(progress);
         }
         let f = ex.fnc.expect("connected");
@@ -178,7 +177,7 @@ pub(super) fn send(cx: &mut Cx, c: &mut Client) -> Flow {
             ex.fn_out.clear();
             ex.fpos = 0;
             if ex.decoder.is_done() {
-                ex.req_sent = true;
+                ex.writing = Writing::Done;
                 return Ok(true);
             }
             // More of the body, from the client.
@@ -283,7 +282,7 @@ pub(super) fn write_failed(cx: &mut Cx, c: &mut Client, e: io::Error) -> Flow {
     if undelivered(&e) && ex.resendable() {
         return resend(cx, c, Failure::SendHead(e));
     }
-    ex.req_failed = Some(e);
+    ex.writing = Writing::Failed(e);
     Ok(true)
 }
 
@@ -436,7 +435,14 @@ pub(super) fn function_closed(cx: &mut Cx, c: &mut Client) -> Flow {
             return fail(cx, c, Failure::ResponseHead(HttpError::UnexpectedEof));
         }
         // Nothing of an answer: did the request get there at all?
-        let failure = match (read_error, ex.req_failed.take()) {
+        let write_error = match std::mem::replace(&mut ex.writing, Writing::Done) {
+            Writing::Failed(e) => Some(e),
+            other => {
+                ex.writing = other;
+                None
+            }
+        };
+        let failure = match (read_error, write_error) {
             (_, Some(e)) => Failure::SendHead(e),
             (Some(e), None) => Failure::ResponseHead(HttpError::Read(e)),
             (None, None) => Failure::ResponseHead(HttpError::ConnectionClosed),
@@ -611,8 +617,7 @@ pub(super) fn complete(cx: &mut Cx, c: &mut Client) {
     let reusable = ex.resp.keep_alive
         && ex.fn_in.is_empty()
         && !ex.fn_eof
-        && ex.req_sent
-        && ex.req_failed.is_none();
+        && matches!(ex.writing, Writing::Done);
     if !ex.decoder.is_done() {
         c.close_after = true;
     }
@@ -724,7 +729,7 @@ pub(super) fn on_deadline(cx: &mut Cx, c: &mut Client) -> Flow {
             // more of its body is awaited; a function that has not taken what it was sent
             // (the head, the buffered body, the streamed rest) did not read its request in
             // time: 504 (CONTRACT §9).
-            let waiting_for_client = ex.req_failed.is_none()
+            let waiting_for_client = !matches!(ex.writing, Writing::Failed(_))
                 && !ex.decoder.is_done()
                 && ex.fpos >= ex.fn_out.len()
                 && ex.hpos >= ex.fn_head.len()
