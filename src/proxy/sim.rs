@@ -490,10 +490,11 @@ pub(crate) fn ok(body: &str) -> Vec<u8> {
 
 /// Drives one client connection through whole exchanges as `data` says, and checks that
 /// nothing is left held afterwards: the entry of the fuzz target
-/// `fuzz/fuzz_targets/exchange.rs`. `data` is read as a script of steps, each a byte saying
-/// what happens next and the bytes that go with it: the client sends bytes, the function
-/// (its latest connection) answers bytes, either side closes, the client resets, either
-/// side's buffer fills or drains, the clock moves on. Whatever happens, nothing may panic, and
+/// `fuzz/fuzz_targets/exchange.rs`. `data` is read as a script of steps, each two bytes,
+/// `op` and `n`, then `n` bytes for the ops that send: (`op % 8`) 0 the client sends, 1 the
+/// function (its latest connection) answers, 2 the client closes its side, 3 the function
+/// does, 4 the clock moves `n` × 20 ms, 5 the client's and 6 new function connections'
+/// buffers take `n` bytes (255: any), 7 the client resets. Whatever happens, nothing may panic, and
 /// once the connection is gone its slot, in-flight count and body budget share must all have
 /// come back.
 pub fn fuzz_exchange(data: &[u8]) {
@@ -519,16 +520,18 @@ pub fn fuzz_exchange(data: &[u8]) {
             a.to_vec()
         };
         while let Some(&op) = take(1).first() {
-            let n = take(1).first().map_or(0, |&b| usize::from(b) * 4 + 1);
+            let n = take(1).first().map_or(0, |&b| usize::from(b));
             let last = s.connections().checked_sub(1);
+            // 255 lifts a buffer limit; anything less is the bytes the peer takes.
+            let room = (n < 255).then_some(n);
             match (op % 8, last) {
                 (0, _) => s.send(&take(n)),
                 (1, Some(i)) => s.answer(i, &take(n)),
                 (2, _) => s.client_eof(),
                 (3, Some(i)) => s.fn_eof(i),
-                (4, _) => s.advance(Duration::from_millis(n as u64 * 10)),
-                (5, _) => s.client_room((n > 512).then_some(n % 128)),
-                (6, _) => s.functions_take((n > 512).then_some(n % 128)),
+                (4, _) => s.advance(Duration::from_millis(n as u64 * 20)),
+                (5, _) => s.client_room(room),
+                (6, _) => s.functions_take(room),
                 (7, _) => s.client_reset(),
                 _ => {}
             }

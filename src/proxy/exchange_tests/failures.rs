@@ -331,3 +331,15 @@ fn random_scripts_panic_nothing_and_leave_nothing_held() {
         crate::proxy::sim::fuzz_exchange(&script);
     }
 }
+
+#[test]
+fn the_fuzz_targets_seed_scripts_run_clean() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/exchange");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).expect("the seed corpus") {
+        let script = std::fs::read(entry.expect("an entry").path()).expect("a seed");
+        crate::proxy::sim::fuzz_exchange(&script);
+        n += 1;
+    }
+    assert!(n >= 10, "{n} seeds in {}", dir.display());
+}
