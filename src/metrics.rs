@@ -19,11 +19,14 @@ pub enum Outcome {
     FunctionError,
     /// fc-init answered with one of its own errors.
     Error(ErrorType),
-    /// fc-init itself failed (the async store could not store an event).
+    /// fc-init itself failed (the async store could not store an event, a panic while
+    /// handling the request).
     InternalError,
+    /// The client closed its connection before the answer was complete.
+    ClientClosed,
 }
 
-const OUTCOMES: [&str; 10] = [
+const OUTCOMES: [&str; 11] = [
     "success",
     "function_error",
     "InitializationError",
@@ -34,6 +37,7 @@ const OUTCOMES: [&str; 10] = [
     "InvalidArgument",
     "InternalError",
     "AsyncStoreUnavailable",
+    "client_closed",
 ];
 
 impl Outcome {
@@ -49,6 +53,7 @@ impl Outcome {
             Outcome::Error(ErrorType::InvalidArgument) => 7,
             Outcome::InternalError => 8,
             Outcome::Error(ErrorType::AsyncStoreUnavailable) => 9,
+            Outcome::ClientClosed => 10,
         }
     }
 }
@@ -66,6 +71,8 @@ pub struct Metrics {
     duration_sum_nanos: AtomicU64,
     /// Reads how many requests wait for a concurrency slot (set by the traffic side).
     queued: OnceLock<QueuedSource>,
+    /// Panics caught while handling a connection (each cost that connection only).
+    internal_errors: AtomicU64,
 }
 
 type QueuedSource = Box<dyn Fn() -> usize + Send + Sync>;
@@ -89,6 +96,12 @@ impl Metrics {
         self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
         self.duration_sum_nanos
             .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// A fault of fc-init's own (a panic) was contained: counted in
+    /// `fc_init_internal_errors_total`.
+    pub fn internal_error(&self) {
+        self.internal_errors.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Requests waiting for a concurrency slot now.
@@ -175,6 +188,17 @@ impl Metrics {
             "Times the function was started again.",
         );
         let _ = writeln!(w, "fc_init_function_restarts_total {}", s.restarts);
+        family(
+            w,
+            "fc_init_internal_errors_total",
+            "counter",
+            "Faults of fc-init's own (panics) contained to the connection they happened on.",
+        );
+        let _ = writeln!(
+            w,
+            "fc_init_internal_errors_total {}",
+            self.internal_errors.load(Ordering::Relaxed)
+        );
         if let Some(counts) = &snap.async_events {
             family(
                 w,
@@ -260,5 +284,18 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("fc_init_in_flight_requests 2"), "{text}");
+        assert!(text.contains("fc_init_internal_errors_total 0"), "{text}");
+        m.internal_error();
+        m.record(Outcome::ClientClosed, Duration::from_millis(1));
+        let text = m.render(&Snapshot {
+            status: &status,
+            in_flight: 0,
+            async_events: None,
+        });
+        assert!(text.contains("fc_init_internal_errors_total 1"), "{text}");
+        assert!(
+            text.contains("fc_init_requests_total{outcome=\"client_closed\"} 1"),
+            "{text}"
+        );
     }
 }

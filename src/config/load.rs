@@ -756,6 +756,7 @@ fn build(s: &Settings, sources: &Sources, problems: &mut Vec<Problem>) -> Config
             body_timeout: s.duration("server", "body_timeout", Duration::from_secs(30)),
             idle_timeout: s.duration("server", "idle_timeout", Duration::from_secs(60)),
             busy_poll: s.duration("server", "busy_poll", Duration::from_micros(50)),
+            body_buffer_total: s.size("server", "body_buffer_total", 64 << 20),
         },
         initializer,
         pre_stop,
@@ -769,7 +770,9 @@ fn build(s: &Settings, sources: &Sources, problems: &mut Vec<Problem>) -> Config
             kill_group: s.bool("shutdown", "kill_group", true),
         },
         async_: AsyncConfig {
-            enabled: s.bool("async", "enabled", true),
+            // Under FC's own platform FC owns asynchronous invocations (CONTRACT §11): fc-init's
+            // queue only when asked for explicitly.
+            enabled: s.bool("async", "enabled", platform != Platform::Fc),
             backend,
             redis_url,
             queue,

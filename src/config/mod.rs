@@ -245,6 +245,8 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// How long an event loop keeps polling without sleeping after its last event; 0 = never.
     pub busy_poll: Duration,
+    /// What all connections' buffered request bodies may take together (across the loops).
+    pub body_buffer_total: u64,
 }
 
 /// What a lifecycle hook does: an HTTP request to the function, or a command fc-init runs.

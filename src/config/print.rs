@@ -94,6 +94,7 @@ pub(super) fn to_toml(c: &Config) -> String {
     out.key("body_timeout", duration(s.body_timeout));
     out.key("idle_timeout", duration(s.idle_timeout));
     out.key("busy_poll", duration(s.busy_poll));
+    out.key("body_buffer_total", size(s.body_buffer_total));
 
     match &c.initializer {
         Some(init) => {

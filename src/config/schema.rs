@@ -170,6 +170,7 @@ pub(super) const SCHEMA: &[KeySpec] = &[
             max: Some(MAX_BUSY_POLL),
         },
     ),
+    key("server", "body_buffer_total", Kind::Size { min: 0 }),
     key("initializer", "path", Kind::HookPath),
     key("initializer", "command", Kind::Args { nonempty: true }),
     key(

@@ -146,6 +146,7 @@ fn defaults_are_those_of_the_contract() {
     assert_eq!(s.body_timeout, secs(30));
     assert_eq!(s.idle_timeout, secs(60));
     assert_eq!(s.busy_poll, Duration::from_micros(50));
+    assert_eq!(s.body_buffer_total, 64 << 20);
     assert_eq!(s.platform, Platform::None);
     assert!(s.platform_auto);
 
@@ -689,6 +690,24 @@ fn platform_auto_is_fc_only_with_both_fc_variables() {
     );
     let s = with_file("[server]\nplatform = \"aws\"\n");
     assert_problem(&problems(&s), &file_of(&s), "server.platform", "not one of");
+}
+
+#[test]
+fn fc_owns_async_invocations_under_platform_fc_unless_async_is_enabled_explicitly() {
+    let enabled = |pairs: &[(&str, &str)], file: &str| {
+        let mut s = with_file(file);
+        s.env = env(pairs);
+        ok(&s).async_.enabled
+    };
+    let both = [("FC_FUNCTION_NAME", "f"), ("FC_REGION", "cn-hangzhou")];
+    assert!(enabled(&[], ""), "fc-init's own queue by default");
+    assert!(!enabled(&both, ""), "auto resolving to fc");
+    assert!(!enabled(&[], "[server]\nplatform = \"fc\"\n"));
+    assert!(enabled(
+        &[],
+        "[server]\nplatform = \"fc\"\n[async]\nenabled = true\n"
+    ));
+    assert!(enabled(&both, "[server]\nplatform = \"none\"\n"));
 }
 
 #[test]

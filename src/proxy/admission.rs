@@ -15,12 +15,13 @@ use crate::config::OnFailure;
 use crate::state::{NotReady, Phase as Lifecycle, Status};
 use crate::supervisor::Event;
 
-use super::conn::{Client, Flow, Phase};
+use super::client::{self, Client, Flow, Phase};
+use super::cx::{Cx, Mail};
 use super::errors::Failure;
-use super::event_loop::{Cx, Mail};
-use super::exchange::{fail_flow, Exchange};
+use super::exchange::{Exchange, Slot};
+use super::finish::fail;
 use super::limiter::{Admit, Denied, Ticket};
-use super::InFlight;
+use super::shared::InFlight;
 
 /// The body is buffered: the request waits for its admission.
 pub(super) fn enter_admit(cx: &mut Cx, c: &mut Client) {
@@ -30,7 +31,7 @@ pub(super) fn enter_admit(cx: &mut Cx, c: &mut Client) {
     ex.admit_deadline = cx.now + cx.p.cfg.function.timeout;
     let deadline = ex.admit_deadline;
     c.phase = Phase::Admit;
-    cx.set_deadline(c, deadline);
+    client::set_deadline(cx, c, deadline);
 }
 
 /// Where the instance leaves a request.
@@ -46,15 +47,15 @@ pub(super) fn admit(cx: &mut Cx, c: &mut Client) -> Flow {
     let t = c.token;
     let ex = c.ex.as_mut().expect("a request is being admitted");
     if p.stopping() {
-        return fail_flow(cx, c, stopped(cx));
+        return fail(cx, c, stopped(cx));
     }
-    if ex.permit.is_none() {
-        let taken = match &ex.ticket {
-            Some(queued) => match queued.take() {
+    if !matches!(ex.slot, Slot::Held(_)) {
+        let taken = match &ex.slot {
+            Slot::Queued(queued) => match queued.take() {
                 None => return Ok(false),
                 Some(r) => r,
             },
-            None => {
+            _ => {
                 let handle = cx.handle.clone();
                 let admitted = p
                     .limiter
@@ -62,18 +63,18 @@ pub(super) fn admit(cx: &mut Cx, c: &mut Client) -> Flow {
                 match admitted {
                     Ok(Admit::Now(permit)) => Ok(permit),
                     Ok(Admit::Queued(queued)) => {
-                        ex.ticket = Some(queued);
+                        ex.slot = Slot::Queued(queued);
                         return Ok(false);
                     }
                     Err(d) => Err(d),
                 }
             }
         };
-        ex.ticket = None;
+        ex.slot = Slot::None;
         match taken {
-            Ok(permit) => ex.permit = Some(permit),
-            Err(Denied::Full) => return fail_flow(cx, c, Failure::QueueFull),
-            Err(Denied::Closed) => return fail_flow(cx, c, stopped(cx)),
+            Ok(permit) => ex.slot = Slot::Held(permit),
+            Err(Denied::Full) => return fail(cx, c, Failure::QueueFull),
+            Err(Denied::Closed) => return fail(cx, c, stopped(cx)),
         }
     }
     let instance = match readiness(cx, ex) {
@@ -85,24 +86,24 @@ pub(super) fn admit(cx: &mut Cx, c: &mut Client) -> Flow {
             }
             return Ok(false);
         }
-        Readiness::Refuse(f) => return fail_flow(cx, c, f),
+        Readiness::Refuse(f) => return fail(cx, c, f),
     };
     if ex.in_flight.is_none() {
         match InFlight::enter(p) {
             Some(g) => ex.in_flight = Some(g),
-            None => return fail_flow(cx, c, stopped(cx)),
+            None => return fail(cx, c, stopped(cx)),
         }
         ex.deadline = cx.now + p.cfg.function.timeout;
     }
     ex.instance = instance;
     let deadline = ex.deadline;
     c.phase = Phase::Forward;
-    cx.set_deadline(c, deadline);
+    client::set_deadline(cx, c, deadline);
     Ok(true)
 }
 
 /// Whether the instance can take the request now.
-fn readiness(cx: &Cx, ex: &mut Exchange) -> Readiness {
+pub(super) fn readiness(cx: &Cx, ex: &mut Exchange) -> Readiness {
     let p = cx.p;
     let (phase, instance) = p.shared.phase_and_instance();
     if phase == Lifecycle::Ready && ex.next_instance_of.is_none() {
@@ -149,7 +150,7 @@ fn readiness(cx: &Cx, ex: &mut Exchange) -> Readiness {
 /// What a request gets that fc-init's shutdown sent away: `InstanceStopping`, unless the
 /// shutdown is because the instance could not be initialized (`on_failure = "exit"`), then
 /// `InitializationError` — the one rule of [`Status::not_ready`].
-fn stopped(cx: &Cx) -> Failure {
+pub(super) fn stopped(cx: &Cx) -> Failure {
     match decide(&cx.p.shared.snapshot()) {
         Readiness::Refuse(f) => f,
         _ => Failure::Stopping,

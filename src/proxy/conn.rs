@@ -29,134 +29,33 @@
 //! the answer had started, the connection is closed: where the next request would begin is
 //! unknown.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
-use mio::Token;
-
+use crate::config::Platform;
 use crate::events::store::{StoreError, Submitted};
 use crate::http::codec::Decoder;
-use crate::http::fc_error::{write_error_response, ErrorType, Invocation};
+use crate::http::fc_error::{ErrorType, Invocation};
 use crate::http::{new_request_id, parse_request_head, valid_request_id, BodyFraming, HttpError};
 use crate::metrics::Outcome;
 use crate::supervisor::{Event, LifecycleAnswer, LifecycleCall, Reply};
 
+use super::client::{
+    self, cut_short, enter_deliver, flush, own_answer, read_client, Client, Flow, Gone, Next, Phase,
+};
+use super::cx::{Cx, Mail};
 use super::errors::Failure;
-use super::event_loop::{Cx, Mail, BUF};
 use super::exchange::{self, Exchange, Purpose};
+use super::finish::{self, end_exchange};
+use super::forward;
 use super::kind::{kind, Kind};
-use super::{OpenSlot, END_ERROR, INVOKE_END, INVOKE_START};
+use super::shared::BUF;
+
+/// Input read at a time while a head is incomplete (nginx reads a head in 1 KiB steps).
+const HEAD_READ: usize = 8 * 1024;
 
 /// How long a closing connection's input is read and dropped at most.
 const LINGER: Duration = Duration::from_secs(2);
-
-/// Where a client connection is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Phase {
-    Idle,
-    Head,
-    Body,
-    /// Waiting for a slot, for the instance, or for a new instance to resend to.
-    Admit,
-    /// The store commits a submission; its result comes as mail.
-    Storing,
-    /// The supervisor serves a lifecycle call; its answer comes as mail.
-    Lifecycle,
-    /// The exchange with the function, both directions at once.
-    Forward,
-    /// After `101 Switching Protocols`: bytes relayed both ways as they are.
-    Upgraded,
-    Deliver,
-    Linger,
-    /// Nothing more can be said (the answer had started): closed at once.
-    Abort,
-}
-
-/// What the loop does with a connection after driving it.
-pub(super) enum Next {
-    Keep,
-    Close,
-}
-
-/// The connection is to be closed now (the client is gone, or nothing more can be said).
-pub(super) struct Gone;
-
-/// Whether a step made progress; `Err(Gone)` closes the connection.
-pub(super) type Flow = Result<bool, Gone>;
-
-pub(super) struct Client {
-    pub stream: TcpStream,
-    _open: OpenSlot,
-    pub token: Token,
-    /// May read / may write (edge-triggered: cleared only by `EAGAIN`).
-    pub rd: bool,
-    pub wr: bool,
-    /// The peer's end of input was signalled (no further edge will come for it).
-    pub hup: bool,
-    pub eof: bool,
-    /// Read from the client, from `ipos` on not yet used; freed when empty between requests.
-    pub inbuf: Vec<u8>,
-    pub ipos: usize,
-    /// Bytes of the pending head already seen without its end.
-    scanned: usize,
-    /// To be written to the client, from `opos` on.
-    pub out: Vec<u8>,
-    pub opos: usize,
-    pub phase: Phase,
-    pub deadline: Instant,
-    /// Requests read on this connection.
-    served: u64,
-    /// Close (or linger) once the answer in `out` is written.
-    pub close_after: bool,
-    pub ex: Option<Box<Exchange>>,
-}
-
-impl Client {
-    pub(super) fn new(stream: TcpStream, open: OpenSlot, token: Token, deadline: Instant) -> Self {
-        Client {
-            stream,
-            _open: open,
-            token,
-            rd: true,
-            wr: true,
-            hup: false,
-            eof: false,
-            inbuf: Vec::new(),
-            ipos: 0,
-            scanned: 0,
-            out: Vec::new(),
-            opos: 0,
-            phase: Phase::Idle,
-            deadline,
-            served: 0,
-            close_after: false,
-            ex: None,
-        }
-    }
-
-    /// Bytes read and not used yet.
-    pub(super) fn pending(&self) -> &[u8] {
-        &self.inbuf[self.ipos..]
-    }
-
-    /// Bytes queued for the client and not written yet.
-    pub(super) fn unsent(&self) -> usize {
-        self.out.len() - self.opos
-    }
-}
-
-/// Whether `c` has nothing left to say before fc-init exits: no byte of an answer unwritten,
-/// and no request that fc-init has read and not answered. A request still arriving (its head
-/// or its buffered body) is not waited for.
-pub(super) fn settled(c: &Client) -> bool {
-    c.unsent() == 0
-        && match c.phase {
-            Phase::Idle => c.pending().is_empty(),
-            Phase::Head | Phase::Body | Phase::Abort => true,
-            _ => false,
-        }
-}
 
 /// Drives `c` as far as it can go now.
 pub(super) fn drive(cx: &mut Cx, c: &mut Client) -> Next {
@@ -179,78 +78,11 @@ fn step(cx: &mut Cx, c: &mut Client) -> Flow {
         Phase::Body => buffer_body(cx, c)?,
         Phase::Admit => super::admission::admit(cx, c)?,
         Phase::Storing | Phase::Lifecycle => false,
-        Phase::Forward => exchange::forward(cx, c)?,
-        Phase::Upgraded => exchange::relay_upgraded(cx, c)?,
+        Phase::Forward => forward::forward(cx, c)?,
+        Phase::Upgraded => forward::relay_upgraded(cx, c)?,
         Phase::Deliver => deliver(cx, c)?,
         Phase::Linger => linger(cx, c)?,
-        Phase::Abort => return Err(Gone),
     };
-    Ok(progress)
-}
-
-/// Writes what is queued for the client.
-fn flush(c: &mut Client) -> Flow {
-    let mut progress = false;
-    while c.wr && c.opos < c.out.len() {
-        match crate::sys::retry(|| (&c.stream).write(&c.out[c.opos..])) {
-            Ok(0) => return Err(lost_answer(c)),
-            Ok(n) => {
-                // A short write filled the socket's buffer: the next edge says when it drains.
-                c.wr = c.opos + n == c.out.len();
-                c.opos += n;
-                progress = true;
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.wr = false,
-            Err(_) => return Err(lost_answer(c)),
-        }
-    }
-    if c.opos == c.out.len() && c.opos > 0 {
-        c.out.clear();
-        c.opos = 0;
-        // A busy connection keeps its buffer; an upgraded one (often idle for long) does not.
-        if c.out.capacity() > 2 * BUF || c.phase == Phase::Upgraded {
-            c.out = Vec::new();
-        }
-    }
-    Ok(progress)
-}
-
-/// The client did not take the answer: the function's answer never got through.
-pub(super) fn lost_answer(c: &mut Client) -> Gone {
-    if let Some(ex) = c.ex.as_mut() {
-        if let Some((Outcome::Success | Outcome::FunctionError, _)) = ex.outcome {
-            ex.outcome = Some((Outcome::Error(ErrorType::UnhandledInvocationError), true));
-        }
-    }
-    Gone
-}
-
-/// Reads from the client while it has input and less than `limit` bytes are pending; returns
-/// whether bytes (or the end of input) arrived.
-pub(super) fn read_client(cx: &mut Cx, c: &mut Client, limit: usize) -> Flow {
-    let mut progress = false;
-    while c.rd && !c.eof && c.pending().len() < limit {
-        if c.ipos > 0 && c.ipos * 2 >= c.inbuf.len() {
-            c.inbuf.drain(..c.ipos);
-            c.ipos = 0;
-        }
-        let want = (limit - c.pending().len()).min(cx.read_buf.len());
-        match crate::sys::retry(|| (&c.stream).read(&mut cx.read_buf[..want])) {
-            Ok(0) => {
-                c.eof = true;
-                progress = true;
-            }
-            Ok(n) => {
-                c.inbuf.extend_from_slice(&cx.read_buf[..n]);
-                // A short read drained the socket (unless its end is known to be there too):
-                // more input is a new edge.
-                c.rd = n == want || c.hup;
-                progress = true;
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.rd = false,
-            Err(_) => return Err(Gone),
-        }
-    }
     Ok(progress)
 }
 
@@ -264,7 +96,7 @@ fn read_head(cx: &mut Cx, c: &mut Client) -> Flow {
     let mut progress = false;
     loop {
         if c.pending().is_empty() {
-            progress |= read_client(cx, c, p.limits.max_header_bytes.max(BUF))?;
+            progress |= read_client(cx, c, head_cap(cx, c))?;
             if c.pending().is_empty() {
                 if c.eof {
                     return Err(Gone);
@@ -281,14 +113,14 @@ fn read_head(cx: &mut Cx, c: &mut Client) -> Flow {
             c.phase = Phase::Head;
             c.scanned = 0;
             if c.served > 0 {
-                cx.set_deadline(c, cx.now + p.cfg.server.header_timeout);
+                client::set_deadline(cx, c, cx.now + p.cfg.server.header_timeout);
             }
         }
-        let parsed = parse_request_head(&c.inbuf[c.ipos..], c.scanned, &p.limits, &mut cx.head);
+        let parsed =
+            parse_request_head(&c.inbuf[c.ipos..], c.scanned, &p.limits, &mut cx.bufs.head);
         match parsed {
             Ok(Some(n)) => {
-                start_request(cx, c, n);
-                return Ok(true);
+                return start_request(cx, c, n);
             }
             Ok(None) if c.eof => return bad_request(cx, c, HttpError::UnexpectedEof),
             Ok(None) => {
@@ -296,11 +128,19 @@ fn read_head(cx: &mut Cx, c: &mut Client) -> Flow {
                 if !c.rd {
                     return Ok(progress);
                 }
-                progress |= read_client(cx, c, p.limits.max_header_bytes.max(BUF))?;
+                progress |= read_client(cx, c, head_cap(cx, c))?;
             }
             Err(e) => return bad_request(cx, c, e),
         }
     }
+}
+
+/// How much unread input a connection may hold while its head is read: what is there plus
+/// [`HEAD_READ`], so that the start of a body read along with its head stays small. The body
+/// itself is read only within its share of `server.body_buffer_total`; with 64 KiB here,
+/// 1,000 connections sending bodies would hold 64 MiB outside it.
+fn head_cap(cx: &Cx, c: &Client) -> usize {
+    (c.pending().len() + HEAD_READ).min(cx.p.limits.max_header_bytes.max(BUF))
 }
 
 /// A malformed, oversized or too slow head: fc-init's answer, then the connection closes
@@ -311,49 +151,19 @@ fn bad_request(cx: &mut Cx, c: &mut Client, e: HttpError) -> Flow {
     let Some(a) = failure.answer(Invocation::Http) else {
         return Err(Gone);
     };
-    own_answer(
-        cx,
-        c,
-        a.status,
-        a.error,
-        &new_request_id(),
-        &a.message,
-        true,
-    );
+    own_answer(cx, c, a.status, a.error, &a.message, true);
     Ok(true)
 }
 
-/// Queues one of fc-init's own answers; the connection goes on (or closes) once it is out.
-pub(super) fn own_answer(
-    cx: &mut Cx,
-    c: &mut Client,
-    status: u16,
-    error: ErrorType,
-    request_id: &str,
-    message: &str,
-    close: bool,
-) {
-    write_error_response(&mut cx.scratch, status, error, request_id, message, close);
-    c.out.extend_from_slice(&cx.scratch);
-    c.close_after |= close;
-    enter_deliver(cx, c, cx.now + cx.p.cfg.server.idle_timeout);
-}
-
-/// The answer is queued: it is delivered by `deadline`.
-pub(super) fn enter_deliver(cx: &mut Cx, c: &mut Client, deadline: Instant) {
-    c.phase = Phase::Deliver;
-    cx.set_deadline(c, deadline);
-}
-
-/// A complete head of `head_len` bytes is in `cx.head`: the request begins.
-fn start_request(cx: &mut Cx, c: &mut Client, head_len: usize) {
+/// A complete head of `head_len` bytes is in `cx.bufs.head`: the request begins.
+fn start_request(cx: &mut Cx, c: &mut Client, head_len: usize) -> Flow {
     let p = cx.p;
     c.ipos += head_len;
     c.scanned = 0;
     c.served += 1;
     let mut ex = cx.exchange();
     ex.reset(cx.now);
-    std::mem::swap(&mut ex.head, &mut cx.head);
+    std::mem::swap(&mut ex.head, &mut cx.bufs.head);
     match super::submit::caller_request_id(&ex.head) {
         // Valid ids are ASCII.
         Some(id) if valid_request_id(id) => ex
@@ -361,19 +171,31 @@ fn start_request(cx: &mut Cx, c: &mut Client, head_len: usize) {
             .push_str(std::str::from_utf8(id).unwrap_or_default()),
         _ => ex.request_id.push_str(&new_request_id()),
     }
+    if ex.head.authority().is_none() && ex.head.header("host").is_none() {
+        // HTTP/1.0 without Host: the function gets HTTP/1.1, which needs one.
+        let addr = c.stream.local_addr().or(p.cfg.server.listen);
+        if let Some(addr) = addr {
+            use std::fmt::Write as _;
+            let _ = write!(ex.host, "{addr}");
+        }
+    }
     let head = &ex.head;
     if head.method() == "CONNECT" {
-        let id = std::mem::take(&mut ex.request_id);
         c.ex = Some(ex);
         let message = "CONNECT is not supported: fc-init is not a forward proxy";
-        own_answer(cx, c, 405, ErrorType::InvalidArgument, &id, message, true);
-        return;
+        own_answer(cx, c, 405, ErrorType::InvalidArgument, message, true);
+        return Ok(true);
     }
     let control = head.header("x-fc-control-path");
     let k = kind(p.cfg.server.platform, head.method(), head.path(), control);
     let (purpose, max) = match k {
         Kind::Lifecycle(call) => (Purpose::Lifecycle(call), p.cfg.server.body_buffer),
-        Kind::Invoke(_) if super::submit::is_async(head) => {
+        // Under FC's own platform with fc-init's queue off, FC owns asynchronous invocations:
+        // the request is forwarded as it came (CONTRACT §11).
+        Kind::Invoke(_)
+            if super::submit::is_async(head)
+                && (p.asynchronous.is_some() || p.cfg.server.platform != Platform::Fc) =>
+        {
             (Purpose::Submit, p.cfg.async_.max_payload)
         }
         Kind::Invoke(inv) => (Purpose::Invoke(inv), p.cfg.server.max_body),
@@ -382,30 +204,33 @@ fn start_request(cx: &mut Cx, c: &mut Client, head_len: usize) {
     let framing = ex.head.framing;
     c.ex = Some(ex);
     if let Purpose::Invoke(_) = purpose {
-        exchange::log_start(cx, c);
+        finish::log_start(cx, c);
     }
     if let Purpose::Submit = purpose {
         let head = c.ex.as_ref().map(|ex| &ex.head);
         let refused = submission_refused(cx, framing).or_else(|| super::submit::refused(head?));
         if let Some((status, error, message)) = refused {
-            return refuse(cx, c, status, error, &message);
+            refuse(cx, c, status, error, &message);
+            return Ok(true);
         }
     }
     let ex = c.ex.as_mut().expect("set above");
     ex.decoder = match Decoder::new(framing, max) {
         Ok(d) => d,
-        Err(_) => return exchange::fail(cx, c, Failure::BodyTooLarge),
+        Err(_) => return finish::fail(cx, c, Failure::BodyTooLarge),
     };
+    let total = p.cfg.server.body_buffer_total;
     ex.buffer_limit = match purpose {
-        Purpose::Invoke(_) => p.cfg.server.body_buffer.min(max),
-        _ => max,
+        Purpose::Invoke(_) => p.cfg.server.body_buffer.min(max).min(total),
+        _ => max.min(total),
     } as usize;
     ex.upgrade = matches!(purpose, Purpose::Invoke(_)) && exchange::asks_upgrade(&ex.head);
     if ex.head.expect_continue && !ex.decoder.is_done() && c.pending().is_empty() {
         c.out.extend_from_slice(crate::http::CONTINUE_100);
     }
     c.phase = Phase::Body;
-    cx.set_deadline(c, cx.now + p.cfg.server.body_timeout);
+    client::set_deadline(cx, c, cx.now + p.cfg.server.body_timeout);
+    Ok(true)
 }
 
 /// Why an asynchronous submission is refused before its body is read, if it is.
@@ -423,6 +248,12 @@ fn submission_refused(cx: &Cx, framing: BodyFraming) -> Option<(u16, ErrorType, 
     match framing {
         BodyFraming::Length(n) if n > max => {
             Some((413, ErrorType::InvalidArgument, too_large(max)))
+        }
+        // Read whole before it is stored: it could never fit in the shared budget.
+        BodyFraming::Length(n) if n > p.cfg.server.body_buffer_total => {
+            let total = p.cfg.server.body_buffer_total;
+            let m = format!("the payload exceeds server.body_buffer_total ({total} bytes)");
+            Some((413, ErrorType::InvalidArgument, m))
         }
         _ => None,
     }
@@ -442,26 +273,24 @@ fn refuse(cx: &mut Cx, c: &mut Client, status: u16, error: ErrorType, message: &
         cx.p.metrics
             .record(Outcome::Error(error), ex.started.elapsed());
     }
-    let id = std::mem::take(&mut ex.request_id);
-    own_answer(cx, c, status, error, &id, message, true);
-    if let Some(ex) = c.ex.as_mut() {
-        ex.request_id = id;
-    }
+    own_answer(cx, c, status, error, message, true);
 }
 
-/// Reads the request body into the exchange's buffer, then lets the request go on.
+/// Reads the request body into the exchange's buffer, then lets the request go on. The body
+/// and the unread input stay within the body's share of `server.body_buffer_total`
+/// ([`reserve`]), give or take a partial chunk-size line.
 fn buffer_body(cx: &mut Cx, c: &mut Client) -> Flow {
     let mut progress = false;
     loop {
         let ex = c.ex.as_mut().expect("a request is in its body phase");
-        while !ex.decoder.is_done() && ex.body.len() < ex.buffer_limit {
-            let room = ex.buffer_limit - ex.body.len();
+        let covered = ex.buffer_limit.min(reserved(ex));
+        while !ex.decoder.is_done() && ex.body.len() < covered {
+            let room = covered.saturating_sub(ex.body.len());
             let input = &c.inbuf[c.ipos..];
             let step = match ex.decoder.step(input, room) {
                 Ok(s) => s,
                 Err(e) => {
-                    body_refused(cx, c, e);
-                    return Ok(true);
+                    return body_refused(cx, c, e);
                 }
             };
             ex.body.extend_from_slice(&input[step.data.clone()]);
@@ -476,34 +305,96 @@ fn buffer_body(cx: &mut Cx, c: &mut Client) -> Flow {
             return Ok(true);
         }
         if full {
-            body_refused(cx, c, HttpError::BodyTooLarge);
-            return Ok(true);
+            return body_refused(cx, c, HttpError::BodyTooLarge);
+        }
+        if ex.body.len() >= covered {
+            // No room left in its share: more of it, before another byte is read.
+            match reserve(cx, c) {
+                Reserve::Covered => continue,
+                Reserve::Wait => return Ok(progress),
+                Reserve::GoOn => {
+                    proceed(cx, c);
+                    return Ok(true);
+                }
+            }
         }
         if c.eof {
             let e = cut_short(&mut ex.decoder);
-            body_refused(cx, c, e);
-            return Ok(true);
+            return body_refused(cx, c, e);
         }
         if !c.rd {
             return Ok(progress);
         }
-        progress |= read_client(cx, c, BUF)?;
+        // The decoder needs more input: read what the share covers (a few bytes more when
+        // the input holds only a partial chunk-size line).
+        let room = covered - ex.body.len();
+        let pending = c.pending().len();
+        let cap = room.max(pending + 16).min(BUF.max(pending + 16));
+        let got = read_client(cx, c, cap)?;
+        if !got {
+            return Ok(progress);
+        }
+        progress = true;
     }
 }
 
-/// The client closed its side in the middle of the body `d` decodes.
-pub(super) fn cut_short(d: &mut Decoder) -> HttpError {
-    d.at_eof().err().unwrap_or(HttpError::UnexpectedEof)
+/// The bytes of `server.body_buffer_total` the exchange's body holds.
+fn reserved(ex: &Exchange) -> usize {
+    ex.reserved.as_ref().map_or(0, |r| r.bytes()) as usize
+}
+
+/// Where a body stands with its share of the budget.
+enum Reserve {
+    /// There is room to read on.
+    Covered,
+    /// It does not fit: nothing more is read until bytes come back (the connection is woken).
+    Wait,
+    /// A chunked invocation that could not grow its share: it goes on with what it has
+    /// buffered and streams the rest from a slot, so partly buffered bodies can never hold
+    /// the whole budget waiting for each other.
+    GoOn,
+}
+
+/// Grows the body's share of the budget: to the whole remaining body (up to what is
+/// buffered) at once for a body of known length, a step of [`BUF`] at a time for a chunked
+/// one. When that does not fit, the connection queues to be woken.
+fn reserve(cx: &mut Cx, c: &mut Client) -> Reserve {
+    let p = cx.p;
+    let ex = c.ex.as_mut().expect("a request is in its body phase");
+    let have = reserved(ex) as u64;
+    let body = ex.body.len() as u64;
+    let limit = ex.buffer_limit as u64;
+    let (target, chunked) = match ex.decoder.raw_left() {
+        Some(left) => (limit.min(body + left), false),
+        None => (limit.min(body + BUF as u64), true),
+    };
+    if p.budget.grow(&mut ex.reserved, target) {
+        // Exactly what the share covers: growing by doubling would leave freed copies behind.
+        ex.body.reserve_exact((target - body) as usize);
+        return Reserve::Covered;
+    }
+    if chunked && have > 0 && matches!(ex.purpose, Purpose::Invoke(_)) {
+        return Reserve::GoOn;
+    }
+    if !ex.budget_queued {
+        ex.budget_queued = true;
+        let (handle, t) = (cx.handle.clone(), c.token);
+        p.budget.wait(
+            target - have,
+            Box::new(move || handle.push(Mail::Budget(t))),
+        );
+    }
+    Reserve::Wait
 }
 
 /// The body could not be read (malformed, too large, too slow, cut short): fc-init's answer,
 /// then close.
-fn body_refused(cx: &mut Cx, c: &mut Client, e: HttpError) {
+fn body_refused(cx: &mut Cx, c: &mut Client, e: HttpError) -> Flow {
     let Some(ex) = c.ex.as_ref() else {
-        return;
+        return Err(Gone);
     };
     match ex.purpose {
-        Purpose::Invoke(_) => exchange::fail(cx, c, Failure::RequestBody(e)),
+        Purpose::Invoke(_) => finish::fail(cx, c, Failure::RequestBody(e)),
         _ => {
             let message = match e {
                 HttpError::BodyTooLarge if ex.purpose == Purpose::Submit => {
@@ -514,6 +405,7 @@ fn body_refused(cx: &mut Cx, c: &mut Client, e: HttpError) {
             };
             let status = e.status().unwrap_or(400);
             refuse(cx, c, status, ErrorType::InvalidArgument, &message);
+            Ok(true)
         }
     }
 }
@@ -523,6 +415,10 @@ fn proceed(cx: &mut Cx, c: &mut Client) {
     let p = cx.p;
     let ex = c.ex.as_mut().expect("a request is in its body phase");
     ex.body_complete = ex.decoder.is_done();
+    // The share keeps what the body took (a chunked step may have been larger).
+    if let Some(r) = ex.reserved.as_mut() {
+        r.shrink(ex.body.len() as u64);
+    }
     match ex.purpose {
         Purpose::Invoke(_) => super::admission::enter_admit(cx, c),
         Purpose::Submit => {
@@ -544,7 +440,7 @@ fn proceed(cx: &mut Cx, c: &mut Client) {
                 Box::new(move |result| handle.push(Mail::Stored(t, result))),
             );
             c.phase = Phase::Storing;
-            cx.set_deadline(c, far(cx.now));
+            client::set_deadline(cx, c, far(cx.now));
         }
         Purpose::Lifecycle(call) => {
             let (handle, t) = (cx.handle.clone(), c.token);
@@ -554,7 +450,7 @@ fn proceed(cx: &mut Cx, c: &mut Client) {
                 reply: Reply::new(move |answer| handle.push(Mail::Lifecycle(t, answer))),
             });
             c.phase = Phase::Lifecycle;
-            cx.set_deadline(c, far(cx.now));
+            client::set_deadline(cx, c, far(cx.now));
         }
     }
 }
@@ -575,13 +471,13 @@ pub(super) fn stored(cx: &mut Cx, c: &mut Client, result: Result<Submitted, Stor
     let keep = ex.head.keep_alive && !cx.p.stopping();
     let keep = super::submit::answer(
         cx.p,
-        &mut cx.scratch,
+        &mut cx.bufs.answer,
         &ex.request_id,
         result,
         keep,
         ex.started,
     );
-    c.out.extend_from_slice(&cx.scratch);
+    c.out.extend_from_slice(&cx.bufs.answer);
     c.close_after |= !keep;
     enter_deliver(cx, c, cx.now + cx.p.cfg.server.idle_timeout);
 }
@@ -613,12 +509,8 @@ pub(super) fn lifecycle_answered(cx: &mut Cx, c: &mut Client, answer: LifecycleA
         "lifecycle call {}: the {what} failed: {message}",
         ex.request_id
     );
-    let id = std::mem::take(&mut ex.request_id);
     let status = error.status(Invocation::Http);
-    own_answer(cx, c, status, error, &id, &message, !keep);
-    if let Some(ex) = c.ex.as_mut() {
-        ex.request_id = id;
-    }
+    own_answer(cx, c, status, error, &message, !keep);
 }
 
 /// `200 OK` with `x-fc-request-id` and no body.
@@ -644,10 +536,15 @@ fn deliver(cx: &mut Cx, c: &mut Client) -> Flow {
         if c.eof {
             return Err(Gone);
         }
-        // The client may still be sending (a body nobody read): let it see the answer.
-        let _ = c.stream.shutdown(std::net::Shutdown::Write);
+        // The client may still be sending (a body nobody read): let it see the answer. What
+        // it sends now is dropped unread, so the connection keeps no buffer while it lingers.
+        let _ = c.stream.shutdown_write();
+        c.inbuf = Vec::new();
+        c.ipos = 0;
+        c.out = Vec::new();
+        c.opos = 0;
         c.phase = Phase::Linger;
-        cx.set_deadline(c, cx.now + LINGER.min(cx.p.cfg.server.idle_timeout));
+        client::set_deadline(cx, c, cx.now + LINGER.min(cx.p.cfg.server.idle_timeout));
         return Ok(true);
     }
     c.phase = Phase::Idle;
@@ -655,7 +552,7 @@ fn deliver(cx: &mut Cx, c: &mut Client) -> Flow {
     if c.out.capacity() > 4096 {
         c.out = Vec::new();
     }
-    cx.set_deadline(c, cx.now + cx.p.cfg.server.idle_timeout);
+    client::set_deadline(cx, c, cx.now + cx.p.cfg.server.idle_timeout);
     Ok(true)
 }
 
@@ -663,57 +560,17 @@ fn deliver(cx: &mut Cx, c: &mut Client) -> Flow {
 fn linger(cx: &mut Cx, c: &mut Client) -> Flow {
     let mut progress = false;
     while c.rd && !c.eof {
-        match crate::sys::retry(|| (&c.stream).read(&mut cx.read_buf)) {
+        match crate::sys::retry(|| c.stream.read(&mut cx.bufs.read)) {
             Ok(0) => c.eof = true,
             Ok(_) => progress = true,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.rd = false,
             Err(_) => return Err(Gone),
         }
     }
-    c.ipos = c.inbuf.len();
     if c.eof {
         return Err(Gone);
     }
     Ok(progress)
-}
-
-/// Ends the connection's exchange, if any: its slot and counts, its metrics and End line.
-pub(super) fn end_exchange(cx: &mut Cx, c: &mut Client) {
-    let Some(mut ex) = c.ex.take() else {
-        return;
-    };
-    exchange::release(cx, &mut ex, false);
-    if ex.logged && ex.outcome.is_none() {
-        // An invocation that ended without an answer (the client went away).
-        ex.outcome = Some((Outcome::Error(ErrorType::UnhandledInvocationError), true));
-    }
-    conclude(cx, &mut ex);
-    cx.recycle(ex);
-}
-
-/// Records how the invocation ended, once: its metrics and its End line. Called as soon as
-/// the outcome is known (the function's answer complete in the buffers, or fc-init's own
-/// answer decided), so both are there before the client can have read the answer.
-pub(super) fn conclude(cx: &mut Cx, ex: &mut Exchange) {
-    let Some((outcome, failed)) = ex.outcome.take() else {
-        return;
-    };
-    cx.p.metrics.record(outcome, ex.started.elapsed());
-    if std::mem::take(&mut ex.logged) {
-        cx.log.extend_from_slice(INVOKE_END.as_bytes());
-        cx.log.extend_from_slice(ex.request_id.as_bytes());
-        if failed {
-            cx.log.extend_from_slice(END_ERROR.as_bytes());
-        }
-        cx.log.push(b'\n');
-    }
-}
-
-/// Appends the Start line of the exchange's request to the pending lines.
-pub(super) fn start_line(cx: &mut Cx, request_id: &str) {
-    cx.log.extend_from_slice(INVOKE_START.as_bytes());
-    cx.log.extend_from_slice(request_id.as_bytes());
-    cx.log.push(b'\n');
 }
 
 /// The connection is closing: whatever it holds is ended.
@@ -727,24 +584,20 @@ pub(super) fn on_deadline(cx: &mut Cx, c: &mut Client) -> Next {
         // An idle connection is closed without a word.
         Phase::Idle | Phase::Linger => Err(Gone),
         Phase::Head => bad_request(cx, c, HttpError::Timeout),
-        Phase::Body => {
-            body_refused(cx, c, HttpError::Timeout);
-            Ok(true)
-        }
-        Phase::Admit | Phase::Forward | Phase::Upgraded => exchange::on_deadline(cx, c),
+        Phase::Body => body_refused(cx, c, HttpError::Timeout),
+        Phase::Admit | Phase::Forward | Phase::Upgraded => forward::on_deadline(cx, c),
         Phase::Deliver => {
             // function.timeout bounds the delivery of the function's answer too.
             if let Some(ex) = c.ex.as_mut() {
-                if let Some((Outcome::Success | Outcome::FunctionError, _)) = ex.outcome {
-                    ex.outcome = Some((Outcome::Error(ErrorType::FunctionTimeout), true));
+                if let Some(Outcome::Success | Outcome::FunctionError) = ex.outcome {
+                    ex.outcome = Some(Outcome::Error(ErrorType::FunctionTimeout));
                 }
             }
             Err(Gone)
         }
-        Phase::Abort => Err(Gone),
         // Not a deadline of their own: looked at again later.
         Phase::Storing | Phase::Lifecycle => {
-            cx.set_deadline(c, far(cx.now));
+            client::set_deadline(cx, c, far(cx.now));
             Ok(false)
         }
     };

@@ -12,8 +12,6 @@ use crate::http::fc_error::{ErrorType, Invocation};
 use crate::http::HttpError;
 use crate::supervisor::LifecycleAnswer;
 
-use super::event_loop::ConnectError;
-
 /// Why a request was not (completely) served.
 #[derive(Debug)]
 pub enum Failure {
@@ -136,6 +134,15 @@ impl Failure {
         }
     }
 
+    /// Whether the client closed its connection (or reset it) before the exchange was over:
+    /// not the function's fault (CONTRACT §11).
+    pub fn client_gone(&self) -> bool {
+        matches!(
+            self,
+            Failure::RequestBody(HttpError::Read(_) | HttpError::UnexpectedEof)
+        )
+    }
+
     /// Whether the client connection can carry another request after this failure's answer
     /// (nothing of the request was left half-read by it, nothing half-written).
     pub fn can_continue(&self) -> bool {
@@ -198,6 +205,87 @@ impl std::error::Error for Failure {
             Failure::Connect(e) => Some(e),
             Failure::SendHead(e) | Failure::Descriptors(e) => Some(e),
             _ => None,
+        }
+    }
+}
+
+/// Why no connection to the function could be had.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// Refused, or no socket: the function is not there (it most likely just died).
+    Absent(io::Error),
+    /// Its backlog is full: try again shortly.
+    Busy,
+    /// fc-init ran out of descriptors.
+    Exhausted(io::Error),
+    Failed(io::Error),
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connecting to the function: ")?;
+        match self {
+            ConnectError::Absent(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                f.write_str("connection refused")
+            }
+            ConnectError::Absent(e) | ConnectError::Exhausted(e) | ConnectError::Failed(e) => {
+                e.fmt(f)
+            }
+            ConnectError::Busy => f.write_str("timeout"),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConnectError::Absent(e) | ConnectError::Exhausted(e) | ConnectError::Failed(e) => {
+                Some(e)
+            }
+            ConnectError::Busy => None,
+        }
+    }
+}
+
+impl ConnectError {
+    pub(super) fn of(e: io::Error) -> ConnectError {
+        if super::fds::is_exhausted(&e) {
+            return ConnectError::Exhausted(e);
+        }
+        match e.kind() {
+            io::ErrorKind::WouldBlock => ConnectError::Busy,
+            io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound => ConnectError::Absent(e),
+            _ => ConnectError::Failed(e),
+        }
+    }
+}
+
+/// Why the listener could not be started.
+#[derive(Debug)]
+pub enum ProxyError {
+    /// Binding or listening on `server.listen` failed.
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    /// The accept thread or an event loop could not be started.
+    Thread(std::io::Error),
+}
+
+impl std::fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProxyError::Bind { addr, source } => write!(f, "listening on {addr}: {source}"),
+            ProxyError::Thread(e) => write!(f, "starting the traffic threads: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ProxyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ProxyError::Bind { source, .. } => Some(source),
+            ProxyError::Thread(e) => Some(e),
         }
     }
 }

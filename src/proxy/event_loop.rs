@@ -28,126 +28,41 @@
 //!
 //! The FC Invoke Start line of a request is on stdout before the request reaches the
 //! function: the lines of one batch of events are written together, and the requests that
-//! wait for them go out right after.
+//! wait for them go out right after (the rule itself: [`super::lines`]).
 //!
-//! Failure modes: a loop that panics loses its connections (their guards restore the
-//! counters) and starts again on the same poll and mailbox; a result for one of its old
-//! connections finds no live connection with its token (generations never repeat) and is
-//! dropped.
+//! Failure modes: a panic while a connection is handled is caught around that connection's
+//! step: that connection alone is closed (its guards restore the counters), counted in
+//! `fc_init_internal_errors_total` and logged at most once a second, and the loop goes on
+//! with the others. A panic elsewhere in the loop loses its connections and the loop starts
+//! again on the same poll and mailbox; a result for one of its old connections finds no live
+//! connection with its token (generations never repeat) and is dropped.
 
-use std::io::{self, Write};
+use std::io;
 use std::net::TcpStream;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
-use crate::events::store::{StoreError, Submitted};
-use crate::http::{Limits, RequestHead};
 use crate::state::{Notice, Status, Watcher};
-use crate::supervisor::LifecycleAnswer;
 
-use super::conn::{self, Client, Next};
-use super::exchange::{Exchange, FnSlot, FnStream};
-use super::{OpenSlot, Proxy};
-
-/// Event loops at most, whatever the core count.
-const MAX_LOOPS: usize = 16;
+use super::client::{self, Client, Next};
+use super::conn;
+use super::cx::{Cx, Handle, Mail, Settle};
+use super::finish;
+use super::io::FunctionConnector;
+use super::shared::{OpenSlot, Proxy};
+use super::slab::{token, untoken, Slab, KIND_CLIENT, KIND_FN, WAKE};
 
 /// Events taken per poll.
 const EVENTS: usize = 256;
-
-/// What one direction of an exchange holds at most before it stops reading its source.
-pub(super) const BUF: usize = 64 * 1024;
 
 /// Busy polling is for a loop with at most this many client connections: with more, traffic
 /// arrives often enough that the loop seldom sleeps for long, and polling on would only take
 /// CPU time from the function and the clients.
 const BUSY_POLL_CLIENTS: usize = 8;
-
-/// Idle function connections kept per loop.
-pub(super) const MAX_IDLE: usize = 64;
-
-/// Longest head accepted from the function.
-const RESPONSE_HEAD: usize = 16 * 1024;
-
-const WAKE: Token = Token(usize::MAX);
-const KIND_CLIENT: usize = 0;
-const KIND_FN: usize = 1;
-
-/// What other threads hand a loop.
-pub(super) enum Mail {
-    /// A new client connection from the accept thread.
-    Connection(TcpStream, OpenSlot),
-    /// The store's result for the asynchronous submission of this client.
-    Stored(Token, Result<Submitted, StoreError>),
-    /// The supervisor's answer to this client's lifecycle call.
-    Lifecycle(Token, LifecycleAnswer),
-    /// The limiter handed this client's request a slot (or closed).
-    Granted(Token),
-    /// fc-init is about to exit: say when every answer decided on has been written.
-    Settle(Arc<Settle>),
-}
-
-/// The loops' last act before fc-init exits ([`Loops::settle`]): each loop counts itself out
-/// once none of its connections has an answer left to write. Without it the process could
-/// exit between deciding an answer (`InitializationError` before exit 3, `InstanceStopping`,
-/// `UnhandledInvocationError` for the requests of a function that exited) and writing it,
-/// and the client would see its connection closed with no answer at all.
-pub(super) struct Settle {
-    left: Mutex<usize>,
-    done: Condvar,
-}
-
-impl Settle {
-    fn count_out(&self) {
-        let mut left = self.left.lock().unwrap_or_else(|e| e.into_inner());
-        *left = left.saturating_sub(1);
-        if *left == 0 {
-            self.done.notify_all();
-        }
-    }
-}
-
-/// What other threads share with one loop.
-pub(super) struct Handle {
-    mail: Mutex<Vec<Mail>>,
-    waker: Waker,
-    /// The instance's status changed since the loop last looked.
-    changed: AtomicBool,
-    /// Generations of tokens: never repeated, across restarts of the loop too.
-    generations: AtomicU32,
-}
-
-impl Handle {
-    /// Queues `mail` and wakes the loop; never blocks beyond a short lock.
-    pub(super) fn push(&self, mail: Mail) {
-        let first = {
-            let mut queue = self.mail.lock().unwrap_or_else(|e| e.into_inner());
-            queue.push(mail);
-            queue.len() == 1
-        };
-        // One wake-up per batch: the loop empties the whole queue when it wakes, and a push
-        // that finds the queue non-empty is sure to be seen by that emptying.
-        if first {
-            self.wake();
-        }
-    }
-
-    fn status_changed(&self) {
-        if !self.changed.swap(true, Ordering::AcqRel) {
-            self.wake();
-        }
-    }
-
-    fn wake(&self) {
-        if let Err(e) = self.waker.wake() {
-            log::error!("waking an event loop: {e}");
-        }
-    }
-}
 
 /// The loops, and where the accept thread hands them connections.
 pub(super) struct Loops {
@@ -170,18 +85,15 @@ impl Loops {
     /// Starts `p.loops` loops ([`count`]).
     pub(super) fn start(p: &'static Proxy) -> io::Result<Loops> {
         let n = p.loops;
+        quiet_loop_panics();
         let mut handles = Vec::with_capacity(n);
         for i in 0..n {
             let poll = Poll::new()?;
-            let handle = Arc::new(Handle {
-                mail: Mutex::new(Vec::new()),
-                waker: Waker::new(poll.registry(), WAKE)?,
-                changed: AtomicBool::new(false),
-                generations: AtomicU32::new(0),
-            });
+            let waker = Waker::new(poll.registry(), WAKE)?;
+            let handle = Arc::new(Handle::new(Box::new(move || waker.wake())));
             let h = handle.clone();
             std::thread::Builder::new()
-                .name(format!("fc-init-loop-{i}"))
+                .name(format!("{THREAD}{i}"))
                 .spawn(move || run(p, poll, &h))?;
             handles.push(handle);
         }
@@ -218,297 +130,59 @@ impl Loops {
     }
 }
 
-/// How many event loops fc-init runs: one per CPU it may use (affinity and cgroup quota
-/// included), at most [`MAX_LOOPS`].
-pub(super) fn count() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(MAX_LOOPS)
+/// The name of every loop thread starts so.
+const THREAD: &str = "fc-init-loop-";
+
+std::thread_local! {
+    /// What the last panic on this loop thread said (where, and its message), for the loop's
+    /// own once-a-second log line.
+    static LAST_PANIC: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
 }
 
-/// The body of a loop thread: restarts the loop after a panic (its connections are lost,
-/// the poll and the mailbox stay).
+/// Keeps panics on the loop threads off stderr (the loop logs them itself, at most once a
+/// second: a request that panics fc-init must not also flood its log); panics elsewhere go
+/// to the hook that was there before.
+fn quiet_loop_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let on_loop = std::thread::current()
+                .name()
+                .is_some_and(|n| n.starts_with(THREAD));
+            if !on_loop {
+                return previous(info);
+            }
+            LAST_PANIC.with(|l| *l.borrow_mut() = Some(info.to_string()));
+        }));
+    });
+}
+
+/// The body of a loop thread: restarts the loop after a panic outside the handling of one
+/// connection (its connections are lost, the poll and the mailbox stay).
 fn run(p: &'static Proxy, mut poll: Poll, h: &Arc<Handle>) {
     loop {
-        let result =
-            std::panic::catch_unwind(AssertUnwindSafe(|| match poll.registry().try_clone() {
-                Ok(registry) => Loop::new(p, registry, h.clone()).run(&mut poll),
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let made = poll
+                .registry()
+                .try_clone()
+                .and_then(|registry| Loop::new(p, registry, h.clone()));
+            match made {
+                Ok(mut l) => l.run(&mut poll),
                 Err(e) => log::error!("starting an event loop: {e}"),
-            }));
+            }
+        }));
         match result {
             // Only a failing poll ends a loop; pause so as not to spin on it.
             Ok(()) => std::thread::sleep(Duration::from_secs(1)),
-            Err(_) => log::error!("an event loop panicked; its connections were closed"),
-        }
-    }
-}
-
-/// A slab whose tokens carry a generation, so that a token for a slot since reused is
-/// recognised.
-pub(super) struct Slab<T> {
-    entries: Vec<(u32, Option<T>)>,
-    free: Vec<usize>,
-}
-
-impl<T> Slab<T> {
-    fn new() -> Slab<T> {
-        Slab {
-            entries: Vec::new(),
-            free: Vec::new(),
-        }
-    }
-
-    fn insert(&mut self, item: T, gen: u32) -> usize {
-        let idx = match self.free.pop() {
-            Some(i) => i,
-            None => {
-                self.entries.push((0, None));
-                self.entries.len() - 1
-            }
-        };
-        self.entries[idx] = (gen, Some(item));
-        idx
-    }
-
-    pub(super) fn get(&mut self, idx: usize) -> Option<&mut T> {
-        self.entries.get_mut(idx).and_then(|e| e.1.as_mut())
-    }
-
-    fn live(&mut self, idx: usize, gen: u32) -> Option<&mut T> {
-        match self.entries.get_mut(idx) {
-            Some((g, Some(item))) if *g == gen => Some(item),
-            _ => None,
-        }
-    }
-
-    pub(super) fn remove(&mut self, idx: usize) -> Option<T> {
-        let item = self.entries.get_mut(idx)?.1.take();
-        if item.is_some() {
-            self.free.push(idx);
-        }
-        item
-    }
-
-    fn indices(&self) -> Vec<usize> {
-        self.entries
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| e.1.is_some())
-            .map(|(i, _)| i)
-            .collect()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.free.len() == self.entries.len()
-    }
-
-    fn len(&self) -> usize {
-        self.entries.len() - self.free.len()
-    }
-
-    /// The index the next `insert` takes (a token must be registered before the insert).
-    fn next_index(&self) -> usize {
-        self.free.last().copied().unwrap_or(self.entries.len())
-    }
-
-    fn values(&self) -> impl Iterator<Item = &T> {
-        self.entries.iter().filter_map(|e| e.1.as_ref())
-    }
-}
-
-fn token(kind: usize, idx: usize, gen: u32) -> Token {
-    Token((kind << 62) | ((gen as usize & 0x3fff_ffff) << 32) | (idx & 0xffff_ffff))
-}
-
-fn untoken(t: Token) -> (usize, usize, u32) {
-    (
-        t.0 >> 62,
-        t.0 & 0xffff_ffff,
-        ((t.0 >> 32) & 0x3fff_ffff) as u32,
-    )
-}
-
-/// Everything a loop has besides its client connections: what driving one client needs.
-pub(super) struct Cx {
-    pub p: &'static Proxy,
-    registry: Registry,
-    pub handle: Arc<Handle>,
-    pub fns: Slab<FnSlot>,
-    /// Pooled function connections, the warmest last.
-    idle: Vec<usize>,
-    /// FC Invoke lines not yet on stdout.
-    pub log: Vec<u8>,
-    /// Bumped each time `log` is written out: a request whose Start line was added at an
-    /// earlier epoch may go to the function.
-    pub log_epoch: u64,
-    /// Clients whose request waits for its Start line to be written.
-    pub to_send: Vec<Token>,
-    /// Clients whose request waits for a change of the instance's status.
-    pub status_waiters: Vec<Token>,
-    pub now: Instant,
-    next_scan: Instant,
-    /// Every read lands here first.
-    pub read_buf: Box<[u8]>,
-    /// For answers built before they are appended to a client's output.
-    pub scratch: Vec<u8>,
-    /// The head being parsed (swapped into an exchange when one starts).
-    pub head: RequestHead,
-    #[allow(clippy::vec_box)]
-    spare: Vec<Box<Exchange>>,
-    pub resp_limits: Limits,
-}
-
-/// Why no connection to the function could be had.
-#[derive(Debug)]
-pub enum ConnectError {
-    /// Refused, or no socket: the function is not there (it most likely just died).
-    Absent(io::Error),
-    /// Its backlog is full: try again shortly.
-    Busy,
-    /// fc-init ran out of descriptors.
-    Exhausted(io::Error),
-    Failed(io::Error),
-}
-
-impl std::fmt::Display for ConnectError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("connecting to the function: ")?;
-        match self {
-            ConnectError::Absent(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                f.write_str("connection refused")
-            }
-            ConnectError::Absent(e) | ConnectError::Exhausted(e) | ConnectError::Failed(e) => {
-                e.fmt(f)
-            }
-            ConnectError::Busy => f.write_str("timeout"),
-        }
-    }
-}
-
-impl std::error::Error for ConnectError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            ConnectError::Absent(e) | ConnectError::Exhausted(e) | ConnectError::Failed(e) => {
-                Some(e)
-            }
-            ConnectError::Busy => None,
-        }
-    }
-}
-
-impl ConnectError {
-    fn of(e: io::Error) -> ConnectError {
-        if super::fds::is_exhausted(&e) {
-            return ConnectError::Exhausted(e);
-        }
-        match e.kind() {
-            io::ErrorKind::WouldBlock => ConnectError::Busy,
-            io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound => ConnectError::Absent(e),
-            _ => ConnectError::Failed(e),
-        }
-    }
-}
-
-impl Cx {
-    pub(super) fn set_deadline(&mut self, c: &mut Client, deadline: Instant) {
-        c.deadline = deadline;
-        if deadline < self.next_scan {
-            self.next_scan = deadline;
-        }
-    }
-
-    /// A recycled exchange, or a new one.
-    pub(super) fn exchange(&mut self) -> Box<Exchange> {
-        self.spare.pop().unwrap_or_else(Exchange::new)
-    }
-
-    pub(super) fn recycle(&mut self, ex: Box<Exchange>) {
-        if self.spare.len() < 16 {
-            self.spare.push(ex);
-        }
-    }
-
-    /// A pooled connection to `instance`, or a new one (non-blocking) owned by `owner`.
-    pub(super) fn take_fn(&mut self, instance: u64, owner: Token) -> Result<usize, ConnectError> {
-        while let Some(f) = self.idle.pop() {
-            let Some(slot) = self.fns.get(f) else {
-                continue;
-            };
-            if slot.instance == instance {
-                slot.owner = Some(owner);
-                return Ok(f);
-            }
-            // A new instance: every connection to an older one is dead.
-            self.fns.remove(f);
-            self.purge_idle();
-        }
-        let mut stream = match &self.p.cfg.function.endpoint {
-            crate::config::Endpoint::Unix(path) => {
-                mio::net::UnixStream::connect(path).map(FnStream::Unix)
-            }
-            crate::config::Endpoint::Tcp(port) => {
-                let addr = std::net::SocketAddr::from(([127, 0, 0, 1], *port));
-                mio::net::TcpStream::connect(addr).map(|s| {
-                    // Small exchanges must not wait for Nagle (RFC 896).
-                    let _ = s.set_nodelay(true);
-                    FnStream::Tcp(s)
-                })
+            Err(_) => {
+                let what = LAST_PANIC
+                    .with(|l| l.borrow_mut().take())
+                    .unwrap_or_default();
+                p.metrics.internal_error();
+                log::error!("an event loop panicked; its connections were closed: {what}");
             }
         }
-        .map_err(ConnectError::of)?;
-        let gen = self.handle.generations.fetch_add(1, Ordering::Relaxed);
-        let f = self.fns.next_index();
-        stream
-            .register(&self.registry, token(KIND_FN, f, gen))
-            .map_err(ConnectError::of)?;
-        let f = self.fns.insert(
-            FnSlot {
-                stream,
-                instance,
-                owner: Some(owner),
-                rd: false,
-                hup: false,
-                served: 0,
-                // A fresh connection takes the request at once (a TCP one still connecting
-                // says EAGAIN, and its writability event follows).
-                wr: true,
-            },
-            gen,
-        );
-        Ok(f)
-    }
-
-    /// Gives back a function connection after a clean exchange (pooled), or closes it.
-    pub(super) fn release_fn(&mut self, f: usize, reusable: bool) {
-        if reusable && self.idle.len() < MAX_IDLE {
-            if let Some(slot) = self.fns.get(f) {
-                slot.owner = None;
-                slot.served += 1;
-                self.idle.push(f);
-                return;
-            }
-        }
-        self.fns.remove(f);
-    }
-
-    /// Closes every pooled function connection (the instance they reach is most likely dead).
-    pub(super) fn purge_idle(&mut self) {
-        for f in std::mem::take(&mut self.idle) {
-            self.fns.remove(f);
-        }
-    }
-
-    /// Writes the pending FC Invoke lines in one go.
-    fn flush_log(&mut self) {
-        if self.log.is_empty() {
-            return;
-        }
-        let mut out = std::io::stdout().lock();
-        // A closed stdout is no reason to stop serving.
-        let _ = out.write_all(&self.log);
-        let _ = out.flush();
-        self.log.clear();
-        self.log_epoch += 1;
     }
 }
 
@@ -554,39 +228,24 @@ fn idle_wait(
 struct Loop {
     clients: Slab<Client>,
     cx: Cx,
+    /// Client connections are registered here.
+    registry: Registry,
     /// Set when fc-init is about to exit ([`Mail::Settle`]).
     settling: Option<Arc<Settle>>,
 }
 
 impl Loop {
-    fn new(p: &'static Proxy, registry: Registry, handle: Arc<Handle>) -> Loop {
-        let now = Instant::now();
-        Loop {
+    fn new(p: &'static Proxy, registry: Registry, handle: Arc<Handle>) -> io::Result<Loop> {
+        let connector = FunctionConnector {
+            registry: registry.try_clone()?,
+            endpoint: &p.cfg.function.endpoint,
+        };
+        Ok(Loop {
             clients: Slab::new(),
+            cx: Cx::new(p, Box::new(connector), handle, Instant::now()),
+            registry,
             settling: None,
-            cx: Cx {
-                p,
-                registry,
-                handle,
-                fns: Slab::new(),
-                idle: Vec::new(),
-                log: Vec::new(),
-                log_epoch: 0,
-                to_send: Vec::new(),
-                status_waiters: Vec::new(),
-                now,
-                next_scan: now + Duration::from_secs(3600),
-                read_buf: vec![0; BUF].into_boxed_slice(),
-                scratch: Vec::new(),
-                head: RequestHead::default(),
-                spare: Vec::new(),
-                resp_limits: Limits {
-                    max_header_bytes: RESPONSE_HEAD,
-                    max_headers: crate::http::MAX_HEADERS,
-                    require_host: false,
-                },
-            },
-        }
+        })
     }
 
     fn run(&mut self, poll: &mut Poll) {
@@ -594,7 +253,7 @@ impl Loop {
         let busy_poll = self.cx.p.busy_poll;
         let mut last_event = Instant::now();
         loop {
-            self.cx.flush_log();
+            self.write_lines();
             let now = Instant::now();
             let clients = self.clients.len();
             let wait = match idle_wait(now, last_event, busy_poll, clients, self.cx.next_scan) {
@@ -604,7 +263,7 @@ impl Loop {
                 }
                 Wait::Sleep(wait) => {
                     if self.clients.is_empty() {
-                        super::give_back_memory();
+                        super::shared::give_back_memory();
                     }
                     wait
                 }
@@ -637,7 +296,7 @@ impl Loop {
                         self.drive(idx);
                     }
                     KIND_FN => {
-                        let Some(slot) = self.cx.fns.live(idx, gen) else {
+                        let Some(slot) = self.cx.pool.slots.live(idx, gen) else {
                             continue;
                         };
                         slot.rd |= rd;
@@ -649,8 +308,8 @@ impl Loop {
                             // sent bytes nobody asked for). Drop it now rather than fail the
                             // next request with it.
                             None if rd => {
-                                self.cx.idle.retain(|&i| i != idx);
-                                self.cx.fns.remove(idx);
+                                self.cx.pool.idle.retain(|&i| i != idx);
+                                self.cx.pool.slots.remove(idx);
                             }
                             None => {}
                         }
@@ -658,7 +317,7 @@ impl Loop {
                     _ => {}
                 }
             }
-            self.send_after_log();
+            self.write_lines();
             if self.cx.now >= self.cx.next_scan {
                 self.scan_deadlines();
             }
@@ -671,7 +330,7 @@ impl Loop {
         if self.settling.is_none() {
             return;
         }
-        if self.clients.values().all(conn::settled) {
+        if self.clients.values().all(client::settled) {
             if let Some(settle) = self.settling.take() {
                 settle.count_out();
             }
@@ -679,13 +338,48 @@ impl Loop {
     }
 
     fn drive(&mut self, idx: usize) {
+        self.guarded(idx, conn::drive);
+    }
+
+    /// Runs `step` on client `idx` and acts on its [`Next`]; a panic inside it costs that
+    /// connection only ([`Loop::contain`]).
+    fn guarded(&mut self, idx: usize, step: impl FnOnce(&mut Cx, &mut Client) -> Next) {
         let Some(c) = self.clients.get(idx) else {
             return;
         };
-        if let Next::Close = conn::drive(&mut self.cx, c) {
+        let cx = &mut self.cx;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| step(cx, c))) {
+            Ok(Next::Keep) => {}
             // Dropping the client closes its socket (which leaves the poll) and frees its
             // `max_connections` slot.
-            self.clients.remove(idx);
+            Ok(Next::Close) => drop(self.clients.remove(idx)),
+            Err(_) => self.contain(idx),
+        }
+    }
+
+    /// A panic while handling client `idx`: that connection is closed, and only it. What its
+    /// exchange held is given back (the function connection closed, not pooled: its state is
+    /// unknown; the slot and the in-flight count by their guards), its invocation ends with
+    /// fc-init's own fault, and the panic is counted and logged at most once a second. Other
+    /// exchanges on this loop go on.
+    fn contain(&mut self, idx: usize) {
+        static LOGGED: crate::logging::Throttle = crate::logging::Throttle::new();
+        let p = self.cx.p;
+        p.metrics.internal_error();
+        let what = LAST_PANIC
+            .with(|l| l.borrow_mut().take())
+            .unwrap_or_default();
+        if LOGGED.ready() {
+            log::error!("internal error while handling a client connection (closed): {what}");
+        }
+        let Some(mut c) = self.clients.remove(idx) else {
+            return;
+        };
+        let cx = &mut self.cx;
+        let cleaned = std::panic::catch_unwind(AssertUnwindSafe(|| finish::abandon(cx, &mut c)));
+        if cleaned.is_err() {
+            // Its guards still give back what they hold when `c` drops.
+            p.metrics.internal_error();
         }
     }
 
@@ -698,36 +392,45 @@ impl Loop {
 
     /// Acts on what other threads handed over.
     fn mail(&mut self) {
-        let mail = std::mem::take(
-            &mut *self
-                .cx
-                .handle
-                .mail
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
+        let (mail, changed) = self.cx.handle.take_mail();
         for m in mail {
             match m {
                 Mail::Connection(stream, slot) => self.accept(stream, slot),
                 Mail::Stored(t, result) => {
                     let (_, idx, gen) = untoken(t);
-                    if let Some(c) = self.clients.live(idx, gen) {
-                        conn::stored(&mut self.cx, c, result);
-                        self.drive(idx);
+                    if self.clients.live(idx, gen).is_some() {
+                        self.guarded(idx, |cx, c| {
+                            conn::stored(cx, c, result);
+                            conn::drive(cx, c)
+                        });
                     }
                 }
                 Mail::Lifecycle(t, answer) => {
                     let (_, idx, gen) = untoken(t);
-                    if let Some(c) = self.clients.live(idx, gen) {
-                        conn::lifecycle_answered(&mut self.cx, c, answer);
-                        self.drive(idx);
+                    if self.clients.live(idx, gen).is_some() {
+                        self.guarded(idx, |cx, c| {
+                            conn::lifecycle_answered(cx, c, answer);
+                            conn::drive(cx, c)
+                        });
                     }
                 }
                 Mail::Granted(t) => self.drive_token(t),
+                Mail::Budget(t) => {
+                    let (_, idx, gen) = untoken(t);
+                    if let Some(c) = self.clients.live(idx, gen) {
+                        if let Some(ex) = c.ex.as_mut() {
+                            ex.budget_queued = false;
+                        }
+                        self.drive(idx);
+                    }
+                    // Whatever the woken connection did not take (it is gone, or needed less)
+                    // goes to the next waiter.
+                    self.cx.p.budget.wake();
+                }
                 Mail::Settle(settle) => self.settling = Some(settle),
             }
         }
-        if self.cx.handle.changed.swap(false, Ordering::AcqRel) {
+        if changed {
             for t in std::mem::take(&mut self.cx.status_waiters) {
                 let (_, idx, gen) = untoken(t);
                 if let Some(c) = self.clients.live(idx, gen) {
@@ -752,8 +455,7 @@ impl Loop {
         let gen = self.cx.handle.generations.fetch_add(1, Ordering::Relaxed);
         let t = token(KIND_CLIENT, self.clients.next_index(), gen);
         if let Err(e) =
-            self.cx
-                .registry
+            self.registry
                 .register(&mut stream, t, Interest::READABLE | Interest::WRITABLE)
         {
             log::error!("registering a connection: {e}");
@@ -763,18 +465,22 @@ impl Loop {
         let deadline = self.cx.now + self.cx.p.cfg.server.header_timeout;
         let idx = self
             .clients
-            .insert(Client::new(stream, slot, t, deadline), gen);
+            .insert(Client::new(Box::new(stream), slot, t, deadline), gen);
         if let Some(c) = self.clients.get(idx) {
-            self.cx.set_deadline(c, deadline);
+            client::set_deadline(&mut self.cx, c, deadline);
         }
         self.drive(idx);
     }
 
-    /// Writes the Start lines of this batch, then lets the requests waiting for them go.
-    fn send_after_log(&mut self) {
-        while !self.cx.to_send.is_empty() {
-            self.cx.flush_log();
-            for t in std::mem::take(&mut self.cx.to_send) {
+    /// Writes the FC lines of this batch, then lets the requests that waited for their Start
+    /// line go (which may queue more lines: until none waits).
+    fn write_lines(&mut self) {
+        loop {
+            let go = self.cx.lines.write(&mut std::io::stdout().lock());
+            if go.is_empty() {
+                return;
+            }
+            for t in go {
                 self.drive_token(t);
             }
         }
@@ -789,10 +495,7 @@ impl Loop {
                 continue;
             };
             if c.deadline <= now {
-                if let Next::Close = conn::on_deadline(&mut self.cx, c) {
-                    self.clients.remove(idx);
-                    continue;
-                }
+                self.guarded(idx, conn::on_deadline);
             }
             if let Some(c) = self.clients.get(idx) {
                 next = next.min(c.deadline);
@@ -802,27 +505,9 @@ impl Loop {
     }
 }
 
-impl FnStream {
-    fn register(&mut self, registry: &Registry, t: Token) -> io::Result<()> {
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        match self {
-            FnStream::Unix(s) => registry.register(s, t, interest),
-            FnStream::Tcp(s) => registry.register(s, t, interest),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tokens_round_trip() {
-        for (kind, idx, gen) in [(0, 0, 0), (1, 12345, 0x3fff_ffff), (0, 0xffff_ffff, 7)] {
-            assert_eq!(untoken(token(kind, idx, gen)), (kind, idx, gen));
-        }
-        assert_ne!(token(1, usize::MAX, u32::MAX), WAKE);
-    }
 
     #[test]
     fn a_loop_polls_on_only_within_busy_poll_of_its_last_event() {

@@ -1,55 +1,27 @@
-//! One request's exchange with the function: admission, then both directions at once (full
-//! duplex), then the end of it. One [`Exchange`] value carries everything about the request
-//! (its id, kind, deadlines, slot, in-flight count, outcome and FC lines), and each of the
-//! rules the contract sets for an invocation is written here once:
-//!
-//! 1. admission ([`super::admission`]), in order: not stopping, a concurrency slot (FIFO,
-//!    `max_queue`), an initialized instance, the in-flight count;
-//! 2. the `x-fc-*` fields the function receives, hop-by-hop fields dropped, an absolute-form
-//!    target sent in origin-form with its authority as `Host`, `Upgrade` forwarded;
-//! 3. bodies relayed as they arrive in both directions, each bounded by [`BUF`] with
-//!    backpressure (a slow reader slows its writer); a request body up to `server.body_buffer`
-//!    was read before the slot was taken ([`super::conn`]) and goes out with the head;
-//! 4. `function.timeout` bounds the whole exchange, delivery to the client included;
-//! 5. an answer the function has finished that fits the buffers releases its slot and its
-//!    function connection at once, while the loop delivers the rest;
-//! 6. a function connection of an older instance is never reused (the pool is purged);
-//! 7. a request that provably never reached the function (refused, reset with it unread) is
-//!    sent again once, to the next instance if this one is gone;
-//! 8. after `101 Switching Protocols` the two connections are relayed byte for byte, as one
-//!    request in flight, until either closes;
-//! 9. every failure ends in one place ([`fail`]): fc-init's own answer (or a close, once the
-//!    answer has started), the outcome for the metrics and the End line.
-//!
-//! Failure modes: each step's [`Failure`] variant; see [`super::errors`] for the answers.
+//! One request, from its head to the end of its answer, as one value: [`Exchange`] carries
+//! everything about it (its id, kind, deadlines, slot, in-flight count, body budget share,
+//! outcome and FC lines, both directions' buffers and codecs), so that nothing is passed as
+//! loose arguments and a recycled one starts clean ([`Exchange::reset`]). Data only: what is
+//! done with it is [`super::forward`]'s (the exchange with the function),
+//! [`super::admission`]'s and [`super::finish`]'s (how it ends).
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::time::{Duration, Instant};
-
-use mio::Token;
 
 use crate::http::codec::{Decoder, Encoder};
 use crate::http::fc_error::Invocation;
-use crate::http::write::{write_request_head, write_response_head};
-use crate::http::{parse_response_head, BodyFraming, HttpError, RequestHead, ResponseHead};
+use crate::http::{RequestHead, ResponseHead};
 use crate::metrics::Outcome;
-use crate::state::Phase as Lifecycle;
 use crate::supervisor::LifecycleCall;
 
-use super::admission::{admit, decide, Readiness};
-use super::conn::{self, Client, Flow, Gone, Phase};
+use super::budget::Reservation;
 use super::errors::Failure;
-use super::event_loop::{ConnectError, Cx, BUF};
 use super::limiter::{Permit, Queued};
-use super::InFlight;
-
-/// How long a request whose fresh connection the function reset waits for the supervisor to
-/// report a new instance before it tries the same one once more.
-const DYING: Duration = Duration::from_millis(500);
+use super::lines::Started;
+use super::shared::{InFlight, BUF};
 
 /// First pause before connecting again to a function whose backlog is full; doubles.
-const RETRY_FIRST: Duration = Duration::from_millis(1);
-const RETRY_MAX: Duration = Duration::from_millis(50);
+pub(super) const RETRY_FIRST: Duration = Duration::from_millis(1);
 
 /// What a request is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,42 +32,59 @@ pub(super) enum Purpose {
     Lifecycle(LifecycleCall),
 }
 
-/// A connection to the function.
-pub(super) enum FnStream {
-    Unix(mio::net::UnixStream),
-    Tcp(mio::net::TcpStream),
+/// Where writing the request to the function stands (hyper's `Writing`).
+#[derive(Debug)]
+pub(super) enum Writing {
+    /// The head, the buffered body, then the streamed rest go out as the function takes them.
+    Sending,
+    /// All of it is written.
+    Done,
+    /// Writing failed (the function may have answered and closed its side).
+    Failed(io::Error),
 }
 
-impl FnStream {
-    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            FnStream::Unix(s) => (&*s).read(buf),
-            FnStream::Tcp(s) => (&*s).read(buf),
-        }
+/// Where the function's answer stands (hyper's `Reading`): the head is awaited, or the body
+/// is relayed, decoded as it came and encoded for the client; a body phase cannot exist
+/// without its codecs.
+pub(super) enum Reading {
+    Head,
+    Body { decoder: Decoder, encoder: Encoder },
+}
+
+impl Reading {
+    /// The answer has started: its head was taken (and maybe sent on).
+    pub(super) fn started(&self) -> bool {
+        matches!(self, Reading::Body { .. })
     }
 
-    fn write_parts(&self, a: &[u8], b: &[u8]) -> io::Result<usize> {
-        let parts = [io::IoSlice::new(a), io::IoSlice::new(b)];
-        match self {
-            FnStream::Unix(s) => (&*s).write_vectored(&parts),
-            FnStream::Tcp(s) => (&*s).write_vectored(&parts),
-        }
+    /// The whole body has been decoded.
+    pub(super) fn done(&self) -> bool {
+        matches!(self, Reading::Body { decoder, .. } if decoder.is_done())
     }
 }
 
-/// A function connection owned by a loop.
-pub(super) struct FnSlot {
-    pub stream: FnStream,
-    /// The instance it was opened to.
-    pub instance: u64,
-    /// The client whose exchange uses it; `None` while pooled.
-    pub owner: Option<Token>,
-    pub rd: bool,
-    pub wr: bool,
-    /// The function's end of input was signalled.
-    pub hup: bool,
-    /// Exchanges it served before (0: a fresh connection).
-    pub served: u32,
+/// Where a request stands with its concurrency slot: one value, so that a request can
+/// never both wait for a slot and hold one.
+pub(super) enum Slot {
+    /// Not asked for yet (or given back).
+    None,
+    /// Waiting in the limiter's queue; its ticket says when a slot was handed over.
+    Queued(Queued<'static>),
+    /// Held: dropping the permit hands the slot on (it is kept for that alone).
+    Held(#[allow(dead_code)] Permit<'static>),
+}
+
+impl Slot {
+    /// The place in the queue, taken out (the slot is `None` then); `None` when not queued.
+    pub(super) fn take_queued(&mut self) -> Option<Queued<'static>> {
+        match std::mem::replace(self, Slot::None) {
+            Slot::Queued(q) => Some(q),
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
 }
 
 /// One request, from its head to the end of its answer.
@@ -112,8 +101,7 @@ pub(super) struct Exchange {
     pub(super) deadline: Instant,
     /// Dropped in this order (in-flight first) when the function's part ends.
     pub(super) in_flight: Option<InFlight<'static>>,
-    pub(super) permit: Option<Permit<'static>>,
-    pub(super) ticket: Option<Queued<'static>>,
+    pub(super) slot: Slot,
     /// Registered as waiting for a status change.
     pub waiting_status: bool,
     /// `next-request`: the attempt asked for, and the failures counted before it.
@@ -121,10 +109,9 @@ pub(super) struct Exchange {
     /// Waiting for an instance after this one, and why this one failed.
     pub(super) next_instance_of: Option<(u64, Failure)>,
     /// The Start line was written (its epoch, see `Cx::log_epoch`).
-    pub logged: bool,
-    start_epoch: u64,
-    /// Metrics outcome, and whether the End line marks a failure.
-    pub outcome: Option<(Outcome, bool)>,
+    pub(super) start_line: Option<Started>,
+    /// How the invocation ended: its metrics label and its End line ([`finish::end_error`]).
+    pub outcome: Option<Outcome>,
 
     /// The client's body, and what of it was read before admission.
     pub decoder: Decoder,
@@ -132,35 +119,39 @@ pub(super) struct Exchange {
     pub body: Vec<u8>,
     /// The whole body was buffered before admission.
     pub body_complete: bool,
+    /// The `Host` a request without one (HTTP/1.0) reaches the function with: the listener's
+    /// address as the client reached it (CONTRACT §9). Empty when the request has its own.
+    pub host: String,
+    /// The share of `server.body_buffer_total` the buffered body holds.
+    pub(super) reserved: Option<Reservation>,
+    /// Waiting for bytes of that budget to come back.
+    pub budget_queued: bool,
 
     /// The function connection (index in `Cx::fns`), its instance.
     pub(super) fnc: Option<usize>,
     pub(super) instance: u64,
-    resent: bool,
-    retry_at: Option<Instant>,
-    backoff: Duration,
+    pub(super) resent: bool,
+    pub(super) retry_at: Option<Instant>,
+    pub(super) backoff: Duration,
     /// The request's head (and the buffered body after it, at `bpos`).
-    fn_head: Vec<u8>,
-    hpos: usize,
-    bpos: usize,
+    pub(super) fn_head: Vec<u8>,
+    pub(super) hpos: usize,
+    pub(super) bpos: usize,
     /// The streamed rest of the body, framed.
-    fn_out: Vec<u8>,
-    fpos: usize,
-    req_encoder: Encoder,
-    /// All of the request is written.
-    req_sent: bool,
-    /// Writing to the function failed (it may have answered and closed its side).
-    req_failed: Option<io::Error>,
+    pub(super) fn_out: Vec<u8>,
+    pub(super) fpos: usize,
+    pub(super) req_encoder: Encoder,
+    /// Where writing the request stands.
+    pub(super) writing: Writing,
 
     /// From the function, not yet used.
-    fn_in: Vec<u8>,
-    fn_eof: bool,
+    pub(super) fn_in: Vec<u8>,
+    pub(super) fn_eof: bool,
     /// Reading from the function failed (after whatever it sent before).
-    fn_error: Option<io::Error>,
-    resp: ResponseHead,
-    resp_started: bool,
-    resp_decoder: Decoder,
-    resp_encoder: Encoder,
+    pub(super) fn_error: Option<io::Error>,
+    pub(super) resp: ResponseHead,
+    /// Where the function's answer stands: its head awaited, or its body relayed.
+    pub(super) reading: Reading,
 }
 
 impl Exchange {
@@ -168,7 +159,7 @@ impl Exchange {
         Box::new(Exchange::blank(Instant::now()))
     }
 
-    fn blank(now: Instant) -> Exchange {
+    pub(super) fn blank(now: Instant) -> Exchange {
         Exchange {
             head: RequestHead::default(),
             request_id: String::new(),
@@ -178,18 +169,19 @@ impl Exchange {
             admit_deadline: now,
             deadline: now,
             in_flight: None,
-            permit: None,
-            ticket: None,
+            slot: Slot::None,
             waiting_status: false,
             init_seen: None,
             next_instance_of: None,
-            logged: false,
-            start_epoch: 0,
+            start_line: None,
             outcome: None,
             decoder: Decoder::passthrough(),
             buffer_limit: 0,
             body: Vec::new(),
             body_complete: false,
+            host: String::new(),
+            reserved: None,
+            budget_queued: false,
             fnc: None,
             instance: 0,
             resent: false,
@@ -201,15 +193,12 @@ impl Exchange {
             fn_out: Vec::new(),
             fpos: 0,
             req_encoder: Encoder::Raw,
-            req_sent: false,
-            req_failed: None,
+            writing: Writing::Sending,
             fn_in: Vec::new(),
             fn_eof: false,
             fn_error: None,
             resp: ResponseHead::default(),
-            resp_started: false,
-            resp_decoder: Decoder::passthrough(),
-            resp_encoder: Encoder::Raw,
+            reading: Reading::Head,
         }
     }
 
@@ -234,7 +223,23 @@ impl Exchange {
         *self = fresh;
     }
 
-    fn invocation(&self) -> Invocation {
+    /// Frees the buffers a large request or answer left behind, so that a recycled exchange
+    /// keeps only small ones (a buffered body is up to `server.body_buffer`, outside the
+    /// budget once its request has ended).
+    pub(super) fn shed(&mut self) {
+        for buf in [
+            &mut self.body,
+            &mut self.fn_head,
+            &mut self.fn_out,
+            &mut self.fn_in,
+        ] {
+            if buf.capacity() > BUF {
+                *buf = Vec::new();
+            }
+        }
+    }
+
+    pub(super) fn invocation(&self) -> Invocation {
         match self.purpose {
             Purpose::Invoke(i) => i,
             _ => Invocation::Http,
@@ -243,8 +248,8 @@ impl Exchange {
 
     /// Everything the function was sent is still here to send again: the whole body was
     /// buffered, and nothing of an answer has arrived.
-    fn resendable(&self) -> bool {
-        self.body_complete && !self.resent && self.fn_in.is_empty() && !self.resp_started
+    pub(super) fn resendable(&self) -> bool {
+        self.body_complete && !self.resent && self.fn_in.is_empty() && !self.reading.started()
     }
 }
 
@@ -255,740 +260,4 @@ pub(super) fn asks_upgrade(head: &RequestHead) -> bool {
         && head
             .header("upgrade")
             .is_some_and(|v| !v.trim_ascii().eq_ignore_ascii_case(b"h2c"))
-}
-
-/// The FC Invoke Start line, for an invocation that begins (CONTRACT §5).
-pub(super) fn log_start(cx: &mut Cx, c: &mut Client) {
-    if !cx.p.cfg.log.invocations {
-        return;
-    }
-    let Some(ex) = c.ex.as_mut() else {
-        return;
-    };
-    conn::start_line(cx, &ex.request_id);
-    ex.logged = true;
-    ex.start_epoch = cx.log_epoch;
-}
-
-/// The exchange: connect, send, read and relay, as far as the bytes allow.
-pub(super) fn forward(cx: &mut Cx, c: &mut Client) -> Flow {
-    let t = c.token;
-    let ex = c.ex.as_mut().expect("a request is being forwarded");
-    let mut progress = false;
-    if ex.fnc.is_none() {
-        if ex.retry_at.is_some_and(|at| cx.now < at) {
-            return Ok(false);
-        }
-        ex.retry_at = None;
-        match cx.take_fn(ex.instance, t) {
-            Ok(f) => {
-                ex.fnc = Some(f);
-                prepare(cx, ex);
-                progress = true;
-            }
-            Err(ConnectError::Busy) => {
-                ex.retry_at = Some(cx.now + ex.backoff);
-                ex.backoff = (ex.backoff * 2).min(RETRY_MAX);
-                let at = ex.deadline.min(cx.now + ex.backoff);
-                cx.set_deadline(c, at);
-                return Ok(false);
-            }
-            Err(ConnectError::Absent(e)) => {
-                // Refused or no socket: the instance has most likely just died and the
-                // supervisor is about to start another. Nothing reached the function, so the
-                // request goes to the next instance once it is ready.
-                log::debug!("request {}: {e}; waiting for a new instance", ex.request_id);
-                let failure = Failure::Connect(ConnectError::Absent(e));
-                ex.next_instance_of = Some((ex.instance, failure));
-                c.phase = Phase::Admit;
-                let deadline = ex.admit_deadline.max(cx.now);
-                cx.set_deadline(c, deadline);
-                return Ok(true);
-            }
-            Err(ConnectError::Exhausted(e)) => {
-                super::fds::log_exhausted("connecting to the function", &e);
-                return fail_flow(cx, c, Failure::Descriptors(e));
-            }
-            Err(e) => return fail_flow(cx, c, Failure::Connect(e)),
-        }
-    }
-    if ex.logged && ex.start_epoch >= cx.log_epoch {
-        // The Start line goes to stdout first.
-        cx.to_send.push(t);
-        return Ok(progress);
-    }
-    progress |= send(cx, c)?;
-    if c.phase != Phase::Forward || c.ex.as_ref().is_some_and(|ex| ex.fnc.is_none()) {
-        return Ok(true);
-    }
-    progress |= receive(cx, c)?;
-    Ok(progress)
-}
-
-/// Writes the request head for the function (once per connection it is sent on).
-fn prepare(cx: &Cx, ex: &mut Exchange) {
-    let p = cx.p;
-    let head = &ex.head;
-    let control_path = super::kind::control_path(ex.invocation());
-    let upgrade = head
-        .header("upgrade")
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .unwrap_or("");
-    let mut extra: [(&str, &str); 7] = [("", ""); 7];
-    let fixed = [
-        ("x-fc-request-id", ex.request_id.as_str()),
-        ("x-fc-control-path", control_path),
-        ("x-fc-function-name", p.cfg.function.name.as_str()),
-        ("x-fc-function-timeout", p.function_timeout.as_str()),
-    ];
-    extra[..4].copy_from_slice(&fixed);
-    let mut n = 4;
-    if let Some(authority) = head.authority() {
-        extra[n] = ("Host", authority);
-        n += 1;
-    }
-    if ex.upgrade {
-        extra[n] = ("Connection", "upgrade");
-        extra[n + 1] = ("Upgrade", upgrade);
-        n += 2;
-    }
-    // A body read whole goes out with its length, however it came.
-    let framing = match (head.framing, ex.body_complete) {
-        (BodyFraming::None, _) => BodyFraming::None,
-        (_, true) => BodyFraming::Length(ex.body.len() as u64),
-        (f, false) => f,
-    };
-    ex.req_encoder = match framing {
-        BodyFraming::Chunked => Encoder::Chunked,
-        _ => Encoder::Raw,
-    };
-    write_request_head(&mut ex.fn_head, head, &extra[..n], framing);
-    if !ex.body_complete && ex.req_encoder == Encoder::Chunked && !ex.body.is_empty() {
-        // The buffered start of a streamed chunked body is one chunk of its own.
-        let body = std::mem::take(&mut ex.body);
-        ex.req_encoder.data(&body, &mut ex.fn_out);
-    }
-    ex.hpos = 0;
-    ex.bpos = 0;
-    ex.fpos = 0;
-    ex.req_sent = false;
-    ex.req_failed = None;
-    // A request sent again starts afresh on the function's side too.
-    ex.fn_in.clear();
-    ex.fn_eof = false;
-    ex.fn_error = None;
-}
-
-/// Writes (more of) the request: the head and buffered body, then the rest of the body as the
-/// client sends it.
-fn send(cx: &mut Cx, c: &mut Client) -> Flow {
-    let mut progress = false;
-    loop {
-        let ex = c.ex.as_mut().expect("a request is being forwarded");
-        if ex.req_sent || ex.req_failed.is_some() {
-            return Ok(progress);
-        }
-        let f = ex.fnc.expect("connected");
-        let slot = cx.fns.get(f).expect("a live function connection");
-        let (a, b) = if ex.hpos < ex.fn_head.len() || ex.bpos < ex.body.len() {
-            (&ex.fn_head[ex.hpos..], &ex.body[ex.bpos..])
-        } else if ex.fpos < ex.fn_out.len() {
-            (&ex.fn_out[ex.fpos..], &[][..])
-        } else {
-            ex.fn_out.clear();
-            ex.fpos = 0;
-            if ex.decoder.is_done() {
-                ex.req_sent = true;
-                return Ok(true);
-            }
-            // More of the body, from the client.
-            let got = pull_body(cx, c)?;
-            if c.phase != Phase::Forward {
-                return Ok(true);
-            }
-            if !got {
-                return Ok(progress);
-            }
-            progress = true;
-            continue;
-        };
-        if !slot.wr {
-            return Ok(progress);
-        }
-        match crate::sys::retry(|| slot.stream.write_parts(a, b)) {
-            Ok(0) => return write_failed(cx, c, io::ErrorKind::WriteZero.into()),
-            Ok(mut n) => {
-                progress = true;
-                if ex.hpos < ex.fn_head.len() || ex.bpos < ex.body.len() {
-                    let h = n.min(ex.fn_head.len() - ex.hpos);
-                    ex.hpos += h;
-                    n -= h;
-                    ex.bpos += n;
-                } else {
-                    ex.fpos += n;
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => slot.wr = false,
-            Err(e) => return write_failed(cx, c, e),
-        }
-    }
-}
-
-/// Decodes more of the client's body into the function's output; false when nothing came.
-fn pull_body(cx: &mut Cx, c: &mut Client) -> Flow {
-    loop {
-        let ex = c.ex.as_mut().expect("a request is being forwarded");
-        let mut moved = false;
-        while ex.fn_out.len() < BUF && !ex.decoder.is_done() {
-            let input = &c.inbuf[c.ipos..];
-            let step = match ex.decoder.step(input, BUF - ex.fn_out.len()) {
-                Ok(s) => s,
-                Err(e) => return fail_flow(cx, c, Failure::RequestBody(e)),
-            };
-            ex.req_encoder
-                .data(&input[step.data.clone()], &mut ex.fn_out);
-            c.ipos += step.consumed;
-            moved |= !step.is_stalled();
-            if step.is_stalled() {
-                break;
-            }
-        }
-        if ex.decoder.is_done() {
-            ex.req_encoder.finish(&mut ex.fn_out);
-            return Ok(true);
-        }
-        if moved {
-            return Ok(true);
-        }
-        if c.eof {
-            let e = conn::cut_short(&mut ex.decoder);
-            return fail_flow(cx, c, Failure::RequestBody(e));
-        }
-        if !c.rd || !conn::read_client(cx, c, BUF)? {
-            return Ok(false);
-        }
-    }
-}
-
-/// Whether a failed write or read on a function connection proves that the function never
-/// read the request: the connection was closed (`EPIPE`) or reset with unread data
-/// (`ECONNRESET`, which is how both unix and TCP sockets report a peer that closed without
-/// reading what it was sent).
-fn undelivered(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
-    )
-}
-
-/// Writing to the function failed: send it again when it provably never got it; otherwise
-/// stop sending and see whether it answered (it may have answered early and closed).
-fn write_failed(cx: &mut Cx, c: &mut Client, e: io::Error) -> Flow {
-    let ex = c.ex.as_mut().expect("a request is being forwarded");
-    if e.kind() == io::ErrorKind::ConnectionRefused {
-        // A TCP connect that did not complete.
-        let failure = ConnectError::Absent(e);
-        let f = ex.fnc.take();
-        if let Some(f) = f {
-            cx.fns.remove(f);
-        }
-        log::debug!(
-            "request {}: {failure}; waiting for a new instance",
-            ex.request_id
-        );
-        ex.next_instance_of = Some((ex.instance, Failure::Connect(failure)));
-        c.phase = Phase::Admit;
-        return Ok(true);
-    }
-    if undelivered(&e) && ex.resendable() {
-        return resend(cx, c, Failure::SendHead(e));
-    }
-    ex.req_failed = Some(e);
-    Ok(true)
-}
-
-/// The request did not reach the function: it goes again, once. A pooled connection that
-/// failed is the usual end of a keep-alive connection (or of an instance that just died): a
-/// new connection to this instance, if it is still the one, else to the next instance. A
-/// fresh connection that failed means the instance itself is going (its listener still
-/// accepts while the process dies): the request waits a moment for the supervisor to report
-/// the next instance, and tries this one once more only if it outlives that moment.
-fn resend(cx: &mut Cx, c: &mut Client, failure: Failure) -> Flow {
-    let ex = c.ex.as_mut().expect("a request is being forwarded");
-    log::debug!("request {}: {failure}; sending it again", ex.request_id);
-    let fresh = match ex.fnc.take().and_then(|f| cx.fns.remove(f)) {
-        Some(slot) => slot.served == 0,
-        None => true,
-    };
-    // The other pooled connections most likely share its fate.
-    cx.purge_idle();
-    ex.resent = true;
-    let (phase, instance) = cx.p.shared.phase_and_instance();
-    if fresh || phase != Lifecycle::Ready || instance != ex.instance {
-        ex.next_instance_of = Some((ex.instance, failure));
-        c.phase = Phase::Admit;
-        let by = match fresh {
-            true => ex.admit_deadline.min(cx.now + DYING),
-            false => ex.admit_deadline,
-        };
-        cx.set_deadline(c, by.max(cx.now));
-    }
-    Ok(true)
-}
-
-/// Reads the function's answer and relays it to the client as far as the buffers allow.
-fn receive(cx: &mut Cx, c: &mut Client) -> Flow {
-    let mut progress = false;
-    loop {
-        // What arrived is used before more is read (a reset may follow the last bytes).
-        if relay(cx, c)? || pass_through(cx, c)? {
-            progress = true;
-            if c.phase != Phase::Forward {
-                return Ok(true);
-            }
-            continue;
-        }
-        let mut moved = false;
-        let ex = c.ex.as_mut().expect("a request is being forwarded");
-        let f = ex.fnc.expect("connected");
-        let slot = cx.fns.get(f).expect("a live function connection");
-        let room = match ex.resp_started {
-            true => ex.fn_in.len() < BUF && (c.out.len() - c.opos) < BUF,
-            false => ex.fn_in.len() <= cx.resp_limits.max_header_bytes,
-        };
-        if slot.rd && !ex.fn_eof && room {
-            match crate::sys::retry(|| slot.stream.read(&mut cx.read_buf)) {
-                Ok(0) => {
-                    ex.fn_eof = true;
-                    moved = true;
-                }
-                Ok(n) => {
-                    ex.fn_in.extend_from_slice(&cx.read_buf[..n]);
-                    slot.rd = n == cx.read_buf.len() || slot.hup;
-                    moved = true;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => slot.rd = false,
-                Err(e) => {
-                    ex.fn_eof = true;
-                    ex.fn_error = Some(e);
-                    moved = true;
-                }
-            }
-        }
-        if ex.fn_eof && !moved {
-            return function_closed(cx, c);
-        }
-        progress |= moved;
-        if !moved {
-            return Ok(progress);
-        }
-    }
-}
-
-/// The common case of a large answer, without copying it: a body that goes out as it came
-/// (Content-Length, or close-delimited to an HTTP/1.0 client) is read into the loop's buffer
-/// and written from there straight to a client that keeps up; only what the client does not
-/// take at once is kept in its output buffer. Returns whether it moved bytes.
-fn pass_through(cx: &mut Cx, c: &mut Client) -> Flow {
-    let ex = c.ex.as_mut().expect("a request is being forwarded");
-    let f = ex.fnc.expect("connected");
-    let slot = cx.fns.get(f).expect("a live function connection");
-    let left = match ex.resp_decoder.raw_left() {
-        Some(left) if ex.resp_started && ex.resp_encoder == Encoder::Raw => left,
-        _ => return Ok(false),
-    };
-    if !(slot.rd && c.wr && !ex.fn_eof && ex.fn_in.is_empty() && c.opos == c.out.len()) {
-        return Ok(false);
-    }
-    let want = usize::try_from(left)
-        .unwrap_or(usize::MAX)
-        .min(cx.read_buf.len());
-    let n = match crate::sys::retry(|| slot.stream.read(&mut cx.read_buf[..want])) {
-        Ok(0) => {
-            ex.fn_eof = true;
-            return Ok(true);
-        }
-        Ok(n) => n,
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-            slot.rd = false;
-            return Ok(false);
-        }
-        Err(e) => {
-            ex.fn_eof = true;
-            ex.fn_error = Some(e);
-            return Ok(true);
-        }
-    };
-    slot.rd = n == want || slot.hup;
-    let data = &cx.read_buf[..n];
-    if let Err(e) = ex.resp_decoder.step(data, n) {
-        return fail_flow(cx, c, Failure::ResponseBody(e));
-    }
-    let written = match crate::sys::retry(|| (&c.stream).write(data)) {
-        Ok(w) => w,
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-        Err(_) => return Err(conn::lost_answer(c)),
-    };
-    if written < n {
-        c.wr = false;
-        c.out.extend_from_slice(&data[written..]);
-    }
-    if ex.resp_decoder.is_done() {
-        complete(cx, c);
-    }
-    Ok(true)
-}
-
-/// The function closed its side and everything it sent has been used.
-fn function_closed(cx: &mut Cx, c: &mut Client) -> Flow {
-    let ex = c.ex.as_mut().expect("a request is being forwarded");
-    let read_error = ex.fn_error.take();
-    if !ex.resp_started {
-        if !ex.fn_in.is_empty() {
-            return fail_flow(cx, c, Failure::ResponseHead(HttpError::UnexpectedEof));
-        }
-        // Nothing of an answer: did the request get there at all?
-        let failure = match (read_error, ex.req_failed.take()) {
-            (_, Some(e)) => Failure::SendHead(e),
-            (Some(e), None) => Failure::ResponseHead(HttpError::Read(e)),
-            (None, None) => Failure::ResponseHead(HttpError::ConnectionClosed),
-        };
-        let unread = match &failure {
-            Failure::SendHead(e) | Failure::ResponseHead(HttpError::Read(e)) => undelivered(e),
-            _ => false,
-        };
-        if unread && ex.resendable() {
-            return resend(cx, c, failure);
-        }
-        return fail_flow(cx, c, failure);
-    }
-    match (ex.resp_decoder.at_eof(), read_error) {
-        (Ok(()), _) => {
-            complete(cx, c);
-            Ok(true)
-        }
-        (Err(_), Some(e)) => fail_flow(cx, c, Failure::ResponseBody(HttpError::Read(e))),
-        (Err(e), None) => fail_flow(cx, c, Failure::ResponseBody(e)),
-    }
-}
-
-/// Uses what the function sent: its head, then its body into the client's output.
-fn relay(cx: &mut Cx, c: &mut Client) -> Flow {
-    let ex = c.ex.as_mut().expect("a request is being forwarded");
-    if !ex.resp_started {
-        if ex.fn_in.is_empty() {
-            return Ok(false);
-        }
-        let head_request = ex.head.method() == "HEAD";
-        let parsed = parse_response_head(
-            &ex.fn_in,
-            &cx.resp_limits,
-            head_request,
-            ex.upgrade,
-            &mut ex.resp,
-        );
-        return match parsed {
-            Ok(Some(n)) => {
-                ex.fn_in.drain(..n);
-                answer_head(cx, c);
-                Ok(true)
-            }
-            Ok(None) if ex.fn_in.len() > cx.resp_limits.max_header_bytes => {
-                fail_flow(cx, c, Failure::ResponseHead(HttpError::HeadersTooLarge))
-            }
-            Ok(None) => Ok(false),
-            Err(e) => fail_flow(cx, c, Failure::ResponseHead(e)),
-        };
-    }
-    let mut used = 0;
-    let mut progress = false;
-    while !ex.resp_decoder.is_done() && (c.out.len() - c.opos) < BUF {
-        let input = &ex.fn_in[used..];
-        let room = BUF - (c.out.len() - c.opos);
-        let step = match ex.resp_decoder.step(input, room) {
-            Ok(s) => s,
-            Err(e) => {
-                ex.fn_in.drain(..used);
-                return fail_flow(cx, c, Failure::ResponseBody(e));
-            }
-        };
-        ex.resp_encoder.data(&input[step.data.clone()], &mut c.out);
-        used += step.consumed;
-        if step.is_stalled() {
-            break;
-        }
-        progress = true;
-    }
-    ex.fn_in.drain(..used);
-    if ex.resp_decoder.is_done() {
-        complete(cx, c);
-        return Ok(true);
-    }
-    Ok(progress)
-}
-
-/// The function's head is in `ex.resp`: what the exchange counts as, and the head for the
-/// client (CONTRACT §3: hop-by-hop fields dropped, `x-fc-request-id` added; a Content-Length
-/// answer keeps it, a chunked or close-delimited one goes out chunked to an HTTP/1.1 client
-/// and close-delimited to an HTTP/1.0 one).
-fn answer_head(cx: &mut Cx, c: &mut Client) {
-    let p = cx.p;
-    let ex = c.ex.as_mut().expect("a request is being forwarded");
-    let resp = &ex.resp;
-    ex.resp_started = true;
-    let failed = ex.invocation() == Invocation::Event
-        && (!(200..300).contains(&resp.status)
-            || resp
-                .header("x-fc-status")
-                .is_some_and(|v| v.trim_ascii() == b"404"));
-    ex.outcome = Some(match failed {
-        true => (Outcome::FunctionError, true),
-        false => (Outcome::Success, false),
-    });
-    if resp.status == 101 {
-        let upgrade = resp
-            .header("upgrade")
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .unwrap_or("");
-        let extra = [
-            ("x-fc-request-id", ex.request_id.as_str()),
-            ("Connection", "Upgrade"),
-            ("Upgrade", upgrade),
-        ];
-        write_response_head(&mut cx.scratch, resp, &extra, BodyFraming::None);
-        c.out.extend_from_slice(&cx.scratch);
-        // What the function sent after its head belongs to the new protocol.
-        c.out.extend_from_slice(&ex.fn_in);
-        // A long-lived upgraded connection keeps no buffer it does not use.
-        for buf in [&mut ex.fn_in, &mut ex.fn_head, &mut ex.fn_out, &mut ex.body] {
-            *buf = Vec::new();
-        }
-        ex.resp = ResponseHead::default();
-        c.phase = Phase::Upgraded;
-        return;
-    }
-    let client_11 = ex.head.version_minor >= 1;
-    // A request body not read to its end leaves the connection unusable.
-    let mut keep_alive = ex.head.keep_alive && !p.stopping() && ex.decoder.is_done();
-    let framing = match resp.framing {
-        BodyFraming::Length(n) => BodyFraming::Length(n),
-        BodyFraming::None => BodyFraming::None,
-        BodyFraming::Chunked | BodyFraming::UntilClose if client_11 => BodyFraming::Chunked,
-        BodyFraming::Chunked | BodyFraming::UntilClose => {
-            keep_alive = false;
-            BodyFraming::UntilClose
-        }
-    };
-    ex.resp_encoder = match framing {
-        BodyFraming::Chunked => Encoder::Chunked,
-        _ => Encoder::Raw,
-    };
-    ex.resp_decoder = match Decoder::new(resp.framing, u64::MAX) {
-        Ok(d) => d,
-        Err(_) => Decoder::passthrough(),
-    };
-    let connection = match (keep_alive, client_11) {
-        (false, _) => Some("close"),
-        (true, false) => Some("keep-alive"),
-        (true, true) => None,
-    };
-    let id = ("x-fc-request-id", ex.request_id.as_str());
-    match connection {
-        Some(v) => write_response_head(&mut cx.scratch, resp, &[id, ("Connection", v)], framing),
-        None => write_response_head(&mut cx.scratch, resp, &[id], framing),
-    }
-    c.out.extend_from_slice(&cx.scratch);
-    c.close_after |= !keep_alive;
-}
-
-/// The function's answer is complete (and at most a buffer of it is still to be delivered):
-/// its slot and its connection are released now.
-fn complete(cx: &mut Cx, c: &mut Client) {
-    let ex = c.ex.as_mut().expect("a request is being forwarded");
-    ex.resp_encoder.finish(&mut c.out);
-    let reusable = ex.resp.keep_alive
-        && ex.fn_in.is_empty()
-        && !ex.fn_eof
-        && ex.req_sent
-        && ex.req_failed.is_none();
-    if !ex.decoder.is_done() {
-        c.close_after = true;
-    }
-    let deadline = ex.deadline;
-    release(cx, ex, reusable);
-    // The invocation is over: what is left is fc-init's delivery.
-    conn::conclude(cx, ex);
-    conn::enter_deliver(cx, c, deadline);
-}
-
-/// Gives back what the exchange holds of the function's side: its connection (pooled when
-/// `reusable`), then its in-flight count and slot, or its place in the queue.
-pub(super) fn release(cx: &mut Cx, ex: &mut Exchange, reusable: bool) {
-    if let Some(f) = ex.fnc.take() {
-        cx.release_fn(f, reusable);
-    }
-    ex.in_flight = None;
-    ex.permit = None;
-    // Its place in the queue, if it still has one, is given up.
-    ex.ticket = None;
-}
-
-/// After `101 Switching Protocols`: the two connections relayed byte for byte until either
-/// side closes; then both are closed.
-pub(super) fn relay_upgraded(cx: &mut Cx, c: &mut Client) -> Flow {
-    let mut progress = false;
-    loop {
-        let mut moved = false;
-        let ex = c.ex.as_mut().expect("an upgraded exchange");
-        let f = ex.fnc.expect("connected");
-        let slot = cx.fns.get(f).expect("a live function connection");
-        // Client to function, from the client's input buffer.
-        if c.ipos < c.inbuf.len() && slot.wr {
-            match crate::sys::retry(|| slot.stream.write_parts(&c.inbuf[c.ipos..], &[])) {
-                Ok(n) => {
-                    c.ipos += n;
-                    moved |= n > 0;
-                    if c.ipos == c.inbuf.len() {
-                        c.inbuf = Vec::new();
-                        c.ipos = 0;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => slot.wr = false,
-                Err(_) => return Err(Gone),
-            }
-        }
-        // Function to client, through the client's output buffer.
-        if slot.rd && !ex.fn_eof && (c.out.len() - c.opos) < BUF {
-            let want = (BUF - (c.out.len() - c.opos)).min(cx.read_buf.len());
-            match crate::sys::retry(|| slot.stream.read(&mut cx.read_buf[..want])) {
-                Ok(0) => ex.fn_eof = true,
-                Ok(n) => {
-                    c.out.extend_from_slice(&cx.read_buf[..n]);
-                    moved = true;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => slot.rd = false,
-                Err(_) => return Err(Gone),
-            }
-        }
-        if c.pending().is_empty() && c.rd && !c.eof {
-            moved |= conn::read_client(cx, c, BUF)?;
-        }
-        let ex = c.ex.as_ref().expect("an upgraded exchange");
-        if (c.eof && c.pending().is_empty()) || (ex.fn_eof && (c.out.len() - c.opos) == 0) {
-            return Err(Gone);
-        }
-        progress |= moved;
-        if !moved {
-            return Ok(progress);
-        }
-    }
-}
-
-/// Fails the exchange (the one place): fc-init's own answer when nothing of the function's
-/// has been sent yet, else a close; the outcome, and so the metrics and the End line.
-pub(super) fn fail(cx: &mut Cx, c: &mut Client, failure: Failure) {
-    let p = cx.p;
-    let Some(ex) = c.ex.as_mut() else {
-        return;
-    };
-    let answer = failure.answer(ex.invocation());
-    let error = answer.as_ref().map_or(
-        crate::http::fc_error::ErrorType::UnhandledInvocationError,
-        |a| a.error,
-    );
-    let error = match &failure {
-        Failure::Timeout => crate::http::fc_error::ErrorType::FunctionTimeout,
-        _ => error,
-    };
-    ex.outcome = Some((Outcome::Error(error), true));
-    log::debug!("request {}: {failure}", ex.request_id);
-    // The request stops counting before the answer is written.
-    release(cx, ex, false);
-    conn::conclude(cx, ex);
-    let answer = answer.filter(|_| !ex.resp_started);
-    let Some(a) = answer else {
-        // Nothing can be said any more: the connection closes.
-        c.phase = Phase::Abort;
-        return;
-    };
-    let keep =
-        failure.can_continue() && ex.decoder.is_done() && ex.head.keep_alive && !p.stopping();
-    let id = std::mem::take(&mut ex.request_id);
-    conn::own_answer(cx, c, a.status, a.error, &id, &a.message, !keep);
-    if let Some(ex) = c.ex.as_mut() {
-        ex.request_id = id;
-    }
-}
-
-/// [`fail`], as a step's result: the connection goes on with the answer, or closes.
-pub(super) fn fail_flow(cx: &mut Cx, c: &mut Client, failure: Failure) -> Flow {
-    fail(cx, c, failure);
-    match c.phase {
-        Phase::Abort => Err(Gone),
-        _ => Ok(true),
-    }
-}
-
-/// A deadline of an admitted or forwarded request passed.
-pub(super) fn on_deadline(cx: &mut Cx, c: &mut Client) -> Flow {
-    let now = cx.now;
-    let ex = c.ex.as_mut().expect("an exchange has a request");
-    match c.phase {
-        Phase::Admit if ex.next_instance_of.is_some() && now < ex.admit_deadline => {
-            let old = ex.next_instance_of.as_ref().map(|n| n.0);
-            if cx.p.shared.phase_and_instance() == (Lifecycle::Ready, old.unwrap_or(0)) {
-                // The instance outlived the pause after a reset: it is alive, try it again.
-                ex.next_instance_of = None;
-            }
-            let deadline = ex.admit_deadline;
-            cx.set_deadline(c, deadline);
-            Ok(true)
-        }
-        Phase::Admit if now < ex.admit_deadline => {
-            // An earlier wake-up (a retry): the admission's own deadline is next.
-            let deadline = ex.admit_deadline;
-            cx.set_deadline(c, deadline);
-            Ok(true)
-        }
-        Phase::Admit => {
-            if let Some(queued) = ex.ticket.take() {
-                // A slot handed over just now still counts; else the wait is over.
-                match queued.take() {
-                    Some(Ok(permit)) => ex.permit = Some(permit),
-                    Some(Err(_)) => return admit(cx, c),
-                    None => return fail_flow(cx, c, Failure::QueueTimeout),
-                }
-            }
-            if let Some((_, failure)) = ex.next_instance_of.take() {
-                return fail_flow(cx, c, failure);
-            }
-            match decide(&cx.p.shared.snapshot()) {
-                Readiness::Refuse(f) => fail_flow(cx, c, f),
-                _ => admit(cx, c),
-            }
-        }
-        Phase::Forward | Phase::Upgraded if now < ex.deadline => {
-            // A retry's wake-up: the exchange's own deadline is next (the retry, if still
-            // due, sets its own again).
-            let deadline = ex.deadline;
-            cx.set_deadline(c, deadline);
-            Ok(true)
-        }
-        Phase::Forward if !ex.resp_started => {
-            let waiting_for_client = ex.req_failed.is_none()
-                && !ex.decoder.is_done()
-                && ex.fpos >= ex.fn_out.len()
-                && ex.hpos >= ex.fn_head.len();
-            match waiting_for_client {
-                true => fail_flow(cx, c, Failure::RequestBody(HttpError::Timeout)),
-                false => fail_flow(cx, c, Failure::ResponseHead(HttpError::Timeout)),
-            }
-        }
-        // Cut mid-answer or mid-relay at function.timeout: both sides are closed.
-        _ if now >= ex.deadline => {
-            fail(cx, c, Failure::Timeout);
-            Err(Gone)
-        }
-        _ => Ok(true),
-    }
 }

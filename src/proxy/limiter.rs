@@ -134,6 +134,12 @@ impl Limiter {
         }
     }
 
+    /// Slots held now (for the fuzz target's end-of-run check).
+    #[cfg(any(test, feature = "exchange-seam"))]
+    pub fn active(&self) -> usize {
+        self.lock().active
+    }
+
     /// Requests waiting for a slot (`queued` of `GET /status` and the metrics).
     pub fn queued(&self) -> usize {
         if self.max == 0 {

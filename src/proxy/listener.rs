@@ -27,8 +27,9 @@ use std::time::Duration;
 use crate::http::fc_error::{error_response, ErrorType};
 use crate::http::new_request_id;
 
+use super::errors::ProxyError;
 use super::event_loop::Loops;
-use super::{OpenSlot, Proxy, ProxyError};
+use super::shared::{OpenSlot, Proxy};
 use crate::state::{Notice, Status, Watcher};
 
 /// `listen(2)` backlog: bursts of new connections (a load balancer opening its pool) should

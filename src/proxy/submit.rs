@@ -19,7 +19,7 @@ use crate::http::write::{push_field, push_u64};
 use crate::http::RequestHead;
 use crate::metrics::Outcome;
 
-use super::Proxy;
+use super::shared::Proxy;
 
 /// Whether `head` asks for an asynchronous invocation.
 pub(super) fn is_async(head: &RequestHead) -> bool {

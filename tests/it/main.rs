@@ -10,6 +10,8 @@ mod dropin_signals;
 mod fleet;
 mod hooks;
 mod init;
+mod limits;
+mod outcomes;
 mod proxy;
 mod redis;
 mod redis_tls;

@@ -1,0 +1,7 @@
+//! Whole exchanges driven through the I/O seam with scripted bytes and a fake clock
+//! ([`super::sim::Sim`]): each test is a line of the contract, written as bytes.
+
+mod exchanges;
+mod failures;
+
+use super::sim::{get, ok, Sim};
