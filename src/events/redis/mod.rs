@@ -112,6 +112,8 @@
 //! insecure mode. The URL itself is read by `config::redis_url`, not by the redis crate's
 //! `url`-based parser (see there why).
 
+mod claimer;
+mod connect;
 mod fleet;
 pub mod link;
 mod scripts;
@@ -123,7 +125,7 @@ use std::collections::HashSet;
 use std::sync::{mpsc, Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
-use redis::{Client, ConnectionAddr, ConnectionInfo, RedisConnectionInfo, ScriptInvocation, Value};
+use redis::{ScriptInvocation, Value};
 use topology::{Conn, Topology};
 
 use super::backend::{
@@ -132,14 +134,15 @@ use super::backend::{
 use super::error::StoreError;
 use super::model::{
     decode_headers, encode_headers, AbortResult, Claimed, Delivered, Delivery, Event, ListQuery,
-    NewEvent, Order, OrderBy, Outcome, Status, StoreOptions, StoredAnswer, StoredRequest,
-    Submitted, MAX_LIST_LIMIT, STATUS_COUNT,
+    NewEvent, Order, OrderBy, Outcome, Status, StoreOptions, StoredAnswer, Submitted,
+    MAX_LIST_LIMIT, STATUS_COUNT,
 };
 use super::signal::{lock, Signal};
 use super::store::Completion;
 use super::time::now_ms;
-use crate::config::redis_url::{RedisAddr, RedisTarget};
 use crate::config::Config;
+use claimer::RedisClaimer;
+use connect::{client, consumer_name, server_of};
 use link::Link;
 use scripts::{array, bytes, event, num, scripts, text, EVENT_ITEMS};
 
@@ -185,45 +188,6 @@ struct Inner {
     /// Events whose terminate this instance has acted on (a word arrives by pub/sub and again
     /// with every renewal until the event ends).
     acted: Mutex<HashSet<String>>,
-}
-
-/// The redis crate's form of a parsed standalone `async.redis_url`.
-fn connection_info(target: RedisTarget) -> ConnectionInfo {
-    let addr = match target.addr {
-        RedisAddr::Tcp { host, port } => ConnectionAddr::Tcp(host, port),
-        // The CA, if any, is the client's (see `client`); never insecure.
-        RedisAddr::Tls { host, port, .. } => ConnectionAddr::TcpTls {
-            host,
-            port,
-            insecure: false,
-            tls_params: None,
-        },
-        RedisAddr::Unix(path) => ConnectionAddr::Unix(path),
-        // Made by `topology`, never here: their nodes are found at run time.
-        RedisAddr::Cluster { .. } | RedisAddr::Sentinel { .. } => {
-            unreachable!("the cluster and Sentinel forms are not single servers")
-        }
-    };
-    let mut login = RedisConnectionInfo::default().set_db(target.db);
-    if let Some(user) = target.username {
-        login = login.set_username(user);
-    }
-    if let Some(password) = target.password {
-        login = login.set_password(password);
-    }
-    // Infallible for an address: it is only wrapped, with the default TCP settings.
-    redis::IntoConnectionInfo::into_connection_info(addr)
-        .expect("a ConnectionAddr is always a valid ConnectionInfo")
-        .set_redis_settings(login)
-}
-
-/// The redis crate's client for a parsed `async.redis_url`.
-fn client(target: RedisTarget) -> Result<Client, String> {
-    #[cfg(feature = "redis-tls")]
-    if let RedisAddr::Tls { ca, .. } = &target.addr {
-        return tls::client(ca.clone(), connection_info(target));
-    }
-    Client::open(connection_info(target)).map_err(|e| e.to_string())
 }
 
 impl Redis {
@@ -298,28 +262,6 @@ impl Redis {
             }
         }
     }
-}
-
-/// `host:port/db` (or the socket) of a Redis URL, without credentials or query (which may
-/// hold a password), for messages.
-fn server_of(url: &str) -> String {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let rest = rest.split_once('?').map_or(rest, |(r, _)| r);
-    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
-    rest.to_owned()
-}
-
-/// `<hostname>-<pid>-<start time>`: unique per process, readable in `XINFO CONSUMERS`.
-fn consumer_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_default();
-    let host = if host.is_empty() {
-        "fc-init".into()
-    } else {
-        host
-    };
-    format!("{host}-{}-{:x}", std::process::id(), now_ms())
 }
 
 impl Inner {
@@ -717,115 +659,6 @@ impl Backend for Redis {
     }
 }
 
-/// A worker's claims: `XREADGROUP` on its own link, then the START script.
-struct RedisClaimer {
-    inner: Arc<Inner>,
-    link: Link,
-}
-
-impl Claimer for RedisClaimer {
-    /// `startTime` is taken after the blocking read, when the event is started (the bug:
-    /// it was the time the worker began waiting, up to [`CLAIM_BLOCK`] before `submitTime`).
-    fn claim(
-        &mut self,
-        _waiting_since: u64,
-        wait: Duration,
-    ) -> Result<Option<Claimed>, StoreError> {
-        let block = wait.min(CLAIM_BLOCK);
-        let inner = &self.inner;
-        let read = |c: &mut Conn| -> redis::RedisResult<Value> {
-            let read = redis::cmd("XREADGROUP")
-                .arg("GROUP")
-                .arg(GROUP)
-                .arg(&inner.me)
-                .arg("COUNT")
-                .arg(1)
-                .arg("BLOCK")
-                .arg(block.as_millis() as u64)
-                .arg("STREAMS")
-                .arg(&inner.stream)
-                .arg(">")
-                .query(c);
-            match read {
-                Err(e) if e.code() == Some("NOGROUP") => {
-                    inner.ensure_group(c)?;
-                    Ok(Value::Nil)
-                }
-                other => other,
-            }
-        };
-        let reply = self.link.call_blocking("claim", block, read)?;
-        let Some((entry, id)) = first_entry(&reply) else {
-            return Ok(None);
-        };
-        let mut inv = inner.invocation(&scripts().start, now_ms());
-        let opts = &inner.opts;
-        let cutoff = opts.expiry_cutoff(now_ms());
-        inv.arg(&entry)
-            .arg(&id)
-            .arg(cutoff.map(|t| t.to_string()).unwrap_or_default())
-            .arg(opts.expiry_message())
-            .arg(opts.destination_for(Status::Expired).unwrap_or(""))
-            .arg(inner.delivery_until(now_ms()));
-        let reply = self.link.call("start", |c| inv.invoke::<Value>(c))?;
-        if reply == Value::Nil {
-            return Ok(None);
-        }
-        let items = array("start", &reply)?;
-        if items.len() < EVENT_ITEMS + 5 {
-            return Err(StoreError::RedisReply {
-                op: "start",
-                detail: format!("{reply:?}"),
-            });
-        }
-        let event = event("start", &reply)?;
-        let headers =
-            decode_headers(&bytes(&items[EVENT_ITEMS + 2])).ok_or_else(|| StoreError::Corrupt {
-                op: "start",
-                detail: format!("headers of event {id}"),
-            })?;
-        Ok(Some(Claimed {
-            event,
-            request: StoredRequest {
-                method: text(&items[EVENT_ITEMS]).unwrap_or_default(),
-                target: text(&items[EVENT_ITEMS + 1]).unwrap_or_default(),
-                headers,
-                body: bytes(&items[EVENT_ITEMS + 3]),
-            },
-            failures: num(&items[EVENT_ITEMS + 4])
-                .and_then(|n| u32::try_from(n).ok())
-                .unwrap_or(0),
-            lease: entry,
-        }))
-    }
-}
-
-/// The first entry of an `XREADGROUP` reply: `[[stream, [[entry id, [field, value, ...]]]]]`.
-fn first_entry(reply: &Value) -> Option<(String, String)> {
-    let Value::Array(streams) = reply else {
-        return None;
-    };
-    let Value::Array(stream) = streams.first()? else {
-        return None;
-    };
-    let Value::Array(entries) = stream.get(1)? else {
-        return None;
-    };
-    let Value::Array(entry) = entries.first()? else {
-        return None;
-    };
-    let eid = text(entry.first()?)?;
-    let Value::Array(fields) = entry.get(1)? else {
-        return None;
-    };
-    let id = fields
-        .chunks(2)
-        .find(|kv| text(&kv[0]).as_deref() == Some("id"))
-        .and_then(|kv| kv.get(1))
-        .and_then(text)?;
-    Some((eid, id))
-}
-
 /// The arguments of one submission in the SUBMIT script.
 fn push_submission(inv: &mut ScriptInvocation<'_>, e: &NewEvent) {
     inv.arg(&e.request_id)
@@ -840,60 +673,4 @@ fn push_submission(inv: &mut ScriptInvocation<'_>, e: &NewEvent) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn messages_name_the_server_without_credentials() {
-        assert_eq!(server_of("redis://user:secret@db:6379/2"), "db:6379/2");
-        assert_eq!(server_of("redis://127.0.0.1:6379"), "127.0.0.1:6379");
-        assert_eq!(server_of("unix:///run/redis.sock"), "/run/redis.sock");
-        assert_eq!(
-            server_of("unix:///run/r.sock?db=1&pass=secret"),
-            "/run/r.sock"
-        );
-        assert_eq!(
-            server_of("rediss://app:secret@r.internal:6380/0?ca=/etc/ca.pem"),
-            "r.internal:6380/0"
-        );
-    }
-
-    #[test]
-    fn a_rediss_target_is_a_verified_tls_address() {
-        let target = RedisTarget {
-            addr: RedisAddr::Tls {
-                host: "r.internal".into(),
-                port: 6380,
-                ca: None,
-            },
-            db: 2,
-            username: None,
-            password: Some("pw".into()),
-        };
-        let info = connection_info(target);
-        assert_eq!(
-            info.addr(),
-            &ConnectionAddr::TcpTls {
-                host: "r.internal".into(),
-                port: 6380,
-                insecure: false,
-                tls_params: None,
-            }
-        );
-        assert_eq!(info.redis_settings().db(), 2);
-    }
-
-    #[test]
-    fn the_first_entry_of_a_read_is_found() {
-        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
-        let reply = Value::Array(vec![Value::Array(vec![
-            bulk("fc-init:{q}:stream"),
-            Value::Array(vec![Value::Array(vec![
-                bulk("1-0"),
-                Value::Array(vec![bulk("id"), bulk("ev-1")]),
-            ])]),
-        ])]);
-        assert_eq!(first_entry(&reply), Some(("1-0".into(), "ev-1".into())));
-        assert_eq!(first_entry(&Value::Nil), None);
-    }
-}
+mod tests;
