@@ -1,4 +1,4 @@
-//! What fc-init's own error answer costs to build (CONTRACT §4): `http::fc_error`'s builder
+//! What fc-init's own error answer costs to build (docs/reference.md §6): `http::fc_error`'s builder
 //! (fields checked, body through serde_json) against a bare one (no checks) in one run. An
 //! overloaded or stopping fc-init answers every request this way (429, 503), so this is the
 //! hot path of overload. The builder's JSON body was hand-written before; this benchmark

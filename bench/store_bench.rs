@@ -7,7 +7,7 @@
 //!
 //! DIR (default: the temp dir) is where the databases are made; put it on the disk to measure.
 //! `--list` measures instead the latency of filtered lists of 100 events out of 1,000,000
-//! stored (CONTRACT section 12: under 50 ms each).
+//! stored (docs/reference.md §10: under 50 ms each).
 
 use std::path::Path;
 use std::time::{Duration, Instant};

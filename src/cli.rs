@@ -1,4 +1,4 @@
-//! The command line (contract section 1): parses arguments, loads the configuration and hands
+//! The command line (docs/reference.md §2): parses arguments, loads the configuration and hands
 //! over to the supervisor. Every way out of fc-init maps to its exit status here, in one place.
 
 use std::collections::BTreeMap;
@@ -30,7 +30,7 @@ Options:
   -h, --help                print this help
   -V, --version             print the version
 
-tini's and dumb-init's flags (CONTRACT section 11):
+tini's and dumb-init's flags (docs/reference.md §8):
   -s                        accepted: fc-init is always a child subreaper
   -g                        forward signals to the function's process group (signals.forward_to)
   -e CODE                   exit status CODE of the function counts as 0 (signals.success_codes)

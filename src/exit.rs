@@ -1,4 +1,4 @@
-//! fc-init's exit statuses (CONTRACT section 6), in one table that `fc-init` itself and
+//! fc-init's exit statuses (docs/reference.md §8), in one table that `fc-init` itself and
 //! `fc-init ctl` both return to, and that the reference documents (a test checks it).
 //!
 //! A supervised function's own status passes through unchanged (0..=255, or 128+N when it died

@@ -214,7 +214,7 @@ impl Metrics {
     }
 }
 
-/// Appends `fc_init_async_destination_deliveries_total{result}` (CONTRACT section 12) to `w`.
+/// Appends `fc_init_async_destination_deliveries_total{result}` (docs/reference.md §10) to `w`.
 pub fn render_deliveries(w: &mut String, counts: &[(&str, u64)]) {
     family(
         w,

@@ -1,4 +1,4 @@
-//! fc-init's private runtime directory (CONTRACT section 6): where its sockets and the default
+//! fc-init's private runtime directory (docs/reference.md §8): where its sockets and the default
 //! event store live, mode 0700 so no other user can reach the admin socket or the function.
 //!
 //! The directory may already exist, made by an earlier run — or by someone else: a default

@@ -69,7 +69,7 @@ pub struct Status {
     pub restarting: Option<String>,
 }
 
-/// What a request gets when the instance cannot serve it (CONTRACT sections 4, 6, 8).
+/// What a request gets when the instance cannot serve it (docs/reference.md §6, §8).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NotReady {
     /// `InstanceStopping`.

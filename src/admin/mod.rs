@@ -1,4 +1,4 @@
-//! The admin API (contract section 7): health, status, metrics and the asynchronous events, as
+//! The admin API (docs/reference.md §10): health, status, metrics and the asynchronous events, as
 //! HTTP/1.1 on a private unix socket — mode 0600 inside the 0700 runtime directory, and every
 //! peer's uid checked with SO_PEERCRED (only fc-init's own uid or root) — plus an optional TCP
 //! listener (`admin.listen`) that serves nothing but `GET /health` and `GET /metrics`.
@@ -428,7 +428,7 @@ struct Health {
     status: &'static str,
 }
 
-/// `GET /status` (CONTRACT section 8 lists the keys that must be there).
+/// `GET /status` (docs/reference.md §11 lists the keys that must be there).
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct StatusJson {
@@ -518,7 +518,7 @@ fn parse_grace(body: &[u8]) -> Result<bool, String> {
 
 /// `status=A,B&requestId=&requestIdPrefix=&functionName=&qualifier=&invocationType=&since=&until=
 /// &startedSince=&startedUntil=&endedSince=&endedUntil=&orderBy=submitTime|startTime|endTime
-/// &order=asc|desc&offset=0&limit=20` (CONTRACT sections 7 and 12).
+/// &order=asc|desc&offset=0&limit=20` (docs/reference.md §10).
 fn parse_list_query(query: &str) -> Result<ListQuery, String> {
     let mut q = ListQuery::default();
     let time = |key: &str, value: &str| {
@@ -622,7 +622,7 @@ fn parse_result_query(query: &str) -> Result<Duration, String> {
     Ok(wait)
 }
 
-/// `GET /async-events/{id}/result[?wait=]`, written to `w` (CONTRACT section 12): the stored
+/// `GET /async-events/{id}/result[?wait=]`, written to `w` (docs/reference.md §10): the stored
 /// answer as the function gave it, plus `x-fc-request-id` and `x-fc-async-status`.
 fn serve_result(w: &mut impl Write, events: &dyn AsyncEvents, id: &str, query: &str) {
     let wait = match parse_result_query(query) {

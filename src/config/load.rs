@@ -770,7 +770,7 @@ fn build(s: &Settings, sources: &Sources, problems: &mut Vec<Problem>) -> Config
             kill_group: s.bool("shutdown", "kill_group", true),
         },
         async_: AsyncConfig {
-            // Under FC's own platform FC owns asynchronous invocations (CONTRACT §11): fc-init's
+            // Under FC's own platform FC owns asynchronous invocations (docs/reference.md §8): fc-init's
             // queue only when asked for explicitly.
             enabled: s.bool("async", "enabled", platform != Platform::Fc),
             backend,

@@ -1,4 +1,4 @@
-//! Typed configuration: the keys of CONTRACT.md section 2, their defaults, and how a file, the
+//! Typed configuration: the keys of docs/reference.md §3, their defaults, and how a file, the
 //! environment (`FC_INIT_<SECTION>_<KEY>`) and the command line are merged (CLI > env > file >
 //! default). Every problem is collected and reported at once, each naming the file, key and reason.
 //!
@@ -188,7 +188,7 @@ pub enum Endpoint {
 }
 
 /// `server.platform`, resolved: whether fc-init runs under Function Compute itself, which
-/// sends its own `x-fc-control-path` and lifecycle calls (CONTRACT section 3).
+/// sends its own `x-fc-control-path` and lifecycle calls (docs/reference.md §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Platform {
     /// FC's control path decides the kind; `/initialize` and `/pre-stop` are served by
@@ -337,7 +337,7 @@ pub enum LogFormat {
     Json,
 }
 
-/// `[signals]`: what fc-init does with the signals it passes on (CONTRACT section 11).
+/// `[signals]`: what fc-init does with the signals it passes on (docs/reference.md §8).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SignalsConfig {
     pub forward_to: ForwardTo,

@@ -1,4 +1,4 @@
-//! The schema: every section and key of CONTRACT.md section 2 with its type and limits, and the
+//! The schema: every section and key of docs/reference.md §3 with its type and limits, and the
 //! conversion of one raw TOML value (from the file, or built from an environment string) into a
 //! checked value. The loader walks the file against this table itself rather than through
 //! serde's `deny_unknown_fields`, which stops at the first problem.
@@ -86,7 +86,7 @@ pub(super) enum Kind {
     ExitCodes,
     /// `"auto"` or a replica count (`async.redis_min_replicas`).
     MinReplicas,
-    /// A destination table `{ url = "http://HOST:PORT/PATH" }` (CONTRACT section 12); the
+    /// A destination table `{ url = "http://HOST:PORT/PATH" }` (docs/reference.md §10); the
     /// environment gives the URL alone.
     Destination,
 }

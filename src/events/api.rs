@@ -20,7 +20,7 @@ pub trait AsyncEvents: Send + Sync {
     fn counts(&self) -> Vec<(&'static str, u64)>;
     /// The store's part of `GET /status`.
     fn status(&self) -> BackendStatus;
-    /// Whether `list` honours every filter of CONTRACT section 12 (the Redis backend does
+    /// Whether `list` honours every filter of docs/reference.md §10 (the Redis backend does
     /// not yet: only those of section 7).
     fn lists_every_filter(&self) -> bool;
     /// `GET /async-events/{id}/result?wait=`: waits up to `wait` for the event to end.
@@ -42,7 +42,7 @@ pub enum Terminated {
     Failed(StoreError),
 }
 
-/// The answer to `GET /async-events/{id}/result` (CONTRACT section 12).
+/// The answer to `GET /async-events/{id}/result` (docs/reference.md §10).
 #[derive(Debug)]
 pub enum ResultAnswer {
     /// 404 `EventNotFound`.

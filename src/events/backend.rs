@@ -151,7 +151,7 @@ pub trait Backend: Send + Sync {
     }
     fn status(&self) -> BackendStatus;
 
-    // CONTRACT section 12. The defaults are the behaviour of a backend that does not keep
+    // docs/reference.md §10. The defaults are the behaviour of a backend that does not keep
     // answers, expire events or hold an outbox yet (Redis, for now): nothing expires, no
     // answer is stored, no delivery is ever due.
 
@@ -192,7 +192,7 @@ pub trait Backend: Send + Sync {
     fn get_result(&self, id: &str) -> Result<Option<(Event, Option<StoredAnswer>)>, StoreError> {
         Ok(self.get(id)?.map(|e| (e, None)))
     }
-    /// Whether [`Backend::list`] honours every filter of CONTRACT section 12 (else only
+    /// Whether [`Backend::list`] honours every filter of docs/reference.md §10 (else only
     /// those of section 7).
     fn lists_every_filter(&self) -> bool {
         false

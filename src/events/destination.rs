@@ -1,4 +1,4 @@
-//! Destinations (CONTRACT section 12): the URL of `[async.on_success]` / `[async.on_failure]`,
+//! Destinations (docs/reference.md §10): the URL of `[async.on_success]` / `[async.on_failure]`,
 //! the JSON an ended event is posted as, when a failed delivery is tried again, and one try
 //! through the project's blocking HTTP client.
 //!
@@ -141,7 +141,7 @@ fn payload(bytes: &[u8]) -> (String, Option<&'static str>) {
     }
 }
 
-/// The JSON posted for `d` (CONTRACT section 12); `timestamp` is the event's end.
+/// The JSON posted for `d` (docs/reference.md §10); `timestamp` is the event's end.
 pub fn body(d: &Delivery) -> String {
     let e = &d.event;
     let (request_payload, request_payload_encoding) = payload(&d.request_body);

@@ -3,7 +3,7 @@
 //!
 //! [`StoreError::is_unavailable`] tells the failures that mean "the store cannot take this
 //! now" (a full or failing disk, Redis unreachable): a submission then gets 503
-//! `AsyncStoreUnavailable` (CONTRACT section 4), never a 202 for an event that was not stored.
+//! `AsyncStoreUnavailable` (docs/reference.md §6), never a 202 for an event that was not stored.
 
 use std::fmt;
 use std::io;
@@ -48,7 +48,7 @@ pub enum StoreError {
     InvalidRequestId { id: String },
     /// `op` was asked to move an event to a status it cannot take (a caller bug).
     InvalidStatus { op: &'static str, status: Status },
-    /// `max_queued` events are already QUEUED (CONTRACT: 429 `TooManyRequests`).
+    /// `max_queued` events are already QUEUED (docs/reference.md §6: 429 `TooManyRequests`).
     Full { max_queued: u64 },
     /// The thread committing this submission's batch panicked (whether the batch was
     /// committed is unknown; a retry with the same id is answered idempotently), or the store
@@ -165,7 +165,7 @@ impl std::error::Error for StoreError {
 
 impl StoreError {
     /// The exit status when opening the store fails with this error: Redis refusing the
-    /// login or a right is a configuration error (2, CONTRACT section 10); the rest (a CA
+    /// login or a right is a configuration error (2, docs/reference.md §10); the rest (a CA
     /// file that cannot be read, a store file) is fc-init's own failure (1).
     pub fn exit_code(&self) -> i32 {
         match self {

@@ -1,4 +1,4 @@
-//! Asynchronous invocations (CONTRACT section 7): durable events, the workers that run them,
+//! Asynchronous invocations (docs/reference.md §10): durable events, the workers that run them,
 //! terminate, retention — on the embedded SQLite store of one instance, or on Redis for a
 //! fleet of instances sharing one queue.
 //!

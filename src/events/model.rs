@@ -1,6 +1,6 @@
 //! The event model both stores share: an event's states, what a submission carries, what a
 //! worker gets and reports, the operator's queries and their answers, and the event's JSON
-//! (CONTRACT section 7) through serde.
+//! (docs/reference.md §10) through serde.
 //!
 //! Times are milliseconds since the Unix epoch (`u64`), rendered as RFC 3339 with exactly
 //! three fractional digits at the edge ([`super::time`]).
@@ -12,7 +12,7 @@ use serde::{Serialize, Serializer};
 
 use super::time::format_rfc3339_ms;
 
-/// The most events one list returns (CONTRACT section 7: `limit ≤ 100`).
+/// The most events one list returns (docs/reference.md §10: `limit ≤ 100`).
 pub const MAX_LIST_LIMIT: u32 = 100;
 
 /// An event's state. Text in the database and the JSON (`QUEUED`, ...).
@@ -27,7 +27,7 @@ pub enum Status {
     Failed,
     /// Terminated by an operator.
     Aborted,
-    /// Not started within `async.max_event_age` of its submission (CONTRACT section 12).
+    /// Not started within `async.max_event_age` of its submission (docs/reference.md §10).
     Expired,
 }
 
@@ -78,7 +78,7 @@ impl fmt::Display for Status {
 }
 
 /// The request an event replays to the function: exactly what the client sent
-/// (CONTRACT section 8: query string and headers as received, minus hop-by-hop).
+/// (docs/reference.md §10: query string and headers as received, minus hop-by-hop).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StoredRequest {
     pub method: String,
@@ -97,7 +97,7 @@ pub struct NewEvent {
     pub request_id: String,
     pub submit_time: u64,
     pub request: StoredRequest,
-    /// `function.name` of the instance that accepted it (CONTRACT section 12).
+    /// `function.name` of the instance that accepted it (docs/reference.md §10).
     pub function_name: String,
     /// The request's `x-fc-qualifier`, else `function.qualifier`.
     pub qualifier: String,
@@ -127,7 +127,7 @@ pub struct StoredAnswer {
     pub truncated: bool,
 }
 
-/// Where a destination delivery stands (CONTRACT section 12).
+/// Where a destination delivery stands (docs/reference.md §10).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryStatus {
@@ -196,7 +196,7 @@ pub struct Claimed {
     pub event: Event,
     pub request: StoredRequest,
     /// Failures of this event so far that used a retry (`attempts` also counts the starts cut
-    /// short by something else: CONTRACT section 8).
+    /// short by something else: docs/reference.md §10).
     pub failures: u32,
     /// The store's token of this attempt (Redis: the stream entry that delivered it); a record
     /// of the attempt applies only while the token is still the event's. Empty on SQLite,
@@ -236,7 +236,7 @@ pub struct Retry<'a> {
     pub status_code: Option<u16>,
     pub error_type: Option<&'a str>,
     pub error_message: Option<&'a str>,
-    /// The event's own failure: it uses one of its retries (CONTRACT section 8).
+    /// The event's own failure: it uses one of its retries (docs/reference.md §10).
     pub charged: bool,
 }
 
@@ -244,7 +244,7 @@ pub struct Retry<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AbortResult {
     NotFound,
-    /// Already FINISHED, FAILED or ABORTED (CONTRACT: 409 `EventAlreadyEnded`).
+    /// Already FINISHED, FAILED or ABORTED (docs/reference.md §11: 409 `EventAlreadyEnded`).
     AlreadyEnded(Event),
     /// RUNNING: `abort_queued` leaves it alone; the caller kills the attempt first, then calls
     /// [`Store::mark_aborted`].
@@ -277,7 +277,7 @@ impl OrderBy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Order {
     Asc,
-    /// Newest first (the default, CONTRACT section 7).
+    /// Newest first (the default, docs/reference.md §10).
     #[default]
     Desc,
 }
@@ -336,7 +336,7 @@ impl Default for ListQuery {
 }
 
 impl ListQuery {
-    /// Whether the query uses a filter or ordering of CONTRACT section 12 (beyond those of
+    /// Whether the query uses a filter or ordering of docs/reference.md §10 (beyond those of
     /// section 7).
     pub fn uses_section_12(&self) -> bool {
         self.request_id_prefix.is_some()
@@ -409,7 +409,7 @@ impl Default for StoreOptions {
 }
 
 /// A destination delivery that is due: the event, its payload and its stored answer's body
-/// (the JSON of CONTRACT section 12 is built from them), and until when it is tried.
+/// (the JSON of docs/reference.md §10 is built from them), and until when it is tried.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
     pub event: Event,
@@ -440,7 +440,7 @@ pub struct StoreStats {
 }
 
 // ---------------------------------------------------------------------------------------------
-// JSON (CONTRACT section 7)
+// JSON (docs/reference.md §10)
 
 impl Serialize for Status {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -542,7 +542,7 @@ pub fn to_json_text<T: Serialize + ?Sized>(value: &T) -> String {
     }
 }
 
-/// Whether `id` matches `[A-Za-z0-9._:-]{1,128}` (CONTRACT section 3).
+/// Whether `id` matches `[A-Za-z0-9._:-]{1,128}` (docs/reference.md §4).
 pub fn valid_request_id(id: &str) -> bool {
     crate::http::valid_request_id(id.as_bytes())
 }

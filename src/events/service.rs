@@ -10,7 +10,7 @@
 //! - **Only an event's own failure uses a retry.** An attempt cut short by an operator's
 //!   forced terminate of *another* event (the function was killed under it) runs again at
 //!   once without using one of its `max_retries`; `attempts` still counts every start
-//!   (CONTRACT section 8).
+//!   (docs/reference.md §10).
 //! - **Records are retried until written.** The end of an attempt (finish, retry, abort) is
 //!   written again with backoff while the store fails (a full disk, Redis unreachable); the
 //!   worker holds the event meanwhile. At shutdown an unwritten record is given up: the event
@@ -61,7 +61,7 @@ const WORKER_NICE: libc::c_int = 10;
 /// notice wakes it sooner).
 const IDLE_WAIT: Duration = Duration::from_secs(3600);
 
-/// How an event terminated gracefully ends (CONTRACT section 11): ABORTED, with the
+/// How an event terminated gracefully ends (docs/reference.md §10): ABORTED, with the
 /// function's answer as `statusCode` when it gave one, and a message that says what happened
 /// to its request.
 fn graceful_outcome(
@@ -580,7 +580,7 @@ fn janitor(service: &Weak<AsyncService>, every: Duration) {
 impl AsyncService {
     /// The event a submission stores: its function, its qualifier (the request's
     /// `x-fc-qualifier`, else `function.qualifier`) and, when it asked for a delay, when it
-    /// may run (CONTRACT section 12).
+    /// may run (docs/reference.md §10).
     fn new_event(&self, request_id: &str, request: StoredRequest) -> NewEvent {
         let submit_time = now_ms();
         let delay = super::submission::stored_delay(&request.headers);

@@ -1,4 +1,4 @@
-//! What a submission's own headers ask of its event (CONTRACT section 12):
+//! What a submission's own headers ask of its event (docs/reference.md §10):
 //! `X-Fc-Async-Task-Id` (the event's id, like a caller's `x-fc-request-id`),
 //! `X-Fc-Async-Delay` (seconds before it may run, 0–3600) and `x-fc-qualifier`.
 //!

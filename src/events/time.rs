@@ -1,6 +1,6 @@
 //! Wall-clock times of async events: milliseconds since the Unix epoch, and their RFC 3339
-//! form in UTC with exactly three fractional digits (`2026-11-21T22:33:43.123Z`, CONTRACT
-//! section 8), both ways through `humantime`.
+//! form in UTC with exactly three fractional digits (`2026-11-21T22:33:43.123Z`,
+//! docs/reference.md §10), both ways through `humantime`.
 //!
 //! Times before the epoch cannot occur (they are `u64`); a clock set before 1970 reads as 0.
 

@@ -4,7 +4,7 @@
 //!
 //! Deadlines: when [`Buffered::set_deadline`] is set, every read and write syscall first sets
 //! the socket timeout to the time remaining, so a peer trickling one byte at a time cannot
-//! stretch the total past the deadline (CONTRACT §8: `header_timeout` bounds the whole header
+//! stretch the total past the deadline (docs/reference.md §12: `header_timeout` bounds the whole header
 //! block). An expired deadline surfaces as `io::ErrorKind::TimedOut`. `EINTR` is retried by
 //! `crate::sys::retry`, the one helper.
 

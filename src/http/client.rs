@@ -8,7 +8,7 @@
 //! [`MAX_RESPONSE_BODY`]; the rest is not read (the connection is closed anyway). All sockets
 //! are close-on-exec (`SOCK_CLOEXEC` here, std elsewhere), so the function never inherits one.
 //!
-//! Failure modes, in the words the `FC … End` log lines use (CONTRACT §5): "connection
+//! Failure modes, in the words the `FC … End` log lines use (docs/reference.md §7): "connection
 //! refused", "timeout", "connection reset", "connection closed before the response",
 //! "malformed response: …".
 
@@ -129,7 +129,7 @@ pub struct ClientResponse {
 }
 
 impl ClientResponse {
-    /// Any 2xx: a hook succeeded (CONTRACT §3).
+    /// Any 2xx: a hook succeeded (docs/reference.md §4).
     pub fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
     }

@@ -1,5 +1,5 @@
 //! The answers fc-init makes itself when it cannot (or must not) forward a request, shaped as
-//! Function Compute's (CONTRACT §4): header `X-Fc-Error-Type`, a JSON body
+//! Function Compute's (docs/reference.md §6): header `X-Fc-Error-Type`, a JSON body
 //! `{"errorType":…,"errorMessage":…,"requestId":…}`, and a status that depends on whether the
 //! request was an event invocation (`POST /invoke`: 200 like FC, except 429/503/4xx) or an HTTP
 //! invocation (the HTTP status of the table).
@@ -30,7 +30,7 @@ pub enum ErrorType {
     AsyncStoreUnavailable,
 }
 
-/// Which kind of invocation is being answered: it decides the status (CONTRACT §4).
+/// Which kind of invocation is being answered: it decides the status (docs/reference.md §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Invocation {
     /// `POST /invoke`.
@@ -119,7 +119,7 @@ pub fn write_error_response(
     out.extend_from_slice(&body);
 }
 
-/// The JSON body of an error answer (CONTRACT §4).
+/// The JSON body of an error answer (docs/reference.md §6).
 pub fn error_body(error: ErrorType, message: &str, request_id: &str) -> Vec<u8> {
     serde_json::to_vec(&Body {
         error_type: error.as_str(),

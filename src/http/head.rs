@@ -196,7 +196,7 @@ pub(crate) struct FramingFields {
 ///   to undo them to re-frame the body, and a disagreement with the function about them is a
 ///   smuggling vector (§6.1, §11.2).
 /// - Both Content-Length and Transfer-Encoding: rejected (§6.1 allows it, but the message is a
-///   likely smuggling attempt; CONTRACT §8 requires 400).
+///   likely smuggling attempt; docs/reference.md §12 requires 400).
 /// - Transfer-Encoding in an HTTP/1.0 message: faulty framing (§6.1).
 pub(crate) fn framing_fields(
     h: &Headers,

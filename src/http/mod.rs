@@ -13,12 +13,12 @@
 //! - [`body`]: stream a body from a [`Buffered`] to any writer with a [`codec::Decoder`].
 //! - [`write`](mod@write): serialise a request or response head for forwarding, minus hop-by-hop fields.
 //! - [`client`]: a blocking one-shot client for the lifecycle hooks, bounded by one deadline.
-//! - [`fc_error`]: the error answers fc-init makes itself (CONTRACT §4).
+//! - [`fc_error`]: the error answers fc-init makes itself (docs/reference.md §6).
 //! - [`request_id`]: validate incoming request ids and make new ones.
 //!
 //! Failure model: every parse failure is an [`HttpError`] whose [`HttpError::status`] is the
 //! status fc-init answers the *client* with (400/408/413/431); the caller closes the connection
-//! afterwards (CONTRACT §8: "nothing of it reaches the function"). Errors reading from the
+//! afterwards (docs/reference.md §12: "nothing of it reaches the function"). Errors reading from the
 //! function's side are the proxy's to map (502/504): it knows which side it was reading.
 //! Parsing is strict rather than liberal on purpose: fc-init sits in front of another parser
 //! (the function's), and any disagreement between the two about where a message ends is a

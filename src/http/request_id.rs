@@ -1,4 +1,4 @@
-//! Request ids: keep a client's `x-fc-request-id` when it is sane (CONTRACT §3:
+//! Request ids: keep a client's `x-fc-request-id` when it is sane (docs/reference.md §4:
 //! `[A-Za-z0-9._:-]{1,128}`, which also keeps it safe inside a log line, a header and JSON),
 //! otherwise make a new one.
 //!

@@ -155,7 +155,7 @@ pub(super) fn flush(c: &mut Client) -> Flow {
 }
 
 /// The client did not take the answer: it closed its connection before the answer was
-/// complete, which is not the function's fault (CONTRACT §11).
+/// complete, which is not the function's fault (docs/reference.md §8).
 pub(super) fn lost_answer(c: &mut Client) -> Gone {
     if let Some(ex) = c.ex.as_mut() {
         // An upgraded connection ends when either side closes: that is no failure.

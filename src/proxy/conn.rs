@@ -191,7 +191,7 @@ fn start_request(cx: &mut Cx, c: &mut Client, head_len: usize) -> Flow {
     let (purpose, max) = match k {
         Kind::Lifecycle(call) => (Purpose::Lifecycle(call), p.cfg.server.body_buffer),
         // Under FC's own platform with fc-init's queue off, FC owns asynchronous invocations:
-        // the request is forwarded as it came (CONTRACT §11).
+        // the request is forwarded as it came (docs/reference.md §8).
         Kind::Invoke(_)
             if super::submit::is_async(head)
                 && (p.asynchronous.is_some() || p.cfg.server.platform != Platform::Fc) =>
@@ -482,7 +482,7 @@ pub(super) fn stored(cx: &mut Cx, c: &mut Client, result: Result<Submitted, Stor
     enter_deliver(cx, c, cx.now + cx.p.cfg.server.idle_timeout);
 }
 
-/// The supervisor's answer to this connection's lifecycle call (CONTRACT §3, §4): 200, or
+/// The supervisor's answer to this connection's lifecycle call (docs/reference.md §4, §6): 200, or
 /// fc-init's own error answer, with the status of an HTTP invocation.
 pub(super) fn lifecycle_answered(cx: &mut Cx, c: &mut Client, answer: LifecycleAnswer) {
     if c.phase != Phase::Lifecycle {

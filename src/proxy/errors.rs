@@ -1,4 +1,4 @@
-//! Every way a request can fail, and what fc-init answers for it (CONTRACT §4).
+//! Every way a request can fail, and what fc-init answers for it (docs/reference.md §6).
 //!
 //! [`Failure`] is the proxy's error enum: each variant names the step that failed and carries
 //! its cause. [`Failure::answer`] maps it to the error answer (type, status, message) or to
@@ -135,7 +135,7 @@ impl Failure {
     }
 
     /// Whether the client closed its connection (or reset it) before the exchange was over:
-    /// not the function's fault (CONTRACT §11).
+    /// not the function's fault (docs/reference.md §8).
     pub fn client_gone(&self) -> bool {
         matches!(
             self,
@@ -158,7 +158,7 @@ impl Failure {
     }
 }
 
-/// What fc-init answers FC's lifecycle call with (CONTRACT §3, §4): `None` for 200, else the
+/// What fc-init answers FC's lifecycle call with (docs/reference.md §4, §6): `None` for 200, else the
 /// error type and message, with the status of an HTTP invocation (they are not `/invoke`).
 pub fn lifecycle_failure(answer: LifecycleAnswer) -> Option<(ErrorType, String)> {
     Some(match answer {

@@ -120,7 +120,7 @@ pub(super) struct Exchange {
     /// The whole body was buffered before admission.
     pub body_complete: bool,
     /// The `Host` a request without one (HTTP/1.0) reaches the function with: the listener's
-    /// address as the client reached it (CONTRACT §9). Empty when the request has its own.
+    /// address as the client reached it (docs/reference.md §12). Empty when the request has its own.
     pub host: String,
     /// The share of `server.body_buffer_total` the buffered body holds.
     pub(super) reserved: Option<Reservation>,
@@ -253,7 +253,7 @@ impl Exchange {
     }
 }
 
-/// Whether `head` asks for a protocol upgrade fc-init passes through (CONTRACT §3): both
+/// Whether `head` asks for a protocol upgrade fc-init passes through (docs/reference.md §4): both
 /// `Connection: upgrade` and an `Upgrade` field, and not `h2c` (dropped: served as HTTP/1.1).
 pub(super) fn asks_upgrade(head: &RequestHead) -> bool {
     head.headers.connection_has("upgrade")

@@ -61,7 +61,7 @@ pub(super) fn fail(cx: &mut Cx, c: &mut Client, failure: Failure) -> Flow {
     Ok(true)
 }
 
-/// The FC Invoke Start line, for an invocation that begins (CONTRACT §5).
+/// The FC Invoke Start line, for an invocation that begins (docs/reference.md §7).
 pub(super) fn log_start(cx: &mut Cx, c: &mut Client) {
     if !cx.p.cfg.log.invocations {
         return;

@@ -529,7 +529,7 @@ pub(super) fn relay(cx: &mut Cx, c: &mut Client) -> Flow {
 }
 
 /// The function's head is in `ex.resp`: what the exchange counts as, and the head for the
-/// client (CONTRACT §3: hop-by-hop fields dropped, `x-fc-request-id` added; a Content-Length
+/// client (docs/reference.md §4: hop-by-hop fields dropped, `x-fc-request-id` added; a Content-Length
 /// answer keeps it, a chunked or close-delimited one goes out chunked to an HTTP/1.1 client
 /// and close-delimited to an HTTP/1.0 one).
 pub(super) fn answer_head(cx: &mut Cx, c: &mut Client) {
@@ -728,7 +728,7 @@ pub(super) fn on_deadline(cx: &mut Cx, c: &mut Client) -> Flow {
             // The client's fault (408) only when everything it sent is with the function and
             // more of its body is awaited; a function that has not taken what it was sent
             // (the head, the buffered body, the streamed rest) did not read its request in
-            // time: 504 (CONTRACT §9).
+            // time: 504 (docs/reference.md §12).
             let waiting_for_client = !matches!(ex.writing, Writing::Failed(_))
                 && !ex.decoder.is_done()
                 && ex.fpos >= ex.fn_out.len()

@@ -1,4 +1,4 @@
-//! What a request is (CONTRACT §3): an event invocation, an HTTP invocation, or — under FC's own
+//! What a request is (docs/reference.md §4): an event invocation, an HTTP invocation, or — under FC's own
 //! platform only — one of FC's lifecycle calls. One pure function, driven by a matrix test.
 //!
 //! The rule: under `server.platform = "fc"` the incoming `x-fc-control-path` decides, whatever

@@ -8,7 +8,7 @@
 //! newcomer can never overtake the queue. A request that stops waiting (its deadline, its
 //! client gone, its loop panicking) drops its place, which leaves the queue and frees a slot
 //! granted in the meantime: no slot is ever lost. At shutdown
-//! [`Limiter::close`] sends every waiter away (CONTRACT §6: queued requests get
+//! [`Limiter::close`] sends every waiter away (docs/reference.md §8: queued requests get
 //! `InstanceStopping`).
 //!
 //! Failure modes: [`Denied::Full`] (the queue is full: `TooManyRequests`), [`Denied::Closed`].

@@ -1,4 +1,4 @@
-//! The FC Invoke lines of a loop's requests (CONTRACT §5), and the rule that a request's
+//! The FC Invoke lines of a loop's requests (docs/reference.md §7), and the rule that a request's
 //! Start line is on stdout before the request reaches the function, in one place: a request
 //! asks [`Lines::may_send`] before it goes out; one whose line is not written yet waits, and
 //! the loop lets every waiting request go right after it has written the lines of its batch
@@ -13,10 +13,10 @@ use crate::metrics::Outcome;
 /// The fixed parts of the lines.
 const INVOKE_START: &str = "FC Invoke Start RequestId: ";
 const INVOKE_END: &str = "FC Invoke End RequestId: ";
-/// After `, Error: ` on the End line of a failed invocation (CONTRACT §8).
+/// After `, Error: ` on the End line of a failed invocation (docs/reference.md §7).
 const END_ERROR: &str = "Unhandled function error";
 /// ... of an invocation whose client closed its connection before the answer was complete
-/// (CONTRACT §11).
+/// (docs/reference.md §8).
 const CLIENT_CLOSED: &str = "client closed the connection";
 /// ... of an invocation cut by a fault of fc-init's own (a panic while handling it).
 const INTERNAL_ERROR: &str = "fc-init internal error";
@@ -88,7 +88,7 @@ impl Lines {
 }
 
 /// What the End line of an invocation that ended with `outcome` says after `, Error: `
-/// (CONTRACT §5, §11): nothing for a function's answer to an HTTP invocation (whatever its
+/// (docs/reference.md §7, §8): nothing for a function's answer to an HTTP invocation (whatever its
 /// status); the function's failure for a failed `/invoke` and for fc-init's own error
 /// answers; the client's part when it went away first.
 pub(super) fn end_error(outcome: Outcome) -> Option<&'static str> {

@@ -1,5 +1,5 @@
 //! Invocation traffic: the listener and the forwarding of requests to the function
-//! (CONTRACT §3, §4, §5, §6, §8).
+//! (docs/reference.md §4, §6, §7, §8).
 //!
 //! One path for every request. One accept thread ([`listener`]) hands each client connection
 //! to one of a few event loops (one per core, [`event_loop`]), which own it until it closes:

@@ -208,7 +208,7 @@ pub(super) fn large_buffers_from_mmap() {
     }
 }
 
-/// `d` in whole seconds, rounded up (CONTRACT §8).
+/// `d` in whole seconds, rounded up (docs/reference.md §4).
 pub(super) fn whole_seconds_up(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }

@@ -1,4 +1,4 @@
-//! Asynchronous submissions (`X-Fc-Invocation-Type: Async`, CONTRACT section 7): the request is
+//! Asynchronous submissions (`X-Fc-Invocation-Type: Async`, docs/reference.md §10): the request is
 //! read whole (at most `async.max_payload`), stored durably, and only then answered
 //! `202 Accepted`. Nothing reaches the function here; the async workers run the stored event
 //! later through the normal path.
@@ -28,7 +28,7 @@ pub(super) fn is_async(head: &RequestHead) -> bool {
 }
 
 /// The id the caller gives a request: `X-Fc-Async-Task-Id` on a submission, else
-/// `x-fc-request-id` (CONTRACT section 12).
+/// `x-fc-request-id` (docs/reference.md §10).
 pub(super) fn caller_request_id(head: &RequestHead) -> Option<&[u8]> {
     crate::events::submission::caller_request_id(head, is_async(head))
 }

@@ -142,7 +142,7 @@ impl std::error::Error for HookError {
     }
 }
 
-/// `FC Initialize Start RequestId: <id>` (contract section 5).
+/// `FC Initialize Start RequestId: <id>` (docs/reference.md §7).
 pub fn log_start(kind: HookKind, request_id: &str) {
     if let Some(name) = kind.line_name() {
         line(format_args!("FC {name} Start RequestId: {request_id}"));

@@ -1,5 +1,5 @@
 //! Where the function's processes listen, read from `/proc`, for the diagnostics of a
-//! function that does not accept where fc-init waits (CONTRACT section 11): the TCP sockets in
+//! function that does not accept where fc-init waits (docs/reference.md §8): the TCP sockets in
 //! LISTEN state of `/proc/net/tcp` and `/proc/net/tcp6`, matched by inode against the
 //! sockets the processes of the function's group hold open (`/proc/PID/fd`).
 //!

@@ -67,7 +67,7 @@ pub enum Event {
     },
 }
 
-/// FC's own lifecycle calls, under `server.platform = "fc"` (CONTRACT section 3): the traffic
+/// FC's own lifecycle calls, under `server.platform = "fc"` (docs/reference.md §4): the traffic
 /// side hands them to the supervisor, which serves them from the instance's own lifecycle, so
 /// each hook runs exactly once per instance whoever asks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,7 +14,7 @@ use crate::util::*;
 const ASYNC: (&str, &str) = ("X-Fc-Invocation-Type", "Async");
 
 /// Where an [`AsyncServer`] keeps its events: the SQLite file in its directory, or a queue
-/// of its own on a real redis-server (the same contract holds on both: CONTRACT section 7).
+/// of its own on a real redis-server (the same contract holds on both: docs/reference.md §10).
 #[derive(Clone)]
 pub enum Backend {
     Sqlite,
@@ -623,7 +623,7 @@ fn a_full_store_answers_pipelined_submissions_429_and_keeps_the_connection_on(b:
 }
 
 /// Issue 8: a forced terminate of one event cut the other running events short, and their
-/// re-run was charged against `max_retries` (CONTRACT section 8: only an event's own failure
+/// re-run was charged against `max_retries` (docs/reference.md §10: only an event's own failure
 /// uses a retry; `attempts` still counts every start). Here the other event fails on its own
 /// every time: cut once by the kill, it must still get 1 + max_retries attempts of its own.
 fn a_forced_terminate_does_not_charge_other_running_events_a_retry_on(b: Backend) {

@@ -1,4 +1,4 @@
-//! Asynchronous events at SCF, FC 3.0 and Lambda parity (CONTRACT section 12), on the SQLite
+//! Asynchronous events at SCF, FC 3.0 and Lambda parity (docs/reference.md §10), on the SQLite
 //! store: list filters, `async.max_event_age`, `X-Fc-Async-Delay`, `X-Fc-Async-Task-Id`,
 //! stored results and their long poll, destinations against a real HTTP receiver (also
 //! across a SIGKILL of fc-init), and a store written by the previous release, migrated.
@@ -21,7 +21,7 @@ fn start(tag: &str, async_keys: &str) -> AsyncServer {
     AsyncServer::start_on(&Backend::Sqlite, tag, "", async_keys)
 }
 
-/// A test of CONTRACT section 12 run on both backends: `$sqlite` on SQLite, `$redis` on a
+/// A test of docs/reference.md §10 run on both backends: `$sqlite` on SQLite, `$redis` on a
 /// real redis-server of its own.
 macro_rules! on_both {
     ($sqlite:ident, $redis:ident, $body:ident) => {

@@ -1,4 +1,4 @@
-//! Drop-in for tini and dumb-init, for real (issue 19, CONTRACT section 11): their flags,
+//! Drop-in for tini and dumb-init, for real (issue 19, docs/reference.md §8): their flags,
 //! variables and names, where reload signals go, signal rewriting, `-e`, `-p` with a dying
 //! parent, `-w`, `-l`; a graceful terminate that answers and repossesses the instance; the start
 //! and port-collision hints; `ctl` usage errors; real gunicorn and Flask; and the project's

@@ -1,4 +1,4 @@
-//! A fleet on Redis (CONTRACT section 7): several fc-inits on one queue of a real
+//! A fleet on Redis (docs/reference.md §10): several fc-inits on one queue of a real
 //! redis-server share the events, the list, the limits and terminate.
 
 use std::collections::HashMap;

@@ -157,7 +157,7 @@ fn next_request_policy_does_not_retry_in_the_background() {
         l.starts_with(INIT_END) && l.contains("Error")
     });
     // Health says `failed` only when no attempt is under way or scheduled; under `retry` it
-    // would say `initializing` until the next attempt (CONTRACT section 8).
+    // would say `initializing` until the next attempt (docs/reference.md §8).
     wait_for("admin socket", || accepting(&fx.admin).then_some(()));
     let (code, body) = admin_get(&fx.admin, "/health");
     assert_eq!((code, body.as_str()), (503, r#"{"status":"failed"}"#));

@@ -1,4 +1,4 @@
-//! Hostile input on the proxy (CONTRACT §9): memory bounded by `server.body_buffer_total`
+//! Hostile input on the proxy (docs/reference.md §12): memory bounded by `server.body_buffer_total`
 //! whatever the number of clients sending bodies, a panic that costs only its own connection,
 //! the function's fault told from the client's (504, not 408), silent connections, and the
 //! Host an HTTP/1.0 request reaches the function with.

@@ -1,4 +1,4 @@
-//! How an invocation ends, as the FC Invoke End line and the metrics tell it (CONTRACT §5,
+//! How an invocation ends, as the FC Invoke End line and the metrics tell it (docs/reference.md §7,
 //! §11): a client that goes away is not the function's fault, a function's own 4xx/5xx answer
 //! to an HTTP invocation is no failure; and FC-owned asynchronous invocations under
 //! `platform = "fc"`.

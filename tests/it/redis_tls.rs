@@ -1,4 +1,4 @@
-//! Redis over TLS (`rediss://`, CONTRACT section 2 `async.redis_url`), which only a build with
+//! Redis over TLS (`rediss://`, docs/reference.md §3 `async.redis_url`), which only a build with
 //! the `redis-tls` feature speaks: against a real TLS-only redis-server, with a throwaway CA
 //! and certificates that each test makes with the `openssl` CLI (`.ci/run` installs it when
 //! missing). Without the feature, such a URL is a configuration error that says how to build

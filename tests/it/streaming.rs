@@ -1,4 +1,4 @@
-//! Streaming both ways, bounded memory and threads, and the slow-client defences (CONTRACT §3
+//! Streaming both ways, bounded memory and threads, and the slow-client defences (docs/reference.md §4
 //! "Streaming and upgrades", §8), each against the real binary and the Python fixture: a
 //! function that answers before reading a large body, a huge answer to a client that pauses,
 //! many concurrent streams, and the attacks that used to lock good traffic out (slow bodies,

@@ -1,4 +1,4 @@
-//! Upgrades through fc-init (CONTRACT §3 "Streaming and upgrades"): a WebSocket handshake is
+//! Upgrades through fc-init (docs/reference.md §4 "Streaming and upgrades"): a WebSocket handshake is
 //! forwarded with `Upgrade` and `Connection`, the function's `101` reaches the client, and the
 //! two connections are relayed byte for byte as one request in flight, bounded by
 //! `function.timeout`. `Upgrade: h2c` is dropped.

@@ -1,4 +1,4 @@
-//! A fleet on real Redis topologies (CONTRACT section 10): a 3-master + 3-replica Cluster
+//! A fleet on real Redis topologies (docs/reference.md §10): a 3-master + 3-replica Cluster
 //! (slot migration and master SIGKILL mid-burst), Sentinel (failover mid-burst, the old master
 //! returning empty), a replica paused, killed and attached, a wrong password, the reference's
 //! ACL, and key expiry. In each failover the test counts what was acknowledged (202), what ran

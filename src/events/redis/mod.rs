@@ -1,4 +1,4 @@
-//! The fleet's store on Redis (`async.backend = "redis"`, CONTRACT section 7 "A fleet on
+//! The fleet's store on Redis (`async.backend = "redis"`, docs/reference.md §10 "A fleet on
 //! Redis", section 10): every fc-init with the same `redis_url` and `queue` shares one queue, one event
 //! index and one set of limits, through the `redis` crate's synchronous API (no async
 //! runtime: each thread that talks to Redis owns its connection, a [`link::Link`]).
@@ -42,7 +42,7 @@
 //!   and takes their pending entries over (`XCLAIM`), and `XAUTOCLAIM`s any entry idle longer
 //!   than the lease ([`LEASE`], 30 s): only then was it not renewed, so an event runs again
 //!   only when its instance died (or lost Redis for that long). A taken-over event goes back
-//!   to the queue without using a retry (CONTRACT section 8), as a new delivery. A SIGKILLed
+//!   to the queue without using a retry (docs/reference.md §10), as a new delivery. A SIGKILLed
 //!   instance's events are running elsewhere about 5 s later (the heartbeat's TTL), not 30 s:
 //!   the heartbeat is the fast path, the lease the backstop. An instance takes nothing over
 //!   until it has been connected for [`TAKEOVER_GRACE`] — longer than the reconnect backoff
@@ -147,7 +147,7 @@ use link::Link;
 use scripts::{array, bytes, event, num, scripts, text, EVENT_ITEMS};
 
 /// How long a lease lasts without renewal before a live instance may take the event over
-/// (CONTRACT section 7: at most 30 s).
+/// (docs/reference.md §10: at most 30 s).
 pub const LEASE: Duration = Duration::from_secs(30);
 /// An instance's heartbeat lives this long without renewal.
 const HEARTBEAT_TTL: Duration = Duration::from_secs(5);

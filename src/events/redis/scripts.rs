@@ -118,7 +118,7 @@ const GET: &str = concat!("\n", include_str!("scripts/get.lua"));
 /// [8] asc|desc, [9] offset, [10] limit, [11] request id (''). The total, then the page.
 const LIST: &str = concat!("\n", include_str!("scripts/list.lua"));
 
-/// LIST with the filters of CONTRACT section 12, by a scan of the events in the submit-time
+/// LIST with the filters of docs/reference.md §10, by a scan of the events in the submit-time
 /// window (the fleet's store has no index for them): ARGV[5..11] as LIST, then [12] request
 /// id prefix, [13] function name, [14] qualifier, [15] invocation type, [16] started since,
 /// [17] started until, [18] ended since, [19] ended until (ms; '' for none), [20] what to

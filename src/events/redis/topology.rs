@@ -1,4 +1,4 @@
-//! Where the fleet's Redis is, in each form `async.redis_url` can take (CONTRACT section 10),
+//! Where the fleet's Redis is, in each form `async.redis_url` can take (docs/reference.md §10),
 //! and how a link gets a connection to the node that holds the queue now.
 //!
 //! - **Standalone** (`redis://`, `rediss://`, `unix://`): one server.

@@ -1,4 +1,4 @@
-//! The durable store of asynchronous events (CONTRACT section 7): one SQLite file that holds
+//! The durable store of asynchronous events (docs/reference.md §10): one SQLite file that holds
 //! every accepted event, its state, and the request to replay, so that a `202 Accepted` means
 //! the event survives a SIGKILL of fc-init and a power loss of the machine.
 //!

@@ -1,4 +1,4 @@
-//! Expiry and the outbox (CONTRACT section 12): ending overdue QUEUED events EXPIRED and
+//! Expiry and the outbox (docs/reference.md §10): ending overdue QUEUED events EXPIRED and
 //! recording the destination deliveries that are due.
 
 use std::sync::atomic::Ordering;

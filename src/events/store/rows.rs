@@ -55,7 +55,7 @@ CREATE INDEX events_status_submit ON events (status, submit_time);
 CREATE INDEX events_end ON events (end_time) WHERE end_time IS NOT NULL;
 ";
 
-/// v3 (CONTRACT section 12): status EXPIRED (a CHECK constraint cannot be altered, so the
+/// v3 (docs/reference.md §10): status EXPIRED (a CHECK constraint cannot be altered, so the
 /// table is rebuilt, as SQLite's "generalized ALTER TABLE procedure" says), the event's
 /// function, qualifier, delay, result summary and destination delivery, placed before the
 /// request blobs so that lists never read the blobs' overflow pages; the stored answers in
@@ -215,7 +215,7 @@ pub(super) fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> 
         })?;
     }
     if version < 2 {
-        // v2: the failures that used a retry, apart from the attempts (CONTRACT section 8: an
+        // v2: the failures that used a retry, apart from the attempts (docs/reference.md §10: an
         // attempt cut short by something else runs again without using one). Events stored
         // by v1 are counted as before: every attempt of a waiting event was a failure, and a
         // running one's current attempt is not one yet.

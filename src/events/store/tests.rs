@@ -953,7 +953,7 @@ fn dropping_the_store_after_async_submissions_releases_the_file() {
     assert!(store.get("kept").unwrap().is_some());
 }
 
-// ---- CONTRACT section 12: expiry, delay, results, the outbox -----------------------------
+// ---- docs/reference.md §10: expiry, delay, results, the outbox -----------------------------
 
 fn parity_opts() -> StoreOptions {
     StoreOptions {

@@ -154,7 +154,7 @@ impl Store {
 
     /// [`Store::retry_later`], with `retry.charged` saying whether the failure was the
     /// event's own (it uses a retry) or a cut by something else (another event's forced
-    /// terminate: it runs again without using one, CONTRACT section 8).
+    /// terminate: it runs again without using one, docs/reference.md §10).
     pub fn requeue(&self, id: &str, r: &Retry<'_>) -> Result<bool, StoreError> {
         let changed = self.write_tx(
             "retry",

@@ -13,7 +13,7 @@
 //! readiness; [`attempts`] the hook attempts, [`children`] exits, forwarding and terminate,
 //! [`platform`] FC's own lifecycle calls, [`stop`] the shutdown and the deadlines.
 //!
-//! The rules (CONTRACT section 6), in the order an instance lives them:
+//! The rules (docs/reference.md §8), in the order an instance lives them:
 //! - Start: spawn the function. When fc-init serves HTTP, nothing is forwarded before the
 //!   function accepts a connection: the first HTTP initializer attempt waits for that itself
 //!   (up to `start_timeout`), otherwise a probe does. A command initializer starts at once, in
@@ -138,7 +138,7 @@ pub struct HookStart {
     pub run: HookRun,
 }
 
-/// An FC line on stdout (CONTRACT section 5).
+/// An FC line on stdout (docs/reference.md §7).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Line {
     Start {

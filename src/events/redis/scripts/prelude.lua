@@ -73,7 +73,7 @@ local function ended(h, id, from, to)
     redis.call('PUBLISH', P .. 'ended', id)
   end
 end
--- An event that ended with a destination (CONTRACT section 12): its delivery is recorded with
+-- An event that ended with a destination (docs/reference.md §10): its delivery is recorded with
 -- the end, in the same script (a durable outbox), with the payload it carries.
 local function outbox(h, id, url, untl)
   if url == '' then return end
@@ -93,7 +93,7 @@ local function abort(h, id, msg)
   if msg ~= '' then redis.call('HSET', h, 'emsg', msg) end
   ended(h, id, st, 'ABORTED')
 end
--- A QUEUED event past async.max_event_age ends EXPIRED without starting (CONTRACT section 12).
+-- A QUEUED event past async.max_event_age ends EXPIRED without starting (docs/reference.md §10).
 local function expire(h, id, msg, url, untl)
   local st = redis.call('HGET', h, 'status')
   ack(redis.call('HGET', h, 'entry'))
@@ -106,7 +106,7 @@ local function expire(h, id, msg, url, untl)
   ended(h, id, st, 'EXPIRED')
 end
 -- A QUEUED event whose stream entry is due now: delivered, unless it was submitted with a
--- delay (`nb`, CONTRACT section 12) still to run, when it waits in `delayed` until then.
+-- delay (`nb`, docs/reference.md §10) still to run, when it waits in `delayed` until then.
 local function deliver_due(h, id)
   local nb = tonumber(redis.call('HGET', h, 'nb'))
   if nb and nb > NOW and tonumber(redis.call('HGET', h, 'attempts')) == 0 then
