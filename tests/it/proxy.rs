@@ -52,6 +52,13 @@ impl Server {
         extra: &str,
     ) -> Server {
         let s = Server::start(tag, fixture_env, function_extra, server, extra);
+        // The instance is ready first (a handshake under the watchdog), so that the request
+        // below is not bounded by a short `function.timeout` while a loaded machine is still
+        // starting the Python fixture.
+        wait_for("admin socket", || accepting(&s.fx.admin).then_some(()));
+        wait_for("ready", || {
+            (admin_get(&s.fx.admin, "/health").0 == 200).then_some(())
+        });
         let r = s.get("/ready");
         if r.status != 200 {
             s.p.fail(&format!("not ready: {r:?}"));
