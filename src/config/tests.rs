@@ -884,3 +884,21 @@ fn serving_turns_on_with_an_endpoint_an_http_hook_or_a_listen_setting() {
 }
 
 mod print;
+
+#[test]
+fn a_syntax_error_after_multibyte_text_counts_characters() {
+    // The column is counted on bytes up to the parser's offset (never by slicing the text
+    // there, which need not be a character boundary) and reported in characters.
+    let e = load::from_str("[function]\nname = \"\u{e9}\u{20ac}\" x\n", &sources())
+        .expect_err("trailing garbage after a value");
+    let reason = &e.problems[0].reason;
+    assert!(reason.contains("line 2, column 13"), "{reason}");
+    for text in [
+        "\u{e9}",
+        "a = \"\u{20ac}",
+        "[\u{e9}\u{e9}]\nx=\u{e9}",
+        "\u{feff}\u{0}",
+    ] {
+        assert!(load::from_str(text, &sources()).is_err(), "{text:?}");
+    }
+}

@@ -196,38 +196,57 @@ fn parse_into(
 /// Checks the request target's form (RFC 9112 §3.2): origin-form (`/path?query`), absolute-form
 /// (`http://authority/path`, rewritten to origin-form with its authority kept), asterisk-form
 /// for OPTIONS, authority-form for CONNECT (which the proxy refuses). Anything else is 400.
+///
+/// Works on the target's bytes: the target may hold any UTF-8 (httparse accepts bytes ≥ 0x80),
+/// so a byte offset taken from a pattern's length is not a character boundary of the target
+/// (`GET evl.exa\xc7\x98ple:80` once panicked here slicing the `&str`).
 fn target_form(
     method: &str,
     target: &str,
     raw: &[u8],
     out: &mut RequestHead,
 ) -> Result<(), HttpError> {
-    if target.starts_with('/') || (target == "*" && method == "OPTIONS") || method == "CONNECT" {
+    let t = target.as_bytes();
+    if t.first() == Some(&b'/') || (t == b"*" && method == "OPTIONS") || method == "CONNECT" {
         return Ok(());
     }
-    let scheme = ["http://", "https://"]
-        .into_iter()
-        .find(|s| target.len() > s.len() && target[..s.len()].eq_ignore_ascii_case(s));
-    let Some(scheme) = scheme else {
+    let Some(rest) = strip_scheme(t) else {
         return Err(HttpError::BadRequest(
             "request target is neither origin-form nor absolute-form",
         ));
     };
-    let rest = &target[scheme.len()..];
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let end = rest
+        .iter()
+        .position(|b| matches!(b, b'/' | b'?' | b'#'))
+        .unwrap_or(rest.len());
     let (authority, path) = rest.split_at(end);
-    if authority.is_empty() || authority.contains('@') {
+    if authority.is_empty() || authority.contains(&b'@') {
         return Err(HttpError::BadRequest(
             "bad authority in an absolute-form target",
         ));
     }
-    out.authority = head::range_in(raw, authority.as_bytes());
+    // `path` starts at an ASCII delimiter (or is empty) of a `&str`, so it is UTF-8 itself.
+    let Ok(path) = std::str::from_utf8(path) else {
+        return Err(HttpError::BadRequest("request target is not UTF-8"));
+    };
+    out.authority = head::range_in(raw, authority);
     out.origin.clear();
     if !path.starts_with('/') {
         out.origin.push('/');
     }
     out.origin.push_str(path);
     Ok(())
+}
+
+/// The rest of an absolute-form target after `http://` or `https://` (any case), if it has
+/// one and something follows it.
+fn strip_scheme(target: &[u8]) -> Option<&[u8]> {
+    [&b"http://"[..], b"https://"]
+        .into_iter()
+        .find_map(|scheme| {
+            let (head, rest) = target.split_at_checked(scheme.len())?;
+            (head.eq_ignore_ascii_case(scheme) && !rest.is_empty()).then_some(rest)
+        })
 }
 
 #[cfg(test)]
@@ -412,6 +431,26 @@ pub(crate) mod tests {
         ] {
             assert_eq!(status(bad), Some(400), "{:?}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[test]
+    fn multibyte_target_does_not_panic_in_target_form() {
+        // Found by the network and libFuzzer: a scheme's length used as an offset into a
+        // target whose character there is two bytes long.
+        for raw in [
+            &b"GET evl.exa\xc7\x98ple:80 HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+            b"GET http:/\xd1\x8a HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET https:/\xd1\x8ax HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET \xc3\xa9 HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET http\xc3\xa9://a/ HTTP/1.1\r\nHost: x\r\n\r\n",
+        ] {
+            assert_eq!(status(raw), Some(400), "{:?}", String::from_utf8_lossy(raw));
+        }
+        // A multi-byte path after a valid absolute-form authority is kept as it came.
+        let h =
+            parse("GET http://a/\u{e9}t\u{e9}?q=\u{20ac} HTTP/1.1\r\nHost: a\r\n\r\n".as_bytes())
+                .unwrap();
+        assert_eq!(h.target(), "/\u{e9}t\u{e9}?q=\u{20ac}");
     }
 
     #[test]
