@@ -474,7 +474,7 @@ fn parse_grace(body: &[u8]) -> Result<bool, String> {
 }
 
 /// `status=A,B&requestId=&since=&until=&order=asc|desc&offset=0&limit=20`.
-fn parse_list_query(query: &str) -> Result<ListQuery, String> {
+pub fn parse_list_query(query: &str) -> Result<ListQuery, String> {
     let mut q = ListQuery::default();
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
         if value.is_empty() {
