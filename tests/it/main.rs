@@ -7,6 +7,7 @@ mod docs;
 mod dropin;
 mod fleet;
 mod hooks;
+mod hostile;
 mod init;
 mod proxy;
 mod redis;
