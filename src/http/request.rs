@@ -246,6 +246,14 @@ fn target_form(
     out: &mut RequestHead,
 ) -> Result<(), HttpError> {
     let t = target.as_bytes();
+    // RFC 3986 §2: a URI is ASCII, other characters are percent-encoded. httparse lets bytes
+    // ≥ 0x80 through; a strict function (h11, for one) refuses them, and such a disagreement
+    // is what fc-init must not create, so they are 400 here.
+    if !t.is_ascii() {
+        return Err(HttpError::BadRequest(
+            "request target is not ASCII (RFC 3986: percent-encode other characters)",
+        ));
+    }
     if t.first() == Some(&b'/') || (t == b"*" && method == "OPTIONS") || method == "CONNECT" {
         return Ok(());
     }
@@ -558,11 +566,16 @@ pub(crate) mod tests {
         ] {
             assert_eq!(status(raw), Some(400), "{:?}", String::from_utf8_lossy(raw));
         }
-        // A multi-byte path after a valid absolute-form authority is kept as it came.
+        // Any non-ASCII target is refused (RFC 3986 §2); percent-encoded, it is kept as sent.
+        for raw in [
+            "GET /\u{e9}t\u{e9} HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET http://a/?q=\u{20ac} HTTP/1.1\r\nHost: a\r\n\r\n",
+        ] {
+            assert_eq!(status(raw.as_bytes()), Some(400), "{raw:?}");
+        }
         let h =
-            parse("GET http://a/\u{e9}t\u{e9}?q=\u{20ac} HTTP/1.1\r\nHost: a\r\n\r\n".as_bytes())
-                .unwrap();
-        assert_eq!(h.target(), "/\u{e9}t\u{e9}?q=\u{20ac}");
+            parse(b"GET http://a/%C3%A9t%C3%A9?q=%E2%82%AC HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        assert_eq!(h.target(), "/%C3%A9t%C3%A9?q=%E2%82%AC");
     }
 
     #[test]
