@@ -5,11 +5,10 @@
 //! Every wait is a handshake under the watchdog: a record line of the fixture, an answer, a
 //! connection that closes. What reached the function is read from the fixture's record.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
 
 use crate::proxy::{request, Client, Server};
 use crate::util::*;
