@@ -559,6 +559,9 @@ fn build(s: &Settings, sources: &Sources, problems: &mut Vec<Problem>) -> Config
             .first()
             .and_then(|program| Path::new(program).file_name())
             .map(|n| n.to_string_lossy().into_owned())
+            // As for FC_FUNCTION_NAME: a name with a control character (it ends up in a
+            // header, and `name` itself refuses one) is not taken from the program's file.
+            .filter(|n| !n.chars().any(char::is_control))
             .unwrap_or_default(),
     };
     let function = FunctionConfig {

@@ -902,3 +902,16 @@ fn a_syntax_error_after_multibyte_text_counts_characters() {
         assert!(load::from_str(text, &sources()).is_err(), "{text:?}");
     }
 }
+
+#[test]
+fn a_control_character_in_the_program_name_made_a_printed_config_that_does_not_load() {
+    // Found by the config fuzz target: the default function name was the program's file name
+    // as it was, so `fc-init config` printed a `name` that `name` itself refuses.
+    let text = "[function]\ncommand = [\"pyth\\tn3\", \"app.py\"]\n";
+    let c = load::from_str(text, &sources()).expect("a program name may hold a tab");
+    assert_eq!(c.function.name, "");
+    let printed = c.to_toml();
+    let again = load::from_str(&printed, &sources())
+        .unwrap_or_else(|e| panic!("the printed configuration does not load: {e}\n{printed}"));
+    assert_eq!(again.to_toml(), printed);
+}
