@@ -519,7 +519,7 @@ fn parse_grace(body: &[u8]) -> Result<bool, String> {
 /// `status=A,B&requestId=&requestIdPrefix=&functionName=&qualifier=&invocationType=&since=&until=
 /// &startedSince=&startedUntil=&endedSince=&endedUntil=&orderBy=submitTime|startTime|endTime
 /// &order=asc|desc&offset=0&limit=20` (docs/reference.md §10).
-fn parse_list_query(query: &str) -> Result<ListQuery, String> {
+pub fn parse_list_query(query: &str) -> Result<ListQuery, String> {
     let mut q = ListQuery::default();
     let time = |key: &str, value: &str| {
         parse_time_ms(value).ok_or_else(|| format!("{key}: not a time: {value:?}"))

@@ -248,9 +248,20 @@ fn syntax_error(text: &str, e: &toml::de::Error) -> String {
     let message = e.message().trim().replace('\n', " ");
     match e.span() {
         Some(span) => {
-            let before = &text[..span.start.min(text.len())];
-            let line = before.matches('\n').count() + 1;
-            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            // Counted on bytes: the parser's offset need not fall on a character boundary of
+            // `text` (slicing the `&str` there would panic on a malformed file).
+            let before = &text.as_bytes()[..span.start.min(text.len())];
+            let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+            let line_start = before
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1);
+            // Characters, not bytes: every byte but a UTF-8 continuation byte starts one.
+            let column = before[line_start..]
+                .iter()
+                .filter(|&&b| b & 0xc0 != 0x80)
+                .count()
+                + 1;
             format!("TOML syntax error at line {line}, column {column}: {message}")
         }
         None => format!("TOML syntax error: {message}"),
@@ -574,6 +585,9 @@ fn build(s: &Settings, sources: &Sources, problems: &mut Vec<Problem>) -> Config
             .first()
             .and_then(|program| Path::new(program).file_name())
             .map(|n| n.to_string_lossy().into_owned())
+            // As for FC_FUNCTION_NAME: a name with a control character (it ends up in a
+            // header, and `name` itself refuses one) is not taken from the program's file.
+            .filter(|n| !n.chars().any(char::is_control))
             .unwrap_or_default(),
     };
     let function = FunctionConfig {

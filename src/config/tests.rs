@@ -903,3 +903,34 @@ fn serving_turns_on_with_an_endpoint_an_http_hook_or_a_listen_setting() {
 }
 
 mod print;
+
+#[test]
+fn a_syntax_error_after_multibyte_text_counts_characters() {
+    // The column is counted on bytes up to the parser's offset (never by slicing the text
+    // there, which need not be a character boundary) and reported in characters.
+    let e = load::from_str("[function]\nname = \"\u{e9}\u{20ac}\" x\n", &sources())
+        .expect_err("trailing garbage after a value");
+    let reason = &e.problems[0].reason;
+    assert!(reason.contains("line 2, column 13"), "{reason}");
+    for text in [
+        "\u{e9}",
+        "a = \"\u{20ac}",
+        "[\u{e9}\u{e9}]\nx=\u{e9}",
+        "\u{feff}\u{0}",
+    ] {
+        assert!(load::from_str(text, &sources()).is_err(), "{text:?}");
+    }
+}
+
+#[test]
+fn a_control_character_in_the_program_name_made_a_printed_config_that_does_not_load() {
+    // Found by the config fuzz target: the default function name was the program's file name
+    // as it was, so `fc-init config` printed a `name` that `name` itself refuses.
+    let text = "[function]\ncommand = [\"pyth\\tn3\", \"app.py\"]\n";
+    let c = load::from_str(text, &sources()).expect("a program name may hold a tab");
+    assert_eq!(c.function.name, "");
+    let printed = c.to_toml();
+    let again = load::from_str(&printed, &sources())
+        .unwrap_or_else(|e| panic!("the printed configuration does not load: {e}\n{printed}"));
+    assert_eq!(again.to_toml(), printed);
+}

@@ -30,6 +30,7 @@ pub fn parse_time_ms(s: &str) -> Option<u64> {
         .strip_suffix(['Z', 'z'])
         .or_else(|| s.strip_suffix("+00:00"))?;
     // humantime reads `T` or a space; RFC 3339 allows a lower-case `t` too.
+    // Byte 10 is the ASCII `t`, so 10 and 11 are character boundaries of `utc`.
     let utc = match utc.as_bytes().get(10) {
         Some(b't') => format!("{}T{}", &utc[..10], &utc[11..]),
         _ => utc.to_owned(),

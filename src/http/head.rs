@@ -261,6 +261,62 @@ fn parse_content_length(s: &[u8]) -> Result<u64, &'static str> {
     Ok(n)
 }
 
+/// Whether `v` is `host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2), read strictly: the
+/// host is a reg-name of letters, digits, `-._~` and percent-escapes, or an IPv6 literal in
+/// brackets; the port is 1 to 5 digits up to 65535. RFC 3986 also allows sub-delims (`,`, `;`,
+/// `=`...) in a reg-name and an empty port; no real host name has them, and a proxy in front
+/// may split or route on them differently (`Host: a, b`), so they are refused.
+pub(crate) fn valid_host_port(v: &[u8]) -> bool {
+    let (host_ok, port) = match v.strip_prefix(b"[") {
+        Some(literal) => {
+            let Some(close) = literal.iter().position(|&b| b == b']') else {
+                return false;
+            };
+            let (addr, after) = literal.split_at(close);
+            let ok = !addr.is_empty()
+                && addr
+                    .iter()
+                    .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+            (ok, &after[1..])
+        }
+        None => {
+            let end = v.iter().position(|&b| b == b':').unwrap_or(v.len());
+            let (name, after) = v.split_at(end);
+            (!name.is_empty() && valid_reg_name(name), after)
+        }
+    };
+    host_ok
+        && match port {
+            [] => true,
+            [b':', digits @ ..] => valid_port(digits),
+            _ => false,
+        }
+}
+
+/// `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "%" HEXDIG HEXDIG )`.
+fn valid_reg_name(name: &[u8]) -> bool {
+    let mut rest = name;
+    while let [b, tail @ ..] = rest {
+        rest = match (b, tail) {
+            (b'%', [h, l, tail @ ..]) if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() => tail,
+            (b'%', _) => return false,
+            (b, _) if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') => tail,
+            _ => return false,
+        };
+    }
+    true
+}
+
+/// 1 to 5 digits, at most 65535.
+fn valid_port(digits: &[u8]) -> bool {
+    (1..=5).contains(&digits.len())
+        && digits.iter().all(u8::is_ascii_digit)
+        && digits
+            .iter()
+            .fold(0u32, |n, &d| n * 10 + u32::from(d - b'0'))
+            <= 65535
+}
+
 /// Persistence per RFC 9112 §9.3: HTTP/1.1 stays open unless `close`; HTTP/1.0 closes unless
 /// `keep-alive`.
 pub(crate) fn keep_alive(h: &Headers, version_minor: u8) -> bool {
@@ -453,6 +509,58 @@ mod tests {
         assert!(h.is_hop_by_hop("X-SECRET"));
         assert!(!h.is_hop_by_hop("x-other"));
         assert!(keep_alive(&h, 0));
+    }
+
+    #[test]
+    fn host_values() {
+        for good in [
+            &b"a"[..],
+            b"a.example",
+            b"a.example:8080",
+            b"127.0.0.1:9000",
+            b"[::1]",
+            b"[::1]:443",
+            b"[fe80::1.2.3.4]",
+            b"xn--bcher-kva.example",
+            b"a%2Db",
+            b"a_b~c:65535",
+            b"a:0",
+        ] {
+            assert!(valid_host_port(good), "{:?}", String::from_utf8_lossy(good));
+        }
+        for bad in [
+            &b""[..],
+            b"a, b",
+            b"a,b",
+            b"a b",
+            b"a\tb",
+            b" a",
+            b"a/b@c",
+            b"u@a",
+            b"a/b",
+            b"a:",
+            b":80",
+            b"a:65536",
+            b"a:123456",
+            b"a:8o",
+            b"a:80:80",
+            b"a:-1",
+            b"a:+1",
+            b"[::1",
+            b"[]",
+            b"[::1]x",
+            b"[::1]:",
+            b"[g::1]",
+            b"a%2",
+            b"a%zz",
+            b"a;b",
+            b"a=b",
+            b"\xc3\xa9.example",
+            b"a?b",
+            b"a#b",
+        ] {
+            assert!(!valid_host_port(bad), "{:?}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]

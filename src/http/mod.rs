@@ -74,8 +74,9 @@ pub struct Limits {
     /// Number of header fields; more is [`HttpError::HeadersTooLarge`] too. Capped at
     /// [`MAX_HEADERS`].
     pub max_headers: usize,
-    /// Reject an HTTP/1.1 request without exactly one Host field (RFC 9112 §3.2: a server MUST
-    /// answer 400). Default true; the proxy may relax it for hand-written test clients.
+    /// Reject an HTTP/1.1 request without a Host field (RFC 9112 §3.2: a server MUST answer
+    /// 400). Default true; the admin API relaxes it for hand-written clients. Several Host
+    /// fields, or one that is not `host[:port]`, are refused whatever this says (docs/reference.md §12).
     pub require_host: bool,
 }
 

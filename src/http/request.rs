@@ -38,6 +38,8 @@ pub struct RequestHead {
     pub framing: BodyFraming,
     /// Whether the connection may carry another request after this one (RFC 9112 §9.3).
     pub keep_alive: bool,
+    /// A `Host` field or an absolute-form authority named the target host.
+    has_host: bool,
     /// `Expect: 100-continue` was sent (RFC 9110 §10.1.1): the client may wait for a
     /// [`super::CONTINUE_100`] before sending the body.
     pub expect_continue: bool,
@@ -65,6 +67,14 @@ impl RequestHead {
             return None;
         }
         std::str::from_utf8(&self.headers.raw[self.authority.clone()]).ok()
+    }
+
+    /// Whether the request named its host, by a `Host` field (at most one, valid: checked
+    /// while parsing) or an absolute-form target. False only for an HTTP/1.0 request without
+    /// either (or any request when `require_host` is off): whoever forwards it must add a
+    /// `Host` of its own, since the function always gets HTTP/1.1 (docs/reference.md §12).
+    pub fn has_host(&self) -> bool {
+        self.has_host
     }
 
     /// The path part of the target (before `?`).
@@ -179,11 +189,9 @@ fn parse_into(
         // RFC 9112 §6.3 rule 7: a request without either has no body.
         BodyFraming::None
     };
-    if version == 1 && limits.require_host && out.headers.get_all("host").count() != 1 {
-        return Err(HttpError::BadRequest(
-            "HTTP/1.1 request without exactly one Host",
-        ));
-    }
+    // An absolute-form target names the host itself (RFC 9112 §3.2.2).
+    out.has_host =
+        host_rules(&out.headers, version, limits.require_host)? || !out.authority.is_empty();
     out.keep_alive = head::keep_alive(&out.headers, version);
     out.expect_continue = version == 1
         && out
@@ -193,41 +201,99 @@ fn parse_into(
     Ok(Some(n))
 }
 
+/// The Host and Connection rules of docs/reference.md §12, in every HTTP version, and RFC 9112 §3.2 for
+/// HTTP/1.1: at most one `Host` field, whose value is empty (RFC 9110 §7.2) or a valid
+/// `host[:port]`; exactly one with `require_host` in HTTP/1.1; no `Connection` option naming
+/// `Host` or a framing field (a proxy that honours it would strip them and frame the message,
+/// or name its host, differently from fc-init). Returns whether a Host field is present.
+fn host_rules(h: &Headers, version: u8, require_host: bool) -> Result<bool, HttpError> {
+    let mut hosts = h.get_all("host");
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(HttpError::BadRequest("several Host fields"));
+    }
+    match host {
+        Some(v) if !v.is_empty() && !head::valid_host_port(v) => {
+            return Err(HttpError::BadRequest("Host is not a valid host[:port]"));
+        }
+        None if version == 1 && require_host => {
+            return Err(HttpError::BadRequest("HTTP/1.1 request without Host"));
+        }
+        _ => {}
+    }
+    if ["host", "content-length", "transfer-encoding"]
+        .into_iter()
+        .any(|name| h.connection_has(name))
+    {
+        return Err(HttpError::BadRequest(
+            "Connection names Host, Content-Length or Transfer-Encoding",
+        ));
+    }
+    Ok(host.is_some())
+}
+
 /// Checks the request target's form (RFC 9112 §3.2): origin-form (`/path?query`), absolute-form
 /// (`http://authority/path`, rewritten to origin-form with its authority kept), asterisk-form
 /// for OPTIONS, authority-form for CONNECT (which the proxy refuses). Anything else is 400.
+///
+/// Works on the target's bytes: the target may hold any UTF-8 (httparse accepts bytes ≥ 0x80),
+/// so a byte offset taken from a pattern's length is not a character boundary of the target
+/// (`GET evl.exa\xc7\x98ple:80` once panicked here slicing the `&str`).
 fn target_form(
     method: &str,
     target: &str,
     raw: &[u8],
     out: &mut RequestHead,
 ) -> Result<(), HttpError> {
-    if target.starts_with('/') || (target == "*" && method == "OPTIONS") || method == "CONNECT" {
+    let t = target.as_bytes();
+    // RFC 3986 §2: a URI is ASCII, other characters are percent-encoded. httparse lets bytes
+    // ≥ 0x80 through; a strict function (h11, for one) refuses them, and such a disagreement
+    // is what fc-init must not create, so they are 400 here.
+    if !t.is_ascii() {
+        return Err(HttpError::BadRequest(
+            "request target is not ASCII (RFC 3986: percent-encode other characters)",
+        ));
+    }
+    if t.first() == Some(&b'/') || (t == b"*" && method == "OPTIONS") || method == "CONNECT" {
         return Ok(());
     }
-    let scheme = ["http://", "https://"]
-        .into_iter()
-        .find(|s| target.len() > s.len() && target[..s.len()].eq_ignore_ascii_case(s));
-    let Some(scheme) = scheme else {
+    let Some(rest) = strip_scheme(t) else {
         return Err(HttpError::BadRequest(
             "request target is neither origin-form nor absolute-form",
         ));
     };
-    let rest = &target[scheme.len()..];
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let end = rest
+        .iter()
+        .position(|b| matches!(b, b'/' | b'?' | b'#'))
+        .unwrap_or(rest.len());
     let (authority, path) = rest.split_at(end);
-    if authority.is_empty() || authority.contains('@') {
+    if !head::valid_host_port(authority) {
         return Err(HttpError::BadRequest(
             "bad authority in an absolute-form target",
         ));
     }
-    out.authority = head::range_in(raw, authority.as_bytes());
+    // `path` starts at an ASCII delimiter (or is empty) of a `&str`, so it is UTF-8 itself.
+    let Ok(path) = std::str::from_utf8(path) else {
+        return Err(HttpError::BadRequest("request target is not UTF-8"));
+    };
+    out.authority = head::range_in(raw, authority);
     out.origin.clear();
     if !path.starts_with('/') {
         out.origin.push('/');
     }
     out.origin.push_str(path);
     Ok(())
+}
+
+/// The rest of an absolute-form target after `http://` or `https://` (any case), if it has
+/// one and something follows it.
+fn strip_scheme(target: &[u8]) -> Option<&[u8]> {
+    [&b"http://"[..], b"https://"]
+        .into_iter()
+        .find_map(|scheme| {
+            let (head, rest) = target.split_at_checked(scheme.len())?;
+            (head.eq_ignore_ascii_case(scheme) && !rest.is_empty()).then_some(rest)
+        })
 }
 
 #[cfg(test)]
@@ -388,6 +454,79 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn host_and_connection_rules_in_every_version() {
+        for version in ["1.0", "1.1"] {
+            let bad = [
+                "Host: a\r\nHost: a\r\n",
+                "Host: a\r\nhost: b\r\n",
+                "Host: a, b\r\n",
+                "Host: a b\r\n",
+                "Host: a/b@c\r\n",
+                "Host: u@a\r\n",
+                "Host: a/b\r\n",
+                "Host: a:80x\r\n",
+                "Host: a:99999\r\n",
+                "Host: a:\r\n",
+                "Host: \u{e9}\r\n",
+                "Host: a\r\nConnection: Host\r\n",
+                "Host: a\r\nConnection: keep-alive, content-length\r\n",
+                "Host: a\r\nConnection: close\r\nConnection: Transfer-Encoding\r\n",
+            ];
+            for fields in bad {
+                let raw = format!("GET / HTTP/{version}\r\n{fields}\r\n");
+                assert_eq!(status(raw.as_bytes()), Some(400), "{raw:?}");
+            }
+            for fields in [
+                "Host: a.example:8080\r\n",
+                "Host: [::1]:9000\r\n",
+                "Host:\r\n",
+                "Host: a\r\nConnection: keep-alive, X-Drop\r\n",
+            ] {
+                let raw = format!("GET / HTTP/{version}\r\n{fields}\r\n");
+                let h = parse(raw.as_bytes()).unwrap_or_else(|e| panic!("{raw:?}: {e}"));
+                assert!(h.has_host(), "{raw:?}");
+            }
+        }
+        // HTTP/1.0 may omit Host; the head says so, for the proxy to add one.
+        let h = parse(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        assert!(!h.has_host());
+        let h = parse(b"GET http://a.example/x HTTP/1.0\r\n\r\n").unwrap();
+        assert!(h.has_host());
+        assert_eq!(h.authority(), Some("a.example"));
+        // The absolute-form authority obeys the same grammar.
+        for bad in [
+            &b"GET http://a,b/ HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+            b"GET http://a:x/ HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET http://a\xc3\xa9/ HTTP/1.1\r\nHost: a\r\n\r\n",
+        ] {
+            assert_eq!(status(bad), Some(400), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn identical_content_length_list_is_one_length() {
+        // RFC 9110 §8.6: `5, 5` (or the field twice) is the length 5; differing values are 400.
+        for fields in [
+            "Content-Length: 5, 5\r\n",
+            "Content-Length: 5\r\nContent-Length: 5\r\n",
+            "Content-Length: 5,5 , 5\r\n",
+        ] {
+            let raw = format!("POST / HTTP/1.1\r\nHost: a\r\n{fields}\r\n");
+            assert_eq!(
+                parse(raw.as_bytes()).unwrap().framing,
+                BodyFraming::Length(5)
+            );
+        }
+        for fields in [
+            "Content-Length: 5, 6\r\n",
+            "Content-Length: 5\r\nContent-Length: 05, 6\r\n",
+        ] {
+            let raw = format!("POST / HTTP/1.1\r\nHost: a\r\n{fields}\r\n");
+            assert_eq!(status(raw.as_bytes()), Some(400), "{raw:?}");
+        }
+    }
+
+    #[test]
     fn absolute_form_becomes_origin_form_with_its_authority() {
         let h = parse(b"GET http://a.example/x?y=1 HTTP/1.1\r\nHost: b.example\r\n\r\n").unwrap();
         assert_eq!(
@@ -412,6 +551,31 @@ pub(crate) mod tests {
         ] {
             assert_eq!(status(bad), Some(400), "{:?}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[test]
+    fn multibyte_target_does_not_panic_in_target_form() {
+        // Found by the network and libFuzzer: a scheme's length used as an offset into a
+        // target whose character there is two bytes long.
+        for raw in [
+            &b"GET evl.exa\xc7\x98ple:80 HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+            b"GET http:/\xd1\x8a HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET https:/\xd1\x8ax HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET \xc3\xa9 HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET http\xc3\xa9://a/ HTTP/1.1\r\nHost: x\r\n\r\n",
+        ] {
+            assert_eq!(status(raw), Some(400), "{:?}", String::from_utf8_lossy(raw));
+        }
+        // Any non-ASCII target is refused (RFC 3986 §2); percent-encoded, it is kept as sent.
+        for raw in [
+            "GET /\u{e9}t\u{e9} HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET http://a/?q=\u{20ac} HTTP/1.1\r\nHost: a\r\n\r\n",
+        ] {
+            assert_eq!(status(raw.as_bytes()), Some(400), "{raw:?}");
+        }
+        let h =
+            parse(b"GET http://a/%C3%A9t%C3%A9?q=%E2%82%AC HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        assert_eq!(h.target(), "/%C3%A9t%C3%A9?q=%E2%82%AC");
     }
 
     #[test]

@@ -171,7 +171,7 @@ fn start_request(cx: &mut Cx, c: &mut Client, head_len: usize) -> Flow {
             .push_str(std::str::from_utf8(id).unwrap_or_default()),
         _ => ex.request_id.push_str(&new_request_id()),
     }
-    if ex.head.authority().is_none() && ex.head.header("host").is_none() {
+    if !ex.head.has_host() {
         // HTTP/1.0 without Host: the function gets HTTP/1.1, which needs one.
         let addr = c.stream.local_addr().or(p.cfg.server.listen);
         if let Some(addr) = addr {

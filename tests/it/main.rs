@@ -9,6 +9,7 @@ mod dropin;
 mod dropin_signals;
 mod fleet;
 mod hooks;
+mod hostile;
 mod init;
 mod limits;
 mod outcomes;
