@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 seconds=${1:-30}
-targets=(request_head response_head chunked config redis_url admin_query)
+targets=(request_head response_head chunked config redis_url admin_query exchange)
 
 cargo +nightly fuzz build
 logs=$(mktemp -d)

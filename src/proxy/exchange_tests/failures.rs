@@ -334,7 +334,7 @@ fn random_scripts_panic_nothing_and_leave_nothing_held() {
 
 #[test]
 fn the_fuzz_targets_seed_scripts_run_clean() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/exchange");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/exchange");
     let mut n = 0;
     for entry in std::fs::read_dir(&dir).expect("the seed corpus") {
         let script = std::fs::read(entry.expect("an entry").path()).expect("a seed");
