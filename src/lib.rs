@@ -25,6 +25,7 @@ pub mod cli;
 pub mod config;
 pub mod events;
 pub mod exit;
+pub mod h2;
 pub mod http;
 pub mod logging;
 pub mod metrics;
