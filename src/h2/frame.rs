@@ -463,7 +463,7 @@ pub fn parse<'a>(head: Head, payload: &'a [u8]) -> Result<Frame<'a>, H2Error> {
             if ack && !payload.is_empty() {
                 return Err(H2Error::conn(FrameSize, "SETTINGS ACK with a payload"));
             }
-            if payload.len() % 6 != 0 {
+            if !payload.len().is_multiple_of(6) {
                 return Err(H2Error::conn(
                     FrameSize,
                     "SETTINGS not a multiple of 6 bytes",
@@ -792,7 +792,8 @@ mod tests {
         use ErrorCode::*;
         let conn =
             |code| move |e: H2Error| matches!(e, H2Error::Connection { code: c, .. } if c == code);
-        let cases: Vec<(Vec<u8>, Box<dyn Fn(H2Error) -> bool>)> = vec![
+        type Expect = Box<dyn Fn(H2Error) -> bool>;
+        let cases: Vec<(Vec<u8>, Expect)> = vec![
             (frame(0, 0, 0, b"x"), Box::new(conn(Protocol))),
             (frame(1, 0, 0, b""), Box::new(conn(Protocol))),
             (

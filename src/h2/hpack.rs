@@ -78,10 +78,13 @@ pub struct Decoded {
     pub changed_table: bool,
 }
 
+/// A dynamic table entry: name and value.
+type Entry = (Box<[u8]>, Box<[u8]>);
+
 /// The dynamic table (RFC 7541 §2.3.2): newest entry first.
 #[derive(Debug, Default)]
 struct Table {
-    entries: VecDeque<(Box<[u8]>, Box<[u8]>)>,
+    entries: VecDeque<Entry>,
     size: usize,
     max: usize,
 }
