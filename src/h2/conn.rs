@@ -153,8 +153,9 @@ struct Assembly {
 /// What fc-init reads from one peer.
 #[derive(Debug)]
 struct Inbound {
-    /// The client's preface, or the function's first SETTINGS, has arrived.
-    started: bool,
+    /// The peer's first SETTINGS has arrived (RFC 9113 §3.4: it must be its first frame;
+    /// the client's comes after the preface).
+    greeted: bool,
     /// Frames accepted from this peer: the most the other peer has announced (clamped).
     max_frame: u32,
     blocks: Blocks,
@@ -164,7 +165,7 @@ struct Inbound {
 impl Inbound {
     fn new() -> Inbound {
         Inbound {
-            started: false,
+            greeted: false,
             max_frame: DEFAULT_MAX_FRAME_SIZE,
             blocks: Blocks::new(DEFAULT_TABLE_SIZE),
             assembly: None,
@@ -185,6 +186,8 @@ pub struct Conn {
     drain: Option<Instant>,
     /// A peer sent GOAWAY: no new streams; close once none is left.
     peer_goaway: bool,
+    /// The client's preface has arrived.
+    preface_read: bool,
     closed: bool,
     to_client: Vec<u8>,
     to_function: Vec<u8>,
@@ -206,6 +209,7 @@ impl Conn {
             last_stream: 0,
             drain: None,
             peer_goaway: false,
+            preface_read: false,
             closed: false,
             to_client: Vec::new(),
             to_function: Vec::new(),
@@ -241,6 +245,9 @@ impl Conn {
 
     /// The next instant [`Conn::on_tick`] has something to do.
     pub fn next_deadline(&self) -> Option<Instant> {
+        if self.closed {
+            return None;
+        }
         let streams = self
             .streams
             .values()
@@ -257,7 +264,7 @@ impl Conn {
             return input.len();
         }
         let mut at = 0;
-        if !self.client.started {
+        if !self.preface_read {
             let n = input.len().min(PREFACE.len());
             if input[..n] != PREFACE[..n] {
                 self.fail(
@@ -270,7 +277,7 @@ impl Conn {
                 return 0;
             }
             self.to_function.extend_from_slice(PREFACE);
-            self.client.started = true;
+            self.preface_read = true;
             at = PREFACE.len();
         }
         while !self.closed {
@@ -398,6 +405,15 @@ impl Conn {
         now: Instant,
         host: &mut dyn Host,
     ) -> Result<(), H2Error> {
+        if !self.client.greeted {
+            if raw.head.kind != Kind::Settings || raw.head.has(frame::flag::ACK) {
+                return Err(H2Error::conn(
+                    ErrorCode::Protocol,
+                    "the client's first frame is not SETTINGS",
+                ));
+            }
+            self.client.greeted = true;
+        }
         let frame = continuation_rule(&self.client, raw)?;
         match frame {
             Frame::Data {
@@ -487,7 +503,6 @@ impl Conn {
                 if ack {
                     self.to_function.extend_from_slice(raw.bytes);
                 } else {
-                    self.client.started = true;
                     let params = self.clamp_settings(Side::Client, params)?;
                     frame::write_settings(&mut self.to_function, &params);
                 }
@@ -518,12 +533,15 @@ impl Conn {
     }
 
     fn function_frame(&mut self, raw: Raw<'_>) -> Result<(), H2Error> {
-        if !self.function.started && raw.head.kind != Kind::Settings {
+        if !self.function.greeted {
             // RFC 9113 §3.4: the server's preface is a SETTINGS frame.
-            return Err(H2Error::conn(
-                ErrorCode::Protocol,
-                "the function's first frame is not SETTINGS",
-            ));
+            if raw.head.kind != Kind::Settings || raw.head.has(frame::flag::ACK) {
+                return Err(H2Error::conn(
+                    ErrorCode::Protocol,
+                    "the function's first frame is not SETTINGS",
+                ));
+            }
+            self.function.greeted = true;
         }
         let frame = continuation_rule(&self.function, raw)?;
         match frame {
@@ -609,7 +627,6 @@ impl Conn {
                 None => {}
             },
             Frame::Settings { ack, params } => {
-                self.function.started = true;
                 if ack {
                     self.to_client.extend_from_slice(raw.bytes);
                 } else {

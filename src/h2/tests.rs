@@ -1374,6 +1374,29 @@ fn a_function_breaking_the_protocol_is_cut_off_and_the_client_answered() {
 }
 
 #[test]
+fn a_client_whose_first_frame_is_not_settings_is_refused() {
+    let mut sim = Sim::with_timeout();
+    let mut hello = PREFACE.to_vec();
+    hello.extend(http_request(1, true));
+    let (to_f, to_c) = sim.client(&hello);
+    assert!(matches!(
+        to_c.last(),
+        Some(Ev::GoAway {
+            code: ErrorCode::Protocol,
+            ..
+        })
+    ));
+    assert_eq!(
+        to_f,
+        [Ev::GoAway {
+            last: 0,
+            code: ErrorCode::NoError
+        }]
+    );
+    assert_eq!(sim.take().last(), Some(&Action::Close));
+}
+
+#[test]
 fn not_the_preface_is_refused() {
     let mut sim = Sim::with_timeout();
     let n = sim
