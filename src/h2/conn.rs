@@ -793,7 +793,10 @@ impl Conn {
             Stream {
                 request_id: request_id.clone(),
                 grpc: seen.grpc,
-                deadline: now + self.limits.timeout,
+                // A timeout too large for the clock is as good as none.
+                deadline: now
+                    .checked_add(self.limits.timeout)
+                    .unwrap_or(now + Duration::from_secs(100 * 365 * 86_400)),
                 ended: false,
                 client_open: !end_stream,
                 function_open: true,

@@ -230,20 +230,21 @@ impl Decoder {
 
 /// An integer with an `prefix`-bit prefix (§5.1): its value and the bytes it took.
 fn integer(input: &[u8], prefix: u8) -> Result<(usize, usize), HpackError> {
-    let mask = (1usize << prefix) - 1;
+    // u64 whatever the word size: 0x7f << 28 must not overflow before it is checked.
+    let mask = (1u64 << prefix) - 1;
     let first = *input.first().ok_or(HpackError::Truncated)?;
-    let mut value = usize::from(first) & mask;
+    let mut value = u64::from(first) & mask;
     if value < mask {
-        return Ok((value, 1));
+        return Ok((value as usize, 1));
     }
     let mut shift = 0;
     for (i, &b) in input.iter().enumerate().skip(1) {
-        value += usize::from(b & 0x7f) << shift;
-        if value > MAX_INT {
+        value += u64::from(b & 0x7f) << shift;
+        if value > MAX_INT as u64 {
             return Err(HpackError::IntegerTooLarge);
         }
         if b & 0x80 == 0 {
-            return Ok((value, i + 1));
+            return Ok((value as usize, i + 1));
         }
         shift += 7;
         if shift > 28 {

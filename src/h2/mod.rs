@@ -57,6 +57,17 @@
 //!   both sides. Nothing panics on any bytes; sizes are bounded (frames by
 //!   `max_frame_size`, header blocks by `max_header_block`, tables by `max_table_size`,
 //!   streams by `max_streams`).
+//!
+//! What the shell around it does (the proxy, when h2c is wired in): sniff [`frame::PREFACE`]
+//! on a new client connection; open the connection's own function connection; hand each
+//! side's bytes to `on_client_bytes`/`on_function_bytes` from a buffer of at least
+//! `max_frame_size + 9` bytes, keeping what was not consumed; write out `to_client` and
+//! `to_function`, reading no more from a side while the buffer towards the other is full;
+//! report end of file or errors with `on_client_closed`/`on_function_closed`; wake at
+//! `next_deadline` for `on_tick`; call `shutdown` with the drain deadline; answer
+//! [`conn::Host`] from its limiter and request ids; and turn the actions into FC lines,
+//! metrics and the in-flight count ([`conn::Action::Ended`] comes exactly once per
+//! [`conn::Action::Started`]).
 
 pub mod block;
 pub mod conn;
