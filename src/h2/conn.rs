@@ -431,11 +431,13 @@ impl Conn {
                         }
                     }
                     Some(_) => {
+                        // Not passed on, but it took the client's connection window.
+                        credit(&mut self.to_client, flow_len);
                         return Err(H2Error::stream(
                             stream,
                             ErrorCode::StreamClosed,
                             "DATA after the client ended the stream",
-                        ))
+                        ));
                     }
                     None if stream > self.last_stream => {
                         return Err(H2Error::conn(ErrorCode::Protocol, "DATA on an idle stream"))
@@ -559,11 +561,12 @@ impl Conn {
                     }
                 }
                 Some(_) => {
+                    credit(&mut self.to_function, flow_len);
                     return Err(H2Error::stream(
                         stream,
                         ErrorCode::StreamClosed,
                         "DATA after the function ended the stream",
-                    ))
+                    ));
                 }
                 None if stream > self.last_stream || stream % 2 == 0 => {
                     return Err(H2Error::conn(ErrorCode::Protocol, "DATA on an idle stream"))

@@ -1312,12 +1312,19 @@ fn stream_errors_reset_that_stream_on_both_sides() {
             code: ErrorCode::Cancel
         }
     );
+    // The refused byte took the client's connection window: given back.
     assert_eq!(
         to_c,
-        [Ev::Rst {
-            stream: 3,
-            code: ErrorCode::StreamClosed
-        }]
+        [
+            Ev::WindowUpdate {
+                stream: 0,
+                increment: 1
+            },
+            Ev::Rst {
+                stream: 3,
+                code: ErrorCode::StreamClosed
+            }
+        ]
     );
     assert!(!sim.conn.is_closed());
     let a = sim.take();
