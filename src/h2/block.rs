@@ -12,7 +12,10 @@
 //!   table cannot be passed through as it is: it is dropped (a refused stream, a stream fc-init
 //!   has already reset) or a field must be taken out of it (an invalid `x-fc-request-id`).
 //!   From then on the receiver's table is stale but never referenced, which is consistent;
-//!   a block that changed no table can be dropped or rewritten without switching.
+//!   a block that changed no table can be dropped or rewritten without switching. The
+//!   sender's table size updates still go on at the start of each block written again: a
+//!   receiver that lowered its `SETTINGS_HEADER_TABLE_SIZE` expects one (RFC 7541 §4.2),
+//!   and they only evict entries nobody refers to any more.
 //!
 //! Every block is decoded in full, in order, whatever happens to it: the mirror of the
 //! sender's table must see every block the sender encoded (RFC 9113 §4.3).
@@ -95,6 +98,11 @@ impl Blocks {
             note(&mut seen, field);
             hpack::encode(scratch, field);
         })?;
+        if let Some(updates) = decoded.size_updates {
+            let mut prefix = Vec::new();
+            hpack::encode_size_updates(&mut prefix, updates);
+            scratch.splice(0..0, prefix);
+        }
         self.changed_table = decoded.changed_table;
         self.stripped = stripped;
         Ok(seen)
@@ -252,6 +260,23 @@ mod tests {
             list(&out, &mut receiver),
             [(b":path".to_vec(), b"/refused".to_vec())]
         );
+    }
+
+    #[test]
+    fn size_updates_go_on_in_blocks_written_again() {
+        let mut b = Blocks::new(4096);
+        b.decode(&block(&[(b":path", b"/x")], true)).unwrap();
+        b.drop_block();
+        assert!(b.reencoding());
+        // Down to 0 and back to 100, then a field: the receiver must see both sizes.
+        let mut next = vec![0x20, 0x3f, 0x45];
+        hpack::encode_literal(&mut next, b":path", b"/y");
+        b.decode(&next).unwrap();
+        let mut out = Vec::new();
+        b.forward(&next, &[], &mut out);
+        assert_eq!(&out[..3], &[0x20, 0x3f, 0x45]);
+        let got = list(&out, &mut Decoder::new(4096));
+        assert_eq!(got, [(b":path".to_vec(), b"/y".to_vec())]);
     }
 
     #[test]

@@ -76,6 +76,9 @@ pub struct Decoded {
     /// The block inserted entries or changed the table's size: a peer that does not see
     /// this block would decode later blocks differently.
     pub changed_table: bool,
+    /// The smallest and the last table size the block's size updates set, if any: what a
+    /// block written again must still signal (RFC 7541 §4.2).
+    pub size_updates: Option<(usize, usize)>,
 }
 
 /// A dynamic table entry: name and value.
@@ -192,6 +195,10 @@ impl Decoder {
                 self.table.max = size;
                 self.table.evict_to(size);
                 decoded.changed_table = true;
+                decoded.size_updates = Some(match decoded.size_updates {
+                    Some((smallest, _)) => (smallest.min(size), size),
+                    None => (size, size),
+                });
             } else {
                 // Literals (§6.2): with incremental indexing (01), without (0000), never
                 // indexed (0001).
@@ -310,6 +317,15 @@ pub fn encode(out: &mut Vec<u8>, field: Field<'_>) {
         put_string(out, field.name);
     }
     put_string(out, field.value);
+}
+
+/// Appends the size updates a block written again must carry: the smallest size, then the
+/// last if it differs.
+pub fn encode_size_updates(out: &mut Vec<u8>, (smallest, last): (usize, usize)) {
+    put_integer(out, smallest, 5, 0x20);
+    if last != smallest {
+        put_integer(out, last, 5, 0x20);
+    }
 }
 
 /// Appends a literal field without indexing (the representation fc-init adds fields with).
