@@ -14,6 +14,8 @@
 //! - [`runtime_dir`]: the private runtime directory (0700, ours, or refused).
 //! - [`events`]: asynchronous invocations: the durable store, workers, terminate.
 //! - [`exit`]: fc-init's exit statuses, one table for `fc-init` and `fc-init ctl`.
+//! - [`h2`]: h2c (HTTP/2 over cleartext) relaying as a pure core: frames, HPACK, one
+//!   connection's streams as invocations.
 //! - [`http`]: strict HTTP/1.1 parsing, framing and the hook client.
 //! - [`proxy`]: the listener and the forwarding of invocations to the function.
 //! - [`metrics`]: request counters and the Prometheus text.
@@ -26,6 +28,7 @@ pub mod cli;
 pub mod config;
 pub mod events;
 pub mod exit;
+pub mod h2;
 pub mod http;
 pub mod logging;
 pub mod metrics;
