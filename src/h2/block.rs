@@ -5,7 +5,7 @@
 //! Two ways to write a block on, chosen per direction:
 //! - Pass-through (from the start): the sender's encoded bytes go on as they came, and fields
 //!   fc-init adds (`x-fc-request-id`) are appended as literals without indexing. The
-//!   receiver's table then evolves exactly as the sender's encoder expects (CONTRACT §13).
+//!   receiver's table then evolves exactly as the sender's encoder expects.
 //! - Re-encoding: every field is written again with references to the static table and
 //!   literals without indexing only, so the receiver's dynamic table is never used again.
 //!   A direction switches to it, for good, the first time a block that changed the sender's
@@ -25,7 +25,7 @@ use std::time::Duration;
 use super::hpack::{self, Decoder, Field, HpackError};
 use crate::http::request_id::valid_request_id;
 
-/// The request-id header (CONTRACT §3).
+/// The request-id header (docs/reference.md §4).
 pub const REQUEST_ID: &[u8] = b"x-fc-request-id";
 
 /// The fields of a block that fc-init looks at.

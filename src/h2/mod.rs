@@ -1,4 +1,4 @@
-//! h2c: HTTP/2 over cleartext relayed between a client and the function (CONTRACT §13), as
+//! h2c: HTTP/2 over cleartext relayed between a client and the function, as
 //! a sans-IO core: [`conn::Conn`] takes bytes from each side, the time and the shutdown, and
 //! gives bytes for each side and actions; the proxy's event loop owns the sockets.
 //!

@@ -1,4 +1,4 @@
-//! The relay's contract (CONTRACT §13), line by line, against the pure core: scripted
+//! The relay's rules, line by line, against the pure core: scripted
 //! frames and frames recorded from real peers (tests/fixtures/h2, made by its capture.py:
 //! grpcio clients and servers, python h2), a fake host (permits, request ids) and a fake
 //! clock. What each side receives is read back with a fresh frame reader and HPACK decoder,

@@ -11,6 +11,7 @@ mod fleet;
 mod hooks;
 mod hostile;
 mod init;
+mod layout;
 mod limits;
 mod outcomes;
 mod proxy;
