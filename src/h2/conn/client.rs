@@ -1,0 +1,271 @@
+//! Frames and header blocks from the client: each new request stream refused or opened as an
+//! invocation.
+
+use std::time::{Duration, Instant};
+
+use super::inbound::{continuation_rule, credit, Assembly};
+use super::stream::Stream;
+use super::{Action, Conn, Host, Invocation, Outcome, Side};
+use crate::h2::block::{Seen, REQUEST_ID};
+use crate::h2::frame::{self, ErrorCode, Frame, H2Error, Kind, Raw, StreamId};
+
+impl Conn {
+    pub(super) fn client_frame(
+        &mut self,
+        raw: Raw<'_>,
+        now: Instant,
+        host: &mut dyn Host,
+    ) -> Result<(), H2Error> {
+        if !self.client.greeted {
+            if raw.head.kind != Kind::Settings || raw.head.has(frame::flag::ACK) {
+                return Err(H2Error::conn(
+                    ErrorCode::Protocol,
+                    "the client's first frame is not SETTINGS",
+                ));
+            }
+            self.client.greeted = true;
+        }
+        let frame = continuation_rule(&self.client, raw)?;
+        match frame {
+            Frame::Data {
+                stream,
+                end_stream,
+                flow_len,
+                ..
+            } => {
+                match self.streams.get_mut(&stream) {
+                    Some(s) if s.client_open => {
+                        self.to_function.extend_from_slice(raw.bytes);
+                        if end_stream {
+                            s.client_open = false;
+                            self.forget_if_done(stream);
+                        }
+                    }
+                    Some(_) => {
+                        // Not passed on, but it took the client's connection window.
+                        credit(&mut self.to_client, flow_len);
+                        return Err(H2Error::stream(
+                            stream,
+                            ErrorCode::StreamClosed,
+                            "DATA after the client ended the stream",
+                        ));
+                    }
+                    None if stream > self.last_stream => {
+                        return Err(H2Error::conn(ErrorCode::Protocol, "DATA on an idle stream"))
+                    }
+                    // A stream fc-init refused or reset: the bytes were in flight. They count
+                    // against the client's connection window, which the function will never
+                    // replenish for them: fc-init does (RFC 9113 §6.9).
+                    None => credit(&mut self.to_client, flow_len),
+                }
+            }
+            Frame::Headers {
+                stream,
+                end_stream,
+                end_headers,
+                fragment,
+            } => {
+                self.client.assembly = Some(Assembly {
+                    stream,
+                    end_stream,
+                    block: Vec::new(),
+                    used: 0,
+                });
+                self.assemble(Side::Client, raw, fragment)?;
+                if end_headers {
+                    self.client_block(now, host)?;
+                }
+            }
+            Frame::Continuation {
+                end_headers,
+                fragment,
+                ..
+            } => {
+                self.assemble(Side::Client, raw, fragment)?;
+                if end_headers {
+                    self.client_block(now, host)?;
+                }
+            }
+            Frame::Priority { .. } | Frame::Unknown { .. } => {
+                // PRIORITY is deprecated (RFC 9113 §5.3.2) and extension frames are ignored
+                // (§5.5): neither goes on.
+            }
+            Frame::RstStream { stream, code } => match self.streams.remove(&stream) {
+                Some(s) => {
+                    self.to_function.extend_from_slice(raw.bytes);
+                    if !s.ended {
+                        self.ended(
+                            stream,
+                            s.request_id,
+                            Outcome::Reset {
+                                by: Side::Client,
+                                code,
+                            },
+                        );
+                    }
+                }
+                None if stream > self.last_stream => {
+                    return Err(H2Error::conn(
+                        ErrorCode::Protocol,
+                        "RST_STREAM on an idle stream",
+                    ))
+                }
+                None => {}
+            },
+            Frame::Settings { ack, params } => {
+                if ack {
+                    self.to_function.extend_from_slice(raw.bytes);
+                } else {
+                    let params = self.clamp_settings(Side::Client, params)?;
+                    frame::write_settings(&mut self.to_function, &params);
+                }
+            }
+            Frame::PushPromise { .. } => {
+                return Err(H2Error::conn(
+                    ErrorCode::Protocol,
+                    "PUSH_PROMISE from a client",
+                ))
+            }
+            Frame::Ping { .. } => self.to_function.extend_from_slice(raw.bytes),
+            Frame::GoAway { .. } => {
+                self.peer_goaway = true;
+                self.to_function.extend_from_slice(raw.bytes);
+            }
+            Frame::WindowUpdate { stream, .. } => {
+                if stream == 0 || self.streams.contains_key(&stream) {
+                    self.to_function.extend_from_slice(raw.bytes);
+                } else if stream > self.last_stream {
+                    return Err(H2Error::conn(
+                        ErrorCode::Protocol,
+                        "WINDOW_UPDATE on an idle stream",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A complete header block from the client: a new stream's request, or trailers.
+    pub(super) fn client_block(
+        &mut self,
+        now: Instant,
+        host: &mut dyn Host,
+    ) -> Result<(), H2Error> {
+        let Some(Assembly {
+            stream,
+            end_stream,
+            block,
+            ..
+        }) = self.client.assembly.take()
+        else {
+            return Ok(());
+        };
+        let seen = self.client.blocks.decode(&block).map_err(|_| {
+            H2Error::conn(
+                ErrorCode::Compression,
+                "undecodable header block from the client",
+            )
+        })?;
+        if stream > self.last_stream {
+            if stream % 2 == 0 {
+                return Err(H2Error::conn(
+                    ErrorCode::Protocol,
+                    "a client stream with an even id",
+                ));
+            }
+            self.last_stream = stream;
+            return self.open(stream, end_stream, &block, seen, now, host);
+        }
+        match self.streams.get_mut(&stream) {
+            Some(s) if s.client_open => {
+                // Trailers.
+                if end_stream {
+                    s.client_open = false;
+                }
+                self.out_block.clear();
+                self.client.blocks.forward(&block, &[], &mut self.out_block);
+                frame::write_header_block(
+                    &mut self.to_function,
+                    stream,
+                    end_stream,
+                    &self.out_block,
+                );
+                self.forget_if_done(stream);
+                Ok(())
+            }
+            Some(_) => {
+                self.client.blocks.drop_block();
+                Err(H2Error::stream(
+                    stream,
+                    ErrorCode::StreamClosed,
+                    "HEADERS after the client ended the stream",
+                ))
+            }
+            None => {
+                // A stream already refused or reset: in flight before the client knew.
+                self.client.blocks.drop_block();
+                Ok(())
+            }
+        }
+    }
+
+    /// A new stream: refused, or an invocation.
+    pub(super) fn open(
+        &mut self,
+        stream: StreamId,
+        end_stream: bool,
+        block: &[u8],
+        seen: Seen,
+        now: Instant,
+        host: &mut dyn Host,
+    ) -> Result<(), H2Error> {
+        let refuse = self.drain.is_some()
+            || self.peer_goaway
+            || self.streams.len() >= self.limits.max_streams
+            || !host.admit(stream);
+        if refuse {
+            self.client.blocks.drop_block();
+            frame::write_rst_stream(&mut self.to_client, stream, ErrorCode::RefusedStream);
+            self.actions.push(Action::Refused { stream });
+            return Ok(());
+        }
+        let (request_id, added) = match seen.request_id {
+            Some(id) => (id, false),
+            None => (host.new_request_id(), true),
+        };
+        self.out_block.clear();
+        let add: &[(&[u8], &[u8])] = if added {
+            &[(REQUEST_ID, request_id.as_bytes())]
+        } else {
+            &[]
+        };
+        self.client.blocks.forward(block, add, &mut self.out_block);
+        frame::write_header_block(&mut self.to_function, stream, end_stream, &self.out_block);
+        self.streams.insert(
+            stream,
+            Stream {
+                request_id: request_id.clone(),
+                grpc: seen.grpc,
+                // A timeout too large for the clock is as good as none.
+                deadline: now
+                    .checked_add(self.limits.timeout)
+                    .unwrap_or(now + Duration::from_secs(100 * 365 * 86_400)),
+                ended: false,
+                client_open: !end_stream,
+                function_open: true,
+                response_started: false,
+                status: None,
+                grpc_status: None,
+            },
+        );
+        self.actions.push(Action::Started(Invocation {
+            stream,
+            request_id,
+            method: seen.method,
+            path: seen.path,
+            grpc: seen.grpc,
+            grpc_timeout: seen.grpc_timeout,
+        }));
+        Ok(())
+    }
+}

@@ -1,0 +1,153 @@
+//! What fc-init reads from one peer: header blocks put together from HEADERS and CONTINUATION, the
+//! CONTINUATION rule, SETTINGS clamped, dropped DATA credited back.
+
+use super::{Conn, Side};
+use crate::h2::block::Blocks;
+use crate::h2::frame::{
+    self, setting, ErrorCode, Frame, H2Error, Kind, Raw, StreamId, DEFAULT_MAX_FRAME_SIZE,
+    HEADER_LEN,
+};
+use crate::h2::hpack::DEFAULT_TABLE_SIZE;
+
+/// A header block being put together from HEADERS and CONTINUATION frames.
+#[derive(Debug)]
+pub(super) struct Assembly {
+    pub(super) stream: StreamId,
+    pub(super) end_stream: bool,
+    pub(super) block: Vec<u8>,
+    /// Bytes counted against `max_header_block` (frame headers too: a flood of empty
+    /// CONTINUATION frames counts).
+    pub(super) used: usize,
+}
+
+/// What fc-init reads from one peer.
+#[derive(Debug)]
+pub(super) struct Inbound {
+    /// The peer's first SETTINGS has arrived (RFC 9113 §3.4: it must be its first frame;
+    /// the client's comes after the preface).
+    pub(super) greeted: bool,
+    /// Frames accepted from this peer: the most the other peer has announced (clamped).
+    pub(super) max_frame: u32,
+    pub(super) blocks: Blocks,
+    pub(super) assembly: Option<Assembly>,
+}
+
+impl Inbound {
+    pub(super) fn new() -> Inbound {
+        Inbound {
+            greeted: false,
+            max_frame: DEFAULT_MAX_FRAME_SIZE,
+            blocks: Blocks::new(DEFAULT_TABLE_SIZE),
+            assembly: None,
+        }
+    }
+}
+
+impl Conn {
+    /// Adds a HEADERS or CONTINUATION fragment to the block being assembled.
+    pub(super) fn assemble(
+        &mut self,
+        side: Side,
+        raw: Raw<'_>,
+        fragment: &[u8],
+    ) -> Result<(), H2Error> {
+        let max = self.limits.max_header_block;
+        let inbound = match side {
+            Side::Client => &mut self.client,
+            Side::Function => &mut self.function,
+        };
+        let a = inbound.assembly.as_mut().ok_or(H2Error::conn(
+            ErrorCode::Protocol,
+            "CONTINUATION without HEADERS",
+        ))?;
+        a.used += HEADER_LEN + raw.payload.len();
+        if a.used > max {
+            return Err(H2Error::conn(
+                ErrorCode::EnhanceYourCalm,
+                "header block too large",
+            ));
+        }
+        a.block.extend_from_slice(fragment);
+        Ok(())
+    }
+
+    /// SETTINGS on their way from `from`: the frame size and table size fc-init must follow
+    /// are lowered to its limits, and push is turned off (fc-init relays no pushed streams).
+    pub(super) fn clamp_settings(
+        &mut self,
+        from: Side,
+        params: &[u8],
+    ) -> Result<Vec<(u16, u32)>, H2Error> {
+        let mut out = Vec::new();
+        let mut push_seen = false;
+        for (id, value) in frame::settings(params) {
+            let value = match id {
+                setting::HEADER_TABLE_SIZE => {
+                    let v = value.min(self.limits.max_table_size);
+                    // The announcing peer decodes what the other one encodes.
+                    match from {
+                        Side::Client => self.function.blocks.allow(v as usize),
+                        Side::Function => self.client.blocks.allow(v as usize),
+                    }
+                    v
+                }
+                setting::MAX_FRAME_SIZE => {
+                    let v = value.min(self.limits.max_frame_size);
+                    let other = match from {
+                        Side::Client => &mut self.function,
+                        Side::Function => &mut self.client,
+                    };
+                    other.max_frame = other.max_frame.max(v);
+                    v
+                }
+                setting::ENABLE_PUSH => {
+                    if from == Side::Function && value != 0 {
+                        // RFC 9113 §6.5.2: a server must not announce push.
+                        return Err(H2Error::conn(
+                            ErrorCode::Protocol,
+                            "SETTINGS_ENABLE_PUSH from the function",
+                        ));
+                    }
+                    push_seen = true;
+                    0
+                }
+                _ => value,
+            };
+            out.push((id, value));
+        }
+        if from == Side::Client && !push_seen {
+            out.push((setting::ENABLE_PUSH, 0));
+        }
+        Ok(out)
+    }
+}
+
+/// RFC 9113 §6.2, §6.10: while a header block is open, the only frame allowed is its
+/// CONTINUATION; a CONTINUATION is allowed only then.
+pub(super) fn continuation_rule<'a>(inbound: &Inbound, raw: Raw<'a>) -> Result<Frame<'a>, H2Error> {
+    let open = inbound.assembly.as_ref().map(|a| a.stream);
+    match (open, raw.head.kind) {
+        (Some(s), Kind::Continuation) if s == raw.head.stream => {}
+        (Some(_), _) => {
+            return Err(H2Error::conn(
+                ErrorCode::Protocol,
+                "frame inside a header block",
+            ));
+        }
+        (None, Kind::Continuation) => {
+            return Err(H2Error::conn(
+                ErrorCode::Protocol,
+                "CONTINUATION without HEADERS",
+            ));
+        }
+        (None, _) => {}
+    }
+    frame::parse(raw.head, raw.payload)
+}
+
+/// Gives back to a sender the connection window its dropped DATA took.
+pub(super) fn credit(out: &mut Vec<u8>, flow_len: u32) {
+    if flow_len > 0 {
+        frame::write_window_update(out, 0, flow_len);
+    }
+}
