@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::inbound::{continuation_rule, credit, Assembly};
 use super::stream::Stream;
-use super::{Action, Conn, Host, Invocation, Outcome, Side};
+use super::{Action, Conn, Host, Invocation, Side};
 use crate::h2::block::{Seen, REQUEST_ID};
 use crate::h2::frame::{self, ErrorCode, Frame, H2Error, Kind, Raw, StreamId};
 
@@ -90,35 +90,11 @@ impl Conn {
                 // PRIORITY is deprecated (RFC 9113 §5.3.2) and extension frames are ignored
                 // (§5.5): neither goes on.
             }
-            Frame::RstStream { stream, code } => match self.streams.remove(&stream) {
-                Some(s) => {
-                    self.to_function.extend_from_slice(raw.bytes);
-                    if !s.ended {
-                        self.ended(
-                            stream,
-                            s.request_id,
-                            Outcome::Reset {
-                                by: Side::Client,
-                                code,
-                            },
-                        );
-                    }
-                }
-                None if stream > self.last_stream => {
-                    return Err(H2Error::conn(
-                        ErrorCode::Protocol,
-                        "RST_STREAM on an idle stream",
-                    ))
-                }
-                None => {}
-            },
+            Frame::RstStream { stream, code } => {
+                self.reset_from(Side::Client, stream, code, raw.bytes)?
+            }
             Frame::Settings { ack, params } => {
-                if ack {
-                    self.to_function.extend_from_slice(raw.bytes);
-                } else {
-                    let params = self.clamp_settings(Side::Client, params)?;
-                    frame::write_settings(&mut self.to_function, &params);
-                }
+                self.settings_from(Side::Client, ack, params, raw.bytes)?
             }
             Frame::PushPromise { .. } => {
                 return Err(H2Error::conn(

@@ -78,35 +78,11 @@ impl Conn {
                 }
             }
             Frame::Priority { .. } | Frame::Unknown { .. } => {}
-            Frame::RstStream { stream, code } => match self.streams.remove(&stream) {
-                Some(s) => {
-                    self.to_client.extend_from_slice(raw.bytes);
-                    if !s.ended {
-                        self.ended(
-                            stream,
-                            s.request_id,
-                            Outcome::Reset {
-                                by: Side::Function,
-                                code,
-                            },
-                        );
-                    }
-                }
-                None if stream > self.last_stream => {
-                    return Err(H2Error::conn(
-                        ErrorCode::Protocol,
-                        "RST_STREAM on an idle stream",
-                    ))
-                }
-                None => {}
-            },
+            Frame::RstStream { stream, code } => {
+                self.reset_from(Side::Function, stream, code, raw.bytes)?
+            }
             Frame::Settings { ack, params } => {
-                if ack {
-                    self.to_client.extend_from_slice(raw.bytes);
-                } else {
-                    let params = self.clamp_settings(Side::Function, params)?;
-                    frame::write_settings(&mut self.to_client, &params);
-                }
+                self.settings_from(Side::Function, ack, params, raw.bytes)?
             }
             Frame::PushPromise { .. } => {
                 // fc-init announces SETTINGS_ENABLE_PUSH = 0 for every client.

@@ -1,7 +1,7 @@
 //! What fc-init reads from one peer: header blocks put together from HEADERS and CONTINUATION, the
 //! CONTINUATION rule, SETTINGS clamped, dropped DATA credited back.
 
-use super::{Conn, Side};
+use super::{Conn, Outcome, Side};
 use crate::h2::block::Blocks;
 use crate::h2::frame::{
     self, setting, ErrorCode, Frame, H2Error, Kind, Raw, StreamId, DEFAULT_MAX_FRAME_SIZE,
@@ -68,6 +68,56 @@ impl Conn {
             ));
         }
         a.block.extend_from_slice(fragment);
+        Ok(())
+    }
+
+    /// The buffer of what goes to the peer other than `from`.
+    fn toward_other(&mut self, from: Side) -> &mut Vec<u8> {
+        match from {
+            Side::Client => &mut self.to_function,
+            Side::Function => &mut self.to_client,
+        }
+    }
+
+    /// RST_STREAM from `from`: passed on, and the stream's invocation ends as reset by that
+    /// side; one on a stream never opened is a connection error (RFC 9113 §6.4).
+    pub(super) fn reset_from(
+        &mut self,
+        from: Side,
+        stream: StreamId,
+        code: ErrorCode,
+        bytes: &[u8],
+    ) -> Result<(), H2Error> {
+        match self.streams.remove(&stream) {
+            Some(s) => {
+                self.toward_other(from).extend_from_slice(bytes);
+                if !s.ended {
+                    self.ended(stream, s.request_id, Outcome::Reset { by: from, code });
+                }
+                Ok(())
+            }
+            None if stream > self.last_stream => Err(H2Error::conn(
+                ErrorCode::Protocol,
+                "RST_STREAM on an idle stream",
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// SETTINGS from `from`: an acknowledgement passes as it came; parameters go on clamped.
+    pub(super) fn settings_from(
+        &mut self,
+        from: Side,
+        ack: bool,
+        params: &[u8],
+        bytes: &[u8],
+    ) -> Result<(), H2Error> {
+        if ack {
+            self.toward_other(from).extend_from_slice(bytes);
+        } else {
+            let params = self.clamp_settings(from, params)?;
+            frame::write_settings(self.toward_other(from), &params);
+        }
         Ok(())
     }
 
