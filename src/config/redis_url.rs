@@ -122,12 +122,56 @@ impl std::fmt::Debug for RedisAddr {
 }
 
 /// `url` as it may be shown: every password (the user information's, `pass=`,
-/// `sentinel_pass=`) replaced by `****`. Anything else is kept, so the operator recognises
-/// the URL.
+/// `sentinel_pass=`) replaced by `****` where it stands. Anything else is kept, so the
+/// operator recognises the URL: a password that also occurs elsewhere (`redis://u:1@10.0.0.1`)
+/// is not hidden there too, which would mangle the host and the printed configuration.
 pub fn redacted(url: &str) -> String {
-    let mut out = url.to_owned();
-    for secret in secrets(url) {
-        out = out.replace(&secret, HIDDEN);
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
+    };
+    let (before_query, query) = match rest.split_once('?') {
+        Some((before, query)) => (before, Some(query)),
+        None => (rest, None),
+    };
+    let mut out = String::with_capacity(url.len());
+    if let Some(scheme) = scheme {
+        out.push_str(scheme);
+        out.push_str("://");
+    }
+    match before_query.rsplit_once('@') {
+        Some((userinfo, hosts)) => {
+            match userinfo.split_once(':') {
+                Some((user, pass)) if !pass.is_empty() => {
+                    out.push_str(user);
+                    out.push(':');
+                    out.push_str(HIDDEN);
+                }
+                _ => out.push_str(userinfo),
+            }
+            out.push('@');
+            out.push_str(hosts);
+        }
+        None => out.push_str(before_query),
+    }
+    if let Some(query) = query {
+        out.push('?');
+        for (i, pair) in query.split('&').enumerate() {
+            if i > 0 {
+                out.push('&');
+            }
+            match pair.split_once('=') {
+                Some((key @ ("pass" | "sentinel_pass" | "password"), value)) => {
+                    // A fragment after the value is no part of it ('#' is ASCII: a boundary).
+                    let (secret, fragment) = value.split_at(value.find('#').unwrap_or(value.len()));
+                    out.push_str(key);
+                    out.push('=');
+                    out.push_str(if secret.is_empty() { "" } else { HIDDEN });
+                    out.push_str(fragment);
+                }
+                _ => out.push_str(pair),
+            }
+        }
     }
     out
 }
@@ -729,6 +773,34 @@ mod tests {
     }
 
     /// The bug: configuration errors printed `redis://u:TopSecret@...`.
+    /// Found by the config fuzz target: the printed configuration of
+    /// `redis://'user:1@1ssa27.0.0.1:6379/2` did not load, because every `1` was hidden,
+    /// the host's included.
+    #[test]
+    fn a_password_that_also_occurs_in_the_host_was_hidden_in_the_host_too() {
+        for (url, shown) in [
+            (
+                "redis://'user:1@1ssa27.0.0.1:6379/2",
+                "redis://'user:****@1ssa27.0.0.1:6379/2",
+            ),
+            ("redis://u:6379@h:6379", "redis://u:****@h:6379"),
+            (
+                "redis+sentinel://:s@a:26379,b:26379/m?sentinel_user=u&sentinel_pass=s",
+                "redis+sentinel://:****@a:26379,b:26379/m?sentinel_user=u&sentinel_pass=****",
+            ),
+            (
+                "unix:///run/r.sock?db=1&pass=1",
+                "unix:///run/r.sock?db=1&pass=****",
+            ),
+            ("redis://h:6379/0", "redis://h:6379/0"),
+            ("redis://u@h", "redis://u@h"),
+        ] {
+            assert_eq!(redacted(url), shown, "{url}");
+            // Shown again, it stays the same: `--check-config` prints it, and its output loads.
+            assert_eq!(redacted(shown), shown, "{shown}");
+        }
+    }
+
     #[test]
     fn no_password_in_errors_or_debug() {
         for url in [
