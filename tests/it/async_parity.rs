@@ -71,25 +71,7 @@ fn admin_raw(s: &AsyncServer, path: &str) -> (u16, Vec<(String, String)>, Vec<u8
     write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     let mut raw = Vec::new();
     c.read_to_end(&mut raw).unwrap();
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no head: {:?}", String::from_utf8_lossy(&raw)));
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    (status, headers, raw[split + 4..].to_vec())
+    split_answer(&raw)
 }
 
 fn ms(v: &Value) -> u64 {

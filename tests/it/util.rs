@@ -609,10 +609,16 @@ pub fn http(
     s.write_all(body).unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).unwrap();
+    split_answer(&raw)
+}
+
+/// A whole HTTP answer read to its end: the status, the headers (lower-cased names) and the
+/// body.
+pub fn split_answer(raw: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no head in {:?}", String::from_utf8_lossy(&raw)));
+        .unwrap_or_else(|| panic!("no head in {:?}", String::from_utf8_lossy(raw)));
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut lines = head.split("\r\n");
     let status = lines
