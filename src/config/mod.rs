@@ -83,26 +83,17 @@ pub struct FlagSetting {
     pub value: toml::Value,
 }
 
-/// Every problem found while loading, from every source at once.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Every problem found while loading, from every source at once; shown one line per problem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", lines(problems))]
 pub struct ConfigError {
     pub problems: Vec<Problem>,
 }
 
-impl std::fmt::Display for ConfigError {
-    /// One line per problem.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (i, problem) in self.problems.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            write!(f, "{problem}")?;
-        }
-        Ok(())
-    }
+fn lines(problems: &[Problem]) -> String {
+    let lines: Vec<String> = problems.iter().map(Problem::to_string).collect();
+    lines.join("\n")
 }
-
-impl std::error::Error for ConfigError {}
 
 /// One problem: where it was found, which key, and why it is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
