@@ -36,6 +36,17 @@ pub(super) fn load_with_default(
     sources: &Sources,
     default_path: &Path,
 ) -> Result<Config, ConfigError> {
+    layered(sources, |problems| {
+        choose_file(sources, default_path).map(|file| file_layer(&file, problems))
+    })
+}
+
+/// Merges the layers — the name's defaults, the file's layer that `file` reads, the
+/// environment, the command line — and builds the `Config`, or every problem of them all.
+fn layered(
+    sources: &Sources,
+    file: impl FnOnce(&mut Vec<Problem>) -> Option<Layer>,
+) -> Result<Config, ConfigError> {
     let mut problems = Vec::new();
     let mut settings = Settings::default();
     settings.merge(flag_layer(
@@ -43,16 +54,15 @@ pub(super) fn load_with_default(
         "default for this name",
         &mut problems,
     ));
-    if let Some(file) = choose_file(sources, default_path) {
-        settings.merge(file_layer(&file, &mut problems));
+    if let Some(layer) = file(&mut problems) {
+        settings.merge(layer);
     }
     settings.merge(env_layer(&sources.env, &mut problems));
     settings.merge(cli_layer(sources, &mut problems));
     let config = build(&settings, sources, &mut problems);
-    if problems.is_empty() {
-        Ok(config)
-    } else {
-        Err(ConfigError { problems })
+    match problems.is_empty() {
+        true => Ok(config),
+        false => Err(ConfigError { problems }),
     }
 }
 
@@ -156,21 +166,9 @@ fn problem(source: &str, spec: &Key, reason: String) -> Problem {
 /// Builds the configuration from a TOML text instead of a file (plus the environment and the
 /// command line of `sources`; its `config_flag` is not read).
 pub fn from_str(text: &str, sources: &Sources) -> Result<Config, ConfigError> {
-    let mut problems = Vec::new();
-    let mut settings = Settings::default();
-    settings.merge(flag_layer(
-        &sources.defaults,
-        "default for this name",
-        &mut problems,
-    ));
-    settings.merge(text_layer("<config text>", text, &mut problems));
-    settings.merge(env_layer(&sources.env, &mut problems));
-    settings.merge(cli_layer(sources, &mut problems));
-    let config = build(&settings, sources, &mut problems);
-    match problems.is_empty() {
-        true => Ok(config),
-        false => Err(ConfigError { problems }),
-    }
+    layered(sources, |problems| {
+        Some(text_layer("<config text>", text, problems))
+    })
 }
 
 fn file_layer(file: &ChosenFile, problems: &mut Vec<Problem>) -> Layer {
