@@ -6,12 +6,7 @@ use crate::config::show::{path, quote, set, set_or};
 use super::KeyDefault::Depends;
 use super::{Key, Section};
 
-pub(super) const SECTION: Section = Section {
-    name: "admin",
-    keys: KEYS,
-    present: super::always,
-    footer: super::no_footer,
-};
+pub(super) const SECTION: Section = Section::plain("admin", KEYS);
 
 const KEYS: &[Key] = &[
     Key {

@@ -8,12 +8,7 @@ use crate::config::AsyncBackend;
 use super::KeyDefault::{Depends, Is};
 use super::{Key, Section};
 
-pub(super) const SECTION: Section = Section {
-    name: "async",
-    keys: KEYS,
-    present: super::always,
-    footer: super::no_footer,
-};
+pub(super) const SECTION: Section = Section::plain("async", KEYS);
 
 const KEYS: &[Key] = &[
     Key {

@@ -7,12 +7,7 @@ use crate::config::{Config, Endpoint, RestartPolicy};
 use super::KeyDefault::{Depends, Is};
 use super::{Key, Section};
 
-pub(super) const SECTION: Section = Section {
-    name: "function",
-    keys: KEYS,
-    present: super::always,
-    footer: super::no_footer,
-};
+pub(super) const SECTION: Section = Section::plain("function", KEYS);
 
 const KEYS: &[Key] = &[
     Key {

@@ -11,10 +11,8 @@ use super::KeyDefault::{Depends, Is};
 use super::{Key, Section};
 
 pub(super) const SECTION: Section = Section {
-    name: "initializer",
-    keys: KEYS,
     present: |c| c.initializer.is_some(),
-    footer: super::no_footer,
+    ..Section::plain("initializer", KEYS)
 };
 
 const KEYS: &[Key] = &[

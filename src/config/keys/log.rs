@@ -7,12 +7,7 @@ use crate::config::LogFormat;
 use super::KeyDefault::Is;
 use super::{Key, Section};
 
-pub(super) const SECTION: Section = Section {
-    name: "log",
-    keys: KEYS,
-    present: super::always,
-    footer: super::no_footer,
-};
+pub(super) const SECTION: Section = Section::plain("log", KEYS);
 
 const KEYS: &[Key] = &[
     Key {

@@ -154,12 +154,14 @@ pub(super) fn reference_table(section: &Section) -> String {
     out
 }
 
-/// For the sections that are always present.
-fn always(_: &Config) -> bool {
-    true
-}
-
-/// For the sections that print nothing after their keys.
-fn no_footer(_: &Config) -> Vec<String> {
-    Vec::new()
+impl Section {
+    /// A section that is always present and prints nothing after its keys.
+    const fn plain(name: &'static str, keys: &'static [Key]) -> Section {
+        Section {
+            name,
+            keys,
+            present: |_| true,
+            footer: |_| Vec::new(),
+        }
+    }
 }

@@ -8,10 +8,8 @@ use super::KeyDefault::{Depends, Is};
 use super::{Key, Section};
 
 pub(super) const SECTION: Section = Section {
-    name: "pre_stop",
-    keys: KEYS,
     present: |c| c.pre_stop.is_some(),
-    footer: super::no_footer,
+    ..Section::plain("pre_stop", KEYS)
 };
 
 const KEYS: &[Key] = &[

@@ -8,10 +8,8 @@ use super::KeyDefault::Is;
 use super::{Key, Section};
 
 pub(super) const SECTION: Section = Section {
-    name: "shutdown",
-    keys: KEYS,
-    present: super::always,
     footer: stop_bound,
+    ..Section::plain("shutdown", KEYS)
 };
 
 const KEYS: &[Key] = &[

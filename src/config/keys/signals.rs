@@ -7,12 +7,7 @@ use crate::config::{Config, ForwardTo};
 use super::KeyDefault::{Depends, Is, IsUnless};
 use super::{Key, Section};
 
-pub(super) const SECTION: Section = Section {
-    name: "signals",
-    keys: KEYS,
-    present: super::always,
-    footer: super::no_footer,
-};
+pub(super) const SECTION: Section = Section::plain("signals", KEYS);
 
 const KEYS: &[Key] = &[
     Key {
