@@ -43,10 +43,13 @@ fn every_fixed_default_is_a_value_its_key_takes() {
     }
 }
 
+/// With `FC_INIT_WRITE_REFERENCE=1` in the environment, the test writes the key table's
+/// tables into docs/reference.md instead of comparing them (after a key is added or changed).
 #[test]
 fn the_reference_holds_the_key_table() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/reference.md");
-    let reference = std::fs::read_to_string(&path).expect("docs/reference.md is readable");
+    let mut reference = std::fs::read_to_string(&path).expect("docs/reference.md is readable");
+    let write = std::env::var_os("FC_INIT_WRITE_REFERENCE").is_some_and(|v| v == "1");
     for (section, table) in crate::config::reference_tables() {
         let heading = format!("### `[{section}]`");
         let start = reference
@@ -63,11 +66,20 @@ fn the_reference_holds_the_key_table() {
             .take_while(|l| l.starts_with('|'))
             .map(|l| format!("{l}\n"))
             .collect();
+        if write {
+            let at = start + table_start;
+            reference.replace_range(at..at + documented.len(), &table);
+            continue;
+        }
         assert!(
             documented == table,
             "docs/reference.md's table of [{section}] is not the key table's \
-             (src/config/keys/); the key table writes:\n{table}\nthe reference has:\n{documented}"
+             (src/config/keys/; FC_INIT_WRITE_REFERENCE=1 writes it); the key table writes:\n\
+             {table}\nthe reference has:\n{documented}"
         );
+    }
+    if write {
+        std::fs::write(&path, reference).expect("docs/reference.md is writable");
     }
 }
 
