@@ -216,7 +216,7 @@ fn text_layer(source: &str, text: &str, problems: &mut Vec<Problem>) -> Layer {
             });
             continue;
         };
-        let Some(keys) = section_value.as_table() else {
+        let Some(entries) = section_value.as_table() else {
             problems.push(Problem {
                 source: source.clone(),
                 key: section_name.clone(),
@@ -225,7 +225,7 @@ fn text_layer(source: &str, text: &str, problems: &mut Vec<Problem>) -> Layer {
             continue;
         };
         layer.sections.insert(section);
-        for (key, value) in keys {
+        for (key, value) in entries {
             match keys::find(section, key) {
                 Some(spec) => layer.set(spec, value, &source, problems),
                 None => problems.push(Problem {
