@@ -5,7 +5,10 @@
 //!
 //! A new key is an entry in its section's file, a field of its section's struct in
 //! `config/mod.rs`, and the line of `load/build.rs` that fills that field (the default comes
-//! from here); the reference's row is what `reference_table` writes for it.
+//! from here). The reference's row is what `reference_table` writes for it
+//! (`FC_INIT_WRITE_REFERENCE=1 cargo test --lib config::tests::table` writes it in), and
+//! config/fc-init.toml shows the key, with its default when it has a fixed one; the tests of
+//! `config::tests::table` and `print` check both.
 
 use super::schema::{self, Kind, Val};
 use super::show::Shown;
