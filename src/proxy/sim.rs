@@ -362,6 +362,13 @@ impl Sim {
         self.drive();
     }
 
+    /// Function connection `i` is reset by the function (reads and writes fail).
+    pub fn fn_reset(&mut self, i: usize) {
+        self.function(i).borrow_mut().reset = true;
+        self.fns_ready();
+        self.drive();
+    }
+
     /// New function connections take at most `n` bytes (`None`: any).
     pub fn functions_take(&mut self, n: Option<usize>) {
         *self.fn_room.borrow_mut() = n;
