@@ -397,22 +397,10 @@ impl Loop {
             match m {
                 Mail::Connection(stream, slot) => self.accept(stream, slot),
                 Mail::Stored(t, result) => {
-                    let (_, idx, gen) = untoken(t);
-                    if self.clients.live(idx, gen).is_some() {
-                        self.guarded(idx, |cx, c| {
-                            conn::stored(cx, c, result);
-                            conn::drive(cx, c)
-                        });
-                    }
+                    self.answered(t, |cx, c| conn::stored(cx, c, result));
                 }
                 Mail::Lifecycle(t, answer) => {
-                    let (_, idx, gen) = untoken(t);
-                    if self.clients.live(idx, gen).is_some() {
-                        self.guarded(idx, |cx, c| {
-                            conn::lifecycle_answered(cx, c, answer);
-                            conn::drive(cx, c)
-                        });
-                    }
+                    self.answered(t, |cx, c| conn::lifecycle_answered(cx, c, answer));
                 }
                 Mail::Granted(t) => self.drive_token(t),
                 Mail::Budget(t) => {
@@ -436,6 +424,18 @@ impl Loop {
                     self.drive(idx);
                 }
             }
+        }
+    }
+
+    /// Hands client `t` the result it waited for (`take`), then drives it; a result for a
+    /// connection that is gone is dropped.
+    fn answered(&mut self, t: Token, take: impl FnOnce(&mut Cx, &mut Client)) {
+        let (_, idx, gen) = untoken(t);
+        if self.clients.live(idx, gen).is_some() {
+            self.guarded(idx, |cx, c| {
+                take(cx, c);
+                conn::drive(cx, c)
+            });
         }
     }
 
