@@ -233,9 +233,10 @@ pub(super) struct Exchange {
     /// `Connection: upgrade` with an `Upgrade` other than h2c.
     pub upgrade: bool,
     pub started: Instant,
-    /// The Start line was written (its epoch, see `Cx::log_epoch`).
+    /// Its Start line was queued (when, for [`super::lines::Lines::may_send`]).
     pub(super) start_line: Option<Started>,
-    /// How the invocation ended: its metrics label and its End line ([`finish::end_error`]).
+    /// How the invocation ended: its metrics label and its End line
+    /// ([`super::lines::end_error`]).
     pub outcome: Option<Outcome>,
 
     /// The client's body, and what of it was read before admission.
