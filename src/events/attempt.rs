@@ -63,6 +63,20 @@ impl Sender {
         req: &StoredRequest,
         kept: &mut Option<Listener>,
     ) -> (Attempt, Option<StoredAnswer>) {
+        let (attempt, answer, _) = self.send_keeping(id, req, kept, 0);
+        (attempt, answer)
+    }
+
+    /// [`Sender::send`], and the whole answer as it came (fc-init's own answers included)
+    /// when it was read to its end and its body is at most `whole` bytes: what a handoff's
+    /// client gets (docs/reference.md §10).
+    pub fn send_keeping(
+        &self,
+        id: &str,
+        req: &StoredRequest,
+        kept: &mut Option<Listener>,
+        whole: usize,
+    ) -> (Attempt, Option<StoredAnswer>, Option<StoredAnswer>) {
         // The listener waits up to function.timeout for initialization and again for the
         // answer; the margin covers the queue.
         let deadline = Instant::now() + self.function_timeout * 2 + Duration::from_secs(10);
@@ -94,7 +108,7 @@ impl Sender {
                 Some(c) => c,
                 None => match self.connect() {
                     Ok(c) => c,
-                    Err(message) => return (failed(message), None),
+                    Err(message) => return (failed(message), None, None),
                 },
             };
             conn.set_deadline(Some(deadline));
@@ -128,6 +142,7 @@ impl Sender {
                     return (
                         failed(format!("sending the event through the listener: {e}")),
                         None,
+                        None,
                     )
                 }
             }
@@ -137,7 +152,8 @@ impl Sender {
         // the rest is read and dropped, so the connection is ready for the next event.
         let keep = usize::try_from(self.max_result)
             .unwrap_or(usize::MAX)
-            .max(MAX_ERROR_MESSAGE);
+            .max(MAX_ERROR_MESSAGE)
+            .max(whole);
         let mut sink = LimitedSink {
             kept: &mut body,
             keep,
@@ -154,24 +170,24 @@ impl Sender {
         // fc-init's own answers (`x-fc-error-type`: the function crashed, timed out, ...)
         // are not the function's: nothing is kept for them.
         let own = response.header("x-fc-error-type").is_some();
-        let answer = (self.max_result > 0 && copied.is_ok() && !own).then(|| {
-            let limit = usize::try_from(self.max_result).unwrap_or(usize::MAX);
-            StoredAnswer {
-                status: response.status,
-                headers: response
-                    .headers
-                    .iter()
-                    .filter(|f| {
-                        !f.hop_by_hop
-                            && !f.name.eq_ignore_ascii_case("content-length")
-                            && !f.name.eq_ignore_ascii_case("transfer-encoding")
-                    })
-                    .map(|f| (f.name.to_owned(), f.value.to_vec()))
-                    .collect(),
-                body: body[..body.len().min(limit)].to_vec(),
-                truncated: seen > limit as u64,
-            }
-        });
+        let cut = |limit: usize| StoredAnswer {
+            status: response.status,
+            headers: response
+                .headers
+                .iter()
+                .filter(|f| {
+                    !f.hop_by_hop
+                        && !f.name.eq_ignore_ascii_case("content-length")
+                        && !f.name.eq_ignore_ascii_case("transfer-encoding")
+                })
+                .map(|f| (f.name.to_owned(), f.value.to_vec()))
+                .collect(),
+            body: body[..body.len().min(limit)].to_vec(),
+            truncated: seen > limit as u64,
+        };
+        let answer = (self.max_result > 0 && copied.is_ok() && !own)
+            .then(|| cut(usize::try_from(self.max_result).unwrap_or(usize::MAX)));
+        let whole = (whole > 0 && copied.is_ok() && seen <= whole as u64).then(|| cut(whole));
         if copied.is_ok() && response.keep_alive {
             *kept = Some(conn);
         }
@@ -189,7 +205,7 @@ impl Sender {
             || (event_invocation && (!(200..300).contains(&status) || fc_404))
             || (!event_invocation && status >= 500);
         if !failed {
-            return (Attempt::Succeeded { status }, answer);
+            return (Attempt::Succeeded { status }, answer, whole);
         }
         let mut message =
             String::from_utf8_lossy(&body[..body.len().min(MAX_ERROR_MESSAGE)]).into_owned();
@@ -201,7 +217,7 @@ impl Sender {
             error_type: own_error.unwrap_or_else(|| "FunctionError".into()),
             message,
         };
-        (attempt, answer)
+        (attempt, answer, whole)
     }
 
     /// A new connection to fc-init's own listener.

@@ -13,6 +13,7 @@
 //! - [`destination`]: `[async.on_success]` / `[async.on_failure]` deliveries.
 //! - [`api`]: what the operator may ask of the events (the admin API's view).
 //! - [`attempt`]: one attempt of an event through fc-init's own listener.
+//! - [`handoff`]: the handoff of a synchronous request that asks `Prefer: respond-async`.
 //! - [`signal`]: wake-ups between the async threads.
 //! - [`time`]: wall-clock milliseconds and their RFC 3339 form.
 
@@ -23,6 +24,7 @@ pub mod attempt;
 pub mod backend;
 pub mod destination;
 pub mod error;
+pub mod handoff;
 pub mod model;
 pub mod redis;
 pub mod service;

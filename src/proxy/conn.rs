@@ -202,12 +202,22 @@ fn start_request(cx: &mut Cx, c: &mut Client, head_len: usize) -> Flow {
     };
     ex.purpose = purpose;
     let framing = ex.head.framing;
-    c.ex = Some(ex);
+    let upgrade = exchange::asks_upgrade(&ex.head);
     if let Purpose::Invoke(_) = purpose {
+        ex.handoff = super::handoff::wanted(p, &ex.head, upgrade);
+    }
+    let handoff = ex.handoff.is_some();
+    let max = match handoff {
+        true => p.cfg.async_.max_payload,
+        false => max,
+    };
+    c.ex = Some(ex);
+    if let (Purpose::Invoke(_), false) = (purpose, handoff) {
+        // A handoff's invocation is its attempt's, which writes its own lines.
         finish::log_start(cx, c);
     }
-    if let Purpose::Submit = purpose {
-        let head = c.ex.as_ref().map(|ex| &ex.head);
+    if purpose == Purpose::Submit || handoff {
+        let head = c.ex.as_ref().map(|ex| &ex.head).filter(|_| !handoff);
         let refused = submission_refused(cx, framing).or_else(|| super::submit::refused(head?));
         if let Some((status, error, message)) = refused {
             refuse(cx, c, status, error, &message);
@@ -221,10 +231,10 @@ fn start_request(cx: &mut Cx, c: &mut Client, head_len: usize) -> Flow {
     };
     let total = p.cfg.server.body_buffer_total;
     ex.buffer_limit = match purpose {
-        Purpose::Invoke(_) => p.cfg.server.body_buffer.min(max).min(total),
+        Purpose::Invoke(_) if !handoff => p.cfg.server.body_buffer.min(max).min(total),
         _ => max.min(total),
     } as usize;
-    ex.upgrade = matches!(purpose, Purpose::Invoke(_)) && exchange::asks_upgrade(&ex.head);
+    ex.upgrade = matches!(purpose, Purpose::Invoke(_)) && upgrade;
     if ex.head.expect_continue && !ex.decoder.is_done() && c.pending().is_empty() {
         c.out.extend_from_slice(crate::http::CONTINUE_100);
     }
@@ -300,7 +310,7 @@ fn buffer_body(cx: &mut Cx, c: &mut Client) -> Flow {
             }
         }
         let full = ex.body.len() >= ex.buffer_limit;
-        if ex.decoder.is_done() || (full && matches!(ex.purpose, Purpose::Invoke(_))) {
+        if ex.decoder.is_done() || (full && streamed(ex)) {
             proceed(cx, c);
             return Ok(true);
         }
@@ -338,6 +348,12 @@ fn buffer_body(cx: &mut Cx, c: &mut Client) -> Flow {
     }
 }
 
+/// Whether the rest of the body may be streamed to the function once `server.body_buffer`
+/// is full: an invocation's, not a submission's or a handoff's (stored whole).
+fn streamed(ex: &Exchange) -> bool {
+    matches!(ex.purpose, Purpose::Invoke(_)) && ex.handoff.is_none()
+}
+
 /// The bytes of `server.body_buffer_total` the exchange's body holds.
 fn reserved(ex: &Exchange) -> usize {
     ex.reserved.as_ref().map_or(0, |r| r.bytes()) as usize
@@ -373,7 +389,7 @@ fn reserve(cx: &mut Cx, c: &mut Client) -> Reserve {
         ex.body.reserve_exact((target - body) as usize);
         return Reserve::Covered;
     }
-    if chunked && have > 0 && matches!(ex.purpose, Purpose::Invoke(_)) {
+    if chunked && have > 0 && streamed(ex) {
         return Reserve::GoOn;
     }
     if !ex.budget_queued {
@@ -394,12 +410,10 @@ fn body_refused(cx: &mut Cx, c: &mut Client, e: HttpError) -> Flow {
         return Err(Gone);
     };
     match ex.purpose {
-        Purpose::Invoke(_) => finish::fail(cx, c, Failure::RequestBody(e)),
+        Purpose::Invoke(_) if ex.handoff.is_none() => finish::fail(cx, c, Failure::RequestBody(e)),
         _ => {
             let message = match e {
-                HttpError::BodyTooLarge if ex.purpose == Purpose::Submit => {
-                    too_large(cx.p.cfg.async_.max_payload)
-                }
+                HttpError::BodyTooLarge => too_large(cx.p.cfg.async_.max_payload),
                 HttpError::Timeout => "timed out reading the request body".into(),
                 ref e => e.to_string(),
             };
@@ -420,6 +434,7 @@ fn proceed(cx: &mut Cx, c: &mut Client) {
         r.shrink(ex.body.len() as u64);
     }
     match ex.purpose {
+        Purpose::Invoke(_) if ex.handoff.is_some() => super::handoff::start(cx, c),
         Purpose::Invoke(_) => super::admission::enter_admit(cx, c),
         Purpose::Submit => {
             let Some(service) = p.asynchronous.as_ref() else {
@@ -594,6 +609,9 @@ pub(super) fn on_deadline(cx: &mut Cx, c: &mut Client) -> Next {
                 }
             }
             Err(Gone)
+        }
+        Phase::Storing if c.ex.as_ref().is_some_and(|ex| ex.handoff.is_some()) => {
+            super::handoff::on_deadline(cx, c)
         }
         // Not a deadline of their own: looked at again later.
         Phase::Storing | Phase::Lifecycle => {

@@ -51,6 +51,8 @@ pub(super) enum Mail {
     Granted(Token),
     /// Bytes of the body budget came back: this client may buffer its body now.
     Budget(Token),
+    /// The async service's word on this client's handoff.
+    Handoff(Token, crate::events::handoff::Handed),
     /// fc-init is about to exit: say when every answer decided on has been written.
     Settle(Arc<Settle>),
 }

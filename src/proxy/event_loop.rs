@@ -414,6 +414,15 @@ impl Loop {
                         });
                     }
                 }
+                Mail::Handoff(t, handed) => {
+                    let (_, idx, gen) = untoken(t);
+                    if self.clients.live(idx, gen).is_some() {
+                        self.guarded(idx, |cx, c| {
+                            super::handoff::handed(cx, c, handed);
+                            conn::drive(cx, c)
+                        });
+                    }
+                }
                 Mail::Granted(t) => self.drive_token(t),
                 Mail::Budget(t) => {
                     let (_, idx, gen) = untoken(t);

@@ -112,6 +112,9 @@ pub(super) struct Exchange {
     pub(super) start_line: Option<Started>,
     /// How the invocation ended: its metrics label and its End line ([`finish::end_error`]).
     pub outcome: Option<Outcome>,
+    /// `Prefer: respond-async, wait=N` (docs/reference.md §10): stored, then run by the
+    /// async service while the client waits ([`super::handoff`]).
+    pub(super) handoff: Option<crate::events::handoff::Waiter>,
 
     /// The client's body, and what of it was read before admission.
     pub decoder: Decoder,
@@ -175,6 +178,7 @@ impl Exchange {
             next_instance_of: None,
             start_line: None,
             outcome: None,
+            handoff: None,
             decoder: Decoder::passthrough(),
             buffer_limit: 0,
             body: Vec::new(),

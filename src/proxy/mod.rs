@@ -10,7 +10,8 @@
 //! the answer back, both directions at once, over pooled non-blocking function connections;
 //! WebSocket-style upgrades are relayed byte for byte. Asynchronous submissions go to the
 //! store ([`submit`]) and FC's lifecycle calls to the supervisor, both answered when their
-//! result comes back to the loop. Threads remain only for hooks and the store: no request
+//! result comes back to the loop; so is a handoff (`Prefer: respond-async, wait=N`,
+//! [`handoff`]), which the async service stores and runs while its client waits. Threads remain only for hooks and the store: no request
 //! ever waits on a thread of its own. What a request is comes from one pure rule ([`kind`]);
 //! every way it can fail ends in one of fc-init's own answers ([`errors`]) or, once the
 //! function's answer has started, in closing the client connection ([`finish`]).
@@ -20,7 +21,7 @@
 //! [`kind`], [`limiter`], [`lines`], [`budget`], [`errors`], [`shared`] (the one `Proxy` value and its
 //! guards), [`exchange`] (one request as one value), [`cx`] (a loop's context and mailbox),
 //! [`client`] (a client connection's state and I/O), [`finish`], [`admission`], [`forward`],
-//! [`conn`], [`event_loop`], [`listener`].
+//! [`handoff`], [`conn`], [`event_loop`], [`listener`].
 //!
 //! Shutdown: the supervisor's `Notice::Stopping` (a `state::Watcher`) stops the accept loop,
 //! sends queued requests away (`InstanceStopping`) and makes later requests on open
@@ -47,6 +48,7 @@ mod exchange_tests;
 mod fds;
 mod finish;
 mod forward;
+mod handoff;
 mod io;
 mod kind;
 mod limiter;

@@ -78,7 +78,7 @@ pub(super) fn answer(
     match result {
         Ok(Submitted::Created | Submitted::AlreadyExists(_)) => {
             p.metrics.record(Outcome::Success, started.elapsed());
-            accepted(out, request_id, keep);
+            accepted(out, request_id, keep, b"");
             keep
         }
         Err(StoreError::Full { max_queued }) => {
@@ -119,10 +119,12 @@ pub(super) fn answer(
     }
 }
 
-/// `202 Accepted` with `{"requestId":"<id>"}`.
-fn accepted(out: &mut Vec<u8>, request_id: &str, keep: bool) {
+/// `202 Accepted` with `{"requestId":"<id>"}`, and the header lines `extra` (each ending in
+/// CRLF; the handoff's `Preference-Applied`).
+pub(super) fn accepted(out: &mut Vec<u8>, request_id: &str, keep: bool, extra: &[u8]) {
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 202 Accepted\r\n");
+    out.extend_from_slice(extra);
     push_field(out, "x-fc-request-id", request_id);
     push_field(out, "Content-Type", "application/json");
     out.extend_from_slice(b"Content-Length: ");

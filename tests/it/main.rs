@@ -2,6 +2,7 @@
 
 mod admin;
 mod async_events;
+mod async_handoff;
 mod async_parity;
 mod deploy;
 mod docs;
