@@ -11,8 +11,10 @@
 //! WebSocket-style upgrades are relayed byte for byte. Asynchronous submissions go to the
 //! store ([`submit`]) and FC's lifecycle calls to the supervisor, both answered when their
 //! result comes back to the loop; so is a handoff (`Prefer: respond-async, wait=N`,
-//! [`handoff`]), which the async service stores and runs while its client waits. Threads remain only for hooks and the store: no request
-//! ever waits on a thread of its own. What a request is comes from one pure rule ([`kind`]);
+//! [`handoff`]), which the async service stores and runs, as an event's attempt, on a thread
+//! of its own (the part that outlives its client) while the client waits in the loop. Other
+//! threads remain only for hooks and the store: no other request waits on a thread of its
+//! own. What a request is comes from one pure rule ([`kind`]);
 //! every way it can fail ends in one of fc-init's own answers ([`errors`]) or, once the
 //! function's answer has started, in closing the client connection ([`finish`]).
 //!
