@@ -16,6 +16,7 @@
 //! - [`handoff`]: the handoff of a synchronous request that asks `Prefer: respond-async`.
 //! - [`signal`]: wake-ups between the async threads.
 //! - [`time`]: wall-clock milliseconds and their RFC 3339 form.
+//! - `tls` (the `tls` feature): `https://` destinations.
 
 use crate::logging::Throttle;
 
@@ -32,6 +33,8 @@ pub mod signal;
 pub mod store;
 pub mod submission;
 pub mod time;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 /// One line a second, process-wide, for the store's trouble (a full disk, Redis gone): every
 /// worker and every Redis link meets the same outage at once, and one line says it.

@@ -259,6 +259,25 @@ pub fn request<S: Read + Write + Timeouts>(
     body: &[u8],
     deadline: Instant,
 ) -> Result<ClientResponse, ClientError> {
+    request_to(conn, "localhost", method, path, headers, body, deadline)
+}
+
+/// [`request`] to a server reached by name: `Host: host` (a destination's authority).
+pub fn request_to<S: Read + Write + Timeouts>(
+    conn: &mut S,
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    deadline: Instant,
+) -> Result<ClientResponse, ClientError> {
+    if host.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err(ClientError::Io(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "invalid host",
+        )));
+    }
     if !is_token(method) || path.is_empty() || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
         return Err(ClientError::Io(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -269,7 +288,8 @@ pub fn request<S: Read + Write + Timeouts>(
     head.extend_from_slice(method.as_bytes());
     head.push(b' ');
     head.extend_from_slice(path.as_bytes());
-    head.extend_from_slice(b" HTTP/1.1\r\nHost: localhost\r\n");
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    push_field(&mut head, "Host", host);
     for (n, v) in headers {
         push_field(&mut head, n, v);
     }

@@ -5,6 +5,7 @@ mod async_events;
 mod async_handoff;
 mod async_parity;
 mod deploy;
+mod destination_https;
 mod docs;
 mod dropin;
 mod dropin_signals;
