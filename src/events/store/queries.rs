@@ -24,6 +24,7 @@ impl Store {
             count_sql,
             page_sql,
             args,
+            page_args,
         } = list_sql(q);
         let limit = q.limit.min(MAX_LIST_LIMIT);
 
@@ -36,7 +37,7 @@ impl Store {
             .map_err(sql_err("list"))?;
         let mut events = Vec::new();
         if limit > 0 {
-            let mut page_args = args;
+            let mut page_args = page_args;
             page_args.push(Value::Integer(i64::from(limit)));
             page_args.push(Value::Integer(sql_int(q.offset)));
             let mut stmt = tx.prepare_cached(&page_sql).map_err(sql_err("list"))?;
@@ -107,12 +108,13 @@ impl Store {
     }
 }
 
-/// The SQL of a list: the count, the page (its last two arguments the limit and offset),
-/// and the arguments of the filter both share.
+/// The SQL of a list: the count and its arguments (the filter's), the page and its
+/// arguments (the filter's, once per part), to which the limit and offset are added.
 pub(super) struct ListSql {
     pub count_sql: String,
     pub page_sql: String,
     pub args: Vec<Value>,
+    pub page_args: Vec<Value>,
 }
 
 /// The SQL of the list `q` asks for (each filter a bound argument, never text of the query).
@@ -187,6 +189,7 @@ pub(super) fn list_sql(q: &ListQuery) -> ListSql {
         OrderBy::StartTime => Some("start_time"),
         OrderBy::EndTime => Some("end_time"),
     };
+    let mut page_args = args.clone();
     let page_sql = match time {
         None => format!(
             "SELECT {EVENT_COLUMNS} FROM events{filter} \
@@ -196,9 +199,7 @@ pub(super) fn list_sql(q: &ListQuery) -> ListSql {
         // each in the order of an index (the time's, then the table's), so that a page is
         // read in order and never sorted: `ORDER BY t IS NULL, t` would sort every match.
         Some(t) => {
-            let mut twice = args.clone();
-            twice.append(&mut args);
-            args = twice;
+            page_args.extend_from_slice(&args);
             format!(
                 "SELECT {EVENT_COLUMNS} FROM \
                  (SELECT * FROM (SELECT * FROM events{filter} AND {t} IS NOT NULL \
@@ -214,5 +215,6 @@ pub(super) fn list_sql(q: &ListQuery) -> ListSql {
         count_sql,
         page_sql,
         args,
+        page_args,
     }
 }
