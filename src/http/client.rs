@@ -272,16 +272,11 @@ pub fn request_to<S: Read + Write + Timeouts>(
     body: &[u8],
     deadline: Instant,
 ) -> Result<ClientResponse, ClientError> {
-    if host.bytes().any(|b| b <= b' ' || b == 0x7f) {
+    let unfit = |s: &str| s.is_empty() || s.bytes().any(|b| b <= b' ' || b == 0x7f);
+    if !is_token(method) || unfit(path) || unfit(host) {
         return Err(ClientError::Io(io::Error::new(
             io::ErrorKind::InvalidInput,
-            "invalid host",
-        )));
-    }
-    if !is_token(method) || path.is_empty() || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
-        return Err(ClientError::Io(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "invalid method or path",
+            "invalid method, path or host",
         )));
     }
     let mut head = Vec::with_capacity(256);

@@ -480,21 +480,7 @@ pub(super) fn stored(cx: &mut Cx, c: &mut Client, result: Result<Submitted, Stor
     if c.phase != Phase::Storing {
         return;
     }
-    let Some(ex) = c.ex.as_ref() else {
-        return;
-    };
-    let keep = ex.head.keep_alive && !cx.p.stopping();
-    let keep = super::submit::answer(
-        cx.p,
-        &mut cx.bufs.answer,
-        &ex.request_id,
-        result,
-        keep,
-        ex.started,
-    );
-    c.out.extend_from_slice(&cx.bufs.answer);
-    c.close_after |= !keep;
-    enter_deliver(cx, c, cx.now + cx.p.cfg.server.idle_timeout);
+    super::submit::deliver_answer(cx, c, result);
 }
 
 /// The supervisor's answer to this connection's lifecycle call (docs/reference.md §4, §6): 200, or

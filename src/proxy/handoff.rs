@@ -206,19 +206,7 @@ pub(super) fn handed(cx: &mut Cx, c: &mut Client, handed: Handed) {
         }
         // An id stored already is accepted as the event it names; nothing runs twice.
         Handed::NotStored(Ok(_)) => accept(cx, c, keep),
-        Handed::NotStored(result) => {
-            let keep = super::submit::answer(
-                cx.p,
-                &mut cx.bufs.answer,
-                &ex.request_id,
-                result,
-                keep,
-                ex.started,
-            );
-            c.out.extend_from_slice(&cx.bufs.answer);
-            c.close_after |= !keep;
-            enter_deliver(cx, c, cx.now + cx.p.cfg.server.idle_timeout);
-        }
+        Handed::NotStored(result) => super::submit::deliver_answer(cx, c, result),
         Handed::Answered(Ok(answer)) => {
             write_answer(&mut c.out, &ex.request_id, &answer, keep);
             c.close_after |= !keep;

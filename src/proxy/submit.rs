@@ -19,6 +19,8 @@ use crate::http::write::{push_field, push_u64};
 use crate::http::RequestHead;
 use crate::metrics::Outcome;
 
+use super::client::{enter_deliver, Client};
+use super::cx::Cx;
 use super::shared::Proxy;
 
 /// Whether `head` asks for an asynchronous invocation.
@@ -117,6 +119,25 @@ pub(super) fn answer(
             false
         }
     }
+}
+
+/// Queues the answer to the store's `result` for `c`'s submission (or handoff), and delivers it.
+pub(super) fn deliver_answer(cx: &mut Cx, c: &mut Client, result: Result<Submitted, StoreError>) {
+    let Some(ex) = c.ex.as_ref() else {
+        return;
+    };
+    let keep = ex.head.keep_alive && !cx.p.stopping();
+    let keep = answer(
+        cx.p,
+        &mut cx.bufs.answer,
+        &ex.request_id,
+        result,
+        keep,
+        ex.started,
+    );
+    c.out.extend_from_slice(&cx.bufs.answer);
+    c.close_after |= !keep;
+    enter_deliver(cx, c, cx.now + cx.p.cfg.server.idle_timeout);
 }
 
 /// `202 Accepted` with `{"requestId":"<id>"}`, and the header lines `extra` (each ending in

@@ -7,22 +7,8 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use crate::async_events::{AsyncServer, Backend};
+use crate::async_events::{on_both, AsyncServer, Backend};
 use crate::util::*;
-
-/// A test run on both backends: `$sqlite` on SQLite, `$redis` on a redis-server of its own.
-macro_rules! on_both {
-    ($sqlite:ident, $redis:ident, $body:ident) => {
-        #[test]
-        fn $sqlite() {
-            $body(Backend::Sqlite)
-        }
-        #[test]
-        fn $redis() {
-            $body(Backend::redis(stringify!($redis)))
-        }
-    };
-}
 
 /// `GET path` on the admin socket, the whole answer: (status, headers, body).
 fn admin_raw(s: &AsyncServer, path: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {

@@ -400,14 +400,7 @@ impl Backend for Redis {
             return Err(StoreError::InvalidRequestId { id: e.request_id });
         }
         let mut inv = self.inner.invocation(&scripts().handoff, now_ms());
-        inv.arg(&e.request_id)
-            .arg(e.submit_time)
-            .arg(&e.request.method)
-            .arg(&e.request.target)
-            .arg(encode_headers(&e.request.headers))
-            .arg(&e.request.body)
-            .arg(&e.function_name)
-            .arg(&e.qualifier);
+        push_submission(&mut inv, &e);
         let reply = self.inner.run("handoff", &inv)?;
         let items = array("handoff", &reply)?;
         let event = items.get(1).map(|v| event("handoff", v)).transpose()?;

@@ -125,8 +125,8 @@ const LIST: &str = concat!("\n", include_str!("scripts/list.lua"));
 /// order by (`submit`, `start`, `end`). The total, then the page.
 const LIST_FILTERED: &str = concat!("\n", include_str!("scripts/list_filtered.lua"));
 
-/// The handoff (docs/reference.md §10): ARGV[5] id, [6] submit time, [7] method, [8] target,
-/// [9] headers, [10] body, [11] function name, [12] qualifier. The event is stored and
+/// The handoff (docs/reference.md §10): ARGV[5..13] one event as SUBMIT takes it (its
+/// not-before time unused: a handoff runs now). The event is stored and
 /// started by this consumer at once (delivered to it through the group, so that it is leased
 /// like any started event): `{0, event, lease}`, or `{1, event}` when the id exists.
 const HANDOFF: &str = concat!("\n", include_str!("scripts/handoff.lua"));
