@@ -3,12 +3,15 @@
 //! submission (at most `async.max_payload`, else 413), handed to the async service — which
 //! stores it RUNNING and runs it at once through the listener as a synchronous request
 //! ([`crate::events::handoff`]) — and its client waits, in [`Phase::Storing`], for the mail:
-//! the function's whole answer if it comes within N seconds, else, at N seconds, `202` with
-//! `{"requestId"}` and `Preference-Applied: respond-async` while the event goes on.
+//! the function's answer if it begins within N seconds, streamed as it comes (its body as
+//! mail, at most a window ahead of what the client has taken, told back by [`pump`]), else,
+//! at N seconds, `202` with `{"requestId"}` and `Preference-Applied: respond-async` while the
+//! event goes on.
 //!
-//! The N seconds count from the moment the event is stored. An answer already on its way
-//! when they end is still the client's ([`Race`] decides once). A client that goes away
-//! detaches the event the same way (dropping its [`Handoff`]).
+//! The N seconds count from the moment the event is stored. An answer whose head is already
+//! on its way when they end is still the client's (the race decides once). A client that goes
+//! away detaches the event the same way (dropping its [`Handoff`]); one that stops taking its
+//! answer for `function.timeout` is let go.
 //!
 //! `Prefer` is parsed as RFC 7240 says: several fields or comma-separated preferences, names
 //! case-insensitive, optional whitespace around `=`, values as tokens or quoted strings,
@@ -23,8 +26,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::events::handoff::{Handed, Race, Waiter as Handoff};
-use crate::events::store::StoredAnswer;
+use crate::events::handoff::{Handed, Head, Waiter as Handoff};
+use crate::http::codec::Encoder;
 use crate::http::fc_error::ErrorType;
 use crate::http::write::{push_field, push_u64};
 use crate::http::{reason_phrase, RequestHead};
@@ -37,10 +40,6 @@ use super::shared::Proxy;
 /// well before).
 const MAX_WAIT: u64 = 24 * 3600;
 
-/// The smallest body handed over whole; larger answers up to `async.max_result` and
-/// `server.body_buffer` are too.
-const MIN_WHOLE: u64 = 64 * 1024;
-
 /// The handoff `head` asks for, if this instance offers it (see the module docs).
 pub(super) fn wanted(p: &Proxy, head: &RequestHead, upgrade: bool) -> Option<Handoff> {
     if p.asynchronous.is_none() || upgrade || head.method() == "HEAD" || p.stopping() {
@@ -52,10 +51,7 @@ pub(super) fn wanted(p: &Proxy, head: &RequestHead, upgrade: bool) -> Option<Han
         .filter(|f| f.name.eq_ignore_ascii_case("prefer"))
         .map(|f| f.value);
     let wait = prefer_wait(prefer)?;
-    Some(Handoff::new(
-        Duration::from_secs(wait.min(MAX_WAIT)),
-        Race::default(),
-    ))
+    Some(Handoff::new(Duration::from_secs(wait.min(MAX_WAIT))))
 }
 
 /// RFC 7240: the N of `Prefer: respond-async, wait=N` over all the request's `Prefer` field
@@ -136,17 +132,6 @@ fn split_outside_quotes(v: &[u8], sep: u8) -> impl Iterator<Item = &[u8]> {
     })
 }
 
-/// The largest answer body handed to the client whole (see the module docs).
-fn whole(p: &Proxy) -> usize {
-    let most = p
-        .cfg
-        .async_
-        .max_result
-        .max(p.cfg.server.body_buffer)
-        .max(MIN_WHOLE);
-    usize::try_from(most).unwrap_or(usize::MAX)
-}
-
 /// The body is read whole: the request goes to the async service, and the client waits for
 /// its mail (the store and the attempt are the service's threads').
 pub(super) fn start(cx: &mut Cx, c: &mut Client) {
@@ -168,8 +153,7 @@ pub(super) fn start(cx: &mut Cx, c: &mut Client) {
     let started = service.hand_off(
         &ex.request_id,
         request,
-        handoff.race.clone(),
-        whole(p),
+        handoff.link.clone(),
         Box::new(move |handed| handle.push(Mail::Handoff(t, handed))),
     );
     if let Err(e) = started {
@@ -207,12 +191,35 @@ pub(super) fn handed(cx: &mut Cx, c: &mut Client, handed: Handed) {
         // An id stored already is accepted as the event it names; nothing runs twice.
         Handed::NotStored(Ok(_)) => accept(cx, c, keep),
         Handed::NotStored(result) => super::submit::deliver_answer(cx, c, result),
-        Handed::Answered(Ok(answer)) => {
-            write_answer(&mut c.out, &ex.request_id, &answer, keep);
+        Handed::Head(head) => {
+            // HTTP/1.0 clients get a body of unknown length delimited by the close.
+            let chunked = ex.head.version_minor >= 1;
+            let keep = keep && (head.length.is_some() || chunked);
+            let encoder = write_head(&mut c.out, &ex.request_id, &head, chunked, keep);
             c.close_after |= !keep;
-            enter_deliver(cx, c, cx.now + cx.p.cfg.server.idle_timeout);
+            handoff.streaming = Some((encoder, 0));
+            // function.timeout bounds the delivery, as it does a synchronous answer's.
+            let by = cx.now + cx.p.cfg.function.timeout;
+            client::set_deadline(cx, c, by);
         }
-        Handed::Answered(Err(message)) => {
+        Handed::Body(data) => {
+            if let Some((encoder, queued)) = handoff.streaming.as_mut() {
+                encoder.data(&data, &mut c.out);
+                *queued += data.len() as u64;
+            }
+        }
+        Handed::End(whole) => {
+            if let Some((encoder, _)) = handoff.streaming.take() {
+                match whole {
+                    true => encoder.finish(&mut c.out),
+                    // Cut: the client sees it by the missing end, and the close.
+                    false => c.close_after = true,
+                }
+                let by = cx.now + cx.p.cfg.function.timeout;
+                enter_deliver(cx, c, by);
+            }
+        }
+        Handed::NoAnswer(message) => {
             let m = format!("the handed-off request got no answer: {message}");
             own_answer(cx, c, 502, ErrorType::UnhandledInvocationError, &m, !keep);
         }
@@ -243,11 +250,15 @@ pub(super) fn on_deadline(cx: &mut Cx, c: &mut Client) -> Flow {
     };
     let keep = ex.head.keep_alive && !cx.p.stopping();
     let decided = match ex.handoff.as_ref() {
+        // The client stopped taking its answer for function.timeout: it is let go.
+        Some(Handoff {
+            streaming: Some(_), ..
+        }) => return Err(client::Gone),
         Some(Handoff {
             due: Some(due),
-            race,
+            link,
             ..
-        }) if cx.now >= *due => race.detach(),
+        }) if cx.now >= *due => link.race.detach(),
         Some(Handoff { due: Some(due), .. }) => {
             let due = *due;
             client::set_deadline(cx, c, due);
@@ -264,15 +275,31 @@ pub(super) fn on_deadline(cx: &mut Cx, c: &mut Client) -> Flow {
     Ok(true)
 }
 
-/// The function's whole answer for the client: its status and fields, then fc-init's
-/// `x-fc-request-id`, framing and `Connection`.
-fn write_answer(out: &mut Vec<u8>, request_id: &str, a: &StoredAnswer, keep: bool) {
+/// Bytes of a streamed answer the client has taken, told to its thread (after every flush
+/// of a waiting handoff's connection).
+pub(super) fn pump(c: &Client) -> Flow {
+    if let Some(Handoff {
+        streaming: Some((_, queued)),
+        link,
+        ..
+    }) = c.ex.as_ref().and_then(|ex| ex.handoff.as_ref())
+    {
+        link.flow
+            .delivered(queued.saturating_sub(c.unsent() as u64));
+    }
+    Ok(false)
+}
+
+/// The head of the function's answer for the client: its status and fields, then fc-init's
+/// `x-fc-request-id`, its framing (its length, else chunked to an HTTP/1.1 client) and
+/// `Connection`; how its body is to be framed.
+fn write_head(out: &mut Vec<u8>, request_id: &str, h: &Head, chunked: bool, keep: bool) -> Encoder {
     out.extend_from_slice(b"HTTP/1.1 ");
-    push_u64(out, u64::from(a.status));
+    push_u64(out, u64::from(h.status));
     out.push(b' ');
-    out.extend_from_slice(reason_phrase(a.status).as_bytes());
+    out.extend_from_slice(reason_phrase(h.status).as_bytes());
     out.extend_from_slice(b"\r\n");
-    for (name, value) in &a.headers {
+    for (name, value) in &h.headers {
         if ["x-fc-request-id", "connection", "keep-alive"]
             .iter()
             .any(|n| name.eq_ignore_ascii_case(n))
@@ -285,16 +312,26 @@ fn write_answer(out: &mut Vec<u8>, request_id: &str, a: &StoredAnswer, keep: boo
         out.extend_from_slice(b"\r\n");
     }
     push_field(out, "x-fc-request-id", request_id);
-    if !(a.status == 204 || a.status == 304 || (100..200).contains(&a.status)) {
-        out.extend_from_slice(b"Content-Length: ");
-        push_u64(out, a.body.len() as u64);
-        out.extend_from_slice(b"\r\n");
-    }
+    let bodiless = h.status == 204 || h.status == 304 || (100..200).contains(&h.status);
+    let encoder = match h.length {
+        _ if bodiless => Encoder::Raw,
+        Some(n) => {
+            out.extend_from_slice(b"Content-Length: ");
+            push_u64(out, n);
+            out.extend_from_slice(b"\r\n");
+            Encoder::Raw
+        }
+        None if chunked => {
+            push_field(out, "Transfer-Encoding", "chunked");
+            Encoder::Chunked
+        }
+        None => Encoder::Raw,
+    };
     if !keep {
         push_field(out, "Connection", "close");
     }
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(&a.body);
+    encoder
 }
 
 #[cfg(test)]
@@ -350,22 +387,38 @@ mod tests {
     }
 
     #[test]
-    fn a_whole_answer_is_written_with_its_own_length_and_the_request_id() {
-        let a = StoredAnswer {
+    fn an_answer_head_is_written_with_its_framing_and_the_request_id() {
+        let h = Head {
             status: 200,
             headers: vec![
                 ("Content-Type".into(), b"text/plain".to_vec()),
                 ("x-fc-request-id".into(), b"inner".to_vec()),
             ],
-            body: b"hello".to_vec(),
-            truncated: false,
+            length: Some(5),
         };
         let mut out = Vec::new();
-        write_answer(&mut out, "r-1", &a, false);
+        assert_eq!(write_head(&mut out, "r-1", &h, true, false), Encoder::Raw);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nx-fc-request-id: r-1\r\n\
-             Content-Length: 5\r\nConnection: close\r\n\r\nhello"
+             Content-Length: 5\r\nConnection: close\r\n\r\n"
         );
+        let unknown = Head { length: None, ..h };
+        let mut out = Vec::new();
+        assert_eq!(
+            write_head(&mut out, "r-1", &unknown, true, true),
+            Encoder::Chunked
+        );
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .ends_with("Transfer-Encoding: chunked\r\n\r\n"));
+        let mut out = Vec::new();
+        assert_eq!(
+            write_head(&mut out, "r-1", &unknown, false, false),
+            Encoder::Raw
+        );
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .ends_with("x-fc-request-id: r-1\r\nConnection: close\r\n\r\n"));
     }
 }

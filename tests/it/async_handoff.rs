@@ -174,3 +174,67 @@ fn a_preference_the_handoff_cannot_honour_is_a_plain_synchronous_request() {
     assert_eq!(header(&h, "preference-applied"), Some("respond-async"));
     assert_eq!(s.invokes_of("twice").len(), 1);
 }
+
+/// byte(i) of the fixture's `x-test-stream` pattern.
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (((i % 251) * 31 + 7) % 251) as u8).collect()
+}
+
+/// A chunked body, decoded.
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line = raw
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("a chunk size");
+        let size = usize::from_str_radix(std::str::from_utf8(&raw[..line]).unwrap(), 16).unwrap();
+        raw = &raw[line + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&raw[..size]);
+        raw = &raw[size + 2..];
+    }
+}
+
+#[test]
+fn handoff_answer_begun_within_the_wait_is_streamed_to_the_client_whole() {
+    let s = AsyncServer::start_on(&Backend::Sqlite, "handoff-stream", "", "");
+    // 3 MB (more than async.max_result) in 64 KiB writes 50 ms apart: it begins within the
+    // second the client waits, and ends well after it.
+    let headers = [
+        ("Prefer", "respond-async, wait=1"),
+        ("x-test-stream", "3000000"),
+        ("x-test-stream-delay", "0.05"),
+        ("x-fc-request-id", "streamed"),
+    ];
+    let started = Instant::now();
+    let (status, h, body) = http(s.fx.port, "POST", "/invoke", &headers, b"");
+    assert!(
+        started.elapsed().as_millis() > 1500,
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(status, 200);
+    assert_eq!(header(&h, "content-length"), Some("3000000"));
+    assert_eq!(header(&h, "x-fc-request-id"), Some("streamed"));
+    assert!(
+        body == pattern(3_000_000),
+        "the body is the function's, whole"
+    );
+    let e = s.get("streamed");
+    assert_eq!(e["status"], "FINISHED", "{e}");
+    assert_eq!(e["result"]["truncated"], true, "{e}");
+    assert_eq!(e["result"]["bytes"], 1024 * 1024, "{e}");
+    // An answer of no stated length goes out chunked.
+    let headers = [
+        ("Prefer", "respond-async, wait=5"),
+        ("x-test-stream", "200000"),
+        ("x-test-stream-framing", "chunked"),
+    ];
+    let (status, h, raw) = http(s.fx.port, "POST", "/invoke", &headers, b"");
+    assert_eq!(status, 200);
+    assert_eq!(header(&h, "transfer-encoding"), Some("chunked"));
+    assert!(dechunk(&raw) == pattern(200_000));
+}
