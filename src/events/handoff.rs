@@ -374,7 +374,8 @@ mod tests {
         // The window is full: nothing more until the client takes some, or the deadline.
         assert!(!flow.take(1, soon));
         flow.delivered(WINDOW);
-        assert!(flow.take(1, Instant::now() + Duration::from_secs(5)));
+        assert!(flow.take(WINDOW, Instant::now() + Duration::from_secs(5)));
+        // Full again: a waiting thread is let go when the client is gone.
         let f = flow.clone();
         let waiting =
             std::thread::spawn(move || f.take(WINDOW, Instant::now() + Duration::from_secs(30)));
