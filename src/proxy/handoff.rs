@@ -291,8 +291,8 @@ pub(super) fn pump(c: &Client) -> Flow {
 }
 
 /// The head of the function's answer for the client: its status and fields, then fc-init's
-/// `x-fc-request-id`, its framing (its length, else chunked to an HTTP/1.1 client) and
-/// `Connection`; how its body is to be framed.
+/// `x-fc-request-id`, its framing (its length, else chunked to an HTTP/1.1 client: `chunked`)
+/// and `Connection`; how its body is to be framed.
 fn write_head(out: &mut Vec<u8>, request_id: &str, h: &Head, chunked: bool, keep: bool) -> Encoder {
     out.extend_from_slice(b"HTTP/1.1 ");
     push_u64(out, u64::from(h.status));
@@ -327,8 +327,11 @@ fn write_head(out: &mut Vec<u8>, request_id: &str, h: &Head, chunked: bool, keep
         }
         None => Encoder::Raw,
     };
-    if !keep {
-        push_field(out, "Connection", "close");
+    match (keep, chunked) {
+        (false, _) => push_field(out, "Connection", "close"),
+        // An HTTP/1.0 client keeps its connection only when told.
+        (true, false) => push_field(out, "Connection", "keep-alive"),
+        (true, true) => {}
     }
     out.extend_from_slice(b"\r\n");
     encoder
