@@ -20,8 +20,9 @@
 //! Failure modes: a store that cannot take the event answers the client as an asynchronous
 //! submission would be (503 `AsyncStoreUnavailable`, ...) and nothing is forwarded; an attempt
 //! cut by the shutdown, or terminated gracefully, before its answer leaves the client with
-//! `202` and the event to go on (or run again); a client that stops taking the answer for
-//! `function.timeout` is let go, and the answer is still read and stored.
+//! `202` and the event to go on (or run again); a client that has not taken its answer by
+//! `function.timeout` is let go, and the event ends FAILED with the cut answer, as it does
+//! when the function cut it.
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -299,6 +300,16 @@ impl AsyncService {
             _ => None,
         };
         if streamed || no_answer.as_ref().is_some_and(|_| link.race.answer()) {
+            let result = match result {
+                // The answer's body was cut (the exchange hit function.timeout, or the
+                // function's connection broke): the client saw it fail, and so does the event.
+                Attempt::Succeeded { status } if streamed && !whole => Attempt::Failed {
+                    status: Some(status),
+                    error_type: "UnhandledInvocationError".into(),
+                    message: "the answer was cut before its end".into(),
+                },
+                other => other,
+            };
             let outcome = final_outcome(result, answer, now_ms());
             self.record(id, || self.store.finish(&claimed, &outcome));
             mail(match no_answer {

@@ -194,6 +194,8 @@ impl Cx {
     }
 
     pub(super) fn recycle(&mut self, mut ex: Box<Exchange>) {
+        // A handoff's client is done with: its attempt, if still running, goes on detached.
+        ex.handoff = None;
         if self.bufs.spare.len() < 16 {
             ex.shed();
             self.bufs.spare.push(ex);

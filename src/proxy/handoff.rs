@@ -10,8 +10,8 @@
 //!
 //! The N seconds count from the moment the event is stored. An answer whose head is already
 //! on its way when they end is still the client's (the race decides once). A client that goes
-//! away detaches the event the same way (dropping its [`Handoff`]); one that stops taking its
-//! answer for `function.timeout` is let go.
+//! away detaches the event the same way (dropping its [`Handoff`], which recycling the
+//! exchange does); one that has not taken its answer by `function.timeout` is let go.
 //!
 //! `Prefer` is parsed as RFC 7240 says: several fields or comma-separated preferences, names
 //! case-insensitive, optional whitespace around `=`, values as tokens or quoted strings,

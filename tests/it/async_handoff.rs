@@ -238,3 +238,55 @@ fn handoff_answer_begun_within_the_wait_is_streamed_to_the_client_whole() {
     assert_eq!(header(&h, "transfer-encoding"), Some("chunked"));
     assert!(dechunk(&raw) == pattern(200_000));
 }
+
+/// A client that takes none of its streamed answer holds no more of it in fc-init than the
+/// window and the sockets' buffers, is let go at `function.timeout`, and the event ends FAILED
+/// with the cut answer (the client saw it cut).
+#[test]
+fn handoff_client_that_reads_nothing_is_let_go_and_the_event_ends_failed() {
+    use std::io::{Read, Write};
+    let dir = TempDir::new("handoff-stalled");
+    let keys = format!(
+        "[async]\nstore = {:?}\n",
+        dir.path("events.db").display().to_string()
+    );
+    let (cfg, fx) = FixtureConfig::write(&dir, &[], "timeout = \"3s\"\n", &keys);
+    let p = fc_init(Mode::Subreaper)
+        .args(["-c", cfg.to_str().unwrap()])
+        .start();
+    wait_for("instance ready", || {
+        (accepting(&fx.admin) && admin_get(&fx.admin, "/health").0 == 200).then_some(())
+    });
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", fx.port)).unwrap();
+    write!(
+        c,
+        "POST /invoke HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nx-fc-request-id: stalled\r\n\
+         Prefer: respond-async, wait=5\r\nx-test-stream: 200000000\r\n\r\n"
+    )
+    .unwrap();
+    let started = Instant::now();
+    let e = wait_for("the event to end", || {
+        let (_, e) = admin_get(&fx.admin, "/async-events/stalled");
+        let e: serde_json::Value = serde_json::from_str(&e).unwrap();
+        let ended = e["status"].as_str().is_some_and(|s| s != "RUNNING");
+        ended.then_some(e)
+    });
+    assert_eq!(e["status"], "FAILED", "{e}");
+    assert_eq!(
+        e["errorMessage"], "the answer was cut before its end",
+        "{e}"
+    );
+    // At function.timeout, not at some later deadline of the attempt's own.
+    assert!(started.elapsed().as_secs() < 8, "{:?}", started.elapsed());
+    // What reached the client is far less than the answer, and its connection was closed.
+    c.set_read_timeout(Some(WATCHDOG)).unwrap();
+    let mut got = Vec::new();
+    let _ = c.read_to_end(&mut got);
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        &got[..got.len().min(64)]
+    );
+    assert!(got.len() < 50_000_000, "{} bytes", got.len());
+    drop(p);
+}
