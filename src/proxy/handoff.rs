@@ -275,17 +275,19 @@ pub(super) fn on_deadline(cx: &mut Cx, c: &mut Client) -> Flow {
     Ok(true)
 }
 
-/// Bytes of a streamed answer the client has taken, told to its thread (after every flush
-/// of a waiting handoff's connection).
+/// After every flush of a waiting handoff's connection: the bytes of its streamed answer the
+/// client has taken, told to its thread; a client that closed its side is gone, and so is its
+/// wait (nginx's `proxy_ignore_client_abort off`): the attempt goes on detached.
 pub(super) fn pump(c: &Client) -> Flow {
-    if let Some(Handoff {
-        streaming: Some((_, queued)),
-        link,
-        ..
-    }) = c.ex.as_ref().and_then(|ex| ex.handoff.as_ref())
-    {
-        link.flow
-            .delivered(queued.saturating_sub(c.unsent() as u64));
+    let Some(handoff) = c.ex.as_ref().and_then(|ex| ex.handoff.as_ref()) else {
+        return Ok(false);
+    };
+    if c.hup {
+        return Err(client::Gone);
+    }
+    if let Some((_, queued)) = handoff.streaming {
+        let taken = queued.saturating_sub(c.unsent() as u64);
+        handoff.link.flow.delivered(taken);
     }
     Ok(false)
 }

@@ -290,3 +290,25 @@ fn handoff_client_that_reads_nothing_is_let_go_and_the_event_ends_failed() {
     assert!(got.len() < 50_000_000, "{} bytes", got.len());
     drop(p);
 }
+
+/// A client gone before its answer leaves the event to go on as an asynchronous one: a failed
+/// attempt is retried (it would not be, had the client had the answer).
+#[test]
+fn handoff_client_gone_before_its_answer_leaves_the_event_to_its_retries() {
+    use std::io::Write;
+    let s = AsyncServer::start_on(&Backend::Sqlite, "handoff-gone", "", "max_retries = 1\n");
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", s.fx.port)).unwrap();
+    write!(
+        c,
+        "POST /invoke HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nx-fc-request-id: gone\r\n\
+         Prefer: respond-async, wait=10\r\nx-test-sleep: 1\r\nx-test-status: 500\r\n\r\n"
+    )
+    .unwrap();
+    wait_for("the event stored", || {
+        (s.ctl(&["events", "get", "gone"]).0 == 0).then_some(())
+    });
+    drop(c);
+    let e = s.wait_status("gone", "FAILED");
+    assert_eq!(e["attempts"], 2, "{e}");
+    assert_eq!(s.invokes_of("gone").len(), 2);
+}
