@@ -32,8 +32,9 @@ use crate::http::fc_error::ErrorType;
 use crate::http::write::{push_field, push_u64};
 use crate::http::{reason_phrase, RequestHead};
 
-use super::client::{self, enter_deliver, own_answer, Client, Flow};
+use super::client::{self, own_answer, Io, Phase, Step};
 use super::cx::{Cx, Mail};
+use super::exchange::Exchange;
 use super::shared::Proxy;
 
 /// The longest wait honoured; a longer one is cut to it (the request's own timeouts end it
@@ -134,14 +135,10 @@ fn split_outside_quotes(v: &[u8], sep: u8) -> impl Iterator<Item = &[u8]> {
 
 /// The body is read whole: the request goes to the async service, and the client waits for
 /// its mail (the store and the attempt are the service's threads').
-pub(super) fn start(cx: &mut Cx, c: &mut Client) {
+pub(super) fn start(cx: &mut Cx, io: &mut Io, ex: &mut Exchange) -> Step {
     let p = cx.p;
-    let Some(service) = p.asynchronous.as_ref() else {
-        return;
-    };
-    let ex = c.ex.as_mut().expect("a request is in its body phase");
-    let Some(handoff) = ex.handoff.as_ref() else {
-        return;
+    let (Some(service), Some(handoff)) = (p.asynchronous.as_ref(), ex.handoff.as_ref()) else {
+        return Step::Close;
     };
     let body = std::mem::take(&mut ex.body);
     let mut request = super::submit::stored_request(&ex.head, body);
@@ -149,7 +146,7 @@ pub(super) fn start(cx: &mut Cx, c: &mut Client) {
     request
         .headers
         .retain(|(name, _)| !name.eq_ignore_ascii_case("prefer"));
-    let (handle, t) = (cx.handle.clone(), c.token);
+    let (handle, t) = (cx.handle.clone(), io.token);
     let started = service.hand_off(
         &ex.request_id,
         request,
@@ -159,10 +156,11 @@ pub(super) fn start(cx: &mut Cx, c: &mut Client) {
     if let Err(e) = started {
         log::error!("starting the handoff of {}: {e}", ex.request_id);
         let m = format!("the request could not be handed off: {e}");
-        return own_answer(cx, c, 503, ErrorType::AsyncStoreUnavailable, &m, true);
+        let answer = (503, ErrorType::AsyncStoreUnavailable, m.as_str());
+        return own_answer(cx, io, Some(&ex.request_id), answer, true);
     }
-    c.phase = client::Phase::Storing;
-    client::set_deadline(cx, c, far(cx.now));
+    client::set_deadline(cx, io, far(cx.now));
+    Step::Enter(Phase::Storing)
 }
 
 /// No deadline of its own until the event is stored: the service always answers.
@@ -170,60 +168,60 @@ fn far(now: Instant) -> Instant {
     now + Duration::from_secs(24 * 3600)
 }
 
-/// The service's mail for this connection's handoff.
-pub(super) fn handed(cx: &mut Cx, c: &mut Client, handed: Handed) {
-    if c.phase != client::Phase::Storing {
-        return;
-    }
-    let Some(ex) = c.ex.as_mut() else {
-        return;
-    };
-    let Some(handoff) = ex.handoff.as_mut() else {
-        return;
-    };
+/// The service's mail for the handoff `ex` waits for, and what the connection does next.
+pub(super) fn handed(cx: &mut Cx, io: &mut Io, ex: &mut Exchange, handed: Handed) -> Step {
     let keep = ex.head.keep_alive && !cx.p.stopping();
+    let client_11 = ex.head.version_minor >= 1;
+    let Some(handoff) = ex.handoff.as_mut() else {
+        return Step::Wait;
+    };
     match handed {
         Handed::Running => {
             let due = cx.now + handoff.wait;
             handoff.due = Some(due);
-            client::set_deadline(cx, c, due);
+            client::set_deadline(cx, io, due);
+            Step::Wait
         }
         // An id stored already is accepted as the event it names; nothing runs twice.
-        Handed::NotStored(Ok(_)) => accept(cx, c, keep),
-        Handed::NotStored(result) => super::submit::deliver_answer(cx, c, result),
+        Handed::NotStored(Ok(_)) => accept(cx, io, ex, keep),
+        Handed::NotStored(result) => super::submit::deliver_answer(cx, io, ex, result),
         Handed::Head(head) => {
             // HTTP/1.0 clients get a body of unknown length delimited by the close.
-            let chunked = ex.head.version_minor >= 1;
-            let keep = keep && (head.length.is_some() || chunked);
-            let encoder = write_head(&mut c.out, &ex.request_id, &head, chunked, keep);
-            c.close_after |= !keep;
+            let keep = keep && (head.length.is_some() || client_11);
+            let encoder = write_head(&mut io.out, &ex.request_id, &head, client_11, keep);
+            io.close_after |= !keep;
             handoff.streaming = Some((encoder, 0));
             // function.timeout bounds the delivery, as it does a synchronous answer's.
             let by = cx.now + cx.p.cfg.function.timeout;
-            client::set_deadline(cx, c, by);
+            client::set_deadline(cx, io, by);
+            Step::Progress
         }
         Handed::Body(data) => {
             if let Some((encoder, queued)) = handoff.streaming.as_mut() {
-                encoder.data(&data, &mut c.out);
+                encoder.data(&data, &mut io.out);
                 *queued += data.len() as u64;
             }
+            Step::Progress
         }
         Handed::End(whole) => {
-            if let Some((encoder, _)) = handoff.streaming.take() {
-                match whole {
-                    true => encoder.finish(&mut c.out),
-                    // Cut: the client sees it by the missing end, and the close.
-                    false => c.close_after = true,
-                }
-                let by = cx.now + cx.p.cfg.function.timeout;
-                enter_deliver(cx, c, by);
+            let Some((encoder, _)) = handoff.streaming.take() else {
+                return Step::Wait;
+            };
+            match whole {
+                true => encoder.finish(&mut io.out),
+                // Cut: the client sees it by the missing end, and the close.
+                false => io.close_after = true,
             }
+            let by = cx.now + cx.p.cfg.function.timeout;
+            client::set_deadline(cx, io, by);
+            Step::Enter(Phase::Deliver)
         }
         Handed::NoAnswer(message) => {
             let m = format!("the handed-off request got no answer: {message}");
-            own_answer(cx, c, 502, ErrorType::UnhandledInvocationError, &m, !keep);
+            let answer = (502, ErrorType::UnhandledInvocationError, m.as_str());
+            own_answer(cx, io, Some(&ex.request_id), answer, !keep)
         }
-        Handed::Accepted => accept(cx, c, keep),
+        Handed::Accepted => accept(cx, io, ex, keep),
     }
 }
 
@@ -231,29 +229,24 @@ pub(super) fn handed(cx: &mut Cx, c: &mut Client, handed: Handed) {
 const APPLIED: &[u8] = b"Preference-Applied: respond-async\r\n";
 
 /// `202 Accepted` with `{"requestId"}` and `Preference-Applied: respond-async`.
-fn accept(cx: &mut Cx, c: &mut Client, keep: bool) {
-    let Some(ex) = c.ex.as_ref() else {
-        return;
-    };
+fn accept(cx: &mut Cx, io: &mut Io, ex: &Exchange, keep: bool) -> Step {
     cx.p.metrics
         .record(crate::metrics::Outcome::Success, ex.started.elapsed());
     super::submit::accepted(&mut cx.bufs.answer, &ex.request_id, keep, APPLIED);
-    c.out.extend_from_slice(&cx.bufs.answer);
-    c.close_after |= !keep;
-    enter_deliver(cx, c, cx.now + cx.p.cfg.server.idle_timeout);
+    io.out.extend_from_slice(&cx.bufs.answer);
+    io.close_after |= !keep;
+    client::set_deadline(cx, io, cx.now + cx.p.cfg.server.idle_timeout);
+    Step::Enter(Phase::Deliver)
 }
 
-/// The wait is over (or an earlier wake-up): `202`, unless the answer is on its way.
-pub(super) fn on_deadline(cx: &mut Cx, c: &mut Client) -> Flow {
-    let Some(ex) = c.ex.as_ref() else {
-        return Ok(false);
-    };
+/// A deadline of a waiting handoff: at the end of the wait `202`, unless the answer is on its
+/// way; a client that has not taken its streamed answer by `function.timeout` is let go.
+pub(super) fn on_deadline(cx: &mut Cx, io: &mut Io, ex: &Exchange) -> Step {
     let keep = ex.head.keep_alive && !cx.p.stopping();
     let decided = match ex.handoff.as_ref() {
-        // The client stopped taking its answer for function.timeout: it is let go.
         Some(Handoff {
             streaming: Some(_), ..
-        }) => return Err(client::Gone),
+        }) => return Step::Close,
         Some(Handoff {
             due: Some(due),
             link,
@@ -261,35 +254,34 @@ pub(super) fn on_deadline(cx: &mut Cx, c: &mut Client) -> Flow {
         }) if cx.now >= *due => link.race.detach(),
         Some(Handoff { due: Some(due), .. }) => {
             let due = *due;
-            client::set_deadline(cx, c, due);
-            return Ok(false);
+            client::set_deadline(cx, io, due);
+            return Step::Wait;
         }
         _ => false,
     };
     if !decided {
         // Not stored yet, or the answer's mail is coming.
-        client::set_deadline(cx, c, far(cx.now));
-        return Ok(false);
+        client::set_deadline(cx, io, far(cx.now));
+        return Step::Wait;
     }
-    accept(cx, c, keep);
-    Ok(true)
+    accept(cx, io, ex, keep)
 }
 
 /// After every flush of a waiting handoff's connection: the bytes of its streamed answer the
 /// client has taken, told to its thread; a client that closed its side is gone, and so is its
 /// wait (nginx's `proxy_ignore_client_abort off`): the attempt goes on detached.
-pub(super) fn pump(c: &Client) -> Flow {
-    let Some(handoff) = c.ex.as_ref().and_then(|ex| ex.handoff.as_ref()) else {
-        return Ok(false);
+pub(super) fn pump(io: &Io, ex: Option<&Exchange>) -> Step {
+    let Some(handoff) = ex.and_then(|ex| ex.handoff.as_ref()) else {
+        return Step::Wait;
     };
-    if c.hup {
-        return Err(client::Gone);
+    if io.hup {
+        return Step::Close;
     }
     if let Some((_, queued)) = handoff.streaming {
-        let taken = queued.saturating_sub(c.unsent() as u64);
+        let taken = queued.saturating_sub(io.unsent() as u64);
         handoff.link.flow.delivered(taken);
     }
-    Ok(false)
+    Step::Wait
 }
 
 /// The head of the function's answer for the client: its status and fields, then fc-init's

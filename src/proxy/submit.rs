@@ -19,8 +19,9 @@ use crate::http::write::{push_field, push_u64};
 use crate::http::RequestHead;
 use crate::metrics::Outcome;
 
-use super::client::{enter_deliver, Client};
+use super::client::{set_deadline, Io, Phase, Step};
 use super::cx::Cx;
+use super::exchange::Exchange;
 use super::shared::Proxy;
 
 /// Whether `head` asks for an asynchronous invocation.
@@ -121,11 +122,14 @@ pub(super) fn answer(
     }
 }
 
-/// Queues the answer to the store's `result` for `c`'s submission (or handoff), and delivers it.
-pub(super) fn deliver_answer(cx: &mut Cx, c: &mut Client, result: Result<Submitted, StoreError>) {
-    let Some(ex) = c.ex.as_ref() else {
-        return;
-    };
+/// Queues the answer to the store's `result` for `ex`, a submission (or a handoff), to be
+/// delivered.
+pub(super) fn deliver_answer(
+    cx: &mut Cx,
+    io: &mut Io,
+    ex: &Exchange,
+    result: Result<Submitted, StoreError>,
+) -> Step {
     let keep = ex.head.keep_alive && !cx.p.stopping();
     let keep = answer(
         cx.p,
@@ -135,9 +139,10 @@ pub(super) fn deliver_answer(cx: &mut Cx, c: &mut Client, result: Result<Submitt
         keep,
         ex.started,
     );
-    c.out.extend_from_slice(&cx.bufs.answer);
-    c.close_after |= !keep;
-    enter_deliver(cx, c, cx.now + cx.p.cfg.server.idle_timeout);
+    io.out.extend_from_slice(&cx.bufs.answer);
+    io.close_after |= !keep;
+    set_deadline(cx, io, cx.now + cx.p.cfg.server.idle_timeout);
+    Step::Enter(Phase::Deliver)
 }
 
 /// `202 Accepted` with `{"requestId":"<id>"}`, and the header lines `extra` (each ending in
