@@ -14,8 +14,9 @@
 //! [`handoff`]), which the async service stores and runs, as an event's attempt, on a thread
 //! of its own (the part that outlives its client) while the client waits in the loop. Other
 //! threads remain only for hooks and the store: no other request waits on a thread of its
-//! own. What a request is comes from one pure rule ([`kind`]); every way it can fail ends in one of fc-init's own answers ([`errors`]) or, once the
-//! function's answer has started, in closing the client connection ([`finish`]).
+//! own. What a request is comes from one pure rule ([`kind`]); every way it can fail ends in
+//! one of fc-init's own answers ([`errors`]) or, once the function's answer has started, in
+//! closing the client connection ([`finish`]).
 //!
 //! A connection's state is one value, in hyper's shape: its [`client::Phase`], each variant
 //! owning what only that phase needs (the admission's wait and slot, what admission gave —
