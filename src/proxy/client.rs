@@ -14,6 +14,7 @@ use crate::metrics::Outcome;
 
 use super::cx::Cx;
 use super::exchange::Exchange;
+use super::h2c::relay::Relay;
 use super::io::Transport;
 use super::shared::{OpenSlot, BUF};
 
@@ -74,6 +75,9 @@ pub(super) struct Client {
     /// Close (or linger) once the answer in `out` is written.
     pub close_after: bool,
     pub ex: Option<Box<Exchange>>,
+    /// The connection opened with the HTTP/2 preface: it is an h2c relay from then on
+    /// ([`super::h2c`]), and the phases above no longer apply.
+    pub(super) h2c: Option<Box<Relay>>,
 }
 
 impl Client {
@@ -101,6 +105,7 @@ impl Client {
             served: 0,
             close_after: false,
             ex: None,
+            h2c: None,
         }
     }
 
@@ -119,6 +124,9 @@ impl Client {
 /// and no request that fc-init has read and not answered. A request still arriving (its head
 /// or its buffered body) is not waited for.
 pub(super) fn settled(c: &Client) -> bool {
+    if let Some(r) = &c.h2c {
+        return r.settled();
+    }
     c.unsent() == 0
         && match c.phase {
             Phase::Idle => c.pending().is_empty(),

@@ -48,6 +48,7 @@ use super::errors::Failure;
 use super::exchange::{self, Exchange, Purpose};
 use super::finish::{self, end_exchange};
 use super::forward;
+use super::h2c::Sniff;
 use super::kind::{kind, Kind};
 use super::shared::BUF;
 
@@ -72,6 +73,9 @@ pub(super) fn drive(cx: &mut Cx, c: &mut Client) -> Next {
 }
 
 fn step(cx: &mut Cx, c: &mut Client) -> Flow {
+    if c.h2c.is_some() {
+        return super::h2c::step(cx, c);
+    }
     let mut progress = flush(c)?;
     progress |= match c.phase {
         Phase::Idle | Phase::Head => read_head(cx, c)?,
@@ -114,6 +118,21 @@ fn read_head(cx: &mut Cx, c: &mut Client) -> Flow {
             c.scanned = 0;
             if c.served > 0 {
                 client::set_deadline(cx, c, cx.now + p.cfg.server.header_timeout);
+            }
+        }
+        if c.served == 0 && p.cfg.server.http2 {
+            // The HTTP/2 preface opens an h2c connection (docs/reference.md §14); a prefix of
+            // it waits for more bytes.
+            match super::h2c::sniff(c.pending()) {
+                Sniff::H2c => return super::h2c::begin(cx, c),
+                Sniff::More if !c.eof => {
+                    if !c.rd {
+                        return Ok(progress);
+                    }
+                    progress |= read_client(cx, c, head_cap(cx, c))?;
+                    continue;
+                }
+                _ => {}
             }
         }
         let parsed =
@@ -580,6 +599,9 @@ fn close(cx: &mut Cx, c: &mut Client) {
 
 /// A deadline of `c` passed.
 pub(super) fn on_deadline(cx: &mut Cx, c: &mut Client) -> Next {
+    if c.h2c.is_some() {
+        return super::h2c::on_deadline(cx, c);
+    }
     let flow = match c.phase {
         // An idle connection is closed without a word.
         Phase::Idle | Phase::Linger => Err(Gone),

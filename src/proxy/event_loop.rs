@@ -376,7 +376,10 @@ impl Loop {
             return;
         };
         let cx = &mut self.cx;
-        let cleaned = std::panic::catch_unwind(AssertUnwindSafe(|| finish::abandon(cx, &mut c)));
+        let cleaned = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            finish::abandon(cx, &mut c);
+            super::h2c::abandon(cx, &mut c);
+        }));
         if cleaned.is_err() {
             // Its guards still give back what they hold when `c` drops.
             p.metrics.internal_error();
@@ -436,6 +439,9 @@ impl Loop {
                 if let Some(c) = self.clients.live(idx, gen) {
                     if let Some(ex) = c.ex.as_mut() {
                         ex.waiting_status = false;
+                    }
+                    if let Some(r) = c.h2c.as_mut() {
+                        r.waiting_status = false;
                     }
                     self.drive(idx);
                 }

@@ -47,6 +47,7 @@ mod exchange_tests;
 mod fds;
 mod finish;
 mod forward;
+mod h2c;
 mod io;
 mod kind;
 mod limiter;
