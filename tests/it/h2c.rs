@@ -261,7 +261,29 @@ fn sigterm_drains_a_call_in_flight_then_fc_init_exits() {
     wait_for("the call reaches the function", || {
         g.calls().iter().any(|(m, _)| m == "Sleep").then_some(())
     });
+    // A second h2c connection, idle: the shutdown tells it GOAWAY.
+    let mut idle = TcpStream::connect(("127.0.0.1", g.port)).unwrap();
+    idle.set_read_timeout(Some(WATCHDOG)).unwrap();
+    idle.write_all(PREFACE).unwrap();
+    idle.write_all(SETTINGS).unwrap();
+    let first = read_frame(&mut idle).expect("the function's SETTINGS");
+    assert_eq!(first.0, 4, "SETTINGS first");
     g.p.signal(libc::SIGTERM);
+    let mut kinds = Vec::new();
+    while let Some((kind, _)) = read_frame(&mut idle) {
+        kinds.push(kind);
+        if kind == 7 {
+            // fc-init's own GOAWAY at the start of the drain: the call still runs (a GOAWAY
+            // because the function went away would come after it).
+            assert!(
+                !caller.is_finished(),
+                "the GOAWAY came only after the drain"
+            );
+            break;
+        }
+    }
+    assert!(kinds.contains(&7), "a GOAWAY: frame types {kinds:?}");
+    assert!(read_frame(&mut idle).is_none(), "then the close");
     let out = caller.join().expect("the caller");
     let text = String::from_utf8_lossy(&out.stdout);
     let v: Value = serde_json::from_str(text.trim()).unwrap_or_else(|e| {
@@ -363,6 +385,16 @@ fn read_some(s: &mut TcpStream, n: usize) -> Vec<u8> {
     got
 }
 
+/// The next frame on `s` (its type and payload); `None` at the end of the connection.
+fn read_frame(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+    let mut head = [0u8; 9];
+    s.read_exact(&mut head).ok()?;
+    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let mut payload = vec![0; len];
+    s.read_exact(&mut payload).ok()?;
+    Some((head[3], payload))
+}
+
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// An empty SETTINGS frame.
 const SETTINGS: &[u8] = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00";
@@ -401,4 +433,68 @@ fn with_http2_off_the_preface_gets_400_as_before() {
         "{}",
         String::from_utf8_lossy(&got)
     );
+}
+
+#[test]
+fn an_idle_h2c_connection_gets_goaway_at_idle_timeout_and_a_trickled_frame_at_header_timeout() {
+    peers_or_skip!();
+    let g = Grpc::start(
+        "h2c-idle",
+        &[],
+        "",
+        "idle_timeout = \"1s\"\nheader_timeout = \"1s\"",
+    );
+    let open = || {
+        let mut s = TcpStream::connect(("127.0.0.1", g.port)).unwrap();
+        s.set_read_timeout(Some(WATCHDOG)).unwrap();
+        s.write_all(PREFACE).unwrap();
+        s.write_all(SETTINGS).unwrap();
+        assert_eq!(read_frame(&mut s).expect("SETTINGS").0, 4);
+        s
+    };
+    // Idle: no stream at all.
+    let mut idle = open();
+    let t0 = Instant::now();
+    let mut kinds = Vec::new();
+    while let Some((kind, _)) = read_frame(&mut idle) {
+        kinds.push(kind);
+    }
+    assert!(kinds.contains(&7), "GOAWAY before the close: {kinds:?}");
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    // Slow: a call runs (so the idle limit does not apply), then half a frame header and
+    // nothing more: the frame's own limit closes the connection, and the call ends as the
+    // client's doing.
+    let mut slow = open();
+    let mut block = Vec::new();
+    for (n, v) in [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":authority", "test"),
+        (":path", "/fc.Test/Sleep"),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+        ("x-fc-request-id", "trickled-1"),
+    ] {
+        // A literal without indexing (RFC 7541 §6.2.2), new name.
+        block.extend_from_slice(&[0, n.len() as u8]);
+        block.extend_from_slice(n.as_bytes());
+        block.push(v.len() as u8);
+        block.extend_from_slice(v.as_bytes());
+    }
+    // HEADERS, END_HEADERS, stream 1, the request still open.
+    let mut frame = (block.len() as u32).to_be_bytes()[1..].to_vec();
+    frame.extend_from_slice(&[1, 4, 0, 0, 0, 1]);
+    frame.extend_from_slice(&block);
+    slow.write_all(&frame).unwrap();
+    g.line("FC Invoke Start RequestId: trickled-1");
+    slow.write_all(&[0, 0, 5, 0]).unwrap();
+    let t0 = Instant::now();
+    while read_frame(&mut slow).is_some() {}
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    g.line("FC Invoke End RequestId: trickled-1, Error: client closed the connection");
 }
