@@ -186,6 +186,10 @@ fn grpc_unary_calls_each_get_their_own_request_id_invoke_lines_and_metrics() {
     }
     // The ready call and these five, like HTTP/1.1 requests.
     assert!(g.requests_total("success") >= before + 5);
+    // A client's own valid id is kept.
+    let ids = strings(&g.client(&["unary", "1", "client-chosen-1"])["ids"]);
+    assert_eq!(ids, vec!["client-chosen-1"]);
+    g.line("FC Invoke End RequestId: client-chosen-1");
 }
 
 #[test]
