@@ -48,6 +48,25 @@ impl Grpc {
     /// `fixture_env` goes to the fixture; `function` and `server` are extra keys of those
     /// sections.
     fn start(tag: &str, fixture_env: &[(&str, &str)], function: &str, server: &str) -> Grpc {
+        let g = Grpc::launch(tag, fixture_env, function, server);
+        let admin = g.admin();
+        wait_for("admin socket", || accepting(&admin).then_some(()));
+        wait_for("ready", || {
+            (admin_get(&admin, "/health").0 == 200).then_some(())
+        });
+        if server.contains("http2 = \"off\"") {
+            return g;
+        }
+        let ready = g.client(&["ready"]);
+        if ready["ready"] != true {
+            g.p.fail(&format!("no gRPC call went through: {ready}"));
+        }
+        g
+    }
+
+    /// Starts fc-init with the gRPC function; returns once its listener accepts (the instance
+    /// may not be ready yet).
+    fn launch(tag: &str, fixture_env: &[(&str, &str)], function: &str, server: &str) -> Grpc {
         let dir = TempDir::new(tag);
         let port = free_port();
         let mut env = format!(
@@ -73,18 +92,6 @@ impl Grpc {
             .start();
         let g = Grpc { p, port, dir };
         wait_port(&g.p, port);
-        let admin = g.admin();
-        wait_for("admin socket", || accepting(&admin).then_some(()));
-        wait_for("ready", || {
-            (admin_get(&admin, "/health").0 == 200).then_some(())
-        });
-        if server.contains("http2 = \"off\"") {
-            return g;
-        }
-        let ready = g.client(&["ready"]);
-        if ready["ready"] != true {
-            g.p.fail(&format!("no gRPC call went through: {ready}"));
-        }
         g
     }
 
@@ -501,4 +508,21 @@ fn an_idle_h2c_connection_gets_goaway_at_idle_timeout_and_a_trickled_frame_at_he
     let took = t0.elapsed();
     assert!(took < Duration::from_secs(5), "{took:?}");
     g.line("FC Invoke End RequestId: trickled-1, Error: client closed the connection");
+}
+
+#[test]
+fn calls_made_before_the_instance_is_ready_wait_for_it() {
+    peers_or_skip!();
+    let g = Grpc::launch("h2c-early", &[("FIXTURE_LISTEN_DELAY", "1.5")], "", "");
+    let t0 = Instant::now();
+    // The call is held (its function connection is made once the instance is ready), not
+    // refused: it is answered as soon as the function serves.
+    let ids = strings(&g.client(&["unary", "1"])["ids"]);
+    assert_eq!(ids.len(), 1);
+    assert!(
+        t0.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        t0.elapsed()
+    );
+    g.line(&format!("FC Invoke End RequestId: {}", ids[0]));
 }
