@@ -212,15 +212,16 @@ fn grpc_server_streaming_relays_1000_messages_of_10_kib_in_order() {
 #[test]
 fn a_call_past_function_timeout_gets_deadline_exceeded_as_function_timeout() {
     peers_or_skip!();
-    let g = Grpc::start("h2c-timeout", &[], "timeout = \"1s\"", "");
+    let g = Grpc::start("h2c-timeout", &[], "timeout = \"2s\"", "");
     let t0 = Instant::now();
-    let out = g.client(&["call", "5", "30"]);
+    let out = g.client(&["call", "10", "30"]);
     assert_eq!(out["code"], "DEADLINE_EXCEEDED", "{out}");
     assert_eq!(
         out["trailers"]["x-fc-error-type"], "FunctionTimeout",
         "{out}"
     );
-    assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
+    // At function.timeout, not at the end of the function's 10 s.
+    assert!(t0.elapsed() < Duration::from_secs(8), "{:?}", t0.elapsed());
     let id = out["trailers"]["x-fc-request-id"]
         .as_str()
         .expect("the answer names the request")
@@ -231,7 +232,7 @@ fn a_call_past_function_timeout_gets_deadline_exceeded_as_function_timeout() {
     assert!(g.requests_total("FunctionTimeout") >= 1);
     // A client deadline shorter than function.timeout is the client's own: its reset ends
     // the invocation as the client's doing.
-    let out = g.client(&["call", "5", "0.3"]);
+    let out = g.client(&["call", "10", "0.5"]);
     assert_eq!(out["code"], "DEADLINE_EXCEEDED", "{out}");
     wait_for("the End line of the cancelled call", || {
         g.p.stdout()
@@ -245,7 +246,7 @@ fn a_call_past_function_timeout_gets_deadline_exceeded_as_function_timeout() {
 fn six_calls_over_a_limit_of_two_all_succeed_through_refused_stream_retries() {
     peers_or_skip!();
     let g = Grpc::start("h2c-refused", &[], "", "max_concurrency = 2");
-    let out = g.client(&["parallel", "6", "0.3"]);
+    let out = g.client(&["parallel", "6", "0.2"]);
     let codes = strings(&out["codes"]);
     assert_eq!(codes, vec!["OK"; 6], "{out}");
     // Some were refused on the way (REFUSED_STREAM), counted like HTTP/1.1 429s, and the

@@ -16,7 +16,8 @@
 //! Bounds and deadlines, one per connection (the nearest wins):
 //! - Backpressure: nothing is read from a side while the output towards the other holds
 //!   [`BUF`] bytes or more; the core holds at most one frame of input per side
-//!   ([`READ_LIMIT`]), so a connection's memory is bounded whatever its peers do.
+//!   ([`READ_LIMIT`]), so a connection's memory is bounded whatever its peers do, and a
+//!   buffer emptied keeps at most [`KEEP`] bytes of memory.
 //! - `function.timeout` per stream and the drain deadline: the core's own
 //!   ([`crate::h2::conn::Conn::next_deadline`]).
 //! - `server.idle_timeout` while no invocation runs: GOAWAY, then close.
@@ -70,6 +71,10 @@ const READ_LIMIT: usize = BUF;
 
 /// How long a closing connection's outputs and lingering take at most.
 const LINGER: Duration = Duration::from_secs(2);
+
+/// A buffer emptied keeps its memory up to this much: an idle h2c connection (gRPC channels
+/// stay open between calls) holds little, a busy one with small calls allocates seldom.
+const KEEP: usize = 16 * 1024;
 
 /// First pause before connecting again to a function whose backlog is full.
 const RETRY: Duration = Duration::from_millis(5);
@@ -292,6 +297,10 @@ fn from_client(cx: &mut Cx, c: &mut Client, r: &mut Relay) -> Flow {
         // Nothing more is read: what came is dropped.
         c.ipos = c.inbuf.len();
     }
+    if c.pending().is_empty() && c.inbuf.capacity() > KEEP {
+        c.inbuf = Vec::new();
+        c.ipos = 0;
+    }
     Ok(progress)
 }
 
@@ -334,6 +343,9 @@ fn to_function(cx: &mut Cx, c: &Client, r: &mut Relay) -> bool {
     if r.fpos == out.len() {
         out.clear();
         r.fpos = 0;
+        if out.capacity() > KEEP {
+            *out = Vec::new();
+        }
     }
     if let Some(e) = failed {
         function_failed(cx, r, &e);
@@ -367,6 +379,9 @@ fn from_function(cx: &mut Cx, r: &mut Relay) -> bool {
         }
         let took = r.conn.on_function_bytes(&r.fn_in);
         r.fn_in.drain(..took);
+        if r.fn_in.is_empty() && r.fn_in.capacity() > KEEP {
+            r.fn_in = Vec::new();
+        }
         actions(cx, r);
         if let Some(e) = failed {
             function_failed(cx, r, &e);
@@ -421,7 +436,7 @@ fn to_client(cx: &mut Cx, c: &mut Client, r: &mut Relay) -> Flow {
     if r.cpos == out.len() && r.cpos > 0 {
         out.clear();
         r.cpos = 0;
-        if out.capacity() > 2 * BUF {
+        if out.capacity() > KEEP {
             *out = Vec::new();
         }
     }
