@@ -59,7 +59,7 @@ use crate::http::fc_error::ErrorType;
 use crate::metrics::Outcome;
 use crate::state::{NotReady, Phase as Lifecycle};
 
-use super::client::{self, read_client, Client, Flow, Gone, Next};
+use super::client::{self, read_client, Client, Flow, Gone, Io, Phase, Step};
 use super::cx::Cx;
 use super::errors::ConnectError;
 use super::shared::BUF;
@@ -104,57 +104,41 @@ pub(super) fn sniff(input: &[u8]) -> Sniff {
 }
 
 /// The connection opened with the preface (still in its input): it becomes a relay.
-pub(super) fn begin(cx: &mut Cx, c: &mut Client) -> Flow {
+pub(super) fn begin(cx: &mut Cx, io: &mut Io) -> Step {
     let limits = Limits {
         timeout: cx.p.cfg.function.timeout,
         ..Limits::default()
     };
     log::debug!("a client connection speaks h2c");
-    c.scanned = 0;
-    c.h2c = Some(Box::new(Relay::new(Conn::new(limits), cx.now)));
-    Ok(true)
+    io.scanned = 0;
+    let relay = Relay::new(Conn::new(limits), cx.now);
+    Step::Enter(Phase::H2c(Box::new(relay)))
 }
 
-/// Drives the relay as far as it can go now.
-pub(super) fn drive(cx: &mut Cx, c: &mut Client) -> Next {
-    loop {
-        match step(cx, c) {
-            Ok(true) => continue,
-            Ok(false) => return Next::Keep,
-            Err(Gone) => return Next::Close,
-        }
-    }
-}
-
-/// One pass over everything that can move; `Err(Gone)` once the connection is over (what it
-/// held is given back by then).
-pub(super) fn step(cx: &mut Cx, c: &mut Client) -> Flow {
-    let Some(mut r) = c.h2c.take() else {
-        return Err(Gone);
-    };
-    match advance(cx, c, &mut r) {
+/// One pass over everything that can move; [`Step::Close`] once the connection is over
+/// (what it held is given back by then).
+pub(super) fn step(cx: &mut Cx, io: &mut Io, r: &mut Relay) -> Step {
+    match advance(cx, io, r) {
         Ok(progress) => {
-            schedule(cx, c, &mut r);
-            c.h2c = Some(r);
-            Ok(progress)
+            schedule(cx, io, r);
+            match progress {
+                true => Step::Progress,
+                false => Step::Wait,
+            }
         }
         Err(Gone) => {
-            finish(cx, &mut r, Outcome::ClientClosed);
-            Err(Gone)
+            finish(cx, r, Outcome::ClientClosed);
+            Step::Close
         }
     }
 }
 
-/// A deadline of the connection passed.
-pub(super) fn on_deadline(cx: &mut Cx, c: &mut Client) -> Next {
-    let Some(r) = c.h2c.as_mut() else {
-        return Next::Close;
-    };
+/// A deadline of the connection passed; the connection is driven on after it.
+pub(super) fn on_deadline(cx: &mut Cx, r: &mut Relay) -> Step {
     let (now, p) = (cx.now, cx.p);
     if r.closing_by.is_some_and(|t| t <= now) {
-        let mut r = c.h2c.take().expect("looked at above");
-        finish(cx, &mut r, Outcome::ClientClosed);
-        return Next::Close;
+        finish(cx, r, Outcome::ClientClosed);
+        return Step::Close;
     }
     r.conn.on_tick(now);
     if r.stalled_since
@@ -169,22 +153,23 @@ pub(super) fn on_deadline(cx: &mut Cx, c: &mut Client) -> Next {
         r.conn.on_tick(now);
     }
     actions(cx, r);
-    drive(cx, c)
+    // Its deadline is set again by the step that follows.
+    Step::Progress
 }
 
 /// A panic while the connection was driven (the loop closes it): its running streams end as
 /// fc-init's own fault, and its function connection is closed.
 pub(super) fn abandon(cx: &mut Cx, c: &mut Client) {
-    if let Some(mut r) = c.h2c.take() {
+    if let Phase::H2c(r) = &mut c.phase {
         // The core's state is unknown after a panic: it is not asked again.
-        finish_streams(cx, &mut r, Outcome::InternalError);
+        finish_streams(cx, r, Outcome::InternalError);
         if let Some(f) = r.fnc.take() {
             cx.release_fn(f, false);
         }
     }
 }
 
-fn advance(cx: &mut Cx, c: &mut Client, r: &mut Relay) -> Flow {
+fn advance(cx: &mut Cx, io: &mut Io, r: &mut Relay) -> Flow {
     let p = cx.p;
     let mut progress = false;
     if !r.shut {
@@ -195,21 +180,21 @@ fn advance(cx: &mut Cx, c: &mut Client, r: &mut Relay) -> Flow {
             progress = true;
         } else if !r.waiting_status {
             r.waiting_status = true;
-            cx.status_waiters.push(c.token);
+            cx.status_waiters.push(io.token);
         }
     }
     if r.fnc.is_none() && !r.conn.is_closed() {
-        progress |= connect(cx, c, r);
+        progress |= connect(cx, io, r);
     }
-    progress |= from_client(cx, c, r)?;
-    progress |= to_function(cx, c, r);
+    progress |= from_client(cx, io, r)?;
+    progress |= to_function(cx, io, r);
     progress |= from_function(cx, r);
-    progress |= to_client(cx, c, r)?;
+    progress |= to_client(cx, io, r)?;
     if r.conn.in_flight() > 0 {
         r.idle_since = cx.now;
     }
     if r.conn.is_closed() {
-        progress |= closing(cx, c, r)?;
+        progress |= closing(cx, io, r)?;
     }
     Ok(progress)
 }
@@ -221,7 +206,7 @@ fn stopping(cx: &Cx) -> bool {
 }
 
 /// Opens the function connection once the instance is ready.
-fn connect(cx: &mut Cx, c: &Client, r: &mut Relay) -> bool {
+fn connect(cx: &mut Cx, io: &Io, r: &mut Relay) -> bool {
     if r.retry_at.is_some_and(|at| cx.now < at) {
         return false;
     }
@@ -242,7 +227,7 @@ fn connect(cx: &mut Cx, c: &Client, r: &mut Relay) -> bool {
             return true;
         }
     }
-    match cx.connect_fn(instance, c.token) {
+    match cx.connect_fn(instance, io.token) {
         Ok(f) => {
             r.fnc = Some(f);
             true
@@ -262,12 +247,12 @@ fn connect(cx: &mut Cx, c: &Client, r: &mut Relay) -> bool {
 }
 
 /// Reads the client's bytes and hands them to the core, while the function's output has room.
-fn from_client(cx: &mut Cx, c: &mut Client, r: &mut Relay) -> Flow {
+fn from_client(cx: &mut Cx, c: &mut Io, r: &mut Relay) -> Flow {
     let p = cx.p;
     let mut progress = false;
     while !r.conn.is_closed() && r.unsent_function() < BUF {
         if c.pending().len() < READ_LIMIT {
-            progress |= read_client(cx, c, READ_LIMIT)?;
+            progress |= read_client(&mut cx.bufs.read, c, READ_LIMIT)?;
         }
         let mut host = ProxyHost {
             p,
@@ -306,7 +291,7 @@ fn from_client(cx: &mut Cx, c: &mut Client, r: &mut Relay) -> Flow {
 
 /// Writes what the core has for the function, once the Start lines of the streams it
 /// carries are on stdout.
-fn to_function(cx: &mut Cx, c: &Client, r: &mut Relay) -> bool {
+fn to_function(cx: &mut Cx, c: &Io, r: &mut Relay) -> bool {
     let Some(f) = r.fnc else {
         return false;
     };
@@ -418,7 +403,7 @@ fn function_failed(cx: &mut Cx, r: &mut Relay, e: &io::Error) {
 }
 
 /// Writes what the core has for the client.
-fn to_client(cx: &mut Cx, c: &mut Client, r: &mut Relay) -> Flow {
+fn to_client(cx: &mut Cx, c: &mut Io, r: &mut Relay) -> Flow {
     let mut progress = false;
     let out = r.conn.to_client();
     while c.wr && r.cpos < out.len() {
@@ -452,7 +437,7 @@ fn client_lost(cx: &mut Cx, r: &mut Relay) -> Flow {
 
 /// The core has closed: once both outputs are out, the client's write side is shut and its
 /// input drained until it closes too (or [`LINGER`]).
-fn closing(cx: &mut Cx, c: &mut Client, r: &mut Relay) -> Flow {
+fn closing(cx: &mut Cx, c: &mut Io, r: &mut Relay) -> Flow {
     if r.closing_by.is_none() {
         r.closing_by = Some(cx.now + LINGER);
     }
@@ -566,7 +551,7 @@ fn finish_streams(cx: &mut Cx, r: &mut Relay, outcome: Outcome) {
 
 /// The connection's next deadline: the nearest of its streams', the drain's, the idle and
 /// slow-client limits, a connect retry, the close.
-fn schedule(cx: &mut Cx, c: &mut Client, r: &mut Relay) {
+fn schedule(cx: &mut Cx, io: &mut Io, r: &mut Relay) {
     let s = &cx.p.cfg.server;
     let idle = (r.conn.in_flight() == 0).then(|| r.idle_since + s.idle_timeout);
     let stalled = r.stalled_since.map(|t| t + s.header_timeout);
@@ -581,7 +566,7 @@ fn schedule(cx: &mut Cx, c: &mut Client, r: &mut Relay) {
     .flatten()
     .min()
     .unwrap_or(cx.now + Duration::from_secs(3600));
-    client::set_deadline(cx, c, deadline);
+    client::set_deadline(cx, io, deadline);
 }
 
 #[cfg(test)]
