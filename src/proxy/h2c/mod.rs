@@ -1,6 +1,6 @@
 //! h2c on the event loops (docs/reference.md §14): a client connection whose first bytes are
-//! the HTTP/2 preface becomes a relay ([`relay::Relay`]) that owns a function connection of
-//! its own, opened fresh (h2c with prior knowledge: never a pooled HTTP/1.1 one), and drives
+//! the HTTP/2 preface enters the phase `Phase::H2c`, which owns a relay ([`relay::Relay`]) with
+//! a function connection of its own, opened fresh (h2c with prior knowledge: never a pooled HTTP/1.1 one), and drives
 //! the sans-IO core [`crate::h2::conn::Conn`] with both sockets' bytes, the loop's clock and
 //! the shutdown. Every request stream is an invocation, with what an HTTP/1.1 request gets:
 //! a request id, its FC Invoke lines (the Start line on stdout before the stream's headers
@@ -42,6 +42,9 @@
 //! `fc_init_requests_total`/the latency histogram like one HTTP/1.1 request; a refused stream
 //! counts as `TooManyRequests` (or `InstanceStopping` once the shutdown began), with no FC
 //! lines, since it never became an invocation.
+//!
+//! [`step`] and [`on_deadline`] return what happened ([`Step`]), like every phase's step; a
+//! [`Step::Close`] comes only after the relay has given back what it held ([`finish`]).
 //!
 //! Failure modes: a socket error on the client ends the streams as `client_closed`; on the
 //! function, as `UnhandledInvocationError`. A panic while driving the connection costs this
