@@ -573,30 +573,4 @@ fn schedule(cx: &mut Cx, io: &mut Io, r: &mut Relay) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_preface_is_decided_on_the_first_bytes_however_they_are_cut() {
-        for n in 0..PREFACE.len() {
-            assert_eq!(
-                sniff(&PREFACE[..n]),
-                Sniff::More,
-                "{n} bytes of the preface"
-            );
-        }
-        assert_eq!(sniff(PREFACE), Sniff::H2c);
-        let mut more = PREFACE.to_vec();
-        more.extend_from_slice(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00");
-        assert_eq!(sniff(&more), Sniff::H2c, "frames after it");
-        assert_eq!(sniff(b"GET / HTTP/1.1\r\n"), Sniff::Http1);
-        assert_eq!(sniff(b"POST /"), Sniff::Http1, "P alone waits, PO decides");
-        assert_eq!(sniff(b"P"), Sniff::More);
-        assert_eq!(sniff(b"PRI * HTTP/1.1\r\n\r\n"), Sniff::Http1);
-        assert_eq!(
-            sniff(b"PRI * HTTP/2.0\r\n\r\nXX"),
-            Sniff::Http1,
-            "one byte off"
-        );
-    }
-}
+mod tests;
