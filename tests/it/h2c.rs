@@ -538,3 +538,24 @@ fn calls_made_before_the_instance_is_ready_wait_for_it() {
     );
     g.line(&format!("FC Invoke End RequestId: {}", ids[0]));
 }
+
+#[test]
+fn an_h2c_connection_counts_in_max_connections() {
+    peers_or_skip!();
+    let g = Grpc::start("h2c-maxconn", &[], "", "max_connections = 1");
+    let mut h2 = TcpStream::connect(("127.0.0.1", g.port)).unwrap();
+    h2.set_read_timeout(Some(WATCHDOG)).unwrap();
+    h2.write_all(PREFACE).unwrap();
+    h2.write_all(SETTINGS).unwrap();
+    assert_eq!(read_frame(&mut h2).expect("SETTINGS").0, 4);
+    // The one connection allowed is the h2c one: another gets 429.
+    let (status, headers, _) = http(g.port, "GET", "/", &[], b"");
+    assert_eq!(status, 429);
+    assert_eq!(header(&headers, "x-fc-error-type"), Some("TooManyRequests"));
+    drop(h2);
+    // Once it is closed, a connection gets through again (the slot comes back as the relay
+    // notices the close).
+    // (`ready` tries for up to 10 s.)
+    let ready = g.client(&["ready"]);
+    assert_eq!(ready["ready"], true, "{ready}");
+}
