@@ -53,6 +53,7 @@ use super::errors::Failure;
 use super::exchange::{self, Admission, Exchange, Purpose};
 use super::finish::{self, end_exchange};
 use super::forward;
+use super::h2c::Sniff;
 use super::kind::{kind, Kind};
 use super::shared::BUF;
 
@@ -148,6 +149,7 @@ fn step(cx: &mut Cx, c: &mut Client) -> Step {
         Phase::Upgraded(up) => forward::relay_upgraded(cx, &mut c.io, up),
         Phase::Deliver => deliver(cx, c),
         Phase::Linger => linger(cx, c),
+        Phase::H2c(r) => super::h2c::step(cx, &mut c.io, r),
     };
     match step {
         Step::Wait if flushed => Step::Progress,
@@ -195,6 +197,25 @@ fn read_head(cx: &mut Cx, c: &mut Client) -> Step {
                 client::set_deadline(cx, &mut c.io, cx.now + p.cfg.server.header_timeout);
             }
             return Step::Enter(Phase::Head);
+        }
+        if c.served == 0 && p.cfg.server.http2 {
+            // The HTTP/2 preface opens an h2c connection (docs/reference.md §14); a prefix of
+            // it waits for more bytes.
+            match super::h2c::sniff(c.io.pending()) {
+                Sniff::H2c => return super::h2c::begin(cx, &mut c.io),
+                Sniff::More if !c.io.eof => {
+                    if !c.io.rd {
+                        return moved(progress);
+                    }
+                    let cap = head_cap(cx, &c.io);
+                    match read_client(&mut cx.bufs.read, &mut c.io, cap) {
+                        Ok(got) => progress |= got,
+                        Err(Gone) => return Step::Close,
+                    }
+                    continue;
+                }
+                _ => {}
+            }
         }
         let parsed = parse_request_head(
             &c.io.inbuf[c.io.ipos..],
@@ -716,6 +737,7 @@ pub(super) fn on_deadline(cx: &mut Cx, c: &mut Client) -> Next {
             client::set_deadline(cx, &mut c.io, far(cx.now));
             Step::Wait
         }
+        Phase::H2c(r) => super::h2c::on_deadline(cx, r),
     };
     match act(cx, c, step) {
         Some(Next::Close) => Next::Close,

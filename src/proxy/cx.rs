@@ -227,6 +227,16 @@ impl Cx {
             self.pool.slots.remove(f);
             self.purge_idle();
         }
+        self.connect_fn(instance, owner)
+    }
+
+    /// A new function connection (non-blocking) to `instance`, owned by `owner`, never a pooled
+    /// one: an h2c relay speaks HTTP/2 on it from its first byte.
+    pub(super) fn connect_fn(
+        &mut self,
+        instance: u64,
+        owner: Token,
+    ) -> Result<usize, ConnectError> {
         let gen = self.handle.generations.fetch_add(1, Ordering::Relaxed);
         let f = self.pool.slots.next_index();
         let stream = self

@@ -10,6 +10,7 @@ mod docs;
 mod dropin;
 mod dropin_signals;
 mod fleet;
+mod h2c;
 mod hooks;
 mod hostile;
 mod init;
