@@ -105,6 +105,7 @@ pub(super) const FORMAT_CHOICES: &[&str] = &["text", "json"];
 pub(super) const PLATFORM_CHOICES: &[&str] = &["auto", "fc", "none"];
 pub(super) const BACKEND_CHOICES: &[&str] = &["sqlite", "redis"];
 pub(super) const FORWARD_TO_CHOICES: &[&str] = &["process", "group"];
+pub(super) const HTTP2_CHOICES: &[&str] = &["on", "off"];
 
 /// A checked value; which variant a key holds follows from its `Kind`.
 #[derive(Debug, Clone, PartialEq)]

@@ -192,8 +192,10 @@ const KEYS: &[Key] = &[
         default: Depends("unset"),
         ty: "table `{ url = \"http://HOST:PORT/PATH\" }` (also `[async.on_success]` with `url = \
             ...`; `FC_INIT_ASYNC_ON_SUCCESS` holds the URL alone)",
-        doc: "where FINISHED events are POSTed (section 10); `http://` only: this build has no \
-            TLS client for destinations",
+        doc: "where FINISHED events are POSTed (section 10); `https://` only with the TLS build \
+            (the cargo feature `tls`, which `redis-tls` implies), verified against the system's \
+            roots (`SSL_CERT_FILE` / `SSL_CERT_DIR` name others); a build without it refuses an \
+            `https://` URL (exit 2)",
         show: |c| destination(c.async_.on_success.as_deref()),
     },
     Key {

@@ -1,6 +1,8 @@
 //! The keys of `[server]`: where fc-init listens and the limits of its proxy (docs/reference.md §3).
 
-use crate::config::schema::{Kind, AT_LEAST_ONE, COUNT, MAX_BUSY_POLL, PLATFORM_CHOICES, POSITIVE};
+use crate::config::schema::{
+    Kind, AT_LEAST_ONE, COUNT, HTTP2_CHOICES, MAX_BUSY_POLL, PLATFORM_CHOICES, POSITIVE,
+};
 use crate::config::show::{duration, quote, set, set_or, size, Shown};
 use crate::config::{Config, Platform};
 
@@ -155,6 +157,19 @@ const KEYS: &[Key] = &[
             that cannot grow its share goes on with what it has buffered and streams the rest \
             from a slot. An asynchronous submission larger than it is refused 413",
         show: |c| set(size(c.server.body_buffer_total)),
+    },
+    Key {
+        section: "server",
+        key: "http2",
+        kind: Kind::Choice(HTTP2_CHOICES),
+        default: Is("on"),
+        ty: "`on` \\| `off`",
+        doc: "a client connection that opens with the HTTP/2 preface (prior knowledge, as gRPC \
+            clients do over plaintext) is relayed as h2c to a connection of its own to the \
+            function, which must speak h2c; each request stream is an invocation \
+            ([§14](#14-http2-cleartext-h2c-and-grpc)). `off`: the preface is a malformed \
+            HTTP/1.1 request (400)",
+        show: |c| set(quote(if c.server.http2 { "on" } else { "off" })),
     },
 ];
 

@@ -243,6 +243,7 @@ pub(super) fn build(s: &Settings, sources: &Sources, problems: &mut Vec<Problem>
             idle_timeout: s.duration("server", "idle_timeout"),
             busy_poll: s.duration("server", "busy_poll"),
             body_buffer_total: s.size("server", "body_buffer_total"),
+            http2: s.text_or_default("server", "http2") != "off",
         },
         initializer,
         pre_stop,
