@@ -643,22 +643,9 @@ fn serve_result(w: &mut impl Write, events: &dyn AsyncEvents, id: &str, query: &
         ResultAnswer::Answer(e, a) => (e, a),
     };
     let mut out = Vec::with_capacity(answer.body.len() + 512);
-    let _ = write!(
-        out,
-        "HTTP/1.1 {} {}\r\n",
-        answer.status,
-        http::reason_phrase(answer.status)
-    );
-    for (name, value) in &answer.headers {
-        // fc-init's own fields are set below; framing follows the stored body.
-        if ["x-fc-request-id", "x-fc-async-status", "connection"]
-            .iter()
-            .any(|n| name.eq_ignore_ascii_case(n))
-        {
-            continue;
-        }
-        http::write::push_field(&mut out, name, value);
-    }
+    // fc-init's own fields are set below; framing follows the stored body.
+    let own = ["x-fc-request-id", "x-fc-async-status", "connection"];
+    http::write::push_answer_start(&mut out, answer.status, &answer.headers, &own);
     let _ = write!(
         out,
         "x-fc-request-id: {}\r\nx-fc-async-status: {}\r\n",

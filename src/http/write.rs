@@ -89,6 +89,27 @@ fn write_head(
     out.extend_from_slice(b"\r\n");
 }
 
+/// Append the start of an answer rebuilt from a function's answer kept as fields (handed off
+/// or stored): `HTTP/1.1 <status> <reason>`, then `fields` but those named in `skip` (the ones
+/// fc-init writes itself after them).
+pub fn push_answer_start(
+    out: &mut Vec<u8>,
+    status: u16,
+    fields: &[(String, Vec<u8>)],
+    skip: &[&str],
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_u64(out, u64::from(status));
+    out.push(b' ');
+    out.extend_from_slice(super::reason_phrase(status).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in fields {
+        if !skip.iter().any(|n| name.eq_ignore_ascii_case(n)) {
+            push_field(out, name, value);
+        }
+    }
+}
+
 /// Append `name: value\r\n`; a value holding CR, LF or NUL is skipped (never produced from
 /// parsed input, which httparse has already rejected).
 pub fn push_field(out: &mut Vec<u8>, name: &str, value: impl AsRef<[u8]>) {
@@ -205,5 +226,18 @@ mod tests {
         v.push(b' ');
         push_u64(&mut v, u64::MAX);
         assert_eq!(v, b"0 18446744073709551615");
+    }
+
+    #[test]
+    fn answer_start_keeps_the_fields_fc_init_does_not_write_itself() {
+        let fields = vec![
+            ("Content-Type".to_owned(), b"text/plain".to_vec()),
+            ("X-Fc-Request-Id".to_owned(), b"forged".to_vec()),
+            ("Connection".to_owned(), b"close".to_vec()),
+            ("X-Broken".to_owned(), b"a\r\nInjected: 1".to_vec()),
+        ];
+        let mut v = Vec::new();
+        push_answer_start(&mut v, 404, &fields, &["x-fc-request-id", "connection"]);
+        assert_eq!(v, b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\n");
     }
 }

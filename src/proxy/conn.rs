@@ -204,13 +204,8 @@ fn read_head(cx: &mut Cx, c: &mut Client) -> Step {
             match super::h2c::sniff(c.io.pending()) {
                 Sniff::H2c => return super::h2c::begin(cx, &mut c.io),
                 Sniff::More if !c.io.eof => {
-                    if !c.io.rd {
-                        return moved(progress);
-                    }
-                    let cap = head_cap(cx, &c.io);
-                    match read_client(&mut cx.bufs.read, &mut c.io, cap) {
-                        Ok(got) => progress |= got,
-                        Err(Gone) => return Step::Close,
+                    if let Err(step) = read_more_head(cx, &mut c.io, &mut progress) {
+                        return step;
                     }
                     continue;
                 }
@@ -230,13 +225,8 @@ fn read_head(cx: &mut Cx, c: &mut Client) -> Step {
             Ok(None) if c.io.eof => return bad_request(cx, c, HttpError::UnexpectedEof),
             Ok(None) => {
                 c.io.scanned = c.io.pending().len();
-                if !c.io.rd {
-                    return moved(progress);
-                }
-                let cap = head_cap(cx, &c.io);
-                match read_client(&mut cx.bufs.read, &mut c.io, cap) {
-                    Ok(got) => progress |= got,
-                    Err(Gone) => return Step::Close,
+                if let Err(step) = read_more_head(cx, &mut c.io, &mut progress) {
+                    return step;
                 }
             }
             Err(e) => return bad_request(cx, c, e),
@@ -250,6 +240,20 @@ fn read_head(cx: &mut Cx, c: &mut Client) -> Step {
 /// 1,000 connections sending bodies would hold 64 MiB outside it.
 fn head_cap(cx: &Cx, io: &Io) -> usize {
     (io.pending().len() + HEAD_READ).min(cx.p.limits.max_header_bytes.max(BUF))
+}
+
+/// Reads more of a head that has not ended, up to [`head_cap`]; `Err` with what the loop
+/// returns when there is nothing to read now (the socket is not readable) or the client is gone.
+fn read_more_head(cx: &mut Cx, io: &mut Io, progress: &mut bool) -> Result<(), Step> {
+    if !io.rd {
+        return Err(moved(*progress));
+    }
+    let cap = head_cap(cx, io);
+    match read_client(&mut cx.bufs.read, io, cap) {
+        Ok(got) => *progress |= got,
+        Err(Gone) => return Err(Step::Close),
+    }
+    Ok(())
 }
 
 /// A malformed, oversized or too slow head: fc-init's answer, then the connection closes
@@ -575,63 +579,69 @@ fn far(now: Instant) -> Instant {
 
 /// The store's result for this connection's submission.
 pub(super) fn stored(cx: &mut Cx, c: &mut Client, result: Result<Submitted, StoreError>) {
-    if !matches!(c.phase, Phase::Storing) {
-        return;
-    }
-    let Some(ex) = c.ex.as_ref() else {
-        return;
-    };
-    let step = super::submit::deliver_answer(cx, &mut c.io, ex, result);
-    act(cx, c, step);
+    answered(cx, c, Phase::Storing, |cx, io, ex| {
+        Some(super::submit::deliver_answer(cx, io, ex, result))
+    });
 }
 
 /// The async service's word on this connection's handoff ([`super::handoff`]).
 pub(super) fn handed_off(cx: &mut Cx, c: &mut Client, handed: Handed) {
-    if !matches!(c.phase, Phase::Storing) {
-        return;
-    }
-    let Some(ex) = c.ex.as_deref_mut() else {
-        return;
-    };
-    let step = super::handoff::handed(cx, &mut c.io, ex, handed);
-    act(cx, c, step);
+    answered(cx, c, Phase::Storing, |cx, io, ex| {
+        Some(super::handoff::handed(cx, io, ex, handed))
+    });
 }
 
 /// The supervisor's answer to this connection's lifecycle call (docs/reference.md §4, §6): 200, or
 /// fc-init's own error answer, with the status of an HTTP invocation.
 pub(super) fn lifecycle_answered(cx: &mut Cx, c: &mut Client, answer: LifecycleAnswer) {
-    if !matches!(c.phase, Phase::Lifecycle) {
+    answered(cx, c, Phase::Lifecycle, |cx, io, ex| {
+        let Purpose::Lifecycle(call) = ex.purpose else {
+            return None;
+        };
+        let keep = ex.head.keep_alive && !cx.p.stopping();
+        Some(match super::errors::lifecycle_failure(answer) {
+            None => {
+                write_done(&mut io.out, &ex.request_id, keep);
+                io.close_after |= !keep;
+                client::set_deadline(cx, io, cx.now + cx.p.cfg.server.idle_timeout);
+                Step::Enter(Phase::Deliver)
+            }
+            Some((error, message)) => {
+                let what = match call {
+                    LifecycleCall::Initialize => "initializer",
+                    LifecycleCall::PreStop => "PreStop",
+                };
+                log::debug!(
+                    "lifecycle call {}: the {what} failed: {message}",
+                    ex.request_id
+                );
+                let status = error.status(Invocation::Http);
+                let answer = (status, error, message.as_str());
+                own_answer(cx, io, Some(&ex.request_id), answer, !keep)
+            }
+        })
+    });
+}
+
+/// Mail that answers what a connection waits for (`waiting`: [`Phase::Storing`] or
+/// [`Phase::Lifecycle`], phases without data): `step` decides on its exchange, and the
+/// connection acts on that. Mail that comes after the connection moved on (failed, closed, or
+/// its exchange gone) is dropped, as is a step of `None`.
+fn answered(
+    cx: &mut Cx,
+    c: &mut Client,
+    waiting: Phase,
+    step: impl FnOnce(&mut Cx, &mut Io, &mut Exchange) -> Option<Step>,
+) {
+    if std::mem::discriminant(&c.phase) != std::mem::discriminant(&waiting) {
         return;
     }
-    let Some(ex) = c.ex.as_ref() else {
+    let Some(ex) = c.ex.as_deref_mut() else {
         return;
     };
-    let Purpose::Lifecycle(call) = ex.purpose else {
-        return;
-    };
-    let keep = ex.head.keep_alive && !cx.p.stopping();
-    let step = match super::errors::lifecycle_failure(answer) {
-        None => {
-            write_done(&mut c.io.out, &ex.request_id, keep);
-            c.io.close_after |= !keep;
-            client::set_deadline(cx, &mut c.io, cx.now + cx.p.cfg.server.idle_timeout);
-            Step::Enter(Phase::Deliver)
-        }
-        Some((error, message)) => {
-            let what = match call {
-                LifecycleCall::Initialize => "initializer",
-                LifecycleCall::PreStop => "PreStop",
-            };
-            log::debug!(
-                "lifecycle call {}: the {what} failed: {message}",
-                ex.request_id
-            );
-            let status = error.status(Invocation::Http);
-            let answer = (status, error, message.as_str());
-            own_answer(cx, &mut c.io, Some(&ex.request_id), answer, !keep)
-        }
-    };
-    act(cx, c, step);
+    if let Some(step) = step(cx, &mut c.io, ex) {
+        act(cx, c, step);
+    }
 }
 
 /// `200 OK` with `x-fc-request-id` and no body.

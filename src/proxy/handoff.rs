@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 use crate::events::handoff::{Handed, Head, Waiter as Handoff};
 use crate::http::codec::Encoder;
 use crate::http::fc_error::ErrorType;
-use crate::http::write::{push_field, push_u64};
-use crate::http::{reason_phrase, RequestHead};
+use crate::http::write::{push_answer_start, push_field, push_u64};
+use crate::http::RequestHead;
 
 use super::client::{self, own_answer, Io, Phase, Step};
 use super::cx::{Cx, Mail};
@@ -288,23 +288,8 @@ pub(super) fn pump(io: &Io, ex: Option<&Exchange>) -> Step {
 /// `x-fc-request-id`, its framing (its length, else chunked to an HTTP/1.1 client: `chunked`)
 /// and `Connection`; how its body is to be framed.
 fn write_head(out: &mut Vec<u8>, request_id: &str, h: &Head, chunked: bool, keep: bool) -> Encoder {
-    out.extend_from_slice(b"HTTP/1.1 ");
-    push_u64(out, u64::from(h.status));
-    out.push(b' ');
-    out.extend_from_slice(reason_phrase(h.status).as_bytes());
-    out.extend_from_slice(b"\r\n");
-    for (name, value) in &h.headers {
-        if ["x-fc-request-id", "connection", "keep-alive"]
-            .iter()
-            .any(|n| name.eq_ignore_ascii_case(n))
-        {
-            continue;
-        }
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
-    }
+    let own = ["x-fc-request-id", "connection", "keep-alive"];
+    push_answer_start(out, h.status, &h.headers, &own);
     push_field(out, "x-fc-request-id", request_id);
     let bodiless = h.status == 204 || h.status == 304 || (100..200).contains(&h.status);
     let encoder = match h.length {
