@@ -22,14 +22,20 @@
 //!   ([`crate::h2::conn::Conn::next_deadline`]).
 //! - `server.idle_timeout` while no invocation runs: GOAWAY, then close.
 //! - `server.header_timeout` for an incomplete frame in the client's input (a client that
-//!   trickles a frame): the connection closes, its streams ended as the client's doing.
+//!   trickles a frame), and for a header block left open (HEADERS without END_HEADERS, its
+//!   CONTINUATIONs trickled or never sent): the connection closes, its streams ended as the
+//!   client's doing.
+//! - A client that does not read: nothing more is read from it once [`CLIENT_OUT`] bytes wait
+//!   for it (the acks of a PING flood, fc-init's own refusals).
 //! - After the core closed: both outputs written, the client's write side shut and its input
 //!   drained for at most [`LINGER`], so the client reads the GOAWAY rather than a reset.
 //!
 //! The instance: the function connection is made once the instance is ready (the relay waits
 //! for the status change, as an HTTP/1.1 request waits in admission; its streams' own
 //! `function.timeout` bounds the wait). An instance that failed to initialize or is stopping
-//! answers the streams `InitializationError` or `InstanceStopping`, and the connection closes.
+//! answers the streams `InitializationError` or `InstanceStopping`, and the connection closes;
+//! under `on_failure = "next-request"` the first stream asks for one attempt (as an HTTP/1.1
+//! request does in admission) and the streams wait for its outcome.
 //! A function connection that fails or closes answers them `UnhandledInvocationError`: a new
 //! instance is reached by the client's next connection.
 //!
