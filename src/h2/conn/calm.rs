@@ -11,7 +11,7 @@
 //! channel pings every few seconds at most and cancels calls one by one), an attack is far
 //! above (thousands a second), and nothing between needs tuning.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::h2::frame::{ErrorCode, H2Error};
 
@@ -55,9 +55,7 @@ impl Bucket {
                 .saturating_add(ms.saturating_mul(self.rate))
                 .min(self.burst);
             // Only whole milliseconds are counted: the rest waits for the next call.
-            if ms > 0 {
-                self.at = Some(now);
-            }
+            self.at = Some(at + Duration::from_millis(ms));
         } else {
             self.at = Some(now);
         }
@@ -110,7 +108,6 @@ impl Calm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn a_bucket_allows_its_burst_then_its_rate() {
@@ -129,6 +126,17 @@ mod tests {
             assert!(b.take(later));
         }
         assert!(!b.take(later));
+    }
+
+    #[test]
+    fn fractions_of_a_millisecond_are_not_lost() {
+        let t0 = Instant::now();
+        let mut b = Bucket::new(1, 1000);
+        assert!(b.take(t0));
+        // One a millisecond, asked every 1.5 ms: every call finds its token.
+        for i in 1..1000u64 {
+            assert!(b.take(t0 + Duration::from_micros(i * 1500)), "at {i}");
+        }
     }
 
     #[test]
