@@ -164,6 +164,21 @@ fn served(client: JoinHandle<Value>, n: usize) {
     assert!(ids.iter().all(|id| !id.is_empty()), "{out}");
 }
 
+/// fc-init's RSS after an attack is within 16 MiB of before (printed, for the record).
+fn rss_flat(what: &str, before: u64, after: u64) {
+    eprintln!(
+        "{what}: fc-init RSS {} KiB before, {} KiB after",
+        before / 1024,
+        after / 1024
+    );
+    assert!(
+        after < before + 16 * MIB,
+        "{what}: RSS {} MiB before, {} MiB after",
+        before / MIB,
+        after / MIB
+    );
+}
+
 /// `VmRSS` of `pid`, in bytes.
 fn rss(pid: i32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
@@ -202,6 +217,7 @@ fn rapid_reset_gets_goaway_enhance_your_calm_and_the_function_sees_a_bounded_bur
     // What reached the function: the budget's burst (200) and the good client's calls, not
     // 20,000 streams.
     let reached = g.calls().len() - calls_before;
+    eprintln!("rapid reset: cut off after {took:?}; {reached} calls reached the function");
     assert!(
         reached <= 200 + 10 + 5,
         "{reached} calls reached the function"
@@ -235,13 +251,7 @@ fn a_continuation_flood_is_cut_at_max_header_block_and_memory_stays_flat() {
     assert!(took < Duration::from_secs(10), "{took:?}");
     writer.join().expect("the writer");
     served(good, 10);
-    let after = rss(g.p.pid());
-    assert!(
-        after < before + 16 * MIB,
-        "RSS {} MiB before, {} MiB after",
-        before / MIB,
-        after / MIB
-    );
+    rss_flat("CONTINUATION flood", before, rss(g.p.pid()));
 }
 
 #[test]
@@ -329,13 +339,7 @@ fn ping_and_settings_floods_whose_acks_are_never_read_are_cut_off_with_memory_bo
         );
     }
     served(good, 10);
-    let after = rss(g.p.pid());
-    assert!(
-        after < before + 16 * MIB,
-        "RSS {} MiB before, {} MiB after",
-        before / MIB,
-        after / MIB
-    );
+    rss_flat("PING and SETTINGS floods", before, rss(g.p.pid()));
 }
 
 #[test]
@@ -435,13 +439,7 @@ fn an_hpack_bomb_is_answered_431_and_never_reaches_the_function() {
         "only the good client's calls reached the function"
     );
     assert!(g.requests_total("InvalidArgument") >= 20);
-    let after = rss(g.p.pid());
-    assert!(
-        after < before + 16 * MIB,
-        "RSS {} MiB before, {} MiB after",
-        before / MIB,
-        after / MIB
-    );
+    rss_flat("HPACK bomb", before, rss(g.p.pid()));
 }
 
 #[test]
