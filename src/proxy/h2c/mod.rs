@@ -82,8 +82,8 @@ const READ_LIMIT: usize = BUF;
 
 /// The client's unread output past which nothing more is read from it (backpressure on a
 /// client that sends but does not read: a PING or SETTINGS flood whose acks it never
-/// takes). Twice [`BUF`], so that a response the function streams (which may fill the output
-/// to [`BUF`] plus one read) does not stop the client's own frames.
+/// takes). Above what a response the function streams leaves there ([`BUF`] plus one read),
+/// so that a client reading its response at its own pace is not stopped from sending.
 const CLIENT_OUT: usize = 2 * BUF + READ_LIMIT;
 
 /// How long a closing connection's outputs and lingering take at most.
@@ -324,9 +324,10 @@ fn from_client(cx: &mut Cx, c: &mut Io, r: &mut Relay) -> Flow {
         }
         // A header block left open holds the whole connection (no other frame may come
         // before its end): bounded like a trickled frame, from its first frame on.
-        match r.conn.client_block_open() {
-            true => _ = r.block_since.get_or_insert(cx.now),
-            false => r.block_since = None,
+        if !r.conn.client_block_open() {
+            r.block_since = None;
+        } else if r.block_since.is_none() {
+            r.block_since = Some(cx.now);
         }
         if took > 0 {
             progress = true;
