@@ -204,7 +204,7 @@ fn read_head(cx: &mut Cx, c: &mut Client) -> Step {
             match super::h2c::sniff(c.io.pending()) {
                 Sniff::H2c => return super::h2c::begin(cx, &mut c.io),
                 Sniff::More if !c.io.eof => {
-                    if let Err(step) = read_more_head(cx, &mut c.io, &mut progress) {
+                    if let Some(step) = read_more_head(cx, &mut c.io, &mut progress) {
                         return step;
                     }
                     continue;
@@ -225,7 +225,7 @@ fn read_head(cx: &mut Cx, c: &mut Client) -> Step {
             Ok(None) if c.io.eof => return bad_request(cx, c, HttpError::UnexpectedEof),
             Ok(None) => {
                 c.io.scanned = c.io.pending().len();
-                if let Err(step) = read_more_head(cx, &mut c.io, &mut progress) {
+                if let Some(step) = read_more_head(cx, &mut c.io, &mut progress) {
                     return step;
                 }
             }
@@ -242,18 +242,18 @@ fn head_cap(cx: &Cx, io: &Io) -> usize {
     (io.pending().len() + HEAD_READ).min(cx.p.limits.max_header_bytes.max(BUF))
 }
 
-/// Reads more of a head that has not ended, up to [`head_cap`]; `Err` with what the loop
+/// Reads more of a head that has not ended, up to [`head_cap`]; `Some` with what the loop
 /// returns when there is nothing to read now (the socket is not readable) or the client is gone.
-fn read_more_head(cx: &mut Cx, io: &mut Io, progress: &mut bool) -> Result<(), Step> {
+fn read_more_head(cx: &mut Cx, io: &mut Io, progress: &mut bool) -> Option<Step> {
     if !io.rd {
-        return Err(moved(*progress));
+        return Some(moved(*progress));
     }
     let cap = head_cap(cx, io);
     match read_client(&mut cx.bufs.read, io, cap) {
         Ok(got) => *progress |= got,
-        Err(Gone) => return Err(Step::Close),
+        Err(Gone) => return Some(Step::Close),
     }
-    Ok(())
+    None
 }
 
 /// A malformed, oversized or too slow head: fc-init's answer, then the connection closes
