@@ -12,6 +12,7 @@
 #[path = "../it/util.rs"]
 mod util;
 
+mod frozen;
 mod servers;
 #[cfg(feature = "redis-tls")]
 mod tls;

@@ -377,6 +377,9 @@ fn housekeeping(inner: &Arc<Inner>, control: &Weak<dyn Control>) {
         }
         if now >= watch_at {
             watch_at = now + WATCH_EVERY;
+            // Asked apart from the link: while the master is gone or frozen, the link is
+            // backing off, and the Sentinels are what says where to go next.
+            inner.topology.follow();
             let topology = inner.topology.clone();
             let _ = link.call("topology", |c| topology.watch(c));
         }

@@ -117,6 +117,7 @@ mod connect;
 mod fleet;
 pub mod link;
 mod scripts;
+mod sentinel;
 #[cfg(feature = "redis-tls")]
 mod tls;
 pub mod topology;
