@@ -50,18 +50,9 @@ fn total(ticks: &[(String, u64)]) -> u64 {
     ticks.iter().map(|(_, t)| t).sum()
 }
 
-#[test]
-fn an_idle_instance_watching_sentinels_does_not_spin() {
-    if !available("idle cpu") {
-        return;
-    }
-    let topo = Sentinels::start("idle", 1);
-    let i = Instance::start("idle-i", &topo.url(""), "idle", "");
-    assert_eq!(i.submit("idle-1", "0").0, 202);
-    wait_for("idle-1 ran", || (!i.runs().is_empty()).then_some(()));
-    let pid = i.p.pid();
+/// The share of a core `pid` used over `window`, and each busy thread's ticks.
+fn cpu_share(pid: i32, window: Duration) -> (f64, Vec<String>) {
     let before = thread_ticks(pid);
-    let window = Duration::from_secs(4);
     let started = Instant::now();
     // A fixed window is the measurement itself, not a wait for something to happen.
     std::thread::sleep(window);
@@ -69,26 +60,53 @@ fn an_idle_instance_watching_sentinels_does_not_spin() {
     let elapsed = started.elapsed().as_secs_f64();
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let used = (total(&after) - total(&before).min(total(&after))) as f64 / hz;
-    let per_thread: Vec<String> = after
+    let used = total(&after).saturating_sub(total(&before)) as f64 / hz;
+    let busy = after
         .iter()
-        .map(|(name, t)| {
+        .filter_map(|(name, t)| {
             let b = before
                 .iter()
                 .find(|(n, _)| n == name)
                 .map_or(0, |(_, t)| *t);
-            format!("{name}: {}", t.saturating_sub(b))
+            (*t > b).then(|| format!("{name}: {}", t - b))
         })
         .collect();
+    (used / elapsed, busy)
+}
+
+#[test]
+fn an_idle_instance_watching_sentinels_does_not_spin() {
+    if !available("idle cpu") {
+        return;
+    }
+    let mut topo = Sentinels::start("idle", 1);
+    let i = Instance::start("idle-i", &topo.url(""), "idle", "");
+    assert_eq!(i.submit("idle-1", "0").0, 202);
+    wait_for("idle-1 ran", || (!i.runs().is_empty()).then_some(()));
+    let pid = i.p.pid();
+    let window = Duration::from_secs(4);
+    let (idle, busy) = cpu_share(pid, window);
     eprintln!(
-        "idle instance on Sentinel: {:.1} % of a core over {elapsed:.1} s ({per_thread:?})",
-        100.0 * used / elapsed
+        "idle on Sentinel: {:.1} % of a core ({busy:?})",
+        100.0 * idle
+    );
+    // While the master is gone and the Sentinels fail over: links back off, nothing spins.
+    topo.servers[0].kill();
+    let (down, busy_down) = cpu_share(pid, window);
+    eprintln!(
+        "master gone: {:.1} % of a core ({busy_down:?})",
+        100.0 * down
     );
     // Generous for a loaded CI machine: a spinning thread takes 100 %.
     assert!(
-        used / elapsed < 0.05,
-        "an idle instance used {:.1} % of a core: {per_thread:?}",
-        100.0 * used / elapsed
+        idle < 0.05,
+        "idle: {:.1} % of a core: {busy:?}",
+        100.0 * idle
+    );
+    assert!(
+        down < 0.05,
+        "master gone: {:.1} % of a core: {busy_down:?}",
+        100.0 * down
     );
 }
 

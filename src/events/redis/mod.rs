@@ -78,7 +78,7 @@
 //! confirmed, they are released (delivered); not, they are withdrawn (deleted) and the
 //! submission answered 503, so a 503 never stands for an event that will run. A batch whose
 //! outcome is unknown (the connection broke after its script was sent) is tried again until
-//! the store answers or [`fleet::SUBMIT_DEADLINE`] passes: the script is idempotent, so what
+//! the store answers or [`submit::SUBMIT_DEADLINE`] passes: the script is idempotent, so what
 //! was stored answers as stored. What a single Redis keeps across its own crash is its
 //! persistence setting: only `appendonly yes` with `appendfsync always` makes an acknowledged
 //! event survive a crash or power loss of the Redis host (`everysec` may lose the last
@@ -118,6 +118,7 @@ mod fleet;
 pub mod link;
 mod scripts;
 mod sentinel;
+mod submit;
 #[cfg(feature = "redis-tls")]
 mod tls;
 pub mod topology;
@@ -297,10 +298,28 @@ impl Inner {
     }
 
     fn invocation<'a>(&self, script: &'a redis::Script, now: u64) -> ScriptInvocation<'a> {
-        let retention = u64::try_from(self.opts.retention.as_millis()).unwrap_or(u64::MAX);
         let mut inv = script.key(&self.stream);
-        inv.arg(&self.prefix).arg(now).arg(retention).arg(&self.me);
+        inv.arg(&self.prefix)
+            .arg(now)
+            .arg(self.retention_ms())
+            .arg(&self.me);
         inv
+    }
+
+    /// [`Inner::invocation`] as a plain `EVALSHA` command, for a pipeline (see
+    /// [`scripts::eval`] for the script's loading).
+    fn command(&self, script: &redis::Script, now: u64) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(script.get_hash()).arg(1).arg(&self.stream);
+        cmd.arg(&self.prefix)
+            .arg(now)
+            .arg(self.retention_ms())
+            .arg(&self.me);
+        cmd
+    }
+
+    fn retention_ms(&self) -> u64 {
+        u64::try_from(self.opts.retention.as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Runs `inv` on a pooled link.
@@ -389,7 +408,7 @@ impl Backend for Redis {
                 id: event.request_id,
             }));
         }
-        if let Err(e) = fleet::start_submitters(&self.inner) {
+        if let Err(e) = submit::start_submitters(&self.inner) {
             return completion(Err(e));
         }
         lock(&self.inner.pending).push((event, completion));
@@ -661,8 +680,8 @@ impl Backend for Redis {
 }
 
 /// The arguments of one submission in the SUBMIT script.
-fn push_submission(inv: &mut ScriptInvocation<'_>, e: &NewEvent) {
-    inv.arg(&e.request_id)
+fn push_submission(cmd: &mut redis::Cmd, e: &NewEvent) {
+    cmd.arg(&e.request_id)
         .arg(e.submit_time)
         .arg(&e.request.method)
         .arg(&e.request.target)

@@ -19,7 +19,9 @@
 
 use std::sync::OnceLock;
 
-use redis::{Script, Value};
+use redis::{Cmd, ErrorKind, RedisResult, Script, ServerErrorKind, Value};
+
+use super::topology::Conn;
 
 use crate::events::error::StoreError;
 use crate::events::model::{DeliveryStatus, Destination, Event, ResultInfo, Status};
@@ -179,6 +181,24 @@ pub fn scripts() -> &'static Scripts {
             next_due: s(NEXT_DUE),
         }
     })
+}
+
+/// Whether `e` is the server not knowing a script (a new or restarted master): loading it
+/// and running the call again is safe, since nothing of it ran.
+pub fn is_noscript(e: &redis::RedisError) -> bool {
+    e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
+}
+
+/// Runs `cmd`, an `EVALSHA` of `script` (from `Inner::command`), loading the script first
+/// when the server does not have it.
+pub fn eval(conn: &mut Conn, script: &Script, cmd: &Cmd) -> RedisResult<Value> {
+    match cmd.query(conn) {
+        Err(e) if is_noscript(&e) => {
+            script.load(conn)?;
+            cmd.query(conn)
+        }
+        other => other,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
