@@ -1,7 +1,7 @@
 //! The Redis backend's own threads besides the submitters ([`super::submit`]): the
 //! housekeeping of this instance in the fleet (heartbeat and lease renewal, takeover of dead
-//! instances' events, delivery of due retries, the topology), and the subscriber that hears
-//! terminates meant for this instance and the ends of events that terminates wait for.
+//! instances' events, delivery of due retries, the topology); it starts the subscriber
+//! ([`super::subscriber`]) too.
 //!
 //! Each thread owns its link; each holds the backend only through an `Arc` of its shared part
 //! and the service only weakly, so the housekeeping stops with the service.
@@ -53,7 +53,9 @@ pub(super) fn start(inner: &Arc<Inner>, control: Weak<dyn Control>) {
     let (i, c) = (inner.clone(), control.clone());
     spawn("fc-init-redis-fleet", move || housekeeping(&i, &c));
     let i = inner.clone();
-    spawn("fc-init-redis-subscribe", move || subscriber(&i, &control));
+    spawn("fc-init-redis-subscribe", move || {
+        super::subscriber::subscriber(&i, &control)
+    });
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) {
@@ -67,7 +69,7 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) {
 }
 
 /// Acts once on each terminate meant for an event this instance holds.
-fn act(inner: &Inner, control: &dyn Control, id: &str, graceful: bool) {
+pub(super) fn act(inner: &Inner, control: &dyn Control, id: &str, graceful: bool) {
     if lock(&inner.acted).insert(id.to_owned()) {
         control.terminate_held(id, graceful);
     }
@@ -132,63 +134,5 @@ fn housekeeping(inner: &Arc<Inner>, control: &Weak<dyn Control>) {
         let next = renew_at.min(takeover_at).min(promote_at).min(watch_at);
         // A schedule of periodic chores: the pause is the time to the next one.
         std::thread::sleep(next.saturating_duration_since(Instant::now()));
-    }
-}
-
-/// Listens on this instance's control channel and on `ended`; reconnects with backoff.
-fn subscriber(inner: &Arc<Inner>, control: &Weak<dyn Control>) {
-    let ctl = format!("{}ctl:{}", inner.prefix, inner.me);
-    let ended = format!("{}ended", inner.prefix);
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        if control.strong_count() == 0 {
-            return;
-        }
-        let session = (|| -> redis::RedisResult<()> {
-            let mut conn = inner.topology.pubsub_connection(Duration::from_secs(1))?;
-            let generation = inner.topology.generation();
-            let mut pubsub = conn.as_pubsub();
-            pubsub.subscribe(&ctl)?;
-            pubsub.subscribe(&ended)?;
-            pubsub.set_read_timeout(Some(Duration::from_secs(1)))?;
-            // Whatever ended while this instance did not listen: waiters look again.
-            inner.ended.bump();
-            backoff = Duration::from_millis(100);
-            loop {
-                let msg = match pubsub.get_message() {
-                    Ok(msg) => msg,
-                    Err(e) if e.is_timeout() => {
-                        if control.strong_count() == 0 {
-                            return Ok(());
-                        }
-                        if inner.topology.generation() != generation {
-                            // The master moved: listen on the new one.
-                            return Err(redis::RedisError::from((
-                                redis::ErrorKind::Io,
-                                "the master changed",
-                            )));
-                        }
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                };
-                let payload: String = msg.get_payload().unwrap_or_default();
-                if msg.get_channel_name() == ended {
-                    inner.ended.bump();
-                } else if let Some((term, id)) = payload.split_once(' ') {
-                    if let Some(control) = control.upgrade() {
-                        act(inner, &*control, id, term == "graceful");
-                    }
-                }
-            }
-        })();
-        match session {
-            Ok(()) => return,
-            Err(e) => {
-                log::debug!("Redis subscriber: {e}; reconnecting");
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(super::link::BACKOFF_MAX);
-            }
-        }
     }
 }

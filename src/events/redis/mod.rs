@@ -119,6 +119,7 @@ pub mod link;
 mod scripts;
 mod sentinel;
 mod submit;
+mod subscriber;
 #[cfg(feature = "redis-tls")]
 mod tls;
 pub mod topology;
@@ -243,7 +244,17 @@ impl Redis {
         let probe = link.call("start-up check", |c| {
             inv.invoke::<Value>(c)?;
             inner.ensure_group(c)?;
-            redis::cmd("PUBLISH").arg(&ctl).arg("").query::<i64>(c)?;
+            // What the scripts publish with: SPUBLISH, or PUBLISH before Redis 7.
+            match redis::cmd("SPUBLISH").arg(&ctl).arg("").query::<i64>(c) {
+                Err(e)
+                    if e.kind()
+                        == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError)
+                        && !link::is_auth_error(&e) =>
+                {
+                    redis::cmd("PUBLISH").arg(&ctl).arg("").query::<i64>(c)?
+                }
+                other => other?,
+            };
             Ok(())
         });
         let refused = |source: &Arc<redis::RedisError>| StoreError::RedisAccess {

@@ -21,8 +21,8 @@
 //! is frozen (SIGSTOP: it accepts and buffers, never answers) fails a call in bounded time,
 //! like one that is gone.
 //!
-//! Pub/sub needs no sharding here: a `PUBLISH` in a cluster reaches every node's
-//! subscribers, so the subscriber listens on any node that answers.
+//! Pub/sub is sharded where the server has it (Redis 7): the subscriber listens on the node
+//! that owns the queue's slot ([`super::subscriber`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -319,9 +319,15 @@ impl Topology {
         }
     }
 
-    /// A plain connection for pub/sub: the standalone server, the Sentinel's master, or any
-    /// node of a cluster that answers (a cluster's `PUBLISH` reaches every node).
-    pub fn pubsub_connection(&self, timeout: Duration) -> RedisResult<Connection> {
+    /// A plain connection for pub/sub: the standalone server, the Sentinel's master, or on
+    /// a cluster the node `at` (`host:port`, where a `MOVED` pointed), else the node last seen
+    /// serving the queue, else any node that answers (the subscriber follows `MOVED` from
+    /// there: [`super::subscriber`]).
+    pub fn pubsub_connection(
+        &self,
+        timeout: Duration,
+        at: Option<&str>,
+    ) -> RedisResult<Connection> {
         let conn = match &self.kind {
             Kind::Single(client) => client.get_connection_with_timeout(timeout),
             Kind::Sentinel { .. } => self.master()?.get_connection_with_timeout(timeout),
@@ -329,9 +335,17 @@ impl Topology {
                 seeds,
                 known,
                 certs,
-                ..
+                login,
             } => {
-                let mut nodes = lock(known).clone();
+                let tls = self.cluster_tls();
+                let serving = self.serving().map(|(node, _)| node);
+                let first = at.map(str::to_owned).or(serving);
+                let first = first.as_deref().and_then(|node| {
+                    let (host, port) = node.rsplit_once(':')?;
+                    Some(node_info(host, port.parse().ok()?, tls, login))
+                });
+                let mut nodes: Vec<ConnectionInfo> = first.into_iter().collect();
+                nodes.extend(lock(known).iter().cloned());
                 nodes.extend(seeds.iter().cloned());
                 let mut last = None;
                 for node in nodes {
@@ -350,6 +364,12 @@ impl Topology {
         }?;
         bound(&conn, REPLY_TIMEOUT)?;
         Ok(conn)
+    }
+
+    /// Whether the cluster's nodes speak TLS (as its seeds do).
+    fn cluster_tls(&self) -> bool {
+        matches!(&self.kind, Kind::Cluster { seeds, .. }
+            if seeds.first().is_some_and(|s| matches!(s.addr(), ConnectionAddr::TcpTls { .. })))
     }
 
     /// The master the Sentinels name (asked when not known).
@@ -417,10 +437,7 @@ impl Topology {
                 let slots: Value =
                     conn.on_node_of(redis::cmd("CLUSTER").arg("SLOTS"), &self.key)?;
                 let (nodes, owner) = cluster_nodes(&slots, slot_of(&self.key));
-                let tls = matches!(
-                    self.kind,
-                    Kind::Cluster { ref seeds, .. } if seeds.first().is_some_and(|s| matches!(s.addr(), ConnectionAddr::TcpTls { .. }))
-                );
+                let tls = self.cluster_tls();
                 *lock(known) = nodes
                     .iter()
                     .map(|(h, p)| node_info(h, *p, tls, login))
