@@ -19,8 +19,8 @@
 //! | `fc-init:{q}:alive:<consumer>` | string, 5 s TTL | an instance's heartbeat |
 //! | `fc-init:{q}:seq` | counter | orders submissions within one millisecond |
 //! | `fc-init:{q}:cursor` | counter | where the renewal of queued events' expiry goes on |
-//! | channel `fc-init:{q}:ctl:<consumer>` | pub/sub | "terminate this event" to the instance running it |
-//! | channel `fc-init:{q}:ended` | pub/sub | an event a terminate waits for has ended |
+//! | channel `fc-init:{q}:ctl:<consumer>` | pub/sub (sharded on Redis 7) | "terminate this event" to the instance running it |
+//! | channel `fc-init:{q}:ended` | pub/sub (sharded on Redis 7) | an event a terminate waits for has ended |
 //!
 //! # Design, and why
 //!
@@ -70,7 +70,7 @@
 //!
 //! A submission is answered 202 only once the script that stored it has returned, i.e. the
 //! Redis server has executed and acknowledged it, and `async.redis_min_replicas` replicas
-//! confirmed it (`WAIT`, at most a second). `auto` waits for one whenever the queue's master
+//! confirmed it (`WAIT`, at most a second, pipelined with the script: [`submit`]). `auto` waits for one whenever the queue's master
 //! has a replica that keeps up ([`topology::replication`]: online, acknowledged within 2 s, so
 //! a paused replica stops being waited for); the count is read at every connection and every
 //! second, never only at connect. While replicas are waited for, new events are stored
