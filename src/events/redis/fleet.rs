@@ -68,13 +68,6 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) {
     }
 }
 
-/// Acts once on each terminate meant for an event this instance holds.
-pub(super) fn act(inner: &Inner, control: &dyn Control, id: &str, graceful: bool) {
-    if lock(&inner.acted).insert(id.to_owned()) {
-        control.terminate_held(id, graceful);
-    }
-}
-
 /// Every [`RENEW_EVERY`] the heartbeat and leases, every [`TAKEOVER_EVERY`] the takeover
 /// (once connected for [`TAKEOVER_GRACE`]), every [`PROMOTE_EVERY`] the due retries.
 fn housekeeping(inner: &Arc<Inner>, control: &Weak<dyn Control>) {
@@ -97,7 +90,7 @@ fn housekeeping(inner: &Arc<Inner>, control: &Weak<dyn Control>) {
                 let asked_ids: HashSet<&str> = asked.iter().map(|(id, _)| id.as_str()).collect();
                 lock(&inner.acted).retain(|id| asked_ids.contains(id.as_str()));
                 for (id, graceful) in &asked {
-                    act(inner, &*control, id, *graceful);
+                    inner.act(&*control, id, *graceful);
                 }
             }
         }

@@ -288,6 +288,14 @@ impl Inner {
         )
     }
 
+    /// Acts once on each terminate meant for an event this instance holds (the word comes
+    /// by pub/sub, and again with every renewal until the event ends).
+    fn act(&self, control: &dyn Control, id: &str, graceful: bool) {
+        if lock(&self.acted).insert(id.to_owned()) {
+            control.terminate_held(id, graceful);
+        }
+    }
+
     /// Runs `f` on a pooled link.
     fn with<T>(
         &self,

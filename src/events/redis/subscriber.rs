@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use redis::{Connection, ErrorKind, PushKind, RedisError, RedisResult, Value};
 
-use super::fleet::act;
 use super::link::BACKOFF_MAX;
 use super::Inner;
 use crate::events::backend::Control;
@@ -124,19 +123,30 @@ fn session(
 /// `HELLO 3`: RESP3 from now on; the server's major version.
 fn hello3(conn: &mut Connection) -> RedisResult<u64> {
     let hello: Value = redis::cmd("HELLO").arg(3).query(conn)?;
-    let Value::Map(fields) = hello else {
-        return Ok(0);
-    };
-    let version = fields.iter().find_map(|(k, v)| match (k, v) {
-        (Value::BulkString(k), Value::BulkString(v)) if k == b"version" => {
-            String::from_utf8_lossy(v).split('.').next()?.parse().ok()
-        }
-        (Value::SimpleString(k), Value::BulkString(v)) if k == "version" => {
-            String::from_utf8_lossy(v).split('.').next()?.parse().ok()
-        }
+    Ok(major_version(&hello))
+}
+
+/// The major version in a `HELLO` reply (a map with `version`), 0 when it has none.
+fn major_version(hello: &Value) -> u64 {
+    let text = |v: &Value| match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
         _ => None,
-    });
-    Ok(version.unwrap_or(0))
+    };
+    let fields: Vec<(&Value, &Value)> = match hello {
+        Value::Map(fields) => fields.iter().map(|(k, v)| (k, v)).collect(),
+        // RESP2's form: a flat array of names and values.
+        Value::Array(items) => items
+            .chunks(2)
+            .filter_map(|kv| Some((&kv[0], kv.get(1)?)))
+            .collect(),
+        _ => Vec::new(),
+    };
+    fields
+        .into_iter()
+        .find(|(k, _)| text(k).as_deref() == Some("version"))
+        .and_then(|(_, v)| text(v)?.split('.').next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Reads the confirmations of a (S)SUBSCRIBE of `n` channels; an error reply (`MOVED`, a
@@ -171,16 +181,10 @@ fn listen(
     loop {
         let frame = match conn.recv_response() {
             Ok(frame) => frame.extract_error()?,
-            Err(e) if e.is_timeout() => {
-                if control.strong_count() == 0 {
-                    return Ok(End::Stopped);
-                }
-                if inner.topology.generation() != generation {
-                    // The master moved (Sentinel): listen on the new one.
-                    return Ok(End::Moved);
-                }
-                continue;
-            }
+            Err(e) if e.is_timeout() => match quiet(inner, control, generation) {
+                Some(end) => return Ok(end),
+                None => continue,
+            },
             Err(e) => return Err(e),
         };
         let Value::Push { kind, data } = frame else {
@@ -208,6 +212,15 @@ fn listen(
     }
 }
 
+/// After a [`POLL`] without a message: whether the subscription ends (the service is gone,
+/// or the master moved: listen on the new one), or goes on.
+fn quiet(inner: &Inner, control: &Weak<dyn Control>, generation: u64) -> Option<End> {
+    if control.strong_count() == 0 {
+        return Some(End::Stopped);
+    }
+    (inner.topology.generation() != generation).then_some(End::Moved)
+}
+
 /// One message on `channel`.
 fn heard(
     inner: &Inner,
@@ -220,7 +233,7 @@ fn heard(
         inner.ended.bump();
     } else if let Some((term, id)) = payload.split_once(' ') {
         if let Some(control) = control.upgrade() {
-            act(inner, &*control, id, term == "graceful");
+            inner.act(&*control, id, term == "graceful");
         }
     }
 }
@@ -242,18 +255,36 @@ fn classic(
     loop {
         let msg = match pubsub.get_message() {
             Ok(msg) => msg,
-            Err(e) if e.is_timeout() => {
-                if control.strong_count() == 0 {
-                    return Ok(End::Stopped);
-                }
-                if inner.topology.generation() != generation {
-                    return Ok(End::Moved);
-                }
-                continue;
-            }
+            Err(e) if e.is_timeout() => match quiet(inner, control, generation) {
+                Some(end) => return Ok(end),
+                None => continue,
+            },
             Err(e) => return Err(e),
         };
         let payload: String = msg.get_payload().unwrap_or_default();
         heard(inner, control, channels, msg.get_channel_name(), &payload);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_major_version_is_read_from_hello() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let map = Value::Map(vec![
+            (bulk("server"), bulk("redis")),
+            (bulk("version"), bulk("7.0.15")),
+        ]);
+        assert_eq!(major_version(&map), 7);
+        let flat = Value::Array(vec![
+            bulk("server"),
+            bulk("redis"),
+            bulk("version"),
+            bulk("6.2.1"),
+        ]);
+        assert_eq!(major_version(&flat), 6);
+        assert_eq!(major_version(&Value::Nil), 0);
     }
 }
