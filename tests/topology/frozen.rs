@@ -238,3 +238,52 @@ fn a_frozen_standalone_server_answers_503_in_time_and_serves_after_sigcont() {
     });
     eprintln!("frozen standalone: 503 after {took:.1} s, admin 503 after {admin_took:?}");
 }
+
+#[test]
+fn a_frozen_cluster_master_fails_over_and_nothing_acknowledged_is_lost() {
+    if !available("frozen cluster master") {
+        return;
+    }
+    let cluster = Cluster::start("frozen-cluster");
+    let queue = "fq";
+    let slot = cluster.slot(&format!("fc-init:{{{queue}}}:stream"));
+    let owner = cluster.master_of(slot).expect("the slot has a master");
+    let replica = cluster.replica_of(owner);
+    let url = format!("redis+cluster://127.0.0.1:{}", cluster.nodes[owner].port);
+    // `auto`: the new master's only replica would be the frozen one.
+    let a = Instance::start("frozen-cluster-a", &url, queue, "");
+    let b = Instance::start("frozen-cluster-b", &url, queue, "");
+    let fleet = [&a, &b];
+    let answers = Answers::default();
+    let stop = AtomicBool::new(false);
+    let mut recovered = 0.0;
+    std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
+        burst(s, &fleet, "fc", &answers, &stop);
+        until_acked(&answers, 0.0, 40, "before the freeze");
+        // The URL's only seed is the frozen master: the rest of the cluster is found from
+        // the nodes seen since.
+        cluster.nodes[owner].signal(libc::SIGSTOP);
+        let (took, status) = timed_list(&a);
+        eprintln!("admin read with the cluster master frozen: {status} after {took:?}");
+        assert!(status == 200 || status == 503, "admin list: {status}");
+        // Within the admin connection's own deadline (10 s).
+        assert!(took < Duration::from_secs(9), "an admin read took {took:?}");
+        until("the replica is the slot's master", || {
+            cluster.master_of(slot) == Some(replica)
+        });
+        recovered = now();
+        until_acked(&answers, recovered, 30, "after the failover");
+        cluster.nodes[owner].signal(libc::SIGCONT);
+        let back = now();
+        until_acked(&answers, back, 30, "after SIGCONT");
+        stop.store(true, Ordering::Release);
+    });
+    let first = first_ack_after(&answers, recovered).unwrap();
+    assert!(
+        first - recovered <= 5.0,
+        "served again {:.1} s after the new master",
+        first - recovered
+    );
+    check_counts(&fleet, &answers, recovered, "frozen cluster master");
+}

@@ -193,12 +193,18 @@ fn until_acked(answers: &Answers, t: f64, n: usize, what: &str) {
     eprintln!("{what}: waiting for {n} acknowledgements");
     while acked_after(answers, t) < n {
         if Instant::now() >= deadline {
-            let a = answers.lock().unwrap();
-            let tail: Vec<_> = a.iter().rev().take(5).collect();
-            panic!(
-                "{what}: {} of {n} acknowledged; the last answers {tail:?}",
-                acked_after(answers, t)
-            );
+            // Counted before the lock is taken again (the bug: counting under the held lock
+            // deadlocked the test instead of failing it).
+            let acked = acked_after(answers, t);
+            let tail: Vec<_> = answers
+                .lock()
+                .unwrap()
+                .iter()
+                .rev()
+                .take(5)
+                .cloned()
+                .collect();
+            panic!("{what}: {acked} of {n} acknowledged; the last answers {tail:?}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }

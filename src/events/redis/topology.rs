@@ -92,6 +92,11 @@ pub struct Topology {
 /// node costs a call this long at most. The scripts answer in milliseconds.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a cluster node may take to accept a connection and its handshake: the crate
+/// reconnects to a node that stopped answering before each retry, so a frozen node costs
+/// (retries + 1) × ([`REPLY_TIMEOUT`] + this) at most, well within a request's deadline.
+const CLUSTER_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// A replica that has not acknowledged the replication stream for longer is not waited for
 /// by `redis_min_replicas = "auto"` (a paused replica stays "connected" for `repl-timeout`).
 pub const REPLICA_LAG_MAX: u64 = 2;
@@ -279,11 +284,13 @@ impl Topology {
                     }
                 }
                 let mut b = ClusterClientBuilder::new(nodes)
-                    .connection_timeout(timeout)
+                    // The crate tries a node that stopped answering again, reconnecting
+                    // first, on every retry: each try is bounded, and there are few of them.
+                    .connection_timeout(timeout.min(CLUSTER_CONNECT_TIMEOUT))
                     .response_timeout(REPLY_TIMEOUT)
                     // A redirect or two (a migration: MOVED then ASK), not minutes of retries
                     // during a failover: the link's backoff takes over from there.
-                    .retries(3)
+                    .retries(2)
                     .min_retry_wait(10)
                     .max_retry_wait(200);
                 if let Some(user) = login.username() {
