@@ -8,30 +8,27 @@
 //! `InstanceStopping`). The same wait serves a request whose instance vanished under it: it
 //! goes to the next instance once that one is ready.
 //!
-//! Nothing here blocks: a step that must wait returns, and the loop drives the request again
-//! when its ticket, a status change or its deadline comes.
+//! Nothing here blocks: a step that must wait returns [`Step::Wait`], and the loop drives the
+//! request again when its ticket, a status change or its deadline comes; the phase's own
+//! data is [`Admission`], and admission ends in [`Step::Enter`] with the forwarding phase,
+//! which owns what it was given ([`Admitted`]).
 
 use crate::config::OnFailure;
 use crate::state::{NotReady, Phase as Lifecycle, Status};
 use crate::supervisor::Event;
 
-use super::client::{self, Client, Flow, Phase};
+use super::client::{self, Io, Phase, Step};
 use super::cx::{Cx, Mail};
 use super::errors::Failure;
-use super::exchange::{Exchange, Slot};
-use super::finish::fail;
-use super::limiter::{Admit, Denied, Ticket};
+use super::exchange::{Admission, Admitted, Forwarding, Slot};
+use super::limiter::{Admit, Denied, Permit, Ticket};
 use super::shared::InFlight;
 
-/// The body is buffered: the request waits for its admission.
-pub(super) fn enter_admit(cx: &mut Cx, c: &mut Client) {
-    let Some(ex) = c.ex.as_mut() else {
-        return;
-    };
-    ex.admit_deadline = cx.now + cx.p.cfg.function.timeout;
-    let deadline = ex.admit_deadline;
-    c.phase = Phase::Admit;
-    client::set_deadline(cx, c, deadline);
+/// The body is buffered: the request waits for its admission, by `function.timeout` from now.
+pub(super) fn enter_admit(cx: &mut Cx, io: &mut Io) -> Step {
+    let by = cx.now + cx.p.cfg.function.timeout;
+    client::set_deadline(cx, io, by);
+    Step::Enter(Phase::Admit(Admission::new(by)))
 }
 
 /// Where the instance leaves a request.
@@ -41,88 +38,110 @@ pub(super) enum Readiness {
     Refuse(Failure),
 }
 
-/// Admission, in the contract's order; then the exchange starts.
-pub(super) fn admit(cx: &mut Cx, c: &mut Client) -> Flow {
-    let p = cx.p;
-    let t = c.token;
-    let ex = c.ex.as_mut().expect("a request is being admitted");
-    if p.stopping() {
-        return fail(cx, c, stopped(cx));
-    }
-    if !matches!(ex.slot, Slot::Held(_)) {
-        let taken = match &ex.slot {
-            Slot::Queued(queued) => match queued.take() {
-                None => return Ok(false),
-                Some(r) => r,
-            },
-            _ => {
-                let handle = cx.handle.clone();
-                let admitted = p
-                    .limiter
-                    .acquire(|| Ticket::new(move || handle.push(Mail::Granted(t))));
-                match admitted {
-                    Ok(Admit::Now(permit)) => Ok(permit),
-                    Ok(Admit::Queued(queued)) => {
-                        ex.slot = Slot::Queued(queued);
-                        return Ok(false);
-                    }
-                    Err(d) => Err(d),
-                }
-            }
-        };
-        ex.slot = Slot::None;
-        match taken {
-            Ok(permit) => ex.slot = Slot::Held(permit),
-            Err(Denied::Full) => return fail(cx, c, Failure::QueueFull),
-            Err(Denied::Closed) => return fail(cx, c, stopped(cx)),
+/// What a request has of its slot once it is past the queue.
+enum Got {
+    Permit(Permit<'static>),
+    /// Admitted before (sent back to wait for the next instance).
+    Admitted(Admitted),
+}
+
+impl Got {
+    fn into_slot(self) -> Slot {
+        match self {
+            Got::Permit(p) => Slot::Held(p),
+            Got::Admitted(a) => Slot::Admitted(a),
         }
     }
-    let instance = match readiness(cx, ex) {
+}
+
+/// Admission, in the contract's order; then the exchange starts.
+pub(super) fn admit(cx: &mut Cx, io: &mut Io, adm: &mut Admission) -> Step {
+    let p = cx.p;
+    let t = io.token;
+    if p.stopping() {
+        return Step::Fail(stopped(cx));
+    }
+    let got = match std::mem::replace(&mut adm.slot, Slot::None) {
+        Slot::None => {
+            let handle = cx.handle.clone();
+            let admitted = p
+                .limiter
+                .acquire(|| Ticket::new(move || handle.push(Mail::Granted(t))));
+            match admitted {
+                Ok(Admit::Now(permit)) => Got::Permit(permit),
+                Ok(Admit::Queued(queued)) => {
+                    adm.slot = Slot::Queued(queued);
+                    return Step::Wait;
+                }
+                Err(d) => return Step::Fail(denied(cx, d)),
+            }
+        }
+        Slot::Queued(queued) => match queued.take() {
+            None => {
+                adm.slot = Slot::Queued(queued);
+                return Step::Wait;
+            }
+            Some(Ok(permit)) => Got::Permit(permit),
+            Some(Err(d)) => return Step::Fail(denied(cx, d)),
+        },
+        Slot::Held(permit) => Got::Permit(permit),
+        Slot::Admitted(held) => Got::Admitted(held),
+    };
+    let instance = match readiness(cx, adm) {
         Readiness::Ready(i) => i,
         Readiness::Wait => {
-            if !ex.waiting_status {
-                ex.waiting_status = true;
+            adm.slot = got.into_slot();
+            if !adm.waiting_status {
+                adm.waiting_status = true;
                 cx.status_waiters.push(t);
             }
-            return Ok(false);
+            return Step::Wait;
         }
-        Readiness::Refuse(f) => return fail(cx, c, f),
+        Readiness::Refuse(f) => {
+            adm.slot = got.into_slot();
+            return Step::Fail(f);
+        }
     };
-    if ex.in_flight.is_none() {
-        match InFlight::enter(p) {
-            Some(g) => ex.in_flight = Some(g),
-            None => return fail(cx, c, stopped(cx)),
-        }
-        ex.deadline = cx.now + p.cfg.function.timeout;
+    let held = match got {
+        Got::Admitted(held) => held,
+        Got::Permit(permit) => match InFlight::enter(p) {
+            Some(g) => Admitted::new(g, permit, cx.now + p.cfg.function.timeout),
+            None => return Step::Fail(stopped(cx)),
+        },
+    };
+    client::set_deadline(cx, io, held.deadline);
+    Step::Enter(Phase::Forward(Forwarding::new(held, adm.by, instance)))
+}
+
+/// Why the limiter gave no slot.
+fn denied(cx: &Cx, d: Denied) -> Failure {
+    match d {
+        Denied::Full => Failure::QueueFull,
+        Denied::Closed => stopped(cx),
     }
-    ex.instance = instance;
-    let deadline = ex.deadline;
-    c.phase = Phase::Forward;
-    client::set_deadline(cx, c, deadline);
-    Ok(true)
 }
 
 /// Whether the instance can take the request now.
-pub(super) fn readiness(cx: &Cx, ex: &mut Exchange) -> Readiness {
+pub(super) fn readiness(cx: &Cx, adm: &mut Admission) -> Readiness {
     let p = cx.p;
     let (phase, instance) = p.shared.phase_and_instance();
-    if phase == Lifecycle::Ready && ex.next_instance_of.is_none() {
+    if phase == Lifecycle::Ready && adm.next_instance_of.is_none() {
         return Readiness::Ready(instance);
     }
     let s = p.shared.snapshot();
     let waiting = |s: &Status| matches!(s.phase, Lifecycle::Starting | Lifecycle::Initializing);
-    if let Some((old, _)) = &ex.next_instance_of {
+    if let Some((old, failure)) = adm.next_instance_of.take() {
         // A new instance, once it is up (or fc-init stops).
-        if s.phase != Lifecycle::Stopping && (s.instance == *old || waiting(&s)) {
+        if s.phase != Lifecycle::Stopping && (s.instance == old || waiting(&s)) {
+            adm.next_instance_of = Some((old, failure));
             return Readiness::Wait;
         }
-        let (_, failure) = ex.next_instance_of.take().expect("checked above");
         if s.phase == Lifecycle::Ready {
             return Readiness::Ready(s.instance);
         }
         return Readiness::Refuse(failure);
     }
-    if let Some(seen) = ex.init_seen {
+    if let Some(seen) = adm.init_seen {
         if matches!(s.phase, Lifecycle::Ready | Lifecycle::Stopping)
             || s.initializer_failures > seen
         {
@@ -140,13 +159,46 @@ pub(super) fn readiness(cx: &Cx, ex: &mut Exchange) -> Readiness {
         .is_some_and(|i| i.on_failure == OnFailure::NextRequest);
     if s.phase == Lifecycle::Failed && next_request {
         // `next-request`: this request triggers one attempt and waits for its outcome.
-        ex.init_seen = Some(s.initializer_failures);
+        adm.init_seen = Some(s.initializer_failures);
         p.events.send(Event::InitRequested);
         return Readiness::Wait;
     }
     decide(&s)
 }
 
+/// A deadline of a request waiting for its admission passed (or an earlier wake-up came).
+pub(super) fn on_deadline(cx: &mut Cx, io: &mut Io, adm: &mut Admission) -> Step {
+    if cx.now < adm.by {
+        if let Some((old, _)) = &adm.next_instance_of {
+            if cx.p.shared.phase_and_instance() == (Lifecycle::Ready, *old) {
+                // The instance outlived the pause after a reset: it is alive, try it again.
+                adm.next_instance_of = None;
+            }
+        }
+        // An earlier wake-up (a retry, the pause after a reset): the admission's own
+        // deadline is next.
+        client::set_deadline(cx, io, adm.by);
+        return Step::Progress;
+    }
+    if let Slot::Queued(queued) = &adm.slot {
+        // A slot handed over just now still counts; else the wait is over.
+        match queued.take() {
+            Some(Ok(permit)) => adm.slot = Slot::Held(permit),
+            Some(Err(_)) => {
+                adm.slot = Slot::None;
+                return admit(cx, io, adm);
+            }
+            None => return Step::Fail(Failure::QueueTimeout),
+        }
+    }
+    if let Some((_, failure)) = adm.next_instance_of.take() {
+        return Step::Fail(failure);
+    }
+    match decide(&cx.p.shared.snapshot()) {
+        Readiness::Refuse(f) => Step::Fail(f),
+        _ => admit(cx, io, adm),
+    }
+}
 /// What a request gets that fc-init's shutdown sent away: `InstanceStopping`, unless the
 /// shutdown is because the instance could not be initialized (`on_failure = "exit"`), then
 /// `InitializationError` — the one rule of [`Status::not_ready`].

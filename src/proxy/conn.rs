@@ -28,6 +28,10 @@
 //! After a malformed request, an error that left the request body unread, or a failure once
 //! the answer had started, the connection is closed: where the next request would begin is
 //! unknown.
+//!
+//! Each step of a phase returns what happened ([`Step`]); [`drive`] alone acts on it
+//! ([`act`]): it enters the next phase, fails or completes the exchange ([`finish`]), or
+//! closes the connection. No step changes its caller's phase.
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -41,11 +45,11 @@ use crate::metrics::Outcome;
 use crate::supervisor::{Event, LifecycleAnswer, LifecycleCall, Reply};
 
 use super::client::{
-    self, cut_short, enter_deliver, flush, own_answer, read_client, Client, Flow, Gone, Next, Phase,
+    self, cut_short, flush, own_answer, read_client, Buffering, Client, Gone, Io, Next, Phase, Step,
 };
 use super::cx::{Cx, Mail};
 use super::errors::Failure;
-use super::exchange::{self, Exchange, Purpose};
+use super::exchange::{self, Admission, Exchange, Purpose};
 use super::finish::{self, end_exchange};
 use super::forward;
 use super::kind::{kind, Kind};
@@ -60,75 +64,157 @@ const LINGER: Duration = Duration::from_secs(2);
 /// Drives `c` as far as it can go now.
 pub(super) fn drive(cx: &mut Cx, c: &mut Client) -> Next {
     loop {
-        match step(cx, c) {
-            Ok(true) => continue,
-            Ok(false) => return Next::Keep,
-            Err(Gone) => {
-                close(cx, c);
-                return Next::Close;
-            }
+        let step = step(cx, c);
+        if let Some(next) = act(cx, c, step) {
+            return next;
         }
     }
 }
 
-fn step(cx: &mut Cx, c: &mut Client) -> Flow {
-    let mut progress = flush(c)?;
-    progress |= match c.phase {
-        Phase::Idle | Phase::Head => read_head(cx, c)?,
-        Phase::Body => buffer_body(cx, c)?,
-        Phase::Admit => super::admission::admit(cx, c)?,
-        Phase::Storing | Phase::Lifecycle => false,
-        Phase::Forward => forward::forward(cx, c)?,
-        Phase::Upgraded => forward::relay_upgraded(cx, c)?,
-        Phase::Deliver => deliver(cx, c)?,
-        Phase::Linger => linger(cx, c)?,
+/// Acts on what a step did: the one place a connection's phase moves on. `None`: drive on.
+fn act(cx: &mut Cx, c: &mut Client, step: Step) -> Option<Next> {
+    match step {
+        Step::Progress => None,
+        Step::Wait => Some(Next::Keep),
+        Step::Enter(phase) => {
+            c.phase = phase;
+            None
+        }
+        Step::Delivered => {
+            finish::complete(cx, c);
+            None
+        }
+        Step::Upgrade => {
+            c.phase = match std::mem::replace(&mut c.phase, Phase::Deliver) {
+                Phase::Forward(fw) => forward::upgraded(fw),
+                other => other,
+            };
+            None
+        }
+        Step::Readmit(failure) => {
+            c.phase = match std::mem::replace(&mut c.phase, Phase::Deliver) {
+                Phase::Forward(mut fw) => {
+                    if let Some(w) = fw.wire.take() {
+                        // Not pooled: the instance it reaches is most likely gone.
+                        cx.release_fn(w.f, false);
+                    }
+                    Phase::Admit(Admission::again(fw, failure))
+                }
+                other => other,
+            };
+            None
+        }
+        Step::Fail(failure) => match finish::fail(cx, c, failure) {
+            Ok(()) => None,
+            Err(Gone) => {
+                close(cx, c);
+                Some(Next::Close)
+            }
+        },
+        Step::Close => {
+            close(cx, c);
+            Some(Next::Close)
+        }
+    }
+}
+
+fn step(cx: &mut Cx, c: &mut Client) -> Step {
+    let upgraded = matches!(c.phase, Phase::Upgraded(_));
+    // A busy connection keeps its output buffer; an upgraded one (often idle for long) does not.
+    let flushed = match flush(&mut c.io, !upgraded) {
+        Ok(flushed) => flushed,
+        Err(Gone) => {
+            // An upgraded connection ends when either side closes: that is no failure.
+            if !upgraded {
+                client::lost_answer(c.ex.as_deref_mut());
+            }
+            return Step::Close;
+        }
     };
-    Ok(progress)
+    let step = match &mut c.phase {
+        Phase::Idle | Phase::Head => read_head(cx, c),
+        Phase::Body(b) => match c.ex.as_deref_mut() {
+            Some(ex) => buffer_body(cx, &mut c.io, ex, b),
+            None => Step::Close,
+        },
+        Phase::Admit(adm) => super::admission::admit(cx, &mut c.io, adm),
+        Phase::Storing | Phase::Lifecycle => Step::Wait,
+        Phase::Forward(fw) => match c.ex.as_deref_mut() {
+            Some(ex) => forward::forward(cx, &mut c.io, ex, fw),
+            None => Step::Close,
+        },
+        Phase::Upgraded(up) => forward::relay_upgraded(cx, &mut c.io, up),
+        Phase::Deliver => deliver(cx, c),
+        Phase::Linger => linger(cx, c),
+    };
+    match step {
+        Step::Wait if flushed => Step::Progress,
+        step => step,
+    }
+}
+
+fn moved(progress: bool) -> Step {
+    match progress {
+        true => Step::Progress,
+        false => Step::Wait,
+    }
 }
 
 /// Waits for the next request and parses its head.
-fn read_head(cx: &mut Cx, c: &mut Client) -> Flow {
-    if c.unsent() > 0 {
+fn read_head(cx: &mut Cx, c: &mut Client) -> Step {
+    if c.io.unsent() > 0 {
         // The previous answer is still going out: pipelined requests wait, in order.
-        return Ok(false);
+        return Step::Wait;
     }
     let p = cx.p;
     let mut progress = false;
     loop {
-        if c.pending().is_empty() {
-            progress |= read_client(cx, c, head_cap(cx, c))?;
-            if c.pending().is_empty() {
-                if c.eof {
-                    return Err(Gone);
+        if c.io.pending().is_empty() {
+            let cap = head_cap(cx, &c.io);
+            match read_client(&mut cx.bufs.read, &mut c.io, cap) {
+                Ok(got) => progress |= got,
+                Err(Gone) => return Step::Close,
+            }
+            if c.io.pending().is_empty() {
+                if c.io.eof {
+                    return Step::Close;
                 }
                 // Idle: no buffer kept.
-                if c.phase == Phase::Idle && c.inbuf.capacity() > 0 {
-                    c.inbuf = Vec::new();
-                    c.ipos = 0;
+                if matches!(c.phase, Phase::Idle) && c.io.inbuf.capacity() > 0 {
+                    c.io.inbuf = Vec::new();
+                    c.io.ipos = 0;
                 }
-                return Ok(progress);
+                return moved(progress);
             }
         }
-        if c.phase == Phase::Idle {
-            c.phase = Phase::Head;
-            c.scanned = 0;
+        if matches!(c.phase, Phase::Idle) {
+            c.io.scanned = 0;
             if c.served > 0 {
-                client::set_deadline(cx, c, cx.now + p.cfg.server.header_timeout);
+                client::set_deadline(cx, &mut c.io, cx.now + p.cfg.server.header_timeout);
             }
+            return Step::Enter(Phase::Head);
         }
-        let parsed =
-            parse_request_head(&c.inbuf[c.ipos..], c.scanned, &p.limits, &mut cx.bufs.head);
+        let parsed = parse_request_head(
+            &c.io.inbuf[c.io.ipos..],
+            c.io.scanned,
+            &p.limits,
+            &mut cx.bufs.head,
+        );
         match parsed {
             Ok(Some(n)) => {
                 return start_request(cx, c, n);
             }
-            Ok(None) if c.eof => return bad_request(cx, c, HttpError::UnexpectedEof),
+            Ok(None) if c.io.eof => return bad_request(cx, c, HttpError::UnexpectedEof),
             Ok(None) => {
-                c.scanned = c.pending().len();
-                if !c.rd {
-                    return Ok(progress);
+                c.io.scanned = c.io.pending().len();
+                if !c.io.rd {
+                    return moved(progress);
                 }
-                progress |= read_client(cx, c, head_cap(cx, c))?;
+                let cap = head_cap(cx, &c.io);
+                match read_client(&mut cx.bufs.read, &mut c.io, cap) {
+                    Ok(got) => progress |= got,
+                    Err(Gone) => return Step::Close,
+                }
             }
             Err(e) => return bad_request(cx, c, e),
         }
@@ -139,27 +225,27 @@ fn read_head(cx: &mut Cx, c: &mut Client) -> Flow {
 /// [`HEAD_READ`], so that the start of a body read along with its head stays small. The body
 /// itself is read only within its share of `server.body_buffer_total`; with 64 KiB here,
 /// 1,000 connections sending bodies would hold 64 MiB outside it.
-fn head_cap(cx: &Cx, c: &Client) -> usize {
-    (c.pending().len() + HEAD_READ).min(cx.p.limits.max_header_bytes.max(BUF))
+fn head_cap(cx: &Cx, io: &Io) -> usize {
+    (io.pending().len() + HEAD_READ).min(cx.p.limits.max_header_bytes.max(BUF))
 }
 
 /// A malformed, oversized or too slow head: fc-init's answer, then the connection closes
 /// (where the next request would begin is unknown). No FC lines: it never became a request.
-fn bad_request(cx: &mut Cx, c: &mut Client, e: HttpError) -> Flow {
+fn bad_request(cx: &mut Cx, c: &mut Client, e: HttpError) -> Step {
     let failure = Failure::BadRequest(e);
     log::debug!("closing a client connection: {failure}");
     let Some(a) = failure.answer(Invocation::Http) else {
-        return Err(Gone);
+        return Step::Close;
     };
-    own_answer(cx, c, a.status, a.error, &a.message, true);
-    Ok(true)
+    let id = c.ex.as_ref().map(|ex| ex.request_id.as_str());
+    own_answer(cx, &mut c.io, id, (a.status, a.error, &a.message), true)
 }
 
 /// A complete head of `head_len` bytes is in `cx.bufs.head`: the request begins.
-fn start_request(cx: &mut Cx, c: &mut Client, head_len: usize) -> Flow {
+fn start_request(cx: &mut Cx, c: &mut Client, head_len: usize) -> Step {
     let p = cx.p;
-    c.ipos += head_len;
-    c.scanned = 0;
+    c.io.ipos += head_len;
+    c.io.scanned = 0;
     c.served += 1;
     let mut ex = cx.exchange();
     ex.reset(cx.now);
@@ -173,18 +259,18 @@ fn start_request(cx: &mut Cx, c: &mut Client, head_len: usize) -> Flow {
     }
     if !ex.head.has_host() {
         // HTTP/1.0 without Host: the function gets HTTP/1.1, which needs one.
-        let addr = c.stream.local_addr().or(p.cfg.server.listen);
+        let addr = c.io.stream.local_addr().or(p.cfg.server.listen);
         if let Some(addr) = addr {
             use std::fmt::Write as _;
             let _ = write!(ex.host, "{addr}");
         }
     }
+    let ex = c.ex.insert(ex);
     let head = &ex.head;
     if head.method() == "CONNECT" {
-        c.ex = Some(ex);
         let message = "CONNECT is not supported: fc-init is not a forward proxy";
-        own_answer(cx, c, 405, ErrorType::InvalidArgument, message, true);
-        return Ok(true);
+        let answer = (405, ErrorType::InvalidArgument, message);
+        return own_answer(cx, &mut c.io, Some(&ex.request_id), answer, true);
     }
     let control = head.header("x-fc-control-path");
     let k = kind(p.cfg.server.platform, head.method(), head.path(), control);
@@ -202,22 +288,18 @@ fn start_request(cx: &mut Cx, c: &mut Client, head_len: usize) -> Flow {
     };
     ex.purpose = purpose;
     let framing = ex.head.framing;
-    c.ex = Some(ex);
     if let Purpose::Invoke(_) = purpose {
-        finish::log_start(cx, c);
+        finish::log_start(cx, ex);
     }
     if let Purpose::Submit = purpose {
-        let head = c.ex.as_ref().map(|ex| &ex.head);
-        let refused = submission_refused(cx, framing).or_else(|| super::submit::refused(head?));
+        let refused = submission_refused(cx, framing).or_else(|| super::submit::refused(&ex.head));
         if let Some((status, error, message)) = refused {
-            refuse(cx, c, status, error, &message);
-            return Ok(true);
+            return refuse(cx, &mut c.io, ex, status, error, &message);
         }
     }
-    let ex = c.ex.as_mut().expect("set above");
     ex.decoder = match Decoder::new(framing, max) {
         Ok(d) => d,
-        Err(_) => return finish::fail(cx, c, Failure::BodyTooLarge),
+        Err(_) => return Step::Fail(Failure::BodyTooLarge),
     };
     let total = p.cfg.server.body_buffer_total;
     ex.buffer_limit = match purpose {
@@ -225,14 +307,12 @@ fn start_request(cx: &mut Cx, c: &mut Client, head_len: usize) -> Flow {
         _ => max.min(total),
     } as usize;
     ex.upgrade = matches!(purpose, Purpose::Invoke(_)) && exchange::asks_upgrade(&ex.head);
-    if ex.head.expect_continue && !ex.decoder.is_done() && c.pending().is_empty() {
-        c.out.extend_from_slice(crate::http::CONTINUE_100);
+    if ex.head.expect_continue && !ex.decoder.is_done() && c.io.pending().is_empty() {
+        c.io.out.extend_from_slice(crate::http::CONTINUE_100);
     }
-    c.phase = Phase::Body;
-    client::set_deadline(cx, c, cx.now + p.cfg.server.body_timeout);
-    Ok(true)
+    client::set_deadline(cx, &mut c.io, cx.now + p.cfg.server.body_timeout);
+    Step::Enter(Phase::Body(Buffering::default()))
 }
-
 /// Why an asynchronous submission is refused before its body is read, if it is.
 fn submission_refused(cx: &Cx, framing: BodyFraming) -> Option<(u16, ErrorType, String)> {
     let p = cx.p;
@@ -265,76 +345,73 @@ fn too_large(max: u64) -> String {
 
 /// Refuses a request that is not an invocation (a submission, a lifecycle call) with one of
 /// fc-init's answers, counted in the metrics, and closes the connection after it.
-fn refuse(cx: &mut Cx, c: &mut Client, status: u16, error: ErrorType, message: &str) {
-    let Some(ex) = c.ex.as_mut() else {
-        return;
-    };
+fn refuse(
+    cx: &mut Cx,
+    io: &mut Io,
+    ex: &Exchange,
+    status: u16,
+    error: ErrorType,
+    message: &str,
+) -> Step {
     if ex.purpose == Purpose::Submit {
         cx.p.metrics
             .record(Outcome::Error(error), ex.started.elapsed());
     }
-    own_answer(cx, c, status, error, message, true);
+    own_answer(cx, io, Some(&ex.request_id), (status, error, message), true)
 }
 
 /// Reads the request body into the exchange's buffer, then lets the request go on. The body
 /// and the unread input stay within the body's share of `server.body_buffer_total`
 /// ([`reserve`]), give or take a partial chunk-size line.
-fn buffer_body(cx: &mut Cx, c: &mut Client) -> Flow {
+fn buffer_body(cx: &mut Cx, io: &mut Io, ex: &mut Exchange, b: &mut Buffering) -> Step {
     let mut progress = false;
     loop {
-        let ex = c.ex.as_mut().expect("a request is in its body phase");
         let covered = ex.buffer_limit.min(reserved(ex));
         while !ex.decoder.is_done() && ex.body.len() < covered {
             let room = covered.saturating_sub(ex.body.len());
-            let input = &c.inbuf[c.ipos..];
+            let input = &io.inbuf[io.ipos..];
             let step = match ex.decoder.step(input, room) {
                 Ok(s) => s,
-                Err(e) => {
-                    return body_refused(cx, c, e);
-                }
+                Err(e) => return body_refused(cx, io, ex, e),
             };
             ex.body.extend_from_slice(&input[step.data.clone()]);
-            c.ipos += step.consumed;
+            io.ipos += step.consumed;
             if step.is_stalled() {
                 break;
             }
         }
         let full = ex.body.len() >= ex.buffer_limit;
         if ex.decoder.is_done() || (full && matches!(ex.purpose, Purpose::Invoke(_))) {
-            proceed(cx, c);
-            return Ok(true);
+            return proceed(cx, io, ex);
         }
         if full {
-            return body_refused(cx, c, HttpError::BodyTooLarge);
+            return body_refused(cx, io, ex, HttpError::BodyTooLarge);
         }
         if ex.body.len() >= covered {
             // No room left in its share: more of it, before another byte is read.
-            match reserve(cx, c) {
+            match reserve(cx, io.token, ex, b) {
                 Reserve::Covered => continue,
-                Reserve::Wait => return Ok(progress),
-                Reserve::GoOn => {
-                    proceed(cx, c);
-                    return Ok(true);
-                }
+                Reserve::Wait => return moved(progress),
+                Reserve::GoOn => return proceed(cx, io, ex),
             }
         }
-        if c.eof {
+        if io.eof {
             let e = cut_short(&mut ex.decoder);
-            return body_refused(cx, c, e);
+            return body_refused(cx, io, ex, e);
         }
-        if !c.rd {
-            return Ok(progress);
+        if !io.rd {
+            return moved(progress);
         }
         // The decoder needs more input: read what the share covers (a few bytes more when
         // the input holds only a partial chunk-size line).
         let room = covered - ex.body.len();
-        let pending = c.pending().len();
+        let pending = io.pending().len();
         let cap = room.max(pending + 16).min(BUF.max(pending + 16));
-        let got = read_client(cx, c, cap)?;
-        if !got {
-            return Ok(progress);
+        match read_client(&mut cx.bufs.read, io, cap) {
+            Ok(true) => progress = true,
+            Ok(false) => return moved(progress),
+            Err(Gone) => return Step::Close,
         }
-        progress = true;
     }
 }
 
@@ -357,10 +434,9 @@ enum Reserve {
 
 /// Grows the body's share of the budget: to the whole remaining body (up to what is
 /// buffered) at once for a body of known length, a step of [`BUF`] at a time for a chunked
-/// one. When that does not fit, the connection queues to be woken.
-fn reserve(cx: &mut Cx, c: &mut Client) -> Reserve {
+/// one. When that does not fit, the connection `t` queues to be woken.
+fn reserve(cx: &mut Cx, t: mio::Token, ex: &mut Exchange, b: &mut Buffering) -> Reserve {
     let p = cx.p;
-    let ex = c.ex.as_mut().expect("a request is in its body phase");
     let have = reserved(ex) as u64;
     let body = ex.body.len() as u64;
     let limit = ex.buffer_limit as u64;
@@ -376,9 +452,9 @@ fn reserve(cx: &mut Cx, c: &mut Client) -> Reserve {
     if chunked && have > 0 && matches!(ex.purpose, Purpose::Invoke(_)) {
         return Reserve::GoOn;
     }
-    if !ex.budget_queued {
-        ex.budget_queued = true;
-        let (handle, t) = (cx.handle.clone(), c.token);
+    if !b.budget_queued {
+        b.budget_queued = true;
+        let handle = cx.handle.clone();
         p.budget.wait(
             target - have,
             Box::new(move || handle.push(Mail::Budget(t))),
@@ -389,12 +465,9 @@ fn reserve(cx: &mut Cx, c: &mut Client) -> Reserve {
 
 /// The body could not be read (malformed, too large, too slow, cut short): fc-init's answer,
 /// then close.
-fn body_refused(cx: &mut Cx, c: &mut Client, e: HttpError) -> Flow {
-    let Some(ex) = c.ex.as_ref() else {
-        return Err(Gone);
-    };
+fn body_refused(cx: &mut Cx, io: &mut Io, ex: &Exchange, e: HttpError) -> Step {
     match ex.purpose {
-        Purpose::Invoke(_) => finish::fail(cx, c, Failure::RequestBody(e)),
+        Purpose::Invoke(_) => Step::Fail(Failure::RequestBody(e)),
         _ => {
             let message = match e {
                 HttpError::BodyTooLarge if ex.purpose == Purpose::Submit => {
@@ -404,34 +477,35 @@ fn body_refused(cx: &mut Cx, c: &mut Client, e: HttpError) -> Flow {
                 ref e => e.to_string(),
             };
             let status = e.status().unwrap_or(400);
-            refuse(cx, c, status, ErrorType::InvalidArgument, &message);
-            Ok(true)
+            refuse(cx, io, ex, status, ErrorType::InvalidArgument, &message)
         }
     }
 }
 
-/// The body is buffered (whole, or as much as `server.body_buffer` takes).
-fn proceed(cx: &mut Cx, c: &mut Client) {
+/// The body is buffered (whole, or as much as `server.body_buffer` takes): the request goes
+/// on to its admission, the store or the supervisor.
+fn proceed(cx: &mut Cx, io: &mut Io, ex: &mut Exchange) -> Step {
     let p = cx.p;
-    let ex = c.ex.as_mut().expect("a request is in its body phase");
     ex.body_complete = ex.decoder.is_done();
     // The share keeps what the body took (a chunked step may have been larger).
     if let Some(r) = ex.reserved.as_mut() {
         r.shrink(ex.body.len() as u64);
     }
     match ex.purpose {
-        Purpose::Invoke(_) => super::admission::enter_admit(cx, c),
+        Purpose::Invoke(_) => super::admission::enter_admit(cx, io),
         Purpose::Submit => {
             let Some(service) = p.asynchronous.as_ref() else {
-                return;
+                // Refused before its body was read (`submission_refused`).
+                let m = "asynchronous invocations are disabled (async.enabled = false)";
+                return refuse(cx, io, ex, 400, ErrorType::InvalidArgument, m);
             };
             if p.stopping() {
                 let m = "fc-init is shutting down";
-                return refuse(cx, c, 503, ErrorType::InstanceStopping, m);
+                return refuse(cx, io, ex, 503, ErrorType::InstanceStopping, m);
             }
             let body = std::mem::take(&mut ex.body);
             let request = super::submit::stored_request(&ex.head, body);
-            let (handle, t) = (cx.handle.clone(), c.token);
+            let (handle, t) = (cx.handle.clone(), io.token);
             // The completion runs on the committer thread, maybe before this returns; the
             // result is read by this loop only, after this.
             service.submit_async(
@@ -439,18 +513,18 @@ fn proceed(cx: &mut Cx, c: &mut Client) {
                 request,
                 Box::new(move |result| handle.push(Mail::Stored(t, result))),
             );
-            c.phase = Phase::Storing;
-            client::set_deadline(cx, c, far(cx.now));
+            client::set_deadline(cx, io, far(cx.now));
+            Step::Enter(Phase::Storing)
         }
         Purpose::Lifecycle(call) => {
-            let (handle, t) = (cx.handle.clone(), c.token);
+            let (handle, t) = (cx.handle.clone(), io.token);
             p.events.send(Event::Lifecycle {
                 call,
                 request_id: ex.request_id.clone(),
                 reply: Reply::new(move |answer| handle.push(Mail::Lifecycle(t, answer))),
             });
-            c.phase = Phase::Lifecycle;
-            client::set_deadline(cx, c, far(cx.now));
+            client::set_deadline(cx, io, far(cx.now));
+            Step::Enter(Phase::Lifecycle)
         }
     }
 }
@@ -462,7 +536,7 @@ fn far(now: Instant) -> Instant {
 
 /// The store's result for this connection's submission.
 pub(super) fn stored(cx: &mut Cx, c: &mut Client, result: Result<Submitted, StoreError>) {
-    if c.phase != Phase::Storing {
+    if !matches!(c.phase, Phase::Storing) {
         return;
     }
     let Some(ex) = c.ex.as_ref() else {
@@ -477,40 +551,47 @@ pub(super) fn stored(cx: &mut Cx, c: &mut Client, result: Result<Submitted, Stor
         keep,
         ex.started,
     );
-    c.out.extend_from_slice(&cx.bufs.answer);
-    c.close_after |= !keep;
-    enter_deliver(cx, c, cx.now + cx.p.cfg.server.idle_timeout);
+    c.io.out.extend_from_slice(&cx.bufs.answer);
+    c.io.close_after |= !keep;
+    client::set_deadline(cx, &mut c.io, cx.now + cx.p.cfg.server.idle_timeout);
+    act(cx, c, Step::Enter(Phase::Deliver));
 }
 
 /// The supervisor's answer to this connection's lifecycle call (docs/reference.md §4, §6): 200, or
 /// fc-init's own error answer, with the status of an HTTP invocation.
 pub(super) fn lifecycle_answered(cx: &mut Cx, c: &mut Client, answer: LifecycleAnswer) {
-    if c.phase != Phase::Lifecycle {
+    if !matches!(c.phase, Phase::Lifecycle) {
         return;
     }
-    let Some(ex) = c.ex.as_mut() else {
+    let Some(ex) = c.ex.as_ref() else {
+        return;
+    };
+    let Purpose::Lifecycle(call) = ex.purpose else {
         return;
     };
     let keep = ex.head.keep_alive && !cx.p.stopping();
-    let call = match ex.purpose {
-        Purpose::Lifecycle(call) => call,
-        _ => return,
+    let step = match super::errors::lifecycle_failure(answer) {
+        None => {
+            write_done(&mut c.io.out, &ex.request_id, keep);
+            c.io.close_after |= !keep;
+            client::set_deadline(cx, &mut c.io, cx.now + cx.p.cfg.server.idle_timeout);
+            Step::Enter(Phase::Deliver)
+        }
+        Some((error, message)) => {
+            let what = match call {
+                LifecycleCall::Initialize => "initializer",
+                LifecycleCall::PreStop => "PreStop",
+            };
+            log::debug!(
+                "lifecycle call {}: the {what} failed: {message}",
+                ex.request_id
+            );
+            let status = error.status(Invocation::Http);
+            let answer = (status, error, message.as_str());
+            own_answer(cx, &mut c.io, Some(&ex.request_id), answer, !keep)
+        }
     };
-    let Some((error, message)) = super::errors::lifecycle_failure(answer) else {
-        write_done(&mut c.out, &ex.request_id, keep);
-        c.close_after |= !keep;
-        return enter_deliver(cx, c, cx.now + cx.p.cfg.server.idle_timeout);
-    };
-    let what = match call {
-        LifecycleCall::Initialize => "initializer",
-        LifecycleCall::PreStop => "PreStop",
-    };
-    log::debug!(
-        "lifecycle call {}: the {what} failed: {message}",
-        ex.request_id
-    );
-    let status = error.status(Invocation::Http);
-    own_answer(cx, c, status, error, &message, !keep);
+    act(cx, c, step);
 }
 
 /// `200 OK` with `x-fc-request-id` and no body.
@@ -527,65 +608,75 @@ fn write_done(out: &mut Vec<u8>, request_id: &str, keep: bool) {
 
 /// Once the answer is out: the exchange ends, and the connection reads the next request (or
 /// closes).
-fn deliver(cx: &mut Cx, c: &mut Client) -> Flow {
-    if c.unsent() > 0 {
-        return Ok(false);
+fn deliver(cx: &mut Cx, c: &mut Client) -> Step {
+    if c.io.unsent() > 0 {
+        return Step::Wait;
     }
-    end_exchange(cx, c);
-    if c.close_after {
-        if c.eof {
-            return Err(Gone);
+    // Delivering, it holds nothing of the function's side any more.
+    end_exchange(cx, c.ex.take(), Phase::Deliver);
+    let io = &mut c.io;
+    if io.close_after {
+        if io.eof {
+            return Step::Close;
         }
         // The client may still be sending (a body nobody read): let it see the answer. What
         // it sends now is dropped unread, so the connection keeps no buffer while it lingers.
-        let _ = c.stream.shutdown_write();
-        c.inbuf = Vec::new();
-        c.ipos = 0;
-        c.out = Vec::new();
-        c.opos = 0;
-        c.phase = Phase::Linger;
-        client::set_deadline(cx, c, cx.now + LINGER.min(cx.p.cfg.server.idle_timeout));
-        return Ok(true);
+        let _ = io.stream.shutdown_write();
+        io.inbuf = Vec::new();
+        io.ipos = 0;
+        io.out = Vec::new();
+        io.opos = 0;
+        client::set_deadline(cx, io, cx.now + LINGER.min(cx.p.cfg.server.idle_timeout));
+        return Step::Enter(Phase::Linger);
     }
-    c.phase = Phase::Idle;
     // An idle connection keeps no large buffer from a large answer.
-    if c.out.capacity() > 4096 {
-        c.out = Vec::new();
+    if io.out.capacity() > 4096 {
+        io.out = Vec::new();
     }
-    client::set_deadline(cx, c, cx.now + cx.p.cfg.server.idle_timeout);
-    Ok(true)
+    client::set_deadline(cx, io, cx.now + cx.p.cfg.server.idle_timeout);
+    Step::Enter(Phase::Idle)
 }
 
 /// Reads and drops input until the client closes (or the deadline).
-fn linger(cx: &mut Cx, c: &mut Client) -> Flow {
+fn linger(cx: &mut Cx, c: &mut Client) -> Step {
+    let io = &mut c.io;
     let mut progress = false;
-    while c.rd && !c.eof {
-        match crate::sys::retry(|| c.stream.read(&mut cx.bufs.read)) {
-            Ok(0) => c.eof = true,
+    while io.rd && !io.eof {
+        match crate::sys::retry(|| io.stream.read(&mut cx.bufs.read)) {
+            Ok(0) => io.eof = true,
             Ok(_) => progress = true,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.rd = false,
-            Err(_) => return Err(Gone),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => io.rd = false,
+            Err(_) => return Step::Close,
         }
     }
-    if c.eof {
-        return Err(Gone);
+    if io.eof {
+        return Step::Close;
     }
-    Ok(progress)
+    moved(progress)
 }
 
 /// The connection is closing: whatever it holds is ended.
 fn close(cx: &mut Cx, c: &mut Client) {
-    end_exchange(cx, c);
+    let left = std::mem::replace(&mut c.phase, Phase::Linger);
+    end_exchange(cx, c.ex.take(), left);
 }
 
 /// A deadline of `c` passed.
 pub(super) fn on_deadline(cx: &mut Cx, c: &mut Client) -> Next {
-    let flow = match c.phase {
+    let step = match &mut c.phase {
         // An idle connection is closed without a word.
-        Phase::Idle | Phase::Linger => Err(Gone),
+        Phase::Idle | Phase::Linger => Step::Close,
         Phase::Head => bad_request(cx, c, HttpError::Timeout),
-        Phase::Body => body_refused(cx, c, HttpError::Timeout),
-        Phase::Admit | Phase::Forward | Phase::Upgraded => forward::on_deadline(cx, c),
+        Phase::Body(_) => match c.ex.as_deref() {
+            Some(ex) => body_refused(cx, &mut c.io, ex, HttpError::Timeout),
+            None => Step::Close,
+        },
+        Phase::Admit(adm) => super::admission::on_deadline(cx, &mut c.io, adm),
+        Phase::Forward(fw) => match c.ex.as_deref() {
+            Some(ex) => forward::on_deadline(cx, &mut c.io, ex, fw),
+            None => Step::Close,
+        },
+        Phase::Upgraded(up) => forward::upgraded_deadline(cx, &mut c.io, up),
         Phase::Deliver => {
             // function.timeout bounds the delivery of the function's answer too.
             if let Some(ex) = c.ex.as_mut() {
@@ -593,19 +684,16 @@ pub(super) fn on_deadline(cx: &mut Cx, c: &mut Client) -> Next {
                     ex.outcome = Some(Outcome::Error(ErrorType::FunctionTimeout));
                 }
             }
-            Err(Gone)
+            Step::Close
         }
         // Not a deadline of their own: looked at again later.
         Phase::Storing | Phase::Lifecycle => {
-            client::set_deadline(cx, c, far(cx.now));
-            Ok(false)
+            client::set_deadline(cx, &mut c.io, far(cx.now));
+            Step::Wait
         }
     };
-    match flow {
-        Ok(_) => drive(cx, c),
-        Err(Gone) => {
-            close(cx, c);
-            Next::Close
-        }
+    match act(cx, c, step) {
+        Some(Next::Close) => Next::Close,
+        _ => drive(cx, c),
     }
 }

@@ -158,6 +158,17 @@ pub(super) struct FnPool {
     pub(super) idle: Vec<usize>,
 }
 
+impl FnPool {
+    /// The function connection `f` an exchange owns.
+    pub(super) fn slot(&mut self, f: usize) -> &mut FnSlot {
+        // Proven: an exchange's connection leaves the slab only through `Cx::release_fn`,
+        // the resend's removal or `Cx::close_fns_of`, each of which drops the exchange's index.
+        self.slots
+            .get(f)
+            .expect("an exchange's function connection is live until it gives it back")
+    }
+}
+
 /// Buffers a loop's connections use in turn, and recycled exchanges.
 pub(super) struct Scratch {
     /// Every read lands here first.
@@ -247,6 +258,21 @@ impl Cx {
             }
         }
         self.pool.slots.remove(f);
+    }
+
+    /// Closes the function connections client `owner`'s exchange uses (after a panic, where
+    /// its phase stands is unknown).
+    pub(super) fn close_fns_of(&mut self, owner: Token) {
+        for f in self.pool.slots.indices() {
+            if self
+                .pool
+                .slots
+                .get(f)
+                .is_some_and(|s| s.owner == Some(owner))
+            {
+                self.pool.slots.remove(f);
+            }
+        }
     }
 
     /// Closes every pooled function connection (the instance they reach is most likely dead).

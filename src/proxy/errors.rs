@@ -5,7 +5,6 @@
 //! `None` when no answer can be given any more (the client is gone, or the function's answer
 //! has already started and the connection must simply be closed).
 
-use std::fmt;
 use std::io;
 
 use crate::http::fc_error::{ErrorType, Invocation};
@@ -13,35 +12,48 @@ use crate::http::HttpError;
 use crate::supervisor::LifecycleAnswer;
 
 /// Why a request was not (completely) served.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum Failure {
     /// The request head was malformed, too large or too slow.
-    BadRequest(HttpError),
+    #[error("bad request: {0}")]
+    BadRequest(#[source] HttpError),
     /// Content-Length above `server.max_body`, refused before reading the body.
+    #[error("request body too large")]
     BodyTooLarge,
     /// The queue was full.
+    #[error("queue full")]
     QueueFull,
     /// fc-init is shutting down.
+    #[error("stopping")]
     Stopping,
     /// No slot within the request's time.
+    #[error("timed out in the queue")]
     QueueTimeout,
     /// The initializer failed or timed out (the last attempt's reason).
+    #[error("initialization failed: {0}")]
     Initialization(String),
     /// Connecting to the function failed.
-    Connect(ConnectError),
+    #[error("{0}")]
+    Connect(#[source] ConnectError),
     /// Sending the request head to the function failed.
-    SendHead(io::Error),
+    #[error("sending the request head: {0}")]
+    SendHead(#[source] io::Error),
     /// Copying the request body failed (either side; the variant inside tells which).
-    RequestBody(HttpError),
+    #[error("copying the request body: {0}")]
+    RequestBody(#[source] HttpError),
     /// Reading the function's response head failed.
-    ResponseHead(HttpError),
+    #[error("reading the response head: {0}")]
+    ResponseHead(#[source] HttpError),
     /// Copying the response body failed, after its head was sent.
-    ResponseBody(HttpError),
+    #[error("copying the response body: {0}")]
+    ResponseBody(#[source] HttpError),
     /// `function.timeout` passed after the answer had started (or during an upgraded
     /// connection): both sides are closed.
+    #[error("cut at function.timeout")]
     Timeout,
     /// fc-init ran out of file descriptors (its own condition, not the function's).
-    Descriptors(io::Error),
+    #[error("out of file descriptors: {0}")]
+    Descriptors(#[source] io::Error),
 }
 
 /// An error answer: type, status, message.
@@ -175,75 +187,27 @@ pub fn lifecycle_failure(answer: LifecycleAnswer) -> Option<(ErrorType, String)>
     })
 }
 
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Failure::BadRequest(e) => write!(f, "bad request: {e}"),
-            Failure::BodyTooLarge => f.write_str("request body too large"),
-            Failure::QueueFull => f.write_str("queue full"),
-            Failure::Stopping => f.write_str("stopping"),
-            Failure::QueueTimeout => f.write_str("timed out in the queue"),
-            Failure::Initialization(r) => write!(f, "initialization failed: {r}"),
-            Failure::Connect(e) => e.fmt(f),
-            Failure::SendHead(e) => write!(f, "sending the request head: {e}"),
-            Failure::RequestBody(e) => write!(f, "copying the request body: {e}"),
-            Failure::ResponseHead(e) => write!(f, "reading the response head: {e}"),
-            Failure::ResponseBody(e) => write!(f, "copying the response body: {e}"),
-            Failure::Timeout => f.write_str("cut at function.timeout"),
-            Failure::Descriptors(e) => write!(f, "out of file descriptors: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for Failure {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Failure::BadRequest(e)
-            | Failure::RequestBody(e)
-            | Failure::ResponseHead(e)
-            | Failure::ResponseBody(e) => Some(e),
-            Failure::Connect(e) => Some(e),
-            Failure::SendHead(e) | Failure::Descriptors(e) => Some(e),
-            _ => None,
-        }
-    }
-}
-
 /// Why no connection to the function could be had.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     /// Refused, or no socket: the function is not there (it most likely just died).
-    Absent(io::Error),
+    #[error("connecting to the function: {}", absent(.0))]
+    Absent(#[source] io::Error),
     /// Its backlog is full: try again shortly.
+    #[error("connecting to the function: timeout")]
     Busy,
     /// fc-init ran out of descriptors.
-    Exhausted(io::Error),
-    Failed(io::Error),
+    #[error("connecting to the function: {0}")]
+    Exhausted(#[source] io::Error),
+    #[error("connecting to the function: {0}")]
+    Failed(#[source] io::Error),
 }
 
-impl std::fmt::Display for ConnectError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("connecting to the function: ")?;
-        match self {
-            ConnectError::Absent(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                f.write_str("connection refused")
-            }
-            ConnectError::Absent(e) | ConnectError::Exhausted(e) | ConnectError::Failed(e) => {
-                e.fmt(f)
-            }
-            ConnectError::Busy => f.write_str("timeout"),
-        }
-    }
-}
-
-impl std::error::Error for ConnectError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            ConnectError::Absent(e) | ConnectError::Exhausted(e) | ConnectError::Failed(e) => {
-                Some(e)
-            }
-            ConnectError::Busy => None,
-        }
+/// A refused connect says so in words (its OS text varies by platform).
+fn absent(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
+        _ => e.to_string(),
     }
 }
 
@@ -261,33 +225,17 @@ impl ConnectError {
 }
 
 /// Why the listener could not be started.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     /// Binding or listening on `server.listen` failed.
+    #[error("listening on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
     /// The accept thread or an event loop could not be started.
-    Thread(std::io::Error),
-}
-
-impl std::fmt::Display for ProxyError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ProxyError::Bind { addr, source } => write!(f, "listening on {addr}: {source}"),
-            ProxyError::Thread(e) => write!(f, "starting the traffic threads: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for ProxyError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            ProxyError::Bind { source, .. } => Some(source),
-            ProxyError::Thread(e) => Some(e),
-        }
-    }
+    #[error("starting the traffic threads: {0}")]
+    Thread(#[source] std::io::Error),
 }
 
 #[cfg(test)]
@@ -334,5 +282,29 @@ mod tests {
             .answer(Invocation::Event)
             .expect("an answer");
         assert_eq!((a.error, a.status), (ErrorType::TooManyRequests, 429));
+    }
+
+    #[test]
+    fn failures_say_what_failed_and_keep_their_cause() {
+        use std::error::Error as _;
+        let refused = Failure::Connect(ConnectError::Absent(io::Error::from(
+            io::ErrorKind::ConnectionRefused,
+        )));
+        assert_eq!(
+            refused.to_string(),
+            "connecting to the function: connection refused"
+        );
+        assert!(refused.source().is_some(), "the connect error is its cause");
+        assert_eq!(
+            Failure::Connect(ConnectError::Busy).to_string(),
+            "connecting to the function: timeout"
+        );
+        let body = Failure::RequestBody(HttpError::Timeout);
+        assert!(body.to_string().starts_with("copying the request body: "));
+        assert!(body.source().is_some());
+        assert_eq!(Failure::Timeout.to_string(), "cut at function.timeout");
+        assert!(Failure::Timeout.source().is_none());
+        let e = ProxyError::Thread(io::Error::other("no threads"));
+        assert_eq!(e.to_string(), "starting the traffic threads: no threads");
     }
 }

@@ -290,9 +290,9 @@ impl Loop {
                         let Some(c) = self.clients.live(idx, gen) else {
                             continue;
                         };
-                        c.rd |= rd;
-                        c.wr |= wr;
-                        c.hup |= hup;
+                        c.io.rd |= rd;
+                        c.io.wr |= wr;
+                        c.io.hup |= hup;
                         self.drive(idx);
                     }
                     KIND_FN => {
@@ -397,30 +397,16 @@ impl Loop {
             match m {
                 Mail::Connection(stream, slot) => self.accept(stream, slot),
                 Mail::Stored(t, result) => {
-                    let (_, idx, gen) = untoken(t);
-                    if self.clients.live(idx, gen).is_some() {
-                        self.guarded(idx, |cx, c| {
-                            conn::stored(cx, c, result);
-                            conn::drive(cx, c)
-                        });
-                    }
+                    self.answered(t, |cx, c| conn::stored(cx, c, result));
                 }
                 Mail::Lifecycle(t, answer) => {
-                    let (_, idx, gen) = untoken(t);
-                    if self.clients.live(idx, gen).is_some() {
-                        self.guarded(idx, |cx, c| {
-                            conn::lifecycle_answered(cx, c, answer);
-                            conn::drive(cx, c)
-                        });
-                    }
+                    self.answered(t, |cx, c| conn::lifecycle_answered(cx, c, answer));
                 }
                 Mail::Granted(t) => self.drive_token(t),
                 Mail::Budget(t) => {
                     let (_, idx, gen) = untoken(t);
                     if let Some(c) = self.clients.live(idx, gen) {
-                        if let Some(ex) = c.ex.as_mut() {
-                            ex.budget_queued = false;
-                        }
+                        c.budget_back();
                         self.drive(idx);
                     }
                     // Whatever the woken connection did not take (it is gone, or needed less)
@@ -434,12 +420,22 @@ impl Loop {
             for t in std::mem::take(&mut self.cx.status_waiters) {
                 let (_, idx, gen) = untoken(t);
                 if let Some(c) = self.clients.live(idx, gen) {
-                    if let Some(ex) = c.ex.as_mut() {
-                        ex.waiting_status = false;
-                    }
+                    c.status_changed();
                     self.drive(idx);
                 }
             }
+        }
+    }
+
+    /// Hands client `t` the result it waited for (`take`), then drives it; a result for a
+    /// connection that is gone is dropped.
+    fn answered(&mut self, t: Token, take: impl FnOnce(&mut Cx, &mut Client)) {
+        let (_, idx, gen) = untoken(t);
+        if self.clients.live(idx, gen).is_some() {
+            self.guarded(idx, |cx, c| {
+                take(cx, c);
+                conn::drive(cx, c)
+            });
         }
     }
 
@@ -467,7 +463,7 @@ impl Loop {
             .clients
             .insert(Client::new(Box::new(stream), slot, t, deadline), gen);
         if let Some(c) = self.clients.get(idx) {
-            client::set_deadline(&mut self.cx, c, deadline);
+            client::set_deadline(&mut self.cx, &mut c.io, deadline);
         }
         self.drive(idx);
     }
@@ -494,11 +490,11 @@ impl Loop {
             let Some(c) = self.clients.get(idx) else {
                 continue;
             };
-            if c.deadline <= now {
+            if c.io.deadline <= now {
                 self.guarded(idx, conn::on_deadline);
             }
             if let Some(c) = self.clients.get(idx) {
-                next = next.min(c.deadline);
+                next = next.min(c.io.deadline);
             }
         }
         self.cx.next_scan = next;

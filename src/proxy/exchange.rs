@@ -1,9 +1,13 @@
-//! One request, from its head to the end of its answer, as one value: [`Exchange`] carries
-//! everything about it (its id, kind, deadlines, slot, in-flight count, body budget share,
-//! outcome and FC lines, both directions' buffers and codecs), so that nothing is passed as
-//! loose arguments and a recycled one starts clean ([`Exchange::reset`]). Data only: what is
-//! done with it is [`super::forward`]'s (the exchange with the function),
-//! [`super::admission`]'s and [`super::finish`]'s (how it ends).
+//! One request, from its head to the end of its answer, as values: [`Exchange`] carries what
+//! the request is and keeps through every phase (its id, kind, body and budget share,
+//! outcome and FC line, the buffers of both directions), so that nothing is passed as loose
+//! arguments and a recycled one starts clean ([`Exchange::reset`]); what only one phase has
+//! is that phase's own value (hyper's `Reading::Body(Decoder)`): [`Admission`] (the wait,
+//! the slot or the place in the queue), [`Forwarding`] (what admission gave: [`Admitted`];
+//! the function connection or the wait for one: [`Wire`] with its [`Writing`] and
+//! [`Reading`]), [`Upgraded`]. A phase that needs a slot, a connection or a codec cannot
+//! exist without it. Data only: what is done with it is [`super::forward`]'s (the exchange
+//! with the function), [`super::admission`]'s and [`super::finish`]'s (how it ends).
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -63,54 +67,176 @@ impl Reading {
     }
 }
 
-/// Where a request stands with its concurrency slot: one value, so that a request can
-/// never both wait for a slot and hold one.
-pub(super) enum Slot {
-    /// Not asked for yet (or given back).
-    None,
-    /// Waiting in the limiter's queue; its ticket says when a slot was handed over.
-    Queued(Queued<'static>),
-    /// Held: dropping the permit hands the slot on (it is kept for that alone).
-    Held(#[allow(dead_code)] Permit<'static>),
+/// What an admitted request holds until its part with the function ends. Its fields drop
+/// in their order: the in-flight count goes before the slot is handed on, so the drain never
+/// sees a request that holds a slot uncounted.
+pub(super) struct Admitted {
+    _in_flight: InFlight<'static>,
+    _permit: Permit<'static>,
+    /// The exchange proper (from its admission to its delivery) ends by then.
+    pub deadline: Instant,
+    /// Sent once again already (a request is sent again at most once).
+    pub resent: bool,
 }
 
-impl Slot {
-    /// The place in the queue, taken out (the slot is `None` then); `None` when not queued.
-    pub(super) fn take_queued(&mut self) -> Option<Queued<'static>> {
-        match std::mem::replace(self, Slot::None) {
-            Slot::Queued(q) => Some(q),
-            other => {
-                *self = other;
-                None
-            }
+impl Admitted {
+    pub(super) fn new(
+        in_flight: InFlight<'static>,
+        permit: Permit<'static>,
+        deadline: Instant,
+    ) -> Admitted {
+        Admitted {
+            _in_flight: in_flight,
+            _permit: permit,
+            deadline,
+            resent: false,
         }
     }
 }
 
-/// One request, from its head to the end of its answer.
+/// Where a request waiting for admission stands with its concurrency slot: one value, so
+/// that a request can never both wait for a slot and hold one.
+pub(super) enum Slot {
+    /// Not asked for yet.
+    None,
+    /// Waiting in the limiter's queue; its ticket says when a slot was handed over.
+    Queued(Queued<'static>),
+    /// Held: dropping the permit hands the slot on.
+    Held(Permit<'static>),
+    /// Admitted before and sent back to wait for the next instance: slot, in-flight count and
+    /// deadline kept.
+    Admitted(Admitted),
+}
+
+/// The admission phase's own data: what the request waits for, and by when.
+pub(super) struct Admission {
+    /// Admission ends by then (`function.timeout` from the end of the body).
+    pub by: Instant,
+    pub slot: Slot,
+    /// Registered as waiting for a status change.
+    pub waiting_status: bool,
+    /// `next-request`: the attempt asked for, and the failures counted before it.
+    pub init_seen: Option<u64>,
+    /// Waiting for an instance after this one, and why this one failed.
+    pub next_instance_of: Option<(u64, Failure)>,
+}
+
+impl Admission {
+    /// A request whose body is buffered, admitted by `by`.
+    pub(super) fn new(by: Instant) -> Admission {
+        Admission {
+            by,
+            slot: Slot::None,
+            waiting_status: false,
+            init_seen: None,
+            next_instance_of: None,
+        }
+    }
+
+    /// An admitted request sent back to wait for the instance after `instance`, which
+    /// failed it with `failure`.
+    pub(super) fn again(fw: Forwarding, failure: Failure) -> Admission {
+        Admission {
+            by: fw.admit_by,
+            slot: Slot::Admitted(fw.held),
+            waiting_status: false,
+            init_seen: None,
+            next_instance_of: Some((fw.instance, failure)),
+        }
+    }
+}
+
+/// The forwarding phase's own data: what admission gave the request (its slot, in-flight
+/// count and deadline, its instance) and its function connection, or the wait for one.
+pub(super) struct Forwarding {
+    pub held: Admitted,
+    /// The admission's own end, for a request sent back to wait for the next instance.
+    pub admit_by: Instant,
+    pub instance: u64,
+    /// The exchange over its function connection; `None` until one is made.
+    pub wire: Option<Wire>,
+    /// No connection before then (the function's backlog was full); the pause doubles from
+    /// `backoff`.
+    pub retry_at: Option<Instant>,
+    pub backoff: Duration,
+}
+
+impl Forwarding {
+    pub(super) fn new(held: Admitted, admit_by: Instant, instance: u64) -> Forwarding {
+        Forwarding {
+            held,
+            admit_by,
+            instance,
+            wire: None,
+            retry_at: None,
+            backoff: RETRY_FIRST,
+        }
+    }
+
+    /// The function's answer has started: its head was taken (and maybe sent on).
+    pub(super) fn answer_started(&self) -> bool {
+        self.wire.as_ref().is_some_and(|w| w.reading.started())
+    }
+}
+
+/// The exchange over one function connection: how far the request is written, where the
+/// answer stands.
+pub(super) struct Wire {
+    /// The function connection (index in `Cx::pool`), owned until it is released.
+    pub f: usize,
+    /// Written of the head, of the buffered body after it, of the streamed rest.
+    pub hpos: usize,
+    pub bpos: usize,
+    pub fpos: usize,
+    pub req_encoder: Encoder,
+    pub writing: Writing,
+    /// The function closed its side (after what is in `Exchange::fn_in`).
+    pub fn_eof: bool,
+    /// Reading from the function failed (after whatever it sent before).
+    pub fn_error: Option<io::Error>,
+    pub reading: Reading,
+}
+
+impl Wire {
+    pub(super) fn new(f: usize, req_encoder: Encoder) -> Wire {
+        Wire {
+            f,
+            hpos: 0,
+            bpos: 0,
+            fpos: 0,
+            req_encoder,
+            writing: Writing::Sending,
+            fn_eof: false,
+            fn_error: None,
+            reading: Reading::Head,
+        }
+    }
+}
+
+/// After `101 Switching Protocols`: the two connections relayed byte for byte, the request
+/// in flight until either side closes.
+pub(super) struct Upgraded {
+    pub held: Admitted,
+    /// The function connection (index in `Cx::pool`).
+    pub f: usize,
+    pub fn_eof: bool,
+}
+
+/// One request, from its head to the end of its answer: what it is and what it carries
+/// through every phase (what one phase alone needs is that phase's own, see
+/// [`super::client::Phase`]).
 pub(super) struct Exchange {
     pub head: RequestHead,
+    /// The request's id: the one place it lives.
     pub request_id: String,
     pub purpose: Purpose,
     /// `Connection: upgrade` with an `Upgrade` other than h2c.
     pub upgrade: bool,
     pub started: Instant,
-    /// Admission ends by then.
-    pub(super) admit_deadline: Instant,
-    /// The exchange proper (from its start to its delivery) ends by then.
-    pub(super) deadline: Instant,
-    /// Dropped in this order (in-flight first) when the function's part ends.
-    pub(super) in_flight: Option<InFlight<'static>>,
-    pub(super) slot: Slot,
-    /// Registered as waiting for a status change.
-    pub waiting_status: bool,
-    /// `next-request`: the attempt asked for, and the failures counted before it.
-    pub(super) init_seen: Option<u64>,
-    /// Waiting for an instance after this one, and why this one failed.
-    pub(super) next_instance_of: Option<(u64, Failure)>,
-    /// The Start line was written (its epoch, see `Cx::log_epoch`).
+    /// Its Start line was queued (when, for [`super::lines::Lines::may_send`]).
     pub(super) start_line: Option<Started>,
-    /// How the invocation ended: its metrics label and its End line ([`finish::end_error`]).
+    /// How the invocation ended: its metrics label and its End line
+    /// ([`super::lines::end_error`]).
     pub outcome: Option<Outcome>,
 
     /// The client's body, and what of it was read before admission.
@@ -124,34 +250,14 @@ pub(super) struct Exchange {
     pub host: String,
     /// The share of `server.body_buffer_total` the buffered body holds.
     pub(super) reserved: Option<Reservation>,
-    /// Waiting for bytes of that budget to come back.
-    pub budget_queued: bool,
 
-    /// The function connection (index in `Cx::fns`), its instance.
-    pub(super) fnc: Option<usize>,
-    pub(super) instance: u64,
-    pub(super) resent: bool,
-    pub(super) retry_at: Option<Instant>,
-    pub(super) backoff: Duration,
-    /// The request's head (and the buffered body after it, at `bpos`).
+    /// The buffers of the exchange with the function, kept when a recycled exchange starts
+    /// again: the request's head (the buffered body goes after it), the streamed rest of the
+    /// body framed, what came from the function and is not used yet, the answer's head.
     pub(super) fn_head: Vec<u8>,
-    pub(super) hpos: usize,
-    pub(super) bpos: usize,
-    /// The streamed rest of the body, framed.
     pub(super) fn_out: Vec<u8>,
-    pub(super) fpos: usize,
-    pub(super) req_encoder: Encoder,
-    /// Where writing the request stands.
-    pub(super) writing: Writing,
-
-    /// From the function, not yet used.
     pub(super) fn_in: Vec<u8>,
-    pub(super) fn_eof: bool,
-    /// Reading from the function failed (after whatever it sent before).
-    pub(super) fn_error: Option<io::Error>,
     pub(super) resp: ResponseHead,
-    /// Where the function's answer stands: its head awaited, or its body relayed.
-    pub(super) reading: Reading,
 }
 
 impl Exchange {
@@ -166,13 +272,6 @@ impl Exchange {
             purpose: Purpose::Invoke(Invocation::Http),
             upgrade: false,
             started: now,
-            admit_deadline: now,
-            deadline: now,
-            in_flight: None,
-            slot: Slot::None,
-            waiting_status: false,
-            init_seen: None,
-            next_instance_of: None,
             start_line: None,
             outcome: None,
             decoder: Decoder::passthrough(),
@@ -181,24 +280,10 @@ impl Exchange {
             body_complete: false,
             host: String::new(),
             reserved: None,
-            budget_queued: false,
-            fnc: None,
-            instance: 0,
-            resent: false,
-            retry_at: None,
-            backoff: RETRY_FIRST,
             fn_head: Vec::new(),
-            hpos: 0,
-            bpos: 0,
             fn_out: Vec::new(),
-            fpos: 0,
-            req_encoder: Encoder::Raw,
-            writing: Writing::Sending,
             fn_in: Vec::new(),
-            fn_eof: false,
-            fn_error: None,
             resp: ResponseHead::default(),
-            reading: Reading::Head,
         }
     }
 
@@ -244,12 +329,6 @@ impl Exchange {
             Purpose::Invoke(i) => i,
             _ => Invocation::Http,
         }
-    }
-
-    /// Everything the function was sent is still here to send again: the whole body was
-    /// buffered, and nothing of an answer has arrived.
-    pub(super) fn resendable(&self) -> bool {
-        self.body_complete && !self.resent && self.fn_in.is_empty() && !self.reading.started()
     }
 }
 

@@ -4,42 +4,54 @@
 //! whose Start line [`log_start`] queued), and, for a failure, fc-init's own answer or — once
 //! the function's answer has started — the connection's close.
 
+use crate::http::fc_error::ErrorType;
 use crate::metrics::Outcome;
 
-use super::client::{self, Client, Flow, Gone};
+use super::client::{self, Client, Gone, Phase};
 use super::cx::Cx;
 use super::errors::Failure;
-use super::exchange::{Exchange, Slot};
+use super::exchange::{Exchange, Reading, Writing};
 
-/// Gives back what the exchange holds of the function's side: its connection (pooled when
-/// `reusable`), then its in-flight count and slot, or its place in the queue.
-pub(super) fn release(cx: &mut Cx, ex: &mut Exchange, reusable: bool) {
-    if let Some(f) = ex.fnc.take() {
-        cx.release_fn(f, reusable);
+/// Gives back what the phase `left` holds of the function's side: its connection (pooled
+/// when `reusable`), then its in-flight count and slot (in that order: [`Admitted`]'s
+/// fields), or its place in the queue; and the buffered body's share of the budget.
+///
+/// [`Admitted`]: super::exchange::Admitted
+pub(super) fn release(cx: &mut Cx, left: Phase, ex: &mut Exchange, reusable: bool) {
+    match left {
+        Phase::Forward(fw) => {
+            if let Some(w) = &fw.wire {
+                cx.release_fn(w.f, reusable);
+            }
+        }
+        Phase::Upgraded(up) => cx.release_fn(up.f, false),
+        _ => {}
     }
-    ex.in_flight = None;
-    // Its slot, or its place in the queue (given up), after the in-flight count.
-    ex.slot = Slot::None;
     // The buffered body is out (or will never go): its share of the budget comes back.
     ex.reserved = None;
 }
 
 /// Fails the exchange (the one place): fc-init's own answer when nothing of the function's
-/// has been sent yet, else a close; the outcome, and so the metrics and the End line. As a
-/// step's result: `Ok` when the connection goes on with the answer, `Err(Gone)` when it is
-/// to be closed (nothing more can be said).
-pub(super) fn fail(cx: &mut Cx, c: &mut Client, failure: Failure) -> Flow {
+/// has been sent yet, else a close; the outcome, and so the metrics and the End line.
+/// `Ok` when the connection goes on with the answer (it delivers it), `Err(Gone)` when it
+/// is to be closed (nothing more can be said).
+pub(super) fn fail(cx: &mut Cx, c: &mut Client, failure: Failure) -> Result<(), Gone> {
     let p = cx.p;
-    let Some(ex) = c.ex.as_mut() else {
+    let left = std::mem::replace(&mut c.phase, Phase::Deliver);
+    let started = match &left {
+        Phase::Forward(fw) => fw.answer_started(),
+        Phase::Upgraded(_) => true,
+        _ => false,
+    };
+    let Some(ex) = c.ex.as_deref_mut() else {
         return Err(Gone);
     };
     let answer = failure.answer(ex.invocation());
-    let error = answer.as_ref().map_or(
-        crate::http::fc_error::ErrorType::UnhandledInvocationError,
-        |a| a.error,
-    );
+    let error = answer
+        .as_ref()
+        .map_or(ErrorType::UnhandledInvocationError, |a| a.error);
     let error = match &failure {
-        Failure::Timeout => crate::http::fc_error::ErrorType::FunctionTimeout,
+        Failure::Timeout => ErrorType::FunctionTimeout,
         _ => error,
     };
     ex.outcome = Some(match failure.client_gone() {
@@ -48,36 +60,69 @@ pub(super) fn fail(cx: &mut Cx, c: &mut Client, failure: Failure) -> Flow {
     });
     log::debug!("request {}: {failure}", ex.request_id);
     // The request stops counting before the answer is written.
-    release(cx, ex, false);
+    release(cx, left, ex, false);
     conclude(cx, ex);
-    let answer = answer.filter(|_| !ex.reading.started());
-    let Some(a) = answer else {
+    let Some(a) = answer.filter(|_| !started) else {
         // Nothing can be said any more: the connection closes.
         return Err(Gone);
     };
     let keep =
         failure.can_continue() && ex.decoder.is_done() && ex.head.keep_alive && !p.stopping();
-    client::own_answer(cx, c, a.status, a.error, &a.message, !keep);
-    Ok(true)
+    let id = Some(ex.request_id.as_str());
+    let answer = (a.status, a.error, a.message.as_str());
+    // Its phase is Deliver already.
+    let _ = client::own_answer(cx, &mut c.io, id, answer, !keep);
+    Ok(())
+}
+
+/// The function's answer is complete (and at most a buffer of it is still to be delivered):
+/// its slot and its connection are released now, the invocation concluded, and the
+/// connection delivers the rest by the exchange's deadline.
+pub(super) fn complete(cx: &mut Cx, c: &mut Client) {
+    let left = std::mem::replace(&mut c.phase, Phase::Deliver);
+    let Some(ex) = c.ex.as_deref_mut() else {
+        return;
+    };
+    let Phase::Forward(fw) = &left else {
+        return release(cx, left, ex, false);
+    };
+    let deadline = fw.held.deadline;
+    let reusable = match &fw.wire {
+        Some(w) => {
+            if let Reading::Body { encoder, .. } = &w.reading {
+                encoder.finish(&mut c.io.out);
+            }
+            ex.resp.keep_alive
+                && ex.fn_in.is_empty()
+                && !w.fn_eof
+                && matches!(w.writing, Writing::Done)
+        }
+        None => false,
+    };
+    if !ex.decoder.is_done() {
+        c.io.close_after = true;
+    }
+    release(cx, left, ex, reusable);
+    // The invocation is over: what is left is fc-init's delivery.
+    conclude(cx, ex);
+    client::set_deadline(cx, &mut c.io, deadline);
 }
 
 /// The FC Invoke Start line, for an invocation that begins (docs/reference.md §7).
-pub(super) fn log_start(cx: &mut Cx, c: &mut Client) {
+pub(super) fn log_start(cx: &mut Cx, ex: &mut Exchange) {
     if !cx.p.cfg.log.invocations {
         return;
     }
-    let Some(ex) = c.ex.as_mut() else {
-        return;
-    };
     ex.start_line = Some(cx.lines.start(&ex.request_id));
 }
 
-/// Ends the connection's exchange, if any: its slot and counts, its metrics and End line.
-pub(super) fn end_exchange(cx: &mut Cx, c: &mut Client) {
-    let Some(mut ex) = c.ex.take() else {
+/// Ends a connection's exchange `ex`, if any, which left the phase `left`: what that phase
+/// held, its metrics and End line.
+pub(super) fn end_exchange(cx: &mut Cx, ex: Option<Box<Exchange>>, left: Phase) {
+    let Some(mut ex) = ex else {
         return;
     };
-    release(cx, &mut ex, false);
+    release(cx, left, &mut ex, false);
     if ex.start_line.is_some() && ex.outcome.is_none() {
         // An invocation that ended without an answer: the client went away.
         ex.outcome = Some(Outcome::ClientClosed);
@@ -103,10 +148,15 @@ pub(super) fn conclude(cx: &mut Cx, ex: &mut Exchange) {
 /// own fault (its End line and metrics), and the function connection it used is closed, not
 /// pooled (where its answer stands is unknown).
 pub(super) fn abandon(cx: &mut Cx, c: &mut Client) {
+    let left = std::mem::replace(&mut c.phase, Phase::Idle);
+    // Whatever function connection it used goes, whether or not its phase still said so;
+    // then its in-flight count and its slot.
+    cx.close_fns_of(c.io.token);
+    drop(left);
     let Some(mut ex) = c.ex.take() else {
         return;
     };
-    release(cx, &mut ex, false);
+    ex.reserved = None;
     if ex.start_line.is_some() || ex.outcome.is_some() {
         ex.outcome = Some(Outcome::InternalError);
     }

@@ -17,8 +17,10 @@
 //! 7. after `101 Switching Protocols` the two connections are relayed byte for byte, as one
 //!    request in flight, until either closes.
 //!
-//! Every failure ends in [`super::finish::fail`]. Failure modes: each step's [`Failure`]
-//! variant; see [`super::errors`] for the answers.
+//! Each step works on the forwarding phase's own data ([`Forwarding`], its [`Wire`]) and
+//! returns what happened ([`Step`]); the connection acts on it ([`super::conn`]): every
+//! failure ends in [`super::finish::fail`], a complete answer in [`super::finish::complete`].
+//! Failure modes: each step's [`Failure`] variant; see [`super::errors`] for the answers.
 
 use std::io;
 use std::time::Duration;
@@ -30,12 +32,10 @@ use crate::http::{parse_response_head, BodyFraming, HttpError, ResponseHead};
 use crate::metrics::Outcome;
 use crate::state::Phase as Lifecycle;
 
-use super::admission::{admit, decide, Readiness};
-use super::client::{self, Client, Flow, Gone, Phase};
+use super::client::{self, Io, Phase, Step};
 use super::cx::{Cx, RESPONSE_LIMITS};
 use super::errors::{ConnectError, Failure};
-use super::exchange::{Exchange, Reading, Slot, Writing};
-use super::finish::{self, fail, release};
+use super::exchange::{Exchange, Forwarding, Reading, Upgraded, Wire, Writing};
 use super::shared::BUF;
 
 /// How long a request whose fresh connection the function reset waits for the supervisor to
@@ -44,61 +44,129 @@ pub(super) const DYING: Duration = Duration::from_millis(500);
 
 pub(super) const RETRY_MAX: Duration = Duration::from_millis(50);
 
-/// The exchange: connect, send, read and relay, as far as the bytes allow.
-pub(super) fn forward(cx: &mut Cx, c: &mut Client) -> Flow {
-    let t = c.token;
-    let ex = c.ex.as_mut().expect("a request is being forwarded");
-    let mut progress = false;
-    if ex.fnc.is_none() {
-        if ex.retry_at.is_some_and(|at| cx.now < at) {
-            return Ok(false);
-        }
-        ex.retry_at = None;
-        match cx.take_fn(ex.instance, t) {
-            Ok(f) => {
-                ex.fnc = Some(f);
-                prepare(cx, ex);
-                progress = true;
-            }
-            Err(ConnectError::Busy) => {
-                ex.retry_at = Some(cx.now + ex.backoff);
-                ex.backoff = (ex.backoff * 2).min(RETRY_MAX);
-                let at = ex.deadline.min(cx.now + ex.backoff);
-                client::set_deadline(cx, c, at);
-                return Ok(false);
-            }
-            Err(ConnectError::Absent(e)) => {
-                // Refused or no socket: the instance has most likely just died and the
-                // supervisor is about to start another. Nothing reached the function, so the
-                // request goes to the next instance once it is ready.
-                log::debug!("request {}: {e}; waiting for a new instance", ex.request_id);
-                let failure = Failure::Connect(ConnectError::Absent(e));
-                ex.next_instance_of = Some((ex.instance, failure));
-                c.phase = Phase::Admit;
-                let deadline = ex.admit_deadline.max(cx.now);
-                client::set_deadline(cx, c, deadline);
-                return Ok(true);
-            }
-            Err(ConnectError::Exhausted(e)) => {
-                super::fds::log_exhausted("connecting to the function", &e);
-                return fail(cx, c, Failure::Descriptors(e));
-            }
-            Err(e) => return fail(cx, c, Failure::Connect(e)),
-        }
-    }
-    if !cx.lines.may_send(ex.start_line, t) {
-        return Ok(progress);
-    }
-    progress |= send(cx, c)?;
-    if c.phase != Phase::Forward || c.ex.as_ref().is_some_and(|ex| ex.fnc.is_none()) {
-        return Ok(true);
-    }
-    progress |= receive(cx, c)?;
-    Ok(progress)
+/// Why a part of the exchange stops short: the step's result, which is never a phase to
+/// enter (so it stays small: a [`Failure`] at most).
+enum Stop {
+    Wait,
+    Fail(Failure),
+    Readmit(Failure),
+    Delivered,
+    Upgrade,
+    Close,
 }
 
-/// Writes the request head for the function (once per connection it is sent on).
-pub(super) fn prepare(cx: &Cx, ex: &mut Exchange) {
+impl From<Stop> for Step {
+    fn from(stop: Stop) -> Step {
+        match stop {
+            Stop::Wait => Step::Wait,
+            Stop::Fail(f) => Step::Fail(f),
+            Stop::Readmit(f) => Step::Readmit(f),
+            Stop::Delivered => Step::Delivered,
+            Stop::Upgrade => Step::Upgrade,
+            Stop::Close => Step::Close,
+        }
+    }
+}
+
+/// What a part of the exchange (sending, receiving) did, for [`forward`] to act on with the
+/// whole phase in hand.
+enum Part {
+    /// Whether bytes moved; the part cannot go on now.
+    Moved(bool),
+    /// The step's result for the connection.
+    Done(Stop),
+    /// The request provably never reached the function: it goes again ([`resend`]).
+    Resend(Failure),
+    /// The connection was never made (a TCP connect refused): the instance is most likely
+    /// gone, and the request waits for the next one.
+    Refused(io::Error),
+}
+
+/// The exchange: connect, send, read and relay, as far as the bytes allow.
+pub(super) fn forward(cx: &mut Cx, io: &mut Io, ex: &mut Exchange, fw: &mut Forwarding) -> Step {
+    let mut progress = false;
+    let w = match &mut fw.wire {
+        Some(w) => w,
+        None => match connect(cx, io, ex, fw) {
+            Ok(wire) => {
+                progress = true;
+                fw.wire.insert(wire)
+            }
+            Err(stop) => return stop.into(),
+        },
+    };
+    if !cx.lines.may_send(ex.start_line, io.token) {
+        return moved(progress);
+    }
+    let resent = fw.held.resent;
+    let part = match send(cx, io, ex, w, resent) {
+        Part::Moved(sent) => {
+            progress |= sent;
+            receive(cx, io, ex, w, resent)
+        }
+        other => other,
+    };
+    match part {
+        Part::Moved(got) => moved(progress || got),
+        Part::Done(stop) => stop.into(),
+        Part::Resend(failure) => resend(cx, io, ex, fw, failure),
+        Part::Refused(e) => {
+            // A TCP connect that did not complete: nothing reached the function.
+            if let Some(w) = fw.wire.take() {
+                cx.pool.slots.remove(w.f);
+            }
+            let failure = ConnectError::Absent(e);
+            log::debug!(
+                "request {}: {failure}; waiting for a new instance",
+                ex.request_id
+            );
+            Step::Readmit(Failure::Connect(failure))
+        }
+    }
+}
+
+fn moved(progress: bool) -> Step {
+    match progress {
+        true => Step::Progress,
+        false => Step::Wait,
+    }
+}
+
+/// A function connection for the request (pooled or new), its head written for it; or why
+/// not now.
+fn connect(cx: &mut Cx, io: &mut Io, ex: &mut Exchange, fw: &mut Forwarding) -> Result<Wire, Stop> {
+    if fw.retry_at.is_some_and(|at| cx.now < at) {
+        return Err(Stop::Wait);
+    }
+    fw.retry_at = None;
+    match cx.take_fn(fw.instance, io.token) {
+        Ok(f) => Ok(prepare(cx, ex, f)),
+        Err(ConnectError::Busy) => {
+            fw.retry_at = Some(cx.now + fw.backoff);
+            fw.backoff = (fw.backoff * 2).min(RETRY_MAX);
+            let at = fw.held.deadline.min(cx.now + fw.backoff);
+            client::set_deadline(cx, io, at);
+            Err(Stop::Wait)
+        }
+        Err(ConnectError::Absent(e)) => {
+            // Refused or no socket: the instance has most likely just died and the
+            // supervisor is about to start another. Nothing reached the function, so the
+            // request goes to the next instance once it is ready.
+            log::debug!("request {}: {e}; waiting for a new instance", ex.request_id);
+            client::set_deadline(cx, io, fw.admit_by.max(cx.now));
+            Err(Stop::Readmit(Failure::Connect(ConnectError::Absent(e))))
+        }
+        Err(ConnectError::Exhausted(e)) => {
+            super::fds::log_exhausted("connecting to the function", &e);
+            Err(Stop::Fail(Failure::Descriptors(e)))
+        }
+        Err(e) => Err(Stop::Fail(Failure::Connect(e))),
+    }
+}
+
+/// Writes the request head for the function connection `f` (once per connection it is
+/// sent on).
+pub(super) fn prepare(cx: &Cx, ex: &mut Exchange, f: usize) -> Wire {
     let p = cx.p;
     let head = &ex.head;
     // TEST ONLY (debug builds): see `Proxy::test_panic`.
@@ -138,115 +206,116 @@ pub(super) fn prepare(cx: &Cx, ex: &mut Exchange) {
         (_, true) => BodyFraming::Length(ex.body.len() as u64),
         (f, false) => f,
     };
-    ex.req_encoder = match framing {
+    let req_encoder = match framing {
         BodyFraming::Chunked => Encoder::Chunked,
         _ => Encoder::Raw,
     };
     write_request_head(&mut ex.fn_head, head, &extra[..n], framing);
-    if !ex.body_complete && ex.req_encoder == Encoder::Chunked && !ex.body.is_empty() {
+    ex.fn_out.clear();
+    if !ex.body_complete && req_encoder == Encoder::Chunked && !ex.body.is_empty() {
         // The buffered start of a streamed chunked body is one chunk of its own.
         let body = std::mem::take(&mut ex.body);
-        ex.req_encoder.data(&body, &mut ex.fn_out);
+        req_encoder.data(&body, &mut ex.fn_out);
     }
-    ex.hpos = 0;
-    ex.bpos = 0;
-    ex.fpos = 0;
-    ex.writing = Writing::Sending;
     // A request sent again starts afresh on the function's side too.
     ex.fn_in.clear();
-    ex.fn_eof = false;
-    ex.fn_error = None;
+    Wire::new(f, req_encoder)
 }
 
 /// Writes (more of) the request: the head and buffered body, then the rest of the body as the
 /// client sends it.
-pub(super) fn send(cx: &mut Cx, c: &mut Client) -> Flow {
+fn send(cx: &mut Cx, io: &mut Io, ex: &mut Exchange, w: &mut Wire, resent: bool) -> Part {
     let mut progress = false;
     loop {
-        let ex = c.ex.as_mut().expect("a request is being forwarded");
-        if !matches!(ex.writing, Writing::Sending) {
-            return Ok(progress);
+        if !matches!(w.writing, Writing::Sending) {
+            return Part::Moved(progress);
         }
-        let f = ex.fnc.expect("connected");
-        let slot = cx.pool.slots.get(f).expect("a live function connection");
-        let (a, b) = if ex.hpos < ex.fn_head.len() || ex.bpos < ex.body.len() {
-            (&ex.fn_head[ex.hpos..], &ex.body[ex.bpos..])
-        } else if ex.fpos < ex.fn_out.len() {
-            (&ex.fn_out[ex.fpos..], &[][..])
+        let slot = cx.pool.slot(w.f);
+        let (a, b) = if w.hpos < ex.fn_head.len() || w.bpos < ex.body.len() {
+            (&ex.fn_head[w.hpos..], &ex.body[w.bpos..])
+        } else if w.fpos < ex.fn_out.len() {
+            (&ex.fn_out[w.fpos..], &[][..])
         } else {
             ex.fn_out.clear();
-            ex.fpos = 0;
+            w.fpos = 0;
             if ex.decoder.is_done() {
-                ex.writing = Writing::Done;
-                return Ok(true);
+                w.writing = Writing::Done;
+                return Part::Moved(true);
             }
             // More of the body, from the client.
-            let got = pull_body(cx, c)?;
-            if c.phase != Phase::Forward {
-                return Ok(true);
+            match pull_body(cx, io, ex, w) {
+                Ok(true) => progress = true,
+                Ok(false) => return Part::Moved(progress),
+                Err(stop) => return Part::Done(stop),
             }
-            if !got {
-                return Ok(progress);
-            }
-            progress = true;
             continue;
         };
         if !slot.wr {
-            return Ok(progress);
+            return Part::Moved(progress);
         }
         match crate::sys::retry(|| slot.stream.write_parts(a, b)) {
-            Ok(0) => return write_failed(cx, c, io::ErrorKind::WriteZero.into()),
+            Ok(0) => return write_failed(ex, w, resent, io::ErrorKind::WriteZero.into()),
             Ok(mut n) => {
                 progress = true;
-                if ex.hpos < ex.fn_head.len() || ex.bpos < ex.body.len() {
-                    let h = n.min(ex.fn_head.len() - ex.hpos);
-                    ex.hpos += h;
+                if w.hpos < ex.fn_head.len() || w.bpos < ex.body.len() {
+                    let h = n.min(ex.fn_head.len() - w.hpos);
+                    w.hpos += h;
                     n -= h;
-                    ex.bpos += n;
+                    w.bpos += n;
                 } else {
-                    ex.fpos += n;
+                    w.fpos += n;
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => slot.wr = false,
-            Err(e) => return write_failed(cx, c, e),
+            Err(e) => return write_failed(ex, w, resent, e),
         }
     }
 }
 
 /// Decodes more of the client's body into the function's output; false when nothing came.
-pub(super) fn pull_body(cx: &mut Cx, c: &mut Client) -> Flow {
+fn pull_body(cx: &mut Cx, io: &mut Io, ex: &mut Exchange, w: &mut Wire) -> Result<bool, Stop> {
     loop {
-        let ex = c.ex.as_mut().expect("a request is being forwarded");
         let mut moved = false;
         while ex.fn_out.len() < BUF && !ex.decoder.is_done() {
-            let input = &c.inbuf[c.ipos..];
+            let input = &io.inbuf[io.ipos..];
             let step = match ex.decoder.step(input, BUF - ex.fn_out.len()) {
                 Ok(s) => s,
-                Err(e) => return fail(cx, c, Failure::RequestBody(e)),
+                Err(e) => return Err(Stop::Fail(Failure::RequestBody(e))),
             };
-            ex.req_encoder
+            w.req_encoder
                 .data(&input[step.data.clone()], &mut ex.fn_out);
-            c.ipos += step.consumed;
+            io.ipos += step.consumed;
             moved |= !step.is_stalled();
             if step.is_stalled() {
                 break;
             }
         }
         if ex.decoder.is_done() {
-            ex.req_encoder.finish(&mut ex.fn_out);
+            w.req_encoder.finish(&mut ex.fn_out);
             return Ok(true);
         }
         if moved {
             return Ok(true);
         }
-        if c.eof {
+        if io.eof {
             let e = client::cut_short(&mut ex.decoder);
-            return fail(cx, c, Failure::RequestBody(e));
+            return Err(Stop::Fail(Failure::RequestBody(e)));
         }
-        if !c.rd || !client::read_client(cx, c, BUF)? {
+        if !io.rd {
             return Ok(false);
         }
+        match client::read_client(&mut cx.bufs.read, io, BUF) {
+            Ok(true) => {}
+            Ok(false) => return Ok(false),
+            Err(client::Gone) => return Err(Stop::Close),
+        }
     }
+}
+
+/// Everything the function was sent is still here to send again: the whole body was
+/// buffered, it was not sent again already, and nothing of an answer has arrived.
+fn resendable(ex: &Exchange, w: &Wire, resent: bool) -> bool {
+    ex.body_complete && !resent && ex.fn_in.is_empty() && !w.reading.started()
 }
 
 /// Whether a failed write or read on a function connection proves that the function never
@@ -262,83 +331,72 @@ pub(super) fn undelivered(e: &io::Error) -> bool {
 
 /// Writing to the function failed: send it again when it provably never got it; otherwise
 /// stop sending and see whether it answered (it may have answered early and closed).
-pub(super) fn write_failed(cx: &mut Cx, c: &mut Client, e: io::Error) -> Flow {
-    let ex = c.ex.as_mut().expect("a request is being forwarded");
+fn write_failed(ex: &Exchange, w: &mut Wire, resent: bool, e: io::Error) -> Part {
     if e.kind() == io::ErrorKind::ConnectionRefused {
-        // A TCP connect that did not complete.
-        let failure = ConnectError::Absent(e);
-        let f = ex.fnc.take();
-        if let Some(f) = f {
-            cx.pool.slots.remove(f);
-        }
-        log::debug!(
-            "request {}: {failure}; waiting for a new instance",
-            ex.request_id
-        );
-        ex.next_instance_of = Some((ex.instance, Failure::Connect(failure)));
-        c.phase = Phase::Admit;
-        return Ok(true);
+        return Part::Refused(e);
     }
-    if undelivered(&e) && ex.resendable() {
-        return resend(cx, c, Failure::SendHead(e));
+    if undelivered(&e) && resendable(ex, w, resent) {
+        return Part::Resend(Failure::SendHead(e));
     }
-    ex.writing = Writing::Failed(e);
-    Ok(true)
+    w.writing = Writing::Failed(e);
+    Part::Moved(true)
 }
 
-/// The request did not reach the function: it goes again, once. A pooled connection that
-/// failed is the usual end of a keep-alive connection (or of an instance that just died): a
-/// new connection to this instance, if it is still the one, else to the next instance. A
-/// fresh connection that failed means the instance itself is going (its listener still
-/// accepts while the process dies): the request waits a moment for the supervisor to report
-/// the next instance, and tries this one once more only if it outlives that moment.
-pub(super) fn resend(cx: &mut Cx, c: &mut Client, failure: Failure) -> Flow {
-    let ex = c.ex.as_mut().expect("a request is being forwarded");
+/// The request did not reach the function: it goes again, once (when it was sent once
+/// already, it fails). A pooled connection that failed is the usual end of a keep-alive
+/// connection (or of an instance that just died): a new connection to this instance, if it
+/// is still the one, else to the next instance. A fresh connection that failed means the
+/// instance itself is going (its listener still accepts while the process dies): the request
+/// waits a moment for the supervisor to report the next instance, and tries this one once
+/// more only if it outlives that moment.
+fn resend(cx: &mut Cx, io: &mut Io, ex: &Exchange, fw: &mut Forwarding, failure: Failure) -> Step {
     log::debug!("request {}: {failure}; sending it again", ex.request_id);
-    let fresh = match ex.fnc.take().and_then(|f| cx.pool.slots.remove(f)) {
+    let fresh = match fw.wire.take().and_then(|w| cx.pool.slots.remove(w.f)) {
         Some(slot) => slot.served == 0,
         None => true,
     };
     // The other pooled connections most likely share its fate.
     cx.purge_idle();
-    ex.resent = true;
+    fw.held.resent = true;
     let (phase, instance) = cx.p.shared.phase_and_instance();
-    if fresh || phase != Lifecycle::Ready || instance != ex.instance {
-        ex.next_instance_of = Some((ex.instance, failure));
-        c.phase = Phase::Admit;
+    if fresh || phase != Lifecycle::Ready || instance != fw.instance {
         let by = match fresh {
-            true => ex.admit_deadline.min(cx.now + DYING),
-            false => ex.admit_deadline,
+            true => fw.admit_by.min(cx.now + DYING),
+            false => fw.admit_by,
         };
-        client::set_deadline(cx, c, by.max(cx.now));
+        client::set_deadline(cx, io, by.max(cx.now));
+        return Step::Readmit(failure);
     }
-    Ok(true)
+    Step::Progress
 }
 
 /// Reads the function's answer and relays it to the client as far as the buffers allow.
-pub(super) fn receive(cx: &mut Cx, c: &mut Client) -> Flow {
+fn receive(cx: &mut Cx, io: &mut Io, ex: &mut Exchange, w: &mut Wire, resent: bool) -> Part {
     let mut progress = false;
     loop {
         // What arrived is used before more is read (a reset may follow the last bytes).
-        if relay(cx, c)? || pass_through(cx, c)? {
-            progress = true;
-            if c.phase != Phase::Forward {
-                return Ok(true);
+        let used = match relay(cx, io, ex, w) {
+            Ok(false) => pass_through(cx, io, ex, w),
+            other => other,
+        };
+        match used {
+            Ok(true) => {
+                progress = true;
+                continue;
             }
-            continue;
+            Ok(false) => {}
+            Err(stop) => return Part::Done(stop),
         }
         let mut moved = false;
-        let ex = c.ex.as_mut().expect("a request is being forwarded");
-        let f = ex.fnc.expect("connected");
-        let slot = cx.pool.slots.get(f).expect("a live function connection");
-        let room = match ex.reading.started() {
-            true => ex.fn_in.len() < BUF && (c.out.len() - c.opos) < BUF,
+        let slot = cx.pool.slot(w.f);
+        let room = match w.reading.started() {
+            true => ex.fn_in.len() < BUF && io.unsent() < BUF,
             false => ex.fn_in.len() <= RESPONSE_LIMITS.max_header_bytes,
         };
-        if slot.rd && !ex.fn_eof && room {
+        if slot.rd && !w.fn_eof && room {
             match crate::sys::retry(|| slot.stream.read(&mut cx.bufs.read)) {
                 Ok(0) => {
-                    ex.fn_eof = true;
+                    w.fn_eof = true;
                     moved = true;
                 }
                 Ok(n) => {
@@ -348,31 +406,28 @@ pub(super) fn receive(cx: &mut Cx, c: &mut Client) -> Flow {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => slot.rd = false,
                 Err(e) => {
-                    ex.fn_eof = true;
-                    ex.fn_error = Some(e);
+                    w.fn_eof = true;
+                    w.fn_error = Some(e);
                     moved = true;
                 }
             }
         }
-        if ex.fn_eof && !moved {
-            return function_closed(cx, c);
+        if w.fn_eof && !moved {
+            return function_closed(ex, w, resent);
         }
         progress |= moved;
         if !moved {
-            return Ok(progress);
+            return Part::Moved(progress);
         }
     }
 }
 
 /// The common case of a large answer, without copying it: a body that goes out as it came
 /// (Content-Length, or close-delimited to an HTTP/1.0 client) is read into the loop's buffer
-/// and written from there straight to a client that keeps up; only what the client does not
+/// and written straight to a client that keeps up; only what the client does not
 /// take at once is kept in its output buffer. Returns whether it moved bytes.
-pub(super) fn pass_through(cx: &mut Cx, c: &mut Client) -> Flow {
-    let ex = c.ex.as_mut().expect("a request is being forwarded");
-    let f = ex.fnc.expect("connected");
-    let slot = cx.pool.slots.get(f).expect("a live function connection");
-    let left = match &ex.reading {
+fn pass_through(cx: &mut Cx, io: &mut Io, ex: &mut Exchange, w: &mut Wire) -> Result<bool, Stop> {
+    let left = match &w.reading {
         Reading::Body {
             decoder,
             encoder: Encoder::Raw,
@@ -382,7 +437,8 @@ pub(super) fn pass_through(cx: &mut Cx, c: &mut Client) -> Flow {
         },
         _ => return Ok(false),
     };
-    if !(slot.rd && c.wr && !ex.fn_eof && ex.fn_in.is_empty() && c.opos == c.out.len()) {
+    let slot = cx.pool.slot(w.f);
+    if !(slot.rd && io.wr && !w.fn_eof && ex.fn_in.is_empty() && io.unsent() == 0) {
         return Ok(false);
     }
     let want = usize::try_from(left)
@@ -390,7 +446,7 @@ pub(super) fn pass_through(cx: &mut Cx, c: &mut Client) -> Flow {
         .min(cx.bufs.read.len());
     let n = match crate::sys::retry(|| slot.stream.read(&mut cx.bufs.read[..want])) {
         Ok(0) => {
-            ex.fn_eof = true;
+            w.fn_eof = true;
             return Ok(true);
         }
         Ok(n) => n,
@@ -399,46 +455,48 @@ pub(super) fn pass_through(cx: &mut Cx, c: &mut Client) -> Flow {
             return Ok(false);
         }
         Err(e) => {
-            ex.fn_eof = true;
-            ex.fn_error = Some(e);
+            w.fn_eof = true;
+            w.fn_error = Some(e);
             return Ok(true);
         }
     };
     slot.rd = n == want || slot.hup;
     let data = &cx.bufs.read[..n];
-    if let Reading::Body { decoder, .. } = &mut ex.reading {
+    if let Reading::Body { decoder, .. } = &mut w.reading {
         if let Err(e) = decoder.step(data, n) {
-            return fail(cx, c, Failure::ResponseBody(e));
+            return Err(Stop::Fail(Failure::ResponseBody(e)));
         }
     }
-    let written = match crate::sys::retry(|| c.stream.write(data)) {
+    let written = match crate::sys::retry(|| io.stream.write(data)) {
         Ok(w) => w,
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-        Err(_) => return Err(client::lost_answer(c)),
+        Err(_) => {
+            client::lost_answer(Some(ex));
+            return Err(Stop::Close);
+        }
     };
     if written < n {
-        c.wr = false;
-        c.out.extend_from_slice(&data[written..]);
+        io.wr = false;
+        io.out.extend_from_slice(&data[written..]);
     }
-    if ex.reading.done() {
-        complete(cx, c);
+    if w.reading.done() {
+        return Err(Stop::Delivered);
     }
     Ok(true)
 }
 
 /// The function closed its side and everything it sent has been used.
-pub(super) fn function_closed(cx: &mut Cx, c: &mut Client) -> Flow {
-    let ex = c.ex.as_mut().expect("a request is being forwarded");
-    let read_error = ex.fn_error.take();
-    if !ex.reading.started() {
+fn function_closed(ex: &mut Exchange, w: &mut Wire, resent: bool) -> Part {
+    let read_error = w.fn_error.take();
+    if !w.reading.started() {
         if !ex.fn_in.is_empty() {
-            return fail(cx, c, Failure::ResponseHead(HttpError::UnexpectedEof));
+            return Part::Done(Stop::Fail(Failure::ResponseHead(HttpError::UnexpectedEof)));
         }
         // Nothing of an answer: did the request get there at all?
-        let write_error = match std::mem::replace(&mut ex.writing, Writing::Done) {
+        let write_error = match std::mem::replace(&mut w.writing, Writing::Done) {
             Writing::Failed(e) => Some(e),
             other => {
-                ex.writing = other;
+                w.writing = other;
                 None
             }
         };
@@ -451,69 +509,41 @@ pub(super) fn function_closed(cx: &mut Cx, c: &mut Client) -> Flow {
             Failure::SendHead(e) | Failure::ResponseHead(HttpError::Read(e)) => undelivered(e),
             _ => false,
         };
-        if unread && ex.resendable() {
-            return resend(cx, c, failure);
+        if unread && resendable(ex, w, resent) {
+            return Part::Resend(failure);
         }
-        return fail(cx, c, failure);
+        return Part::Done(Stop::Fail(failure));
     }
-    let at_eof = match &mut ex.reading {
+    let at_eof = match &mut w.reading {
         Reading::Body { decoder, .. } => decoder.at_eof(),
         Reading::Head => Err(HttpError::UnexpectedEof),
     };
-    match (at_eof, read_error) {
-        (Ok(()), _) => {
-            complete(cx, c);
-            Ok(true)
-        }
-        (Err(_), Some(e)) => fail(cx, c, Failure::ResponseBody(HttpError::Read(e))),
-        (Err(e), None) => fail(cx, c, Failure::ResponseBody(e)),
-    }
+    Part::Done(match (at_eof, read_error) {
+        (Ok(()), _) => Stop::Delivered,
+        (Err(_), Some(e)) => Stop::Fail(Failure::ResponseBody(HttpError::Read(e))),
+        (Err(e), None) => Stop::Fail(Failure::ResponseBody(e)),
+    })
 }
 
 /// Uses what the function sent: its head, then its body into the client's output.
-pub(super) fn relay(cx: &mut Cx, c: &mut Client) -> Flow {
-    let ex = c.ex.as_mut().expect("a request is being forwarded");
-    if !ex.reading.started() {
-        if ex.fn_in.is_empty() {
-            return Ok(false);
-        }
-        let head_request = ex.head.method() == "HEAD";
-        let parsed = parse_response_head(
-            &ex.fn_in,
-            &RESPONSE_LIMITS,
-            head_request,
-            ex.upgrade,
-            &mut ex.resp,
-        );
-        return match parsed {
-            Ok(Some(n)) => {
-                ex.fn_in.drain(..n);
-                answer_head(cx, c);
-                Ok(true)
-            }
-            Ok(None) if ex.fn_in.len() > RESPONSE_LIMITS.max_header_bytes => {
-                fail(cx, c, Failure::ResponseHead(HttpError::HeadersTooLarge))
-            }
-            Ok(None) => Ok(false),
-            Err(e) => fail(cx, c, Failure::ResponseHead(e)),
-        };
-    }
-    let Reading::Body { decoder, encoder } = &mut ex.reading else {
-        return Ok(false);
+fn relay(cx: &mut Cx, io: &mut Io, ex: &mut Exchange, w: &mut Wire) -> Result<bool, Stop> {
+    let (decoder, encoder) = match &mut w.reading {
+        Reading::Body { decoder, encoder } => (decoder, encoder),
+        Reading::Head => return relay_head(cx, io, ex, w),
     };
     let mut used = 0;
     let mut progress = false;
-    while !decoder.is_done() && (c.out.len() - c.opos) < BUF {
+    while !decoder.is_done() && io.unsent() < BUF {
         let input = &ex.fn_in[used..];
-        let room = BUF - (c.out.len() - c.opos);
+        let room = BUF - io.unsent();
         let step = match decoder.step(input, room) {
             Ok(s) => s,
             Err(e) => {
                 ex.fn_in.drain(..used);
-                return fail(cx, c, Failure::ResponseBody(e));
+                return Err(Stop::Fail(Failure::ResponseBody(e)));
             }
         };
-        encoder.data(&input[step.data.clone()], &mut c.out);
+        encoder.data(&input[step.data.clone()], &mut io.out);
         used += step.consumed;
         if step.is_stalled() {
             break;
@@ -521,23 +551,51 @@ pub(super) fn relay(cx: &mut Cx, c: &mut Client) -> Flow {
         progress = true;
     }
     ex.fn_in.drain(..used);
-    if ex.reading.done() {
-        complete(cx, c);
-        return Ok(true);
+    if w.reading.done() {
+        return Err(Stop::Delivered);
     }
     Ok(progress)
+}
+
+/// Parses the function's answer head, once it is all there.
+fn relay_head(cx: &mut Cx, io: &mut Io, ex: &mut Exchange, w: &mut Wire) -> Result<bool, Stop> {
+    if ex.fn_in.is_empty() {
+        return Ok(false);
+    }
+    let head_request = ex.head.method() == "HEAD";
+    let parsed = parse_response_head(
+        &ex.fn_in,
+        &RESPONSE_LIMITS,
+        head_request,
+        ex.upgrade,
+        &mut ex.resp,
+    );
+    match parsed {
+        Ok(Some(n)) => {
+            ex.fn_in.drain(..n);
+            match answer_head(cx, io, ex, w) {
+                true => Err(Stop::Upgrade),
+                false => Ok(true),
+            }
+        }
+        Ok(None) if ex.fn_in.len() > RESPONSE_LIMITS.max_header_bytes => Err(Stop::Fail(
+            Failure::ResponseHead(HttpError::HeadersTooLarge),
+        )),
+        Ok(None) => Ok(false),
+        Err(e) => Err(Stop::Fail(Failure::ResponseHead(e))),
+    }
 }
 
 /// The function's head is in `ex.resp`: what the exchange counts as, and the head for the
 /// client (docs/reference.md §4: hop-by-hop fields dropped, `x-fc-request-id` added; a Content-Length
 /// answer keeps it, a chunked or close-delimited one goes out chunked to an HTTP/1.1 client
-/// and close-delimited to an HTTP/1.0 one).
-pub(super) fn answer_head(cx: &mut Cx, c: &mut Client) {
+/// and close-delimited to an HTTP/1.0 one). True for `101 Switching Protocols`: the
+/// connection is upgraded.
+fn answer_head(cx: &mut Cx, io: &mut Io, ex: &mut Exchange, w: &mut Wire) -> bool {
     let p = cx.p;
-    let ex = c.ex.as_mut().expect("a request is being forwarded");
     let resp = &ex.resp;
     // Until its codecs are known (and for ever after `101`): bytes as they are.
-    ex.reading = Reading::Body {
+    w.reading = Reading::Body {
         decoder: Decoder::passthrough(),
         encoder: Encoder::Raw,
     };
@@ -561,16 +619,15 @@ pub(super) fn answer_head(cx: &mut Cx, c: &mut Client) {
             ("Upgrade", upgrade),
         ];
         write_response_head(&mut cx.bufs.answer, resp, &extra, BodyFraming::None);
-        c.out.extend_from_slice(&cx.bufs.answer);
+        io.out.extend_from_slice(&cx.bufs.answer);
         // What the function sent after its head belongs to the new protocol.
-        c.out.extend_from_slice(&ex.fn_in);
+        io.out.extend_from_slice(&ex.fn_in);
         // A long-lived upgraded connection keeps no buffer it does not use.
         for buf in [&mut ex.fn_in, &mut ex.fn_head, &mut ex.fn_out, &mut ex.body] {
             *buf = Vec::new();
         }
         ex.resp = ResponseHead::default();
-        c.phase = Phase::Upgraded;
-        return;
+        return true;
     }
     let client_11 = ex.head.version_minor >= 1;
     // A request body not read to its end leaves the connection unusable.
@@ -584,7 +641,7 @@ pub(super) fn answer_head(cx: &mut Cx, c: &mut Client) {
             BodyFraming::UntilClose
         }
     };
-    ex.reading = Reading::Body {
+    w.reading = Reading::Body {
         decoder: Decoder::new(resp.framing, u64::MAX).unwrap_or_else(|_| Decoder::passthrough()),
         encoder: match framing {
             BodyFraming::Chunked => Encoder::Chunked,
@@ -603,148 +660,117 @@ pub(super) fn answer_head(cx: &mut Cx, c: &mut Client) {
         }
         None => write_response_head(&mut cx.bufs.answer, resp, &[id], framing),
     }
-    c.out.extend_from_slice(&cx.bufs.answer);
-    c.close_after |= !keep_alive;
+    io.out.extend_from_slice(&cx.bufs.answer);
+    io.close_after |= !keep_alive;
+    false
 }
 
-/// The function's answer is complete (and at most a buffer of it is still to be delivered):
-/// its slot and its connection are released now.
-pub(super) fn complete(cx: &mut Cx, c: &mut Client) {
-    let ex = c.ex.as_mut().expect("a request is being forwarded");
-    if let Reading::Body { encoder, .. } = &ex.reading {
-        encoder.finish(&mut c.out);
+/// The forwarding phase after `101 Switching Protocols`: the slot and the in-flight count
+/// kept, the function connection relayed as it is.
+pub(super) fn upgraded(fw: Forwarding) -> Phase {
+    match fw.wire {
+        Some(w) => Phase::Upgraded(Upgraded {
+            held: fw.held,
+            f: w.f,
+            fn_eof: w.fn_eof,
+        }),
+        // An answer head comes only over a connection.
+        None => Phase::Deliver,
     }
-    let reusable = ex.resp.keep_alive
-        && ex.fn_in.is_empty()
-        && !ex.fn_eof
-        && matches!(ex.writing, Writing::Done);
-    if !ex.decoder.is_done() {
-        c.close_after = true;
-    }
-    let deadline = ex.deadline;
-    release(cx, ex, reusable);
-    // The invocation is over: what is left is fc-init's delivery.
-    finish::conclude(cx, ex);
-    client::enter_deliver(cx, c, deadline);
 }
 
 /// After `101 Switching Protocols`: the two connections relayed byte for byte until either
 /// side closes; then both are closed.
-pub(super) fn relay_upgraded(cx: &mut Cx, c: &mut Client) -> Flow {
+pub(super) fn relay_upgraded(cx: &mut Cx, io: &mut Io, up: &mut Upgraded) -> Step {
     let mut progress = false;
     loop {
         let mut moved = false;
-        let ex = c.ex.as_mut().expect("an upgraded exchange");
-        let f = ex.fnc.expect("connected");
-        let slot = cx.pool.slots.get(f).expect("a live function connection");
+        let slot = cx.pool.slot(up.f);
         // Client to function, from the client's input buffer.
-        if c.ipos < c.inbuf.len() && slot.wr {
-            match crate::sys::retry(|| slot.stream.write_parts(&c.inbuf[c.ipos..], &[])) {
+        if io.ipos < io.inbuf.len() && slot.wr {
+            match crate::sys::retry(|| slot.stream.write_parts(&io.inbuf[io.ipos..], &[])) {
                 Ok(n) => {
-                    c.ipos += n;
+                    io.ipos += n;
                     moved |= n > 0;
-                    if c.ipos == c.inbuf.len() {
-                        c.inbuf = Vec::new();
-                        c.ipos = 0;
+                    if io.ipos == io.inbuf.len() {
+                        io.inbuf = Vec::new();
+                        io.ipos = 0;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => slot.wr = false,
-                Err(_) => return Err(Gone),
+                Err(_) => return Step::Close,
             }
         }
         // Function to client, through the client's output buffer.
-        if slot.rd && !ex.fn_eof && (c.out.len() - c.opos) < BUF {
-            let want = (BUF - (c.out.len() - c.opos)).min(cx.bufs.read.len());
+        if slot.rd && !up.fn_eof && io.unsent() < BUF {
+            let want = (BUF - io.unsent()).min(cx.bufs.read.len());
             match crate::sys::retry(|| slot.stream.read(&mut cx.bufs.read[..want])) {
-                Ok(0) => ex.fn_eof = true,
+                Ok(0) => up.fn_eof = true,
                 Ok(n) => {
-                    c.out.extend_from_slice(&cx.bufs.read[..n]);
+                    io.out.extend_from_slice(&cx.bufs.read[..n]);
                     moved = true;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => slot.rd = false,
-                Err(_) => return Err(Gone),
+                Err(_) => return Step::Close,
             }
         }
-        if c.pending().is_empty() && c.rd && !c.eof {
-            moved |= client::read_client(cx, c, BUF)?;
+        if io.pending().is_empty() && io.rd && !io.eof {
+            match client::read_client(&mut cx.bufs.read, io, BUF) {
+                Ok(got) => moved |= got,
+                Err(client::Gone) => return Step::Close,
+            }
         }
-        let ex = c.ex.as_ref().expect("an upgraded exchange");
-        if (c.eof && c.pending().is_empty()) || (ex.fn_eof && (c.out.len() - c.opos) == 0) {
-            return Err(Gone);
+        if (io.eof && io.pending().is_empty()) || (up.fn_eof && io.unsent() == 0) {
+            return Step::Close;
         }
         progress |= moved;
         if !moved {
-            return Ok(progress);
+            return self::moved(progress);
         }
     }
 }
 
-/// A deadline of an admitted or forwarded request passed.
-pub(super) fn on_deadline(cx: &mut Cx, c: &mut Client) -> Flow {
-    let now = cx.now;
-    let ex = c.ex.as_mut().expect("an exchange has a request");
-    match c.phase {
-        Phase::Admit if ex.next_instance_of.is_some() && now < ex.admit_deadline => {
-            let old = ex.next_instance_of.as_ref().map(|n| n.0);
-            if cx.p.shared.phase_and_instance() == (Lifecycle::Ready, old.unwrap_or(0)) {
-                // The instance outlived the pause after a reset: it is alive, try it again.
-                ex.next_instance_of = None;
-            }
-            let deadline = ex.admit_deadline;
-            client::set_deadline(cx, c, deadline);
-            Ok(true)
-        }
-        Phase::Admit if now < ex.admit_deadline => {
-            // An earlier wake-up (a retry): the admission's own deadline is next.
-            let deadline = ex.admit_deadline;
-            client::set_deadline(cx, c, deadline);
-            Ok(true)
-        }
-        Phase::Admit => {
-            if let Some(queued) = ex.slot.take_queued() {
-                // A slot handed over just now still counts; else the wait is over.
-                match queued.take() {
-                    Some(Ok(permit)) => ex.slot = Slot::Held(permit),
-                    Some(Err(_)) => return admit(cx, c),
-                    None => return fail(cx, c, Failure::QueueTimeout),
-                }
-            }
-            if let Some((_, failure)) = ex.next_instance_of.take() {
-                return fail(cx, c, failure);
-            }
-            match decide(&cx.p.shared.snapshot()) {
-                Readiness::Refuse(f) => fail(cx, c, f),
-                _ => admit(cx, c),
-            }
-        }
-        Phase::Forward | Phase::Upgraded if now < ex.deadline => {
-            // A retry's wake-up: the exchange's own deadline is next (the retry, if still
-            // due, sets its own again).
-            let deadline = ex.deadline;
-            client::set_deadline(cx, c, deadline);
-            Ok(true)
-        }
-        Phase::Forward if !ex.reading.started() => {
-            // The client's fault (408) only when everything it sent is with the function and
-            // more of its body is awaited; a function that has not taken what it was sent
-            // (the head, the buffered body, the streamed rest) did not read its request in
-            // time: 504 (docs/reference.md §12).
-            let waiting_for_client = !matches!(ex.writing, Writing::Failed(_))
-                && !ex.decoder.is_done()
-                && ex.fpos >= ex.fn_out.len()
-                && ex.hpos >= ex.fn_head.len()
-                && ex.bpos >= ex.body.len();
-            match waiting_for_client {
-                true => fail(cx, c, Failure::RequestBody(HttpError::Timeout)),
-                false => fail(cx, c, Failure::ResponseHead(HttpError::Timeout)),
-            }
-        }
-        // Cut mid-answer or mid-relay at function.timeout: both sides are closed.
-        _ if now >= ex.deadline => {
-            // Whatever the answer, the connection closes.
-            let _ = fail(cx, c, Failure::Timeout);
-            Err(Gone)
-        }
-        _ => Ok(true),
+/// A deadline of a forwarded request passed.
+pub(super) fn on_deadline(cx: &mut Cx, io: &mut Io, ex: &Exchange, fw: &Forwarding) -> Step {
+    if cx.now < fw.held.deadline {
+        // A retry's wake-up: the exchange's own deadline is next (the retry, if still due,
+        // sets its own again).
+        client::set_deadline(cx, io, fw.held.deadline);
+        return Step::Progress;
     }
+    if fw.answer_started() {
+        // Cut mid-answer at function.timeout: both sides are closed.
+        return Step::Fail(Failure::Timeout);
+    }
+    // The client's fault (408) only when everything it sent is with the function and more
+    // of its body is awaited; a function that has not taken what it was sent (the head, the
+    // buffered body, the streamed rest) did not read its request in time: 504
+    // (docs/reference.md §12).
+    let (hpos, bpos, fpos, failed) = match &fw.wire {
+        Some(w) => (
+            w.hpos,
+            w.bpos,
+            w.fpos,
+            matches!(w.writing, Writing::Failed(_)),
+        ),
+        None => (0, 0, 0, false),
+    };
+    let waiting_for_client = !failed
+        && !ex.decoder.is_done()
+        && fpos >= ex.fn_out.len()
+        && hpos >= ex.fn_head.len()
+        && bpos >= ex.body.len();
+    Step::Fail(match waiting_for_client {
+        true => Failure::RequestBody(HttpError::Timeout),
+        false => Failure::ResponseHead(HttpError::Timeout),
+    })
+}
+
+/// A deadline of an upgraded connection passed: at `function.timeout` both sides close.
+pub(super) fn upgraded_deadline(cx: &mut Cx, io: &mut Io, up: &Upgraded) -> Step {
+    if cx.now < up.held.deadline {
+        client::set_deadline(cx, io, up.held.deadline);
+        return Step::Progress;
+    }
+    Step::Fail(Failure::Timeout)
 }

@@ -30,45 +30,38 @@ pub(super) trait Transport {
     }
 }
 
-impl Transport for mio::net::TcpStream {
-    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        Read::read(&mut &*self, buf)
-    }
+/// `mio`'s TCP and unix streams read, write and shut down alike (through `&stream`, as
+/// `std`'s do): one body serves both; only the local address differs.
+macro_rules! socket_transport {
+    ($stream:ty, $local_addr:expr) => {
+        impl Transport for $stream {
+            fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+                Read::read(&mut &*self, buf)
+            }
 
-    fn write(&self, buf: &[u8]) -> io::Result<usize> {
-        Write::write(&mut &*self, buf)
-    }
+            fn write(&self, buf: &[u8]) -> io::Result<usize> {
+                Write::write(&mut &*self, buf)
+            }
 
-    fn write_parts(&self, a: &[u8], b: &[u8]) -> io::Result<usize> {
-        Write::write_vectored(&mut &*self, &[IoSlice::new(a), IoSlice::new(b)])
-    }
+            fn write_parts(&self, a: &[u8], b: &[u8]) -> io::Result<usize> {
+                Write::write_vectored(&mut &*self, &[IoSlice::new(a), IoSlice::new(b)])
+            }
 
-    fn shutdown_write(&self) -> io::Result<()> {
-        self.shutdown(std::net::Shutdown::Write)
-    }
+            fn shutdown_write(&self) -> io::Result<()> {
+                self.shutdown(std::net::Shutdown::Write)
+            }
 
-    fn local_addr(&self) -> Option<SocketAddr> {
-        mio::net::TcpStream::local_addr(self).ok()
-    }
+            fn local_addr(&self) -> Option<SocketAddr> {
+                let local_addr: fn(&$stream) -> Option<SocketAddr> = $local_addr;
+                local_addr(self)
+            }
+        }
+    };
 }
 
-impl Transport for mio::net::UnixStream {
-    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        Read::read(&mut &*self, buf)
-    }
-
-    fn write(&self, buf: &[u8]) -> io::Result<usize> {
-        Write::write(&mut &*self, buf)
-    }
-
-    fn write_parts(&self, a: &[u8], b: &[u8]) -> io::Result<usize> {
-        Write::write_vectored(&mut &*self, &[IoSlice::new(a), IoSlice::new(b)])
-    }
-
-    fn shutdown_write(&self) -> io::Result<()> {
-        self.shutdown(std::net::Shutdown::Write)
-    }
-}
+socket_transport!(mio::net::TcpStream, |s| s.local_addr().ok());
+// A function connection: its local address is never asked for.
+socket_transport!(mio::net::UnixStream, |_| None);
 
 /// Makes connections to the function.
 pub(super) trait Connector {

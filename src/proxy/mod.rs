@@ -15,12 +15,22 @@
 //! every way it can fail ends in one of fc-init's own answers ([`errors`]) or, once the
 //! function's answer has started, in closing the client connection ([`finish`]).
 //!
+//! A connection's state is one value, in hyper's shape: its [`client::Phase`], each variant
+//! owning what only that phase needs (the admission's wait and slot, what admission gave —
+//! in-flight count, slot, deadline — and the function connection's `Wire` with its
+//! `Writing` and `Reading`), so that no request can be forwarded without its slot or wait
+//! for a slot while holding one; the request itself ([`exchange::Exchange`]: its id, kind,
+//! body and outcome) across every phase; and its I/O ([`client::Io`]). Each step of a phase
+//! returns what happened ([`client::Step`]: progress, wait, the next phase, the answer
+//! complete, a failure, a close), and [`conn`] alone acts on it: no step changes its
+//! caller's phase.
+//!
 //! The rooms, lowest first (each imports only rooms above it in this list): [`io`] (the
 //! streams of both sides behind a trait: the seam the exchange tests drive), [`slab`],
 //! [`kind`], [`limiter`], [`lines`], [`budget`], [`errors`], [`shared`] (the one `Proxy` value and its
-//! guards), [`exchange`] (one request as one value), [`cx`] (a loop's context and mailbox),
-//! [`client`] (a client connection's state and I/O), [`finish`], [`admission`], [`forward`],
-//! [`conn`], [`event_loop`], [`listener`].
+//! guards), [`exchange`] (one request, and the phases' own data), [`cx`] (a loop's context
+//! and mailbox), [`client`] (a client connection's phase, I/O and step results), [`finish`],
+//! [`admission`], [`forward`], [`conn`], [`event_loop`], [`listener`].
 //!
 //! Shutdown: the supervisor's `Notice::Stopping` (a `state::Watcher`) stops the accept loop,
 //! sends queued requests away (`InstanceStopping`) and makes later requests on open

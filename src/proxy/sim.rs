@@ -248,7 +248,7 @@ impl Sim {
             token,
             deadline,
         );
-        client::set_deadline(&mut cx, &mut client, deadline);
+        client::set_deadline(&mut cx, &mut client.io, deadline);
         Sim {
             p,
             cx,
@@ -274,7 +274,7 @@ impl Sim {
     pub fn client_eof(&mut self) {
         self.c_script.borrow_mut().eof = true;
         if let Some(c) = self.client.as_mut() {
-            c.hup = true;
+            c.io.hup = true;
         }
         self.client_ready();
         self.drive();
@@ -296,8 +296,8 @@ impl Sim {
 
     fn client_ready(&mut self) {
         if let Some(c) = self.client.as_mut() {
-            c.rd = true;
-            c.wr = true;
+            c.io.rd = true;
+            c.io.wr = true;
         }
     }
 
@@ -362,6 +362,13 @@ impl Sim {
         self.drive();
     }
 
+    /// Function connection `i` is reset by the function (reads and writes fail).
+    pub fn fn_reset(&mut self, i: usize) {
+        self.function(i).borrow_mut().reset = true;
+        self.fns_ready();
+        self.drive();
+    }
+
     /// New function connections take at most `n` bytes (`None`: any).
     pub fn functions_take(&mut self, n: Option<usize>) {
         *self.fn_room.borrow_mut() = n;
@@ -400,15 +407,13 @@ impl Sim {
             again |= changed || !mail.is_empty();
             if changed {
                 self.cx.status_waiters.clear();
-                if let Some(ex) = self.client.as_mut().and_then(|c| c.ex.as_mut()) {
-                    ex.waiting_status = false;
+                if let Some(c) = self.client.as_mut() {
+                    c.status_changed();
                 }
             }
             for m in mail {
-                if let (Mail::Budget(_), Some(ex)) =
-                    (&m, self.client.as_mut().and_then(|c| c.ex.as_mut()))
-                {
-                    ex.budget_queued = false;
+                if let (Mail::Budget(_), Some(c)) = (&m, self.client.as_mut()) {
+                    c.budget_back();
                 }
             }
             self.flush_log();
@@ -436,7 +441,7 @@ impl Sim {
         let due = self
             .client
             .as_ref()
-            .is_some_and(|c| c.deadline <= self.cx.now);
+            .is_some_and(|c| c.io.deadline <= self.cx.now);
         if due {
             let Some(c) = self.client.as_mut() else {
                 return;

@@ -3,5 +3,6 @@
 
 mod exchanges;
 mod failures;
+mod resends;
 
 use super::sim::{get, ok, Sim};
