@@ -684,6 +684,23 @@ fn the_reference_s_acl_is_enough_and_an_undeliverable_terminate_leaves_the_event
     let acl = reference_acl("fleetpw");
     let args: Vec<&str> = acl.iter().map(String::as_str).collect();
     node.query(&args);
+    // Without the command the scripts publish with (SPUBLISH), fc-init refuses to start
+    // (exit 2), rather than lose terminates' words at run time. (HELLO, the subscriber's, is
+    // every user's.)
+    for missing in ["+spublish"] {
+        let mut lacking = reference_acl("lackpw");
+        lacking[2] = "fc-lacking".into();
+        lacking.retain(|w| w != missing);
+        let args: Vec<&str> = lacking.iter().map(String::as_str).collect();
+        node.query(&args);
+        let url = format!("redis://fc-lacking:lackpw@127.0.0.1:{}/0", node.port);
+        let (_dir, cfg, _fx) = config("acl-lacking", &url, "acl", "");
+        let (code, out, err) = fc_init(Mode::Subreaper)
+            .args(["-c", cfg.to_str().unwrap()])
+            .output();
+        assert_eq!(code, 2, "without {missing}: {out}{err}");
+        node.query(&["ACL", "DELUSER", "fc-lacking"]);
+    }
     let url = format!("redis://fc-init:fleetpw@127.0.0.1:{}/0", node.port);
     let a = Instance::start("acl-a", &url, "acl", "");
     let b = Instance::start("acl-b", &url, "acl", "");

@@ -241,18 +241,17 @@ impl Redis {
         let mut link = inner.link("start");
         let ctl = format!("{}ctl:{}", inner.prefix, inner.me);
         let inv = inner.invocation(&scripts().counts, now_ms());
+        // A command the server does not have (an older Redis), not one the user may not run.
+        let unknown = |e: &redis::RedisError| {
+            e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError)
+                && !link::is_auth_error(e)
+        };
         let probe = link.call("start-up check", |c| {
             inv.invoke::<Value>(c)?;
             inner.ensure_group(c)?;
             // What the scripts publish with: SPUBLISH, or PUBLISH before Redis 7.
             match redis::cmd("SPUBLISH").arg(&ctl).arg("").query::<i64>(c) {
-                Err(e)
-                    if e.kind()
-                        == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError)
-                        && !link::is_auth_error(&e) =>
-                {
-                    redis::cmd("PUBLISH").arg(&ctl).arg("").query::<i64>(c)?
-                }
+                Err(e) if unknown(&e) => redis::cmd("PUBLISH").arg(&ctl).arg("").query(c)?,
                 other => other?,
             };
             Ok(())
