@@ -72,7 +72,8 @@ pub struct Link {
     /// Set after a failure: no new connection attempt before this instant.
     /// The backoff state, shared by every link to the same server.
     reach: Arc<std::sync::Mutex<Reach>>,
-    /// When the current connection was made (the fleet's takeover grace counts from it).
+    /// When the current connection was made, or last answered after a stall (the fleet's
+    /// takeover grace counts from it).
     connected_since: Option<Instant>,
     /// What the link serves, for diagnostics.
     what: &'static str,
@@ -139,6 +140,7 @@ impl Link {
             return Err(e);
         }
         let kept = self.conn.is_some();
+        let began = Instant::now();
         let result = match self.attempt(blocks, &mut f) {
             Err(e) if kept && e.is_connection_dropped() => {
                 self.conn = None;
@@ -153,6 +155,12 @@ impl Link {
         };
         match result {
             Ok(v) => {
+                if began.elapsed() > REPLY_TIMEOUT + blocks {
+                    // An answer after a stall: the crate's cluster client retried a node that
+                    // did not answer and found the slot elsewhere. As good as a reconnect for
+                    // the takeover grace: others may have been held up as long.
+                    self.connected_since = Some(Instant::now());
+                }
                 self.answered();
                 Ok(v)
             }
@@ -195,7 +203,7 @@ impl Link {
         self.conn.is_some()
     }
 
-    /// How long the current connection has been up.
+    /// How long the current connection has been up (and answering without a stall).
     pub fn up_for(&self) -> Option<Duration> {
         self.connected_since.map(|t| t.elapsed())
     }

@@ -45,9 +45,12 @@
 //!   to the queue without using a retry (docs/reference.md §10), as a new delivery. A SIGKILLed
 //!   instance's events are running elsewhere about 5 s later (the heartbeat's TTL), not 30 s:
 //!   the heartbeat is the fast path, the lease the backstop. An instance takes nothing over
-//!   until it has been connected for [`TAKEOVER_GRACE`] — longer than the reconnect backoff
-//!   ([`link::BACKOFF_MAX`]) plus a renewal — so that after an outage of Redis itself, every
-//!   live instance has renewed its heartbeat before anyone judges it dead.
+//!   until its link has answered without a stall for [`TAKEOVER_GRACE`] — longer than a live
+//!   instance's renewal can be held up after an outage of Redis itself (a call to a frozen
+//!   node, the reconnect backoff, a renewal period) — so that every live instance has
+//!   renewed its heartbeat before anyone judges it dead (the bug: after a cluster master
+//!   froze, an instance took over a live one's running event as soon as it reconnected, and
+//!   the event ran twice).
 //! - **Terminate.** A QUEUED event is aborted inside the script (its entry deleted, so no
 //!   worker can start it). For a RUNNING one the script records `term` on the event and
 //!   publishes `forced|graceful <id>` on the owner's control channel; the owner kills or
@@ -154,8 +157,11 @@ use scripts::{array, bytes, event, num, scripts, text, EVENT_ITEMS};
 pub const LEASE: Duration = Duration::from_secs(30);
 /// An instance's heartbeat lives this long without renewal.
 const HEARTBEAT_TTL: Duration = Duration::from_secs(5);
-/// How long an instance must have been connected before it takes anything over.
-const TAKEOVER_GRACE: Duration = Duration::from_secs(5);
+/// How long an instance's link must have answered without a stall before it takes anything
+/// over: a live instance's housekeeping may be held up that long after an outage by one call
+/// to a frozen node (a cluster tries it three times: 3 × (0.5 s + 2 s)), the reconnect
+/// backoff ([`link::BACKOFF_MAX`]) and a renewal period, 10.5 s in all.
+const TAKEOVER_GRACE: Duration = Duration::from_secs(12);
 /// The consumer group of a queue's stream.
 const GROUP: &str = "workers";
 /// The longest a claim blocks on the server before the worker looks at its phase again.
