@@ -381,6 +381,10 @@ fn failover_mid_burst<T>(
         stop.store(true, Ordering::Release);
     });
     let first = first_ack_after(&answers, recovered).unwrap();
+    eprintln!(
+        "{what}: served again {:.1} s after the new master",
+        first - recovered
+    );
     assert!(
         first - recovered <= 5.0,
         "{what}: served again {:.1} s after the new master",
