@@ -31,7 +31,7 @@ FROM debian:bookworm-slim
 ARG FEATURES
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 \
-    $(case "$FEATURES" in *redis-tls*) echo ca-certificates ;; esac) \
+    $(case "$FEATURES" in *tls*) echo ca-certificates ;; esac) \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /usr/local/bin/fc-init /usr/local/bin/fc-init
 COPY examples/python /opt/function

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 seconds=${1:-30}
-targets=(request_head response_head chunked config redis_url admin_query exchange h2_frames)
+targets=(request_head response_head chunked config redis_url admin_query exchange h2_frames h2_conn)
 
 cargo +nightly fuzz build
 logs=$(mktemp -d)

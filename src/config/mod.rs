@@ -247,6 +247,9 @@ pub struct ServerConfig {
     pub busy_poll: Duration,
     /// What all connections' buffered request bodies may take together (across the loops).
     pub body_buffer_total: u64,
+    /// `server.http2 = "on"`: a connection opening with the HTTP/2 preface is relayed as h2c
+    /// (docs/reference.md §14).
+    pub http2: bool,
 }
 
 /// What a lifecycle hook does: an HTTP request to the function, or a command fc-init runs.

@@ -95,6 +95,7 @@ pub(super) fn to_toml(c: &Config) -> String {
     out.key("idle_timeout", duration(s.idle_timeout));
     out.key("busy_poll", duration(s.busy_poll));
     out.key("body_buffer_total", size(s.body_buffer_total));
+    out.key("http2", quote(if s.http2 { "on" } else { "off" }));
 
     match &c.initializer {
         Some(init) => {

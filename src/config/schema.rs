@@ -136,6 +136,7 @@ pub(super) const FORMAT_CHOICES: &[&str] = &["text", "json"];
 pub(super) const PLATFORM_CHOICES: &[&str] = &["auto", "fc", "none"];
 pub(super) const BACKEND_CHOICES: &[&str] = &["sqlite", "redis"];
 pub(super) const FORWARD_TO_CHOICES: &[&str] = &["process", "group"];
+pub(super) const HTTP2_CHOICES: &[&str] = &["on", "off"];
 
 /// Every key, in the contract's order (the sample file follows it; a test checks that).
 pub(super) const SCHEMA: &[KeySpec] = &[
@@ -171,6 +172,7 @@ pub(super) const SCHEMA: &[KeySpec] = &[
         },
     ),
     key("server", "body_buffer_total", Kind::Size { min: 0 }),
+    key("server", "http2", Kind::Choice(HTTP2_CHOICES)),
     key("initializer", "path", Kind::HookPath),
     key("initializer", "command", Kind::Args { nonempty: true }),
     key(

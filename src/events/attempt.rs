@@ -63,6 +63,21 @@ impl Sender {
         req: &StoredRequest,
         kept: &mut Option<Listener>,
     ) -> (Attempt, Option<StoredAnswer>) {
+        let (attempt, answer, _) = self.send_streaming(id, req, kept, &mut |_| None);
+        (attempt, answer)
+    }
+
+    /// [`Sender::send`], where `on_head` sees the answer's head as soon as it has come
+    /// (fc-init's own answers included) and may return where its body goes as well, as it
+    /// comes: a handoff's client (docs/reference.md §10). A failed write there stops only that.
+    /// Also whether an answer came and its body was read to its end.
+    pub fn send_streaming<'w>(
+        &self,
+        id: &str,
+        req: &StoredRequest,
+        kept: &mut Option<Listener>,
+        on_head: &mut dyn FnMut(&http::ResponseHead) -> Option<Box<dyn Write + 'w>>,
+    ) -> (Attempt, Option<StoredAnswer>, bool) {
         // The listener waits up to function.timeout for initialization and again for the
         // answer; the margin covers the queue.
         let deadline = Instant::now() + self.function_timeout * 2 + Duration::from_secs(10);
@@ -94,7 +109,7 @@ impl Sender {
                 Some(c) => c,
                 None => match self.connect() {
                     Ok(c) => c,
-                    Err(message) => return (failed(message), None),
+                    Err(message) => return (failed(message), None, false),
                 },
             };
             conn.set_deadline(Some(deadline));
@@ -128,6 +143,7 @@ impl Sender {
                     return (
                         failed(format!("sending the event through the listener: {e}")),
                         None,
+                        false,
                     )
                 }
             }
@@ -142,6 +158,7 @@ impl Sender {
             kept: &mut body,
             keep,
             seen: 0,
+            also: on_head(&response),
         };
         let copied = http::copy_body(
             &mut conn,
@@ -158,16 +175,7 @@ impl Sender {
             let limit = usize::try_from(self.max_result).unwrap_or(usize::MAX);
             StoredAnswer {
                 status: response.status,
-                headers: response
-                    .headers
-                    .iter()
-                    .filter(|f| {
-                        !f.hop_by_hop
-                            && !f.name.eq_ignore_ascii_case("content-length")
-                            && !f.name.eq_ignore_ascii_case("transfer-encoding")
-                    })
-                    .map(|f| (f.name.to_owned(), f.value.to_vec()))
-                    .collect(),
+                headers: end_to_end(&response),
                 body: body[..body.len().min(limit)].to_vec(),
                 truncated: seen > limit as u64,
             }
@@ -189,7 +197,7 @@ impl Sender {
             || (event_invocation && (!(200..300).contains(&status) || fc_404))
             || (!event_invocation && status >= 500);
         if !failed {
-            return (Attempt::Succeeded { status }, answer);
+            return (Attempt::Succeeded { status }, answer, copied.is_ok());
         }
         let mut message =
             String::from_utf8_lossy(&body[..body.len().min(MAX_ERROR_MESSAGE)]).into_owned();
@@ -201,7 +209,7 @@ impl Sender {
             error_type: own_error.unwrap_or_else(|| "FunctionError".into()),
             message,
         };
-        (attempt, answer)
+        (attempt, answer, copied.is_ok())
     }
 
     /// A new connection to fc-init's own listener.
@@ -216,18 +224,39 @@ impl Sender {
     }
 }
 
-/// Keeps the first `keep` bytes written, discards the rest, and counts them all.
-struct LimitedSink<'a> {
+/// The fields of an answer that belong to it, not to its framing or its connection.
+pub fn end_to_end(response: &http::ResponseHead) -> Vec<(String, Vec<u8>)> {
+    response
+        .headers
+        .iter()
+        .filter(|f| {
+            !f.hop_by_hop
+                && !f.name.eq_ignore_ascii_case("content-length")
+                && !f.name.eq_ignore_ascii_case("transfer-encoding")
+        })
+        .map(|f| (f.name.to_owned(), f.value.to_vec()))
+        .collect()
+}
+
+/// Keeps the first `keep` bytes written, discards the rest, and counts them all; writes them
+/// all to `also` too while it takes them.
+struct LimitedSink<'a, 'w> {
     kept: &'a mut Vec<u8>,
     keep: usize,
     seen: u64,
+    also: Option<Box<dyn Write + 'w>>,
 }
 
-impl Write for LimitedSink<'_> {
+impl Write for LimitedSink<'_, '_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let room = self.keep.saturating_sub(self.kept.len());
         self.kept.extend_from_slice(&buf[..buf.len().min(room)]);
         self.seen += buf.len() as u64;
+        if let Some(also) = self.also.as_mut() {
+            if also.write_all(buf).is_err() {
+                self.also = None;
+            }
+        }
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {

@@ -118,6 +118,11 @@ pub trait Backend: Send + Sync {
     /// Queues `event`; `completion` gets the result once it is durable or has failed. Must
     /// not block; `completion` runs on a store thread and must not block either.
     fn submit_async(&self, event: NewEvent, completion: Completion);
+    /// The handoff (docs/reference.md §10): stores `event` (its `claimed_at` set) RUNNING and
+    /// held by the caller, in one write (blocking), so that if this instance dies the event
+    /// runs again like any other. `Ok(Err(existing))` when the id is stored already (nothing
+    /// was stored, nothing runs).
+    fn hand_off(&self, event: NewEvent) -> Result<Result<Claimed, Box<Event>>, StoreError>;
     /// A claimer for one worker.
     fn claimer(&self) -> Box<dyn Claimer>;
     /// Ends a held attempt; `None` when the attempt is no longer the event's (terminated,
@@ -247,6 +252,14 @@ impl Backend for Sqlite {
 
     fn submit_async(&self, event: NewEvent, completion: Completion) {
         self.store.submit_async(event, completion)
+    }
+
+    fn hand_off(&self, event: NewEvent) -> Result<Result<Claimed, Box<Event>>, StoreError> {
+        let claimed = Claimed::of_handoff(&event, String::new());
+        Ok(match self.store.submit(event)? {
+            Submitted::Created => Ok(claimed),
+            Submitted::AlreadyExists(existing) => Err(existing),
+        })
     }
 
     fn claimer(&self) -> Box<dyn Claimer> {

@@ -22,25 +22,46 @@ const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// How long one try may take, connect to answer.
 pub const TRY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A destination: `http://HOST[:PORT][/PATH]`.
+/// A destination: `http://HOST[:PORT][/PATH]`, or `https://...` with the `tls` build.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Url {
     pub host: String,
     pub port: u16,
     /// Path and query, `/` at least.
     pub path: String,
+    /// `https://`.
+    pub tls: bool,
 }
 
-/// Parses a destination URL; `https://` needs a TLS client this build does not have.
+impl Url {
+    /// The `Host` field: the host, with its port when it is not the scheme's own.
+    pub fn authority(&self) -> String {
+        let host = match self.host.contains(':') {
+            true => format!("[{}]", self.host),
+            false => self.host.clone(),
+        };
+        match (self.tls, self.port) {
+            (false, 80) | (true, 443) => host,
+            (_, port) => format!("{host}:{port}"),
+        }
+    }
+}
+
+/// Whether this build speaks `https://` to destinations (the `tls` feature).
+const TLS_BUILT: bool = cfg!(feature = "tls");
+
+/// Parses a destination URL; `https://` needs the `tls` build.
 pub fn parse_url(s: &str) -> Result<Url, String> {
-    let rest = match s.strip_prefix("http://") {
-        Some(rest) => rest,
-        None if s.starts_with("https://") => {
+    let (rest, tls) = match (s.strip_prefix("http://"), s.strip_prefix("https://")) {
+        (Some(rest), _) => (rest, false),
+        (_, Some(rest)) if TLS_BUILT => (rest, true),
+        (_, Some(_)) => {
             return Err(format!(
-                "{s:?}: https:// destinations are not supported by this build; use http://"
+                "{s:?}: https:// destinations need a build with TLS \
+                 (cargo build --features tls); use http://"
             ))
         }
-        None => {
+        _ => {
             return Err(format!(
                 "{s:?} is not a URL such as \"http://HOST:PORT/PATH\""
             ))
@@ -67,7 +88,7 @@ pub fn parse_url(s: &str) -> Result<Url, String> {
                 .ok_or_else(|| format!("{s:?}: {port:?} is not a port"))?;
             (host, port)
         }
-        _ => (authority, 80),
+        _ => (authority, if tls { 443 } else { 80 }),
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
@@ -77,6 +98,7 @@ pub fn parse_url(s: &str) -> Result<Url, String> {
         host: host.to_owned(),
         port,
         path: path.to_owned(),
+        tls,
     })
 }
 
@@ -184,17 +206,21 @@ pub fn post(url: &str, body: &str) -> Result<bool, String> {
         .map_err(|e| format!("resolving {}: {e}", parsed.host))?
         .next()
         .ok_or_else(|| format!("{} has no address", parsed.host))?;
-    let mut conn = client::connect_tcp(addr, deadline).map_err(|e| e.to_string())?;
-    let answer = client::request(
-        &mut conn,
-        "POST",
-        &parsed.path,
-        &[("Content-Type", "application/json")],
-        body.as_bytes(),
-        deadline,
-    )
-    .map_err(|e| e.to_string())?;
-    Ok(answer.is_success())
+    let host = parsed.authority();
+    let headers = [("Content-Type", "application/json")];
+    let (path, body) = (parsed.path.as_str(), body.as_bytes());
+    let answer = match parsed.tls {
+        #[cfg(feature = "tls")]
+        true => {
+            let mut conn = super::tls::connect(&parsed.host, addr, deadline)?;
+            client::request_to(&mut conn, &host, "POST", path, &headers, body, deadline)
+        }
+        _ => {
+            let mut conn = client::connect_tcp(addr, deadline).map_err(|e| e.to_string())?;
+            client::request_to(&mut conn, &host, "POST", path, &headers, body, deadline)
+        }
+    };
+    Ok(answer.map_err(|e| e.to_string())?.is_success())
 }
 
 /// Standard base64 with padding (RFC 4648 section 4).
@@ -235,7 +261,22 @@ mod tests {
         assert_eq!((u.port, u.path.as_str()), (80, "/"));
         let u = parse_url("http://[::1]:81/x").unwrap();
         assert_eq!((u.host.as_str(), u.port), ("::1", 81));
-        assert!(parse_url("https://x/").unwrap_err().contains("https://"));
+        assert_eq!(u.authority(), "[::1]:81");
+        assert_eq!(parse_url("http://h:80/").unwrap().authority(), "h");
+        match TLS_BUILT {
+            true => {
+                let u = parse_url("https://h/x").unwrap();
+                assert_eq!((u.port, u.tls, u.authority().as_str()), (443, true, "h"));
+                assert_eq!(parse_url("https://h:8443/").unwrap().authority(), "h:8443");
+            }
+            false => {
+                let e = parse_url("https://x/").unwrap_err();
+                assert!(
+                    e.contains("https://") && e.contains("--features tls"),
+                    "{e}"
+                );
+            }
+        }
         for bad in [
             "ftp://x",
             "http://",

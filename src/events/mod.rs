@@ -13,8 +13,10 @@
 //! - [`destination`]: `[async.on_success]` / `[async.on_failure]` deliveries.
 //! - [`api`]: what the operator may ask of the events (the admin API's view).
 //! - [`attempt`]: one attempt of an event through fc-init's own listener.
+//! - [`handoff`]: the handoff of a synchronous request that asks `Prefer: respond-async`.
 //! - [`signal`]: wake-ups between the async threads.
 //! - [`time`]: wall-clock milliseconds and their RFC 3339 form.
+//! - `tls` (the `tls` feature): `https://` destinations.
 
 use crate::logging::Throttle;
 
@@ -23,6 +25,7 @@ pub mod attempt;
 pub mod backend;
 pub mod destination;
 pub mod error;
+pub mod handoff;
 pub mod model;
 pub mod redis;
 pub mod service;
@@ -30,6 +33,8 @@ pub mod signal;
 pub mod store;
 pub mod submission;
 pub mod time;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 /// One line a second, process-wide, for the store's trouble (a full disk, Redis gone): every
 /// worker and every Redis link meets the same outage at once, and one line says it.

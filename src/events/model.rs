@@ -103,6 +103,9 @@ pub struct NewEvent {
     pub qualifier: String,
     /// Runs no earlier than this (ms; `X-Fc-Async-Delay`); `None` when not delayed.
     pub not_before: Option<u64>,
+    /// The handoff (docs/reference.md §10): stored RUNNING, its first attempt started at this
+    /// time (ms) by the instance that stores it, never QUEUED.
+    pub claimed_at: Option<u64>,
 }
 
 /// The function's answer kept with an event (`async.max_result`), summarized in its JSON.
@@ -202,6 +205,29 @@ pub struct Claimed {
     /// of the attempt applies only while the token is still the event's. Empty on SQLite,
     /// where one process holds every attempt.
     pub lease: String,
+}
+
+impl Claimed {
+    /// The first attempt of a handoff (`e.claimed_at` set), as the store holds it once `e` is
+    /// stored: RUNNING, started at `claimed_at`, one attempt, no failure yet.
+    pub fn of_handoff(e: &NewEvent, lease: String) -> Claimed {
+        Claimed {
+            event: Event {
+                request_id: e.request_id.clone(),
+                status: Status::Running,
+                submit_time: e.submit_time,
+                start_time: Some(e.claimed_at.unwrap_or(e.submit_time)),
+                attempts: 1,
+                next_attempt_at: e.submit_time,
+                function_name: e.function_name.clone(),
+                qualifier: e.qualifier.clone(),
+                ..Event::default()
+            },
+            request: e.request.clone(),
+            failures: 0,
+            lease,
+        }
+    }
 }
 
 /// The result of a successful submission.

@@ -110,18 +110,20 @@ pub struct DeliveryCounts {
 
 /// The asynchronous side of one fc-init.
 pub struct AsyncService {
-    cfg: Arc<Config>,
-    store: Arc<dyn Backend>,
-    shared: Arc<Shared>,
+    pub(super) cfg: Arc<Config>,
+    pub(super) store: Arc<dyn Backend>,
+    pub(super) shared: Arc<Shared>,
     events: Events,
-    sender: Sender,
+    pub(super) sender: Sender,
     /// Bumped when an operator kills the instance: attempts that fail across a bump are
     /// retried without counting.
-    kills: AtomicU64,
+    pub(super) kills: AtomicU64,
     /// Events being terminated gracefully: they end ABORTED when their attempt ends.
-    graceful: Mutex<HashSet<String>>,
-    /// Events a worker of this instance is running now.
-    held: Mutex<HashSet<String>>,
+    pub(super) graceful: Mutex<HashSet<String>>,
+    /// Events a worker (or a handoff) of this instance is running now.
+    pub(super) held: Mutex<HashSet<String>>,
+    /// The handoffs' idle connections to the listener (docs/reference.md §10).
+    pub(super) handoff_conns: Mutex<Vec<Listener>>,
     /// A store write failed since the last reconcile.
     write_failed: AtomicBool,
     deliveries: DeliveryCounts,
@@ -169,6 +171,7 @@ impl AsyncService {
             kills: AtomicU64::new(0),
             graceful: Mutex::new(HashSet::new()),
             held: Mutex::new(HashSet::new()),
+            handoff_conns: Mutex::new(Vec::new()),
             write_failed: AtomicBool::new(false),
             deliveries: DeliveryCounts::default(),
         }))
@@ -290,6 +293,19 @@ impl AsyncService {
         let id = &claimed.event.request_id;
         let kills = self.kills.load(Ordering::Acquire);
         let (result, answer) = self.sender.send(id, &claimed.request, conn);
+        self.settle(claimed, result, answer, kills);
+    }
+
+    /// Records how an attempt of `claimed` ended (`kills`: [`AsyncService::kills`] when it
+    /// began): finished, retried, failed or aborted, as the rules of the module docs say.
+    pub(super) fn settle(
+        &self,
+        claimed: &Claimed,
+        result: Attempt,
+        answer: Option<StoredAnswer>,
+        kills: u64,
+    ) {
+        let id = &claimed.event.request_id;
         let now = now_ms();
         let graceful = lock(&self.graceful).remove(id);
         if graceful {
@@ -366,7 +382,11 @@ impl AsyncService {
     /// Writes a record of event `id` with `write`, again and again with backoff while the
     /// store fails, until it is written or fc-init stops (see the module docs). `None` when
     /// it was given up.
-    fn record<T>(&self, id: &str, mut write: impl FnMut() -> Result<T, StoreError>) -> Option<T> {
+    pub(super) fn record<T>(
+        &self,
+        id: &str,
+        mut write: impl FnMut() -> Result<T, StoreError>,
+    ) -> Option<T> {
         let mut delay = RECORD_BACKOFF;
         loop {
             match write() {
@@ -581,7 +601,7 @@ impl AsyncService {
     /// The event a submission stores: its function, its qualifier (the request's
     /// `x-fc-qualifier`, else `function.qualifier`) and, when it asked for a delay, when it
     /// may run (docs/reference.md §10).
-    fn new_event(&self, request_id: &str, request: StoredRequest) -> NewEvent {
+    pub(super) fn new_event(&self, request_id: &str, request: StoredRequest) -> NewEvent {
         let submit_time = now_ms();
         let delay = super::submission::stored_delay(&request.headers);
         NewEvent {
@@ -592,6 +612,7 @@ impl AsyncService {
                 .unwrap_or_else(|| self.cfg.function.qualifier.clone()),
             not_before: (delay > 0).then(|| submit_time + delay * 1000),
             request,
+            claimed_at: None,
         }
     }
 

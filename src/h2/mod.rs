@@ -58,7 +58,7 @@
 //!   `max_frame_size`, header blocks by `max_header_block`, tables by `max_table_size`,
 //!   streams by `max_streams`).
 //!
-//! What the shell around it does (the proxy, when h2c is wired in): sniff [`frame::PREFACE`]
+//! What the shell around it does (the proxy's `h2c` module): sniff [`frame::PREFACE`]
 //! on a new client connection; open the connection's own function connection; hand each
 //! side's bytes to `on_client_bytes`/`on_function_bytes` from a buffer of at least
 //! `max_frame_size + 9` bytes, keeping what was not consumed; write out `to_client` and

@@ -259,17 +259,32 @@ pub fn request<S: Read + Write + Timeouts>(
     body: &[u8],
     deadline: Instant,
 ) -> Result<ClientResponse, ClientError> {
-    if !is_token(method) || path.is_empty() || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+    request_to(conn, "localhost", method, path, headers, body, deadline)
+}
+
+/// [`request`] to a server reached by name: `Host: host` (a destination's authority).
+pub fn request_to<S: Read + Write + Timeouts>(
+    conn: &mut S,
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    deadline: Instant,
+) -> Result<ClientResponse, ClientError> {
+    let unfit = |s: &str| s.is_empty() || s.bytes().any(|b| b <= b' ' || b == 0x7f);
+    if !is_token(method) || unfit(path) || unfit(host) {
         return Err(ClientError::Io(io::Error::new(
             io::ErrorKind::InvalidInput,
-            "invalid method or path",
+            "invalid method, path or host",
         )));
     }
     let mut head = Vec::with_capacity(256);
     head.extend_from_slice(method.as_bytes());
     head.push(b' ');
     head.extend_from_slice(path.as_bytes());
-    head.extend_from_slice(b" HTTP/1.1\r\nHost: localhost\r\n");
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    push_field(&mut head, "Host", host);
     for (n, v) in headers {
         push_field(&mut head, n, v);
     }

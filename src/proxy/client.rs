@@ -16,6 +16,7 @@ use crate::metrics::Outcome;
 use super::cx::Cx;
 use super::errors::Failure;
 use super::exchange::{Admission, Exchange, Forwarding, Upgraded};
+use super::h2c::relay::Relay;
 use super::io::Transport;
 use super::shared::{OpenSlot, BUF};
 
@@ -38,6 +39,9 @@ pub(super) enum Phase {
     Upgraded(Upgraded),
     Deliver,
     Linger,
+    /// The connection opened with the HTTP/2 preface: an h2c relay from then on, with its
+    /// own function connection and streams ([`super::h2c`]).
+    H2c(Box<Relay>),
 }
 
 /// The body phase's own data.
@@ -157,8 +161,10 @@ impl Client {
     /// The instance's status changed: a request waiting for it looks again (and registers
     /// again if it still must wait).
     pub(super) fn status_changed(&mut self) {
-        if let Phase::Admit(a) = &mut self.phase {
-            a.waiting_status = false;
+        match &mut self.phase {
+            Phase::Admit(a) => a.waiting_status = false,
+            Phase::H2c(r) => r.waiting_status = false,
+            _ => {}
         }
     }
 }
@@ -180,9 +186,10 @@ impl Io {
 /// or its buffered body) is not waited for.
 pub(super) fn settled(c: &Client) -> bool {
     c.io.unsent() == 0
-        && match c.phase {
+        && match &c.phase {
             Phase::Idle => c.io.pending().is_empty(),
             Phase::Head | Phase::Body(_) => true,
+            Phase::H2c(r) => r.settled(),
             _ => false,
         }
 }

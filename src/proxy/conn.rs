@@ -37,6 +37,7 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use crate::config::Platform;
+use crate::events::handoff::Handed;
 use crate::events::store::{StoreError, Submitted};
 use crate::http::codec::Decoder;
 use crate::http::fc_error::{ErrorType, Invocation};
@@ -52,6 +53,7 @@ use super::errors::Failure;
 use super::exchange::{self, Admission, Exchange, Purpose};
 use super::finish::{self, end_exchange};
 use super::forward;
+use super::h2c::Sniff;
 use super::kind::{kind, Kind};
 use super::shared::BUF;
 
@@ -138,7 +140,8 @@ fn step(cx: &mut Cx, c: &mut Client) -> Step {
             None => Step::Close,
         },
         Phase::Admit(adm) => super::admission::admit(cx, &mut c.io, adm),
-        Phase::Storing | Phase::Lifecycle => Step::Wait,
+        Phase::Storing => super::handoff::pump(&c.io, c.ex.as_deref()),
+        Phase::Lifecycle => Step::Wait,
         Phase::Forward(fw) => match c.ex.as_deref_mut() {
             Some(ex) => forward::forward(cx, &mut c.io, ex, fw),
             None => Step::Close,
@@ -146,6 +149,7 @@ fn step(cx: &mut Cx, c: &mut Client) -> Step {
         Phase::Upgraded(up) => forward::relay_upgraded(cx, &mut c.io, up),
         Phase::Deliver => deliver(cx, c),
         Phase::Linger => linger(cx, c),
+        Phase::H2c(r) => super::h2c::step(cx, &mut c.io, r),
     };
     match step {
         Step::Wait if flushed => Step::Progress,
@@ -193,6 +197,25 @@ fn read_head(cx: &mut Cx, c: &mut Client) -> Step {
                 client::set_deadline(cx, &mut c.io, cx.now + p.cfg.server.header_timeout);
             }
             return Step::Enter(Phase::Head);
+        }
+        if c.served == 0 && p.cfg.server.http2 {
+            // The HTTP/2 preface opens an h2c connection (docs/reference.md §14); a prefix of
+            // it waits for more bytes.
+            match super::h2c::sniff(c.io.pending()) {
+                Sniff::H2c => return super::h2c::begin(cx, &mut c.io),
+                Sniff::More if !c.io.eof => {
+                    if !c.io.rd {
+                        return moved(progress);
+                    }
+                    let cap = head_cap(cx, &c.io);
+                    match read_client(&mut cx.bufs.read, &mut c.io, cap) {
+                        Ok(got) => progress |= got,
+                        Err(Gone) => return Step::Close,
+                    }
+                    continue;
+                }
+                _ => {}
+            }
         }
         let parsed = parse_request_head(
             &c.io.inbuf[c.io.ipos..],
@@ -288,11 +311,22 @@ fn start_request(cx: &mut Cx, c: &mut Client, head_len: usize) -> Step {
     };
     ex.purpose = purpose;
     let framing = ex.head.framing;
+    let upgrade = exchange::asks_upgrade(&ex.head);
     if let Purpose::Invoke(_) = purpose {
+        ex.handoff = super::handoff::wanted(p, &ex.head, upgrade);
+    }
+    let handoff = ex.handoff.is_some();
+    let max = match handoff {
+        true => p.cfg.async_.max_payload,
+        false => max,
+    };
+    if let (Purpose::Invoke(_), false) = (purpose, handoff) {
+        // A handoff's invocation is its attempt's, which writes its own lines.
         finish::log_start(cx, ex);
     }
-    if let Purpose::Submit = purpose {
-        let refused = submission_refused(cx, framing).or_else(|| super::submit::refused(&ex.head));
+    if purpose == Purpose::Submit || handoff {
+        let refused = submission_refused(cx, framing)
+            .or_else(|| super::submit::refused(&ex.head).filter(|_| !handoff));
         if let Some((status, error, message)) = refused {
             return refuse(cx, &mut c.io, ex, status, error, &message);
         }
@@ -303,10 +337,10 @@ fn start_request(cx: &mut Cx, c: &mut Client, head_len: usize) -> Step {
     };
     let total = p.cfg.server.body_buffer_total;
     ex.buffer_limit = match purpose {
-        Purpose::Invoke(_) => p.cfg.server.body_buffer.min(max).min(total),
+        Purpose::Invoke(_) if !handoff => p.cfg.server.body_buffer.min(max).min(total),
         _ => max.min(total),
     } as usize;
-    ex.upgrade = matches!(purpose, Purpose::Invoke(_)) && exchange::asks_upgrade(&ex.head);
+    ex.upgrade = matches!(purpose, Purpose::Invoke(_)) && upgrade;
     if ex.head.expect_continue && !ex.decoder.is_done() && c.io.pending().is_empty() {
         c.io.out.extend_from_slice(crate::http::CONTINUE_100);
     }
@@ -381,7 +415,7 @@ fn buffer_body(cx: &mut Cx, io: &mut Io, ex: &mut Exchange, b: &mut Buffering) -
             }
         }
         let full = ex.body.len() >= ex.buffer_limit;
-        if ex.decoder.is_done() || (full && matches!(ex.purpose, Purpose::Invoke(_))) {
+        if ex.decoder.is_done() || (full && streamed(ex)) {
             return proceed(cx, io, ex);
         }
         if full {
@@ -413,6 +447,12 @@ fn buffer_body(cx: &mut Cx, io: &mut Io, ex: &mut Exchange, b: &mut Buffering) -
             Err(Gone) => return Step::Close,
         }
     }
+}
+
+/// Whether the rest of the body may be streamed to the function once `server.body_buffer`
+/// is full: an invocation's, not a submission's or a handoff's (stored whole).
+fn streamed(ex: &Exchange) -> bool {
+    matches!(ex.purpose, Purpose::Invoke(_)) && ex.handoff.is_none()
 }
 
 /// The bytes of `server.body_buffer_total` the exchange's body holds.
@@ -449,7 +489,7 @@ fn reserve(cx: &mut Cx, t: mio::Token, ex: &mut Exchange, b: &mut Buffering) -> 
         ex.body.reserve_exact((target - body) as usize);
         return Reserve::Covered;
     }
-    if chunked && have > 0 && matches!(ex.purpose, Purpose::Invoke(_)) {
+    if chunked && have > 0 && streamed(ex) {
         return Reserve::GoOn;
     }
     if !b.budget_queued {
@@ -467,12 +507,10 @@ fn reserve(cx: &mut Cx, t: mio::Token, ex: &mut Exchange, b: &mut Buffering) -> 
 /// then close.
 fn body_refused(cx: &mut Cx, io: &mut Io, ex: &Exchange, e: HttpError) -> Step {
     match ex.purpose {
-        Purpose::Invoke(_) => Step::Fail(Failure::RequestBody(e)),
+        Purpose::Invoke(_) if ex.handoff.is_none() => Step::Fail(Failure::RequestBody(e)),
         _ => {
             let message = match e {
-                HttpError::BodyTooLarge if ex.purpose == Purpose::Submit => {
-                    too_large(cx.p.cfg.async_.max_payload)
-                }
+                HttpError::BodyTooLarge => too_large(cx.p.cfg.async_.max_payload),
                 HttpError::Timeout => "timed out reading the request body".into(),
                 ref e => e.to_string(),
             };
@@ -492,6 +530,7 @@ fn proceed(cx: &mut Cx, io: &mut Io, ex: &mut Exchange) -> Step {
         r.shrink(ex.body.len() as u64);
     }
     match ex.purpose {
+        Purpose::Invoke(_) if ex.handoff.is_some() => super::handoff::start(cx, io, ex),
         Purpose::Invoke(_) => super::admission::enter_admit(cx, io),
         Purpose::Submit => {
             let Some(service) = p.asynchronous.as_ref() else {
@@ -542,19 +581,20 @@ pub(super) fn stored(cx: &mut Cx, c: &mut Client, result: Result<Submitted, Stor
     let Some(ex) = c.ex.as_ref() else {
         return;
     };
-    let keep = ex.head.keep_alive && !cx.p.stopping();
-    let keep = super::submit::answer(
-        cx.p,
-        &mut cx.bufs.answer,
-        &ex.request_id,
-        result,
-        keep,
-        ex.started,
-    );
-    c.io.out.extend_from_slice(&cx.bufs.answer);
-    c.io.close_after |= !keep;
-    client::set_deadline(cx, &mut c.io, cx.now + cx.p.cfg.server.idle_timeout);
-    act(cx, c, Step::Enter(Phase::Deliver));
+    let step = super::submit::deliver_answer(cx, &mut c.io, ex, result);
+    act(cx, c, step);
+}
+
+/// The async service's word on this connection's handoff ([`super::handoff`]).
+pub(super) fn handed_off(cx: &mut Cx, c: &mut Client, handed: Handed) {
+    if !matches!(c.phase, Phase::Storing) {
+        return;
+    }
+    let Some(ex) = c.ex.as_deref_mut() else {
+        return;
+    };
+    let step = super::handoff::handed(cx, &mut c.io, ex, handed);
+    act(cx, c, step);
 }
 
 /// The supervisor's answer to this connection's lifecycle call (docs/reference.md §4, §6): 200, or
@@ -686,11 +726,18 @@ pub(super) fn on_deadline(cx: &mut Cx, c: &mut Client) -> Next {
             }
             Step::Close
         }
+        Phase::Storing if c.ex.as_ref().is_some_and(|ex| ex.handoff.is_some()) => {
+            match c.ex.as_deref() {
+                Some(ex) => super::handoff::on_deadline(cx, &mut c.io, ex),
+                None => Step::Close,
+            }
+        }
         // Not a deadline of their own: looked at again later.
         Phase::Storing | Phase::Lifecycle => {
             client::set_deadline(cx, &mut c.io, far(cx.now));
             Step::Wait
         }
+        Phase::H2c(r) => super::h2c::on_deadline(cx, r),
     };
     match act(cx, c, step) {
         Some(Next::Close) => Next::Close,

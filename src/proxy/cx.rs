@@ -51,6 +51,8 @@ pub(super) enum Mail {
     Granted(Token),
     /// Bytes of the body budget came back: this client may buffer its body now.
     Budget(Token),
+    /// The async service's word on this client's handoff.
+    Handoff(Token, crate::events::handoff::Handed),
     /// fc-init is about to exit: say when every answer decided on has been written.
     Settle(Arc<Settle>),
 }
@@ -203,6 +205,8 @@ impl Cx {
     }
 
     pub(super) fn recycle(&mut self, mut ex: Box<Exchange>) {
+        // A handoff's client is done with: its attempt, if still running, goes on detached.
+        ex.handoff = None;
         if self.bufs.spare.len() < 16 {
             ex.shed();
             self.bufs.spare.push(ex);
@@ -223,6 +227,16 @@ impl Cx {
             self.pool.slots.remove(f);
             self.purge_idle();
         }
+        self.connect_fn(instance, owner)
+    }
+
+    /// A new function connection (non-blocking) to `instance`, owned by `owner`, never a pooled
+    /// one: an h2c relay speaks HTTP/2 on it from its first byte.
+    pub(super) fn connect_fn(
+        &mut self,
+        instance: u64,
+        owner: Token,
+    ) -> Result<usize, ConnectError> {
         let gen = self.handle.generations.fetch_add(1, Ordering::Relaxed);
         let f = self.pool.slots.next_index();
         let stream = self

@@ -376,7 +376,10 @@ impl Loop {
             return;
         };
         let cx = &mut self.cx;
-        let cleaned = std::panic::catch_unwind(AssertUnwindSafe(|| finish::abandon(cx, &mut c)));
+        let cleaned = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            super::h2c::abandon(cx, &mut c);
+            finish::abandon(cx, &mut c);
+        }));
         if cleaned.is_err() {
             // Its guards still give back what they hold when `c` drops.
             p.metrics.internal_error();
@@ -401,6 +404,9 @@ impl Loop {
                 }
                 Mail::Lifecycle(t, answer) => {
                     self.answered(t, |cx, c| conn::lifecycle_answered(cx, c, answer));
+                }
+                Mail::Handoff(t, handed) => {
+                    self.answered(t, |cx, c| conn::handed_off(cx, c, handed));
                 }
                 Mail::Granted(t) => self.drive_token(t),
                 Mail::Budget(t) => {

@@ -238,6 +238,9 @@ pub(super) struct Exchange {
     /// How the invocation ended: its metrics label and its End line
     /// ([`super::lines::end_error`]).
     pub outcome: Option<Outcome>,
+    /// `Prefer: respond-async, wait=N` (docs/reference.md §10): stored, then run by the
+    /// async service while the client waits ([`super::handoff`]).
+    pub(super) handoff: Option<crate::events::handoff::Waiter>,
 
     /// The client's body, and what of it was read before admission.
     pub decoder: Decoder,
@@ -274,6 +277,7 @@ impl Exchange {
             started: now,
             start_line: None,
             outcome: None,
+            handoff: None,
             decoder: Decoder::passthrough(),
             buffer_limit: 0,
             body: Vec::new(),

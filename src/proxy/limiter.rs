@@ -172,6 +172,24 @@ impl Limiter {
         }))
     }
 
+    /// A free slot now, or `None`, never a place in the queue: for an h2c stream, which a
+    /// full limit refuses (`REFUSED_STREAM`, which clients retry) rather than queues. A
+    /// request already waiting in the queue is not overtaken, and a closed limiter gives none.
+    pub fn try_now(&self) -> Option<Permit<'_>> {
+        if self.closed.load(Ordering::Acquire) {
+            return None;
+        }
+        if self.max == 0 {
+            return Some(Permit { limiter: None });
+        }
+        let mut st = self.lock();
+        if st.queue.is_empty() && st.active < self.max {
+            st.active += 1;
+            return Some(self.permit());
+        }
+        None
+    }
+
     /// Gives up a ticket: it leaves the queue, and a slot granted to it meanwhile is released.
     fn cancel(&self, ticket: &Arc<Ticket>) {
         let granted = {
@@ -297,6 +315,25 @@ mod tests {
         assert!(matches!(t.take(), Some(Err(Denied::Closed))));
         assert!(matches!(l.acquire(|| counted().0), Err(Denied::Closed)));
         drop(p);
+    }
+
+    #[test]
+    fn try_now_takes_a_free_slot_and_never_queues_or_overtakes() {
+        let l = Limiter::new(1, 10);
+        let p = l.try_now().expect("a free slot");
+        assert!(l.try_now().is_none(), "full: refused, not queued");
+        assert_eq!(l.queued(), 0);
+        let (t, _) = queued(&l);
+        drop(p);
+        // The slot went to the waiter: a newcomer does not overtake it.
+        assert!(l.try_now().is_none());
+        drop(t.take().unwrap().unwrap());
+        drop(t);
+        let p = l.try_now().expect("free again");
+        drop(p);
+        l.close();
+        assert!(l.try_now().is_none(), "closed");
+        assert!(Limiter::new(0, 0).try_now().is_some(), "unlimited");
     }
 
     #[test]

@@ -10,10 +10,15 @@
 //! the answer back, both directions at once, over pooled non-blocking function connections;
 //! WebSocket-style upgrades are relayed byte for byte. Asynchronous submissions go to the
 //! store ([`submit`]) and FC's lifecycle calls to the supervisor, both answered when their
-//! result comes back to the loop. Threads remain only for hooks and the store: no request
-//! ever waits on a thread of its own. What a request is comes from one pure rule ([`kind`]);
-//! every way it can fail ends in one of fc-init's own answers ([`errors`]) or, once the
-//! function's answer has started, in closing the client connection ([`finish`]).
+//! result comes back to the loop; so is a handoff (`Prefer: respond-async, wait=N`,
+//! [`handoff`]), which the async service stores and runs, as an event's attempt, on a thread
+//! of its own (the part that outlives its client) while the client waits in the loop. Other
+//! threads remain only for hooks and the store: no other request waits on a thread of its
+//! own. What a request is comes from one pure rule ([`kind`]); every way it can fail ends in
+//! one of fc-init's own answers ([`errors`]) or, once the function's answer has started, in
+//! closing the client connection ([`finish`]). A connection that opens with the HTTP/2
+//! preface becomes an h2c relay ([`h2c`], docs/reference.md §14): its phase owns the relay,
+//! with its own function connection and its streams, each an invocation.
 //!
 //! A connection's state is one value, in hyper's shape: its [`client::Phase`], each variant
 //! owning what only that phase needs (the admission's wait and slot, what admission gave —
@@ -30,7 +35,8 @@
 //! [`kind`], [`limiter`], [`lines`], [`budget`], [`errors`], [`shared`] (the one `Proxy` value and its
 //! guards), [`exchange`] (one request, and the phases' own data), [`cx`] (a loop's context
 //! and mailbox), [`client`] (a client connection's phase, I/O and step results), [`finish`],
-//! [`admission`], [`forward`], [`conn`], [`event_loop`], [`listener`].
+//! [`admission`], [`forward`], [`handoff`], [`h2c`] (its data, `h2c::relay`, comes before
+//! [`client`]), [`conn`], [`event_loop`], [`listener`].
 //!
 //! Shutdown: the supervisor's `Notice::Stopping` (a `state::Watcher`) stops the accept loop,
 //! sends queued requests away (`InstanceStopping`) and makes later requests on open
@@ -57,6 +63,8 @@ mod exchange_tests;
 mod fds;
 mod finish;
 mod forward;
+mod h2c;
+mod handoff;
 mod io;
 mod kind;
 mod limiter;

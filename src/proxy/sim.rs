@@ -307,6 +307,11 @@ impl Sim {
         String::from_utf8_lossy(&out).into_owned()
     }
 
+    /// What the client has received so far, as bytes (taken): for h2c's frames.
+    pub fn received_bytes(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.c_script.borrow_mut().out)
+    }
+
     /// Whether fc-init closed the client connection.
     pub fn closed(&self) -> bool {
         self.client.is_none()
@@ -338,6 +343,11 @@ impl Sim {
     /// What function connection `i` has received so far.
     pub fn fn_got(&self, i: usize) -> String {
         String::from_utf8_lossy(&self.function(i).borrow().out).into_owned()
+    }
+
+    /// What function connection `i` has received so far, as bytes: for h2c's frames.
+    pub fn fn_got_bytes(&self, i: usize) -> Vec<u8> {
+        self.function(i).borrow().out.clone()
     }
 
     /// Whether fc-init closed function connection `i`.

@@ -19,6 +19,9 @@ use crate::http::write::{push_field, push_u64};
 use crate::http::RequestHead;
 use crate::metrics::Outcome;
 
+use super::client::{set_deadline, Io, Phase, Step};
+use super::cx::Cx;
+use super::exchange::Exchange;
 use super::shared::Proxy;
 
 /// Whether `head` asks for an asynchronous invocation.
@@ -78,7 +81,7 @@ pub(super) fn answer(
     match result {
         Ok(Submitted::Created | Submitted::AlreadyExists(_)) => {
             p.metrics.record(Outcome::Success, started.elapsed());
-            accepted(out, request_id, keep);
+            accepted(out, request_id, keep, b"");
             keep
         }
         Err(StoreError::Full { max_queued }) => {
@@ -119,10 +122,35 @@ pub(super) fn answer(
     }
 }
 
-/// `202 Accepted` with `{"requestId":"<id>"}`.
-fn accepted(out: &mut Vec<u8>, request_id: &str, keep: bool) {
+/// Queues the answer to the store's `result` for `ex`, a submission (or a handoff), to be
+/// delivered.
+pub(super) fn deliver_answer(
+    cx: &mut Cx,
+    io: &mut Io,
+    ex: &Exchange,
+    result: Result<Submitted, StoreError>,
+) -> Step {
+    let keep = ex.head.keep_alive && !cx.p.stopping();
+    let keep = answer(
+        cx.p,
+        &mut cx.bufs.answer,
+        &ex.request_id,
+        result,
+        keep,
+        ex.started,
+    );
+    io.out.extend_from_slice(&cx.bufs.answer);
+    io.close_after |= !keep;
+    set_deadline(cx, io, cx.now + cx.p.cfg.server.idle_timeout);
+    Step::Enter(Phase::Deliver)
+}
+
+/// `202 Accepted` with `{"requestId":"<id>"}`, and the header lines `extra` (each ending in
+/// CRLF; the handoff's `Preference-Applied`).
+pub(super) fn accepted(out: &mut Vec<u8>, request_id: &str, keep: bool, extra: &[u8]) {
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 202 Accepted\r\n");
+    out.extend_from_slice(extra);
     push_field(out, "x-fc-request-id", request_id);
     push_field(out, "Content-Type", "application/json");
     out.extend_from_slice(b"Content-Length: ");

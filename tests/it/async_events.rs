@@ -52,6 +52,7 @@ macro_rules! on_both {
         }
     };
 }
+pub(crate) use on_both;
 
 pub struct AsyncServer {
     pub p: Proc,

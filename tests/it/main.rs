@@ -2,12 +2,15 @@
 
 mod admin;
 mod async_events;
+mod async_handoff;
 mod async_parity;
 mod deploy;
+mod destination_https;
 mod docs;
 mod dropin;
 mod dropin_signals;
 mod fleet;
+mod h2c;
 mod hooks;
 mod hostile;
 mod init;

@@ -248,6 +248,7 @@ pub(super) fn build(s: &Settings, sources: &Sources, problems: &mut Vec<Problem>
             idle_timeout: s.duration("server", "idle_timeout", Duration::from_secs(60)),
             busy_poll: s.duration("server", "busy_poll", Duration::from_micros(50)),
             body_buffer_total: s.size("server", "body_buffer_total", 64 << 20),
+            http2: s.text("server", "http2") != Some("off"),
         },
         initializer,
         pre_stop,

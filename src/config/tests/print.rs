@@ -218,7 +218,9 @@ fn the_sample_config_documents_every_key_in_the_contract_order() {
 }
 
 fn is_key(k: &str) -> bool {
-    !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+    !k.is_empty()
+        && k.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 fn section_header(line: &str) -> Option<String> {

@@ -439,6 +439,33 @@ impl Backend for Redis {
         self.inner.submissions.notify_one();
     }
 
+    fn hand_off(&self, e: NewEvent) -> Result<Result<Claimed, Box<Event>>, StoreError> {
+        if !super::model::valid_request_id(&e.request_id) {
+            return Err(StoreError::InvalidRequestId { id: e.request_id });
+        }
+        let mut inv = self.inner.invocation(&scripts().handoff, now_ms());
+        push_submission(&mut inv, &e);
+        let reply = self.inner.run("handoff", &inv)?;
+        let items = array("handoff", &reply)?;
+        let event = items.get(1).map(|v| event("handoff", v)).transpose()?;
+        match (
+            items.first().and_then(num),
+            event,
+            items.get(2).and_then(text),
+        ) {
+            (Some(0), Some(stored), Some(lease)) => {
+                let mut claimed = Claimed::of_handoff(&e, lease);
+                claimed.event = stored;
+                Ok(Ok(claimed))
+            }
+            (Some(1), Some(existing), _) => Ok(Err(Box::new(existing))),
+            _ => Err(StoreError::RedisReply {
+                op: "handoff",
+                detail: format!("{reply:?}"),
+            }),
+        }
+    }
+
     fn claimer(&self) -> Box<dyn Claimer> {
         Box::new(RedisClaimer {
             link: self.inner.link("worker"),

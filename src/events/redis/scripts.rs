@@ -127,6 +127,12 @@ const LIST: &str = concat!("\n", include_str!("scripts/list.lua"));
 /// order by (`submit`, `start`, `end`). The total, then the page.
 const LIST_FILTERED: &str = concat!("\n", include_str!("scripts/list_filtered.lua"));
 
+/// The handoff (docs/reference.md §10): ARGV[5..13] one event as SUBMIT takes it (its
+/// not-before time unused: a handoff runs now). The event is stored and
+/// started by this consumer at once (delivered to it through the group, so that it is leased
+/// like any started event): `{0, event, lease}`, or `{1, event}` when the id exists.
+const HANDOFF: &str = concat!("\n", include_str!("scripts/handoff.lua"));
+
 /// The scripts, loaded once per process (the server caches them by SHA1; after a restart of
 /// Redis the first call sends the source again).
 pub struct Scripts {
@@ -151,6 +157,7 @@ pub struct Scripts {
     pub due: Script,
     pub record: Script,
     pub next_due: Script,
+    pub handoff: Script,
 }
 
 pub fn scripts() -> &'static Scripts {
@@ -179,6 +186,7 @@ pub fn scripts() -> &'static Scripts {
             due: s(DUE),
             record: s(RECORD),
             next_due: s(NEXT_DUE),
+            handoff: s(HANDOFF),
         }
     })
 }

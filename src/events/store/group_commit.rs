@@ -204,13 +204,17 @@ impl Store {
                     let mut queued = queued_before;
                     let mut insert = tx.prepare_cached(
                 "INSERT INTO events (request_id, status, submit_time, attempts, next_attempt_at, \
-                     method, target, headers, body, function_name, qualifier, not_before) \
-                 VALUES (?1, 'QUEUED', ?2, 0, MAX(?2, COALESCE(?9, 0)), ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+                     method, target, headers, body, function_name, qualifier, not_before, \
+                     start_time) \
+                 VALUES (?1, IIF(?10 IS NULL, 'QUEUED', 'RUNNING'), ?2, IIF(?10 IS NULL, 0, 1), \
+                     MAX(?2, COALESCE(?9, 0)), ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
                  ON CONFLICT (request_id) DO NOTHING",
             )?;
                     let mut results = Vec::with_capacity(batch.len());
                     for (ticket, event) in &batch {
-                        let full = max_queued != 0 && queued >= max_queued;
+                        // A handoff (`claimed_at`) runs at once: it never waits in the queue.
+                        let claimed = event.claimed_at.is_some();
+                        let full = !claimed && max_queued != 0 && queued >= max_queued;
                         // One statement for the common new id; the stored event is read only for an
                         // id that exists (also when it came earlier in this batch).
                         let inserted = !full && {
@@ -225,10 +229,11 @@ impl Store {
                                 event.function_name,
                                 event.qualifier,
                                 event.not_before.map(sql_int),
+                                event.claimed_at.map(sql_int),
                             ])? == 1
                         };
                         if inserted {
-                            queued += 1;
+                            queued += u64::from(!claimed);
                             results.push((*ticket, Ok(Submitted::Created)));
                             continue;
                         }

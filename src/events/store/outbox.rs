@@ -74,12 +74,12 @@ impl Store {
         if self.opts.expiry_cutoff(0).is_none() {
             return Ok(None);
         }
-        let oldest: Option<i64> = lock(&self.reader)
-            .prepare_cached("SELECT MIN(submit_time) FROM events WHERE status = 'QUEUED'")
-            .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)))
-            .map_err(sql_err("next expiry"))?;
+        let oldest = self.earliest(
+            "next expiry",
+            "SELECT MIN(submit_time) FROM events WHERE status = 'QUEUED'",
+        )?;
         let age = u64::try_from(self.opts.max_event_age.as_millis()).unwrap_or(u64::MAX);
-        Ok(oldest.map(|t| u64::try_from(t).unwrap_or(0).saturating_add(age)))
+        Ok(oldest.map(|t| t.saturating_add(age)))
     }
 
     /// Events that expired since this store opened.
@@ -141,11 +141,10 @@ impl Store {
 
     /// The earliest time a pending delivery is due (ms), if any is pending.
     pub fn next_delivery_due(&self) -> Result<Option<u64>, StoreError> {
-        let due: Option<i64> = lock(&self.reader)
-            .prepare_cached("SELECT MIN(dest_next_at) FROM events WHERE dest_status = 'pending'")
-            .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)))
-            .map_err(sql_err("outbox"))?;
-        Ok(due.map(|d| u64::try_from(d).unwrap_or(0)))
+        self.earliest(
+            "outbox",
+            "SELECT MIN(dest_next_at) FROM events WHERE dest_status = 'pending'",
+        )
     }
 
     /// Like [`Store::work_seq`], for the outbox (a delivery recorded, an event expired).

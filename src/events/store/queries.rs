@@ -20,81 +20,12 @@ impl Store {
 
     /// The events matching `q`, and how many match in all (ignoring offset and limit).
     pub fn list(&self, q: &ListQuery) -> Result<(u64, Vec<Event>), StoreError> {
-        let mut filter = String::from(" WHERE 1 = 1");
-        let mut args: Vec<Value> = Vec::new();
-        if !q.statuses.is_empty() {
-            filter.push_str(" AND status IN (");
-            for (i, status) in q.statuses.iter().enumerate() {
-                filter.push_str(if i == 0 { "?" } else { ", ?" });
-                args.push(Value::Text(status.as_str().to_string()));
-            }
-            filter.push(')');
-        }
-        if let Some(id) = &q.request_id {
-            filter.push_str(" AND request_id = ?");
-            args.push(Value::Text(id.clone()));
-        }
-        if let Some(since) = q.since {
-            filter.push_str(" AND submit_time >= ?");
-            args.push(Value::Integer(sql_int(since)));
-        }
-        if let Some(until) = q.until {
-            filter.push_str(" AND submit_time < ?");
-            args.push(Value::Integer(sql_int(until)));
-        }
-        if let Some(prefix) = &q.request_id_prefix {
-            // A range on the unique index: every character of an id is below U+007F.
-            filter.push_str(" AND request_id >= ? AND request_id < ?");
-            args.push(Value::Text(prefix.clone()));
-            args.push(Value::Text(format!("{prefix}\u{7f}")));
-        }
-        for (column, value) in [
-            ("function_name", &q.function_name),
-            ("qualifier", &q.qualifier),
-        ] {
-            if let Some(value) = value {
-                filter.push_str(&format!(" AND {column} = ?"));
-                args.push(Value::Text(value.clone()));
-            }
-        }
-        if let Some(kind) = &q.invocation_type {
-            // Stored as `Async` (or, later, `Sync`); matched as the API's values, any case.
-            let kind = if kind.eq_ignore_ascii_case("Async") {
-                "Async"
-            } else {
-                "Sync"
-            };
-            filter.push_str(" AND invocation_type = ?");
-            args.push(Value::Text(kind.to_owned()));
-        }
-        for (column, since, until) in [
-            ("start_time", q.started_since, q.started_until),
-            ("end_time", q.ended_since, q.ended_until),
-        ] {
-            if let Some(since) = since {
-                filter.push_str(&format!(" AND {column} >= ?"));
-                args.push(Value::Integer(sql_int(since)));
-            }
-            if let Some(until) = until {
-                filter.push_str(&format!(" AND {column} < ?"));
-                args.push(Value::Integer(sql_int(until)));
-            }
-        }
-        let order = match q.order {
-            Order::Asc => "ASC",
-            Order::Desc => "DESC",
-        };
-        // Events that never reached the time ordered by come last either way.
-        let order_by = match q.order_by {
-            OrderBy::SubmitTime => format!("submit_time {order}"),
-            OrderBy::StartTime => format!("start_time IS NULL, start_time {order}"),
-            OrderBy::EndTime => format!("end_time IS NULL, end_time {order}"),
-        };
-        let count_sql = format!("SELECT COUNT(*) FROM events{filter}");
-        let page_sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events{filter} \
-             ORDER BY {order_by}, seq {order} LIMIT ? OFFSET ?"
-        );
+        let ListSql {
+            count_sql,
+            page_sql,
+            args,
+            page_args,
+        } = list_sql(q);
         let limit = q.limit.min(MAX_LIST_LIMIT);
 
         let conn = lock(&self.reader);
@@ -106,7 +37,7 @@ impl Store {
             .map_err(sql_err("list"))?;
         let mut events = Vec::new();
         if limit > 0 {
-            let mut page_args = args;
+            let mut page_args = page_args;
             page_args.push(Value::Integer(i64::from(limit)));
             page_args.push(Value::Integer(sql_int(q.offset)));
             let mut stmt = tx.prepare_cached(&page_sql).map_err(sql_err("list"))?;
@@ -174,5 +105,116 @@ impl Store {
             None => None,
         };
         Ok(Some((event, answer)))
+    }
+}
+
+/// The SQL of a list: the count and its arguments (the filter's), the page and its
+/// arguments (the filter's, once per part), to which the limit and offset are added.
+pub(super) struct ListSql {
+    pub count_sql: String,
+    pub page_sql: String,
+    pub args: Vec<Value>,
+    pub page_args: Vec<Value>,
+}
+
+/// The SQL of the list `q` asks for (each filter a bound argument, never text of the query).
+pub(super) fn list_sql(q: &ListQuery) -> ListSql {
+    let mut filter = String::from(" WHERE 1 = 1");
+    let mut args: Vec<Value> = Vec::new();
+    if !q.statuses.is_empty() {
+        filter.push_str(" AND status IN (");
+        for (i, status) in q.statuses.iter().enumerate() {
+            filter.push_str(if i == 0 { "?" } else { ", ?" });
+            args.push(Value::Text(status.as_str().to_string()));
+        }
+        filter.push(')');
+    }
+    if let Some(id) = &q.request_id {
+        filter.push_str(" AND request_id = ?");
+        args.push(Value::Text(id.clone()));
+    }
+    if let Some(since) = q.since {
+        filter.push_str(" AND submit_time >= ?");
+        args.push(Value::Integer(sql_int(since)));
+    }
+    if let Some(until) = q.until {
+        filter.push_str(" AND submit_time < ?");
+        args.push(Value::Integer(sql_int(until)));
+    }
+    if let Some(prefix) = &q.request_id_prefix {
+        // A range on the unique index: every character of an id is below U+007F.
+        filter.push_str(" AND request_id >= ? AND request_id < ?");
+        args.push(Value::Text(prefix.clone()));
+        args.push(Value::Text(format!("{prefix}\u{7f}")));
+    }
+    for (column, value) in [
+        ("function_name", &q.function_name),
+        ("qualifier", &q.qualifier),
+    ] {
+        if let Some(value) = value {
+            filter.push_str(&format!(" AND {column} = ?"));
+            args.push(Value::Text(value.clone()));
+        }
+    }
+    if let Some(kind) = &q.invocation_type {
+        // Stored as `Async` (or, later, `Sync`); matched as the API's values, any case.
+        let kind = if kind.eq_ignore_ascii_case("Async") {
+            "Async"
+        } else {
+            "Sync"
+        };
+        filter.push_str(" AND invocation_type = ?");
+        args.push(Value::Text(kind.to_owned()));
+    }
+    for (column, since, until) in [
+        ("start_time", q.started_since, q.started_until),
+        ("end_time", q.ended_since, q.ended_until),
+    ] {
+        if let Some(since) = since {
+            filter.push_str(&format!(" AND {column} >= ?"));
+            args.push(Value::Integer(sql_int(since)));
+        }
+        if let Some(until) = until {
+            filter.push_str(&format!(" AND {column} < ?"));
+            args.push(Value::Integer(sql_int(until)));
+        }
+    }
+    let order = match q.order {
+        Order::Asc => "ASC",
+        Order::Desc => "DESC",
+    };
+    let count_sql = format!("SELECT COUNT(*) FROM events{filter}");
+    let time = match q.order_by {
+        OrderBy::SubmitTime => None,
+        OrderBy::StartTime => Some("start_time"),
+        OrderBy::EndTime => Some("end_time"),
+    };
+    let mut page_args = args.clone();
+    let page_sql = match time {
+        None => format!(
+            "SELECT {EVENT_COLUMNS} FROM events{filter} \
+             ORDER BY submit_time {order}, seq {order} LIMIT ? OFFSET ?"
+        ),
+        // Events that never reached the time ordered by come last either way. In two parts,
+        // each in the order of an index (the time's, then the table's), so that a page is
+        // read in order and never sorted: `ORDER BY t IS NULL, t` would sort every match.
+        Some(t) => {
+            page_args.extend_from_slice(&args);
+            format!(
+                "SELECT {EVENT_COLUMNS} FROM \
+                 (SELECT * FROM (SELECT * FROM events{filter} AND {t} IS NOT NULL \
+                                 ORDER BY {t} {order}, seq {order}) \
+                  UNION ALL \
+                  SELECT * FROM (SELECT * FROM events{filter} AND {t} IS NULL \
+                                 ORDER BY seq {order})) \
+                 LIMIT ? OFFSET ?"
+            )
+        }
+    };
+    ListSql {
+        count_sql,
+        page_sql,
+        args,
+        page_args,
     }
 }

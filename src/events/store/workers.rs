@@ -237,12 +237,19 @@ impl Store {
 
     /// The earliest `next_attempt_at` of a QUEUED event: how long an idle worker may sleep.
     pub fn next_due(&self) -> Result<Option<u64>, StoreError> {
-        let conn = lock(&self.reader);
-        let due: Option<i64> = conn
-            .prepare_cached("SELECT MIN(next_attempt_at) FROM events WHERE status = 'QUEUED'")
+        self.earliest(
+            "next due",
+            "SELECT MIN(next_attempt_at) FROM events WHERE status = 'QUEUED'",
+        )
+    }
+
+    /// The time (ms) `sql` — one `MIN(...)` — reads, or `None` when no row has one.
+    pub(super) fn earliest(&self, op: &'static str, sql: &str) -> Result<Option<u64>, StoreError> {
+        let t: Option<i64> = lock(&self.reader)
+            .prepare_cached(sql)
             .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)))
-            .map_err(sql_err("next due"))?;
-        Ok(due.map(|d| u64::try_from(d).unwrap_or(0)))
+            .map_err(sql_err(op))?;
+        Ok(t.map(|t| u64::try_from(t).unwrap_or(0)))
     }
 
     /// A sequence number that changes whenever work may have appeared. Read it *before*

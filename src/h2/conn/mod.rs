@@ -178,6 +178,15 @@ impl Conn {
         &mut self.to_function
     }
 
+    /// How many bytes wait in the buffer for `side` (written or not: the shell removes what
+    /// it wrote).
+    pub fn buffered(&self, side: Side) -> usize {
+        match side {
+            Side::Client => self.to_client.len(),
+            Side::Function => self.to_function.len(),
+        }
+    }
+
     /// The actions since the last call, in order.
     pub fn take_actions(&mut self) -> Vec<Action> {
         std::mem::take(&mut self.actions)
@@ -297,10 +306,17 @@ impl Conn {
     /// The function's connection ended: every running invocation is answered
     /// `UnhandledInvocationError` and the client connection closes after a GOAWAY.
     pub fn on_function_closed(&mut self) {
+        self.on_function_unavailable(ErrorType::UnhandledInvocationError);
+    }
+
+    /// The function cannot be reached (its connection could not be made, or the instance
+    /// could not be initialized): every running invocation is answered `error` and the client
+    /// connection closes after a GOAWAY.
+    pub fn on_function_unavailable(&mut self, error: ErrorType) {
         if self.closed {
             return;
         }
-        self.function_gone();
+        self.function_gone(error);
         frame::write_goaway(
             &mut self.to_client,
             self.last_stream,

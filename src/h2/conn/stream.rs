@@ -123,12 +123,12 @@ impl Conn {
     }
 
     /// The function connection is gone or cut off: the running invocations are answered
-    /// `UnhandledInvocationError`, with no reset sent to it.
-    pub(super) fn function_gone(&mut self) {
+    /// `error`, with no reset sent to it.
+    pub(super) fn function_gone(&mut self, error: ErrorType) {
         for s in self.streams.values_mut() {
             s.function_open = false;
         }
-        self.answer_all(ErrorType::UnhandledInvocationError);
+        self.answer_all(error);
     }
 
     pub(super) fn end_all(&mut self, outcome: impl Fn(&Stream) -> Outcome) {
@@ -147,6 +147,10 @@ pub(super) fn grpc_answer(error: ErrorType) -> (&'static str, &'static str) {
     match error {
         ErrorType::FunctionTimeout => ("4", "FunctionTimeout: no answer within function.timeout"),
         ErrorType::InstanceStopping => ("14", "InstanceStopping: fc-init is shutting down"),
+        ErrorType::InitializationError => (
+            "14",
+            "InitializationError: the instance could not be initialized",
+        ),
         _ => (
             "14",
             "UnhandledInvocationError: the function connection failed",
