@@ -443,9 +443,11 @@ impl Backend for Redis {
         if !super::model::valid_request_id(&e.request_id) {
             return Err(StoreError::InvalidRequestId { id: e.request_id });
         }
-        let mut inv = self.inner.invocation(&scripts().handoff, now_ms());
-        push_submission(&mut inv, &e);
-        let reply = self.inner.run("handoff", &inv)?;
+        let mut cmd = self.inner.command(&scripts().handoff, now_ms());
+        push_submission(&mut cmd, &e);
+        let reply = self
+            .inner
+            .with("handoff", |c| scripts::eval(c, &scripts().handoff, &cmd))?;
         let items = array("handoff", &reply)?;
         let event = items.get(1).map(|v| event("handoff", v)).transpose()?;
         match (
@@ -730,7 +732,7 @@ impl Backend for Redis {
     }
 }
 
-/// The arguments of one submission in the SUBMIT script.
+/// The arguments of one submission in the SUBMIT script (and the HANDOFF one).
 fn push_submission(cmd: &mut redis::Cmd, e: &NewEvent) {
     cmd.arg(&e.request_id)
         .arg(e.submit_time)
