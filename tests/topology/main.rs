@@ -278,8 +278,9 @@ fn check_counts(fleet: &[&Instance], answers: &Answers, recovered: f64, what: &s
             .iter()
             .filter(|(id, status, _)| *status == 202 && !runs.contains_key(id))
             .map(|(id, _, at)| {
+                let (_, e) = fleet[0].ctl(&["events", "get", id]);
                 format!(
-                    "{id} acknowledged {:.2} s after the failover",
+                    "{id} acknowledged {:.2} s after the failover: {e}",
                     at - recovered
                 )
             })
