@@ -240,6 +240,29 @@ fn all_events(i: &Instance) -> HashMap<String, Value> {
     }
 }
 
+/// What the node serving `i`'s queue holds of event `id`: its hash, its place in `delayed`,
+/// and the group's pending entries (for a failure's message).
+fn store_dump(i: &Instance, id: &str) -> String {
+    let st = i.status();
+    let queue = st["queue"].as_str().unwrap_or_default().to_owned();
+    let Some(port) = st["node"]
+        .as_str()
+        .and_then(|n| n.rsplit_once(':')?.1.parse::<u16>().ok())
+    else {
+        return "no node".into();
+    };
+    let p = format!("fc-init:{{{queue}}}:");
+    let q = |args: &[&str]| match query_at(port, args) {
+        Ok(v) => flatten(&v).replace('\n', " "),
+        Err(e) => e.to_string(),
+    };
+    let hash = q(&["HGETALL", &format!("{p}ev:{id}")]);
+    let delayed = q(&["ZSCORE", &format!("{p}delayed"), id]);
+    let pending = q(&["XPENDING", &format!("{p}stream"), "workers", "-", "+", "20"]);
+    let groups = q(&["XINFO", "GROUPS", &format!("{p}stream")]);
+    format!("hash [{hash}] delayed [{delayed}] pending [{pending}] groups [{groups}]")
+}
+
 fn millis(v: &Value) -> Option<i64> {
     let s = v.as_str()?;
     let t = humantime::parse_rfc3339(s).ok()?;
@@ -277,22 +300,25 @@ fn check_counts(fleet: &[&Instance], answers: &Answers, recovered: f64, what: &s
         let missing: Vec<_> = answers
             .iter()
             .filter(|(id, status, _)| *status == 202 && !runs.contains_key(id))
-            .map(|(id, _, at)| {
-                let (_, e) = fleet[0].ctl(&["events", "get", id]);
-                format!(
-                    "{id} acknowledged {:.2} s after the failover: {e}",
-                    at - recovered
-                )
-            })
             .collect();
         let st = fleet[0].status();
         if missing.is_empty() && st["queued"] == 0 && st["running"] == 0 {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: acknowledged events never ran: {missing:?}; status {st}"
-        );
+        if Instant::now() >= deadline {
+            let shown: Vec<String> = missing
+                .iter()
+                .map(|(id, _, at)| {
+                    let (_, e) = fleet[0].ctl(&["events", "get", id]);
+                    format!(
+                        "{id} acknowledged {:.2} s after the failover: {e}; on the queue's node: {}",
+                        at - recovered,
+                        store_dump(fleet[0], id)
+                    )
+                })
+                .collect();
+            panic!("{what}: acknowledged events never ran: {shown:?}; status {st}");
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
     let runs = runs();
