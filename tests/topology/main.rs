@@ -13,6 +13,7 @@
 mod util;
 
 mod frozen;
+mod orphan;
 mod servers;
 #[cfg(feature = "redis-tls")]
 mod tls;

@@ -67,7 +67,8 @@ const MARK_ABORTED: &str = concat!("\n", include_str!("scripts/mark_aborted.lua"
 
 /// ARGV[5] the heartbeat's time to live (ms), then the ids this instance's workers hold. The
 /// heartbeat is renewed, the held leases too (their idle time is reset); this consumer's other
-/// pending entries go back to the queue (reconcile). Returns `id, term` of the held events a
+/// pending entries go back to the queue (reconcile); the next 200 queued events live on, and
+/// one whose stream entry is gone is delivered again. Returns `id, term` of the held events a
 /// terminate was asked for.
 const RENEW: &str = concat!("\n", include_str!("scripts/renew.lua"));
 
