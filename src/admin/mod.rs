@@ -657,10 +657,7 @@ fn serve_result(w: &mut impl Write, events: &dyn AsyncEvents, id: &str, query: &
         {
             continue;
         }
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
+        http::write::push_field(&mut out, name, value);
     }
     let _ = write!(
         out,

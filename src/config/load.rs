@@ -9,7 +9,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::schema::{self, Val, EXCLUSIVE, SCHEMA, SECTIONS};
+use super::keys::{self, Key, EXCLUSIVE};
+use super::schema::{self, Val};
 use super::{Config, ConfigError, HookAction, Problem, Sources};
 
 mod build;
@@ -35,6 +36,17 @@ pub(super) fn load_with_default(
     sources: &Sources,
     default_path: &Path,
 ) -> Result<Config, ConfigError> {
+    layered(sources, |problems| {
+        choose_file(sources, default_path).map(|file| file_layer(&file, problems))
+    })
+}
+
+/// Merges the layers — the name's defaults, the file's layer that `file` reads, the
+/// environment, the command line — and builds the `Config`, or every problem of them all.
+fn layered(
+    sources: &Sources,
+    file: impl FnOnce(&mut Vec<Problem>) -> Option<Layer>,
+) -> Result<Config, ConfigError> {
     let mut problems = Vec::new();
     let mut settings = Settings::default();
     settings.merge(flag_layer(
@@ -42,16 +54,15 @@ pub(super) fn load_with_default(
         "default for this name",
         &mut problems,
     ));
-    if let Some(file) = choose_file(sources, default_path) {
-        settings.merge(file_layer(&file, &mut problems));
+    if let Some(layer) = file(&mut problems) {
+        settings.merge(layer);
     }
     settings.merge(env_layer(&sources.env, &mut problems));
     settings.merge(cli_layer(sources, &mut problems));
     let config = build(&settings, sources, &mut problems);
-    if problems.is_empty() {
-        Ok(config)
-    } else {
-        Err(ConfigError { problems })
+    match problems.is_empty() {
+        true => Ok(config),
+        false => Err(ConfigError { problems }),
     }
 }
 
@@ -124,7 +135,7 @@ impl Layer {
     /// Checks `value` against the key's schema; a bad value becomes a problem.
     fn set(
         &mut self,
-        spec: &'static schema::KeySpec,
+        spec: &'static Key,
         value: &toml::Value,
         source: &str,
         problems: &mut Vec<Problem>,
@@ -144,7 +155,7 @@ impl Layer {
     }
 }
 
-fn problem(source: &str, spec: &schema::KeySpec, reason: String) -> Problem {
+fn problem(source: &str, spec: &Key, reason: String) -> Problem {
     Problem {
         source: source.to_owned(),
         key: format!("{}.{}", spec.section, spec.key),
@@ -155,21 +166,9 @@ fn problem(source: &str, spec: &schema::KeySpec, reason: String) -> Problem {
 /// Builds the configuration from a TOML text instead of a file (plus the environment and the
 /// command line of `sources`; its `config_flag` is not read).
 pub fn from_str(text: &str, sources: &Sources) -> Result<Config, ConfigError> {
-    let mut problems = Vec::new();
-    let mut settings = Settings::default();
-    settings.merge(flag_layer(
-        &sources.defaults,
-        "default for this name",
-        &mut problems,
-    ));
-    settings.merge(text_layer("<config text>", text, &mut problems));
-    settings.merge(env_layer(&sources.env, &mut problems));
-    settings.merge(cli_layer(sources, &mut problems));
-    let config = build(&settings, sources, &mut problems);
-    match problems.is_empty() {
-        true => Ok(config),
-        false => Err(ConfigError { problems }),
-    }
+    layered(sources, |problems| {
+        Some(text_layer("<config text>", text, problems))
+    })
 }
 
 fn file_layer(file: &ChosenFile, problems: &mut Vec<Problem>) -> Layer {
@@ -206,15 +205,18 @@ fn text_layer(source: &str, text: &str, problems: &mut Vec<Problem>) -> Layer {
         }
     };
     for (section_name, section_value) in &table {
-        let Some(section) = SECTIONS.iter().copied().find(|s| s == section_name) else {
+        let Some(section) = keys::section(section_name).map(|s| s.name) else {
             problems.push(Problem {
                 source: source.clone(),
                 key: section_name.clone(),
-                reason: format!("unknown section; the sections are {}", SECTIONS.join(", ")),
+                reason: format!(
+                    "unknown section; the sections are {}",
+                    keys::section_names().join(", ")
+                ),
             });
             continue;
         };
-        let Some(keys) = section_value.as_table() else {
+        let Some(entries) = section_value.as_table() else {
             problems.push(Problem {
                 source: source.clone(),
                 key: section_name.clone(),
@@ -223,15 +225,15 @@ fn text_layer(source: &str, text: &str, problems: &mut Vec<Problem>) -> Layer {
             continue;
         };
         layer.sections.insert(section);
-        for (key, value) in keys {
-            match schema::find(section, key) {
+        for (key, value) in entries {
+            match keys::find(section, key) {
                 Some(spec) => layer.set(spec, value, &source, problems),
                 None => problems.push(Problem {
                     source: source.clone(),
                     key: format!("{section}.{key}"),
                     reason: format!(
                         "unknown key; the keys of [{section}] are {}",
-                        schema::keys_of(section)
+                        keys::keys_of(section)
                     ),
                 }),
             }
@@ -277,16 +279,15 @@ fn env_layer(env: &BTreeMap<String, String>, problems: &mut Vec<Problem>) -> Lay
             continue;
         };
         let source = format!("environment ({name})");
-        let Some(spec) = SCHEMA
-            .iter()
-            .find(|k| k.section == section && k.key.eq_ignore_ascii_case(key_upper))
+        let Some(spec) =
+            keys::all().find(|k| k.section == section && k.key.eq_ignore_ascii_case(key_upper))
         else {
             problems.push(Problem {
                 source,
                 key: format!("{section}.{}", key_upper.to_ascii_lowercase()),
                 reason: format!(
                     "unknown key; the keys of [{section}] are {}",
-                    schema::keys_of(section)
+                    keys::keys_of(section)
                 ),
             });
             continue;
@@ -347,7 +348,7 @@ fn free_loopback_port() -> std::io::Result<u16> {
 /// so the known names are matched rather than splitting at the first underscore.
 fn split_env_name(name: &str) -> Option<(&'static str, &str)> {
     let rest = name.strip_prefix("FC_INIT_")?;
-    let mut sections: Vec<&'static str> = SECTIONS.to_vec();
+    let mut sections = keys::section_names();
     // Longest first, so no section name can shadow a longer one that starts with it.
     sections.sort_by_key(|s| std::cmp::Reverse(s.len()));
     sections.into_iter().find_map(|section| {
@@ -360,7 +361,7 @@ fn split_env_name(name: &str) -> Option<(&'static str, &str)> {
 fn cli_layer(sources: &Sources, problems: &mut Vec<Problem>) -> Layer {
     let mut layer = Layer::default();
     let mut set = |section: &str, key: &str, flag: &str, value: toml::Value| {
-        if let Some(spec) = schema::find(section, key) {
+        if let Some(spec) = keys::find(section, key) {
             layer.set(spec, &value, &format!("command line ({flag})"), problems);
         }
     };
@@ -398,7 +399,7 @@ fn cli_layer(sources: &Sources, problems: &mut Vec<Problem>) -> Layer {
 fn flag_layer(flags: &[super::FlagSetting], what: &str, problems: &mut Vec<Problem>) -> Layer {
     let mut layer = Layer::default();
     for flag in flags {
-        if let Some(spec) = schema::find(flag.section, flag.key) {
+        if let Some(spec) = keys::find(flag.section, flag.key) {
             let source = format!("{what} ({})", flag.flag);
             layer.set(spec, &flag.value, &source, problems);
         }
@@ -406,36 +407,52 @@ fn flag_layer(flags: &[super::FlagSetting], what: &str, problems: &mut Vec<Probl
     layer
 }
 
-/// The layers merged so far.
-#[derive(Debug, Default)]
+/// The layers merged so far, over the key table's defaults.
+#[derive(Debug)]
 struct Settings {
     values: BTreeMap<Slot, Setting>,
     sections: BTreeSet<&'static str>,
+    /// Every key's fixed default, checked as a value of its kind (a test proves that each
+    /// converts).
+    defaults: BTreeMap<Slot, Val>,
 }
 
-/// Writes `Settings`' typed getters: `name(default) -> T = Variant` for a getter that
-/// returns the value of variant `Val::Variant`, or `default` when the key is unset;
-/// `name -> T = Variant` for one that returns `Option<T>` (`T` may borrow from the value).
+impl Default for Settings {
+    fn default() -> Self {
+        let defaults = keys::all()
+            .filter_map(|k| Some(((k.section, k.key), k.default_value()?.ok()?)))
+            .collect();
+        Settings {
+            values: BTreeMap::new(),
+            sections: BTreeSet::new(),
+            defaults,
+        }
+    }
+}
+
+/// Writes `Settings`' typed getters: each returns the value of variant `Val::Variant` for
+/// `name -> T = Variant`. Under `or_default:` a getter falls back to the key table's default
+/// when the key is unset; under `optional:` it returns `Option<T>`, `None` when the key is
+/// unset (`T` may borrow from the value).
 macro_rules! typed_getters {
-    ($($name:ident $(($default:ident))? -> $ty:ty = $variant:ident;)*) => {$(
-        typed_getters!(@one $name $(($default))? -> $ty = $variant);
-    )*};
-    (@one $name:ident ($default:ident) -> $ty:ty = $variant:ident) => {
-        fn $name(&self, section: &'static str, key: &'static str, $default: $ty) -> $ty {
-            match self.val(section, key) {
+    (or_default: $($name:ident -> $ty:ty = $variant:ident;)*) => {$(
+        fn $name(&self, section: &'static str, key: &'static str) -> $ty {
+            match self.val_or_default(section, key) {
                 Some(Val::$variant(v)) => *v,
-                _ => $default,
+                // Cannot occur for a key with a fixed default:
+                // `defaults_are_those_of_the_contract` loads every one.
+                _ => <$ty>::default(),
             }
         }
-    };
-    (@one $name:ident -> $ty:ty = $variant:ident) => {
+    )*};
+    (optional: $($name:ident -> $ty:ty = $variant:ident;)*) => {$(
         fn $name(&self, section: &'static str, key: &'static str) -> Option<$ty> {
             match self.val(section, key) {
                 Some(Val::$variant(v)) => Some(v),
                 _ => None,
             }
         }
-    };
+    )*};
 }
 
 impl Settings {
@@ -474,28 +491,44 @@ impl Settings {
         self.get(section, key).map(|s| &s.val)
     }
 
+    /// The value set, else the key table's default.
+    fn val_or_default(&self, section: &'static str, key: &'static str) -> Option<&Val> {
+        self.val(section, key)
+            .or_else(|| self.defaults.get(&(section, key)))
+    }
+
     // The typed getters: each is the same match on another variant, so one macro writes
     // them. Those with a default fall back to it when the key is unset; the others are
     // `None` then. A value of another variant cannot occur: `schema::convert` makes each
     // key's variant from its kind.
-    typed_getters! {
-        duration(default) -> Duration = Duration;
-        int(default) -> u64 = Int;
-        size(default) -> u64 = Size;
-        bool(default) -> bool = Bool;
+    typed_getters! {or_default:
+        duration -> Duration = Duration;
+        int -> u64 = Int;
+        size -> u64 = Size;
+        bool -> bool = Bool;
+    }
+    typed_getters! {optional:
         text -> &str = Text;
         list -> &[String] = List;
         addr -> &SocketAddr = Addr;
     }
 
-    fn count(&self, section: &'static str, key: &'static str, default: usize) -> usize {
-        // The schema bounds counts by i64::MAX; saturate on a 32-bit target.
-        usize::try_from(self.int(section, key, default as u64)).unwrap_or(usize::MAX)
+    /// A text value (a choice, a hook path), or its default.
+    fn text_or_default(&self, section: &'static str, key: &'static str) -> &str {
+        match self.val_or_default(section, key) {
+            Some(Val::Text(text)) => text,
+            _ => "",
+        }
     }
 
-    fn count_u32(&self, section: &'static str, key: &'static str, default: u32) -> u32 {
+    fn count(&self, section: &'static str, key: &'static str) -> usize {
+        // The schema bounds counts by i64::MAX; saturate on a 32-bit target.
+        usize::try_from(self.int(section, key)).unwrap_or(usize::MAX)
+    }
+
+    fn count_u32(&self, section: &'static str, key: &'static str) -> u32 {
         // The schema bounds these keys by u32::MAX.
-        u32::try_from(self.int(section, key, u64::from(default))).unwrap_or(u32::MAX)
+        u32::try_from(self.int(section, key)).unwrap_or(u32::MAX)
     }
 
     /// Both keys of an exclusive pair left after merging come from the same source.
@@ -515,12 +548,7 @@ impl Settings {
         })
     }
 
-    fn hook(
-        &self,
-        section: &'static str,
-        default_path: &str,
-        problems: &mut Vec<Problem>,
-    ) -> Option<HookAction> {
+    fn hook(&self, section: &'static str, problems: &mut Vec<Problem>) -> Option<HookAction> {
         if !self.sections.contains(section) {
             return None;
         }
@@ -528,10 +556,7 @@ impl Settings {
         Some(match self.list(section, "command") {
             Some(command) => HookAction::Command(command.to_vec()),
             None => HookAction::Http {
-                path: self
-                    .text(section, "path")
-                    .unwrap_or(default_path)
-                    .to_owned(),
+                path: self.text_or_default(section, "path").to_owned(),
             },
         })
     }

@@ -2,10 +2,11 @@
 //! environment (`FC_INIT_<SECTION>_<KEY>`) and the command line are merged (CLI > env > file >
 //! default). Every problem is collected and reported at once, each naming the file, key and reason.
 //!
-//! Layout: `schema` lists every key with its type and limits and checks single values;
-//! `load` finds the file, reads the three sources as layers, merges them and checks the rules
-//! that span keys (exclusive keys, the serving rule); `print` writes the effective config back
-//! as TOML for `--check-config`; `units` reads and writes durations, sizes and signals.
+//! Layout: `keys` is the key table — every key's name, kind, default, reference row and
+//! printed line, one entry each; `schema` checks single values of each kind; `load` finds the
+//! file, reads the three sources as layers, merges them and checks the rules that span keys
+//! (exclusive keys, the serving rule); `print` writes the effective config back as TOML for
+//! `--check-config`, through `show`; `units` reads and writes durations, sizes and signals.
 //! The documented sample, `config/fc-init.toml`, is parsed by the tests so it cannot drift.
 
 use std::collections::BTreeMap;
@@ -15,10 +16,12 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
+mod keys;
 mod load;
 mod print;
 pub mod redis_url;
 mod schema;
+mod show;
 #[cfg(test)]
 mod tests;
 mod units;
@@ -32,7 +35,16 @@ pub use units::{format_duration, format_size, parse_duration, parse_signal, pars
 /// Every configuration key as `(section, key)`, in the documented order (the reference lists
 /// each; a test checks it).
 pub fn keys() -> impl Iterator<Item = (&'static str, &'static str)> {
-    schema::SCHEMA.iter().map(|k| (k.section, k.key))
+    keys::all().map(|k| (k.section, k.key))
+}
+
+/// The tables of docs/reference.md §3 as the key table writes them, one per section:
+/// `(section, Markdown table)`. A test holds the reference to them.
+pub fn reference_tables() -> Vec<(&'static str, String)> {
+    keys::SECTIONS
+        .iter()
+        .map(|s| (s.name, keys::reference_table(s)))
+        .collect()
 }
 
 /// Inputs to `load`, gathered by the CLI layer. Everything is passed in (no global environment
@@ -71,26 +83,17 @@ pub struct FlagSetting {
     pub value: toml::Value,
 }
 
-/// Every problem found while loading, from every source at once.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Every problem found while loading, from every source at once; shown one line per problem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", lines(problems))]
 pub struct ConfigError {
     pub problems: Vec<Problem>,
 }
 
-impl std::fmt::Display for ConfigError {
-    /// One line per problem.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (i, problem) in self.problems.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            write!(f, "{problem}")?;
-        }
-        Ok(())
-    }
+fn lines(problems: &[Problem]) -> String {
+    let lines: Vec<String> = problems.iter().map(Problem::to_string).collect();
+    lines.join("\n")
 }
-
-impl std::error::Error for ConfigError {}
 
 /// One problem: where it was found, which key, and why it is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -376,14 +376,7 @@ fn sentinel(rest: &str, tls: bool) -> Result<RedisTarget, String> {
     if master.is_empty() {
         return Err("the master's name is missing (redis+sentinel://host:port/MASTER)".to_owned());
     }
-    let db = match db {
-        "" => 0,
-        db => db
-            .parse::<i64>()
-            .ok()
-            .filter(|n| *n >= 0)
-            .ok_or_else(|| format!("{db:?} is not a database number"))?,
-    };
+    let db = database(db)?;
     let ((username, password), sentinels) = login_and_nodes(authority, SENTINEL_PORT)?;
     Ok(RedisTarget {
         addr: RedisAddr::Sentinel {
@@ -448,20 +441,25 @@ fn tcp(rest: &str, addr: impl FnOnce(String, u16) -> RedisAddr) -> Result<RedisT
     };
     let (username, password) = credentials_of(credentials)?;
     let (host, port) = host_and_port(hostport)?;
-    let db = match path.trim_start_matches('/') {
-        "" => 0,
-        db => db
-            .parse::<i64>()
-            .ok()
-            .filter(|n| *n >= 0)
-            .ok_or_else(|| format!("{db:?} is not a database number"))?,
-    };
+    let db = database(path.trim_start_matches('/'))?;
     Ok(RedisTarget {
         addr: addr(host, port),
         db,
         username,
         password,
     })
+}
+
+/// A URL's database number: none is database 0.
+fn database(db: &str) -> Result<i64, String> {
+    match db {
+        "" => Ok(0),
+        db => db
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| format!("{db:?} is not a database number")),
+    }
 }
 
 fn host_and_port(hostport: &str) -> Result<(String, u16), String> {

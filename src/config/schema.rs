@@ -1,7 +1,8 @@
-//! The schema: every section and key of docs/reference.md §3 with its type and limits, and the
-//! conversion of one raw TOML value (from the file, or built from an environment string) into a
-//! checked value. The loader walks the file against this table itself rather than through
-//! serde's `deny_unknown_fields`, which stops at the first problem.
+//! The kinds of value a key takes (`Kind`), with their limits, and the conversion of one raw
+//! TOML value (from the file, or built from an environment string) into a checked value. Which
+//! key takes which kind is the key table's (`keys`); the loader walks the file against that
+//! table itself rather than through serde's `deny_unknown_fields`, which stops at the first
+//! problem.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -12,27 +13,6 @@ use toml::Value;
 
 use super::units::{format_duration, format_size, parse_duration, parse_signal, parse_size};
 use super::UserSpec;
-
-/// Section names in the contract's order.
-pub(super) const SECTIONS: &[&str] = &[
-    "function",
-    "server",
-    "initializer",
-    "pre_stop",
-    "shutdown",
-    "async",
-    "admin",
-    "log",
-    "signals",
-];
-
-/// Pairs of keys of one section that may not both be set: a source that sets one replaces
-/// the other from a source of lower precedence, and setting both in one source is a problem.
-pub(super) const EXCLUSIVE: &[(&str, &str, &str)] = &[
-    ("function", "socket", "port"),
-    ("initializer", "path", "command"),
-    ("pre_stop", "path", "command"),
-];
 
 /// The longest path a unix socket address holds: `sun_path` is 108 bytes with the NUL.
 const MAX_SOCKET_PATH: usize = 107;
@@ -91,34 +71,23 @@ pub(super) enum Kind {
     Destination,
 }
 
-#[derive(Debug, Clone, Copy)]
-pub(super) struct KeySpec {
-    pub section: &'static str,
-    pub key: &'static str,
-    pub kind: Kind,
-}
-
-const fn key(section: &'static str, key: &'static str, kind: Kind) -> KeySpec {
-    KeySpec { section, key, kind }
-}
-
-const POSITIVE: Kind = Kind::Duration {
+pub(super) const POSITIVE: Kind = Kind::Duration {
     nonzero: true,
     max: None,
 };
-const ANY_DURATION: Kind = Kind::Duration {
+pub(super) const ANY_DURATION: Kind = Kind::Duration {
     nonzero: false,
     max: None,
 };
-const COUNT: Kind = Kind::Int {
+pub(super) const COUNT: Kind = Kind::Int {
     min: 0,
     max: TOML_INT_MAX,
 };
-const AT_LEAST_ONE: Kind = Kind::Int {
+pub(super) const AT_LEAST_ONE: Kind = Kind::Int {
     min: 1,
     max: TOML_INT_MAX,
 };
-const COUNT_U32: Kind = Kind::Int {
+pub(super) const COUNT_U32: Kind = Kind::Int {
     min: 0,
     max: u32::MAX as u64,
 };
@@ -137,107 +106,6 @@ pub(super) const PLATFORM_CHOICES: &[&str] = &["auto", "fc", "none"];
 pub(super) const BACKEND_CHOICES: &[&str] = &["sqlite", "redis"];
 pub(super) const FORWARD_TO_CHOICES: &[&str] = &["process", "group"];
 pub(super) const HTTP2_CHOICES: &[&str] = &["on", "off"];
-
-/// Every key, in the contract's order (the sample file follows it; a test checks that).
-pub(super) const SCHEMA: &[KeySpec] = &[
-    key("function", "command", Kind::Args { nonempty: false }),
-    key("function", "working_dir", Kind::Path),
-    key("function", "env", Kind::EnvTable),
-    key("function", "socket", Kind::SocketPath),
-    key("function", "port", Kind::Int { min: 1, max: 65535 }),
-    key("function", "start_timeout", POSITIVE),
-    key("function", "name", Kind::Text),
-    key("function", "timeout", POSITIVE),
-    key("function", "user", Kind::User),
-    key("function", "restart", Kind::Choice(RESTART_CHOICES)),
-    key("function", "restart_backoff_max", ANY_DURATION),
-    key("function", "qualifier", Kind::Text),
-    key("server", "listen", Kind::Addr),
-    key("server", "platform", Kind::Choice(PLATFORM_CHOICES)),
-    key("server", "max_concurrency", COUNT),
-    key("server", "max_queue", COUNT),
-    key("server", "max_connections", AT_LEAST_ONE),
-    key("server", "max_header_bytes", Kind::Size { min: 1024 }),
-    key("server", "max_body", Kind::Size { min: 0 }),
-    key("server", "header_timeout", POSITIVE),
-    key("server", "body_buffer", Kind::Size { min: 0 }),
-    key("server", "body_timeout", POSITIVE),
-    key("server", "idle_timeout", POSITIVE),
-    key(
-        "server",
-        "busy_poll",
-        Kind::Duration {
-            nonzero: false,
-            max: Some(MAX_BUSY_POLL),
-        },
-    ),
-    key("server", "body_buffer_total", Kind::Size { min: 0 }),
-    key("server", "http2", Kind::Choice(HTTP2_CHOICES)),
-    key("initializer", "path", Kind::HookPath),
-    key("initializer", "command", Kind::Args { nonempty: true }),
-    key(
-        "initializer",
-        "timeout",
-        Kind::Duration {
-            nonzero: true,
-            max: Some(MAX_INITIALIZER_TIMEOUT),
-        },
-    ),
-    key(
-        "initializer",
-        "on_failure",
-        Kind::Choice(ON_FAILURE_CHOICES),
-    ),
-    key("initializer", "max_attempts", COUNT_U32),
-    key("initializer", "backoff", POSITIVE),
-    key("initializer", "backoff_max", POSITIVE),
-    key("pre_stop", "path", Kind::HookPath),
-    key("pre_stop", "command", Kind::Args { nonempty: true }),
-    key("pre_stop", "timeout", POSITIVE),
-    key("shutdown", "stop_signal", Kind::CatchableSignal),
-    key("shutdown", "drain_timeout", ANY_DURATION),
-    key("shutdown", "grace_period", ANY_DURATION),
-    key("shutdown", "kill_group", Kind::Bool),
-    key("async", "enabled", Kind::Bool),
-    key("async", "backend", Kind::Choice(BACKEND_CHOICES)),
-    key("async", "store", Kind::Path),
-    key("async", "redis_url", Kind::RedisUrl),
-    key("async", "queue", Kind::QueueName),
-    key("async", "retention", ANY_DURATION),
-    key("async", "max_concurrency", AT_LEAST_ONE),
-    key("async", "max_retries", COUNT_U32),
-    key("async", "max_queued", AT_LEAST_ONE),
-    key("async", "max_payload", Kind::Size { min: 0 }),
-    key("async", "redis_min_replicas", Kind::MinReplicas),
-    key("async", "max_event_age", ANY_DURATION),
-    key("async", "max_result", Kind::Size { min: 0 }),
-    key("async", "destination_retry_for", ANY_DURATION),
-    key("async", "on_success", Kind::Destination),
-    key("async", "on_failure", Kind::Destination),
-    key("admin", "socket", Kind::SocketPath),
-    key("admin", "listen", Kind::Addr),
-    key("log", "invocations", Kind::Bool),
-    key("log", "format", Kind::Choice(FORMAT_CHOICES)),
-    key("signals", "forward_to", Kind::Choice(FORWARD_TO_CHOICES)),
-    key("signals", "rewrite", Kind::SignalRewrite),
-    key("signals", "success_codes", Kind::ExitCodes),
-    key("signals", "parent_death_signal", Kind::AnySignal),
-    key("signals", "warn_reaped", Kind::Bool),
-];
-
-pub(super) fn find(section: &str, key: &str) -> Option<&'static KeySpec> {
-    SCHEMA.iter().find(|k| k.section == section && k.key == key)
-}
-
-/// The keys of one section, for "unknown key" hints.
-pub(super) fn keys_of(section: &str) -> String {
-    SCHEMA
-        .iter()
-        .filter(|k| k.section == section)
-        .map(|k| k.key)
-        .collect::<Vec<_>>()
-        .join(", ")
-}
 
 /// A checked value; which variant a key holds follows from its `Kind`.
 #[derive(Debug, Clone, PartialEq)]
@@ -717,15 +585,5 @@ mod tests {
         assert!(env_value(Kind::Bool, "yes").is_err());
         assert_eq!(env_value(COUNT, " 12 "), Ok(Value::Integer(12)));
         assert!(env_value(COUNT, "12x").is_err());
-    }
-
-    #[test]
-    fn every_section_has_keys_and_every_key_a_known_section() {
-        for section in SECTIONS {
-            assert!(!keys_of(section).is_empty(), "{section}");
-        }
-        for k in SCHEMA {
-            assert!(SECTIONS.contains(&k.section), "{}.{}", k.section, k.key);
-        }
     }
 }

@@ -38,7 +38,6 @@ pub mod write;
 #[cfg(test)]
 mod proptests;
 
-use std::fmt;
 use std::io;
 
 pub use body::{copy_body, Output};
@@ -94,29 +93,39 @@ impl Default for Limits {
 }
 
 /// What went wrong while reading, parsing or copying an HTTP message.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     /// The peer closed the connection cleanly before sending any byte of a new message: the
     /// normal end of a keep-alive connection, not an error to answer.
+    #[error("connection closed")]
     ConnectionClosed,
     /// The request head violates RFC 9112 (or fc-init's stricter reading of it).
+    #[error("malformed request: {0}")]
     BadRequest(&'static str),
     /// The response head from the function violates RFC 9112.
+    #[error("malformed response: {0}")]
     BadResponse(&'static str),
     /// The body framing is broken: bad chunk size line, missing CRLF, oversized trailers.
+    #[error("malformed body: {0}")]
     BadBody(&'static str),
     /// The head is larger than `max_header_bytes` or has more than `max_headers` fields.
+    #[error("header block too large")]
     HeadersTooLarge,
     /// The body is larger than `max_body`; nothing beyond the limit was forwarded.
+    #[error("body too large")]
     BodyTooLarge,
     /// The reader's deadline passed (for a request head: `header_timeout`).
+    #[error("timeout")]
     Timeout,
     /// The peer closed the connection in the middle of a message.
+    #[error("connection closed in the middle of a message")]
     UnexpectedEof,
     /// Reading from the source failed.
-    Read(io::Error),
+    #[error("read failed: {0}")]
+    Read(#[source] io::Error),
     /// Writing to the destination failed (while copying a body).
-    Write(io::Error),
+    #[error("write failed: {0}")]
+    Write(#[source] io::Error),
 }
 
 impl HttpError {
@@ -141,32 +150,6 @@ impl HttpError {
             io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => HttpError::Timeout,
             io::ErrorKind::UnexpectedEof => HttpError::UnexpectedEof,
             _ => HttpError::Read(e),
-        }
-    }
-}
-
-impl fmt::Display for HttpError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            HttpError::ConnectionClosed => f.write_str("connection closed"),
-            HttpError::BadRequest(why) => write!(f, "malformed request: {why}"),
-            HttpError::BadResponse(why) => write!(f, "malformed response: {why}"),
-            HttpError::BadBody(why) => write!(f, "malformed body: {why}"),
-            HttpError::HeadersTooLarge => f.write_str("header block too large"),
-            HttpError::BodyTooLarge => f.write_str("body too large"),
-            HttpError::Timeout => f.write_str("timeout"),
-            HttpError::UnexpectedEof => f.write_str("connection closed in the middle of a message"),
-            HttpError::Read(e) => write!(f, "read failed: {e}"),
-            HttpError::Write(e) => write!(f, "write failed: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for HttpError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            HttpError::Read(e) | HttpError::Write(e) => Some(e),
-            _ => None,
         }
     }
 }

@@ -6,7 +6,6 @@
 //! so it does not linger, and a result that arrives after the supervisor gave up carries a stale
 //! token and is ignored. Command hooks are children of the supervisor and never waited on here.
 
-use std::fmt;
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,34 +46,56 @@ impl HookKind {
 
 /// Why a hook attempt failed. `Display` is the reason on the FC End line
 /// (`FC Initialize End RequestId: <id>, Error: <reason>`).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum HookError {
     /// The function refused the connection: it is not listening (yet).
+    #[error("connection refused")]
     Refused,
     /// Connecting failed otherwise (no socket file, unreachable, ...).
-    Connect(io::Error),
+    #[error("connect failed: {0}")]
+    Connect(#[source] io::Error),
     /// The function reset or closed the connection before answering.
+    #[error("connection reset")]
     Reset,
     /// Sending the request or reading the answer failed otherwise.
-    Io(io::Error),
+    #[error("{}", io_failure(.0))]
+    Io(#[source] io::Error),
     /// The answer is not valid HTTP/1.1.
+    #[error("malformed response: {0}")]
     Malformed(String),
     /// The attempt's timeout passed.
+    #[error("timeout")]
     Timeout,
     /// The function answered with a status other than 2xx.
+    #[error("status {0}")]
     Status(u16),
     /// The hook command exited with a non-zero status.
+    #[error("{}", Exit::Code(*.0))]
     CommandExit(i32),
     /// The hook command was killed by a signal.
+    #[error("{}", Exit::Signal(*.0))]
     CommandKilled(i32),
     /// The hook command could not be started.
-    Spawn(SpawnError),
+    #[error("{}", crate::logging::error_chain(.0))]
+    Spawn(#[source] SpawnError),
     /// The function exited while the attempt was under way.
+    #[error("function {0}")]
     FunctionExited(Exit),
     /// The shutdown started during the attempt.
+    #[error("aborted: fc-init is stopping")]
     Stopping,
     /// A second SIGTERM/SIGINT cut the attempt.
+    #[error("interrupted by a second stop signal")]
     SecondSignal,
+}
+
+/// An i/o failure as the End line states it: our own UnexpectedEof errors carry a readable
+/// message of their own.
+fn io_failure(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::UnexpectedEof => e.to_string(),
+        _ => format!("i/o error: {e}"),
+    }
 }
 
 impl HookError {
@@ -106,38 +127,6 @@ impl From<ClientError> for HookError {
             }
             ClientError::Io(e) => HookError::Io(e),
             ClientError::Malformed(why) => HookError::Malformed(why),
-        }
-    }
-}
-
-impl fmt::Display for HookError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            HookError::Refused => f.write_str("connection refused"),
-            HookError::Connect(e) => write!(f, "connect failed: {e}"),
-            HookError::Reset => f.write_str("connection reset"),
-            // Our own UnexpectedEof errors carry a readable message.
-            HookError::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => write!(f, "{e}"),
-            HookError::Io(e) => write!(f, "i/o error: {e}"),
-            HookError::Malformed(why) => write!(f, "malformed response: {why}"),
-            HookError::Timeout => f.write_str("timeout"),
-            HookError::Status(status) => write!(f, "status {status}"),
-            HookError::CommandExit(code) => write!(f, "{}", Exit::Code(*code)),
-            HookError::CommandKilled(sig) => write!(f, "{}", Exit::Signal(*sig)),
-            HookError::Spawn(e) => f.write_str(&crate::logging::error_chain(e)),
-            HookError::FunctionExited(exit) => write!(f, "function {exit}"),
-            HookError::Stopping => f.write_str("aborted: fc-init is stopping"),
-            HookError::SecondSignal => f.write_str("interrupted by a second stop signal"),
-        }
-    }
-}
-
-impl std::error::Error for HookError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            HookError::Connect(e) | HookError::Io(e) => Some(e),
-            HookError::Spawn(e) => Some(e),
-            _ => None,
         }
     }
 }

@@ -11,7 +11,6 @@
 //! reaper owns `waitpid` (a `Child::wait` elsewhere would race it and get ECHILD).
 
 use std::ffi::{OsStr, OsString};
-use std::fmt;
 use std::io;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -23,21 +22,28 @@ use super::FunctionEnv;
 use crate::config::UserSpec;
 
 /// Why a program could not be started; maps to tini's 126/127 convention.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
     /// No such program (exit 127).
+    #[error("cannot run {program:?}: command not found")]
     NotFound { program: String, source: io::Error },
     /// Found but not executable: EACCES, ENOEXEC (exit 126).
+    #[error("cannot run {program:?}: not executable")]
     NotExecutable { program: String, source: io::Error },
     /// Starting it failed otherwise: fork, a credential change, resources (exit 1).
+    #[error("cannot start {program:?}")]
     Failed { program: String, source: io::Error },
     /// `function.user` names nobody.
+    #[error("function.user: no such user {0:?}")]
     UnknownUser(String),
     /// `function.user` names no group.
+    #[error("function.user: no such group {0:?}")]
     UnknownGroup(String),
     /// `function.working_dir` is not a directory fc-init can see.
+    #[error("function.working_dir {}", path.display())]
     WorkingDir { path: PathBuf, source: io::Error },
     /// Reading /etc/passwd or /etc/group failed.
+    #[error("reading {what}")]
     Lookup { what: String, source: io::Error },
 }
 
@@ -48,40 +54,6 @@ impl SpawnError {
             SpawnError::NotFound { .. } => crate::exit::NOT_FOUND,
             SpawnError::NotExecutable { .. } => crate::exit::NOT_EXECUTABLE,
             _ => crate::exit::FAILURE,
-        }
-    }
-}
-
-impl fmt::Display for SpawnError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SpawnError::NotFound { program, .. } => {
-                write!(f, "cannot run {program:?}: command not found")
-            }
-            SpawnError::NotExecutable { program, .. } => {
-                write!(f, "cannot run {program:?}: not executable")
-            }
-            SpawnError::Failed { program, .. } => write!(f, "cannot start {program:?}"),
-            SpawnError::WorkingDir { path, .. } => {
-                write!(f, "function.working_dir {}", path.display())
-            }
-            SpawnError::UnknownUser(u) => write!(f, "function.user: no such user {u:?}"),
-            SpawnError::UnknownGroup(g) => write!(f, "function.user: no such group {g:?}"),
-            SpawnError::Lookup { what, .. } => write!(f, "reading {what}"),
-        }
-    }
-}
-
-impl std::error::Error for SpawnError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            SpawnError::NotFound { source, .. }
-            | SpawnError::NotExecutable { source, .. }
-            | SpawnError::Failed { source, .. } => Some(source),
-            SpawnError::Lookup { source, .. } | SpawnError::WorkingDir { source, .. } => {
-                Some(source)
-            }
-            _ => None,
         }
     }
 }

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
@@ -74,19 +73,19 @@ pub(super) fn build(s: &Settings, sources: &Sources, problems: &mut Vec<Problem>
         },
         working_dir: s.text("function", "working_dir").map(PathBuf::from),
         endpoint,
-        start_timeout: s.duration("function", "start_timeout", Duration::from_secs(120)),
+        start_timeout: s.duration("function", "start_timeout"),
         name,
-        timeout: s.duration("function", "timeout", Duration::from_secs(60)),
+        timeout: s.duration("function", "timeout"),
         user: match s.val("function", "user") {
             Some(Val::User(user)) => Some(user.clone()),
             _ => None,
         },
-        restart: match s.text("function", "restart") {
-            Some("on-failure") => RestartPolicy::OnFailure,
-            Some("always") => RestartPolicy::Always,
+        restart: match s.text_or_default("function", "restart") {
+            "on-failure" => RestartPolicy::OnFailure,
+            "always" => RestartPolicy::Always,
             _ => RestartPolicy::Never,
         },
-        restart_backoff_max: s.duration("function", "restart_backoff_max", Duration::from_secs(30)),
+        restart_backoff_max: s.duration("function", "restart_backoff_max"),
         qualifier: s
             .text("function", "qualifier")
             .map(str::to_owned)
@@ -101,51 +100,47 @@ pub(super) fn build(s: &Settings, sources: &Sources, problems: &mut Vec<Problem>
         command,
     };
 
-    let initializer = s
-        .hook("initializer", "/initialize", problems)
-        .map(|action| {
-            let backoff = s.duration("initializer", "backoff", Duration::from_millis(100));
-            let backoff_max = s.duration("initializer", "backoff_max", Duration::from_secs(10));
-            if backoff_max < backoff {
-                // Blame whichever of the two was set (backoff_max first: it is the usual culprit).
-                let blamed = s
-                    .get("initializer", "backoff_max")
-                    .map(|b| (b, "initializer.backoff_max"))
-                    .or_else(|| {
-                        s.get("initializer", "backoff")
-                            .map(|b| (b, "initializer.backoff"))
-                    });
-                if let Some((setting, key)) = blamed {
-                    problems.push(Problem {
-                        source: setting.source.clone(),
-                        key: key.to_owned(),
-                        reason: format!(
-                            "backoff_max ({}) is less than backoff ({})",
-                            crate::config::format_duration(backoff_max),
-                            crate::config::format_duration(backoff)
-                        ),
-                    });
-                }
+    let initializer = s.hook("initializer", problems).map(|action| {
+        let backoff = s.duration("initializer", "backoff");
+        let backoff_max = s.duration("initializer", "backoff_max");
+        if backoff_max < backoff {
+            // Blame whichever of the two was set (backoff_max first: it is the usual culprit).
+            let blamed = s
+                .get("initializer", "backoff_max")
+                .map(|b| (b, "initializer.backoff_max"))
+                .or_else(|| {
+                    s.get("initializer", "backoff")
+                        .map(|b| (b, "initializer.backoff"))
+                });
+            if let Some((setting, key)) = blamed {
+                problems.push(Problem {
+                    source: setting.source.clone(),
+                    key: key.to_owned(),
+                    reason: format!(
+                        "backoff_max ({}) is less than backoff ({})",
+                        crate::config::format_duration(backoff_max),
+                        crate::config::format_duration(backoff)
+                    ),
+                });
             }
-            InitializerConfig {
-                action,
-                timeout: s.duration("initializer", "timeout", Duration::from_secs(60)),
-                on_failure: match s.text("initializer", "on_failure") {
-                    Some("next-request") => OnFailure::NextRequest,
-                    Some("exit") => OnFailure::Exit,
-                    _ => OnFailure::Retry,
-                },
-                max_attempts: s.count_u32("initializer", "max_attempts", 0),
-                backoff,
-                backoff_max,
-            }
-        });
-    let pre_stop = s
-        .hook("pre_stop", "/pre-stop", problems)
-        .map(|action| PreStopConfig {
+        }
+        InitializerConfig {
             action,
-            timeout: s.duration("pre_stop", "timeout", Duration::from_secs(10)),
-        });
+            timeout: s.duration("initializer", "timeout"),
+            on_failure: match s.text_or_default("initializer", "on_failure") {
+                "next-request" => OnFailure::NextRequest,
+                "exit" => OnFailure::Exit,
+                _ => OnFailure::Retry,
+            },
+            max_attempts: s.count_u32("initializer", "max_attempts"),
+            backoff,
+            backoff_max,
+        }
+    });
+    let pre_stop = s.hook("pre_stop", problems).map(|action| PreStopConfig {
+        action,
+        timeout: s.duration("pre_stop", "timeout"),
+    });
 
     // The serving rule: fc-init listens only when the function serves HTTP, so that a plain
     // command runs under fc-init exactly as under tini.
@@ -190,8 +185,8 @@ pub(super) fn build(s: &Settings, sources: &Sources, problems: &mut Vec<Problem>
         _ => (Platform::None, true),
     };
 
-    let backend = match s.text("async", "backend") {
-        Some("redis") => AsyncBackend::Redis,
+    let backend = match s.text_or_default("async", "backend") {
+        "redis" => AsyncBackend::Redis,
         _ => AsyncBackend::Sqlite,
     };
     let redis_url = s.text("async", "redis_url").map(str::to_owned);
@@ -236,57 +231,57 @@ pub(super) fn build(s: &Settings, sources: &Sources, problems: &mut Vec<Problem>
             listen,
             platform,
             platform_auto,
-            max_concurrency: s.count("server", "max_concurrency", 100),
-            max_queue: s.count("server", "max_queue", 1000),
-            max_connections: s.count("server", "max_connections", 4096),
-            max_header_bytes: usize::try_from(s.size("server", "max_header_bytes", 8 << 10))
+            max_concurrency: s.count("server", "max_concurrency"),
+            max_queue: s.count("server", "max_queue"),
+            max_connections: s.count("server", "max_connections"),
+            max_header_bytes: usize::try_from(s.size("server", "max_header_bytes"))
                 .unwrap_or(usize::MAX),
-            max_body: s.size("server", "max_body", 32 << 20),
-            header_timeout: s.duration("server", "header_timeout", Duration::from_secs(10)),
-            body_buffer: s.size("server", "body_buffer", 1 << 20),
-            body_timeout: s.duration("server", "body_timeout", Duration::from_secs(30)),
-            idle_timeout: s.duration("server", "idle_timeout", Duration::from_secs(60)),
-            busy_poll: s.duration("server", "busy_poll", Duration::from_micros(50)),
-            body_buffer_total: s.size("server", "body_buffer_total", 64 << 20),
-            http2: s.text("server", "http2") != Some("off"),
+            max_body: s.size("server", "max_body"),
+            header_timeout: s.duration("server", "header_timeout"),
+            body_buffer: s.size("server", "body_buffer"),
+            body_timeout: s.duration("server", "body_timeout"),
+            idle_timeout: s.duration("server", "idle_timeout"),
+            busy_poll: s.duration("server", "busy_poll"),
+            body_buffer_total: s.size("server", "body_buffer_total"),
+            http2: s.text_or_default("server", "http2") != "off",
         },
         initializer,
         pre_stop,
         shutdown: ShutdownConfig {
-            stop_signal: match s.val("shutdown", "stop_signal") {
+            stop_signal: match s.val_or_default("shutdown", "stop_signal") {
                 Some(Val::Signal(signal)) => *signal,
+                // Cannot occur: the key table's default is SIGTERM.
                 _ => Signal::SIGTERM,
             },
-            drain_timeout: s.duration("shutdown", "drain_timeout", Duration::from_secs(30)),
-            grace_period: s.duration("shutdown", "grace_period", Duration::from_secs(10)),
-            kill_group: s.bool("shutdown", "kill_group", true),
+            drain_timeout: s.duration("shutdown", "drain_timeout"),
+            grace_period: s.duration("shutdown", "grace_period"),
+            kill_group: s.bool("shutdown", "kill_group"),
         },
         async_: AsyncConfig {
             // Under FC's own platform FC owns asynchronous invocations (docs/reference.md §8): fc-init's
             // queue only when asked for explicitly.
-            enabled: s.bool("async", "enabled", platform != Platform::Fc),
+            enabled: match s.val("async", "enabled") {
+                Some(Val::Bool(enabled)) => *enabled,
+                _ => platform != Platform::Fc,
+            },
             backend,
             redis_url,
             queue,
             store: s
                 .text("async", "store")
                 .map_or_else(|| runtime.join("events.db"), PathBuf::from),
-            retention: s.duration("async", "retention", Duration::from_secs(72 * 3600)),
-            max_concurrency: s.count("async", "max_concurrency", 10),
-            max_retries: s.count_u32("async", "max_retries", 3),
-            max_queued: s.int("async", "max_queued", 10_000),
-            max_payload: s.size("async", "max_payload", 128 << 10),
+            retention: s.duration("async", "retention"),
+            max_concurrency: s.count("async", "max_concurrency"),
+            max_retries: s.count_u32("async", "max_retries"),
+            max_queued: s.int("async", "max_queued"),
+            max_payload: s.size("async", "max_payload"),
             redis_min_replicas: match s.val("async", "redis_min_replicas") {
                 Some(Val::Int(n)) => Some(u32::try_from(*n).unwrap_or(u32::MAX)),
                 _ => None,
             },
-            max_event_age: s.duration("async", "max_event_age", Duration::from_secs(24 * 3600)),
-            max_result: s.size("async", "max_result", 1 << 20),
-            destination_retry_for: s.duration(
-                "async",
-                "destination_retry_for",
-                Duration::from_secs(24 * 3600),
-            ),
+            max_event_age: s.duration("async", "max_event_age"),
+            max_result: s.size("async", "max_result"),
+            destination_retry_for: s.duration("async", "destination_retry_for"),
             on_success: s.text("async", "on_success").map(str::to_owned),
             on_failure: s.text("async", "on_failure").map(str::to_owned),
         },
@@ -297,15 +292,15 @@ pub(super) fn build(s: &Settings, sources: &Sources, problems: &mut Vec<Problem>
             listen: admin_listen,
         },
         log: LogConfig {
-            invocations: s.bool("log", "invocations", true),
-            format: match s.text("log", "format") {
-                Some("json") => LogFormat::Json,
+            invocations: s.bool("log", "invocations"),
+            format: match s.text_or_default("log", "format") {
+                "json" => LogFormat::Json,
                 _ => LogFormat::Text,
             },
         },
         signals: SignalsConfig {
-            forward_to: match s.text("signals", "forward_to") {
-                Some("group") => ForwardTo::Group,
+            forward_to: match s.text_or_default("signals", "forward_to") {
+                "group" => ForwardTo::Group,
                 _ => ForwardTo::Process,
             },
             rewrite: match s.val("signals", "rewrite") {
@@ -320,7 +315,7 @@ pub(super) fn build(s: &Settings, sources: &Sources, problems: &mut Vec<Problem>
                 Some(Val::Signo(n)) => Some(*n),
                 _ => None,
             },
-            warn_reaped: s.bool("signals", "warn_reaped", false),
+            warn_reaped: s.bool("signals", "warn_reaped"),
         },
         runtime_dir: runtime,
     }

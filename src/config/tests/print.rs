@@ -113,7 +113,7 @@ fn to_toml_mentions_every_key() {
     for config in [ok(&sources()), ok(&with_file(BUSY))] {
         let text = config.to_toml();
         let keys = documented_keys(&text);
-        for spec in SCHEMA {
+        for spec in keys::all() {
             // Unconfigured hooks are left out entirely; the busy config has both.
             if config.initializer.is_none() && matches!(spec.section, "initializer" | "pre_stop") {
                 continue;
@@ -202,8 +202,7 @@ fn the_sample_config_uncommented_loads() {
 fn the_sample_config_documents_every_key_in_the_contract_order() {
     let text = sample_text();
     let documented = documented_key_list(&text);
-    let known: Vec<(String, String)> = SCHEMA
-        .iter()
+    let known: Vec<(String, String)> = keys::all()
         .map(|k| (k.section.to_owned(), k.key.to_owned()))
         .collect();
     assert_eq!(
@@ -213,7 +212,10 @@ fn the_sample_config_documents_every_key_in_the_contract_order() {
     let sections: Vec<String> = section_headers(&text);
     assert_eq!(
         sections,
-        SECTIONS.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()
+        keys::section_names()
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect::<Vec<_>>()
     );
 }
 
