@@ -144,6 +144,10 @@ fuzz_target!(|data: &[u8]| {
         timeout: Duration::from_secs(10),
         max_header_block: 4096,
         max_streams: 16,
+        // Small enough that a block within `max_header_block` can decode past them (an
+        // HPACK bomb), so the 431 and reset paths are reached.
+        max_request_headers: 1024,
+        max_response_headers: 2048,
         ..Limits::default()
     });
     let mut host = FuzzHost { permits, next: 0 };

@@ -42,6 +42,9 @@ pub struct Seen {
     pub status: Option<u16>,
     /// `grpc-status` (trailers, or a trailers-only response).
     pub grpc_status: Option<u32>,
+    /// The block decodes to more than the direction's limit ([`Blocks::limit`]): it was
+    /// decoded in full (the table mirror stays in step) but must be dropped, not forwarded.
+    pub too_large: bool,
 }
 
 /// One direction: fc-init's mirror of the sender's encoder, and how blocks go on.
@@ -55,6 +58,9 @@ pub struct Blocks {
     changed_table: bool,
     /// Fields were taken out of the last decoded block.
     stripped: bool,
+    /// The largest decoded header list (RFC 9113 §6.5.2's measure: name, value and 32 bytes
+    /// per field) a block may have.
+    max_list: usize,
 }
 
 impl Blocks {
@@ -66,7 +72,16 @@ impl Blocks {
             scratch: Vec::new(),
             changed_table: false,
             stripped: false,
+            max_list: usize::MAX,
         }
+    }
+
+    /// Bounds the decoded size of a block (an HPACK bomb: a few bytes of references to a
+    /// large table entry decode to megabytes). A larger block is still decoded to its end,
+    /// so the mirror of the sender's table stays right, but nothing of it is kept: its
+    /// [`Seen::too_large`] says so, and the caller drops it.
+    pub fn limit(&mut self, max_list: usize) {
+        self.max_list = max_list;
     }
 
     /// The receiving peer announced another `SETTINGS_HEADER_TABLE_SIZE` (clamped).
@@ -84,9 +99,24 @@ impl Blocks {
     pub fn decode(&mut self, block: &[u8]) -> Result<Seen, HpackError> {
         let mut seen = Seen::default();
         let mut stripped = false;
+        let mut size = 0usize;
+        let max_list = self.max_list;
         let scratch = &mut self.scratch;
         scratch.clear();
         let decoded = self.decoder.decode(block, &mut |field: Field<'_>| {
+            size = size.saturating_add(field.name.len() + field.value.len() + 32);
+            if size > max_list {
+                // Decoding goes on for the table's sake; the fields are not kept (the
+                // re-encoded copy would be as large as the bomb).
+                if !seen.too_large {
+                    seen = Seen {
+                        too_large: true,
+                        ..Seen::default()
+                    };
+                    scratch.clear();
+                }
+                return;
+            }
             if field.name == REQUEST_ID {
                 if seen.request_id.is_none() && valid_request_id(field.value) {
                     seen.request_id = Some(String::from_utf8_lossy(field.value).into_owned());

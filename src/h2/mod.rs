@@ -55,8 +55,12 @@
 //! - Errors (RFC 9113 §5.4): a connection error is answered with GOAWAY to the side at
 //!   fault, the streams end, both connections close; a stream error resets that stream on
 //!   both sides. Nothing panics on any bytes; sizes are bounded (frames by
-//!   `max_frame_size`, header blocks by `max_header_block`, tables by `max_table_size`,
-//!   streams by `max_streams`).
+//!   `max_frame_size`, header blocks by `max_header_block` on the wire and by
+//!   `max_request_headers`/`max_response_headers` decoded (an HPACK bomb: a request over it
+//!   is answered `:status 431`), tables by `max_table_size`, streams by `max_streams`).
+//! - Floods ([`conn::calm`]): frames that carry no request and invocations the client cancels
+//!   or breaks (Rapid Reset) each spend a token bucket; a client that empties one gets
+//!   `GOAWAY ENHANCE_YOUR_CALM`.
 //!
 //! What the shell around it does (the proxy's `h2c` module): sniff [`frame::PREFACE`]
 //! on a new client connection; open the connection's own function connection; hand each

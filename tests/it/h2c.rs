@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::util::*;
 
 /// Whether the Python peers can run here; the reason when not.
-fn peers_missing() -> Option<String> {
+pub(crate) fn peers_missing() -> Option<String> {
     let out = Command::new("python3")
         .args(["-c", "import grpc, h2"])
         .output();
@@ -37,17 +37,22 @@ macro_rules! peers_or_skip {
 }
 
 /// fc-init serving the gRPC fixture.
-struct Grpc {
-    p: Proc,
-    port: u16,
-    dir: TempDir,
+pub(crate) struct Grpc {
+    pub(crate) p: Proc,
+    pub(crate) port: u16,
+    pub(crate) dir: TempDir,
 }
 
 impl Grpc {
     /// Starts fc-init with the gRPC function and waits until a call goes through.
     /// `fixture_env` goes to the fixture; `function` and `server` are extra keys of those
     /// sections.
-    fn start(tag: &str, fixture_env: &[(&str, &str)], function: &str, server: &str) -> Grpc {
+    pub(crate) fn start(
+        tag: &str,
+        fixture_env: &[(&str, &str)],
+        function: &str,
+        server: &str,
+    ) -> Grpc {
         let g = Grpc::launch(tag, fixture_env, function, server);
         let admin = g.admin();
         wait_for("admin socket", || accepting(&admin).then_some(()));
@@ -66,7 +71,12 @@ impl Grpc {
 
     /// Starts fc-init with the gRPC function; returns once its listener accepts (the instance
     /// may not be ready yet).
-    fn launch(tag: &str, fixture_env: &[(&str, &str)], function: &str, server: &str) -> Grpc {
+    pub(crate) fn launch(
+        tag: &str,
+        fixture_env: &[(&str, &str)],
+        function: &str,
+        server: &str,
+    ) -> Grpc {
         let dir = TempDir::new(tag);
         let port = free_port();
         let mut env = format!(
@@ -96,7 +106,7 @@ impl Grpc {
     }
 
     /// Waits until `line` is on fc-init's stdout (anywhere: streams end in any order).
-    fn line(&self, line: &str) {
+    pub(crate) fn line(&self, line: &str) {
         let found = wait_until(Instant::now() + WATCHDOG, || {
             self.p.stdout().lines().any(|l| l == line)
         });
@@ -105,16 +115,16 @@ impl Grpc {
         }
     }
 
-    fn admin(&self) -> PathBuf {
+    pub(crate) fn admin(&self) -> PathBuf {
         self.dir.path("admin.sock")
     }
 
-    fn target(&self) -> String {
+    pub(crate) fn target(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
     /// Runs the client script with `args` and returns what it printed.
-    fn client(&self, args: &[&str]) -> Value {
+    pub(crate) fn client(&self, args: &[&str]) -> Value {
         let out = Command::new("timeout")
             .arg("120")
             .arg("python3")
@@ -133,7 +143,7 @@ impl Grpc {
     }
 
     /// The calls the function saw (method, request id).
-    fn calls(&self) -> Vec<(String, String)> {
+    pub(crate) fn calls(&self) -> Vec<(String, String)> {
         std::fs::read_to_string(self.dir.path("record.jsonl"))
             .unwrap_or_default()
             .lines()
@@ -149,7 +159,7 @@ impl Grpc {
     }
 
     /// The value of `fc_init_requests_total{outcome=...}`.
-    fn requests_total(&self, outcome: &str) -> u64 {
+    pub(crate) fn requests_total(&self, outcome: &str) -> u64 {
         let (status, text) = admin_get(&self.admin(), "/metrics");
         assert_eq!(status, 200, "{text}");
         let prefix = format!("fc_init_requests_total{{outcome=\"{outcome}\"}} ");
@@ -160,7 +170,7 @@ impl Grpc {
     }
 }
 
-fn strings(v: &Value) -> Vec<String> {
+pub(crate) fn strings(v: &Value) -> Vec<String> {
     v.as_array()
         .unwrap_or_else(|| panic!("not a list: {v}"))
         .iter()
@@ -409,7 +419,7 @@ fn read_some(s: &mut TcpStream, n: usize) -> Vec<u8> {
 }
 
 /// The next frame on `s` (its type and payload); `None` at the end of the connection.
-fn read_frame(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+pub(crate) fn read_frame(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
     let mut head = [0u8; 9];
     s.read_exact(&mut head).ok()?;
     let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
@@ -418,9 +428,9 @@ fn read_frame(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
     Some((head[3], payload))
 }
 
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// An empty SETTINGS frame.
-const SETTINGS: &[u8] = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+pub(crate) const SETTINGS: &[u8] = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00";
 
 #[test]
 fn a_preface_sent_byte_by_byte_is_still_h2c() {

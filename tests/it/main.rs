@@ -11,6 +11,7 @@ mod dropin;
 mod dropin_signals;
 mod fleet;
 mod h2c;
+mod h2c_hostile;
 mod hooks;
 mod hostile;
 mod init;

@@ -8,6 +8,8 @@ use super::stream::Stream;
 use super::{Action, Conn, Host, Invocation, Side};
 use crate::h2::block::{Seen, REQUEST_ID};
 use crate::h2::frame::{self, ErrorCode, Frame, H2Error, Kind, Raw, StreamId};
+use crate::h2::hpack;
+use crate::http::fc_error::ErrorType;
 
 impl Conn {
     pub(super) fn client_frame(
@@ -26,6 +28,9 @@ impl Conn {
             self.client.greeted = true;
         }
         let frame = continuation_rule(&self.client, raw)?;
+        if costs_a_token(&frame) {
+            self.calm.frame(now)?;
+        }
         match frame {
             Frame::Data {
                 stream,
@@ -150,7 +155,23 @@ impl Conn {
                 ));
             }
             self.last_stream = stream;
+            if seen.too_large {
+                self.client.blocks.drop_block();
+                self.too_large(stream, end_stream);
+                return self.calm.frame(now);
+            }
             return self.open(stream, end_stream, &block, seen, now, host);
+        }
+        if seen.too_large {
+            self.client.blocks.drop_block();
+            if self.streams.contains_key(&stream) {
+                return Err(H2Error::stream(
+                    stream,
+                    ErrorCode::EnhanceYourCalm,
+                    "trailers larger than max_request_headers",
+                ));
+            }
+            return Ok(());
         }
         match self.streams.get_mut(&stream) {
             Some(s) if s.client_open => {
@@ -180,9 +201,24 @@ impl Conn {
             None => {
                 // A stream already refused or reset: in flight before the client knew.
                 self.client.blocks.drop_block();
-                Ok(())
+                self.calm.frame(now)
             }
         }
+    }
+
+    /// A new stream whose headers are too large: `:status 431` (RFC 9113 §10.5.1), as an
+    /// HTTP/1.1 head over `max_header_bytes` gets; the function never sees it.
+    fn too_large(&mut self, stream: StreamId, end_stream: bool) {
+        let block = &mut self.out_block;
+        block.clear();
+        hpack::encode_literal(block, b":status", b"431");
+        let error = ErrorType::InvalidArgument;
+        hpack::encode_literal(block, b"x-fc-error-type", error.as_str().as_bytes());
+        frame::write_header_block(&mut self.to_client, stream, true, block);
+        if !end_stream {
+            frame::write_rst_stream(&mut self.to_client, stream, ErrorCode::NoError);
+        }
+        self.actions.push(Action::HeadersTooLarge { stream });
     }
 
     /// A new stream: refused, or an invocation.
@@ -203,7 +239,7 @@ impl Conn {
             self.client.blocks.drop_block();
             frame::write_rst_stream(&mut self.to_client, stream, ErrorCode::RefusedStream);
             self.actions.push(Action::Refused { stream });
-            return Ok(());
+            return self.calm.frame(now);
         }
         let (request_id, added) = match seen.request_id {
             Some(id) => (id, false),
@@ -243,5 +279,26 @@ impl Conn {
             grpc_timeout: seen.grpc_timeout,
         }));
         Ok(())
+    }
+}
+
+/// Frames that carry no request and cost the flood budget ([`super::calm`]): everything but
+/// request headers, request data and flow control. An empty DATA frame that does not end
+/// its stream carries nothing (a flood of them is a known attack, CVE-2019-9518).
+fn costs_a_token(frame: &Frame<'_>) -> bool {
+    match frame {
+        Frame::Data {
+            flow_len,
+            end_stream,
+            ..
+        } => *flow_len == 0 && !end_stream,
+        Frame::Headers { .. } | Frame::Continuation { .. } | Frame::WindowUpdate { .. } => false,
+        Frame::Priority { .. }
+        | Frame::Unknown { .. }
+        | Frame::RstStream { .. }
+        | Frame::Settings { .. }
+        | Frame::PushPromise { .. }
+        | Frame::Ping { .. }
+        | Frame::GoAway { .. } => true,
     }
 }

@@ -68,6 +68,12 @@ impl Conn {
                         }
                         if !s.ended {
                             self.ended(stream, s.request_id, Outcome::Reset { by: side, code });
+                            // A stream the client broke on purpose is a reset it did not
+                            // send ("MadeYouReset"): it costs the same budget.
+                            let calm = self.clock.map(|now| self.calm.reset(now));
+                            if let Some(Err(e)) = calm {
+                                self.fail(Side::Client, e);
+                            }
                         }
                     }
                     Side::Function => {

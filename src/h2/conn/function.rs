@@ -141,6 +141,18 @@ impl Conn {
                 "undecodable header block from the function",
             )
         })?;
+        if seen.too_large {
+            // Over `max_response_headers`: not relayed (fc-init would hold it whole).
+            self.function.blocks.drop_block();
+            if !self.streams.contains_key(&stream) {
+                return Ok(());
+            }
+            return Err(H2Error::stream(
+                stream,
+                ErrorCode::EnhanceYourCalm,
+                "response headers larger than max_response_headers",
+            ));
+        }
         let Some(s) = self.streams.get_mut(&stream).filter(|s| s.function_open) else {
             // A stream fc-init or the client has reset: the block was in flight. (A block on
             // a stream the function itself ended is its error, and is dropped all the same.)

@@ -93,6 +93,12 @@ impl Conn {
                 self.toward_other(from).extend_from_slice(bytes);
                 if !s.ended {
                     self.ended(stream, s.request_id, Outcome::Reset { by: from, code });
+                    if from == Side::Client {
+                        // Rapid Reset: the function started work the client throws away.
+                        if let Some(now) = self.clock {
+                            self.calm.reset(now)?;
+                        }
+                    }
                 }
                 Ok(())
             }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use super::frame::{self, ErrorCode, H2Error, StreamId, DEFAULT_MAX_FRAME_SIZE, PREFACE};
 use crate::http::fc_error::ErrorType;
 
+pub mod calm;
 mod client;
 mod ending;
 mod function;
@@ -45,6 +46,14 @@ pub struct Limits {
     pub max_table_size: u32,
     /// Streams tracked at once; more are refused (`REFUSED_STREAM`) whatever the permits say.
     pub max_streams: usize,
+    /// The largest decoded request header list (name, value and 32 bytes per field, RFC 9113
+    /// §6.5.2): a larger one (an HPACK bomb, or just too much) is answered `:status 431`
+    /// and never reaches the function. The proxy gives `server.max_header_bytes`, the
+    /// HTTP/1.1 head's bound.
+    pub max_request_headers: usize,
+    /// The same for the function's response headers and trailers: larger resets the stream
+    /// (the client gets `UnhandledInvocationError`). Only fc-init's memory is at stake.
+    pub max_response_headers: usize,
 }
 
 impl Default for Limits {
@@ -55,6 +64,8 @@ impl Default for Limits {
             max_header_block: 64 * 1024,
             max_table_size: 64 * 1024,
             max_streams: 1024,
+            max_request_headers: 8 * 1024,
+            max_response_headers: 64 * 1024,
         }
     }
 }
@@ -114,6 +125,11 @@ pub enum Action {
     Refused {
         stream: StreamId,
     },
+    /// A new stream whose request headers decode to more than `max_request_headers`,
+    /// answered `:status 431` by fc-init (never an invocation).
+    HeadersTooLarge {
+        stream: StreamId,
+    },
     /// A peer broke the protocol; the connection is closing (for the log).
     Error {
         side: Side,
@@ -144,6 +160,10 @@ pub struct Conn {
     actions: Vec<Action>,
     /// A header block being written (reused).
     out_block: Vec<u8>,
+    /// The client's flood budgets.
+    calm: calm::Calm,
+    /// The time of the latest client bytes (for the budgets, where no `now` is passed).
+    clock: Option<Instant>,
 }
 
 impl Conn {
@@ -151,10 +171,14 @@ impl Conn {
         limits.max_frame_size = limits
             .max_frame_size
             .clamp(DEFAULT_MAX_FRAME_SIZE, frame::MAX_MAX_FRAME_SIZE);
+        let mut client = Inbound::new();
+        client.blocks.limit(limits.max_request_headers);
+        let mut function = Inbound::new();
+        function.blocks.limit(limits.max_response_headers);
         Conn {
             limits,
-            client: Inbound::new(),
-            function: Inbound::new(),
+            client,
+            function,
             streams: BTreeMap::new(),
             last_stream: 0,
             drain: None,
@@ -165,6 +189,8 @@ impl Conn {
             to_function: Vec::new(),
             actions: Vec::new(),
             out_block: Vec::new(),
+            calm: calm::Calm::new(),
+            clock: None,
         }
     }
 
@@ -197,6 +223,13 @@ impl Conn {
         self.closed
     }
 
+    /// A header block from the client is open (HEADERS without END_HEADERS, its
+    /// CONTINUATIONs still to come): the shell bounds it by `header_timeout`, as an HTTP/1.1
+    /// head, since no other frame may come on the connection meanwhile.
+    pub fn client_block_open(&self) -> bool {
+        self.client.assembly.is_some()
+    }
+
     /// Invocations running now (streams whose `Ended` has not come).
     pub fn in_flight(&self) -> usize {
         self.streams.values().filter(|s| !s.ended).count()
@@ -222,6 +255,7 @@ impl Conn {
         if self.closed {
             return input.len();
         }
+        self.clock = Some(now);
         let mut at = 0;
         if !self.preface_read {
             let n = input.len().min(PREFACE.len());

@@ -18,6 +18,7 @@ use crate::http::fc_error::ErrorType;
 
 mod captures;
 mod errors;
+mod hostile;
 mod passing;
 mod streams;
 

@@ -22,14 +22,20 @@
 //!   ([`crate::h2::conn::Conn::next_deadline`]).
 //! - `server.idle_timeout` while no invocation runs: GOAWAY, then close.
 //! - `server.header_timeout` for an incomplete frame in the client's input (a client that
-//!   trickles a frame): the connection closes, its streams ended as the client's doing.
+//!   trickles a frame), and for a header block left open (HEADERS without END_HEADERS, its
+//!   CONTINUATIONs trickled or never sent): the connection closes, its streams ended as the
+//!   client's doing.
+//! - A client that does not read: nothing more is read from it once [`CLIENT_OUT`] bytes wait
+//!   for it (the acks of a PING flood, fc-init's own refusals).
 //! - After the core closed: both outputs written, the client's write side shut and its input
 //!   drained for at most [`LINGER`], so the client reads the GOAWAY rather than a reset.
 //!
 //! The instance: the function connection is made once the instance is ready (the relay waits
 //! for the status change, as an HTTP/1.1 request waits in admission; its streams' own
 //! `function.timeout` bounds the wait). An instance that failed to initialize or is stopping
-//! answers the streams `InitializationError` or `InstanceStopping`, and the connection closes.
+//! answers the streams `InitializationError` or `InstanceStopping`, and the connection closes;
+//! under `on_failure = "next-request"` the first stream asks for one attempt (as an HTTP/1.1
+//! request does in admission) and the streams wait for its outcome.
 //! A function connection that fails or closes answers them `UnhandledInvocationError`: a new
 //! instance is reached by the client's next connection.
 //!
@@ -56,11 +62,13 @@ pub(in crate::proxy) mod relay;
 use std::io;
 use std::time::{Duration, Instant};
 
+use crate::config::OnFailure;
 use crate::h2::conn::{Action, Conn, Limits, Side};
 use crate::h2::frame::PREFACE;
 use crate::http::fc_error::ErrorType;
 use crate::metrics::Outcome;
 use crate::state::{NotReady, Phase as Lifecycle};
+use crate::supervisor::Event;
 
 use super::client::{self, read_client, Client, Flow, Gone, Io, Phase, Step};
 use super::cx::Cx;
@@ -71,6 +79,12 @@ use relay::{outcome, ProxyHost, Relay, Running};
 /// Input held from one peer at most: at least one whole frame (16 KiB, the largest fc-init
 /// lets either peer send, plus its header).
 const READ_LIMIT: usize = BUF;
+
+/// The client's unread output past which nothing more is read from it (backpressure on a
+/// client that sends but does not read: a PING or SETTINGS flood whose acks it never
+/// takes). Above what a response the function streams leaves there ([`BUF`] plus one read),
+/// so that a client reading its response at its own pace is not stopped from sending.
+const CLIENT_OUT: usize = 2 * BUF + READ_LIMIT;
 
 /// How long a closing connection's outputs and lingering take at most.
 const LINGER: Duration = Duration::from_secs(2);
@@ -110,6 +124,7 @@ pub(super) fn sniff(input: &[u8]) -> Sniff {
 pub(super) fn begin(cx: &mut Cx, io: &mut Io) -> Step {
     let limits = Limits {
         timeout: cx.p.cfg.function.timeout,
+        max_request_headers: cx.p.cfg.server.max_header_bytes,
         ..Limits::default()
     };
     log::debug!("a client connection speaks h2c");
@@ -148,6 +163,12 @@ pub(super) fn on_deadline(cx: &mut Cx, r: &mut Relay) -> Step {
         .is_some_and(|t| t + p.cfg.server.header_timeout <= now)
     {
         log::debug!("closing an h2c connection: a frame took longer than header_timeout");
+        r.conn.on_client_closed();
+    }
+    if r.block_since
+        .is_some_and(|t| t + p.cfg.server.header_timeout <= now)
+    {
+        log::debug!("closing an h2c connection: a header block took longer than header_timeout");
         r.conn.on_client_closed();
     }
     if r.conn.in_flight() == 0 && r.idle_since + p.cfg.server.idle_timeout <= now {
@@ -220,6 +241,28 @@ fn connect(cx: &mut Cx, io: &Io, r: &mut Relay) -> bool {
         Lifecycle::Ready => {}
         // Woken by the status change (registered in `advance`).
         Lifecycle::Starting | Lifecycle::Initializing => return false,
+        Lifecycle::Failed if next_request(cx) => {
+            // `next-request`: as an HTTP/1.1 request, the first stream asks for one attempt
+            // and waits for its outcome (woken by the status change, bounded by its
+            // `function.timeout`); only a failed attempt answers it.
+            let failures = p.shared.snapshot().initializer_failures;
+            match r.init_seen {
+                Some(seen) if failures > seen => {
+                    r.conn
+                        .on_function_unavailable(ErrorType::InitializationError);
+                    actions(cx, r);
+                    return true;
+                }
+                Some(_) => return false,
+                // No stream yet: a connection alone asks for nothing.
+                None if r.conn.in_flight() == 0 => return false,
+                None => {
+                    r.init_seen = Some(failures);
+                    p.events.send(Event::InitRequested);
+                    return false;
+                }
+            }
+        }
         Lifecycle::Failed | Lifecycle::Stopping => {
             let error = match p.shared.snapshot().not_ready() {
                 Some(NotReady::Initialization(_)) => ErrorType::InitializationError,
@@ -249,11 +292,21 @@ fn connect(cx: &mut Cx, io: &Io, r: &mut Relay) -> bool {
     }
 }
 
+/// The initializer runs again for a request after a failure (`on_failure = "next-request"`).
+fn next_request(cx: &Cx) -> bool {
+    cx.p.cfg
+        .initializer
+        .as_ref()
+        .is_some_and(|i| i.on_failure == OnFailure::NextRequest)
+}
+
 /// Reads the client's bytes and hands them to the core, while the function's output has room.
 fn from_client(cx: &mut Cx, c: &mut Io, r: &mut Relay) -> Flow {
     let p = cx.p;
     let mut progress = false;
-    while !r.conn.is_closed() && r.unsent_function() < BUF {
+    // Nothing more is read from a client that does not read what it is sent: what fc-init
+    // answers by itself (PING acks relayed, refused streams, window credits) cannot pile up.
+    while !r.conn.is_closed() && r.unsent_function() < BUF && r.unsent_client() < CLIENT_OUT {
         if c.pending().len() < READ_LIMIT {
             progress |= read_client(&mut cx.bufs.read, c, READ_LIMIT)?;
         }
@@ -268,6 +321,13 @@ fn from_client(cx: &mut Cx, c: &mut Io, r: &mut Relay) -> Flow {
             r.stalled_since = None;
         } else if r.stalled_since.is_none() {
             r.stalled_since = Some(cx.now);
+        }
+        // A header block left open holds the whole connection (no other frame may come
+        // before its end): bounded like a trickled frame, from its first frame on.
+        if !r.conn.client_block_open() {
+            r.block_since = None;
+        } else if r.block_since.is_none() {
+            r.block_since = Some(cx.now);
         }
         if took > 0 {
             progress = true;
@@ -510,6 +570,11 @@ fn actions(cx: &mut Cx, r: &mut Relay) {
                 };
                 p.metrics.record(Outcome::Error(error), Duration::ZERO);
             }
+            Action::HeadersTooLarge { stream } => {
+                log::debug!("h2c stream {stream}: request headers over max_header_bytes (431)");
+                p.metrics
+                    .record(Outcome::Error(ErrorType::InvalidArgument), Duration::ZERO);
+            }
             Action::Error { side, error } => {
                 let who = match side {
                     Side::Client => "the client",
@@ -558,10 +623,12 @@ fn schedule(cx: &mut Cx, io: &mut Io, r: &mut Relay) {
     let s = &cx.p.cfg.server;
     let idle = (r.conn.in_flight() == 0).then(|| r.idle_since + s.idle_timeout);
     let stalled = r.stalled_since.map(|t| t + s.header_timeout);
+    let block = r.block_since.map(|t| t + s.header_timeout);
     let deadline = [
         r.conn.next_deadline(),
         idle,
         stalled,
+        block,
         r.retry_at,
         r.closing_by,
     ]

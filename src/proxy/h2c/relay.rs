@@ -59,6 +59,11 @@ pub(in crate::proxy) struct Relay {
     /// Since when an incomplete frame waits in the client's input (for
     /// `server.header_timeout`: a client trickling a frame cannot hold the connection).
     pub(super) stalled_since: Option<Instant>,
+    /// Since when a header block from the client is open (for `server.header_timeout`:
+    /// HEADERS without their END_HEADERS, CONTINUATIONs trickled or never sent).
+    pub(super) block_since: Option<Instant>,
+    /// `next-request`: the initializer attempt asked for, and the failures counted before it.
+    pub(super) init_seen: Option<u64>,
     /// A connect the function's backlog refused (`EAGAIN`) is tried again then.
     pub(super) retry_at: Option<Instant>,
     /// After the core closed: the outputs are written, the client's write side shut, and its
@@ -84,6 +89,8 @@ impl Relay {
             shut: false,
             idle_since: now,
             stalled_since: None,
+            block_since: None,
+            init_seen: None,
             retry_at: None,
             closing_by: None,
             write_shut: false,

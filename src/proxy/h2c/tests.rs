@@ -272,3 +272,145 @@ fn a_client_gone_ends_its_streams_and_closes_the_function_connection() {
         s.stdout
     );
 }
+
+#[test]
+fn a_header_block_that_never_ends_is_closed_at_header_timeout_not_idle_timeout() {
+    let mut s = Sim::with(
+        "timeout = \"60s\"",
+        "header_timeout = \"2s\"\nidle_timeout = \"300s\"",
+        Lifecycle::Ready,
+        None,
+    );
+    let mut bytes = hello();
+    let full = request(1, false);
+    // HEADERS without END_HEADERS, then a CONTINUATION now and then, never the last one: every
+    // frame is whole, so only the block's own bound can end it.
+    frame::Head {
+        len: 1,
+        kind: Kind::Headers,
+        flags: 0,
+        stream: 1,
+    }
+    .write(&mut bytes);
+    bytes.push(full[HEADER_LEN]);
+    s.send(&bytes);
+    s.answer(0, &function_hello());
+    for i in 0..3 {
+        s.advance(Duration::from_millis(600));
+        let mut more = Vec::new();
+        frame::Head {
+            len: 1,
+            kind: Kind::Continuation,
+            flags: 0,
+            stream: 1,
+        }
+        .write(&mut more);
+        more.push(full[HEADER_LEN + 1 + i]);
+        s.send(&more);
+        assert!(!s.closed() && !s.shut(), "still within header_timeout");
+    }
+    s.advance(Duration::from_millis(300));
+    assert!(
+        s.closed() || s.shut(),
+        "closed at header_timeout from HEADERS"
+    );
+    assert_eq!(s.p.shared.in_flight(), 0);
+    assert_eq!(s.p.limiter.active(), 0);
+}
+
+#[test]
+fn under_next_request_an_h2c_stream_for_a_failed_instance_asks_for_an_attempt_and_waits() {
+    let mut s = Sim::with(
+        "timeout = \"5s\"",
+        "[initializer]\npath = \"/init\"\non_failure = \"next-request\"\n",
+        Lifecycle::Failed,
+        Some("status 500"),
+    );
+    // A connection alone asks for nothing.
+    s.send(&hello());
+    assert!(s.told.lock().expect("lock").is_empty());
+    s.send(&request(1, true));
+    let asked = matches!(
+        s.told.lock().expect("lock").as_slice(),
+        [crate::supervisor::Event::InitRequested]
+    );
+    assert!(asked, "one attempt asked for");
+    assert_eq!(s.connections(), 0, "waits for its outcome");
+    assert!(!s.closed() && !s.shut());
+    // The attempt succeeds: the stream goes to the new instance.
+    let mut status = s.p.shared.snapshot();
+    status.phase = Lifecycle::Ready;
+    s.p.shared.publish(status);
+    s.cx.handle.status_changed();
+    s.drive();
+    assert_eq!(s.connections(), 1);
+    let to_function = frames(&s.fn_got_bytes(0));
+    assert!(to_function
+        .iter()
+        .any(|(h, _)| h.kind == Kind::Headers && h.stream == 1));
+    assert_eq!(s.told.lock().expect("lock").len(), 1, "no second attempt");
+}
+
+#[test]
+fn under_next_request_a_failed_attempt_answers_the_waiting_streams_initialization_error() {
+    let mut s = Sim::with(
+        "timeout = \"5s\"",
+        "[initializer]\npath = \"/init\"\non_failure = \"next-request\"\n",
+        Lifecycle::Failed,
+        Some("status 500"),
+    );
+    let mut bytes = hello();
+    bytes.extend(request(1, true));
+    s.send(&bytes);
+    assert_eq!(s.told.lock().expect("lock").len(), 1);
+    // The attempt runs, then fails again.
+    let mut status = s.p.shared.snapshot();
+    status.phase = Lifecycle::Initializing;
+    s.p.shared.publish(status.clone());
+    s.cx.handle.status_changed();
+    s.drive();
+    assert!(s.received_bytes().is_empty(), "still waiting");
+    status.phase = Lifecycle::Failed;
+    status.initializer_failures += 1;
+    s.p.shared.publish(status);
+    s.cx.handle.status_changed();
+    s.drive();
+    let answer = fields(&frames(&s.received_bytes()), 1);
+    assert_eq!(value(&answer, "grpc-status"), Some("14"), "{answer:?}");
+    assert_eq!(
+        value(&answer, "x-fc-error-type"),
+        Some("InitializationError")
+    );
+    assert_eq!(s.connections(), 0);
+    assert_eq!(s.p.shared.in_flight(), 0);
+    assert_eq!(s.p.limiter.active(), 0);
+}
+
+#[test]
+fn request_headers_over_max_header_bytes_get_431_counted_as_invalid_argument() {
+    let mut s = Sim::new("max_header_bytes = \"2KiB\"");
+    let mut block = Vec::new();
+    for (n, v) in [
+        (":method", "GET"),
+        (":scheme", "http"),
+        (":authority", "test"),
+        (":path", "/"),
+    ] {
+        hpack::encode_literal(&mut block, n.as_bytes(), v.as_bytes());
+    }
+    hpack::encode_literal(&mut block, b"x-large", &[b'a'; 3000]);
+    let mut bytes = hello();
+    frame::write_header_block(&mut bytes, 1, true, &block);
+    s.send(&bytes);
+    s.answer(0, &function_hello());
+    let answer = fields(&frames(&s.received_bytes()), 1);
+    assert_eq!(value(&answer, ":status"), Some("431"), "{answer:?}");
+    assert!(frames(&s.fn_got_bytes(0))
+        .iter()
+        .all(|(h, _)| h.kind != Kind::Headers));
+    assert_eq!(
+        s.metric("fc_init_requests_total{outcome=\"InvalidArgument\"}"),
+        1
+    );
+    assert_eq!(s.p.limiter.active(), 0);
+}
