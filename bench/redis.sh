@@ -2,9 +2,12 @@
 # Benchmark the fleet's store on Redis (async.backend = "redis"):
 #  1. durable submissions/s through fc-init (`POST /invoke` with `X-Fc-Invocation-Type: Async`,
 #     each answered 202 only once Redis acknowledged the event) at 1 and CONNS connections, with
-#     Redis at `appendfsync always` and at `everysec`, against the raw `XADD` rate that
-#     `redis-benchmark` gets from the same server in the same run at the same client counts
-#     (the ratio is the figure; the aim is >= 0.5);
+#     Redis at `appendfsync always`, at `everysec`, and at `everysec` with one replica (then
+#     each 202 also waits for the replica's WAIT), against the raw `XADD` rate that
+#     `redis-benchmark` gets from the same master in the same run at the same client counts
+#     (the ratio is the figure; the aim is >= 0.5). The events are submitted with
+#     `X-Fc-Async-Delay: SUBMIT_DELAY` so that the workers do not run them meanwhile: the
+#     figure is the submission path alone, as the XADD is (part 2 measures running them);
 #  2. events/s run end to end by 3 instances on one queue against 1 instance (a backlog is
 #     submitted first; the rate is FINISHED events per second while it lasts);
 #  3. a Redis Cluster of 3 masters (no replicas; appendfsync everysec): durable submissions/s
@@ -30,6 +33,7 @@ BACKLOG_SECONDS=${BACKLOG_SECONDS:-3}  # submissions that build the backlog of p
 E2E_SECONDS=${E2E_SECONDS:-5}          # the measuring window of part 2
 BENCH_DIR=${BENCH_DIR:-${TMPDIR:-/tmp}}
 PARTS=${PARTS:-123}           # which parts to run: any of 1, 2, 3
+SUBMIT_DELAY=${SUBMIT_DELAY:-3600}     # X-Fc-Async-Delay of part 1's submissions (0: run them)
 
 SCRIPT=redis.sh
 # shellcheck source=bench/lib.sh
@@ -47,6 +51,22 @@ BODY='{"bench":"async","payload":"0123456789abcdef0123456789abcdef"}'
 # ---- Redis ------------------------------------------------------------------------------------
 
 REDIS_PID=
+REPLICA_PID=
+REPLICA_PORT=$(free_port)
+# replica_start: a replica of the server of redis_start, in sync.
+replica_start() {
+    mkdir -p "$T/redis-replica"
+    redis-server --port "$REPLICA_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+        --replicaof 127.0.0.1 "$REDIS_PORT" --dir "$T/redis-replica" \
+        --logfile "$T/redis-replica.log" &
+    REPLICA_PID=$!
+    PIDS+=("$REPLICA_PID")
+    local deadline=$((SECONDS + 20))
+    until redis-cli -p "$REPLICA_PORT" info replication 2>/dev/null | grep -q 'master_link_status:up'; do
+        ((SECONDS < deadline)) || die "the replica never came in sync"
+        sleep 0.05
+    done
+}
 # redis_start MODE NAME: a fresh redis-server (appendonly, appendfsync MODE) in $T/redis-NAME.
 redis_start() {
     redis_stop
@@ -63,6 +83,11 @@ redis_start() {
     done
 }
 redis_stop() {
+    if [[ -n $REPLICA_PID ]]; then
+        kill "$REPLICA_PID" 2>/dev/null || true
+        wait "$REPLICA_PID" 2>/dev/null || true
+        REPLICA_PID=
+    fi
     [[ -n $REDIS_PID ]] || return 0
     kill "$REDIS_PID" 2>/dev/null || true
     wait "$REDIS_PID" 2>/dev/null || true
@@ -155,10 +180,14 @@ count() {
         python3 -c 'import json, sys; print(json.load(sys.stdin)["totalCount"])'
 }
 
+# write_async_lua DELAY: each request an asynchronous submission, with X-Fc-Async-Delay:
+# DELAY (seconds; 0 for none).
+write_async_lua() {
 cat >"$T/async.lua" <<EOF
 wrk.method = "POST"
 wrk.path = "/invoke"
 wrk.headers["X-Fc-Invocation-Type"] = "Async"
+if $1 > 0 then wrk.headers["X-Fc-Async-Delay"] = "$1" end
 wrk.body = '$BODY'
 local threads = {}
 function setup(thread) table.insert(threads, thread) end
@@ -177,6 +206,7 @@ function done(summary, latency, requests)
         a, o, s, e.connect + e.read + e.write + e.timeout, summary.duration / 1e6))
 end
 EOF
+}
 
 # submit_rate CONNS THREADS PORT [DURATION]: 202s per second; every answer must be a 202.
 submit_rate() {
@@ -193,10 +223,18 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
 [[ $PARTS == *1* ]] &&
     printf '| appendfsync | connections | redis-benchmark XADD/s | fc-init durable submissions/s | ratio |\n|---|---:|---:|---:|---:|\n'
-for mode in always everysec; do
+write_async_lua "$SUBMIT_DELAY"
+for mode in always everysec replica; do
     [[ $PARTS == *1* ]] || break
-    log "Redis with appendfsync $mode"
-    redis_start "$mode" "$mode"
+    log "Redis: $mode"
+    label=$mode
+    if [[ $mode == replica ]]; then
+        redis_start everysec replica-master
+        replica_start
+        label="everysec, 1 replica (WAIT)"
+    else
+        redis_start "$mode" "$mode"
+    fi
     raw1=$(raw_xadd 1)
     rawn=$(raw_xadd "$CONNS")
     start_instances 1 "sub-$mode"
@@ -206,12 +244,13 @@ for mode in always everysec; do
     log "wrk: $CONNS connections"
     subn=$(submit_rate "$CONNS" "$THREADS" "$port")
     stop_instances
-    printf '| %s | 1 | %.0f | %s | %s |\n' "$mode" "$raw1" "$sub1" "$(ratio "$sub1" "$raw1")"
-    printf '| %s | %s | %.0f | %s | %s |\n' "$mode" "$CONNS" "$rawn" "$subn" "$(ratio "$subn" "$rawn")"
+    printf '| %s | 1 | %.0f | %s | %s |\n' "$label" "$raw1" "$sub1" "$(ratio "$sub1" "$raw1")"
+    printf '| %s | %s | %.0f | %s | %s |\n' "$label" "$CONNS" "$rawn" "$subn" "$(ratio "$subn" "$rawn")"
 done
 
 # ---- 2. events run end to end: 3 instances against 1 ------------------------------------------
 
+write_async_lua 0
 if [[ $PARTS == *2* ]]; then
 redis_start everysec e2e
 declare -A E2E

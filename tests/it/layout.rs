@@ -1,6 +1,6 @@
 //! The source tree's shape, checked: no two files of `src/` import each other through a
 //! circle (a module is read and changed as one room, not as half of several), and no file of
-//! code outside tests grows past 800 lines.
+//! code grows past 800 lines, tests included.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -197,4 +197,23 @@ fn comments_cite_the_reference_not_a_missing_contract() {
         citing.is_empty(),
         "cite docs/reference.md instead: {citing:?}"
     );
+}
+
+/// Tests are code too: no file of `src/` or `tests/`, test modules included, grows past 800
+/// lines, so that a test file is read by concern as the code it tests is.
+#[test]
+fn no_file_of_src_or_tests_is_over_800_lines_tests_included() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    for dir in ["src", "tests"] {
+        rust_files(&root.join(dir), &mut files);
+    }
+    let long: Vec<String> = files
+        .iter()
+        .filter_map(|f| {
+            let n = std::fs::read_to_string(f).unwrap().lines().count();
+            (n > 800).then(|| format!("{} ({n} lines)", f.display()))
+        })
+        .collect();
+    assert!(long.is_empty(), "{long:?}");
 }

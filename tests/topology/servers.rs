@@ -189,25 +189,28 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// One node of a cluster, not yet in it.
+    fn node(tag: &str) -> Node {
+        // The bus port would be port + 10000, past 65535 for a high free port.
+        let bus = free_port().to_string();
+        Node::start(
+            tag,
+            &[
+                "--cluster-port",
+                &bus,
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "1000",
+            ],
+        )
+    }
+
     pub fn start(tag: &str) -> Cluster {
         let nodes: Vec<Node> = (0..6)
-            .map(|i| {
-                // The bus port would be port + 10000, past 65535 for a high free port.
-                let bus = free_port().to_string();
-                Node::start(
-                    &format!("{tag}-{i}"),
-                    &[
-                        "--cluster-port",
-                        &bus,
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        "nodes.conf",
-                        "--cluster-node-timeout",
-                        "1000",
-                    ],
-                )
-            })
+            .map(|i| Cluster::node(&format!("{tag}-{i}")))
             .collect();
         let out = Command::new("redis-cli")
             .args(["--cluster", "create"])
@@ -279,7 +282,33 @@ impl Cluster {
         self.nodes[i].query(&["CLUSTER", "MYID"])
     }
 
-    /// The replica of master `i`.
+    /// A new node, made a replica of master `i`, in sync; its index.
+    pub fn add_replica(&mut self, i: usize, tag: &str) -> usize {
+        let node = Cluster::node(tag);
+        let port = self.nodes[i].port.to_string();
+        // The master's bus port ("<id> <ip>:<port>@<bus> myself,master ..."): not port + 10000.
+        let nodes = self.nodes[i].query(&["CLUSTER", "NODES"]);
+        let bus = nodes
+            .lines()
+            .find(|l| l.contains("myself"))
+            .and_then(|l| l.split_whitespace().nth(1)?.split_once('@'))
+            .map(|(_, bus)| bus.split(',').next().unwrap_or(bus).to_owned())
+            .expect("CLUSTER NODES names this node's bus port");
+        node.query(&["CLUSTER", "MEET", "127.0.0.1", &port, &bus]);
+        let master = self.node_id(i);
+        until("the new node knows the master", || {
+            node.try_query(&["CLUSTER", "NODES"])
+                .is_ok_and(|v| flatten(&v).contains(&master))
+        });
+        node.query(&["CLUSTER", "REPLICATE", &master]);
+        until("the new replica in sync", || {
+            info_field(&node.info("replication"), "master_link_status").as_deref() == Some("up")
+        });
+        self.nodes.push(node);
+        self.nodes.len() - 1
+    }
+
+    /// The replica of master `i` (the first one).
     pub fn replica_of(&self, i: usize) -> usize {
         let id = self.node_id(i);
         (0..self.nodes.len())

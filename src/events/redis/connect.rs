@@ -69,3 +69,80 @@ pub(super) fn consumer_name() -> String {
     };
     format!("{host}-{}-{:x}", std::process::id(), now_ms())
 }
+
+/// The CA certificates of `?ca=` for the clients the cluster and Sentinel forms make at run
+/// time (only the `redis-tls` build has any; otherwise this is empty).
+#[derive(Clone, Default)]
+pub(super) struct Certs(#[cfg(feature = "redis-tls")] Option<redis::TlsCertificates>);
+
+impl Certs {
+    /// The CAs of the file `ca`, read and checked once, at start.
+    pub(super) fn of(ca: &Option<std::path::PathBuf>) -> Result<Certs, String> {
+        #[cfg(feature = "redis-tls")]
+        {
+            tls::install_provider();
+            let Some(path) = ca else {
+                return Ok(Certs(None));
+            };
+            let pem = tls::ca_pem(path)?;
+            Ok(Certs(Some(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem),
+            })))
+        }
+        #[cfg(not(feature = "redis-tls"))]
+        {
+            // The configuration refuses `?ca=` (and any TLS form) without the TLS build.
+            let _ = ca;
+            Ok(Certs())
+        }
+    }
+
+    /// The certificates for the cluster client's builder.
+    #[cfg(feature = "redis-tls")]
+    pub(super) fn get(&self) -> Option<&redis::TlsCertificates> {
+        self.0.as_ref()
+    }
+
+    /// A client of one node, trusting these CAs when there are any.
+    pub(super) fn client(&self, info: ConnectionInfo) -> redis::RedisResult<Client> {
+        #[cfg(feature = "redis-tls")]
+        if let Some(certs) = &self.0 {
+            return Client::build_with_tls(info, certs.clone());
+        }
+        Client::open(info)
+    }
+}
+
+/// The redis crate's form of a node found at run time (a cluster's seed, a Sentinel, the
+/// master a Sentinel names), with `login`.
+pub(super) fn node_info(
+    host: &str,
+    port: u16,
+    tls: bool,
+    login: &RedisConnectionInfo,
+) -> ConnectionInfo {
+    let addr = match tls {
+        false => ConnectionAddr::Tcp(host.to_owned(), port),
+        true => ConnectionAddr::TcpTls {
+            host: host.to_owned(),
+            port,
+            insecure: false,
+            tls_params: None,
+        },
+    };
+    redis::IntoConnectionInfo::into_connection_info(addr)
+        .expect("a ConnectionAddr is always a valid ConnectionInfo")
+        .set_redis_settings(login.clone())
+}
+
+/// Read and write timeouts on a new connection: a node that accepts but never answers (a
+/// SIGSTOPped server: the kernel completes the handshake and buffers the bytes) fails the
+/// call after `reply` instead of hanging it.
+pub(super) fn bound(
+    conn: &redis::Connection,
+    reply: std::time::Duration,
+) -> redis::RedisResult<()> {
+    conn.set_read_timeout(Some(reply))?;
+    conn.set_write_timeout(Some(reply))
+}

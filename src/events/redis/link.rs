@@ -8,8 +8,9 @@
 //!   to 2 s) has passed: meanwhile every call fails at once with the last error, so a
 //!   submission gets its 503 `AsyncStoreUnavailable` without waiting for a dead server. The
 //!   backoff is one for all links to the server ([`Reach`]): the first to reconnect ends it.
-//! - **Bounded waits.** Connecting waits at most [`CONNECT_TIMEOUT`]; a reply at most
-//!   [`REPLY_TIMEOUT`](super::topology::REPLY_TIMEOUT) beyond what the command itself blocks for.
+//! - **Bounded waits.** Connecting waits at most [`CONNECT_TIMEOUT`]; a reply, or a write, at
+//!   most [`REPLY_TIMEOUT`](super::topology::REPLY_TIMEOUT) beyond what the command itself
+//!   blocks for: a frozen node (SIGSTOP) fails a call like a dead one, only later.
 //! - **Quiet logs.** "unreachable" and "reachable again" are logged at most once a second for
 //!   the whole process, however many links notice.
 //! - **Replicas counted.** On each connect the queue's master's `INFO replication` says how
@@ -71,7 +72,8 @@ pub struct Link {
     /// Set after a failure: no new connection attempt before this instant.
     /// The backoff state, shared by every link to the same server.
     reach: Arc<std::sync::Mutex<Reach>>,
-    /// When the current connection was made (the fleet's takeover grace counts from it).
+    /// When the current connection was made, or last answered after a stall (the fleet's
+    /// takeover grace counts from it).
     connected_since: Option<Instant>,
     /// What the link serves, for diagnostics.
     what: &'static str,
@@ -138,7 +140,8 @@ impl Link {
             return Err(e);
         }
         let kept = self.conn.is_some();
-        match self.attempt(blocks, &mut f) {
+        let began = Instant::now();
+        let result = match self.attempt(blocks, &mut f) {
             Err(e) if kept && e.is_connection_dropped() => {
                 self.conn = None;
                 self.connected_since = None;
@@ -146,10 +149,35 @@ impl Link {
                     "Redis at {}: a kept connection was closed ({e}); reconnecting",
                     self.server
                 );
-                self.attempt(blocks, &mut f).map_err(|e| self.failed(op, e))
+                self.attempt(blocks, &mut f)
             }
-            other => other.map_err(|e| self.failed(op, e)),
+            other => other,
+        };
+        match result {
+            Ok(v) => {
+                if began.elapsed() > REPLY_TIMEOUT + blocks {
+                    // An answer after a stall: the crate's cluster client retried a node that
+                    // did not answer and found the slot elsewhere. As good as a reconnect for
+                    // the takeover grace: others may have been held up as long.
+                    self.connected_since = Some(Instant::now());
+                }
+                self.answered();
+                Ok(v)
+            }
+            Err(e) => Err(self.failed(op, e)),
         }
+    }
+
+    /// The server answered: a backoff other links started is over (the bug: a link whose kept
+    /// connection answered again after a freeze left the others failing at once until their
+    /// backoff ran out, so a submission got 503 from a server that was serving).
+    fn answered(&self) {
+        let mut reach = lock(&self.reach);
+        if reach.last_error.take().is_some() && LOG.ready() {
+            log::warn!("Redis at {} is reachable again", self.server);
+        }
+        reach.retry_at = None;
+        reach.backoff = BACKOFF_MIN;
     }
 
     fn attempt<T>(
@@ -175,7 +203,7 @@ impl Link {
         self.conn.is_some()
     }
 
-    /// How long the current connection has been up.
+    /// How long the current connection has been up (and answering without a stall).
     pub fn up_for(&self) -> Option<Duration> {
         self.connected_since.map(|t| t.elapsed())
     }
@@ -204,13 +232,6 @@ impl Link {
     fn connection(&mut self) -> RedisResult<&mut Conn> {
         if self.conn.is_none() {
             let conn = self.connect()?;
-            let mut reach = lock(&self.reach);
-            if reach.last_error.take().is_some() && LOG.ready() {
-                log::warn!("Redis at {} is reachable again", self.server);
-            }
-            reach.retry_at = None;
-            reach.backoff = BACKOFF_MIN;
-            drop(reach);
             self.connected_since = Some(Instant::now());
             self.conn = Some(conn);
         }
@@ -220,7 +241,7 @@ impl Link {
     fn connect(&mut self) -> RedisResult<Conn> {
         self.generation = self.topology.generation();
         let mut conn = self.topology.connect(CONNECT_TIMEOUT)?;
-        conn.set_read_timeout(Some(REPLY_TIMEOUT))?;
+        conn.bound()?;
         let info: String = conn.on_node_of(redis::cmd("INFO").arg("replication"), &self.key)?;
         let (_, replicas) = replication(&info);
         self.topology.set_replicas(replicas);

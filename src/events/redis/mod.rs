@@ -19,8 +19,8 @@
 //! | `fc-init:{q}:alive:<consumer>` | string, 5 s TTL | an instance's heartbeat |
 //! | `fc-init:{q}:seq` | counter | orders submissions within one millisecond |
 //! | `fc-init:{q}:cursor` | counter | where the renewal of queued events' expiry goes on |
-//! | channel `fc-init:{q}:ctl:<consumer>` | pub/sub | "terminate this event" to the instance running it |
-//! | channel `fc-init:{q}:ended` | pub/sub | an event a terminate waits for has ended |
+//! | channel `fc-init:{q}:ctl:<consumer>` | pub/sub (sharded on Redis 7) | "terminate this event" to the instance running it |
+//! | channel `fc-init:{q}:ended` | pub/sub (sharded on Redis 7) | an event a terminate waits for has ended |
 //!
 //! # Design, and why
 //!
@@ -45,9 +45,12 @@
 //!   to the queue without using a retry (docs/reference.md §10), as a new delivery. A SIGKILLed
 //!   instance's events are running elsewhere about 5 s later (the heartbeat's TTL), not 30 s:
 //!   the heartbeat is the fast path, the lease the backstop. An instance takes nothing over
-//!   until it has been connected for [`TAKEOVER_GRACE`] — longer than the reconnect backoff
-//!   ([`link::BACKOFF_MAX`]) plus a renewal — so that after an outage of Redis itself, every
-//!   live instance has renewed its heartbeat before anyone judges it dead.
+//!   until its link has answered without a stall for [`TAKEOVER_GRACE`] — longer than a live
+//!   instance's renewal can be held up after an outage of Redis itself (a call to a frozen
+//!   node, the reconnect backoff, a renewal period) — so that every live instance has
+//!   renewed its heartbeat before anyone judges it dead (the bug: after a cluster master
+//!   froze, an instance took over a live one's running event as soon as it reconnected, and
+//!   the event ran twice).
 //! - **Terminate.** A QUEUED event is aborted inside the script (its entry deleted, so no
 //!   worker can start it). For a RUNNING one the script records `term` on the event and
 //!   publishes `forced|graceful <id>` on the owner's control channel; the owner kills or
@@ -70,7 +73,7 @@
 //!
 //! A submission is answered 202 only once the script that stored it has returned, i.e. the
 //! Redis server has executed and acknowledged it, and `async.redis_min_replicas` replicas
-//! confirmed it (`WAIT`, at most a second). `auto` waits for one whenever the queue's master
+//! confirmed it (`WAIT`, at most a second, pipelined with the script: [`submit`]). `auto` waits for one whenever the queue's master
 //! has a replica that keeps up ([`topology::replication`]: online, acknowledged within 2 s, so
 //! a paused replica stops being waited for); the count is read at every connection and every
 //! second, never only at connect. While replicas are waited for, new events are stored
@@ -78,7 +81,7 @@
 //! confirmed, they are released (delivered); not, they are withdrawn (deleted) and the
 //! submission answered 503, so a 503 never stands for an event that will run. A batch whose
 //! outcome is unknown (the connection broke after its script was sent) is tried again until
-//! the store answers or [`fleet::SUBMIT_DEADLINE`] passes: the script is idempotent, so what
+//! the store answers or [`submit::SUBMIT_DEADLINE`] passes: the script is idempotent, so what
 //! was stored answers as stored. What a single Redis keeps across its own crash is its
 //! persistence setting: only `appendonly yes` with `appendfsync always` makes an acknowledged
 //! event survive a crash or power loss of the Redis host (`everysec` may lose the last
@@ -117,6 +120,9 @@ mod connect;
 mod fleet;
 pub mod link;
 mod scripts;
+mod sentinel;
+mod submit;
+mod subscriber;
 #[cfg(feature = "redis-tls")]
 mod tls;
 pub mod topology;
@@ -151,8 +157,11 @@ use scripts::{array, bytes, event, num, scripts, text, EVENT_ITEMS};
 pub const LEASE: Duration = Duration::from_secs(30);
 /// An instance's heartbeat lives this long without renewal.
 const HEARTBEAT_TTL: Duration = Duration::from_secs(5);
-/// How long an instance must have been connected before it takes anything over.
-const TAKEOVER_GRACE: Duration = Duration::from_secs(5);
+/// How long an instance's link must have answered without a stall before it takes anything
+/// over: a live instance's housekeeping may be held up that long after an outage by one call
+/// to a frozen node (a cluster tries it three times: 3 × (0.5 s + 2 s)), the reconnect
+/// backoff ([`link::BACKOFF_MAX`]) and a renewal period, 10.5 s in all.
+const TAKEOVER_GRACE: Duration = Duration::from_secs(12);
 /// The consumer group of a queue's stream.
 const GROUP: &str = "workers";
 /// The longest a claim blocks on the server before the worker looks at its phase again.
@@ -238,10 +247,19 @@ impl Redis {
         let mut link = inner.link("start");
         let ctl = format!("{}ctl:{}", inner.prefix, inner.me);
         let inv = inner.invocation(&scripts().counts, now_ms());
+        // A command the server does not have (an older Redis), not one the user may not run.
+        let unknown = |e: &redis::RedisError| {
+            e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError)
+                && !link::is_auth_error(e)
+        };
         let probe = link.call("start-up check", |c| {
             inv.invoke::<Value>(c)?;
             inner.ensure_group(c)?;
-            redis::cmd("PUBLISH").arg(&ctl).arg("").query::<i64>(c)?;
+            // What the scripts publish with: SPUBLISH, or PUBLISH before Redis 7.
+            match redis::cmd("SPUBLISH").arg(&ctl).arg("").query::<i64>(c) {
+                Err(e) if unknown(&e) => redis::cmd("PUBLISH").arg(&ctl).arg("").query(c)?,
+                other => other?,
+            };
             Ok(())
         });
         let refused = |source: &Arc<redis::RedisError>| StoreError::RedisAccess {
@@ -275,6 +293,14 @@ impl Inner {
         )
     }
 
+    /// Acts once on each terminate meant for an event this instance holds (the word comes
+    /// by pub/sub, and again with every renewal until the event ends).
+    fn act(&self, control: &dyn Control, id: &str, graceful: bool) {
+        if lock(&self.acted).insert(id.to_owned()) {
+            control.terminate_held(id, graceful);
+        }
+    }
+
     /// Runs `f` on a pooled link.
     fn with<T>(
         &self,
@@ -296,10 +322,28 @@ impl Inner {
     }
 
     fn invocation<'a>(&self, script: &'a redis::Script, now: u64) -> ScriptInvocation<'a> {
-        let retention = u64::try_from(self.opts.retention.as_millis()).unwrap_or(u64::MAX);
         let mut inv = script.key(&self.stream);
-        inv.arg(&self.prefix).arg(now).arg(retention).arg(&self.me);
+        inv.arg(&self.prefix)
+            .arg(now)
+            .arg(self.retention_ms())
+            .arg(&self.me);
         inv
+    }
+
+    /// [`Inner::invocation`] as a plain `EVALSHA` command, for a pipeline (see
+    /// [`scripts::eval`] for the script's loading).
+    fn command(&self, script: &redis::Script, now: u64) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(script.get_hash()).arg(1).arg(&self.stream);
+        cmd.arg(&self.prefix)
+            .arg(now)
+            .arg(self.retention_ms())
+            .arg(&self.me);
+        cmd
+    }
+
+    fn retention_ms(&self) -> u64 {
+        u64::try_from(self.opts.retention.as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Runs `inv` on a pooled link.
@@ -388,7 +432,7 @@ impl Backend for Redis {
                 id: event.request_id,
             }));
         }
-        if let Err(e) = fleet::start_submitters(&self.inner) {
+        if let Err(e) = submit::start_submitters(&self.inner) {
             return completion(Err(e));
         }
         lock(&self.inner.pending).push((event, completion));
@@ -399,9 +443,11 @@ impl Backend for Redis {
         if !super::model::valid_request_id(&e.request_id) {
             return Err(StoreError::InvalidRequestId { id: e.request_id });
         }
-        let mut inv = self.inner.invocation(&scripts().handoff, now_ms());
-        push_submission(&mut inv, &e);
-        let reply = self.inner.run("handoff", &inv)?;
+        let mut cmd = self.inner.command(&scripts().handoff, now_ms());
+        push_submission(&mut cmd, &e);
+        let reply = self
+            .inner
+            .with("handoff", |c| scripts::eval(c, &scripts().handoff, &cmd))?;
         let items = array("handoff", &reply)?;
         let event = items.get(1).map(|v| event("handoff", v)).transpose()?;
         match (
@@ -686,9 +732,9 @@ impl Backend for Redis {
     }
 }
 
-/// The arguments of one submission in the SUBMIT script.
-fn push_submission(inv: &mut ScriptInvocation<'_>, e: &NewEvent) {
-    inv.arg(&e.request_id)
+/// The arguments of one submission in the SUBMIT script (and the HANDOFF one).
+fn push_submission(cmd: &mut redis::Cmd, e: &NewEvent) {
+    cmd.arg(&e.request_id)
         .arg(e.submit_time)
         .arg(&e.request.method)
         .arg(&e.request.target)

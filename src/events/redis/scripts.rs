@@ -19,7 +19,9 @@
 
 use std::sync::OnceLock;
 
-use redis::{Script, Value};
+use redis::{Cmd, ErrorKind, RedisResult, Script, ServerErrorKind, Value};
+
+use super::topology::Conn;
 
 use crate::events::error::StoreError;
 use crate::events::model::{DeliveryStatus, Destination, Event, ResultInfo, Status};
@@ -65,7 +67,8 @@ const MARK_ABORTED: &str = concat!("\n", include_str!("scripts/mark_aborted.lua"
 
 /// ARGV[5] the heartbeat's time to live (ms), then the ids this instance's workers hold. The
 /// heartbeat is renewed, the held leases too (their idle time is reset); this consumer's other
-/// pending entries go back to the queue (reconcile). Returns `id, term` of the held events a
+/// pending entries go back to the queue (reconcile); the next 200 queued events live on, and
+/// one whose stream entry is gone is delivered again. Returns `id, term` of the held events a
 /// terminate was asked for.
 const RENEW: &str = concat!("\n", include_str!("scripts/renew.lua"));
 
@@ -187,6 +190,24 @@ pub fn scripts() -> &'static Scripts {
             handoff: s(HANDOFF),
         }
     })
+}
+
+/// Whether `e` is the server not knowing a script (a new or restarted master): loading it
+/// and running the call again is safe, since nothing of it ran.
+pub fn is_noscript(e: &redis::RedisError) -> bool {
+    e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
+}
+
+/// Runs `cmd`, an `EVALSHA` of `script` (from `Inner::command`), loading the script first
+/// when the server does not have it.
+pub fn eval(conn: &mut Conn, script: &Script, cmd: &Cmd) -> RedisResult<Value> {
+    match cmd.query(conn) {
+        Err(e) if is_noscript(&e) => {
+            script.load(conn)?;
+            cmd.query(conn)
+        }
+        other => other,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

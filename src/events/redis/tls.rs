@@ -48,7 +48,7 @@ pub fn ca_pem(path: &Path) -> Result<Vec<u8>, String> {
 /// would pick it by itself only while ring is the one provider compiled in; installing it keeps
 /// TLS working should another crate ever enable aws-lc-rs too (rustls then panics rather than
 /// choose). Nothing else in fc-init installs one, so the install cannot lose to another.
-fn install_provider() {
+pub fn install_provider() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();

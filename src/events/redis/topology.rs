@@ -9,15 +9,20 @@
 //!   plus every node seen since: a failover's new master is then found from whichever node
 //!   still answers. Keyless commands that must reach the queue's own master (`WAIT`, `INFO`)
 //!   are routed there by the queue's key.
-//! - **Sentinel** (`redis+sentinel://`): the crate's Sentinel client asks the Sentinels for
-//!   the master and checks its `ROLE`; fc-init checks `ROLE` again on every new connection,
+//! - **Sentinel** (`redis+sentinel://`): the Sentinels are asked for the master
+//!   ([`super::sentinel`]: by hand, because the crate's synchronous Sentinel client has no
+//!   read timeouts) and fc-init checks its `ROLE` on every new connection,
 //!   forgets the master after a connection error or a `READONLY` answer (the Sentinel client
-//!   spec's rule), and asks the Sentinels every second ([`Topology::watch`]): when they name
+//!   spec's rule), and asks the Sentinels every second ([`Topology::follow`]): when they name
 //!   another master, every link reconnects ([`Topology::generation`]), so no link keeps
 //!   writing to a demoted master.
 //!
-//! Pub/sub needs no sharding here: a `PUBLISH` in a cluster reaches every node's
-//! subscribers, so the subscriber listens on any node that answers.
+//! Every connection has connect, read and write timeouts ([`REPLY_TIMEOUT`]): a node that
+//! is frozen (SIGSTOP: it accepts and buffers, never answers) fails a call in bounded time,
+//! like one that is gone.
+//!
+//! Pub/sub is sharded where the server has it (Redis 7): the subscriber listens on the node
+//! that owns the queue's slot ([`super::subscriber`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -25,12 +30,13 @@ use std::time::Duration;
 
 use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConnection};
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
-use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{
     Client, Cmd, Connection, ConnectionAddr, ConnectionInfo, ConnectionLike, ErrorKind,
     FromRedisValue, RedisConnectionInfo, RedisError, RedisResult, ServerErrorKind, Value,
 };
 
+use super::connect::{bound, node_info, Certs};
+use super::sentinel::{Sentinels, Watchers};
 use crate::config::redis_url::{RedisAddr, RedisTarget};
 use crate::events::signal::lock;
 
@@ -59,11 +65,10 @@ enum Kind {
         /// Every node seen in a slot map since start (new seeds after a failover).
         known: Mutex<Vec<ConnectionInfo>>,
         login: RedisConnectionInfo,
-        #[cfg(feature = "redis-tls")]
-        certs: Option<redis::TlsCertificates>,
+        certs: Certs,
     },
     Sentinel {
-        sentinels: Box<Mutex<SentinelClient>>,
+        sentinels: Sentinels,
         /// The master as the Sentinels last named it (its `ROLE` checked then); `None`: ask.
         master: Mutex<Option<Client>>,
     },
@@ -83,8 +88,14 @@ pub struct Topology {
     serving: Mutex<Option<(String, bool)>>,
 }
 
-/// How long a reply may take (beyond a blocking command's own wait).
-pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a reply may take (beyond a blocking command's own wait), and a write: a frozen
+/// node costs a call this long at most. The scripts answer in milliseconds.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a cluster node may take to accept a connection and its handshake: the crate
+/// reconnects to a node that stopped answering before each retry, so a frozen node costs
+/// (retries + 1) × ([`REPLY_TIMEOUT`] + this) at most, well within a request's deadline.
+const CLUSTER_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// A replica that has not acknowledged the replication stream for longer is not waited for
 /// by `redis_min_replicas = "auto"` (a paused replica stays "connected" for `repl-timeout`).
@@ -153,6 +164,18 @@ impl Conn {
         }
     }
 
+    /// Read and write timeouts of [`REPLY_TIMEOUT`] (on a cluster: on every node's
+    /// connection, those made later included).
+    pub fn bound(&self) -> RedisResult<()> {
+        match self {
+            Conn::Plain(c) => bound(c, REPLY_TIMEOUT),
+            Conn::Cluster(c) => {
+                c.set_read_timeout(Some(REPLY_TIMEOUT))?;
+                c.set_write_timeout(Some(REPLY_TIMEOUT))
+            }
+        }
+    }
+
     /// A command without keys (`WAIT`, `INFO`, `ROLE`, `CLUSTER SLOTS`) on the master that
     /// holds `key`: on a cluster the crate would send it to a random node.
     pub fn on_node_of<T: FromRedisValue>(&mut self, cmd: &Cmd, key: &str) -> RedisResult<T> {
@@ -166,34 +189,6 @@ impl Conn {
             }
         }
     }
-}
-
-fn tcp_info(host: &str, port: u16, tls: bool, login: &RedisConnectionInfo) -> ConnectionInfo {
-    let addr = match tls {
-        false => ConnectionAddr::Tcp(host.to_owned(), port),
-        true => ConnectionAddr::TcpTls {
-            host: host.to_owned(),
-            port,
-            insecure: false,
-            tls_params: None,
-        },
-    };
-    redis::IntoConnectionInfo::into_connection_info(addr)
-        .expect("a ConnectionAddr is always a valid ConnectionInfo")
-        .set_redis_settings(login.clone())
-}
-
-/// The CA certificates of `?ca=`, for the cluster and Sentinel clients.
-#[cfg(feature = "redis-tls")]
-fn certificates(ca: &Option<std::path::PathBuf>) -> Result<Option<redis::TlsCertificates>, String> {
-    let Some(path) = ca else {
-        return Ok(None);
-    };
-    let pem = super::tls::ca_pem(path)?;
-    Ok(Some(redis::TlsCertificates {
-        client_tls: None,
-        root_cert: Some(pem),
-    }))
 }
 
 impl Topology {
@@ -212,22 +207,15 @@ impl Topology {
             login = login.set_password(password);
         }
         let kind = match target.addr {
-            RedisAddr::Cluster { nodes, tls, ca } => {
-                #[cfg(feature = "redis-tls")]
-                let certs = certificates(&ca)?;
-                #[cfg(not(feature = "redis-tls"))]
-                let _ = ca;
-                Kind::Cluster {
-                    seeds: nodes
-                        .iter()
-                        .map(|(h, p)| tcp_info(h, *p, tls, &login))
-                        .collect(),
-                    known: Mutex::new(Vec::new()),
-                    login,
-                    #[cfg(feature = "redis-tls")]
-                    certs,
-                }
-            }
+            RedisAddr::Cluster { nodes, tls, ca } => Kind::Cluster {
+                seeds: nodes
+                    .iter()
+                    .map(|(h, p)| node_info(h, *p, tls, &login))
+                    .collect(),
+                known: Mutex::new(Vec::new()),
+                login,
+                certs: Certs::of(&ca)?,
+            },
             RedisAddr::Sentinel {
                 sentinels,
                 master,
@@ -236,45 +224,13 @@ impl Topology {
                 username,
                 password,
             } => {
-                let addrs = sentinels.iter().map(|(h, p)| match tls {
-                    false => ConnectionAddr::Tcp(h.clone(), *p),
-                    true => ConnectionAddr::TcpTls {
-                        host: h.clone(),
-                        port: *p,
-                        insecure: false,
-                        tls_params: None,
-                    },
-                });
-                let mut b = SentinelClientBuilder::new(addrs, &master, SentinelServerType::Master)
-                    .map_err(|e| e.to_string())?
-                    .set_client_to_redis_db(target.db);
-                if let Some(user) = &target.username {
-                    b = b.set_client_to_redis_username(user);
-                }
-                if let Some(password) = &target.password {
-                    b = b.set_client_to_redis_password(password);
-                }
-                if let Some(user) = &username {
-                    b = b.set_client_to_sentinel_username(user);
-                }
-                if let Some(password) = &password {
-                    b = b.set_client_to_sentinel_password(password);
-                }
-                if tls {
-                    b = b
-                        .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
-                        .set_client_to_sentinel_tls_mode(redis::TlsMode::Secure);
-                }
-                #[cfg(feature = "redis-tls")]
-                if let Some(certs) = certificates(&ca)? {
-                    b = b
-                        .set_client_to_redis_certificates(certs.clone())
-                        .set_client_to_sentinel_certificates(certs);
-                }
-                #[cfg(not(feature = "redis-tls"))]
-                let _ = ca;
+                let watchers = Watchers {
+                    nodes: &sentinels,
+                    username: username.as_deref(),
+                    password: password.as_deref(),
+                };
                 Kind::Sentinel {
-                    sentinels: Box::new(Mutex::new(b.build().map_err(|e| e.to_string())?)),
+                    sentinels: Sentinels::new(watchers, &master, login, tls, Certs::of(&ca)?)?,
                     master: Mutex::new(None),
                 }
             }
@@ -319,7 +275,6 @@ impl Topology {
                 seeds,
                 known,
                 login,
-                #[cfg(feature = "redis-tls")]
                 certs,
             } => {
                 let mut nodes = seeds.clone();
@@ -329,11 +284,13 @@ impl Topology {
                     }
                 }
                 let mut b = ClusterClientBuilder::new(nodes)
-                    .connection_timeout(timeout)
+                    // The crate tries a node that stopped answering again, reconnecting
+                    // first, on every retry: each try is bounded, and there are few of them.
+                    .connection_timeout(timeout.min(CLUSTER_CONNECT_TIMEOUT))
                     .response_timeout(REPLY_TIMEOUT)
                     // A redirect or two (a migration: MOVED then ASK), not minutes of retries
                     // during a failover: the link's backoff takes over from there.
-                    .retries(3)
+                    .retries(2)
                     .min_retry_wait(10)
                     .max_retry_wait(200);
                 if let Some(user) = login.username() {
@@ -343,16 +300,21 @@ impl Topology {
                     b = b.password(password);
                 }
                 #[cfg(feature = "redis-tls")]
-                if let Some(certs) = certs {
+                if let Some(certs) = certs.get() {
                     b = b.certs(certs.clone());
                 }
+                #[cfg(not(feature = "redis-tls"))]
+                let _ = certs;
                 let client: ClusterClient = b.build()?;
-                Ok(Conn::Cluster(Box::new(client.get_connection()?)))
+                let conn = client.get_connection()?;
+                // The builder sets the read timeout of every node's connection; not the write.
+                conn.set_write_timeout(Some(REPLY_TIMEOUT))?;
+                Ok(Conn::Cluster(Box::new(conn)))
             }
             Kind::Sentinel { .. } => {
                 let client = self.master()?;
                 let mut conn = client.get_connection_with_timeout(timeout)?;
-                conn.set_read_timeout(Some(REPLY_TIMEOUT))?;
+                bound(&conn, REPLY_TIMEOUT)?;
                 // The Sentinel client spec: check ROLE before writing.
                 let role: Value = redis::cmd("ROLE").query(&mut conn)?;
                 if !is_master(&role) {
@@ -364,19 +326,41 @@ impl Topology {
         }
     }
 
-    /// A plain connection for pub/sub: the standalone server, the Sentinel's master, or any
-    /// node of a cluster that answers (a cluster's `PUBLISH` reaches every node).
-    pub fn pubsub_connection(&self, timeout: Duration) -> RedisResult<Connection> {
-        match &self.kind {
+    /// A plain connection for pub/sub: the standalone server, the Sentinel's master, or on
+    /// a cluster the node `at` (`host:port`, where a `MOVED` pointed), else the node last seen
+    /// serving the queue, else any node that answers (the subscriber follows `MOVED` from
+    /// there: [`super::subscriber`]).
+    pub fn pubsub_connection(
+        &self,
+        timeout: Duration,
+        at: Option<&str>,
+    ) -> RedisResult<Connection> {
+        let conn = match &self.kind {
             Kind::Single(client) => client.get_connection_with_timeout(timeout),
             Kind::Sentinel { .. } => self.master()?.get_connection_with_timeout(timeout),
-            Kind::Cluster { seeds, known, .. } => {
-                let mut nodes = lock(known).clone();
+            Kind::Cluster {
+                seeds,
+                known,
+                certs,
+                login,
+            } => {
+                let tls = self.cluster_tls();
+                let serving = self.serving().map(|(node, _)| node);
+                let first = at.map(str::to_owned).or(serving);
+                let first = first.as_deref().and_then(|node| {
+                    let (host, port) = node.rsplit_once(':')?;
+                    Some(node_info(host, port.parse().ok()?, tls, login))
+                });
+                let mut nodes: Vec<ConnectionInfo> = first.into_iter().collect();
+                nodes.extend(lock(known).iter().cloned());
                 nodes.extend(seeds.iter().cloned());
                 let mut last = None;
                 for node in nodes {
-                    match Client::open(node).and_then(|c| c.get_connection_with_timeout(timeout)) {
-                        Ok(conn) => return Ok(conn),
+                    match certs
+                        .client(node)
+                        .and_then(|c| c.get_connection_with_timeout(timeout))
+                    {
+                        Ok(conn) => return bound(&conn, REPLY_TIMEOUT).map(|()| conn),
                         Err(e) => last = Some(e),
                     }
                 }
@@ -384,7 +368,15 @@ impl Topology {
                     RedisError::from((ErrorKind::Io, "no cluster node to subscribe on"))
                 }))
             }
-        }
+        }?;
+        bound(&conn, REPLY_TIMEOUT)?;
+        Ok(conn)
+    }
+
+    /// Whether the cluster's nodes speak TLS (as its seeds do).
+    fn cluster_tls(&self) -> bool {
+        matches!(&self.kind, Kind::Cluster { seeds, .. }
+            if seeds.first().is_some_and(|s| matches!(s.addr(), ConnectionAddr::TcpTls { .. })))
     }
 
     /// The master the Sentinels name (asked when not known).
@@ -399,7 +391,7 @@ impl Topology {
         if let Some(client) = &*current {
             return Ok(client.clone());
         }
-        let client = lock(sentinels).get_client()?;
+        let client = sentinels.master()?;
         *current = Some(client.clone());
         Ok(client)
     }
@@ -414,44 +406,48 @@ impl Topology {
         }
     }
 
-    /// Called every second on the housekeeping's connection: asks the Sentinels whether the
-    /// master moved, records the cluster's nodes, and reads the queue's node: its address,
-    /// its role and its replicas that keep up.
+    /// Called every second, whether the master answers or not: asks the Sentinels whether
+    /// the master moved; when it did, every link reconnects (to the new one).
+    pub fn follow(&self) {
+        let Kind::Sentinel { sentinels, master } = &self.kind else {
+            return;
+        };
+        // A Sentinel that cannot answer now changes nothing: the links find out.
+        let Ok(named) = sentinels.master() else {
+            return;
+        };
+        let mut current = lock(master);
+        let moved = current
+            .as_ref()
+            .is_some_and(|c| c.get_connection_info().addr() != named.get_connection_info().addr());
+        if moved {
+            log::warn!(
+                "Redis Sentinel: the master is now {}",
+                shown(named.get_connection_info())
+            );
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+        if moved || current.is_none() {
+            *current = Some(named);
+        }
+    }
+
+    /// Called every second on the housekeeping's connection: records the cluster's nodes,
+    /// and reads the queue's node: its address, its role and its replicas that keep up.
     pub fn watch(&self, conn: &mut Conn) -> RedisResult<()> {
         let addr = match &self.kind {
             Kind::Single(client) => Some(shown(client.get_connection_info())),
-            Kind::Sentinel { sentinels, master } => {
-                // A Sentinel that cannot answer now changes nothing: the links find out.
-                let named = lock(sentinels).get_client();
-                let mut current = lock(master);
-                if let Ok(named) = named {
-                    let moved = current.as_ref().is_some_and(|c| {
-                        c.get_connection_info().addr() != named.get_connection_info().addr()
-                    });
-                    if moved {
-                        log::warn!(
-                            "Redis Sentinel: the master is now {}",
-                            shown(named.get_connection_info())
-                        );
-                        self.generation.fetch_add(1, Ordering::AcqRel);
-                    }
-                    if moved || current.is_none() {
-                        *current = Some(named);
-                    }
-                }
-                current.as_ref().map(|c| shown(c.get_connection_info()))
-            }
+            Kind::Sentinel { master, .. } => lock(master)
+                .as_ref()
+                .map(|c| shown(c.get_connection_info())),
             Kind::Cluster { known, login, .. } => {
                 let slots: Value =
                     conn.on_node_of(redis::cmd("CLUSTER").arg("SLOTS"), &self.key)?;
                 let (nodes, owner) = cluster_nodes(&slots, slot_of(&self.key));
-                let tls = matches!(
-                    self.kind,
-                    Kind::Cluster { ref seeds, .. } if seeds.first().is_some_and(|s| matches!(s.addr(), ConnectionAddr::TcpTls { .. }))
-                );
+                let tls = self.cluster_tls();
                 *lock(known) = nodes
                     .iter()
-                    .map(|(h, p)| tcp_info(h, *p, tls, login))
+                    .map(|(h, p)| node_info(h, *p, tls, login))
                     .collect();
                 owner.map(|(h, p)| format!("{h}:{p}"))
             }

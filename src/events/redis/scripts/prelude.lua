@@ -1,5 +1,8 @@
 local S, P, NOW, RET, ME = KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local G = 'workers'
+-- Sharded pub/sub where the server has it (Redis 7): on a cluster the word stays on the
+-- queue's shard instead of going to every node (the subscriber SSUBSCRIBEs there).
+local PUB = (redis.REDIS_VERSION_NUM or 0) >= 0x070000 and 'SPUBLISH' or 'PUBLISH'
 local FIELDS = {'status', 'submit', 'start', 'end', 'dur', 'code', 'attempts', 'etype', 'emsg', 'next',
   'fn', 'qual', 'nb', 'rcode', 'rtrunc', 'rbytes', 'durl', 'dst', 'datt'}
 local function is_ended(st)
@@ -70,7 +73,7 @@ local function ended(h, id, from, to)
   redis.call('HDEL', h, 'owner', 'lease', 'entry', 'method', 'target', 'headers', 'body')
   if redis.call('HEXISTS', h, 'term') == 1 then
     redis.call('HDEL', h, 'term')
-    redis.call('PUBLISH', P .. 'ended', id)
+    redis.call(PUB, P .. 'ended', id)
   end
 end
 -- An event that ended with a destination (docs/reference.md §10): its delivery is recorded with

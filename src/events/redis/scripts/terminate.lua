@@ -12,6 +12,6 @@ local owner = redis.call('HGET', h, 'owner') or ''
 local alive = redis.call('EXISTS', P .. 'alive:' .. owner)
 -- The word first: a publish that fails (a user without the channel's right) fails the whole
 -- script before anything is recorded, so the terminate answers an error and the event runs on.
-if owner ~= ME and alive == 1 then redis.call('PUBLISH', P .. 'ctl:' .. owner, term .. ' ' .. id) end
+if owner ~= ME and alive == 1 then redis.call(PUB, P .. 'ctl:' .. owner, term .. ' ' .. id) end
 redis.call('HSET', h, 'term', term)
 return {2, ev(id), owner, alive}
