@@ -62,7 +62,13 @@ pub fn start(cfg: &Config, ctx: Arc<Context>) -> Result<(), AdminError> {
     let listener = bind_private(&cfg.admin.socket)?;
     let c = ctx.clone();
     spawn("fc-init-admin", move || {
-        accept(listener.incoming(), "admin socket", c, unix_access)
+        accept(
+            listener.incoming(),
+            "admin socket",
+            "fc-admin-unix",
+            c,
+            unix_access,
+        )
     });
     if let Some(addr) = cfg.admin.listen {
         let listener = TcpListener::bind(addr).map_err(|source| AdminError::Bind {
@@ -70,9 +76,13 @@ pub fn start(cfg: &Config, ctx: Arc<Context>) -> Result<(), AdminError> {
             source,
         })?;
         spawn("fc-init-admin-tcp", move || {
-            accept(listener.incoming(), "admin listener", ctx, |_| {
-                Access::HealthAndMetrics
-            })
+            accept(
+                listener.incoming(),
+                "admin listener",
+                "fc-admin-tcp",
+                ctx,
+                |_| Access::HealthAndMetrics,
+            )
         });
     }
     Ok(())
@@ -127,11 +137,13 @@ fn bind_private(path: &Path) -> Result<UnixListener, AdminError> {
     Ok(listener)
 }
 
-/// Serves every connection of `incoming` on its own thread, at most [`MAX_CONNECTIONS`] at
-/// once; `access` decides what each may ask.
+/// Serves every connection of `incoming` on its own thread (named `conn_thread`, at most 15
+/// bytes so that `/proc/PID/task/*/comm` shows it whole), at most [`MAX_CONNECTIONS`] at once;
+/// `access` decides what each may ask.
 fn accept<S>(
     incoming: impl Iterator<Item = io::Result<S>>,
     what: &str,
+    conn_thread: &str,
     ctx: Arc<Context>,
     access: fn(&S) -> Access,
 ) where
@@ -145,7 +157,7 @@ fn accept<S>(
         match conn {
             Ok(conn) => {
                 let ctx = ctx.clone();
-                spawn("fc-init-admin-conn", move || {
+                spawn(conn_thread, move || {
                     let _slot = slot;
                     let access = access(&conn);
                     serve(conn, &ctx, access);
