@@ -408,14 +408,7 @@ pub const STATIC_TABLE: [(&[u8], &[u8]); 61] = [
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn hex(s: &str) -> Vec<u8> {
-        let s: String = s.split_whitespace().collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
+    use crate::h2::tests::hex;
 
     fn fields(
         d: &mut Decoder,

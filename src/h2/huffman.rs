@@ -83,14 +83,7 @@ const COUNT: [u16; 31] = [
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn hex(s: &str) -> Vec<u8> {
-        let s: String = s.split_whitespace().collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
+    use crate::h2::tests::hex;
 
     fn decoded(s: &str) -> Result<Vec<u8>, HuffmanError> {
         let mut out = Vec::new();

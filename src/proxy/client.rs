@@ -261,6 +261,25 @@ pub(super) fn read_client(read: &mut [u8], io: &mut Io, limit: usize) -> Flow {
     Ok(progress)
 }
 
+/// Reads and drops the client's input until it would block; `Err(Gone)` once the client has
+/// closed (or its connection failed). A closing connection, HTTP/1.1 or h2c, lingers on this
+/// so that the client, still sending, reads the answer before its connection is reset.
+pub(super) fn drop_input(read: &mut [u8], io: &mut Io) -> Flow {
+    let mut progress = false;
+    while io.rd && !io.eof {
+        match crate::sys::retry(|| io.stream.read(read)) {
+            Ok(0) => io.eof = true,
+            Ok(_) => progress = true,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => io.rd = false,
+            Err(_) => return Err(Gone),
+        }
+    }
+    if io.eof {
+        return Err(Gone);
+    }
+    Ok(progress)
+}
+
 /// Queues one of fc-init's own answers for the request `request_id` (`None`: a head that
 /// never became a request, which gets a fresh id); the connection delivers it and goes on
 /// (or closes) once it is out.

@@ -33,7 +33,6 @@
 //! ([`act`]): it enters the next phase, fails or completes the exchange ([`finish`]), or
 //! closes the connection. No step changes its caller's phase.
 
-use std::io;
 use std::time::{Duration, Instant};
 
 use crate::config::Platform;
@@ -689,20 +688,10 @@ fn deliver(cx: &mut Cx, c: &mut Client) -> Step {
 
 /// Reads and drops input until the client closes (or the deadline).
 fn linger(cx: &mut Cx, c: &mut Client) -> Step {
-    let io = &mut c.io;
-    let mut progress = false;
-    while io.rd && !io.eof {
-        match crate::sys::retry(|| io.stream.read(&mut cx.bufs.read)) {
-            Ok(0) => io.eof = true,
-            Ok(_) => progress = true,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => io.rd = false,
-            Err(_) => return Step::Close,
-        }
+    match client::drop_input(&mut cx.bufs.read, &mut c.io) {
+        Ok(progress) => moved(progress),
+        Err(Gone) => Step::Close,
     }
-    if io.eof {
-        return Step::Close;
-    }
-    moved(progress)
 }
 
 /// The connection is closing: whatever it holds is ended.

@@ -3,11 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use super::inbound::{continuation_rule, credit, Assembly};
+use super::inbound::Assembly;
 use super::stream::Stream;
 use super::{Action, Conn, Host, Invocation, Side};
 use crate::h2::block::{Seen, REQUEST_ID};
-use crate::h2::frame::{self, ErrorCode, Frame, H2Error, Kind, Raw, StreamId};
+use crate::h2::frame::{self, ErrorCode, Frame, H2Error, Raw, StreamId};
 use crate::h2::hpack;
 use crate::http::fc_error::ErrorType;
 
@@ -18,135 +18,30 @@ impl Conn {
         now: Instant,
         host: &mut dyn Host,
     ) -> Result<(), H2Error> {
-        if !self.client.greeted {
-            if raw.head.kind != Kind::Settings || raw.head.has(frame::flag::ACK) {
-                return Err(H2Error::conn(
-                    ErrorCode::Protocol,
-                    "the client's first frame is not SETTINGS",
-                ));
-            }
-            self.client.greeted = true;
-        }
-        let frame = continuation_rule(&self.client, raw)?;
+        let frame = self.inbound_frame(Side::Client, raw)?;
         if costs_a_token(&frame) {
             self.calm.frame(now)?;
         }
-        match frame {
-            Frame::Data {
-                stream,
-                end_stream,
-                flow_len,
-                ..
-            } => {
-                match self.streams.get_mut(&stream) {
-                    Some(s) if s.client_open => {
-                        self.to_function.extend_from_slice(raw.bytes);
-                        if end_stream {
-                            s.client_open = false;
-                            self.forget_if_done(stream);
-                        }
-                    }
-                    Some(_) => {
-                        // Not passed on, but it took the client's connection window.
-                        credit(&mut self.to_client, flow_len);
-                        return Err(H2Error::stream(
-                            stream,
-                            ErrorCode::StreamClosed,
-                            "DATA after the client ended the stream",
-                        ));
-                    }
-                    None if stream > self.last_stream => {
-                        return Err(H2Error::conn(ErrorCode::Protocol, "DATA on an idle stream"))
-                    }
-                    // A stream fc-init refused or reset: the bytes were in flight. They count
-                    // against the client's connection window, which the function will never
-                    // replenish for them: fc-init does (RFC 9113 §6.9).
-                    None => credit(&mut self.to_client, flow_len),
-                }
-            }
-            Frame::Headers {
-                stream,
-                end_stream,
-                end_headers,
-                fragment,
-            } => {
-                self.client.assembly = Some(Assembly {
-                    stream,
-                    end_stream,
-                    block: Vec::new(),
-                    used: 0,
-                });
-                self.assemble(Side::Client, raw, fragment)?;
-                if end_headers {
-                    self.client_block(now, host)?;
-                }
-            }
-            Frame::Continuation {
-                end_headers,
-                fragment,
-                ..
-            } => {
-                self.assemble(Side::Client, raw, fragment)?;
-                if end_headers {
-                    self.client_block(now, host)?;
-                }
-            }
-            Frame::Priority { .. } | Frame::Unknown { .. } => {
-                // PRIORITY is deprecated (RFC 9113 §5.3.2) and extension frames are ignored
-                // (§5.5): neither goes on.
-            }
-            Frame::RstStream { stream, code } => {
-                self.reset_from(Side::Client, stream, code, raw.bytes)?
-            }
-            Frame::Settings { ack, params } => {
-                self.settings_from(Side::Client, ack, params, raw.bytes)?
-            }
-            Frame::PushPromise { .. } => {
-                return Err(H2Error::conn(
-                    ErrorCode::Protocol,
-                    "PUSH_PROMISE from a client",
-                ))
-            }
-            Frame::Ping { .. } => self.to_function.extend_from_slice(raw.bytes),
-            Frame::GoAway { .. } => {
-                self.peer_goaway = true;
-                self.to_function.extend_from_slice(raw.bytes);
-            }
-            Frame::WindowUpdate { stream, .. } => {
-                if stream == 0 || self.streams.contains_key(&stream) {
-                    self.to_function.extend_from_slice(raw.bytes);
-                } else if stream > self.last_stream {
-                    return Err(H2Error::conn(
-                        ErrorCode::Protocol,
-                        "WINDOW_UPDATE on an idle stream",
-                    ));
-                }
-            }
+        match self.frame_from(Side::Client, frame, raw)? {
+            Some(block) => self.client_block(block, now, host),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// A complete header block from the client: a new stream's request, or trailers.
-    pub(super) fn client_block(
+    fn client_block(
         &mut self,
+        assembly: Assembly,
         now: Instant,
         host: &mut dyn Host,
     ) -> Result<(), H2Error> {
-        let Some(Assembly {
+        let Assembly {
             stream,
             end_stream,
             block,
             ..
-        }) = self.client.assembly.take()
-        else {
-            return Ok(());
-        };
-        let seen = self.client.blocks.decode(&block).map_err(|_| {
-            H2Error::conn(
-                ErrorCode::Compression,
-                "undecodable header block from the client",
-            )
-        })?;
+        } = assembly;
+        let seen = self.decode_block(Side::Client, &block)?;
         if stream > self.last_stream {
             if stream % 2 == 0 {
                 return Err(H2Error::conn(
@@ -163,34 +58,18 @@ impl Conn {
             return self.open(stream, end_stream, &block, seen, now, host);
         }
         if seen.too_large {
-            self.client.blocks.drop_block();
-            if self.streams.contains_key(&stream) {
-                return Err(H2Error::stream(
-                    stream,
-                    ErrorCode::EnhanceYourCalm,
-                    "trailers larger than max_request_headers",
-                ));
-            }
-            return Ok(());
+            return self.block_too_large(Side::Client, stream);
         }
-        match self.streams.get_mut(&stream) {
-            Some(s) if s.client_open => {
+        match self.streams.get(&stream).map(|s| s.client_open) {
+            Some(true) => {
                 // Trailers.
+                self.pass_block(Side::Client, stream, end_stream, &block, &[]);
                 if end_stream {
-                    s.client_open = false;
+                    self.end_half(Side::Client, stream);
                 }
-                self.out_block.clear();
-                self.client.blocks.forward(&block, &[], &mut self.out_block);
-                frame::write_header_block(
-                    &mut self.to_function,
-                    stream,
-                    end_stream,
-                    &self.out_block,
-                );
-                self.forget_if_done(stream);
                 Ok(())
             }
-            Some(_) => {
+            Some(false) => {
                 self.client.blocks.drop_block();
                 Err(H2Error::stream(
                     stream,
@@ -222,7 +101,7 @@ impl Conn {
     }
 
     /// A new stream: refused, or an invocation.
-    pub(super) fn open(
+    fn open(
         &mut self,
         stream: StreamId,
         end_stream: bool,
@@ -245,14 +124,12 @@ impl Conn {
             Some(id) => (id, false),
             None => (host.new_request_id(), true),
         };
-        self.out_block.clear();
         let add: &[(&[u8], &[u8])] = if added {
             &[(REQUEST_ID, request_id.as_bytes())]
         } else {
             &[]
         };
-        self.client.blocks.forward(block, add, &mut self.out_block);
-        frame::write_header_block(&mut self.to_function, stream, end_stream, &self.out_block);
+        self.pass_block(Side::Client, stream, end_stream, block, add);
         self.streams.insert(
             stream,
             Stream {

@@ -122,12 +122,6 @@ impl Conn {
             Side::Function => {
                 frame::write_goaway(&mut self.to_function, 0, code, reason.as_bytes());
                 self.function_gone(ErrorType::UnhandledInvocationError);
-                frame::write_goaway(
-                    &mut self.to_client,
-                    self.last_stream,
-                    ErrorCode::NoError,
-                    b"",
-                );
             }
         }
         self.close();

@@ -44,18 +44,22 @@ impl Inbound {
 }
 
 impl Conn {
-    /// Adds a HEADERS or CONTINUATION fragment to the block being assembled.
+    /// What fc-init reads from `side`.
+    pub(super) fn inbound(&mut self, side: Side) -> &mut Inbound {
+        side.pick(&mut self.client, &mut self.function)
+    }
+
+    /// Adds a HEADERS or CONTINUATION fragment to the block being assembled; returns the
+    /// block once `end_headers` completes it.
     pub(super) fn assemble(
         &mut self,
         side: Side,
         raw: Raw<'_>,
         fragment: &[u8],
-    ) -> Result<(), H2Error> {
+        end_headers: bool,
+    ) -> Result<Option<Assembly>, H2Error> {
         let max = self.limits.max_header_block;
-        let inbound = match side {
-            Side::Client => &mut self.client,
-            Side::Function => &mut self.function,
-        };
+        let inbound = self.inbound(side);
         let a = inbound.assembly.as_mut().ok_or(H2Error::conn(
             ErrorCode::Protocol,
             "CONTINUATION without HEADERS",
@@ -68,15 +72,21 @@ impl Conn {
             ));
         }
         a.block.extend_from_slice(fragment);
-        Ok(())
+        Ok(if end_headers {
+            inbound.assembly.take()
+        } else {
+            None
+        })
+    }
+
+    /// The buffer of what goes to `side`.
+    pub(super) fn toward(&mut self, side: Side) -> &mut Vec<u8> {
+        side.pick(&mut self.to_client, &mut self.to_function)
     }
 
     /// The buffer of what goes to the peer other than `from`.
-    fn toward_other(&mut self, from: Side) -> &mut Vec<u8> {
-        match from {
-            Side::Client => &mut self.to_function,
-            Side::Function => &mut self.to_client,
-        }
+    pub(super) fn toward_other(&mut self, from: Side) -> &mut Vec<u8> {
+        from.pick(&mut self.to_function, &mut self.to_client)
     }
 
     /// RST_STREAM from `from`: passed on, and the stream's invocation ends as reset by that

@@ -15,6 +15,7 @@ use crate::http::fc_error::ErrorType;
 pub mod calm;
 mod client;
 mod ending;
+mod frames;
 mod function;
 mod inbound;
 mod stream;
@@ -27,6 +28,17 @@ use stream::Stream;
 pub enum Side {
     Client,
     Function,
+}
+
+impl Side {
+    /// `client` or `function`, whichever this side is: what differs by side, said in one
+    /// place (a reason, a buffer).
+    fn pick<T>(self, client: T, function: T) -> T {
+        match self {
+            Side::Client => client,
+            Side::Function => function,
+        }
+    }
 }
 
 /// The bounds of one connection.
@@ -351,12 +363,6 @@ impl Conn {
             return;
         }
         self.function_gone(error);
-        frame::write_goaway(
-            &mut self.to_client,
-            self.last_stream,
-            ErrorCode::NoError,
-            b"",
-        );
         self.close();
     }
 }

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use super::{Action, Conn, Outcome};
+use super::{Action, Conn, Outcome, Side};
 use crate::h2::block::REQUEST_ID;
 use crate::h2::frame::{self, ErrorCode, StreamId};
 use crate::h2::hpack;
@@ -27,6 +27,13 @@ pub(super) struct Stream {
     pub(super) response_started: bool,
     pub(super) status: Option<u16>,
     pub(super) grpc_status: Option<u32>,
+}
+
+impl Stream {
+    /// `side` has not ended its half.
+    pub(super) fn open(&self, side: Side) -> bool {
+        side.pick(self.client_open, self.function_open)
+    }
 }
 
 impl Conn {
@@ -123,12 +130,31 @@ impl Conn {
     }
 
     /// The function connection is gone or cut off: the running invocations are answered
-    /// `error`, with no reset sent to it.
+    /// `error`, with no reset sent to it, and the client is told by a GOAWAY that the
+    /// connection closes.
     pub(super) fn function_gone(&mut self, error: ErrorType) {
         for s in self.streams.values_mut() {
             s.function_open = false;
         }
         self.answer_all(error);
+        frame::write_goaway(
+            &mut self.to_client,
+            self.last_stream,
+            ErrorCode::NoError,
+            b"",
+        );
+    }
+
+    /// `side` ended its half of `stream` (END_STREAM); the function's end is the
+    /// invocation's answer.
+    pub(super) fn end_half(&mut self, side: Side, stream: StreamId) {
+        if let Some(s) = self.streams.get_mut(&stream) {
+            *side.pick(&mut s.client_open, &mut s.function_open) = false;
+        }
+        match side {
+            Side::Client => self.forget_if_done(stream),
+            Side::Function => self.answered(stream),
+        }
     }
 
     pub(super) fn end_all(&mut self, outcome: impl Fn(&Stream) -> Outcome) {

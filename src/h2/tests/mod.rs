@@ -314,6 +314,15 @@ impl Sim {
     }
 }
 
+/// Bytes written as hex, as the RFCs print them (spaces ignored).
+pub(super) fn hex(s: &str) -> Vec<u8> {
+    let s: String = s.split_whitespace().collect();
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
 fn settings_ack(out: &mut Vec<u8>) {
     Head {
         len: 0,

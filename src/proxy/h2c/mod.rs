@@ -512,19 +512,7 @@ fn closing(cx: &mut Cx, c: &mut Io, r: &mut Relay) -> Flow {
         r.write_shut = true;
         let _ = c.stream.shutdown_write();
     }
-    let mut progress = false;
-    while c.rd && !c.eof {
-        match crate::sys::retry(|| c.stream.read(&mut cx.bufs.read)) {
-            Ok(0) => c.eof = true,
-            Ok(_) => progress = true,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.rd = false,
-            Err(_) => return Err(Gone),
-        }
-    }
-    if c.eof {
-        return Err(Gone);
-    }
-    Ok(progress)
+    client::drop_input(&mut cx.bufs.read, c)
 }
 
 /// Turns the core's actions into FC lines, metrics and the guards' release.
