@@ -157,7 +157,7 @@ impl Conn {
     /// `stream` is idle as `side` sees it: the client has not opened it (and the function,
     /// which pushes nothing, sends only on the client's odd streams).
     fn never_opened(&self, side: Side, stream: StreamId) -> bool {
-        stream > self.last_stream || side == Side::Function && stream % 2 == 0
+        stream > self.last_stream || side == Side::Function && stream.is_multiple_of(2)
     }
 
     /// A complete header block from `side`, decoded (an HPACK error is the connection's).
