@@ -14,6 +14,7 @@ mod util;
 
 mod counts;
 mod frozen;
+mod handoff;
 mod orphan;
 mod servers;
 #[cfg(feature = "redis-tls")]

@@ -73,7 +73,8 @@
 //!
 //! A submission is answered 202 only once the script that stored it has returned, i.e. the
 //! Redis server has executed and acknowledged it, and `async.redis_min_replicas` replicas
-//! confirmed it (`WAIT`, at most a second, pipelined with the script: [`submit`]). `auto` waits for one whenever the queue's master
+//! confirmed it (`WAIT`, at most a second, pipelined with the script: [`submit`]); a handoff's
+//! store write is confirmed the same way, before the request is forwarded ([`handoff`]). `auto` waits for one whenever the queue's master
 //! has a replica that keeps up ([`topology::replication`]: online, acknowledged within 2 s, so
 //! a paused replica stops being waited for); the count is read at every connection and every
 //! second, never only at connect. While replicas are waited for, new events are stored
@@ -118,6 +119,7 @@
 mod claimer;
 mod connect;
 mod fleet;
+mod handoff;
 pub mod link;
 mod scripts;
 mod sentinel;
@@ -443,29 +445,7 @@ impl Backend for Redis {
         if !super::model::valid_request_id(&e.request_id) {
             return Err(StoreError::InvalidRequestId { id: e.request_id });
         }
-        let mut cmd = self.inner.command(&scripts().handoff, now_ms());
-        push_submission(&mut cmd, &e);
-        let reply = self
-            .inner
-            .with("handoff", |c| scripts::eval(c, &scripts().handoff, &cmd))?;
-        let items = array("handoff", &reply)?;
-        let event = items.get(1).map(|v| event("handoff", v)).transpose()?;
-        match (
-            items.first().and_then(num),
-            event,
-            items.get(2).and_then(text),
-        ) {
-            (Some(0), Some(stored), Some(lease)) => {
-                let mut claimed = Claimed::of_handoff(&e, lease);
-                claimed.event = stored;
-                Ok(Ok(claimed))
-            }
-            (Some(1), Some(existing), _) => Ok(Err(Box::new(existing))),
-            _ => Err(StoreError::RedisReply {
-                op: "handoff",
-                detail: format!("{reply:?}"),
-            }),
-        }
+        handoff::hand_off(&self.inner, &e)
     }
 
     fn claimer(&self) -> Box<dyn Claimer> {

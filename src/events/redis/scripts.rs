@@ -134,6 +134,11 @@ const LIST_FILTERED: &str = concat!("\n", include_str!("scripts/list_filtered.lu
 /// like any started event): `{0, event, lease}`, or `{1, event}` when the id exists.
 const HANDOFF: &str = concat!("\n", include_str!("scripts/handoff.lua"));
 
+/// The withdrawal of a handoff too few replicas confirmed (docs/reference.md §10): ARGV[5] its
+/// id, [6] its lease. The event is deleted while it is still the RUNNING one that handoff
+/// stored for this consumer (1), else left alone (0).
+const UNHAND: &str = concat!("\n", include_str!("scripts/unhand.lua"));
+
 /// The scripts, loaded once per process (the server caches them by SHA1; after a restart of
 /// Redis the first call sends the source again).
 pub struct Scripts {
@@ -159,6 +164,7 @@ pub struct Scripts {
     pub record: Script,
     pub next_due: Script,
     pub handoff: Script,
+    pub unhand: Script,
 }
 
 pub fn scripts() -> &'static Scripts {
@@ -188,6 +194,7 @@ pub fn scripts() -> &'static Scripts {
             record: s(RECORD),
             next_due: s(NEXT_DUE),
             handoff: s(HANDOFF),
+            unhand: s(UNHAND),
         }
     })
 }

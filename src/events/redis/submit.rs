@@ -20,7 +20,7 @@
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use redis::{Cmd, Value};
+use redis::{Cmd, Script, Value};
 
 use super::fleet::THREAD_STACK;
 use super::link::{ends_connection, Link};
@@ -38,13 +38,13 @@ const SUBMITTERS: usize = 2;
 /// The most submissions in one script call.
 const MAX_BATCH: usize = 256;
 /// How long `WAIT` waits for the replicas to acknowledge a batch.
-const REPLICA_WAIT: Duration = Duration::from_secs(1);
+pub(super) const REPLICA_WAIT: Duration = Duration::from_secs(1);
 /// How long a submission whose outcome is unknown (the connection broke after its script
 /// was sent) is checked for before it is answered 503: the request's own deadline.
 pub const SUBMIT_DEADLINE: Duration = Duration::from_secs(10);
 /// The pause between two checks of an unknown outcome: the links' backoff decides when a
 /// connection is tried again; this only keeps the loop from spinning meanwhile.
-const RECHECK_PAUSE: Duration = Duration::from_millis(50);
+pub(super) const RECHECK_PAUSE: Duration = Duration::from_millis(50);
 /// How long a new event waits undelivered for its replicas' confirmation: longer than
 /// [`REPLICA_WAIT`] and a withdrawal, so that an unconfirmed event is withdrawn before any
 /// worker could start it; should the instance die meanwhile, it is delivered after this.
@@ -165,28 +165,31 @@ fn submit_batch(
 }
 
 /// Whether a failed call may have reached the server (its connection broke after sending).
-fn unknown(link: &Link, e: &StoreError) -> bool {
+pub(super) fn unknown(link: &Link, e: &StoreError) -> bool {
     link.sent() && matches!(e, StoreError::Redis { source, .. } if ends_connection(source))
 }
 
 /// The commands of one round trip: the release of earlier batches, the batch, the `WAIT`.
-struct Trip<'a> {
-    release: Option<Cmd>,
-    submit: &'a Cmd,
-    wait: Option<Cmd>,
+/// A handoff's store write takes the same trip (no release; `script` its own).
+pub(super) struct Trip<'a> {
+    pub release: Option<Cmd>,
+    /// The script `submit` calls (`EVALSHA`): SUBMIT, or HANDOFF.
+    pub script: &'a Script,
+    pub submit: &'a Cmd,
+    pub wait: Option<Cmd>,
     /// The queue's key: a keyless `WAIT` goes to its master.
-    key: &'a str,
+    pub key: &'a str,
 }
 
 impl Trip<'_> {
     /// The SUBMIT reply and how many replicas confirmed (0 when not waited for).
-    fn run(&self, conn: &mut Conn) -> redis::RedisResult<(Value, u64)> {
+    pub fn run(&self, conn: &mut Conn) -> redis::RedisResult<(Value, u64)> {
         if matches!(conn, Conn::Cluster(_)) {
             if let Some(release) = &self.release {
                 // Not delivered now, delivered when the hold runs out: never lost.
                 let _ = eval(conn, &scripts().release, release);
             }
-            let reply = eval(conn, &scripts().submit, self.submit)?;
+            let reply = eval(conn, self.script, self.submit)?;
             let confirmed = match &self.wait {
                 Some(wait) => conn.on_node_of(wait, self.key)?,
                 None => 0,
@@ -208,7 +211,7 @@ impl Trip<'_> {
             .any(|r| matches!(r, Value::ServerError(e) if is_noscript(&e.clone().into())));
         if noscript {
             // A new or restarted master: nothing of the scripts ran; load them, go again.
-            scripts().submit.load(conn)?;
+            self.script.load(conn)?;
             scripts().release.load(conn)?;
             replies = pipe.query(conn)?;
         }
@@ -246,10 +249,7 @@ fn try_batch(
     if let Err(e) = link.call("submit (connect)", |_| Ok(())) {
         return all(e);
     }
-    let wanted = match inner.min_replicas {
-        Some(n) => n,
-        None => u32::from(link.topology().replicas() > 0),
-    };
+    let wanted = wanted(inner, link);
     let hold = match wanted {
         0 => 0,
         _ => HOLD.as_millis() as u64,
@@ -265,20 +265,12 @@ fn try_batch(
             cmd.arg(release.as_slice());
             cmd
         }),
+        script: &scripts().submit,
         submit: &submit,
-        wait: (wanted > 0).then(|| {
-            redis::cmd("WAIT")
-                .arg(wanted)
-                .arg(REPLICA_WAIT.as_millis() as u64)
-                .clone()
-        }),
+        wait: wait_for(wanted),
         key: &inner.stream,
     };
-    let blocks = match wanted {
-        0 => Duration::ZERO,
-        _ => REPLICA_WAIT,
-    };
-    let (reply, confirmed) = match link.call_blocking("submit", blocks, |c| trip.run(c)) {
+    let (reply, confirmed) = match link.call_blocking("submit", blocks(wanted), |c| trip.run(c)) {
         Ok(replies) => replies,
         Err(e) if unknown(link, &e) => return Try::Unknown(e),
         Err(e) => return all(e),
@@ -333,6 +325,33 @@ fn try_batch(
         REPLICA_WAIT.as_millis()
     );
     Try::Known(results)
+}
+
+/// How many replicas must confirm a write now (`async.redis_min_replicas`; `auto`: one while
+/// the queue's master has one that keeps up). `link` is connected.
+pub(super) fn wanted(inner: &Inner, link: &Link) -> u32 {
+    match inner.min_replicas {
+        Some(n) => n,
+        None => u32::from(link.topology().replicas() > 0),
+    }
+}
+
+/// The `WAIT` for `wanted` replicas (none for 0), bounded by [`REPLICA_WAIT`].
+pub(super) fn wait_for(wanted: u32) -> Option<Cmd> {
+    (wanted > 0).then(|| {
+        redis::cmd("WAIT")
+            .arg(wanted)
+            .arg(REPLICA_WAIT.as_millis() as u64)
+            .clone()
+    })
+}
+
+/// How long a trip waiting for `wanted` replicas may block on the server.
+pub(super) fn blocks(wanted: u32) -> Duration {
+    match wanted {
+        0 => Duration::ZERO,
+        _ => REPLICA_WAIT,
+    }
 }
 
 /// Each submission's answer in a SUBMIT reply.
