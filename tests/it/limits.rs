@@ -218,14 +218,6 @@ fn start_with_env(
     (p, fx, dir)
 }
 
-/// One metric's value in the admin API's `/metrics`.
-fn metric(fx: &FixtureConfig, line_start: &str) -> u64 {
-    let (_, text) = admin_get(&fx.admin, "/metrics");
-    text.lines()
-        .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {line_start} in {text}"))
-}
-
 #[test]
 fn a_panic_while_handling_a_request_costs_only_its_own_connection() {
     // The trigger exists only in debug builds (the ones `cargo test` runs), behind

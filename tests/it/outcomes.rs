@@ -8,14 +8,6 @@ use std::io::{BufRead, Read, Write};
 use crate::proxy::{get, invoke_end, request, Server};
 use crate::util::*;
 
-/// One metric's value in the admin API's `/metrics`.
-fn metric(fx: &FixtureConfig, line_start: &str) -> u64 {
-    let (_, text) = admin_get(&fx.admin, "/metrics");
-    text.lines()
-        .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {line_start} in {text}"))
-}
-
 #[test]
 fn a_client_that_aborts_an_sse_stream_is_logged_as_client_closed_not_a_function_error() {
     let s = Server::ready("sseabort", &[], "timeout = \"60s\"", &[], "");

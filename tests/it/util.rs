@@ -702,3 +702,12 @@ pub fn wait_port(p: &Proc, port: u16) {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// One metric's value in the admin API's `/metrics`: the number after the line that starts
+/// with `line_start`.
+pub fn metric(fx: &FixtureConfig, line_start: &str) -> u64 {
+    let (_, text) = admin_get(&fx.admin, "/metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {line_start} in {text}"))
+}
