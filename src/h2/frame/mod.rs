@@ -159,18 +159,7 @@ fn be32(b: &[u8]) -> u32 {
 mod tests {
     use super::*;
 
-    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        Head {
-            len: payload.len() as u32,
-            kind: Kind::from_byte(kind),
-            flags,
-            stream,
-        }
-        .write(&mut out);
-        out.extend_from_slice(payload);
-        out
-    }
+    use crate::h2::tests::raw_frame as frame;
 
     fn check(bytes: &[u8]) -> Result<Frame<'_>, H2Error> {
         let raw = split(bytes, DEFAULT_MAX_FRAME_SIZE)?.expect("a whole frame");

@@ -41,18 +41,7 @@ fn client_connection_error(bytes: &[u8], code: ErrorCode) {
 
 #[test]
 fn malformed_client_frames_get_the_connection_errors_of_rfc_9113() {
-    let raw = |kind: u8, flags: u8, stream: u32, payload: &[u8]| {
-        let mut out = Vec::new();
-        Head {
-            len: payload.len() as u32,
-            kind: Kind::from_byte(kind),
-            flags,
-            stream,
-        }
-        .write(&mut out);
-        out.extend_from_slice(payload);
-        out
-    };
+    let raw = raw_frame;
     use ErrorCode::*;
     // A frame over the maximum frame size.
     client_connection_error(&raw(0, 0, 1, &[0; 16_385]), FrameSize);

@@ -323,6 +323,21 @@ pub(super) fn hex(s: &str) -> Vec<u8> {
         .collect()
 }
 
+/// One frame of any type byte, flags and stream, as raw bytes (unknown and malformed frames
+/// included).
+pub(super) fn raw_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    Head {
+        len: payload.len() as u32,
+        kind: Kind::from_byte(kind),
+        flags,
+        stream,
+    }
+    .write(&mut out);
+    out.extend_from_slice(payload);
+    out
+}
+
 fn settings_ack(out: &mut Vec<u8>) {
     Head {
         len: 0,
