@@ -24,3 +24,4 @@ mod redis_tls;
 mod streaming;
 mod util;
 mod websocket;
+mod websocket_peers;
