@@ -220,9 +220,15 @@ fn a_frozen_standalone_server_answers_503_in_time_and_serves_after_sigcont() {
     eprintln!("frozen standalone: 503 after {took:.1} s, admin 503 after {admin_took:?}");
 }
 
+/// The bug: a cluster master frozen (SIGSTOP) while its replica was promoted, thawed
+/// mid-burst, believes for a few milliseconds that it still owns the queue's slot, and runs
+/// the commands that waited in its sockets. A worker whose blocked `XREADGROUP` the crate
+/// had sent there again got a stale entry, its START went on to the same node and started
+/// there an event the new master ran too: about one run in eight ran an event twice (one in
+/// two or more with a backlog in the old master's stream, as here: one worker an instance).
 #[test]
-fn a_frozen_cluster_master_fails_over_and_nothing_acknowledged_is_lost() {
-    if !available("frozen cluster master") {
+fn a_cluster_master_thawed_mid_burst_runs_nothing_twice() {
+    if !available("thawed cluster master") {
         return;
     }
     let mut cluster = Cluster::start("frozen-cluster");
@@ -237,12 +243,14 @@ fn a_frozen_cluster_master_fails_over_and_nothing_acknowledged_is_lost() {
     // The URL's only seed is the master to be frozen: the rest of the cluster is found from
     // the nodes seen since.
     let url = format!("redis+cluster://127.0.0.1:{}", cluster.nodes[owner].port);
-    let keys = "redis_min_replicas = 1\n";
+    // One worker an instance: events wait in the stream, so the old master has entries to
+    // hand out when it thaws.
+    let keys = "redis_min_replicas = 1\nmax_concurrency = 1\n";
     let a = Instance::start("frozen-cluster-a", &url, queue, keys);
     let b = Instance::start("frozen-cluster-b", &url, queue, keys);
     failover_mid_burst(
         &[&a, &b],
-        "frozen cluster master",
+        "thawed cluster master",
         &mut cluster,
         |c| {
             c.nodes[owner].signal(libc::SIGSTOP);
@@ -250,13 +258,10 @@ fn a_frozen_cluster_master_fails_over_and_nothing_acknowledged_is_lost() {
             admin_answers_in_time(&a, Duration::from_secs(9));
         },
         |c| c.master_of(slot).is_some_and(|m| replicas.contains(&m)),
-        // Thawed only once the burst is over: thawed mid-burst, about one run in eight saw
-        // an event acknowledged around the thaw run twice or (before the renewal delivered
-        // orphans again) stay QUEUED, a cause not found yet (see the Sentinel tests for an
-        // old master's return mid-burst).
-        |_| {},
+        // Thawed mid-burst: the calls still waiting on it get its answers, which fc-init
+        // checks before it uses them (a stale master's are refused).
+        |c| c.nodes[owner].signal(libc::SIGCONT),
     );
-    cluster.nodes[owner].signal(libc::SIGCONT);
     until("the thawed master is a replica", || {
         info_field(&cluster.nodes[owner].info("replication"), "role").as_deref() == Some("slave")
     });

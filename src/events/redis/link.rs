@@ -32,6 +32,10 @@ use crate::events::signal::lock;
 use crate::logging::Throttle;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// An answer that took this much longer than its command blocks for is checked before it is
+/// used: shorter than any failover takes (a Redis Cluster's `cluster-node-timeout` and an
+/// election), longer than a loaded server's ordinary answer.
+const SUSPECT_AFTER: Duration = Duration::from_millis(500);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// The longest wait between two connection attempts. The fleet's takeover grace must exceed
 /// it (see the backend's docs).
@@ -151,6 +155,16 @@ impl Link {
                 );
                 self.attempt(blocks, &mut f)
             }
+            other => other,
+        };
+        // An answer after a stall may come from a node that was frozen and has just thawed,
+        // still believing itself the master (see [`Topology::verify`]): trusted only once
+        // the node proves current; else it ends the connection like a broken one.
+        let result = match result {
+            Ok(v) if began.elapsed() > blocks + SUSPECT_AFTER => match self.conn.as_mut() {
+                Some(conn) => self.topology.verify(conn).map(|()| v),
+                None => Ok(v),
+            },
             other => other,
         };
         match result {

@@ -123,6 +123,7 @@ mod handoff;
 pub mod link;
 mod scripts;
 mod sentinel;
+mod stale;
 mod submit;
 mod subscriber;
 #[cfg(feature = "redis-tls")]

@@ -37,6 +37,7 @@ use redis::{
 
 use super::connect::{bound, node_info, Certs};
 use super::sentinel::{Sentinels, Watchers};
+use super::stale::{myself, owner_epoch, stale};
 use crate::config::redis_url::{RedisAddr, RedisTarget};
 use crate::events::signal::lock;
 
@@ -96,6 +97,9 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 /// reconnects to a node that stopped answering before each retry, so a frozen node costs
 /// (retries + 1) × ([`REPLY_TIMEOUT`] + this) at most, well within a request's deadline.
 const CLUSTER_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// How long [`Topology::verify`] waits for a replica's view of the cluster.
+const REPLICA_VIEW_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// A replica that has not acknowledged the replication stream for longer is not waited for
 /// by `redis_min_replicas = "auto"` (a paused replica stays "connected" for `repl-timeout`).
@@ -179,10 +183,16 @@ impl Conn {
     /// A command without keys (`WAIT`, `INFO`, `ROLE`, `CLUSTER SLOTS`) on the master that
     /// holds `key`: on a cluster the crate would send it to a random node.
     pub fn on_node_of<T: FromRedisValue>(&mut self, cmd: &Cmd, key: &str) -> RedisResult<T> {
+        self.routed(cmd, key, SlotAddr::Master)
+    }
+
+    /// [`Conn::on_node_of`] on the master, or (`SlotAddr::ReplicaRequired`) on a replica of
+    /// the slot when the slot map names one.
+    fn routed<T: FromRedisValue>(&mut self, cmd: &Cmd, key: &str, to: SlotAddr) -> RedisResult<T> {
         match self {
             Conn::Plain(c) => cmd.query(c),
             Conn::Cluster(c) => {
-                let route = Route::with_key(key.as_bytes(), SlotAddr::Master);
+                let route = Route::with_key(key.as_bytes(), to);
                 let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
                 let value = c.route_command(cmd, routing)?;
                 redis::from_redis_value(value).map_err(RedisError::from)
@@ -309,7 +319,11 @@ impl Topology {
                 let conn = client.get_connection()?;
                 // The builder sets the read timeout of every node's connection; not the write.
                 conn.set_write_timeout(Some(REPLY_TIMEOUT))?;
-                Ok(Conn::Cluster(Box::new(conn)))
+                let mut conn = Conn::Cluster(Box::new(conn));
+                // The slot map may come from an old master just thawed (the URL's seed is
+                // asked first): nothing is written through it unless its master is current.
+                self.verify(&mut conn)?;
+                Ok(conn)
             }
             Kind::Sentinel { .. } => {
                 let client = self.master()?;
@@ -459,6 +473,49 @@ impl Topology {
             *lock(&self.serving) = Some((addr, master));
         }
         Ok(())
+    }
+
+    /// On a cluster: whether the node `conn` sends the queue's commands to is a master of
+    /// the newest configuration: an error (a `READONLY` one, which ends the connection)
+    /// when it says it is not a master, or when a replica of the slot names a master of the
+    /// slot with a newer configuration epoch. Elsewhere nothing to check.
+    ///
+    /// Why: a master that was frozen (SIGSTOP, a VM paused) while its replica was promoted
+    /// still believes, for the few milliseconds after it thaws, that it owns the slot. It
+    /// then runs the commands that waited in its sockets and answers them: a worker's
+    /// blocked `XREADGROUP` (retried by the crate on the same connection) got a stale
+    /// entry, and its START, sent on to the same node, started there an event the new
+    /// master ran too (the bug: an event ran twice, or one stayed QUEUED after an entry id
+    /// of the old master acknowledged the new master's entry of another event away). What
+    /// the old master writes then is lost when it resyncs as a replica; only its answers
+    /// did harm, so answers that may come from it are checked ([`super::link::Link`]: one
+    /// after a stall, or a new connection's slot map).
+    pub fn verify(&self, conn: &mut Conn) -> RedisResult<()> {
+        if !matches!(conn, Conn::Cluster(_)) {
+            return Ok(());
+        }
+        let nodes = redis::cmd("CLUSTER").arg("NODES").clone();
+        let slot = slot_of(&self.key);
+        let own: String = conn.routed(&nodes, &self.key, SlotAddr::Master)?;
+        // A replica's view, when one answers soon: a frozen or loading replica must not
+        // hold up every new connection (the crate tries a node three times).
+        conn.set_read_timeout(Some(REPLICA_VIEW_TIMEOUT))?;
+        let view = conn.routed::<String>(&nodes, &self.key, SlotAddr::ReplicaRequired);
+        conn.set_read_timeout(Some(REPLY_TIMEOUT))?;
+        let other = view.ok().and_then(|view| owner_epoch(&view, slot));
+        match stale(myself(&own, slot), other) {
+            None => Ok(()),
+            Some(why) => {
+                log::warn!(
+                    "Redis Cluster: not writing through a stale master ({why}); reconnecting"
+                );
+                Err(RedisError::from((
+                    ErrorKind::Server(ServerErrorKind::ReadOnly),
+                    "a stale master of the queue's slot",
+                    why,
+                )))
+            }
+        }
     }
 
     /// Records the replica count a link read (at its connect, or the watch).
