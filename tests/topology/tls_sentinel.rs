@@ -269,9 +269,12 @@ fn a_tls_sentinel_topology_over_rediss_sentinel_survives_a_master_sigkill_and_re
         .args(["-c", cfg.to_str().unwrap()])
         .output();
     assert_eq!(code, 2, "{out}{err}");
-    eprintln!("a foreign CA at start: {}", err.trim_end());
+    eprintln!("a foreign CA at start:\n{}", err.trim_end());
     assert!(
-        err.contains("invalid peer certificate") && err.contains("UnknownIssuer"),
+        err.contains("does not verify")
+            && err.contains("invalid peer certificate: UnknownIssuer")
+            && err.contains(":****@")
+            && err.contains("sentinel_pass=****"),
         "{err}"
     );
     for secret in [PASS, SENTINEL_PASS] {
