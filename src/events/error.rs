@@ -125,8 +125,8 @@ pub enum StoreError {
 impl StoreError {
     /// The exit status when opening the store fails with this error: Redis refusing the
     /// login or a right, or a certificate that does not verify, is a configuration error (2,
-    /// docs/reference.md §10); the rest (a CA
-    /// file that cannot be read, a store file) is fc-init's own failure (1).
+    /// docs/reference.md §10); the rest (a CA file that cannot be read, a store file) is
+    /// fc-init's own failure (1).
     pub fn exit_code(&self) -> i32 {
         match self {
             StoreError::RedisAccess { .. } | StoreError::RedisCertificate { .. } => {

@@ -243,8 +243,9 @@ impl Redis {
 
     /// At start: a server that refuses the login or the rights fc-init needs, or whose TLS
     /// certificate does not verify, is a configuration error (exit 2); one that cannot be
-    /// reached is not (fc-init serves and reconnects). The probe is what the fleet does: a script on the queue's keys, the
-    /// group's creation, a publish on this instance's own channel.
+    /// reached is not (fc-init serves and reconnects). The probe is what the fleet does: a
+    /// script on the queue's keys, the group's creation, a publish on this instance's own
+    /// channel.
     fn check_access(&self, url: &str) -> Result<(), StoreError> {
         let inner = &self.inner;
         let mut link = inner.link("start");
