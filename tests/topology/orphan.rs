@@ -1,6 +1,9 @@
 //! A QUEUED event whose stream entry is gone (acknowledged away without starting it: seen
-//! once in about ten runs of a cluster master frozen and thawed mid-burst) is delivered again
-//! by the renewal, so it runs instead of staying QUEUED for ever.
+//! once in about ten runs of a cluster master frozen and thawed mid-burst: most likely an
+//! entry id the thawed old master handed out, acknowledged on the new master where the same
+//! id names another event's entry; answers from a stale master are refused since, see
+//! `src/events/redis/topology.rs`) is delivered again by the renewal, so it runs instead of
+//! staying QUEUED for ever.
 
 use crate::servers::{available, until, Node};
 use crate::Instance;

@@ -16,6 +16,10 @@
 //! - **Replicas counted.** On each connect the queue's master's `INFO replication` says how
 //!   many replicas keep up (the housekeeping reads it again every second); a submission
 //!   waits for them as `async.redis_min_replicas` says (`WAIT`).
+//! - **Never trust a stale master.** On a cluster, an answer that came more than
+//!   [`SUSPECT_AFTER`] after its command's own blocking time may be a thawed old master's
+//!   (it answers what waited in its sockets as a master for a moment): it is used only once
+//!   the node proves current ([`Topology::verify`]), else it ends the connection.
 //! - **Follow the master.** A link made before the topology changed (Sentinel named another
 //!   master) reconnects before its next call; a `READONLY` answer (a demoted master) ends
 //!   the connection and makes the Sentinels be asked again ([`super::topology`]).

@@ -8,7 +8,10 @@
 //!   connection that fails is dropped whole and the next one is made from the URL's seeds
 //!   plus every node seen since: a failover's new master is then found from whichever node
 //!   still answers. Keyless commands that must reach the queue's own master (`WAIT`, `INFO`)
-//!   are routed there by the queue's key.
+//!   are routed there by the queue's key. A new connection's node, and one whose answer
+//!   came after a stall, must prove a master of the newest configuration
+//!   ([`Topology::verify`]): an old master frozen through a failover answers as a master for
+//!   a moment after it thaws.
 //! - **Sentinel** (`redis+sentinel://`): the Sentinels are asked for the master
 //!   ([`super::sentinel`]: by hand, because the crate's synchronous Sentinel client has no
 //!   read timeouts) and fc-init checks its `ROLE` on every new connection,
