@@ -17,11 +17,13 @@
 //!   many replicas keep up (the housekeeping reads it again every second); a submission
 //!   waits for them as `async.redis_min_replicas` says (`WAIT`).
 //! - **Never trust a stale master.** On a cluster, an answer that came more than
-//!   [`SUSPECT_AFTER`] after its command's own blocking time may be a thawed old master's
-//!   (it answers what waited in its sockets as a master for a moment): it is used only once
-//!   the node proves current ([`Topology::verify`]), else it ends the connection.
+//!   [`SUSPECT_AFTER`] after its command's own blocking time, or on a connection made before
+//!   a newer master of the queue's slot was seen, may be a thawed old master's (it answers
+//!   what waited in its sockets as a master for a moment): it is used only once the node
+//!   proves current ([`Topology::verify`]), else it ends the connection.
 //! - **Follow the master.** A link made before the topology changed (Sentinel named another
-//!   master) reconnects before its next call; a `READONLY` answer (a demoted master) ends
+//!   master, or a link saw a newer master of the cluster slot) reconnects before its next
+//!   call; a `READONLY` answer (a demoted master) ends
 //!   the connection and makes the Sentinels be asked again ([`super::topology`]).
 
 use std::sync::Arc;
@@ -161,14 +163,18 @@ impl Link {
             }
             other => other,
         };
-        // An answer after a stall may come from a node that was frozen and has just thawed,
-        // still believing itself the master (see [`Topology::verify`]): trusted only once
-        // the node proves current; else it ends the connection like a broken one.
+        // An answer after a stall, or one on a connection made before the topology changed,
+        // may come from a node that was frozen and has just thawed, still believing itself
+        // the master (see [`Topology::verify`]): trusted only once the node proves current;
+        // else it ends the connection like a broken one.
+        let moved = self.generation != self.topology.generation();
         let result = match result {
-            Ok(v) if began.elapsed() > blocks + SUSPECT_AFTER => match self.conn.as_mut() {
-                Some(conn) => self.topology.verify(conn).map(|()| v),
-                None => Ok(v),
-            },
+            Ok(v) if moved || began.elapsed() > blocks + SUSPECT_AFTER => {
+                match self.conn.as_mut() {
+                    Some(conn) => self.topology.verify(conn).map(|()| v),
+                    None => Ok(v),
+                }
+            }
             other => other,
         };
         match result {

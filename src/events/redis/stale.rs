@@ -75,6 +75,22 @@ pub fn stale(claim: Option<Claim>, newest_elsewhere: Option<u64>) -> Option<Stri
     }
 }
 
+/// The newest configuration epoch of a master of the slot in what a check learned: the
+/// claimant's own (when it is such a master) or a replica's view; 0 when neither says.
+pub fn newest_seen(claim: Option<Claim>, newest_elsewhere: Option<u64>) -> u64 {
+    claim
+        .filter(|c| c.master && c.owns)
+        .map(|c| c.epoch)
+        .max(newest_elsewhere)
+        .unwrap_or(0)
+}
+
+/// Whether `seen` names a newer master of the slot than the newest seen `before` (0: none
+/// yet, as at start, which replaces nothing): connections made before must be made again.
+pub fn replaced(before: u64, seen: u64) -> bool {
+    before != 0 && seen > before
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +134,21 @@ d4 127.0.0.1:7004@17004 myself,master - 0 0 7 connected 0-5460 [5461->-b2]
         assert!(stale(None, None).is_some());
         // Another master with a newer epoch for another slot says nothing about this one.
         assert_eq!(owner_epoch(NEW_MASTER_VIEW, 6000), Some(2));
+    }
+
+    #[test]
+    fn a_newer_master_of_the_slot_makes_older_connections_reconnect() {
+        let old = myself(OLD_MASTER_VIEW, 100);
+        // The stale claimant's epoch, but a replica knows the newer master's.
+        assert_eq!(newest_seen(old, Some(7)), 7);
+        assert_eq!(newest_seen(myself(NEW_MASTER_VIEW, 100), None), 7);
+        // A replica's own claim counts for nothing; nor does a master of other slots.
+        let demoted = OLD_MASTER_VIEW.replace("myself,master", "myself,slave");
+        assert_eq!(newest_seen(myself(&demoted, 100), None), 0);
+        assert_eq!(newest_seen(myself(NEW_MASTER_VIEW, 6000), None), 0);
+        assert!(replaced(3, 7));
+        assert!(!replaced(7, 7) && !replaced(7, 3));
+        // The first master seen replaces nothing.
+        assert!(!replaced(0, 3));
     }
 }

@@ -11,7 +11,9 @@
 //!   are routed there by the queue's key. A new connection's node, and one whose answer
 //!   came after a stall, must prove a master of the newest configuration
 //!   ([`Topology::verify`]): an old master frozen through a failover answers as a master for
-//!   a moment after it thaws.
+//!   a moment after it thaws. Once a newer master of the slot is seen, every link made
+//!   before reconnects ([`Topology::generation`]): a kept connection's slot map would send
+//!   its next call to the old master.
 //! - **Sentinel** (`redis+sentinel://`): the Sentinels are asked for the master
 //!   ([`super::sentinel`]: by hand, because the crate's synchronous Sentinel client has no
 //!   read timeouts) and fc-init checks its `ROLE` on every new connection,
@@ -40,7 +42,7 @@ use redis::{
 
 use super::connect::{bound, node_info, Certs};
 use super::sentinel::{Sentinels, Watchers};
-use super::stale::{myself, owner_epoch, stale};
+use super::stale::{myself, newest_seen, owner_epoch, replaced, stale};
 use crate::config::redis_url::{RedisAddr, RedisTarget};
 use crate::events::signal::lock;
 
@@ -85,6 +87,8 @@ pub struct Topology {
     key: String,
     /// Bumped whenever the node serving the queue changes: links made before reconnect.
     generation: AtomicU64,
+    /// On a cluster, the newest configuration epoch seen of a master of the queue's slot.
+    owner_epoch: AtomicU64,
     /// Replicas of the queue's master that keep up (online, acknowledged within
     /// [`REPLICA_LAG_MAX`]), as last read.
     replicas: AtomicU64,
@@ -253,6 +257,7 @@ impl Topology {
             kind,
             key: key.to_owned(),
             generation: AtomicU64::new(0),
+            owner_epoch: AtomicU64::new(0),
             replicas: AtomicU64::new(0),
             serving: Mutex::new(None),
         })
@@ -492,7 +497,10 @@ impl Topology {
     /// of the old master acknowledged the new master's entry of another event away). What
     /// the old master writes then is lost when it resyncs as a replica; only its answers
     /// did harm, so answers that may come from it are checked ([`super::link::Link`]: one
-    /// after a stall, or a new connection's slot map).
+    /// after a stall or across a topology change, or a new connection's slot map), and a
+    /// newer master seen here makes every link made before reconnect (the bug, once answers
+    /// after a stall were checked: a worker idle through the freeze sent its next read, on
+    /// its kept connection, to the frozen old master less than a second before it thawed).
     pub fn verify(&self, conn: &mut Conn) -> RedisResult<()> {
         if !matches!(conn, Conn::Cluster(_)) {
             return Ok(());
@@ -506,7 +514,16 @@ impl Topology {
         let view = conn.routed::<String>(&nodes, &self.key, SlotAddr::ReplicaRequired);
         conn.set_read_timeout(Some(REPLY_TIMEOUT))?;
         let other = view.ok().and_then(|view| owner_epoch(&view, slot));
-        match stale(myself(&own, slot), other) {
+        let claim = myself(&own, slot);
+        // A newer master of the slot than any seen: links made before reconnect (a kept
+        // connection's slot map still names the old master, which may thaw any moment).
+        let seen = newest_seen(claim, other);
+        let before = self.owner_epoch.fetch_max(seen, Ordering::AcqRel);
+        if replaced(before, seen) {
+            log::info!("Redis Cluster: the queue's slot has a newer master (configuration epoch {seen}); every link reconnects");
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+        match stale(claim, other) {
             None => Ok(()),
             Some(why) => {
                 log::warn!(
