@@ -18,7 +18,6 @@
 #![no_main]
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use fc_init::h2::block::REQUEST_ID;
 use fc_init::h2::conn::{Action, Limits};
@@ -28,7 +27,7 @@ use libfuzzer_sys::fuzz_target;
 
 #[path = "shared/h2_drive.rs"]
 mod h2_drive;
-use h2_drive::{pieces, Driver};
+use h2_drive::Driver;
 
 /// A peer reading what fc-init writes to it.
 struct Reader {
@@ -113,33 +112,22 @@ impl Reader {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&permits, data)) = data.split_first() else {
+    let limits = Limits {
+        // Small enough that a block within `max_header_block` can decode past them (an
+        // HPACK bomb), so the 431 and reset paths are reached.
+        max_request_headers: 1024,
+        max_response_headers: 2048,
+        ..h2_drive::limits()
+    };
+    let Some((mut d, data)) = Driver::start(data, limits) else {
         return;
     };
-    let mut d = Driver::new(
-        Limits {
-            timeout: Duration::from_secs(10),
-            max_header_block: 4096,
-            max_streams: 16,
-            // Small enough that a block within `max_header_block` can decode past them (an
-            // HPACK bomb), so the 431 and reset paths are reached.
-            max_request_headers: 1024,
-            max_response_headers: 2048,
-            ..Limits::default()
-        },
-        permits,
-    );
     let mut client = Reader::new(false);
     let mut function = Reader::new(true);
     let mut running: HashMap<StreamId, String> = HashMap::new();
     let mut started: HashMap<StreamId, String> = HashMap::new();
     let mut closed = false;
-    for piece in pieces(data) {
-        let Some((&what, bytes)) = piece.split_first() else {
-            continue;
-        };
-        d.step(what, bytes);
-        let c = &mut d.conn;
+    d.run(data, |c| {
         let (to_client, to_function) = (c.to_client().clone(), c.to_function().clone());
         c.to_client().clear();
         c.to_function().clear();
@@ -173,7 +161,7 @@ fuzz_target!(|data: &[u8]| {
                 .unwrap_or_else(|| panic!("a block opened stream {stream} with no Started"));
             assert_eq!(ids, vec![id.as_bytes().to_vec()], "stream {stream}");
         }
-    }
+    });
     if closed {
         assert!(running.is_empty(), "Close with invocations running");
     }

@@ -11,10 +11,9 @@
 #![no_main]
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use fc_init::h2::block::{Blocks, REQUEST_ID};
-use fc_init::h2::conn::{Action, Limits};
+use fc_init::h2::conn::Action;
 use fc_init::h2::frame::{self, StreamId};
 use fc_init::h2::hpack::Decoder;
 use fc_init::http::request_id::valid_request_id;
@@ -89,25 +88,11 @@ fn blocks(data: &[u8]) {
 }
 
 fn conn(data: &[u8]) {
-    let Some((&permits, data)) = data.split_first() else {
+    let Some((mut d, data)) = Driver::start(data, h2_drive::limits()) else {
         return;
     };
-    let mut d = Driver::new(
-        Limits {
-            timeout: Duration::from_secs(10),
-            max_header_block: 4096,
-            max_streams: 16,
-            ..Limits::default()
-        },
-        permits,
-    );
     let mut running: HashMap<StreamId, String> = HashMap::new();
-    for piece in pieces(data) {
-        let Some((&what, bytes)) = piece.split_first() else {
-            continue;
-        };
-        d.step(what, bytes);
-        let c = &mut d.conn;
+    d.run(data, |c| {
         c.to_client().clear();
         c.to_function().clear();
         for action in c.take_actions() {
@@ -122,7 +107,7 @@ fn conn(data: &[u8]) {
             }
         }
         assert_eq!(running.len(), c.in_flight());
-    }
+    });
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -39,17 +39,34 @@ impl Host for FuzzHost {
 /// The connection core between a fuzzed client and a fuzzed function: what each sent that the
 /// core has not taken yet, and the clock.
 pub struct Driver {
-    pub conn: Conn,
+    conn: Conn,
     host: FuzzHost,
     now: Instant,
     from_client: Vec<u8>,
     from_function: Vec<u8>,
 }
 
+/// The limits both targets drive the core with: small, so that fuzzed peers reach them.
+pub fn limits() -> Limits {
+    Limits {
+        timeout: Duration::from_secs(10),
+        max_header_block: 4096,
+        max_streams: 16,
+        ..Limits::default()
+    }
+}
+
 impl Driver {
+    /// A connection with `limits` on input `data`: its first byte chooses which streams the
+    /// host admits; the rest (returned) is for [`Driver::run`]. `None` on empty input.
+    pub fn start(data: &[u8], limits: Limits) -> Option<(Driver, &[u8])> {
+        let (&permits, rest) = data.split_first()?;
+        Some((Driver::new(limits, permits), rest))
+    }
+
     /// A connection past the client's preface and both peers' SETTINGS; `permits` chooses
     /// which streams the host admits.
-    pub fn new(limits: Limits, permits: u8) -> Driver {
+    fn new(limits: Limits, permits: u8) -> Driver {
         let now = Instant::now();
         let mut conn = Conn::new(limits);
         let mut host = FuzzHost { permits, next: 0 };
@@ -68,10 +85,22 @@ impl Driver {
         }
     }
 
+    /// Feeds `data` to the core piece by piece ([`pieces`]: a selector byte, then bytes, see
+    /// [`Driver::step`]), and hands the core to `after` after each piece.
+    pub fn run(&mut self, data: &[u8], mut after: impl FnMut(&mut Conn)) {
+        for piece in pieces(data) {
+            let Some((&what, bytes)) = piece.split_first() else {
+                continue;
+            };
+            self.step(what, bytes);
+            after(&mut self.conn);
+        }
+    }
+
     /// Feeds one piece, by its selector byte `what`: `bytes` from the client (0 to 3, modulo
     /// 8) or from the function (4 to 6); otherwise, by the first of `bytes`, the shutdown,
     /// the function or the client closing, or `what / 8` seconds passing.
-    pub fn step(&mut self, what: u8, bytes: &[u8]) {
+    fn step(&mut self, what: u8, bytes: &[u8]) {
         let c = &mut self.conn;
         match what % 8 {
             0..=3 => {
