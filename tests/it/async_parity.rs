@@ -64,16 +64,6 @@ fn ctl_raw(s: &AsyncServer, args: &[&str]) -> (i32, Vec<u8>) {
     (out.status.code().unwrap(), out.stdout)
 }
 
-/// One raw request on the admin socket: (status, lower-cased headers, body).
-fn admin_raw(s: &AsyncServer, path: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    let mut c = std::os::unix::net::UnixStream::connect(&s.fx.admin).unwrap();
-    c.set_read_timeout(Some(WATCHDOG)).unwrap();
-    write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut raw = Vec::new();
-    c.read_to_end(&mut raw).unwrap();
-    split_answer(&raw)
-}
-
 fn ms(v: &Value) -> u64 {
     let text = v.as_str().unwrap_or_else(|| panic!("not a time: {v}"));
     let t = humantime::parse_rfc3339(text).unwrap();
@@ -396,7 +386,7 @@ fn results_on(b: Backend) {
     assert_eq!(e["result"]["statusCode"], 200, "{e}");
     assert_eq!(e["result"]["truncated"], true, "{e}");
     assert_eq!(e["result"]["bytes"], 1024, "{e}");
-    let (status, headers, body) = admin_raw(&s, &format!("/async-events/{id}/result"));
+    let (status, headers, body) = admin_raw(&s.fx.admin, &format!("/async-events/{id}/result"));
     assert_eq!(status, 200);
     assert_eq!(header(&headers, "x-fc-request-id"), Some(id.as_str()));
     assert_eq!(header(&headers, "x-fc-async-status"), Some("FINISHED"));
@@ -416,7 +406,10 @@ fn results_on(b: Backend) {
     assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
     // Not ended within the wait: 202 with the event.
     let slower = s.submit("/invoke", &[("x-test-sleep", "3")], b"");
-    let (status, _, body) = admin_raw(&s, &format!("/async-events/{slower}/result?wait=200ms"));
+    let (status, _, body) = admin_raw(
+        &s.fx.admin,
+        &format!("/async-events/{slower}/result?wait=200ms"),
+    );
     let e: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(status, 202, "{e}");
     assert!(e["status"] == "QUEUED" || e["status"] == "RUNNING", "{e}");
@@ -425,7 +418,7 @@ fn results_on(b: Backend) {
     // A function's error answer is kept too; ctl exits 1 for it.
     let bad = s.submit("/invoke", &[("x-test-status", "503")], b"");
     s.wait_status(&bad, "FAILED");
-    let (status, headers, _) = admin_raw(&s, &format!("/async-events/{bad}/result"));
+    let (status, headers, _) = admin_raw(&s.fx.admin, &format!("/async-events/{bad}/result"));
     assert_eq!(
         (status, header(&headers, "x-fc-async-status")),
         (503, Some("FAILED"))

@@ -711,3 +711,16 @@ pub fn metric(fx: &FixtureConfig, line_start: &str) -> u64 {
         .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {line_start} in {text}"))
 }
+
+/// One `GET path` on the admin socket `socket`, the whole answer: the status, the headers
+/// (lower-cased names) and the body.
+pub fn admin_raw(socket: &std::path::Path, path: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut c = std::os::unix::net::UnixStream::connect(socket)
+        .unwrap_or_else(|e| panic!("connect {}: {e}", socket.display()));
+    c.set_read_timeout(Some(WATCHDOG)).unwrap();
+    write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    c.read_to_end(&mut raw).unwrap();
+    split_answer(&raw)
+}
