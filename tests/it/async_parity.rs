@@ -12,28 +12,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::async_events::{AsyncServer, Backend};
+use crate::async_events::{on_both, AsyncServer, Backend};
 use crate::util::*;
 
 const ASYNC: (&str, &str) = ("X-Fc-Invocation-Type", "Async");
 
 fn start(tag: &str, async_keys: &str) -> AsyncServer {
     AsyncServer::start_on(&Backend::Sqlite, tag, "", async_keys)
-}
-
-/// A test of docs/reference.md §10 run on both backends: `$sqlite` on SQLite, `$redis` on a
-/// real redis-server of its own.
-macro_rules! on_both {
-    ($sqlite:ident, $redis:ident, $body:ident) => {
-        #[test]
-        fn $sqlite() {
-            $body(Backend::Sqlite)
-        }
-        #[test]
-        fn $redis() {
-            $body(Backend::redis(stringify!($redis)))
-        }
-    };
 }
 
 /// `GET /async-events?query` on the admin socket: (status, JSON).
