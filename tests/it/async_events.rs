@@ -166,12 +166,7 @@ impl AsyncServer {
     }
 
     pub fn ctl(&self, args: &[&str]) -> (i32, Value) {
-        let out = Command::new(bin())
-            .arg("ctl")
-            .args(["--socket", self.fx.admin.to_str().unwrap()])
-            .args(args)
-            .output()
-            .unwrap();
+        let out = ctl_output(&self.fx.admin, args);
         let text = String::from_utf8_lossy(&out.stdout);
         let json = serde_json::from_str(&text)
             .unwrap_or_else(|e| panic!("ctl {args:?} printed {text:?}: {e}"));

@@ -5,7 +5,6 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::process::Command;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -40,12 +39,7 @@ fn ids(list: &Value) -> Vec<String> {
 
 /// `fc-init ctl ARGS` on `s`: (exit status, stdout bytes).
 fn ctl_raw(s: &AsyncServer, args: &[&str]) -> (i32, Vec<u8>) {
-    let out = Command::new(bin())
-        .arg("ctl")
-        .args(["--socket", s.fx.admin.to_str().unwrap()])
-        .args(args)
-        .output()
-        .unwrap();
+    let out = ctl_output(&s.fx.admin, args);
     (out.status.code().unwrap(), out.stdout)
 }
 

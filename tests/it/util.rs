@@ -724,3 +724,14 @@ pub fn admin_raw(socket: &std::path::Path, path: &str) -> (u16, Vec<(String, Str
     c.read_to_end(&mut raw).unwrap();
     split_answer(&raw)
 }
+
+/// `fc-init ctl --socket ADMIN ARGS…`, run to its end.
+pub fn ctl_output(admin: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let mut ctl = std::process::Command::new(bin());
+    ctl.args([
+        "ctl",
+        "--socket",
+        admin.to_str().expect("a UTF-8 socket path"),
+    ]);
+    ctl.args(args).output().expect("run fc-init ctl")
+}
