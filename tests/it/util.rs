@@ -735,3 +735,35 @@ pub fn ctl_output(admin: &std::path::Path, args: &[&str]) -> std::process::Outpu
     ]);
     ctl.args(args).output().expect("run fc-init ctl")
 }
+
+/// Starts fc-init in `dir` with `python3 SCRIPT ARGS…` (a fixture of tests/fixtures/) as its
+/// function, `function` and `server` more keys of those sections (`env = { … }`, `timeout`,
+/// `http2`, …), and the function's socket, the admin socket and the event store in `dir`.
+/// Returns it and its port once its listener accepts (the instance may not be ready yet).
+pub fn start_with_fixture(
+    dir: &TempDir,
+    script: &str,
+    args: &[&str],
+    function: &str,
+    server: &str,
+) -> (Proc, u16) {
+    let port = free_port();
+    let mut command = format!("\"python3\", {:?}", fixture(script));
+    for arg in args {
+        command.push_str(&format!(", {arg:?}"));
+    }
+    let text = format!(
+        "[function]\ncommand = [{command}]\nsocket = {socket:?}\n{function}\n\
+         [server]\nlisten = \"127.0.0.1:{port}\"\n{server}\n\
+         [admin]\nsocket = {admin:?}\n[async]\nstore = {store:?}\n",
+        socket = dir.path("fn.sock").display().to_string(),
+        admin = dir.path("admin.sock").display().to_string(),
+        store = dir.path("events.db").display().to_string(),
+    );
+    let cfg = dir.write("fc-init.toml", &text);
+    let p = fc_init(Mode::Subreaper)
+        .args(["-c", cfg.to_str().unwrap()])
+        .start();
+    wait_port(&p, port);
+    (p, port)
+}
