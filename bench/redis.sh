@@ -5,7 +5,10 @@
 #     Redis at `appendfsync always`, at `everysec`, and at `everysec` with one replica (then
 #     each 202 also waits for the replica's WAIT), against the raw `XADD` rate that
 #     `redis-benchmark` gets from the same master in the same run at the same client counts
-#     (the ratio is the figure; the aim is >= 0.5). The events are submitted with
+#     (the ratio is the figure; the aim is >= 0.5). Beside them, where the time goes: the rate
+#     `redis-benchmark` gets calling fc-init's own SUBMIT script directly (one event per call,
+#     no HTTP, no fc-init), and the CPU time Redis spends per XADD and per durable submission
+#     (its `used_cpu_*` over the run). The events are submitted with
 #     `X-Fc-Async-Delay: SUBMIT_DELAY` so that the workers do not run them meanwhile: the
 #     figure is the submission path alone, as the XADD is (part 2 measures running them);
 #  2. events/s run end to end by 3 instances on one queue against 1 instance (a backlog is
@@ -94,17 +97,60 @@ redis_stop() {
     REDIS_PID=
 }
 
-# raw_xadd CLIENTS: XADD/s that redis-benchmark gets at CLIENTS connections (no pipelining).
-raw_xadd() {
-    local n out
-    # A first short run sizes the measured one to about RAW_SECONDS.
-    out=$(redis-benchmark -p "$REDIS_PORT" -c "$1" -n 2000 -q XADD rawbench '*' f "$BODY")
-    n=$(awk -v s="$RAW_SECONDS" '{ for (i = 1; i < NF; i++) if ($(i + 1) == "requests") r = $i }
-        END { n = int(r * s); print (n < 2000 ? 2000 : n) }' <<<"${out//$'\r'/$'\n'}")
-    out=$(redis-benchmark -p "$REDIS_PORT" -c "$1" -n "$n" -q XADD rawbench '*' f "$BODY")
-    redis-cli -p "$REDIS_PORT" del rawbench >/dev/null
+# redis_cpu: the CPU seconds the Redis server of redis_start has used so far (all its threads).
+redis_cpu() {
+    redis-cli -p "$REDIS_PORT" info cpu |
+        awk -F: '/^used_cpu_(sys|user):/ { t += $2 } END { printf "%.6f\n", t }'
+}
+# per_op CPU_BEFORE OPS: Redis CPU microseconds per operation since CPU_BEFORE.
+per_op() {
+    awk -v a="$1" -v b="$(redis_cpu)" -v n="$2" 'BEGIN { printf "%.1f", (b - a) * 1e6 / n }'
+}
+# bench_rate ARGS...: requests/s of one redis-benchmark run (-q output).
+bench_rate() {
+    local out
+    out=$(redis-benchmark -p "$REDIS_PORT" -q "$@")
     awk '{ for (i = 1; i < NF; i++) if ($(i + 1) == "requests") r = $i } END { print r }' \
         <<<"${out//$'\r'/$'\n'}"
+}
+# sized CLIENTS ARGS...: the request count that makes a redis-benchmark run of ARGS last about
+# RAW_SECONDS (from a first short run).
+sized() {
+    local r
+    r=$(bench_rate -c "$1" -n 2000 "${@:2}")
+    awk -v r="$r" -v s="$RAW_SECONDS" 'BEGIN { n = int(r * s); print (n < 2000 ? 2000 : n) }'
+}
+# raw_xadd CLIENTS: XADD/s that redis-benchmark gets at CLIENTS connections (no pipelining),
+# and Redis's CPU microseconds per XADD.
+raw_xadd() {
+    local n cpu r
+    n=$(sized "$1" XADD rawbench '*' f "$BODY")
+    cpu=$(redis_cpu)
+    r=$(bench_rate -c "$1" -n "$n" XADD rawbench '*' f "$BODY")
+    echo "$r $(per_op "$cpu" "$n")"
+    redis-cli -p "$REDIS_PORT" del rawbench >/dev/null
+}
+# raw_script CLIENTS: SUBMIT script calls/s that redis-benchmark gets at CLIENTS connections,
+# each storing one new event as fc-init's submitters would (queue `scriptbench`, the same
+# body, a delay as SUBMIT_DELAY): what the store costs with no HTTP and no fc-init in front.
+raw_script() {
+    local sha now n stored r
+    sha=$({ printf '\n'; cat src/events/redis/scripts/prelude.lua; printf '\n\n'
+        cat src/events/redis/scripts/submit.lua; } | redis-cli -p "$REDIS_PORT" -x script load)
+    now=$(date +%s%3N)
+    # KEYS[1] the stream; ARGV: prefix, now, retention, consumer, max_queued, hold, then one
+    # event: id, submit time, method, target, headers, body, function, qualifier, not before
+    # (src/events/redis/mod.rs, push_submission).
+    local args=(EVALSHA "$sha" 1 'fc-init:{scriptbench}:stream' 'fc-init:{scriptbench}:'
+        "$now" 86400000 bench 0 0 "sb-$1-__rand_int__" "$now" POST /invoke '[]' "$BODY" fn
+        LATEST "$((now + SUBMIT_DELAY * 1000))")
+    n=$(sized "$1" -r 1000000000 "${args[@]}")
+    r=$(bench_rate -c "$1" -n "$n" -r 1000000000 "${args[@]}")
+    # Every call must have stored its event (a changed script or argument layout would not).
+    stored=$(redis-cli -p "$REDIS_PORT" zcard 'fc-init:{scriptbench}:all')
+    ((stored >= n)) || die "the SUBMIT script stored $stored events of $n calls: its arguments changed?"
+    redis-cli -p "$REDIS_PORT" flushall >/dev/null
+    echo "$r"
 }
 
 # ---- fc-init instances ------------------------------------------------------------------------
@@ -208,22 +254,35 @@ end
 EOF
 }
 
-# submit_rate CONNS THREADS PORT [DURATION]: 202s per second; every answer must be a 202.
+# submit_rate CONNS THREADS PORT [DURATION]: 202s per second; every answer must be a 202. The
+# count of 202s goes to $T/accepted.
 submit_rate() {
     local out
     out=$(wrk -t"$2" -c"$1" -d"${4:-$DURATION}" -s "$T/async.lua" "http://127.0.0.1:$3/invoke")
     kv() { awk -v k="$1" '$1 == k { print $2 }' <<<"$out"; }
     (($(kv non202) == 0)) || die "$(kv non202) submissions were not answered 202 (one: $(kv non202_status))"
     (($(kv socket_errors) == 0)) || die "wrk had $(kv socket_errors) socket errors"
+    kv accepted >"$T/accepted"
     awk -v a="$(kv accepted)" -v s="$(kv seconds)" 'BEGIN { printf "%.0f\n", a / s }'
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
 # ---- 1. submissions against raw XADD ----------------------------------------------------------
 
-[[ $PARTS == *1* ]] &&
-    printf '| appendfsync | connections | redis-benchmark XADD/s | fc-init durable submissions/s | ratio |\n|---|---:|---:|---:|---:|\n'
+[[ $PARTS == *1* ]] && {
+    printf '| appendfsync | connections | redis-benchmark XADD/s | SUBMIT script alone/s | fc-init durable submissions/s | ratio to XADD | ratio to script | Redis CPU µs per XADD / per submission |\n'
+    printf '|---|---:|---:|---:|---:|---:|---:|---:|\n'
+}
 write_async_lua "$SUBMIT_DELAY"
+# submitted CLIENTS THREADS PORT: submit_rate, setting SUB_CPU to Redis's CPU microseconds per
+# durable submission.
+submitted() {
+    local cpu r
+    cpu=$(redis_cpu)
+    r=$(submit_rate "$@")
+    SUB_CPU=$(per_op "$cpu" "$(cat "$T/accepted")")
+    echo "$r"
+}
 for mode in always everysec replica; do
     [[ $PARTS == *1* ]] || break
     log "Redis: $mode"
@@ -235,17 +294,26 @@ for mode in always everysec replica; do
     else
         redis_start "$mode" "$mode"
     fi
-    raw1=$(raw_xadd 1)
-    rawn=$(raw_xadd "$CONNS")
+    declare -A RAW RAW_CPU SCRIPT SUB SUB_CPUS
+    for c in 1 "$CONNS"; do
+        read -r "RAW[$c]" "RAW_CPU[$c]" < <(raw_xadd "$c")
+        SCRIPT[$c]=$(raw_script "$c")
+    done
     start_instances 1 "sub-$mode"
     port=$(port_of 0)
-    log "wrk: 1 connection"
-    sub1=$(submit_rate 1 1 "$port")
-    log "wrk: $CONNS connections"
-    subn=$(submit_rate "$CONNS" "$THREADS" "$port")
+    for c in 1 "$CONNS"; do
+        log "wrk: $c connection(s)"
+        # Not in $(...): SUB_CPU is set here.
+        submitted "$c" "$((c == 1 ? 1 : THREADS))" "$port" >"$T/rate"
+        SUB[$c]=$(cat "$T/rate")
+        SUB_CPUS[$c]=$SUB_CPU
+    done
     stop_instances
-    printf '| %s | 1 | %.0f | %s | %s |\n' "$label" "$raw1" "$sub1" "$(ratio "$sub1" "$raw1")"
-    printf '| %s | %s | %.0f | %s | %s |\n' "$label" "$CONNS" "$rawn" "$subn" "$(ratio "$subn" "$rawn")"
+    for c in 1 "$CONNS"; do
+        printf '| %s | %s | %.0f | %.0f | %s | %s | %s | %s / %s |\n' "$label" "$c" "${RAW[$c]}" \
+            "${SCRIPT[$c]}" "${SUB[$c]}" "$(ratio "${SUB[$c]}" "${RAW[$c]}")" \
+            "$(ratio "${SUB[$c]}" "${SCRIPT[$c]}")" "${RAW_CPU[$c]}" "${SUB_CPUS[$c]}"
+    done
 done
 
 # ---- 2. events run end to end: 3 instances against 1 ------------------------------------------

@@ -94,6 +94,18 @@ pub enum StoreError {
         url: String,
         source: Arc<redis::RedisError>,
     },
+    /// A Redis node's TLS certificate did not verify at start (signed by a CA that is not
+    /// trusted, or not valid for the node's address): a configuration error. `url` has its
+    /// passwords as `****`.
+    #[error(
+        "async.redis_url {url:?}: a Redis node's TLS certificate does not verify (it must \
+         chain to a CA of ?ca=, or of the system's roots without it, and be valid for the \
+         node's host name or IP address): {source}"
+    )]
+    RedisCertificate {
+        url: String,
+        source: Arc<redis::RedisError>,
+    },
     /// Too few replicas confirmed a submission in time (`async.redis_min_replicas`): the
     /// event was withdrawn, it will not run; resubmitting the same id is safe.
     #[error(
@@ -112,11 +124,14 @@ pub enum StoreError {
 
 impl StoreError {
     /// The exit status when opening the store fails with this error: Redis refusing the
-    /// login or a right is a configuration error (2, docs/reference.md §10); the rest (a CA
-    /// file that cannot be read, a store file) is fc-init's own failure (1).
+    /// login or a right, or a certificate that does not verify, is a configuration error (2,
+    /// docs/reference.md §10); the rest (a CA file that cannot be read, a store file) is
+    /// fc-init's own failure (1).
     pub fn exit_code(&self) -> i32 {
         match self {
-            StoreError::RedisAccess { .. } => crate::exit::USAGE,
+            StoreError::RedisAccess { .. } | StoreError::RedisCertificate { .. } => {
+                crate::exit::USAGE
+            }
             _ => crate::exit::FAILURE,
         }
     }

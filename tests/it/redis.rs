@@ -122,6 +122,17 @@ impl RedisServer {
         self.run();
     }
 
+    /// Starts a TLS server again on the same port and directory, serving the certificate
+    /// of `args` (`--tls-*`) from now on: a certificate renewed by another CA.
+    #[cfg_attr(not(feature = "redis-tls"), allow(dead_code))]
+    pub fn restart_with_tls(&mut self, args: Vec<String>) {
+        self.stop();
+        if let Some(tls) = &mut self.tls {
+            tls.args = args;
+        }
+        self.run();
+    }
+
     /// One command; its reply as text (arrays flattened, one element a line), or `None` when
     /// the server does not answer (always, for a TLS server).
     pub fn query(&self, args: &[&str]) -> Option<String> {

@@ -132,10 +132,59 @@ mod with_tls {
         assert_eq!(s.invokes_of(&id).len(), 1);
     }
 
-    /// fc-init on a server whose certificate must not verify: a submission gets 503
-    /// `AsyncStoreUnavailable`, synchronous traffic is served, and the log says `why`.
-    fn refused(tag: &str, tls: Tls, why: &str) {
-        let s = on_tls_server(tag, tls);
+    /// A server whose certificate does not verify (`why`) when fc-init starts: a configuration
+    /// error (exit 2) that says why, nothing started.
+    fn refused_at_start(tag: &str, tls: Tls, why: &str) {
+        let redis = RedisServer::start_tls(tag, tls);
+        let says = ["does not verify", "invalid peer certificate", why];
+        super::stops_at_start(tag, &redis.url(), 2, &says);
+    }
+
+    #[test]
+    fn a_server_certificate_not_signed_by_the_given_ca_or_for_another_host_stops_fc_init_at_start()
+    {
+        let dir = TempDir::new("tls-refused");
+        let trusted = ca(&dir, "trusted");
+        ca(&dir, "other");
+        let args = server_cert(&dir, "foreign", "other", "DNS:localhost,IP:127.0.0.1");
+        let tls = Tls {
+            args,
+            host: "127.0.0.1",
+            ca: trusted.clone(),
+        };
+        refused_at_start("tls-foreign", tls, "UnknownIssuer");
+        let args = server_cert(&dir, "misnamed", "trusted", "DNS:redis.invalid");
+        let tls = Tls {
+            args,
+            host: "127.0.0.1",
+            ca: trusted,
+        };
+        refused_at_start("tls-misnamed", tls, "not valid for name");
+    }
+
+    /// A certificate that stops verifying once fc-init runs (renewed by a CA it does not
+    /// trust) makes the store unreachable, as a crash would: a submission gets 503
+    /// `AsyncStoreUnavailable`, synchronous traffic is served, and the log says why.
+    #[test]
+    fn a_certificate_renewed_by_another_ca_at_run_time_makes_the_store_unavailable() {
+        let dir = TempDir::new("tls-renewed");
+        let trusted = ca(&dir, "trusted");
+        ca(&dir, "other");
+        let args = server_cert(&dir, "server", "trusted", "IP:127.0.0.1");
+        let renewed = server_cert(&dir, "renewed", "other", "IP:127.0.0.1");
+        let redis = Arc::new(Mutex::new(RedisServer::start_tls(
+            "tls-renewed",
+            Tls {
+                args,
+                host: "127.0.0.1",
+                ca: trusted,
+            },
+        )));
+        let backend = Backend::Redis(redis.clone());
+        let s = AsyncServer::start_with(&backend, "tls-renewed", "tls-renewed", "", "", |_| {});
+        let id = s.submit("/invoke", &[], b"before");
+        s.wait_status(&id, "FINISHED");
+        redis.lock().unwrap().restart_with_tls(renewed);
         let (status, headers, body) = http(s.fx.port, "POST", "/invoke", &[ASYNC], b"x");
         assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
         assert_eq!(
@@ -146,32 +195,11 @@ mod with_tls {
         let logged = wait_until(std::time::Instant::now() + WATCHDOG, || {
             s.p.stderr()
                 .lines()
-                .any(|l| l.contains("invalid peer certificate") && l.contains(why))
+                .any(|l| l.contains("invalid peer certificate") && l.contains("UnknownIssuer"))
         });
         if !logged {
-            s.p.fail(&format!("no log line of the refusal ({why})"));
+            s.p.fail("no log line of the refusal (UnknownIssuer)");
         }
-    }
-
-    #[test]
-    fn a_server_certificate_not_signed_by_the_given_ca_or_for_another_host_is_refused() {
-        let dir = TempDir::new("tls-refused");
-        let trusted = ca(&dir, "trusted");
-        ca(&dir, "other");
-        let args = server_cert(&dir, "foreign", "other", "DNS:localhost,IP:127.0.0.1");
-        let tls = Tls {
-            args,
-            host: "127.0.0.1",
-            ca: trusted.clone(),
-        };
-        refused("tls-foreign", tls, "UnknownIssuer");
-        let args = server_cert(&dir, "misnamed", "trusted", "DNS:redis.invalid");
-        let tls = Tls {
-            args,
-            host: "127.0.0.1",
-            ca: trusted,
-        };
-        refused("tls-misnamed", tls, "not valid for name");
     }
 
     /// Without `?ca=` the system's roots are trusted (rustls-native-certs, which honours

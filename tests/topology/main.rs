@@ -19,6 +19,8 @@ mod orphan;
 mod servers;
 #[cfg(feature = "redis-tls")]
 mod tls;
+#[cfg(feature = "redis-tls")]
+mod tls_sentinel;
 mod unknown;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,6 +1,6 @@
 //! `rediss+cluster://` (the `redis-tls` build): a 3-master Redis Cluster that speaks only TLS,
 //! bus included, with a throwaway CA made by the `openssl` CLI; fc-init verifies every node's
-//! certificate against that CA (`?ca=`).
+//! certificate against that CA (`?ca=`), and another CA stops it at start.
 
 use std::process::{Child, Command, Stdio};
 
@@ -8,7 +8,7 @@ use crate::servers::available;
 use crate::util::*;
 use crate::Instance;
 
-fn run(dir: &TempDir, program: &str, args: &[&str]) -> String {
+pub fn run(dir: &TempDir, program: &str, args: &[&str]) -> String {
     let out = Command::new(program)
         .args(args)
         .current_dir(&dir.0)
@@ -26,7 +26,7 @@ fn run(dir: &TempDir, program: &str, args: &[&str]) -> String {
 
 /// `ca.pem`/`ca.key`, and `node.pem`/`node.key` for IP 127.0.0.1 (server and client use: the
 /// cluster bus is TLS both ways).
-fn certificates(dir: &TempDir) {
+pub fn certificates(dir: &TempDir) {
     let ec = [
         "-newkey",
         "ec",
@@ -159,6 +159,15 @@ fn a_tls_cluster_over_rediss_cluster_runs_the_queue() {
             .all(|p| cli(*p, &["cluster", "info"]).contains("cluster_state:ok"))
             .then_some(())
     });
+    // A CA that signed none of the nodes' certificates: a configuration error at start.
+    let other = crate::tls_sentinel::other_ca(&dir);
+    let foreign = format!("rediss+cluster://127.0.0.1:{}?ca={other}", ports[0]);
+    let (_cfg_dir, cfg, _fx) = crate::config("tls-cluster-foreign", &foreign, "tls", "");
+    let (code, out, err) = fc_init(Mode::Subreaper)
+        .args(["-c", cfg.to_str().unwrap()])
+        .output();
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("UnknownIssuer"), "{err}");
     let url = format!("rediss+cluster://127.0.0.1:{}?ca={ca}", ports[0]);
     let i = Instance::start("tls-cluster-i", &url, "tls", "");
     for n in 0..10 {

@@ -70,6 +70,20 @@ pub(super) fn consumer_name() -> String {
     format!("{host}-{}-{:x}", std::process::id(), now_ms())
 }
 
+/// Whether `e` is a node's TLS certificate that did not verify (at start a configuration
+/// error; only the `redis-tls` build makes such failures).
+pub(super) fn is_certificate_error(e: &redis::RedisError) -> bool {
+    #[cfg(feature = "redis-tls")]
+    {
+        tls::is_certificate_error(e)
+    }
+    #[cfg(not(feature = "redis-tls"))]
+    {
+        let _ = e;
+        false
+    }
+}
+
 /// The CA certificates of `?ca=` for the clients the cluster and Sentinel forms make at run
 /// time (only the `redis-tls` build has any; otherwise this is empty).
 #[derive(Clone, Default)]

@@ -101,8 +101,9 @@
 //! (nothing is acknowledged that is not stored), synchronous traffic and health are untouched,
 //! every link reconnects with backoff and the log says so at most once a second. Events that
 //! were running finish; their records are written again until Redis is back (the service's
-//! rule), and their leases still hold then. A server whose certificate does not verify is the
-//! same: unreachable, with the reason (`invalid peer certificate: ...`) in the log line.
+//! rule), and their leases still hold then. A server whose certificate does not verify is a
+//! configuration error at start (exit 2, like a refused login); once running, it is the same
+//! as unreachable, with the reason (`invalid peer certificate: ...`) in the log line.
 //!
 //! # TLS
 //!
@@ -150,7 +151,7 @@ use super::store::Completion;
 use super::time::now_ms;
 use crate::config::Config;
 use claimer::RedisClaimer;
-use connect::{client, consumer_name, server_of};
+use connect::{client, consumer_name, is_certificate_error, server_of};
 use link::Link;
 use scripts::{array, bytes, event, num, scripts, text, EVENT_ITEMS};
 
@@ -240,10 +241,11 @@ impl Redis {
         Ok(Box::new(redis))
     }
 
-    /// At start: a server that refuses the login or the rights fc-init needs is a
-    /// configuration error (exit 2); one that cannot be reached is not (fc-init serves and
-    /// reconnects). The probe is what the fleet does: a script on the queue's keys, the
-    /// group's creation, a publish on this instance's own channel.
+    /// At start: a server that refuses the login or the rights fc-init needs, or whose TLS
+    /// certificate does not verify, is a configuration error (exit 2); one that cannot be
+    /// reached is not (fc-init serves and reconnects). The probe is what the fleet does: a
+    /// script on the queue's keys, the group's creation, a publish on this instance's own
+    /// channel.
     fn check_access(&self, url: &str) -> Result<(), StoreError> {
         let inner = &self.inner;
         let mut link = inner.link("start");
@@ -271,6 +273,12 @@ impl Redis {
         match probe {
             Err(StoreError::Redis { source, .. }) if link::is_auth_error(&source) => {
                 Err(refused(&source))
+            }
+            Err(StoreError::Redis { source, .. }) if is_certificate_error(&source) => {
+                Err(StoreError::RedisCertificate {
+                    url: crate::config::redis_url::redacted(url),
+                    source,
+                })
             }
             Err(e) => {
                 log::warn!("the Redis store cannot be reached at start ({e}); serving, and reconnecting with backoff");

@@ -8,6 +8,9 @@
 //! connect, read and write timeouts: each Sentinel in turn (`SENTINEL
 //! GET-MASTER-ADDR-BY-NAME`) until one names the master; the one that answered is asked first
 //! next time. The caller then checks the master's `ROLE` on its own bounded connection.
+//! With `rediss+sentinel://` both the Sentinels and the master they name are reached over TLS,
+//! trusting the CAs of `?ca=` ([`Certs`]), the master's certificate checked for the address the
+//! Sentinels give.
 
 use std::sync::Mutex;
 use std::time::Duration;
