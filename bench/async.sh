@@ -88,20 +88,11 @@ log "baseline before: $BASELINE_BEFORE commits/s"
 
 # The function: one nginx worker answering 200 on the unix socket, so that the async workers
 # running the stored events meanwhile cost little.
-cat >"$T/function.conf" <<EOF
-daemon off;
-worker_processes 1;
-pid $T/function.pid;
-error_log $T/function.err warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
+nginx_conf function 1 <<EOF
     server {
         listen unix:$SOCK;
         location / { return 200 "ok\n"; }
     }
-}
 EOF
 
 cat >"$T/fc-init.toml" <<EOF

@@ -41,9 +41,6 @@ scratch  # $T, and $PIDS to stop at exit
 DIRECT=$(free_port) NGINX_PROXY=$(free_port) FC=$(free_port)
 SOCK=$T/fn.sock
 
-USER_LINE=
-((EUID == 0)) && USER_LINE="user root;"
-
 cat >"$T/fc-init.toml" <<EOF
 [function]
 command = ["python3", "$PWD/tests/fixtures/grpc_function.py"]
@@ -60,24 +57,12 @@ invocations = false
 EOF
 
 # nginx's gRPC proxy: h2c with prior knowledge in front, kept-alive h2c connections behind.
-cat >"$T/nginx-grpc.conf" <<EOF
-$USER_LINE
-daemon off;
-worker_processes auto;
-pid $T/nginx-grpc.pid;
-error_log $T/nginx-grpc.err warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    # nginx closes an HTTP/2 connection after keepalive_requests (1000 by default) on either
-    # side: h2load's timed runs would end there.
-    keepalive_requests 1000000;
+nginx_conf nginx-grpc auto root <<EOF
     upstream function { server unix:$SOCK; keepalive 128; keepalive_requests 1000000; }
     server {
         listen 127.0.0.1:$NGINX_PROXY http2;
         location / { grpc_pass grpc://function; }
     }
-}
 EOF
 
 # One gRPC message: no compression flag, a 4-byte length, 16 bytes.

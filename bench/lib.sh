@@ -70,3 +70,30 @@ fc_init_binary() {
     fi
     FC_INIT=$(realpath "$FC_INIT")
 }
+
+# nginx_conf NAME WORKERS [root]: writes $T/NAME.conf, an nginx in the foreground with WORKERS
+# worker processes, its pid and error log in $T/NAME.pid and $T/NAME.err, no access log, and
+# the rest of its http block (upstreams, servers) read from stdin. Keep-alive connections last:
+# nginx closes one after keepalive_requests (1000 by default; for HTTP/2 on either side), and a
+# timed run would end there. With `root`, a script run as root keeps the workers root: they
+# would drop to "nobody", who may neither connect to a function's socket nor read the files
+# in $T, a private directory.
+nginx_conf() {
+    {
+        if [[ ${3:-} == root ]] && ((EUID == 0)); then
+            echo "user root;"
+        fi
+        cat <<CONF
+daemon off;
+worker_processes $2;
+pid $T/$1.pid;
+error_log $T/$1.err warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+CONF
+        cat
+        echo "}"
+    } >"$T/$1.conf"
+}

@@ -38,30 +38,16 @@ DIRECT=$(free_port) NGINX_PROXY=$(free_port) HAPROXY=$(free_port) FC=$(free_port
 HAPROXY_BUSY=$(free_port) FC_NOPOLL=$(free_port)
 SOCK=$T/fn.sock
 
-# As root, nginx workers drop to "nobody", who may neither connect to the function's socket nor
-# read the large answer in this private directory.
-USER_LINE=
-((EUID == 0)) && USER_LINE="user root;"
-
 # The function: one nginx worker answering 200 on the unix socket fc-init gives it, and on a
 # TCP port for the direct baseline. fc-init starts it, so the same process serves every run.
-cat >"$T/function.conf" <<EOF
-$USER_LINE
-daemon off;
-worker_processes 1;
-pid $T/function.pid;
-error_log $T/function.err warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
+# Its workers stay root when the script is: they serve the large answer from $T.
+nginx_conf function 1 root <<EOF
     server {
         listen unix:$SOCK;
         listen 127.0.0.1:$DIRECT;
         location / { return 200 "ok\n"; }
         location = /big { alias $T/big.bin; }
     }
-}
 EOF
 
 cat >"$T/fc-init.toml" <<EOF
@@ -89,16 +75,7 @@ socket = "$T/admin-nopoll.sock"
 store = "$T/events-nopoll.db"
 EOF
 
-cat >"$T/nginx-proxy.conf" <<EOF
-$USER_LINE
-daemon off;
-worker_processes auto;
-pid $T/nginx-proxy.pid;
-error_log $T/nginx-proxy.err warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
+nginx_conf nginx-proxy auto root <<EOF
     upstream function { server unix:$SOCK; keepalive 128; keepalive_requests 1000000; }
     server {
         listen 127.0.0.1:$NGINX_PROXY;
@@ -108,7 +85,6 @@ http {
             proxy_set_header Connection "";
         }
     }
-}
 EOF
 
 cat >"$T/haproxy.cfg" <<EOF

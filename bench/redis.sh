@@ -370,10 +370,13 @@ cluster_start() {
     redis-cli --cluster create $(printf '127.0.0.1:%s ' "${CLUSTER_PORTS[@]}") \
         --cluster-replicas 0 --cluster-yes >"$T/cluster-create.log" ||
         die "redis-cli --cluster create failed (see $T/cluster-create.log)"
+    # Every node, not only the first: one still without the others' slots answers CLUSTERDOWN.
     local deadline=$((SECONDS + 20))
-    until redis-cli -p "${CLUSTER_PORTS[0]}" cluster info | grep -q 'cluster_state:ok'; do
-        ((SECONDS < deadline)) || die "the cluster never became ok"
-        sleep 0.1
+    for port in "${CLUSTER_PORTS[@]}"; do
+        until redis-cli -p "$port" cluster info | grep -q 'cluster_state:ok'; do
+            ((SECONDS < deadline)) || die "the cluster never became ok (node $port)"
+            sleep 0.1
+        done
     done
 }
 cluster_stop() {

@@ -18,40 +18,16 @@
 #![no_main]
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
 
 use fc_init::h2::block::REQUEST_ID;
-use fc_init::h2::conn::{Action, Conn, Host, Limits};
+use fc_init::h2::conn::{Action, Limits};
 use fc_init::h2::frame::{self, flag, Kind, StreamId, PREFACE};
 use fc_init::h2::hpack::Decoder;
 use libfuzzer_sys::fuzz_target;
 
-fn pieces(mut data: &[u8]) -> Vec<&[u8]> {
-    let mut out = Vec::new();
-    while let Some((&len, rest)) = data.split_first() {
-        let n = (len as usize).min(rest.len());
-        out.push(&rest[..n]);
-        data = &rest[n..];
-    }
-    out
-}
-
-struct FuzzHost {
-    permits: u8,
-    next: u32,
-}
-
-impl Host for FuzzHost {
-    fn admit(&mut self, _stream: StreamId) -> bool {
-        self.permits = self.permits.rotate_left(1);
-        self.permits & 1 == 1
-    }
-
-    fn new_request_id(&mut self) -> String {
-        self.next += 1;
-        format!("id-{}", self.next)
-    }
-}
+#[path = "shared/h2_drive.rs"]
+mod h2_drive;
+use h2_drive::Driver;
 
 /// A peer reading what fc-init writes to it.
 struct Reader {
@@ -136,58 +112,22 @@ impl Reader {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&permits, data)) = data.split_first() else {
-        return;
-    };
-    let mut now = Instant::now();
-    let mut c = Conn::new(Limits {
-        timeout: Duration::from_secs(10),
-        max_header_block: 4096,
-        max_streams: 16,
+    let limits = Limits {
         // Small enough that a block within `max_header_block` can decode past them (an
         // HPACK bomb), so the 431 and reset paths are reached.
         max_request_headers: 1024,
         max_response_headers: 2048,
-        ..Limits::default()
-    });
-    let mut host = FuzzHost { permits, next: 0 };
-    let (mut from_client, mut from_function) = (Vec::new(), Vec::new());
-    let mut hello = PREFACE.to_vec();
-    frame::write_settings(&mut hello, &[]);
-    c.on_client_bytes(&hello, now, &mut host);
-    let mut hello = Vec::new();
-    frame::write_settings(&mut hello, &[]);
-    c.on_function_bytes(&hello);
+        ..h2_drive::limits()
+    };
+    let Some((mut d, data)) = Driver::start(data, limits) else {
+        return;
+    };
     let mut client = Reader::new(false);
     let mut function = Reader::new(true);
     let mut running: HashMap<StreamId, String> = HashMap::new();
     let mut started: HashMap<StreamId, String> = HashMap::new();
     let mut closed = false;
-    for piece in pieces(data) {
-        let Some((&what, bytes)) = piece.split_first() else {
-            continue;
-        };
-        match what % 8 {
-            0..=3 => {
-                from_client.extend_from_slice(bytes);
-                let n = c.on_client_bytes(&from_client, now, &mut host);
-                from_client.drain(..n);
-            }
-            4..=6 => {
-                from_function.extend_from_slice(bytes);
-                let n = c.on_function_bytes(&from_function);
-                from_function.drain(..n);
-            }
-            _ => match bytes.first().copied().unwrap_or(0) % 4 {
-                0 => c.shutdown(now + Duration::from_secs(1)),
-                1 => c.on_function_closed(),
-                2 => c.on_client_closed(),
-                _ => {
-                    now += Duration::from_secs(u64::from(what / 8));
-                    c.on_tick(now);
-                }
-            },
-        }
+    d.run(data, |c| {
         let (to_client, to_function) = (c.to_client().clone(), c.to_function().clone());
         c.to_client().clear();
         c.to_function().clear();
@@ -221,7 +161,7 @@ fuzz_target!(|data: &[u8]| {
                 .unwrap_or_else(|| panic!("a block opened stream {stream} with no Started"));
             assert_eq!(ids, vec![id.as_bytes().to_vec()], "stream {stream}");
         }
-    }
+    });
     if closed {
         assert!(running.is_empty(), "Close with invocations running");
     }

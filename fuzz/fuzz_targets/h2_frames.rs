@@ -11,25 +11,17 @@
 #![no_main]
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
 
 use fc_init::h2::block::{Blocks, REQUEST_ID};
-use fc_init::h2::conn::{Action, Conn, Host, Limits};
-use fc_init::h2::frame::{self, StreamId, PREFACE};
+use fc_init::h2::conn::Action;
+use fc_init::h2::frame::{self, StreamId};
 use fc_init::h2::hpack::Decoder;
 use fc_init::http::request_id::valid_request_id;
 use libfuzzer_sys::fuzz_target;
 
-/// Cuts `data` into pieces: a length byte, then that many bytes (the last piece may be short).
-fn pieces(mut data: &[u8]) -> Vec<&[u8]> {
-    let mut out = Vec::new();
-    while let Some((&len, rest)) = data.split_first() {
-        let n = (len as usize).min(rest.len());
-        out.push(&rest[..n]);
-        data = &rest[n..];
-    }
-    out
-}
+#[path = "shared/h2_drive.rs"]
+mod h2_drive;
+use h2_drive::{pieces, Driver};
 
 fn frames(data: &[u8]) {
     let mut at = 0;
@@ -95,69 +87,12 @@ fn blocks(data: &[u8]) {
     }
 }
 
-struct FuzzHost {
-    permits: u8,
-    next: u32,
-}
-
-impl Host for FuzzHost {
-    fn admit(&mut self, _stream: StreamId) -> bool {
-        self.permits = self.permits.rotate_left(1);
-        self.permits & 1 == 1
-    }
-
-    fn new_request_id(&mut self) -> String {
-        self.next += 1;
-        format!("id-{}", self.next)
-    }
-}
-
 fn conn(data: &[u8]) {
-    let Some((&permits, data)) = data.split_first() else {
+    let Some((mut d, data)) = Driver::start(data, h2_drive::limits()) else {
         return;
     };
-    let now0 = Instant::now();
-    let mut now = now0;
-    let mut c = Conn::new(Limits {
-        timeout: Duration::from_secs(10),
-        max_header_block: 4096,
-        max_streams: 16,
-        ..Limits::default()
-    });
-    let mut host = FuzzHost { permits, next: 0 };
-    let mut hello = PREFACE.to_vec();
-    frame::write_settings(&mut hello, &[]);
-    let (mut from_client, mut from_function) = (Vec::new(), Vec::new());
-    c.on_client_bytes(&hello, now, &mut host);
-    let mut hello = Vec::new();
-    frame::write_settings(&mut hello, &[]);
-    c.on_function_bytes(&hello);
     let mut running: HashMap<StreamId, String> = HashMap::new();
-    for piece in pieces(data) {
-        let Some((&what, bytes)) = piece.split_first() else {
-            continue;
-        };
-        match what % 8 {
-            0..=3 => {
-                from_client.extend_from_slice(bytes);
-                let n = c.on_client_bytes(&from_client, now, &mut host);
-                from_client.drain(..n);
-            }
-            4..=6 => {
-                from_function.extend_from_slice(bytes);
-                let n = c.on_function_bytes(&from_function);
-                from_function.drain(..n);
-            }
-            _ => match bytes.first().copied().unwrap_or(0) % 4 {
-                0 => c.shutdown(now + Duration::from_secs(1)),
-                1 => c.on_function_closed(),
-                2 => c.on_client_closed(),
-                _ => {
-                    now += Duration::from_secs(u64::from(what / 8));
-                    c.on_tick(now);
-                }
-            },
-        }
+    d.run(data, |c| {
         c.to_client().clear();
         c.to_function().clear();
         for action in c.take_actions() {
@@ -172,7 +107,7 @@ fn conn(data: &[u8]) {
             }
         }
         assert_eq!(running.len(), c.in_flight());
-    }
+    });
 }
 
 fuzz_target!(|data: &[u8]| {

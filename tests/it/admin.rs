@@ -210,13 +210,13 @@ fn ctl_finds_the_socket_through_the_config() {
     assert_eq!(code, 0, "{}\n{:?}", p.stderr(), fx.record());
 }
 
-#[test]
-fn admin_listen_serves_only_health_and_metrics() {
-    let dir = TempDir::new("admin-tcp");
+/// fc-init with the fixture in `dir` and its admin API on TCP too, on a free port, once ready:
+/// the fc-init, the fixture's details and that port.
+fn start_with_admin_listen(dir: &TempDir) -> (Proc, FixtureConfig, u16) {
     let port = free_port();
-    let (cfg, fx) = FixtureConfig::write(&dir, &[], "", "");
+    let (cfg, fx) = FixtureConfig::write(dir, &[], "", "");
     // The fixture config names the admin socket already; the TCP listener comes by environment.
-    let mut p = fc_init(Mode::Subreaper)
+    let p = fc_init(Mode::Subreaper)
         .env("FC_INIT_ADMIN_LISTEN", format!("127.0.0.1:{port}"))
         .args(["-c", cfg.to_str().unwrap()])
         .start();
@@ -224,6 +224,13 @@ fn admin_listen_serves_only_health_and_metrics() {
     wait_for("ready", || {
         (admin_get(&fx.admin, "/health").0 == 200).then_some(())
     });
+    (p, fx, port)
+}
+
+#[test]
+fn admin_listen_serves_only_health_and_metrics() {
+    let dir = TempDir::new("admin-tcp");
+    let (mut p, _fx, port) = start_with_admin_listen(&dir);
     let (status, _, body) = http(port, "GET", "/health", &[], b"");
     assert_eq!(
         (status, body.as_slice()),
@@ -267,16 +274,7 @@ fn threads_named(pid: i32, name: &str) -> usize {
 #[test]
 fn a_flood_of_idle_admin_connections_started_a_thread_each() {
     let dir = TempDir::new("admin-flood");
-    let port = free_port();
-    let (cfg, fx) = FixtureConfig::write(&dir, &[], "", "");
-    let mut p = fc_init(Mode::Subreaper)
-        .env("FC_INIT_ADMIN_LISTEN", format!("127.0.0.1:{port}"))
-        .args(["-c", cfg.to_str().unwrap()])
-        .start();
-    wait_for("admin socket", || accepting(&fx.admin).then_some(()));
-    wait_for("ready", || {
-        (admin_get(&fx.admin, "/health").0 == 200).then_some(())
-    });
+    let (mut p, fx, port) = start_with_admin_listen(&dir);
     assert_eq!(threads_named(p.pid(), "fc-admin-tcp"), 0);
     // Idle connections that never send a request: each holds what serves it until the
     // connection deadline (10 s).

@@ -92,17 +92,7 @@ impl AsyncServer {
             backend.keys(queue),
         );
         let (cfg, fx) = FixtureConfig::write(&dir, &[], "", &extra);
-        let p = fc_init(Mode::Subreaper)
-            .args(["-c", cfg.to_str().unwrap()])
-            .start();
-        let s = AsyncServer {
-            p,
-            fx,
-            cfg,
-            dir,
-            _backend: backend.clone(),
-        };
-        s.wait_ready();
+        let s = AsyncServer::launch(fx, cfg, dir, backend.clone());
         let (_, status) = s.ctl(&["status"]);
         let want = match backend {
             Backend::Sqlite => "sqlite",
@@ -122,6 +112,16 @@ impl AsyncServer {
             _backend,
         } = self;
         drop(p);
+        AsyncServer::launch(fx, cfg, dir, _backend)
+    }
+
+    /// Starts fc-init on `cfg` (written in `dir`) and waits until it is ready.
+    fn launch(
+        fx: FixtureConfig,
+        cfg: std::path::PathBuf,
+        dir: TempDir,
+        backend: Backend,
+    ) -> AsyncServer {
         let p = fc_init(Mode::Subreaper)
             .args(["-c", cfg.to_str().unwrap()])
             .start();
@@ -130,7 +130,7 @@ impl AsyncServer {
             fx,
             cfg,
             dir,
-            _backend,
+            _backend: backend,
         };
         s.wait_ready();
         s
@@ -166,12 +166,7 @@ impl AsyncServer {
     }
 
     pub fn ctl(&self, args: &[&str]) -> (i32, Value) {
-        let out = Command::new(bin())
-            .arg("ctl")
-            .args(["--socket", self.fx.admin.to_str().unwrap()])
-            .args(args)
-            .output()
-            .unwrap();
+        let out = ctl_output(&self.fx.admin, args);
         let text = String::from_utf8_lossy(&out.stdout);
         let json = serde_json::from_str(&text)
             .unwrap_or_else(|e| panic!("ctl {args:?} printed {text:?}: {e}"));

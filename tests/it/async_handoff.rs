@@ -10,17 +10,6 @@ use serde_json::Value;
 use crate::async_events::{on_both, AsyncServer, Backend};
 use crate::util::*;
 
-/// `GET path` on the admin socket, the whole answer: (status, headers, body).
-fn admin_raw(s: &AsyncServer, path: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    use std::io::{Read, Write};
-    let mut c = std::os::unix::net::UnixStream::connect(&s.fx.admin).unwrap();
-    c.set_read_timeout(Some(WATCHDOG)).unwrap();
-    write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut raw = Vec::new();
-    c.read_to_end(&mut raw).unwrap();
-    split_answer(&raw)
-}
-
 fn handoff_fast_is_answered_and_the_event_finished_with_it_on(b: Backend) {
     let s = AsyncServer::start_on(&b, "handoff-fast", "", "max_concurrency = 1\n");
     // The one worker busy and events queued behind it (on Redis: stream entries no consumer
@@ -51,7 +40,7 @@ fn handoff_fast_is_answered_and_the_event_finished_with_it_on(b: Backend) {
     assert_eq!(runs.len(), 1, "{runs:?}");
     // The function was asked synchronously: the preference was fc-init's.
     assert!(runs[0]["headers"]["prefer"].is_null(), "{runs:?}");
-    let (status, _, stored) = admin_raw(&s, &format!("/async-events/{id}/result"));
+    let (status, _, stored) = admin_raw(&s.fx.admin, &format!("/async-events/{id}/result"));
     assert_eq!((status, stored.as_slice()), (200, &b"hello"[..]));
     // A failed answer is the client's too, and the event ends FAILED without a retry.
     let failing = [prefer, ("x-test-status", "500")];
@@ -97,7 +86,8 @@ fn handoff_slow_is_accepted_at_the_wait_and_its_result_stored_on(b: Backend) {
     assert_eq!(json["requestId"], id.as_str());
     assert_eq!(s.get(&id)["status"], "RUNNING");
     // The exchange went on without the client: its answer is the stored result.
-    let (status, h, stored) = admin_raw(&s, &format!("/async-events/{id}/result?wait=20s"));
+    let (status, h, stored) =
+        admin_raw(&s.fx.admin, &format!("/async-events/{id}/result?wait=20s"));
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&stored));
     assert_eq!(stored, b"slow-body");
     assert_eq!(header(&h, "x-fc-async-status"), Some("FINISHED"));
@@ -125,7 +115,7 @@ fn handoff_survives_a_sigkill_of_fc_init_and_runs_again_on(b: Backend) {
     let s = s.killed_and_restarted();
     let e = s.wait_status("handoff-killed", "FINISHED");
     assert_eq!(e["result"]["statusCode"], 200, "{e}");
-    let (status, _, stored) = admin_raw(&s, "/async-events/handoff-killed/result");
+    let (status, _, stored) = admin_raw(&s.fx.admin, "/async-events/handoff-killed/result");
     assert_eq!((status, stored.as_slice()), (200, &b"again"[..]));
     assert!(e["attempts"].as_u64() >= Some(2), "{e}");
 }

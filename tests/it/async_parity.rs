@@ -5,35 +5,19 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::process::Command;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::async_events::{AsyncServer, Backend};
+use crate::async_events::{on_both, AsyncServer, Backend};
 use crate::util::*;
 
 const ASYNC: (&str, &str) = ("X-Fc-Invocation-Type", "Async");
 
 fn start(tag: &str, async_keys: &str) -> AsyncServer {
     AsyncServer::start_on(&Backend::Sqlite, tag, "", async_keys)
-}
-
-/// A test of docs/reference.md §10 run on both backends: `$sqlite` on SQLite, `$redis` on a
-/// real redis-server of its own.
-macro_rules! on_both {
-    ($sqlite:ident, $redis:ident, $body:ident) => {
-        #[test]
-        fn $sqlite() {
-            $body(Backend::Sqlite)
-        }
-        #[test]
-        fn $redis() {
-            $body(Backend::redis(stringify!($redis)))
-        }
-    };
 }
 
 /// `GET /async-events?query` on the admin socket: (status, JSON).
@@ -55,23 +39,8 @@ fn ids(list: &Value) -> Vec<String> {
 
 /// `fc-init ctl ARGS` on `s`: (exit status, stdout bytes).
 fn ctl_raw(s: &AsyncServer, args: &[&str]) -> (i32, Vec<u8>) {
-    let out = Command::new(bin())
-        .arg("ctl")
-        .args(["--socket", s.fx.admin.to_str().unwrap()])
-        .args(args)
-        .output()
-        .unwrap();
+    let out = ctl_output(&s.fx.admin, args);
     (out.status.code().unwrap(), out.stdout)
-}
-
-/// One raw request on the admin socket: (status, lower-cased headers, body).
-fn admin_raw(s: &AsyncServer, path: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    let mut c = std::os::unix::net::UnixStream::connect(&s.fx.admin).unwrap();
-    c.set_read_timeout(Some(WATCHDOG)).unwrap();
-    write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut raw = Vec::new();
-    c.read_to_end(&mut raw).unwrap();
-    split_answer(&raw)
 }
 
 fn ms(v: &Value) -> u64 {
@@ -396,7 +365,7 @@ fn results_on(b: Backend) {
     assert_eq!(e["result"]["statusCode"], 200, "{e}");
     assert_eq!(e["result"]["truncated"], true, "{e}");
     assert_eq!(e["result"]["bytes"], 1024, "{e}");
-    let (status, headers, body) = admin_raw(&s, &format!("/async-events/{id}/result"));
+    let (status, headers, body) = admin_raw(&s.fx.admin, &format!("/async-events/{id}/result"));
     assert_eq!(status, 200);
     assert_eq!(header(&headers, "x-fc-request-id"), Some(id.as_str()));
     assert_eq!(header(&headers, "x-fc-async-status"), Some("FINISHED"));
@@ -416,7 +385,10 @@ fn results_on(b: Backend) {
     assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
     // Not ended within the wait: 202 with the event.
     let slower = s.submit("/invoke", &[("x-test-sleep", "3")], b"");
-    let (status, _, body) = admin_raw(&s, &format!("/async-events/{slower}/result?wait=200ms"));
+    let (status, _, body) = admin_raw(
+        &s.fx.admin,
+        &format!("/async-events/{slower}/result?wait=200ms"),
+    );
     let e: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(status, 202, "{e}");
     assert!(e["status"] == "QUEUED" || e["status"] == "RUNNING", "{e}");
@@ -425,7 +397,7 @@ fn results_on(b: Backend) {
     // A function's error answer is kept too; ctl exits 1 for it.
     let bad = s.submit("/invoke", &[("x-test-status", "503")], b"");
     s.wait_status(&bad, "FAILED");
-    let (status, headers, _) = admin_raw(&s, &format!("/async-events/{bad}/result"));
+    let (status, headers, _) = admin_raw(&s.fx.admin, &format!("/async-events/{bad}/result"));
     assert_eq!(
         (status, header(&headers, "x-fc-async-status")),
         (503, Some("FAILED"))

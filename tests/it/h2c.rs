@@ -78,7 +78,6 @@ impl Grpc {
         server: &str,
     ) -> Grpc {
         let dir = TempDir::new(tag);
-        let port = free_port();
         let mut env = format!(
             "FIXTURE_RECORD = {:?}",
             dir.path("record.jsonl").display().to_string()
@@ -86,23 +85,9 @@ impl Grpc {
         for (k, v) in fixture_env {
             env.push_str(&format!(", {k} = {v:?}"));
         }
-        let text = format!(
-            "[function]\ncommand = [\"python3\", {fixture:?}]\nsocket = {socket:?}\n\
-             env = {{ {env} }}\n{function}\n\
-             [server]\nlisten = \"127.0.0.1:{port}\"\n{server}\n\
-             [admin]\nsocket = {admin:?}\n[async]\nstore = {store:?}\n",
-            fixture = fixture("grpc_function.py"),
-            socket = dir.path("fn.sock").display().to_string(),
-            admin = dir.path("admin.sock").display().to_string(),
-            store = dir.path("events.db").display().to_string(),
-        );
-        let cfg = dir.write("fc-init.toml", &text);
-        let p = fc_init(Mode::Subreaper)
-            .args(["-c", cfg.to_str().unwrap()])
-            .start();
-        let g = Grpc { p, port, dir };
-        wait_port(&g.p, port);
-        g
+        let function = format!("env = {{ {env} }}\n{function}");
+        let (p, port) = start_with_fixture(&dir, "grpc_function.py", &[], &function, server);
+        Grpc { p, port, dir }
     }
 
     /// Waits until `line` is on fc-init's stdout (anywhere: streams end in any order).

@@ -186,23 +186,12 @@ impl Strict {
             return None;
         }
         let dir = TempDir::new(tag);
-        let port = free_port();
         let record = dir.path("h11.jsonl");
-        let text = format!(
-            "[function]\ncommand = [\"python3\", {fixture:?}]\nsocket = {socket:?}\n\
-             env = {{ H11_RECORD = {record:?} }}\n[server]\nlisten = \"127.0.0.1:{port}\"\n\
-             [admin]\nsocket = {admin:?}\n[async]\nstore = {store:?}\n",
-            fixture = fixture("h11_function.py"),
-            socket = dir.path("fn.sock").display().to_string(),
-            record = record.display().to_string(),
-            admin = dir.path("admin.sock").display().to_string(),
-            store = dir.path("events.db").display().to_string(),
+        let env = format!(
+            "env = {{ H11_RECORD = {:?} }}",
+            record.display().to_string()
         );
-        let cfg = dir.write("fc-init.toml", &text);
-        let p = fc_init(Mode::Subreaper)
-            .args(["-c", cfg.to_str().unwrap()])
-            .start();
-        wait_port(&p, port);
+        let (p, port) = start_with_fixture(&dir, "h11_function.py", &[], &env, "");
         let s = Strict {
             p,
             port,

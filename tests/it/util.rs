@@ -711,3 +711,59 @@ pub fn metric(fx: &FixtureConfig, line_start: &str) -> u64 {
         .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {line_start} in {text}"))
 }
+
+/// One `GET path` on the admin socket `socket`, the whole answer: the status, the headers
+/// (lower-cased names) and the body.
+pub fn admin_raw(socket: &std::path::Path, path: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut c = std::os::unix::net::UnixStream::connect(socket)
+        .unwrap_or_else(|e| panic!("connect {}: {e}", socket.display()));
+    c.set_read_timeout(Some(WATCHDOG)).unwrap();
+    write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    c.read_to_end(&mut raw).unwrap();
+    split_answer(&raw)
+}
+
+/// `fc-init ctl --socket ADMIN ARGS…`, run to its end.
+pub fn ctl_output(admin: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let mut ctl = std::process::Command::new(bin());
+    ctl.args([
+        "ctl",
+        "--socket",
+        admin.to_str().expect("a UTF-8 socket path"),
+    ]);
+    ctl.args(args).output().expect("run fc-init ctl")
+}
+
+/// Starts fc-init in `dir` with `python3 SCRIPT ARGS…` (a fixture of tests/fixtures/) as its
+/// function, `function` and `server` more keys of those sections (`env = { … }`, `timeout`,
+/// `http2`, …), and the function's socket, the admin socket and the event store in `dir`.
+/// Returns it and its port once its listener accepts (the instance may not be ready yet).
+pub fn start_with_fixture(
+    dir: &TempDir,
+    script: &str,
+    args: &[&str],
+    function: &str,
+    server: &str,
+) -> (Proc, u16) {
+    let port = free_port();
+    let mut command = format!("\"python3\", {:?}", fixture(script));
+    for arg in args {
+        command.push_str(&format!(", {arg:?}"));
+    }
+    let text = format!(
+        "[function]\ncommand = [{command}]\nsocket = {socket:?}\n{function}\n\
+         [server]\nlisten = \"127.0.0.1:{port}\"\n{server}\n\
+         [admin]\nsocket = {admin:?}\n[async]\nstore = {store:?}\n",
+        socket = dir.path("fn.sock").display().to_string(),
+        admin = dir.path("admin.sock").display().to_string(),
+        store = dir.path("events.db").display().to_string(),
+    );
+    let cfg = dir.write("fc-init.toml", &text);
+    let p = fc_init(Mode::Subreaper)
+        .args(["-c", cfg.to_str().unwrap()])
+        .start();
+    wait_port(&p, port);
+    (p, port)
+}

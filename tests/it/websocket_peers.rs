@@ -27,21 +27,13 @@ fn real_websockets_client_and_server_echo_through_fc_init_with_the_request_id() 
         return;
     }
     let dir = TempDir::new("ws-real");
-    let port = free_port();
-    let text = format!(
-        "[function]\ncommand = [\"python3\", {fixture:?}, \"serve\"]\nsocket = {socket:?}\n\
-         timeout = \"60s\"\n[server]\nlisten = \"127.0.0.1:{port}\"\n\
-         [admin]\nsocket = {admin:?}\n[async]\nstore = {store:?}\n",
-        fixture = fixture("websockets_peers.py"),
-        socket = dir.path("fn.sock").display().to_string(),
-        admin = dir.path("admin.sock").display().to_string(),
-        store = dir.path("events.db").display().to_string(),
+    let (mut p, port) = start_with_fixture(
+        &dir,
+        "websockets_peers.py",
+        &["serve"],
+        "timeout = \"60s\"",
+        "",
     );
-    let cfg = dir.write("fc-init.toml", &text);
-    let mut p = fc_init(Mode::Subreaper)
-        .args(["-c", cfg.to_str().unwrap()])
-        .start();
-    wait_port(&p, port);
     let out = Command::new("timeout")
         .args(["120", "python3"])
         .arg(fixture("websockets_peers.py"))
