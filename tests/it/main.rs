@@ -20,6 +20,7 @@ mod limits;
 mod outcomes;
 mod proxy;
 mod redis;
+mod redis_scripts;
 mod redis_tls;
 mod streaming;
 mod util;

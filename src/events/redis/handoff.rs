@@ -118,7 +118,8 @@ fn try_once(inner: &Inner, link: &mut Link, e: &NewEvent, retry: bool) -> Step {
     match link.call("handoff (withdraw)", |c| {
         eval(c, &scripts().unhand, &unhand)
     }) {
-        Ok(v) if num(&v) == Some(1) => {
+        // Withdrawn (1), or stored nowhere (2: a stale master's answer): it will not run.
+        Ok(v) if matches!(num(&v), Some(1 | 2)) => {
             log::warn!(
                 "{confirmed} of {wanted} replica(s) confirmed handoff {} within {} ms: withdrawn, not forwarded (async.redis_min_replicas)",
                 e.request_id,

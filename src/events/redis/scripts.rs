@@ -83,7 +83,9 @@ const RELEASE: &str = concat!("\n", include_str!("scripts/release.lua"));
 
 /// ARGV[5..] ids of a batch too few replicas confirmed. Each event still held (not
 /// delivered, so not started) is removed as if it had never been submitted (1); one that is
-/// not (delivered when its hold ran out, or another submission's) stays, and will run (0).
+/// not (delivered when its hold ran out, or another submission's) stays, and will run (0);
+/// one stored nowhere (the batch's answer came from a stale master whose writes its resync
+/// dropped) will not run either (2).
 const WITHDRAW: &str = concat!("\n", include_str!("scripts/withdraw.lua"));
 
 /// Retries whose time has come are delivered again. Returns how many.
@@ -136,7 +138,8 @@ const HANDOFF: &str = concat!("\n", include_str!("scripts/handoff.lua"));
 
 /// The withdrawal of a handoff too few replicas confirmed (docs/reference.md §10): ARGV[5] its
 /// id, [6] its lease. The event is deleted while it is still the RUNNING one that handoff
-/// stored for this consumer (1), else left alone (0).
+/// stored for this consumer (1), else left alone (0); an id stored nowhere (a stale master's
+/// answer) is 2: nothing runs it.
 const UNHAND: &str = concat!("\n", include_str!("scripts/unhand.lua"));
 
 /// The scripts, loaded once per process (the server caches them by SHA1; after a restart of

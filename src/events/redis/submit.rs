@@ -316,7 +316,9 @@ fn try_batch(
         .map(<[Value]>::to_vec)
         .unwrap_or_default();
     for (k, i) in ours.iter().enumerate() {
-        if flags.get(k).and_then(num) == Some(1) {
+        // Withdrawn (1), or stored nowhere (2): it will not run, so it is a 503. Only one
+        // that stays (0: delivered meanwhile) runs, and is a 202.
+        if matches!(flags.get(k).and_then(num), Some(1 | 2)) {
             results[*i] = Err(StoreError::NotReplicated { wanted, confirmed });
         }
     }

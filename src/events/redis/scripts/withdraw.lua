@@ -5,7 +5,10 @@ local out = {}
 for _, id in ipairs(ids) do
   local h = P .. 'ev:' .. id
   local f = redis.call('HMGET', h, 'status', 'attempts', 'entry', 'held')
-  if f[1] == 'QUEUED' and tonumber(f[2]) == 0 and f[4] then
+  if not f[1] then
+    -- Stored nowhere (a stale master's answer, lost at its resync): it will not run.
+    out[#out + 1] = 2
+  elseif f[1] == 'QUEUED' and tonumber(f[2]) == 0 and f[4] then
     ack(f[3])
     redis.call('ZREM', P .. 'all', id)
     redis.call('ZREM', P .. 'st:QUEUED', id)
