@@ -486,6 +486,8 @@ fn a_wrong_password_exits_2_without_the_secret_and_an_unreachable_server_is_serv
             "{err}"
         );
         assert!(err.contains("****"), "{err}");
+        // The bug: a line saying it was "reconnecting with backoff" came before the exit.
+        assert!(!err.contains("reconnecting"), "{err}");
     }
     // Neither --check-config nor a malformed URL shows it.
     for url in [

@@ -38,6 +38,10 @@ use crate::events::signal::lock;
 use crate::logging::Throttle;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The operation name of the check at start ([`super::Redis`]), which reports its own failure.
+pub(super) const START_CHECK: &str = "start-up check";
+
 /// An answer that took this much longer than its command blocks for is checked before it is
 /// used: shorter than any failover takes (a Redis Cluster's `cluster-node-timeout` and an
 /// election), longer than a loaded server's ordinary answer.
@@ -292,7 +296,9 @@ impl Link {
             reach.backoff = (reach.backoff * 2).min(BACKOFF_MAX);
             reach.last_error = Some(source.clone());
             drop(reach);
-            if crate::events::STORE_LOG.ready() {
+            // The start-up check says itself what its failure means (exit 2 for a refused
+            // login or certificate, a warning otherwise): no "reconnecting" before an exit.
+            if op != START_CHECK && crate::events::STORE_LOG.ready() {
                 log::error!(
                     "Redis at {} is unreachable ({op}: {source}); reconnecting with backoff",
                     self.server

@@ -257,7 +257,7 @@ impl Redis {
             e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError)
                 && !link::is_auth_error(e)
         };
-        let probe = link.call("start-up check", |c| {
+        let probe = link.call(link::START_CHECK, |c| {
             inv.invoke::<Value>(c)?;
             inner.ensure_group(c)?;
             // What the scripts publish with: SPUBLISH, or PUBLISH before Redis 7.
