@@ -72,12 +72,7 @@ impl Instance {
     }
 
     fn ctl(&self, args: &[&str]) -> (i32, Value) {
-        let out = std::process::Command::new(bin())
-            .arg("ctl")
-            .args(["--socket", self.fx.admin.to_str().unwrap()])
-            .args(args)
-            .output()
-            .unwrap();
+        let out = ctl_output(&self.fx.admin, args);
         let text = String::from_utf8_lossy(&out.stdout);
         (
             out.status.code().unwrap_or(-1),
