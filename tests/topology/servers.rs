@@ -135,6 +135,18 @@ impl Drop for Node {
 }
 
 /// One command as the default user with `password`; its reply as text ("" on failure).
+/// `redis-server CONF --sentinel`, quiet (its log goes where CONF says).
+pub fn spawn_sentinel(conf: &std::path::Path) -> Child {
+    Command::new("redis-server")
+        .arg(conf)
+        .arg("--sentinel")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting redis-server --sentinel")
+}
+
 pub fn query_auth(port: u16, password: &str, args: &[&str]) -> String {
     let run = || -> redis::RedisResult<redis::Value> {
         let client = redis::Client::open(format!("redis://:{password}@127.0.0.1:{port}/"))?;
@@ -400,15 +412,7 @@ impl Sentinels {
                         dir = dir.0.display()
                     ),
                 );
-                let child = Command::new("redis-server")
-                    .arg(&conf)
-                    .arg("--sentinel")
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("starting redis-server --sentinel");
-                (port, child, dir)
+                (port, spawn_sentinel(&conf), dir)
             })
             .collect();
         let s = Sentinels { servers, sentinels };

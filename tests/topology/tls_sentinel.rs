@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::counts::failover_mid_burst;
-use crate::servers::{available, flatten, info_field, until, MASTER};
+use crate::servers::{available, flatten, info_field, spawn_sentinel, until, MASTER};
 use crate::tls::{certificates, run};
 use crate::util::*;
 use crate::{config, Instance};
@@ -186,15 +186,7 @@ impl Topology {
                     ca = file("ca.pem"),
                 ),
             );
-            let child = Command::new("redis-server")
-                .arg(&conf)
-                .arg("--sentinel")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("starting redis-server --sentinel");
-            topo.sentinels.push((port, child, sdir));
+            topo.sentinels.push((port, spawn_sentinel(&conf), sdir));
         }
         until(
             "every TLS Sentinel knows the master, its replica and the others",
