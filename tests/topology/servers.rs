@@ -30,15 +30,29 @@ pub struct Node {
     pub port: u16,
     pub dir: TempDir,
     args: Vec<String>,
+    /// Listening on its TLS port only (`--port 0`).
+    tls: bool,
     child: Option<Child>,
 }
 
 impl Node {
     pub fn start(tag: &str, args: &[&str]) -> Node {
+        Node::launch(tag, args, false)
+    }
+
+    /// A server that speaks only TLS, on `port` (`args` give its `--tls-*` files). Not waited
+    /// for: only a TLS client can tell that it answers.
+    #[cfg_attr(not(feature = "redis-tls"), allow(dead_code))]
+    pub fn start_tls(tag: &str, args: &[&str]) -> Node {
+        Node::launch(tag, args, true)
+    }
+
+    fn launch(tag: &str, args: &[&str], tls: bool) -> Node {
         let mut node = Node {
             port: free_port(),
             dir: TempDir::new(tag),
             args: args.iter().map(|a| a.to_string()).collect(),
+            tls,
             child: None,
         };
         node.run();
@@ -50,8 +64,14 @@ impl Node {
     }
 
     fn run(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+        let port = self.port.to_string();
+        let mut cmd = Command::new("redis-server");
+        match self.tls {
+            true => cmd.args(["--port", "0", "--tls-port", &port]),
+            false => cmd.args(["--port", &port]),
+        };
+        let child = cmd
+            .args(["--bind", "127.0.0.1"])
             .args([
                 "--save",
                 "",
@@ -69,6 +89,9 @@ impl Node {
             .spawn()
             .expect("starting redis-server");
         self.child = Some(child);
+        if self.tls {
+            return;
+        }
         // Any answer will do: one with a password answers NOAUTH.
         wait_for(
             &format!("redis-server on {} answering PING", self.port),

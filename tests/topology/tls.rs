@@ -4,7 +4,7 @@
 
 use std::process::{Child, Command, Stdio};
 
-use crate::servers::available;
+use crate::servers::{available, Node};
 use crate::util::*;
 use crate::Instance;
 
@@ -78,17 +78,6 @@ pub fn certificates(dir: &TempDir) {
     );
 }
 
-struct Servers(Vec<Child>);
-
-impl Drop for Servers {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 #[test]
 fn a_tls_cluster_over_rediss_cluster_runs_the_queue() {
     if !available("tls cluster") {
@@ -98,39 +87,26 @@ fn a_tls_cluster_over_rediss_cluster_runs_the_queue() {
     certificates(&dir);
     let file = |f: &str| dir.path(f).display().to_string();
     let ca = file("ca.pem");
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let mut servers = Servers(Vec::new());
-    for (i, port) in ports.iter().enumerate() {
-        let node_dir = dir.path(&format!("n{i}"));
-        std::fs::create_dir_all(&node_dir).unwrap();
-        let (port, bus) = (port.to_string(), free_port().to_string());
-        let child = Command::new("redis-server")
-            .args(["--port", "0", "--tls-port", &port, "--cluster-port", &bus])
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--cluster-enabled",
-                "yes",
-            ])
-            .args(["--tls-cluster", "yes", "--tls-auth-clients", "no"])
-            .args([
-                "--tls-cert-file",
-                &file("node.pem"),
-                "--tls-key-file",
-                &file("node.key"),
-            ])
-            .args(["--tls-ca-cert-file", &ca])
-            .arg("--dir")
-            .arg(&node_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting redis-server");
-        servers.0.push(child);
-    }
+    let tls = [
+        "--tls-cluster",
+        "yes",
+        "--tls-auth-clients",
+        "no",
+        "--tls-cert-file",
+        &file("node.pem"),
+        "--tls-key-file",
+        &file("node.key"),
+        "--tls-ca-cert-file",
+        &ca,
+    ];
+    let servers: Vec<Node> = (0..3)
+        .map(|i| {
+            let bus = free_port().to_string();
+            let cluster = ["--cluster-port", &bus, "--cluster-enabled", "yes"];
+            Node::start_tls(&format!("tls-cluster-n{i}"), &[&cluster[..], &tls].concat())
+        })
+        .collect();
+    let ports: Vec<u16> = servers.iter().map(|n| n.port).collect();
     let cli = |port: u16, args: &[&str]| {
         let mut all = vec!["--tls", "--cacert", &ca, "-p"];
         let port = port.to_string();

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::counts::failover_mid_burst;
-use crate::servers::{available, flatten, info_field, spawn_sentinel, until, MASTER};
+use crate::servers::{available, flatten, info_field, spawn_sentinel, until, Node, MASTER};
 use crate::tls::{certificates, run};
 use crate::util::*;
 use crate::{config, Instance};
@@ -68,66 +68,9 @@ pub fn other_ca(dir: &TempDir) -> String {
     dir.path("other.pem").display().to_string()
 }
 
-/// A TLS-only redis-server (`port 0`): the master, or a replica of the master on `master`.
-struct TlsNode {
-    port: u16,
-    dir: TempDir,
-    tls: Vec<String>,
-    master: Option<u16>,
-    child: Option<Child>,
-}
-
-impl TlsNode {
-    fn start(tag: &str, tls: &[String], master: Option<u16>) -> TlsNode {
-        let mut node = TlsNode {
-            port: free_port(),
-            dir: TempDir::new(tag),
-            tls: tls.to_vec(),
-            master,
-            child: None,
-        };
-        node.run();
-        node
-    }
-
-    fn run(&mut self) {
-        let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", "0", "--tls-port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", ""])
-            .args(["--appendonly", "yes", "--appendfsync", "everysec"])
-            .args(["--requirepass", PASS, "--masterauth", PASS])
-            .args(&self.tls)
-            .arg("--dir")
-            .arg(&self.dir.0);
-        if let Some(master) = self.master {
-            cmd.args(["--replicaof", "127.0.0.1", &master.to_string()]);
-        }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting redis-server");
-        self.child = Some(child);
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for TlsNode {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// The master, its replica and three Sentinels (quorum 2), all TLS only.
 struct Topology {
-    servers: Vec<TlsNode>,
+    servers: Vec<Node>,
     sentinels: Vec<(u16, Child, TempDir)>,
     ca: Vec<u8>,
 }
@@ -150,8 +93,14 @@ impl Topology {
         .map(str::to_owned)
         .to_vec();
         let ca = std::fs::read(dir.path("ca.pem")).unwrap();
-        let master = TlsNode::start("tls-sentinel-m", &tls, None);
-        let replica = TlsNode::start("tls-sentinel-r", &tls, Some(master.port));
+        let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
+        let auth = ["--requirepass", PASS, "--masterauth", PASS];
+        let master = Node::start_tls("tls-sentinel-m", &[&tls[..], &auth].concat());
+        let mp = master.port.to_string();
+        let replica = Node::start_tls(
+            "tls-sentinel-r",
+            &[&tls[..], &auth, &["--replicaof", "127.0.0.1", &mp]].concat(),
+        );
         let mut topo = Topology {
             servers: vec![master, replica],
             sentinels: Vec::new(),
@@ -302,7 +251,7 @@ fn a_tls_sentinel_topology_over_rediss_sentinel_survives_a_master_sigkill_and_re
         &mut topo,
         |t| t.servers[0].kill(),
         |t| t.master_port().is_some_and(|p| p != old),
-        |t| t.servers[0].run(),
+        |t| t.servers[0].restart(false),
     );
     let new = topo.master_port().unwrap();
     until("ctl status names the new TLS master", || {
