@@ -18,7 +18,7 @@ use std::time::Instant;
 use redis::Value;
 
 use super::link::Link;
-use super::scripts::{array, eval, event, num, scripts, text};
+use super::scripts::{array, eval, event, num, scripts, text, will_not_run};
 use super::submit::{blocks, unknown, wait_for, wanted, Trip, RECHECK_PAUSE, SUBMIT_DEADLINE};
 use super::{push_submission, Inner};
 use crate::events::error::StoreError;
@@ -118,8 +118,7 @@ fn try_once(inner: &Inner, link: &mut Link, e: &NewEvent, retry: bool) -> Step {
     match link.call("handoff (withdraw)", |c| {
         eval(c, &scripts().unhand, &unhand)
     }) {
-        // Withdrawn (1), or stored nowhere (2: a stale master's answer): it will not run.
-        Ok(v) if matches!(num(&v), Some(1 | 2)) => {
+        Ok(v) if will_not_run(&v) => {
             log::warn!(
                 "{confirmed} of {wanted} replica(s) confirmed handoff {} within {} ms: withdrawn, not forwarded (async.redis_min_replicas)",
                 e.request_id,

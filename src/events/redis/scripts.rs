@@ -258,6 +258,12 @@ pub fn bytes(v: &Value) -> Vec<u8> {
 }
 
 /// A number reply, or a string holding one; `None` for nil or anything else.
+/// Whether a WITHDRAW flag or an UNHAND answer means the event will not run: withdrawn (1),
+/// or stored nowhere (2). Only 0 (it stays: delivered, or another's) runs.
+pub fn will_not_run(v: &Value) -> bool {
+    matches!(num(v), Some(1 | 2))
+}
+
 pub fn num(v: &Value) -> Option<u64> {
     match v {
         Value::Int(n) => u64::try_from(*n).ok(),

@@ -24,7 +24,7 @@ use redis::{Cmd, Script, Value};
 
 use super::fleet::THREAD_STACK;
 use super::link::{ends_connection, Link};
-use super::scripts::{array, eval, event, is_noscript, num, scripts};
+use super::scripts::{array, eval, event, is_noscript, num, scripts, will_not_run};
 use super::topology::Conn;
 use super::{push_submission, Inner};
 use crate::events::error::StoreError;
@@ -316,9 +316,8 @@ fn try_batch(
         .map(<[Value]>::to_vec)
         .unwrap_or_default();
     for (k, i) in ours.iter().enumerate() {
-        // Withdrawn (1), or stored nowhere (2): it will not run, so it is a 503. Only one
-        // that stays (0: delivered meanwhile) runs, and is a 202.
-        if matches!(flags.get(k).and_then(num), Some(1 | 2)) {
+        // One that will not run is a 503; one that stays (delivered meanwhile) is a 202.
+        if flags.get(k).is_some_and(will_not_run) {
             results[*i] = Err(StoreError::NotReplicated { wanted, confirmed });
         }
     }
