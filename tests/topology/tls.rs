@@ -24,6 +24,22 @@ pub fn run(dir: &TempDir, program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A TLS-only redis-server's `--tls-*` arguments for the files [`certificates`] made in `dir`
+/// (clients are not asked for certificates).
+pub fn server_tls(dir: &TempDir) -> Vec<String> {
+    let file = |f: &str| dir.path(f).display().to_string();
+    vec![
+        "--tls-auth-clients".into(),
+        "no".into(),
+        "--tls-cert-file".into(),
+        file("node.pem"),
+        "--tls-key-file".into(),
+        file("node.key"),
+        "--tls-ca-cert-file".into(),
+        file("ca.pem"),
+    ]
+}
+
 /// `ca.pem`/`ca.key`, and `node.pem`/`node.key` for IP 127.0.0.1 (server and client use: the
 /// cluster bus is TLS both ways).
 pub fn certificates(dir: &TempDir) {
@@ -85,20 +101,10 @@ fn a_tls_cluster_over_rediss_cluster_runs_the_queue() {
     }
     let dir = TempDir::new("tls-cluster");
     certificates(&dir);
-    let file = |f: &str| dir.path(f).display().to_string();
-    let ca = file("ca.pem");
-    let tls = [
-        "--tls-cluster",
-        "yes",
-        "--tls-auth-clients",
-        "no",
-        "--tls-cert-file",
-        &file("node.pem"),
-        "--tls-key-file",
-        &file("node.key"),
-        "--tls-ca-cert-file",
-        &ca,
-    ];
+    let ca = dir.path("ca.pem").display().to_string();
+    let files = server_tls(&dir);
+    let mut tls = vec!["--tls-cluster", "yes"];
+    tls.extend(files.iter().map(String::as_str));
     let servers: Vec<Node> = (0..3)
         .map(|i| {
             let bus = free_port().to_string();

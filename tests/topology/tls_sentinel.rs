@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::counts::failover_mid_burst;
 use crate::servers::{available, flatten, info_field, spawn_sentinel, until, Node, MASTER};
-use crate::tls::{certificates, run};
+use crate::tls::{certificates, run, server_tls};
 use crate::util::*;
 use crate::{config, Instance};
 
@@ -78,22 +78,10 @@ struct Topology {
 impl Topology {
     fn start(dir: &TempDir) -> Topology {
         let file = |f: &str| dir.path(f).display().to_string();
-        let tls: Vec<String> = [
-            "--tls-replication",
-            "yes",
-            "--tls-auth-clients",
-            "no",
-            "--tls-cert-file",
-            &file("node.pem"),
-            "--tls-key-file",
-            &file("node.key"),
-            "--tls-ca-cert-file",
-            &file("ca.pem"),
-        ]
-        .map(str::to_owned)
-        .to_vec();
+        let files = server_tls(dir);
+        let mut tls = vec!["--tls-replication", "yes"];
+        tls.extend(files.iter().map(String::as_str));
         let ca = std::fs::read(dir.path("ca.pem")).unwrap();
-        let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
         let auth = ["--requirepass", PASS, "--masterauth", PASS];
         let master = Node::start_tls("tls-sentinel-m", &[&tls[..], &auth].concat());
         let mp = master.port.to_string();
